@@ -1,0 +1,1 @@
+"""Service layer of the image classification platform. Never imports Streamlit."""

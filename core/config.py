@@ -1,0 +1,112 @@
+"""Settings: one object read from the environment (and `.env`), validated once.
+
+DATABASE_URL, STORAGE_URL (+ S3_ENDPOINT_URL) and REDIS_URL pick embedded or production parts;
+a malformed value raises ConfigError naming the variable, never a traceback at the user.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from urllib.parse import urlparse
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core import limits
+from core.errors import ConfigError
+
+DATA_DIR = Path("data")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    database_url: str = Field(default=f"sqlite:///{DATA_DIR / 'platform.db'}")
+    storage_url: str = Field(default=f"file://{(DATA_DIR / 'storage').resolve()}")
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    redis_url: str | None = None
+    # Public base URL under which a CDN/static server exposes storage keys (optional).
+    storage_public_url: str | None = None
+
+    max_upload_bytes: int = limits.MAX_UPLOAD_BYTES
+    max_image_pixels: int = limits.MAX_IMAGE_PIXELS
+    max_archive_entries: int = limits.MAX_ARCHIVE_ENTRIES
+    max_archive_bytes: int = limits.MAX_ARCHIVE_BYTES
+    max_archive_ratio: int = limits.MAX_ARCHIVE_RATIO
+    url_import_timeout_s: float = limits.URL_IMPORT_TIMEOUT_S
+    url_import_max_bytes: int = limits.URL_IMPORT_MAX_BYTES
+    # Comma-separated hosts or CIDR ranges URL import may reach even if private (e.g. an intranet CDN).
+    url_allow_list: str = ""
+
+    # Local user shown when no OIDC login is configured.
+    local_user_email: str = "local@localhost"
+    # Roles: "alice@x.com=admin,x.com=labeler"; users matching nothing get default_role.
+    roles: str = ""
+    default_role: str = "admin"
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        scheme = urlparse(value).scheme
+        if not scheme.startswith(("sqlite", "postgresql", "postgres")):
+            raise ValueError("must start with sqlite:/// or postgresql://")
+        if scheme in ("postgres", "postgresql"):
+            # psycopg 3 is the installed driver; plain postgresql:// would ask for psycopg2.
+            value = "postgresql+psycopg://" + value.split("://", 1)[1]
+        return value
+
+    @field_validator("storage_url")
+    @classmethod
+    def _check_storage_url(cls, value: str) -> str:
+        parsed = urlparse(value)
+        if parsed.scheme == "file":
+            if not parsed.path:
+                raise ValueError("file:// needs a folder path, e.g. file:///srv/storage")
+        elif parsed.scheme == "s3":
+            if not parsed.netloc:
+                raise ValueError("s3:// needs a bucket, e.g. s3://bucket/prefix")
+        else:
+            raise ValueError("must be file:///folder or s3://bucket[/prefix]")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if urlparse(value).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must be redis://host:port/db")
+        return value
+
+    @field_validator("default_role")
+    @classmethod
+    def _check_role(cls, value: str) -> str:
+        if value not in ("admin", "labeler", "viewer"):
+            raise ValueError("must be admin, labeler or viewer")
+        return value
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def load_settings(**overrides) -> Settings:
+    """Read settings; turn pydantic's report into one line naming the variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        variable = str(first["loc"][0]).upper() if first["loc"] else "settings"
+        raise ConfigError(f"{variable}: {first['msg'].removeprefix('Value error, ')}") from None
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()
+
+
+def reset_settings_cache() -> None:
+    """Tests change the environment between cases; forget the cached settings and engines."""
+    get_settings.cache_clear()

@@ -1,0 +1,212 @@
+"""The cls_jobs row of a background job: create, progress, cancel, finish, reap.
+
+`run_job` is what a worker executes (RQ's `rq worker` or the in-process pool): it loads the job
+function by dotted path, gives it a JobContext, and records the outcome. A heartbeat thread stamps
+`heartbeat_at`; a running job whose heartbeat stops (worker killed) is marked failed by
+`reap_stale_jobs`, so nothing stays "running" forever.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+import time
+import traceback
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from core import limits
+from core.db import session_scope
+from core.errors import JobCancelled, NotFound, UserError
+from core.models import ClsJob, utcnow
+
+log = logging.getLogger(__name__)
+ACTIVE_STATUSES = ("queued", "running")
+
+
+class JobContext:
+    """Handed to every job function: report progress, notice cancellation.
+
+    `progress()` writes at most every `min_interval_s` (plus always the last step) and raises
+    JobCancelled once the user has asked to cancel, so a loop that reports progress is cancellable.
+    """
+
+    def __init__(self, job_id: uuid.UUID, *, min_interval_s: float = 0.5):
+        self.job_id = job_id
+        self.min_interval_s = min_interval_s
+        self._last_write = 0.0
+        self._last_cancel_check = 0.0
+        self._cancelled = False
+
+    def progress(self, done: int, total: int | None = None, message: str | None = None,
+                 *, force: bool = False) -> None:
+        now = time.monotonic()
+        last_step = total is not None and done >= total
+        if force or last_step or now - self._last_write >= self.min_interval_s:
+            self._last_write = now
+            values: dict[str, Any] = {"progress_done": done, "heartbeat_at": utcnow()}
+            if total is not None:
+                values["progress_total"] = total
+            if message is not None:
+                values["message"] = message[:2000]
+            with session_scope() as session:
+                session.execute(update(ClsJob).where(ClsJob.id == self.job_id).values(**values))
+                self._cancelled = bool(
+                    session.scalar(select(ClsJob.cancel_requested).where(ClsJob.id == self.job_id))
+                )
+                self._last_cancel_check = now
+        if self._cancelled:
+            raise JobCancelled()
+
+    def message(self, text: str) -> None:
+        with session_scope() as session:
+            session.execute(update(ClsJob).where(ClsJob.id == self.job_id).values(message=text[:2000]))
+
+    def check_cancelled(self) -> None:
+        """Cheap to call often: reads the flag at most once a second."""
+        now = time.monotonic()
+        if not self._cancelled and now - self._last_cancel_check >= 1.0:
+            self._last_cancel_check = now
+            with session_scope() as session:
+                self._cancelled = bool(
+                    session.scalar(select(ClsJob.cancel_requested).where(ClsJob.id == self.job_id))
+                )
+        if self._cancelled:
+            raise JobCancelled()
+
+
+def create_job(*, session: Session, kind: str, queue: str, function: str, params: dict[str, Any],
+               user_id: uuid.UUID | None) -> ClsJob:
+    job = ClsJob(kind=kind, queue=queue, function=function, params=params, user_id=user_id, status="queued")
+    session.add(job)
+    session.flush()
+    return job
+
+
+def get_job(*, session: Session, job_id: uuid.UUID) -> ClsJob:
+    job = session.get(ClsJob, job_id)
+    if job is None:
+        raise NotFound(f"no job {job_id}")
+    return job
+
+
+def list_jobs(*, session: Session, limit: int = 20, kinds: list[str] | None = None,
+              active_only: bool = False) -> list[ClsJob]:
+    query = select(ClsJob).order_by(ClsJob.created_at.desc()).limit(limit)
+    if kinds:
+        query = query.where(ClsJob.kind.in_(kinds))
+    if active_only:
+        query = query.where(ClsJob.status.in_(ACTIVE_STATUSES))
+    return list(session.scalars(query))
+
+
+def request_cancel(*, session: Session, job_id: uuid.UUID) -> ClsJob:
+    """Ask a job to stop; a queued job that never started is cancelled at once."""
+    job = get_job(session=session, job_id=job_id)
+    if job.status == "queued":
+        job.status, job.finished_at, job.cancel_requested = "cancelled", utcnow(), True
+    elif job.status == "running":
+        job.cancel_requested = True
+    return job
+
+
+def reap_stale_jobs(*, session: Session, stale_after_s: float = limits.JOB_STALE_AFTER_S) -> int:
+    """Mark failed the running jobs whose heartbeat stopped: their worker died."""
+    cutoff = utcnow() - timedelta(seconds=stale_after_s)
+    stale = session.scalars(
+        select(ClsJob).where(ClsJob.status == "running", ClsJob.heartbeat_at < cutoff)
+    ).all()
+    for job in stale:
+        job.status = "failed"
+        job.finished_at = utcnow()
+        job.error = (
+            f"worker stopped responding (no heartbeat since {job.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC); "
+            "the job can be retried"
+        )
+        _run_failure_hook(job)
+    return len(stale)
+
+
+def _run_failure_hook(job: ClsJob) -> None:
+    """A job function module may define `on_job_failed(job_id, params, error)` to mark its own rows
+    (a training run, an import) failed when the job dies outside its control."""
+    try:
+        module_name, _, _ = job.function.rpartition(".")
+        hook = getattr(importlib.import_module(module_name), "on_job_failed", None)
+        if hook is not None:
+            hook(job.id, job.params, job.error)
+    except Exception:  # a broken hook must not stop the reaper
+        log.exception("failure hook of job %s failed", job.id)
+
+
+def _heartbeat(job_id: uuid.UUID, stop: threading.Event) -> None:
+    while not stop.wait(limits.JOB_HEARTBEAT_S):
+        try:
+            with session_scope() as session:
+                session.execute(update(ClsJob).where(ClsJob.id == job_id).values(heartbeat_at=utcnow()))
+        except Exception:
+            log.warning("heartbeat of job %s failed", job_id, exc_info=True)
+
+
+def load_function(path: str):
+    module_name, _, attr = path.rpartition(".")
+    if not module_name.startswith("jobs.") and not module_name.startswith("tests."):
+        raise UserError(f"job function {path!r} is not in jobs/")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def run_job(job_id: str | uuid.UUID) -> dict[str, Any] | None:
+    """Execute one job to its end; the entry point both backends call."""
+    job_id = uuid.UUID(str(job_id))
+    with session_scope() as session:
+        job = get_job(session=session, job_id=job_id)
+        if job.status != "queued":
+            return job.result  # cancelled before it started, or already ran (a retried delivery)
+        if job.cancel_requested:
+            job.status, job.finished_at = "cancelled", utcnow()
+            return None
+        job.status, job.started_at, job.heartbeat_at = "running", utcnow(), utcnow()
+        job.attempts += 1
+        function, params = job.function, dict(job.params or {})
+
+    stop = threading.Event()
+    beat = threading.Thread(target=_heartbeat, args=(job_id, stop), daemon=True)
+    beat.start()
+    status, result, error = "succeeded", None, None
+    try:
+        result = load_function(function)(JobContext(job_id), **params)
+    except JobCancelled:
+        status = "cancelled"
+    except UserError as exc:
+        status, error = "failed", str(exc)
+    except Exception as exc:
+        status, error = "failed", f"{type(exc).__name__}: {exc}"
+        log.error("job %s failed\n%s", job_id, traceback.format_exc())
+    finally:
+        stop.set()
+    with session_scope() as session:
+        job = get_job(session=session, job_id=job_id)
+        job.status, job.finished_at, job.heartbeat_at = status, utcnow(), utcnow()
+        job.error = error
+        if result is not None:
+            job.result = result
+        if status == "succeeded" and job.progress_total:
+            job.progress_done = job.progress_total
+        if status == "failed":
+            _run_failure_hook(job)
+    return result
+
+
+def job_age(job: ClsJob) -> timedelta:
+    start = job.started_at or job.created_at
+    if start.tzinfo is None:  # SQLite returns naive datetimes
+        start = start.replace(tzinfo=UTC)
+    end = job.finished_at or datetime.now(UTC)
+    if end.tzinfo is None:
+        end = end.replace(tzinfo=UTC)
+    return end - start

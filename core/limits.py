@@ -1,0 +1,38 @@
+"""Default limits on hostile or oversized input. Settings (core/config.py) read these as defaults;
+each can be overridden with an environment variable of the same name."""
+
+MAX_UPLOAD_BYTES = 50 * 1024 * 1024
+"""Largest single file accepted by upload or URL import (bytes)."""
+
+MAX_IMAGE_PIXELS = 100_000_000
+"""Largest decoded image (width × height); larger files are refused as decompression bombs."""
+
+MAX_ARCHIVE_ENTRIES = 200_000
+"""Most entries a ZIP archive may hold."""
+
+MAX_ARCHIVE_BYTES = 20 * 1024 * 1024 * 1024
+"""Largest total uncompressed size of a ZIP archive (bytes)."""
+
+MAX_ARCHIVE_RATIO = 200
+"""Largest compression ratio of one archive entry (uncompressed / compressed): zip-bomb guard."""
+
+URL_IMPORT_TIMEOUT_S = 20.0
+"""Seconds allowed for connecting to and downloading one URL."""
+
+URL_IMPORT_MAX_BYTES = 50 * 1024 * 1024
+"""Largest body a URL import downloads before giving up (bytes)."""
+
+URL_MAX_REDIRECTS = 5
+"""Most redirects followed for one URL (each hop is checked against the address rules)."""
+
+THUMBNAIL_SIZE = 256
+"""Longest side of the JPEG thumbnail made at ingest (pixels)."""
+
+PAGE_SIZE = 48
+"""Images per page in grids."""
+
+JOB_HEARTBEAT_S = 10.0
+"""How often a running job records that it is alive (seconds)."""
+
+JOB_STALE_AFTER_S = 90.0
+"""A running job silent for this long is marked failed: its worker died."""

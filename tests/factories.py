@@ -1,0 +1,56 @@
+"""Object factories for tests: images drawn by code, rows made through the same storage layout."""
+
+from __future__ import annotations
+
+import io
+import random
+import uuid
+
+from PIL import Image, ImageDraw
+
+from core.models import ClsClass, ClsDataset, ClsImage
+
+
+def drawn_image_bytes(seed: int = 0, size: tuple[int, int] = (96, 96), fmt: str = "PNG") -> bytes:
+    """A small image with random shapes: distinct seeds give visually distinct images."""
+    rng = random.Random(seed)
+    image = Image.new("RGB", size, tuple(rng.randrange(256) for _ in range(3)))
+    draw = ImageDraw.Draw(image)
+    for _ in range(6):
+        x0, y0 = rng.randrange(size[0]), rng.randrange(size[1])
+        x1, y1 = x0 + rng.randrange(8, size[0]), y0 + rng.randrange(8, size[1])
+        draw.ellipse((x0, y0, x1, y1), fill=tuple(rng.randrange(256) for _ in range(3)))
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def make_image_row(session, storage, *, seed: int = 0, folder: str | None = None,
+                   tags: list[str] | None = None) -> ClsImage:
+    """A library image stored without the ingest pipeline (for tests of other features)."""
+    import hashlib
+
+    data = drawn_image_bytes(seed)
+    image_id = uuid.uuid4()
+    key = f"images/{image_id}.png"
+    storage.put(key, data)
+    row = ClsImage(id=image_id, filename=f"{image_id}.png", original_filename=f"img_{seed}.png",
+                   storage_path=key, width=96, height=96, file_size_bytes=len(data), format="PNG",
+                   folder=folder, tags=tags or [], file_hash=hashlib.sha256(data).hexdigest())
+    session.add(row)
+    session.flush()
+    return row
+
+
+def make_class(session, name: str, color: str = "#3B82F6") -> ClsClass:
+    row = ClsClass(name=name, color=color)
+    session.add(row)
+    session.flush()
+    return row
+
+
+def make_dataset(session, name: str, task_type: str = "single_label") -> ClsDataset:
+    row = ClsDataset(name=name, task_type=task_type)
+    session.add(row)
+    session.flush()
+    return row

@@ -1,0 +1,151 @@
+"""Browser test harness: the app on a free port against a throwaway database, driven by Playwright
+with Debian's Chromium (never `playwright install`).
+
+`app_server` starts `streamlit run app.py` (module scope: one server per test module) on an embedded
+stack in a temporary folder; `browser_page` opens a fresh page and records console errors, which a test
+can assert on with `page_errors(page)`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+
+@dataclass
+class AppServer:
+    url: str
+    env: dict[str, str]
+    workdir: Path
+    process: subprocess.Popen
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_app(workdir: Path, extra_env: dict[str, str] | None = None, migrate: bool = True) -> AppServer:
+    """Start the app on an embedded stack under `workdir` (call `python -m core demo` first if wanted)."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{workdir / 'app.db'}",
+        "STORAGE_URL": f"file://{workdir / 'storage'}",
+        "PYTHONPATH": str(ROOT),
+        **(extra_env or {}),
+    }
+    env.pop("REDIS_URL", None) if "REDIS_URL" not in (extra_env or {}) else None
+    if migrate:
+        subprocess.run([sys.executable, "-m", "core", "migrate"], cwd=ROOT, env=env, check=True,
+                       capture_output=True, timeout=120)
+    log_path = workdir / "streamlit.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
+         "--server.port", str(port), "--server.address", "127.0.0.1",
+         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+        cwd=ROOT, env=env, stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"streamlit exited:\n{log_path.read_text(errors='replace')}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    return AppServer(url, env, workdir, process, log_path)
+        except OSError:
+            time.sleep(0.3)
+    process.kill()
+    raise RuntimeError(f"streamlit did not start:\n{log_path.read_text(errors='replace')}")
+
+
+def stop_app(server: AppServer) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+
+
+@pytest.fixture(scope="session")
+def chromium_browser():
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"Chromium not found at {CHROMIUM} (make test installs it)")
+        pytest.skip(f"Chromium not found at {CHROMIUM}; run `apt-get install -y chromium`")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def app_server(tmp_path_factory):
+    """The app on an embedded stack with the demo data loaded."""
+    workdir = tmp_path_factory.mktemp("app")
+    server = start_app(workdir)
+    subprocess.run([sys.executable, "-m", "core", "demo", "--products", "8"], cwd=ROOT, env=server.env,
+                   check=True, capture_output=True, timeout=300)
+    yield server
+    stop_app(server)
+
+
+@dataclass
+class PageWatch:
+    console_errors: list[str] = field(default_factory=list)
+    page_errors: list[str] = field(default_factory=list)
+
+
+@pytest.fixture
+def browser_page(chromium_browser):
+    context = chromium_browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    watch = PageWatch()
+    page.on("console", lambda msg: watch.console_errors.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: watch.page_errors.append(str(exc)))
+    page.watch = watch
+    yield page
+    context.close()
+
+
+def wait_for_app(page, timeout_ms: int = 30000) -> None:
+    """Wait until Streamlit finished running the script (no running indicator, app view present)."""
+    page.wait_for_selector("[data-testid='stApp']", timeout=timeout_ms)
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"] [data-testid=\"stSpinner\"],"
+        " [data-testid=\"stStatusWidgetRunningIcon\"]')",
+        timeout=timeout_ms,
+    )
+    page.wait_for_timeout(300)
+
+
+def exception_texts(page) -> list[str]:
+    return [el.inner_text() for el in page.query_selector_all("[data-testid='stException']")]
+
+
+__all__ = ["start_app", "stop_app", "wait_for_app", "exception_texts", "shutil"]
