@@ -104,12 +104,17 @@ class LocalStorage:
         return self._path(key).as_uri()
 
     def list_keys(self, prefix: str = "") -> Iterator[str]:
-        base = self.root / prefix if prefix else self.root
+        if ".." in PurePosixPath(prefix).parts or prefix.startswith("/"):
+            raise InvalidInput(f"invalid storage prefix {prefix!r}")
+        # Walk only the deepest folder the prefix names, then match the rest as S3 does (by string).
+        folder = prefix if prefix.endswith("/") or not prefix else prefix.rpartition("/")[0]
+        base = self.root / folder if folder else self.root
         if not base.exists():
             return
         for path in sorted(base.rglob("*")):
-            if path.is_file() and not path.name.startswith(".tmp-"):
-                yield path.relative_to(self.root).as_posix()
+            key = path.relative_to(self.root).as_posix()
+            if path.is_file() and not path.name.startswith(".tmp-") and key.startswith(prefix):
+                yield key
 
     def local_path(self, key: str) -> Path | None:
         return self._path(key)
@@ -197,7 +202,9 @@ class S3Storage:
 
     def list_keys(self, prefix: str = "") -> Iterator[str]:
         paginator = self.client.get_paginator("list_objects_v2")
-        full_prefix = self._key(prefix) if prefix else (f"{self.prefix}/" if self.prefix else "")
+        if ".." in PurePosixPath(prefix).parts or prefix.startswith("/"):
+            raise InvalidInput(f"invalid storage prefix {prefix!r}")
+        full_prefix = f"{self.prefix}/{prefix}" if self.prefix else prefix
         strip = len(self.prefix) + 1 if self.prefix else 0
         for page in self._call(prefix or "/", lambda: list(paginator.paginate(Bucket=self.bucket, Prefix=full_prefix))):
             for item in page.get("Contents", []):

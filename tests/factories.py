@@ -54,3 +54,17 @@ def make_dataset(session, name: str, task_type: str = "single_label") -> ClsData
     session.add(row)
     session.flush()
     return row
+
+
+def make_dataset_image(session, storage, dataset: ClsDataset, *, seed: int = 0, classes: list[ClsClass] = (),
+                       split: str = "unassigned") -> ClsImage:
+    """A library image added to a dataset, labeled with `classes` (label rows written directly)."""
+    from core.models import ClsDatasetImage, ClsLabel
+
+    image = make_image_row(session, storage, seed=seed)
+    session.add(ClsDatasetImage(dataset_id=dataset.id, image_id=image.id, split=split,
+                                status="labeled" if classes else "pending"))
+    for cls in classes:
+        session.add(ClsLabel(dataset_id=dataset.id, image_id=image.id, class_id=cls.id))
+    session.flush()
+    return image

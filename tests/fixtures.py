@@ -1,0 +1,20 @@
+"""Job functions used by the queue tests (workers import them by dotted path)."""
+
+import time
+
+
+def add_numbers(ctx, *, a: int, b: int) -> dict:
+    ctx.progress(0, 2, "adding")
+    ctx.progress(2, 2, "done")
+    return {"sum": a + b}
+
+
+def fail_with_message(ctx, *, message: str) -> dict:
+    raise ValueError(message)
+
+
+def wait_for_cancel(ctx, *, steps: int = 200, delay_s: float = 0.05) -> dict:
+    for step in range(steps):
+        ctx.progress(step, steps, force=True)
+        time.sleep(delay_s)
+    return {"finished": True}
