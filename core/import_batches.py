@@ -1,0 +1,167 @@
+"""The loop every labeled import shares (archives, products, cutouts, OD images): ingest items in
+small transactions, add them to the target dataset with their split, write their labels, count.
+
+Duplicates (same SHA-256) and rows already imported from the same source row are not stored again,
+but their existing image is still added to the dataset and labeled there, so re-running an import
+adds nothing new and still completes a dataset that was missing some images. Labels are written only
+when they differ from the image's current labels, so a re-run reports zero labels written.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any
+
+from sqlalchemy import select
+
+from core.db import session_scope
+from core.errors import NotFound, UserError
+from core.models import ClsDataset, ClsDatasetImage, ClsLabel
+
+BATCH_SIZE = 32  # one transaction per batch: a crash loses at most this many rows' work
+Progress = Callable[..., None]
+
+
+@dataclass
+class ImportItem:
+    name: str  # shown in per-file errors
+    load: Callable[[], bytes]
+    labels: list[uuid.UUID] | None = None  # None: leave the image's labels alone
+    split: str | None = None
+    source_type: str | None = None
+    source_id: uuid.UUID | None = None
+    existing_image_id: uuid.UUID | None = None  # already imported from this source row
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def filename(self) -> str:
+        return self.name.rsplit("/", 1)[-1]
+
+
+@dataclass
+class ImportSummary:
+    images_imported: int = 0
+    duplicates_skipped: int = 0
+    already_imported: int = 0
+    images_added_to_dataset: int = 0
+    labels_written: int = 0
+    classes_created: list[str] = field(default_factory=list)
+    errors: list[dict[str, str]] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def error(self, name: str, message: str) -> None:
+        self.errors.append({"file": name, "error": message})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "images_imported": self.images_imported,
+            "duplicates_skipped": self.duplicates_skipped,
+            "already_imported": self.already_imported,
+            "images_added_to_dataset": self.images_added_to_dataset,
+            "labels_written": self.labels_written,
+            "classes_created": self.classes_created,
+            "error_count": len(self.errors),
+            "errors": self.errors[:500],
+            **self.extra,
+        }
+
+
+def load_dataset(*, session, dataset_id: uuid.UUID | str | None) -> tuple[uuid.UUID, str] | None:
+    if dataset_id in (None, ""):
+        return None
+    try:
+        dataset_uuid = uuid.UUID(str(dataset_id))
+    except ValueError:
+        raise NotFound(f"no dataset {dataset_id!r}") from None
+    dataset = session.get(ClsDataset, dataset_uuid)
+    if dataset is None:
+        raise NotFound(f"no dataset {dataset_id}")
+    return dataset.id, dataset.task_type
+
+
+def _batches(items: Iterable[ImportItem], size: int) -> Iterator[list[ImportItem]]:
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+def run_items(items: Iterable[ImportItem], *, total: int, source: str, summary: ImportSummary,
+              dataset: tuple[uuid.UUID, str] | None = None, user_id: uuid.UUID | None = None,
+              skip_duplicates: bool = True, storage=None, folder: str | None = None,
+              progress: Progress | None = None) -> ImportSummary:
+    from core.images import ingest_bytes  # the shared ingest pipeline (image library)
+    from core.storage import get_storage
+
+    storage = storage or get_storage()
+    done = 0
+    for batch in _batches(items, BATCH_SIZE):
+        placed: list[tuple[ImportItem, uuid.UUID]] = []
+        with session_scope() as session:
+            for item in batch:
+                if item.existing_image_id is not None:
+                    summary.already_imported += 1
+                    placed.append((item, item.existing_image_id))
+                    continue
+                try:
+                    data = item.load()
+                except UserError as exc:
+                    summary.error(item.name, str(exc))
+                    continue
+                result = ingest_bytes(session=session, storage=storage, data=data, filename=item.filename,
+                                      user_id=user_id, source=source, folder=folder,
+                                      skip_duplicates=skip_duplicates, source_type=item.source_type,
+                                      source_id=item.source_id, meta=item.meta or None)
+                if result.status == "rejected":
+                    summary.error(item.name, result.error or "rejected")
+                elif result.status == "duplicate":
+                    summary.duplicates_skipped += 1
+                    placed.append((item, result.duplicate_of))
+                else:
+                    summary.images_imported += 1
+                    placed.append((item, result.image_id))
+            if dataset is not None and placed:
+                _place_in_dataset(session, dataset, placed, user_id, summary)
+        done += len(batch)
+        if progress is not None:
+            progress(done, total, f"{summary.images_imported} imported, {summary.duplicates_skipped} duplicates, "
+                                  f"{len(summary.errors)} errors")
+    return summary
+
+
+def _place_in_dataset(session, dataset: tuple[uuid.UUID, str], placed: list[tuple[ImportItem, uuid.UUID]],
+                      user_id: uuid.UUID | None, summary: ImportSummary) -> None:
+    from core.datasets import add_images_to_dataset
+    from core.labels import set_labels
+
+    dataset_id, task_type = dataset
+    image_ids = list(dict.fromkeys(image_id for _, image_id in placed))
+    present = set(session.scalars(select(ClsDatasetImage.image_id).where(
+        ClsDatasetImage.dataset_id == dataset_id, ClsDatasetImage.image_id.in_(image_ids))))
+    by_split: dict[str | None, list[uuid.UUID]] = {}
+    for item, image_id in placed:
+        if image_id not in present:
+            present.add(image_id)
+            by_split.setdefault(item.split, []).append(image_id)
+    for split, ids in by_split.items():
+        add_images_to_dataset(session=session, dataset_id=dataset_id, image_ids=ids, user_id=user_id,
+                              **({"split": split} if split else {}))
+        summary.images_added_to_dataset += len(ids)
+    current: dict[uuid.UUID, set[uuid.UUID]] = {}
+    for image_id, class_id in session.execute(select(ClsLabel.image_id, ClsLabel.class_id).where(
+            ClsLabel.dataset_id == dataset_id, ClsLabel.image_id.in_(image_ids))):
+        current.setdefault(image_id, set()).add(class_id)
+    for item, image_id in placed:
+        if not item.labels:
+            continue
+        if task_type == "single_label" and len(item.labels) > 1:
+            summary.error(item.name, f"has {len(item.labels)} labels but the dataset is single-label; "
+                                     "added without labels")
+            continue
+        if current.get(image_id, set()) != set(item.labels):
+            set_labels(session=session, dataset_id=dataset_id, image_id=image_id, class_ids=list(item.labels),
+                       user_id=user_id)
+            current[image_id] = set(item.labels)
+            summary.labels_written += len(item.labels)
