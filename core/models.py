@@ -215,6 +215,21 @@ class ClsLabel(TimestampMixin, Base):
     reviewed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class ClsLabelingPin(Base):
+    """Beyond the plan: the classes one user pinned to keys 1–0 on one dataset's labeling page."""
+
+    __tablename__ = "cls_labeling_pins"
+    __table_args__ = (UniqueConstraint("user_id", "dataset_id", name="uq_cls_labeling_pins_user_dataset"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    user_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    dataset_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("cls_datasets.id", ondelete="CASCADE"))
+    class_ids: Mapped[list[Any]] = mapped_column(default=list)  # in key order: first gets key 1
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow, server_default=text("CURRENT_TIMESTAMP")
+    )
+
+
 class ClsLabelChange(Base):
     """Beyond the plan: every label change made from model output (label-error finder, review) is
     recorded with who, when and old → new, so a team can audit what a model made them change."""

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-27 04:52:56.194600
+Create Date: 2026-11-27 04:58:10.347929
 """
 from collections.abc import Sequence
 
@@ -223,6 +223,16 @@ def upgrade() -> None:
     with op.batch_alter_table('cls_label_changes', schema=None) as batch_op:
         batch_op.create_index('idx_cls_label_changes_dataset', ['dataset_id', 'created_at'], unique=False)
 
+    op.create_table('cls_labeling_pins',
+    sa.Column('id', sa.Uuid(), nullable=False),
+    sa.Column('user_id', sa.Uuid(), nullable=False),
+    sa.Column('dataset_id', sa.Uuid(), nullable=False),
+    sa.Column('class_ids', sa.JSON().with_variant(postgresql.JSONB(), 'postgresql'), nullable=False),
+    sa.Column('updated_at', sa.DateTime(timezone=True), server_default=sa.text('(CURRENT_TIMESTAMP)'), nullable=False),
+    sa.ForeignKeyConstraint(['dataset_id'], ['cls_datasets.id'], name=op.f('fk_cls_labeling_pins_dataset_id_cls_datasets'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_cls_labeling_pins')),
+    sa.UniqueConstraint('user_id', 'dataset_id', name='uq_cls_labeling_pins_user_dataset')
+    )
     op.create_table('cls_labels',
     sa.Column('id', sa.Uuid(), nullable=False),
     sa.Column('dataset_id', sa.Uuid(), nullable=False),
@@ -378,6 +388,7 @@ def downgrade() -> None:
         batch_op.drop_index('idx_cls_labels_class')
 
     op.drop_table('cls_labels')
+    op.drop_table('cls_labeling_pins')
     with op.batch_alter_table('cls_label_changes', schema=None) as batch_op:
         batch_op.drop_index('idx_cls_label_changes_dataset')
 

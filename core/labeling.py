@@ -1,0 +1,526 @@
+"""The labeling queue: which image comes next in each queue mode, navigation, short reservations so
+several labelers get different images, progress, the classes a dataset shows (pinned first, keys
+1–0), and the page's actions (save, skip, clear, accept review) made safe to repeat.
+
+Label writes go through core/labels.py (row lock, revision check, counts); this module decides what
+to write and turns a repeated or stale action into a no-op instead of a second write.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
+
+from sqlalchemy import exists, func, or_, select, tuple_, update
+
+from core.errors import Conflict, InvalidInput, NotFound
+from core.models import ClsClass, ClsDataset, ClsDatasetImage, ClsImage, ClsLabel, ClsLabelingPin, utcnow
+
+QUEUE_MODES = ("all", "unlabeled", "review", "random", "low_confidence")
+QueueMode = Literal["all", "unlabeled", "review", "random", "low_confidence"]
+
+RESERVATION_S = 120
+"""How long an image shown to one labeler is kept from the others (seconds); renewed on each action."""
+
+LOW_CONFIDENCE = 0.5
+"""Default threshold of the low-confidence queue: AI labels below it, lowest first."""
+
+KEYED_CLASSES = 10
+"""Classes reachable by number keys: 1–9 and 0."""
+
+_RANDOM_SCAN = 256
+"""Ids checked per query when walking the seeded random order."""
+
+
+@dataclass(frozen=True)
+class LabelView:
+    class_id: uuid.UUID
+    class_name: str
+    color: str
+    confidence: float | None
+    is_ai_generated: bool
+    ai_model: str | None
+    is_reviewed: bool
+
+
+@dataclass(frozen=True)
+class ImageCard:
+    """What the page shows for one dataset image (plain values, never ORM objects)."""
+
+    dataset_id: uuid.UUID
+    image_id: uuid.UUID
+    filename: str
+    width: int | None
+    height: int | None
+    file_size_bytes: int | None
+    storage_path: str
+    thumbnail_path: str | None
+    status: str
+    label_revision: int
+    labeled_by: uuid.UUID | None
+    labels: tuple[LabelView, ...] = field(default_factory=tuple)
+
+    @property
+    def class_ids(self) -> list[uuid.UUID]:
+        return [label.class_id for label in self.labels]
+
+    @property
+    def awaiting_review(self) -> bool:
+        return any(label.is_ai_generated and not label.is_reviewed for label in self.labels)
+
+
+@dataclass(frozen=True)
+class ClassKey:
+    class_id: uuid.UUID
+    name: str
+    color: str
+    image_count: int
+    key: str | None  # "1".."9", "0", or None beyond the tenth class
+    pinned: bool
+
+
+@dataclass(frozen=True)
+class Progress:
+    labeled: int
+    total: int
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.labeled / self.total if self.total else 0.0
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    """outcome: saved, unchanged (a repeat: nothing written), reviewed, skipped, cleared, conflict."""
+
+    outcome: str
+    card: ImageCard
+    message: str = ""
+
+    @property
+    def moves_on(self) -> bool:
+        return self.outcome in ("saved", "unchanged", "reviewed", "skipped")
+
+
+# ---------------------------------------------------------------- reading
+
+
+def _dataset(session, dataset_id: uuid.UUID) -> ClsDataset:
+    dataset = session.get(ClsDataset, dataset_id)
+    if dataset is None:
+        raise NotFound(f"no dataset {dataset_id}")
+    return dataset
+
+
+def check_mode(mode: str) -> str:
+    if mode not in QUEUE_MODES:
+        raise InvalidInput(f"unknown queue mode {mode!r}; use one of {', '.join(QUEUE_MODES)}")
+    return mode
+
+
+def image_card(*, session, dataset_id: uuid.UUID, image_id: uuid.UUID) -> ImageCard:
+    row = session.execute(
+        select(ClsDatasetImage, ClsImage)
+        .join(ClsImage, ClsImage.id == ClsDatasetImage.image_id)
+        .where(ClsDatasetImage.dataset_id == dataset_id, ClsDatasetImage.image_id == image_id)
+    ).one_or_none()
+    if row is None:
+        raise NotFound(f"image {image_id} is not in this dataset")
+    item, image = row
+    labels = session.execute(
+        select(ClsLabel, ClsClass)
+        .join(ClsClass, ClsClass.id == ClsLabel.class_id)
+        .where(ClsLabel.dataset_id == dataset_id, ClsLabel.image_id == image_id)
+        .order_by(ClsLabel.confidence.desc().nulls_last(), ClsClass.name)
+    ).all()
+    return ImageCard(
+        dataset_id=dataset_id, image_id=image_id,
+        filename=image.original_filename or image.filename, width=image.width, height=image.height,
+        file_size_bytes=image.file_size_bytes, storage_path=image.storage_path,
+        thumbnail_path=image.thumbnail_path, status=item.status, label_revision=item.label_revision,
+        labeled_by=item.labeled_by,
+        labels=tuple(
+            LabelView(class_id=label.class_id, class_name=cls.display_name or cls.name, color=cls.color,
+                      confidence=label.confidence, is_ai_generated=label.is_ai_generated,
+                      ai_model=label.ai_model, is_reviewed=label.is_reviewed)
+            for label, cls in labels
+        ),
+    )
+
+
+def progress(*, session, dataset_id: uuid.UUID) -> Progress:
+    """Labeled / total from the dataset's counts (kept in step by every label write)."""
+    dataset = _dataset(session, dataset_id)
+    return Progress(labeled=dataset.labeled_image_count, total=dataset.image_count)
+
+
+def _has_labels(dataset_id):
+    return exists().where(ClsLabel.dataset_id == dataset_id, ClsLabel.image_id == ClsDatasetImage.image_id)
+
+
+def _awaiting_review(dataset_id):
+    return exists().where(
+        ClsLabel.dataset_id == dataset_id, ClsLabel.image_id == ClsDatasetImage.image_id,
+        ClsLabel.is_ai_generated.is_(True), ClsLabel.is_reviewed.is_(False),
+    )
+
+
+def _unreserved(holder: uuid.UUID | None, now: datetime):
+    free = or_(ClsDatasetImage.reserved_by.is_(None), ClsDatasetImage.reserved_until < now)
+    return or_(free, ClsDatasetImage.reserved_by == holder) if holder else free
+
+
+def _mode_filter(mode: str, dataset_id: uuid.UUID):
+    """The rows a mode walks (before reservations): the queue's definition in one place."""
+    if mode == "all":
+        return []
+    if mode in ("unlabeled", "random"):
+        return [~_has_labels(dataset_id), ClsDatasetImage.status != "skipped"]
+    return [_awaiting_review(dataset_id)]  # review and low_confidence
+
+
+def _low_confidence_rows(dataset_id: uuid.UUID, threshold: float):
+    """(image_id, lowest unreviewed AI confidence) for images below the threshold."""
+    return (
+        select(ClsLabel.image_id.label("image_id"), func.min(ClsLabel.confidence).label("conf"))
+        .where(ClsLabel.dataset_id == dataset_id, ClsLabel.is_ai_generated.is_(True),
+               ClsLabel.is_reviewed.is_(False), ClsLabel.confidence.is_not(None))
+        .group_by(ClsLabel.image_id)
+        .having(func.min(ClsLabel.confidence) < threshold)
+        .subquery()
+    )
+
+
+_random_orders: dict[tuple, list[uuid.UUID]] = {}
+
+
+def _random_order(session, dataset_id: uuid.UUID, seed: int) -> list[uuid.UUID]:
+    """All of the dataset's image ids in a seeded shuffle; cached until the dataset's size changes.
+    SQL has no portable seeded ORDER BY (SQLite lacks md5/setseed), so the shuffle is done here."""
+    count = _dataset(session, dataset_id).image_count
+    key = (dataset_id, seed, count)
+    order = _random_orders.get(key)
+    if order is None:
+        ids = sorted(session.scalars(select(ClsDatasetImage.image_id).where(ClsDatasetImage.dataset_id == dataset_id)))
+        random.Random(seed).shuffle(ids)
+        for stale in [k for k in _random_orders if k[0] == dataset_id]:
+            del _random_orders[stale]
+        order = _random_orders[key] = ids
+    return order
+
+
+def _cursor(session, dataset_id, image_id):
+    return session.execute(
+        select(ClsDatasetImage.added_at, ClsDatasetImage.image_id)
+        .where(ClsDatasetImage.dataset_id == dataset_id, ClsDatasetImage.image_id == image_id)
+    ).one_or_none()
+
+
+def queue_ids(*, session, dataset_id: uuid.UUID, mode: str = "all", after: uuid.UUID | None = None,
+              holder: uuid.UUID | None = None, limit: int = 8, seed: int = 0,
+              threshold: float = LOW_CONFIDENCE, exclude: tuple[uuid.UUID, ...] = (),
+              now: datetime | None = None) -> list[uuid.UUID]:
+    """The next images of a queue after `after` (wrapping round to the start), skipping images
+    another labeler holds (except in mode "all") and those in `exclude`."""
+    check_mode(mode)
+    now = now or utcnow()
+    skip = set(exclude) | ({after} if after else set())
+    if mode == "random":
+        return _random_ids(session, dataset_id, after, holder, limit, seed, skip, now)
+    conditions = [ClsDatasetImage.dataset_id == dataset_id, *_mode_filter(mode, dataset_id)]
+    if mode != "all":
+        conditions.append(_unreserved(holder, now))
+    if mode == "low_confidence":
+        low = _low_confidence_rows(dataset_id, threshold)
+        order = (low.c.conf, ClsDatasetImage.image_id)
+        base = select(ClsDatasetImage.image_id).join(low, low.c.image_id == ClsDatasetImage.image_id)
+        position = session.execute(select(low.c.conf).where(low.c.image_id == after)).scalar() if after else None
+        cursor = (position, after) if position is not None else None
+    else:
+        order = (ClsDatasetImage.added_at, ClsDatasetImage.image_id)
+        base = select(ClsDatasetImage.image_id)
+        row = _cursor(session, dataset_id, after) if after else None
+        cursor = tuple(row) if row else None
+    query = base.where(*conditions).order_by(*order)
+    if skip:
+        query = query.where(ClsDatasetImage.image_id.not_in(skip))
+    found: list[uuid.UUID] = []
+    if cursor:
+        found = list(session.scalars(query.where(tuple_(*order) > tuple_(*cursor)).limit(limit)))
+    if len(found) < limit:  # wrap round: images left behind earlier in the order
+        more = session.scalars(query.limit(limit)).all()
+        found += [image_id for image_id in more if image_id not in found][: limit - len(found)]
+    return found
+
+
+def _random_ids(session, dataset_id, after, holder, limit, seed, skip, now) -> list[uuid.UUID]:
+    order = _random_order(session, dataset_id, seed)
+    start = order.index(after) + 1 if after in order else 0
+    rotated = order[start:] + order[:start]
+    found: list[uuid.UUID] = []
+    for offset in range(0, len(rotated), _RANDOM_SCAN):
+        chunk = [image_id for image_id in rotated[offset: offset + _RANDOM_SCAN] if image_id not in skip]
+        if not chunk:
+            continue
+        eligible = set(session.scalars(
+            select(ClsDatasetImage.image_id).where(
+                ClsDatasetImage.dataset_id == dataset_id, ClsDatasetImage.image_id.in_(chunk),
+                *_mode_filter("random", dataset_id), _unreserved(holder, now))
+        ))
+        found += [image_id for image_id in chunk if image_id in eligible][: limit - len(found)]
+        if len(found) >= limit:
+            break
+    return found
+
+
+def queue_size(*, session, dataset_id: uuid.UUID, mode: str = "all", threshold: float = LOW_CONFIDENCE) -> int:
+    """How many images the queue holds now (reservations not counted out)."""
+    check_mode(mode)
+    if mode == "all":
+        return _dataset(session, dataset_id).image_count
+    query = select(func.count()).select_from(ClsDatasetImage).where(
+        ClsDatasetImage.dataset_id == dataset_id, *_mode_filter(mode, dataset_id))
+    if mode == "low_confidence":
+        low = _low_confidence_rows(dataset_id, threshold)
+        query = query.join(low, low.c.image_id == ClsDatasetImage.image_id)
+    return session.scalar(query) or 0
+
+
+def position(*, session, dataset_id: uuid.UUID, image_id: uuid.UUID) -> int | None:
+    """1-based place of an image in the dataset's order (the "n" of "n / N")."""
+    cursor = _cursor(session, dataset_id, image_id)
+    if cursor is None:
+        return None
+    before = session.scalar(
+        select(func.count()).select_from(ClsDatasetImage).where(
+            ClsDatasetImage.dataset_id == dataset_id,
+            tuple_(ClsDatasetImage.added_at, ClsDatasetImage.image_id) < tuple_(*cursor))
+    )
+    return (before or 0) + 1
+
+
+def previous_id(*, session, dataset_id: uuid.UUID, before: uuid.UUID) -> uuid.UUID | None:
+    """The image before `before` in the dataset's order (← with no history to go back through)."""
+    cursor = _cursor(session, dataset_id, before)
+    if cursor is None:
+        return None
+    return session.scalar(
+        select(ClsDatasetImage.image_id)
+        .where(ClsDatasetImage.dataset_id == dataset_id,
+               tuple_(ClsDatasetImage.added_at, ClsDatasetImage.image_id) < tuple_(*cursor))
+        .order_by(ClsDatasetImage.added_at.desc(), ClsDatasetImage.image_id.desc())
+        .limit(1)
+    )
+
+
+# ---------------------------------------------------------------- reservations
+
+
+def reserve(*, session, dataset_id: uuid.UUID, image_id: uuid.UUID, holder: uuid.UUID,
+            ttl_s: int = RESERVATION_S, now: datetime | None = None) -> bool:
+    """Claim an image for one labeling page unless another page holds it; True when claimed.
+    One conditional UPDATE, so two pages racing for the same image cannot both win."""
+    now = now or utcnow()
+    result = session.execute(
+        update(ClsDatasetImage)
+        .where(ClsDatasetImage.dataset_id == dataset_id, ClsDatasetImage.image_id == image_id,
+               _unreserved(holder, now))
+        .values(reserved_by=holder, reserved_until=now + timedelta(seconds=ttl_s))
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
+
+
+def release(*, session, dataset_id: uuid.UUID, holder: uuid.UUID, keep: uuid.UUID | None = None) -> int:
+    """Let go of every image this page holds in the dataset (except `keep`)."""
+    conditions = [ClsDatasetImage.dataset_id == dataset_id, ClsDatasetImage.reserved_by == holder]
+    if keep is not None:
+        conditions.append(ClsDatasetImage.image_id != keep)
+    result = session.execute(
+        update(ClsDatasetImage).where(*conditions).values(reserved_by=None, reserved_until=None)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount
+
+
+def next_image(*, session, dataset_id: uuid.UUID, mode: str, holder: uuid.UUID,
+               after: uuid.UUID | None = None, seed: int = 0, threshold: float = LOW_CONFIDENCE,
+               exclude: tuple[uuid.UUID, ...] = (), now: datetime | None = None) -> uuid.UUID | None:
+    """The next image of the queue, reserved for this page; None when the queue is empty."""
+    now = now or utcnow()
+    for _attempt in range(5):  # another page may claim a candidate between our read and our claim
+        candidates = queue_ids(session=session, dataset_id=dataset_id, mode=mode, after=after, holder=holder,
+                               limit=4, seed=seed, threshold=threshold, exclude=exclude, now=now)
+        if not candidates:
+            return None
+        for image_id in candidates:
+            if reserve(session=session, dataset_id=dataset_id, image_id=image_id, holder=holder, now=now):
+                release(session=session, dataset_id=dataset_id, holder=holder, keep=image_id)
+                return image_id
+        exclude = (*exclude, *candidates)
+    return None
+
+
+def open_image(*, session, dataset_id: uuid.UUID, image_id: uuid.UUID, holder: uuid.UUID,
+               now: datetime | None = None) -> ImageCard:
+    """Show a chosen image (URL, ←/→ history): reserve it when free, release the page's others."""
+    card = image_card(session=session, dataset_id=dataset_id, image_id=image_id)
+    if reserve(session=session, dataset_id=dataset_id, image_id=image_id, holder=holder, now=now):
+        release(session=session, dataset_id=dataset_id, holder=holder, keep=image_id)
+    return card
+
+
+# ---------------------------------------------------------------- classes and pins
+
+
+def classes_for_labeling(*, session, dataset_id: uuid.UUID, user_id: uuid.UUID) -> list[ClassKey]:
+    """All active classes: this user's pins for this dataset first (in pin order), then by name;
+    the first ten get keys 1–9, 0."""
+    classes = session.scalars(select(ClsClass).where(ClsClass.is_active.is_(True)).order_by(ClsClass.name)).all()
+    pins = pinned_class_ids(session=session, dataset_id=dataset_id, user_id=user_id)
+    rank = {class_id: index for index, class_id in enumerate(pins)}
+    ordered = sorted(classes, key=lambda cls: (0, rank[cls.id]) if cls.id in rank else (1, 0))
+    keys = [str(n % 10) for n in range(1, KEYED_CLASSES + 1)]
+    return [
+        ClassKey(class_id=cls.id, name=cls.display_name or cls.name, color=cls.color, image_count=cls.image_count,
+                 key=keys[index] if index < KEYED_CLASSES else None, pinned=cls.id in rank)
+        for index, cls in enumerate(ordered)
+    ]
+
+
+def pinned_class_ids(*, session, dataset_id: uuid.UUID, user_id: uuid.UUID) -> list[uuid.UUID]:
+    row = session.scalar(select(ClsLabelingPin).where(ClsLabelingPin.user_id == user_id,
+                                                      ClsLabelingPin.dataset_id == dataset_id))
+    return [uuid.UUID(value) for value in row.class_ids] if row else []
+
+
+def set_pins(*, session, dataset_id: uuid.UUID, user_id: uuid.UUID, class_ids: list[uuid.UUID]) -> list[uuid.UUID]:
+    """Pin up to ten classes (in key order) for one user on one dataset."""
+    _dataset(session, dataset_id)
+    unique = list(dict.fromkeys(class_ids))
+    if len(unique) > KEYED_CLASSES:
+        raise InvalidInput(f"pin at most {KEYED_CLASSES} classes (keys 1–9 and 0); got {len(unique)}")
+    known = set(session.scalars(select(ClsClass.id).where(ClsClass.id.in_(unique), ClsClass.is_active.is_(True))))
+    missing = [str(class_id) for class_id in unique if class_id not in known]
+    if missing:
+        raise InvalidInput(f"cannot pin unknown or inactive class(es): {', '.join(missing)}")
+    row = session.scalar(select(ClsLabelingPin).where(ClsLabelingPin.user_id == user_id,
+                                                      ClsLabelingPin.dataset_id == dataset_id))
+    if row is None:
+        row = ClsLabelingPin(user_id=user_id, dataset_id=dataset_id)
+        session.add(row)
+    row.class_ids = [str(class_id) for class_id in unique]
+    session.flush()
+    return unique
+
+
+# ---------------------------------------------------------------- actions
+
+
+def save(*, session, dataset_id: uuid.UUID, image_id: uuid.UUID, class_ids: list[uuid.UUID],
+         shown_revision: int, user_id: uuid.UUID | None) -> ActionResult:
+    """Save & next for the image the page showed at `shown_revision`.
+
+    Same labels as stored → nothing written ("unchanged"), so a repeated press never writes twice.
+    Unreviewed AI labels saved as they are → accepted (marked reviewed). A different label that
+    someone saved since the page loaded → "conflict" with the new label; nothing overwritten."""
+    from core import labels
+
+    if not class_ids:
+        raise InvalidInput("pick a class first (number keys or the class list)")
+    task_type = _dataset(session, dataset_id).task_type
+    if task_type == "single_label" and len(set(class_ids)) > 1:
+        raise InvalidInput("this dataset is single-label: pick one class")
+    card = image_card(session=session, dataset_id=dataset_id, image_id=image_id)
+    if set(card.class_ids) == set(class_ids):
+        if card.awaiting_review and user_id is not None:
+            labels.mark_reviewed(session=session, dataset_id=dataset_id, image_id=image_id, user_id=user_id)
+            return ActionResult("reviewed", image_card(session=session, dataset_id=dataset_id, image_id=image_id))
+        return ActionResult("unchanged", card)
+    if card.label_revision != shown_revision:
+        return _conflict(card)
+    reason = "review" if card.awaiting_review else "manual"
+    try:
+        labels.set_labels(session=session, dataset_id=dataset_id, image_id=image_id, class_ids=list(class_ids),
+                          user_id=user_id, expected_revision=shown_revision, reason=reason)
+    except Conflict:
+        return _conflict(image_card(session=session, dataset_id=dataset_id, image_id=image_id))
+    return ActionResult("saved", image_card(session=session, dataset_id=dataset_id, image_id=image_id))
+
+
+def _conflict(card: ImageCard) -> ActionResult:
+    names = ", ".join(label.class_name for label in card.labels) or "no label"
+    return ActionResult("conflict", card, f"Someone else changed this image's label to: {names}. "
+                                          "It is shown now; press Enter again to replace it.")
+
+
+def skip(*, session, dataset_id: uuid.UUID, image_id: uuid.UUID, user_id: uuid.UUID | None) -> ActionResult:
+    from core import labels
+
+    card = image_card(session=session, dataset_id=dataset_id, image_id=image_id)
+    if card.status != "skipped" and not card.labels:
+        labels.skip_image(session=session, dataset_id=dataset_id, image_id=image_id, user_id=user_id)
+        card = image_card(session=session, dataset_id=dataset_id, image_id=image_id)
+    return ActionResult("skipped", card)
+
+
+def clear(*, session, dataset_id: uuid.UUID, image_id: uuid.UUID, shown_revision: int,
+          user_id: uuid.UUID | None) -> ActionResult:
+    from core import labels
+
+    card = image_card(session=session, dataset_id=dataset_id, image_id=image_id)
+    if not card.labels:
+        return ActionResult("unchanged", card)
+    if card.label_revision != shown_revision:
+        return _conflict(card)
+    try:
+        labels.clear_labels(session=session, dataset_id=dataset_id, image_id=image_id, user_id=user_id,
+                            expected_revision=shown_revision)
+    except Conflict:
+        return _conflict(image_card(session=session, dataset_id=dataset_id, image_id=image_id))
+    return ActionResult("cleared", image_card(session=session, dataset_id=dataset_id, image_id=image_id))
+
+
+def accept_review(*, session, dataset_id: uuid.UUID, image_id: uuid.UUID, shown_revision: int,
+                  user_id: uuid.UUID) -> ActionResult:
+    """Accept the AI label as it is (marks it reviewed); nothing to accept is a clear message."""
+    card = image_card(session=session, dataset_id=dataset_id, image_id=image_id)
+    if not card.awaiting_review:
+        return ActionResult("unchanged", card, "This image has no AI label awaiting review.")
+    return save(session=session, dataset_id=dataset_id, image_id=image_id, class_ids=card.class_ids,
+                shown_revision=shown_revision, user_id=user_id)
+
+
+# ---------------------------------------------------------------- image URLs
+
+
+_url_cache: dict[str, tuple[str, datetime]] = {}
+
+
+def stable_url(storage, key: str, *, expires_s: int = 6 * 3600) -> str | None:
+    """An http(s) URL for a storage key that stays the same across page runs, so the browser's
+    cache and prefetch work: the public URL, or a presigned S3 URL reused until half its life is
+    gone (a new signature per run would defeat the cache). None for local storage without a
+    public URL: the page serves those itself."""
+    now = utcnow()
+    cached = _url_cache.get(key)
+    if cached and cached[1] > now:
+        return cached[0]
+    url = storage.url(key, expires_s=expires_s)
+    if not url.startswith(("http://", "https://")):
+        return None
+    if len(_url_cache) > 20000:
+        _url_cache.clear()
+    _url_cache[key] = (url, now + timedelta(seconds=expires_s // 2))
+    return url
+
+
+__all__ = [
+    "QUEUE_MODES", "RESERVATION_S", "LOW_CONFIDENCE", "ImageCard", "LabelView", "ClassKey", "Progress",
+    "ActionResult", "image_card", "progress", "queue_ids", "queue_size", "position", "previous_id", "reserve",
+    "release", "next_image", "open_image", "classes_for_labeling", "pinned_class_ids", "set_pins", "save",
+    "skip", "clear", "accept_review", "stable_url",
+]

@@ -1,0 +1,211 @@
+"""core/labeling.py: queue modes, navigation, reservations, pins, and saves that are safe to repeat."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from core import labeling, labels
+from core.errors import InvalidInput
+from core.models import ClsDataset, ClsDatasetImage, ClsLabel, utcnow
+from tests.factories import make_class, make_dataset, make_image_row
+
+ME, OTHER = uuid.UUID(int=1), uuid.UUID(int=2)
+
+
+def seed(session, storage, *, images: int = 6, classes: int = 3, task_type: str = "single_label", name="ds"):
+    dataset = make_dataset(session, name, task_type=task_type)
+    class_rows = [make_class(session, f"{name}-class-{i}") for i in range(classes)]
+    base = utcnow()
+    image_ids = []
+    for i in range(images):
+        image = make_image_row(session, storage, seed=i)
+        session.add(ClsDatasetImage(dataset_id=dataset.id, image_id=image.id, added_at=base + timedelta(seconds=i)))
+        image_ids.append(image.id)
+    dataset.image_count = images
+    session.flush()
+    return dataset.id, image_ids, [c.id for c in class_rows]
+
+
+def ai_label(session, dataset_id, image_id, class_id, confidence):
+    labels.set_labels(session=session, dataset_id=dataset_id, image_id=image_id, class_ids=[class_id],
+                      confidence=confidence, is_ai_generated=True, ai_model="m1", reason="ai")
+
+
+def test_queue_modes_walk_their_images_in_order(db_stack):
+    with db_stack.session() as s:
+        ds, images, classes = seed(s, db_stack.storage)
+        labels.set_labels(session=s, dataset_id=ds, image_id=images[0], class_ids=[classes[0]], user_id=ME)
+        labels.skip_image(session=s, dataset_id=ds, image_id=images[1], user_id=ME)
+        ai_label(s, ds, images[2], classes[1], 0.9)
+        ai_label(s, ds, images[3], classes[2], 0.2)
+        ai_label(s, ds, images[4], classes[0], 0.4)
+    with db_stack.session() as s:
+        q = lambda mode, **kw: labeling.queue_ids(session=s, dataset_id=ds, mode=mode, limit=10, **kw)  # noqa: E731
+        assert q("all") == images
+        assert q("all", after=images[4]) == [images[5], *images[:4]]  # wraps round, never the current
+        assert q("unlabeled") == [images[5]]
+        assert q("review") == [images[2], images[3], images[4]]
+        assert q("low_confidence") == [images[3], images[4]]  # below 0.5, lowest first
+        assert q("low_confidence", threshold=0.95) == [images[3], images[4], images[2]]
+        assert labeling.queue_size(session=s, dataset_id=ds, mode="review") == 3
+        assert labeling.queue_size(session=s, dataset_id=ds, mode="low_confidence") == 2
+        assert labeling.position(session=s, dataset_id=ds, image_id=images[3]) == 4
+        assert labeling.previous_id(session=s, dataset_id=ds, before=images[3]) == images[2]
+        assert labeling.previous_id(session=s, dataset_id=ds, before=images[0]) is None
+        with pytest.raises(InvalidInput, match="unknown queue mode"):
+            q("newest")
+
+
+def test_random_mode_is_seeded_and_unlabeled_only(db_stack):
+    with db_stack.session() as s:
+        ds, images, classes = seed(s, db_stack.storage, images=20)
+        labels.set_labels(session=s, dataset_id=ds, image_id=images[0], class_ids=[classes[0]])
+    with db_stack.session() as s:
+        first = labeling.queue_ids(session=s, dataset_id=ds, mode="random", seed=7, limit=30)
+        again = labeling.queue_ids(session=s, dataset_id=ds, mode="random", seed=7, limit=30)
+        other = labeling.queue_ids(session=s, dataset_id=ds, mode="random", seed=8, limit=30)
+    assert first == again and sorted(first) == sorted(images[1:]) and other != first
+
+
+def test_two_labelers_get_different_images_and_reservations_expire(db_stack):
+    with db_stack.session() as s:
+        ds, images, _ = seed(s, db_stack.storage, images=3)
+    with db_stack.session() as s:
+        mine = labeling.next_image(session=s, dataset_id=ds, mode="unlabeled", holder=ME)
+        theirs = labeling.next_image(session=s, dataset_id=ds, mode="unlabeled", holder=OTHER)
+    assert mine == images[0] and theirs == images[1]
+    with db_stack.session() as s:  # moving on releases what this page held
+        nxt = labeling.next_image(session=s, dataset_id=ds, mode="unlabeled", holder=ME, after=mine)
+        assert nxt == images[2]
+        assert labeling.queue_ids(session=s, dataset_id=ds, mode="unlabeled", holder=OTHER, after=theirs) == [images[0]]
+        later = utcnow() + timedelta(seconds=labeling.RESERVATION_S + 1)
+        assert labeling.reserve(session=s, dataset_id=ds, image_id=nxt, holder=OTHER, now=later)
+        assert not labeling.reserve(session=s, dataset_id=ds, image_id=nxt, holder=ME, now=later)
+        # "all" mode shows every image, held or not
+        assert labeling.queue_ids(session=s, dataset_id=ds, mode="all", holder=ME, limit=5) == images
+
+
+def test_racing_pages_never_claim_the_same_image(postgres_stack):
+    with postgres_stack.session() as s:
+        ds, images, _ = seed(s, postgres_stack.storage, images=8)
+    claimed, barrier = [], threading.Barrier(4)
+
+    def claim():
+        barrier.wait()
+        with postgres_stack.session() as s:
+            claimed.append(labeling.next_image(session=s, dataset_id=ds, mode="unlabeled", holder=uuid.uuid4()))
+
+    threads = [threading.Thread(target=claim) for _ in range(4)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    assert None not in claimed and len(set(claimed)) == 4
+
+
+def test_save_is_idempotent_and_never_overwrites_silently(stack):
+    with stack.session() as s:
+        ds, images, classes = seed(s, stack.storage)
+    image = images[0]
+    with stack.session() as s:
+        first = labeling.save(session=s, dataset_id=ds, image_id=image, class_ids=[classes[1]], shown_revision=0,
+                              user_id=ME)
+    with stack.session() as s:  # the same press delivered twice: nothing written again
+        again = labeling.save(session=s, dataset_id=ds, image_id=image, class_ids=[classes[1]], shown_revision=0,
+                              user_id=ME)
+    assert (first.outcome, again.outcome) == ("saved", "unchanged")
+    assert again.card.label_revision == 1
+    with stack.session() as s:  # another labeler had the page open at revision 0 and picks another class
+        stale = labeling.save(session=s, dataset_id=ds, image_id=image, class_ids=[classes[2]], shown_revision=0,
+                              user_id=OTHER)
+    assert stale.outcome == "conflict" and "ds-class-1" in stale.message
+    assert stale.card.class_ids == [classes[1]] and not stale.moves_on
+    with stack.session() as s:  # told and shown, a second Enter replaces it knowingly
+        replaced = labeling.save(session=s, dataset_id=ds, image_id=image, class_ids=[classes[2]],
+                                 shown_revision=stale.card.label_revision, user_id=OTHER)
+        rows = s.scalars(select(ClsLabel).where(ClsLabel.image_id == image)).all()
+        assert replaced.outcome == "saved" and [r.class_id for r in rows] == [classes[2]]
+        assert s.get(ClsDataset, ds).labeled_image_count == 1
+
+
+def test_bad_saves_are_refused_with_a_message(db_stack):
+    with db_stack.session() as s:
+        ds, images, classes = seed(s, db_stack.storage)
+        with pytest.raises(InvalidInput, match="pick a class"):
+            labeling.save(session=s, dataset_id=ds, image_id=images[0], class_ids=[], shown_revision=0, user_id=ME)
+        with pytest.raises(InvalidInput, match="single-label"):
+            labeling.save(session=s, dataset_id=ds, image_id=images[0], class_ids=classes[:2], shown_revision=0,
+                          user_id=ME)
+
+
+def test_multi_label_save_skip_and_clear(db_stack):
+    with db_stack.session() as s:
+        ds, images, classes = seed(s, db_stack.storage, task_type="multi_label")
+    with db_stack.session() as s:
+        saved = labeling.save(session=s, dataset_id=ds, image_id=images[0], class_ids=classes[:2], shown_revision=0,
+                              user_id=ME)
+        assert sorted(saved.card.class_ids) == sorted(classes[:2])
+        cleared = labeling.clear(session=s, dataset_id=ds, image_id=images[0], shown_revision=saved.card.label_revision,
+                                 user_id=ME)
+        assert cleared.outcome == "cleared" and cleared.card.labels == ()
+        assert labeling.clear(session=s, dataset_id=ds, image_id=images[0], shown_revision=0,
+                              user_id=ME).outcome == "unchanged"
+        skipped = labeling.skip(session=s, dataset_id=ds, image_id=images[1], user_id=ME)
+        assert skipped.card.status == "skipped"
+        assert labeling.skip(session=s, dataset_id=ds, image_id=images[1], user_id=ME).card.label_revision == \
+            skipped.card.label_revision  # skipping twice writes once
+        assert images[1] not in labeling.queue_ids(session=s, dataset_id=ds, mode="unlabeled", limit=10)
+
+
+def test_review_accept_marks_reviewed_and_a_change_records_a_manual_label(db_stack):
+    with db_stack.session() as s:
+        ds, images, classes = seed(s, db_stack.storage)
+        ai_label(s, ds, images[0], classes[0], 0.3)
+        ai_label(s, ds, images[1], classes[0], 0.4)
+    with db_stack.session() as s:
+        card = labeling.image_card(session=s, dataset_id=ds, image_id=images[0])
+        assert card.awaiting_review and card.labels[0].confidence == 0.3 and card.labels[0].ai_model == "m1"
+        accepted = labeling.accept_review(session=s, dataset_id=ds, image_id=images[0],
+                                          shown_revision=card.label_revision, user_id=ME)
+        assert accepted.outcome == "reviewed"
+        label = s.scalar(select(ClsLabel).where(ClsLabel.image_id == images[0]))
+        assert label.is_reviewed and label.reviewed_by == ME and label.reviewed_at is not None
+        card = labeling.image_card(session=s, dataset_id=ds, image_id=images[1])
+        changed = labeling.save(session=s, dataset_id=ds, image_id=images[1], class_ids=[classes[2]],
+                                shown_revision=card.label_revision, user_id=ME)
+        label = s.scalar(select(ClsLabel).where(ClsLabel.image_id == images[1]))
+        assert changed.outcome == "saved" and label.class_id == classes[2] and not label.is_ai_generated
+        assert labeling.queue_ids(session=s, dataset_id=ds, mode="review") == []
+        assert labeling.accept_review(session=s, dataset_id=ds, image_id=images[2], shown_revision=0,
+                                      user_id=ME).outcome == "unchanged"
+
+
+def test_classes_pinned_first_get_the_number_keys(db_stack):
+    with db_stack.session() as s:
+        ds, _, _ = seed(s, db_stack.storage, classes=0)
+        classes = [make_class(s, f"c{i:02d}").id for i in range(12)]
+        keys = labeling.classes_for_labeling(session=s, dataset_id=ds, user_id=ME)
+        assert [k.key for k in keys] == list("1234567890") + [None, None]
+        labeling.set_pins(session=s, dataset_id=ds, user_id=ME, class_ids=[classes[11], classes[5]])
+        keys = labeling.classes_for_labeling(session=s, dataset_id=ds, user_id=ME)
+        assert [k.class_id for k in keys[:3]] == [classes[11], classes[5], classes[0]]
+        assert keys[0].key == "1" and keys[0].pinned and keys[11].key is None
+        # pins are per user
+        assert labeling.classes_for_labeling(session=s, dataset_id=ds, user_id=OTHER)[0].class_id == classes[0]
+        with pytest.raises(InvalidInput, match="at most 10"):
+            labeling.set_pins(session=s, dataset_id=ds, user_id=ME, class_ids=classes[:11])
+        with pytest.raises(InvalidInput, match="unknown or inactive"):
+            labeling.set_pins(session=s, dataset_id=ds, user_id=ME, class_ids=[uuid.uuid4()])
+
+
+def test_stable_url_is_reused_for_presigned_s3_and_absent_for_local(stack):
+    key = "images/x.png"
+    stack.storage.put(key, b"x")
+    first, second = labeling.stable_url(stack.storage, key), labeling.stable_url(stack.storage, key)
+    if stack.name == "production":
+        assert first and first.startswith("http") and first == second
+    else:
+        assert first is None
