@@ -200,6 +200,8 @@ class ClsLabel(TimestampMixin, Base):
         Index("idx_cls_labels_dataset", "dataset_id"),
         Index("idx_cls_labels_image", "dataset_id", "image_id"),
         Index("idx_cls_labels_class", "class_id"),
+        # Beyond the plan: "does this image carry this class in another dataset?" (class image counts)
+        Index("idx_cls_labels_image_class", "image_id", "class_id"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-27 04:58:10.347929
+Create Date: 2026-11-27 05:00:30.227600
 """
 from collections.abc import Sequence
 
@@ -257,6 +257,7 @@ def upgrade() -> None:
         batch_op.create_index('idx_cls_labels_class', ['class_id'], unique=False)
         batch_op.create_index('idx_cls_labels_dataset', ['dataset_id'], unique=False)
         batch_op.create_index('idx_cls_labels_image', ['dataset_id', 'image_id'], unique=False)
+        batch_op.create_index('idx_cls_labels_image_class', ['image_id', 'class_id'], unique=False)
 
     op.create_table('cutouts',
     sa.Column('id', sa.Uuid(), nullable=False),
@@ -383,6 +384,7 @@ def downgrade() -> None:
 
     op.drop_table('cutouts')
     with op.batch_alter_table('cls_labels', schema=None) as batch_op:
+        batch_op.drop_index('idx_cls_labels_image_class')
         batch_op.drop_index('idx_cls_labels_image')
         batch_op.drop_index('idx_cls_labels_dataset')
         batch_op.drop_index('idx_cls_labels_class')
