@@ -4,7 +4,7 @@ import streamlit as st
 
 from pages.ui import current_user, ensure_schema, sidebar_user
 
-st.set_page_config(page_title="Image classification", page_icon=":material/category:", layout="wide")
+st.set_page_config(page_title="Image classification", page_icon="🏷️", layout="wide")
 
 ensure_schema()
 user = current_user()

@@ -9,6 +9,7 @@ can assert on with `page_errors(page)`.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -115,10 +116,31 @@ def app_server(tmp_path_factory):
     stop_app(server)
 
 
+# Streamlit's frontend probes `<page>/_stcore/health` and `host-config` to find its base path when a
+# page is opened by URL; the 404s it gets there are part of its normal start-up, not app errors.
+BENIGN_FAILED_URL = re.compile(r"/[^/]+/_stcore/(health|host-config)$")
+
+
 @dataclass
 class PageWatch:
     console_errors: list[str] = field(default_factory=list)
     page_errors: list[str] = field(default_factory=list)
+    failed_responses: list[str] = field(default_factory=list)
+
+    def on_console(self, msg) -> None:
+        # "Failed to load resource" is reported with its URL by on_response instead.
+        if msg.type == "error" and not msg.text.startswith("Failed to load resource"):
+            self.console_errors.append(msg.text)
+
+    def on_response(self, response) -> None:
+        if response.status >= 400 and not BENIGN_FAILED_URL.search(response.url):
+            self.failed_responses.append(f"{response.status} {response.url}")
+
+    def on_request_failed(self, request) -> None:
+        self.failed_responses.append(f"{request.failure} {request.url}")
+
+    def problems(self) -> list[str]:
+        return self.console_errors + self.page_errors + self.failed_responses
 
 
 @pytest.fixture
@@ -126,8 +148,10 @@ def browser_page(chromium_browser):
     context = chromium_browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
     watch = PageWatch()
-    page.on("console", lambda msg: watch.console_errors.append(msg.text) if msg.type == "error" else None)
+    page.on("console", watch.on_console)
     page.on("pageerror", lambda exc: watch.page_errors.append(str(exc)))
+    page.on("response", watch.on_response)
+    page.on("requestfailed", watch.on_request_failed)
     page.watch = watch
     yield page
     context.close()

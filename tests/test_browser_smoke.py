@@ -1,0 +1,27 @@
+"""Every page in a real browser (Debian Chromium via Playwright): no exception, no console error."""
+
+import pytest
+
+from tests.plugins.browser import exception_texts, wait_for_app
+
+PAGES = ["", "images", "classes", "datasets", "labeling", "training", "models", "predict"]
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_page_opens_cleanly(app_server, browser_page, path):
+    page = browser_page
+    page.goto(f"{app_server.url}/{path}")
+    wait_for_app(page)
+    page.wait_for_selector("h1", timeout=30000)
+    assert exception_texts(page) == []
+    assert page.watch.problems() == []
+
+
+def test_sidebar_lists_every_section(app_server, browser_page):
+    page = browser_page
+    page.goto(app_server.url)
+    wait_for_app(page)
+    nav = page.locator("[data-testid='stSidebarNav']").inner_text()
+    for title in ("Dashboard", "Images", "Classes", "Datasets", "Labeling", "Training", "Models", "Predict"):
+        assert title in nav
+    assert "Local user" in page.locator("[data-testid='stSidebar']").inner_text()
