@@ -1,0 +1,314 @@
+"""Ingest pipeline and library queries/bulk actions (core/images.py), on both stacks."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import pytest
+from PIL import Image
+from sqlalchemy import func, select
+
+from core.errors import InvalidInput
+from core.images import (
+    ImageFilters,
+    add_to_dataset,
+    clean_filename,
+    delete_images,
+    image_detail,
+    image_filter_options,
+    ingest_bytes,
+    ingest_many,
+    list_images,
+    matching_image_ids,
+    set_folder,
+    update_image,
+    update_tags,
+)
+from core.models import ClsDataset, ClsDatasetImage, ClsImage, ClsLabel
+from tests.factories import drawn_image_bytes, make_class, make_dataset
+
+
+def encoded(image: Image.Image, fmt: str, **save) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **save)
+    return buffer.getvalue()
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that claims width×height with almost no data: what a decompression bomb looks like."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def exif_rotated_jpeg() -> bytes:
+    """80×40 pixels stored, orientation 6 (rotate 90° clockwise to show): shown as 40×80."""
+    image = Image.new("RGB", (80, 40), (200, 30, 30))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return encoded(image, "JPEG", exif=exif.tobytes())
+
+
+def sixteen_bit_png() -> bytes:
+    return encoded(Image.new("I;16", (40, 30), 30000), "PNG")
+
+
+def cmyk_jpeg() -> bytes:
+    return encoded(Image.new("CMYK", (40, 30), (0, 200, 200, 0)), "JPEG")
+
+
+def stored_keys(storage) -> set[str]:
+    return set(storage.list_keys("images/")) | set(storage.list_keys("thumbs/"))
+
+
+def assert_consistent(stack) -> int:
+    """Every row has both objects and every object has its row; returns the row count."""
+    with stack.session() as session:
+        rows = session.execute(select(ClsImage.storage_path, ClsImage.thumbnail_path)).all()
+    expected = {key for row in rows for key in row}
+    assert stored_keys(stack.storage) == expected
+    return len(rows)
+
+
+GOOD = drawn_image_bytes(1, (120, 90), "JPEG")
+BAD_INPUTS = {
+    "zero_byte": (b"", "empty file"),
+    "truncated_jpeg": (drawn_image_bytes(2, (200, 200), "JPEG")[:600], "truncated"),
+    "truncated_png": (drawn_image_bytes(3, (200, 200), "PNG")[:300], "truncated"),
+    "text_named_jpg": (b"hello, I am not an image\n" * 20, "not an image"),
+    "bomb_30000": (png_header_only(30000, 30000), "decompression bomb"),
+    "over_pixel_limit": (png_header_only(12000, 12000), "over the limit"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_file_is_rejected_with_reason_and_nothing_stored(stack, case):
+    data, reason = BAD_INPUTS[case]
+    with stack.session() as session:
+        bad = ingest_bytes(session=session, storage=stack.storage, data=data, filename=f"{case}.jpg")
+        good = ingest_bytes(session=session, storage=stack.storage, data=GOOD, filename="good.jpg")
+    assert bad.status == "rejected" and reason in bad.error and bad.image_id is None
+    assert good.status == "imported"
+    assert assert_consistent(stack) == 1
+
+
+ODD_GOOD_INPUTS = {
+    "one_pixel": (lambda: encoded(Image.new("RGB", (1, 1), (9, 9, 9)), "PNG"), (1, 1)),
+    "cmyk": (cmyk_jpeg, (40, 30)),
+    "sixteen_bit": (sixteen_bit_png, (40, 30)),
+    "exif_rotated": (exif_rotated_jpeg, (40, 80)),
+    "gif_first_frame": (lambda: encoded(Image.new("P", (30, 20)), "GIF", save_all=True,
+                                        append_images=[Image.new("P", (30, 20), 3)]), (30, 20)),
+    "webp": (lambda: encoded(Image.new("RGB", (30, 20), (1, 2, 3)), "WEBP"), (30, 20)),
+    "bmp": (lambda: encoded(Image.new("RGB", (30, 20)), "BMP"), (30, 20)),
+    "tiff": (lambda: encoded(Image.new("RGB", (30, 20)), "TIFF"), (30, 20)),
+    "avif": (lambda: encoded(Image.new("RGB", (30, 20), (50, 60, 70)), "AVIF"), (30, 20)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ODD_GOOD_INPUTS))
+def test_unusual_but_valid_images_are_imported(stack, case):
+    make, (width, height) = ODD_GOOD_INPUTS[case]
+    data = make()
+    with stack.session() as session:
+        result = ingest_bytes(session=session, storage=stack.storage, data=data, filename=f"{case}.img")
+    assert result.status == "imported", result.error
+    with stack.session() as session:
+        row = session.get(ClsImage, result.image_id)
+        assert (row.width, row.height) == (width, height)
+        assert len(row.phash) == 16 and int(row.phash, 16) >= 0
+        assert row.file_size_bytes == len(data)
+    assert stack.storage.get(row.storage_path) == data  # the original, byte for byte
+    thumb = Image.open(io.BytesIO(stack.storage.get(row.thumbnail_path)))
+    assert thumb.format == "JPEG" and thumb.mode == "RGB" and max(thumb.size) <= 256
+    if case == "exif_rotated":
+        assert thumb.size[0] < thumb.size[1]  # shown upright: taller than wide
+        assert thumb.getpixel((thumb.size[0] // 2, thumb.size[1] // 2))[0] > 150
+    if case == "sixteen_bit":
+        assert 100 < thumb.getpixel((5, 5))[0] < 140  # 30000/65535 of white, not clipped to 255
+
+
+def test_heic_when_the_plugin_is_installed(stack):
+    pytest.importorskip("pillow_heif")
+    data = encoded(Image.new("RGB", (32, 24), (10, 200, 10)), "HEIF")
+    with stack.session() as session:
+        result = ingest_bytes(session=session, storage=stack.storage, data=data, filename="phone.heic")
+        row = session.get(ClsImage, result.image_id)
+        assert (result.status, row.format, row.storage_path.endswith(".heic")) == ("imported", "HEIF", True)
+
+
+def test_unicode_long_and_repeated_names(stack):
+    long_name = "ü" * 400 + ".png"
+    items = [("çiçek 🌸 фото.png", drawn_image_bytes(10)), (long_name, drawn_image_bytes(11)),
+             ("same.png", drawn_image_bytes(12)), ("same.png", drawn_image_bytes(13)),
+             ("../../etc/passwd\x00.png", drawn_image_bytes(14))]
+    results = ingest_many(items=items, storage=stack.storage)
+    assert [r.status for r in results] == ["imported"] * 5
+    assert results[0].filename == "çiçek 🌸 фото.png"
+    assert len(results[1].filename) <= 255 and results[1].filename.endswith(".png")
+    assert results[2].image_id != results[3].image_id
+    assert results[4].filename == "passwd.png"
+    with stack.session() as session:
+        names = set(session.scalars(select(ClsImage.original_filename)))
+    assert {"same.png", "çiçek 🌸 фото.png", results[1].filename} <= names
+    assert assert_consistent(stack) == 5
+
+
+def test_clean_filename_strips_folders_and_controls():
+    assert clean_filename("C:\\Users\\me\\a\tb.jpg") == "ab.jpg"
+    assert clean_filename("") == "unnamed"
+
+
+def test_batch_with_every_bad_input_imports_the_rest_in_the_process_pool(stack, tmp_path):
+    items = [(f"{case}.jpg", data) for case, (data, _reason) in BAD_INPUTS.items()]
+    for seed in range(14):
+        path = tmp_path / f"good_{seed}.png"
+        path.write_bytes(drawn_image_bytes(100 + seed))
+        items.append((path.name, path))
+    items.append(("copy_of_good_0.png", drawn_image_bytes(100)))  # same bytes as a file in this batch
+    seen = []
+    results = ingest_many(items=items, storage=stack.storage, folder="batch", tags=["a", "b"], workers=2,
+                          progress=lambda done, total: seen.append((done, total)))
+    by_status = {s: [r for r in results if r.status == s] for s in ("imported", "duplicate", "rejected")}
+    assert len(by_status["imported"]) == 14 and len(by_status["rejected"]) == len(BAD_INPUTS)
+    assert all(r.error for r in by_status["rejected"])
+    assert by_status["duplicate"][0].duplicate_of == results[len(BAD_INPUTS)].image_id
+    assert seen[-1] == (len(items), len(items))
+    assert assert_consistent(stack) == 14
+    with stack.session() as session:
+        assert set(session.scalars(select(ClsImage.folder))) == {"batch"}
+
+
+def test_exact_duplicates_skipped_or_kept(stack):
+    data = drawn_image_bytes(5)
+    with stack.session() as session:
+        first = ingest_bytes(session=session, storage=stack.storage, data=data, filename="a.png")
+    with stack.session() as session:
+        again = ingest_bytes(session=session, storage=stack.storage, data=data, filename="b.png")
+        forced = ingest_bytes(session=session, storage=stack.storage, data=data, filename="c.png",
+                              skip_duplicates=False)
+    assert (again.status, again.duplicate_of, again.image_id) == ("duplicate", first.image_id, first.image_id)
+    assert forced.status == "imported" and forced.image_id != first.image_id
+    assert assert_consistent(stack) == 2
+
+
+def test_rollback_removes_the_stored_objects(stack):
+    with pytest.raises(RuntimeError), stack.session() as session:
+        result = ingest_bytes(session=session, storage=stack.storage, data=drawn_image_bytes(6), filename="x.png")
+        assert result.status == "imported"
+        raise RuntimeError("the caller's transaction fails after the ingest")
+    assert assert_consistent(stack) == 0
+
+
+def test_bad_arguments_raise(stack):
+    with stack.session() as session, pytest.raises(InvalidInput, match="source"):
+        ingest_bytes(session=session, storage=stack.storage, data=GOOD, filename="a.jpg", source="nowhere")
+    with pytest.raises(InvalidInput, match="tag"):
+        ingest_many(items=[("a.jpg", GOOD)], storage=stack.storage, tags=["x" * 500])
+
+
+def _library(stack):
+    specs = [("cat_1.png", "pets", ["cat", "cute"], "upload"), ("cat_2.png", "pets", ["cat"], "url_import"),
+             ("dog.png", "pets", ["dog"], "upload"), ("car.png", "street", ["vehicle"], "upload"),
+             ("100%_sure.png", None, [], "upload")]
+    ids = {}
+    for seed, (name, folder, tags, source) in enumerate(specs):
+        with stack.session() as session:
+            result = ingest_bytes(session=session, storage=stack.storage, data=drawn_image_bytes(seed, (40 + seed, 40)),
+                                  filename=name, folder=folder, tags=tags, source=source)
+            ids[name] = result.image_id
+    return ids
+
+
+def test_filters_sort_and_pages(stack):
+    ids = _library(stack)
+    with stack.session() as session:
+        def names(filters, **kwargs):
+            rows, total = list_images(session=session, filters=filters, **kwargs)
+            return [r.original_filename for r in rows], total
+
+        assert names(ImageFilters(search="CAT"))[1] == 2
+        assert names(ImageFilters(search="%"))[0] == ["100%_sure.png"]  # LIKE wildcards are literal
+        assert names(ImageFilters(search="vehic"))[0] == ["car.png"]  # search covers tags
+        assert names(ImageFilters(tags=["dog", "vehicle"]), sort="name_asc")[0] == ["car.png", "dog.png"]
+        assert names(ImageFilters(folders=["pets"], sources=["upload"]), sort="name_desc")[0] == ["dog.png", "cat_1.png"]
+        by_size = [r.original_filename for r in sorted(list_images(session=session, filters=ImageFilters())[0],
+                                                           key=lambda r: (r.file_size_bytes, r.id))]
+        assert names(ImageFilters(), sort="size_asc", limit=2, offset=1) == (by_size[1:3], 5)
+        assert names(ImageFilters(statuses=["labeled"]))[1] == 0
+        assert set(matching_image_ids(session=session, filters=ImageFilters(tags=["cat"]))) == {
+            ids["cat_1.png"], ids["cat_2.png"]}
+        options = image_filter_options(session=session)
+        with pytest.raises(InvalidInput):
+            list_images(session=session, filters=ImageFilters(), sort="random")
+    assert options == {"statuses": ["pending"], "sources": ["upload", "url_import"], "folders": ["pets", "street"],
+                       "tags": ["cat", "cute", "dog", "vehicle"], "total_count": 5}
+
+
+def test_filters_round_trip_through_query_params():
+    filters = ImageFilters(search="a b", statuses=["pending"], sources=["upload"], folders=["x,y", "z"], tags=["t|"])
+    assert ImageFilters.from_params(filters.to_params()).statuses == ["pending"]
+    assert ImageFilters.from_params(filters.to_params()).folders == ["x,y", "z"]
+    assert ImageFilters.from_params({"status": "bogus,labeled"}).statuses == ["labeled"]
+
+
+def test_bulk_folder_tags_and_edit(stack):
+    ids = _library(stack)
+    with stack.session() as session:
+        every = list(ids.values())
+        assert set_folder(session=session, image_ids=every[:2], folder=" archive/ ") == 2
+        assert update_tags(session=session, image_ids=every, add=["new"], remove=["cat"]) == 5
+        assert update_tags(session=session, image_ids=[ids["dog.png"]], replace=["only"]) == 1
+        update_image(session=session, image_id=ids["car.png"], status="review", tags="a, b ,a", folder="")
+        with pytest.raises(InvalidInput):
+            update_image(session=session, image_id=ids["car.png"], status="bogus")
+    with stack.session() as session:
+        assert session.get(ClsImage, ids["cat_1.png"]).tags == ["cute", "new"]
+        assert session.get(ClsImage, ids["cat_1.png"]).folder == "archive"
+        assert session.get(ClsImage, ids["dog.png"]).tags == ["only"]
+        car = session.get(ClsImage, ids["car.png"])
+        assert (car.status, car.tags, car.folder) == ("review", ["a", "b"], None)
+
+
+def test_delete_removes_rows_objects_memberships_and_fixes_counts(stack):
+    ids = _library(stack)
+    with stack.session() as session:
+        dataset = make_dataset(session, "pets")
+        cls = make_class(session, "cat")
+        add_to_dataset(session=session, dataset_id=dataset.id, image_ids=list(ids.values()))
+        session.add(ClsLabel(dataset_id=dataset.id, image_id=ids["cat_1.png"], class_id=cls.id))
+        session.flush()
+        detail = image_detail(session=session, image_id=ids["cat_1.png"])
+        assert detail["datasets"][0]["name"] == "pets" and detail["labels"][0]["class"] == "cat"
+        dataset_id = dataset.id
+    with stack.session() as session:
+        doomed = matching_image_ids(session=session, filters=ImageFilters(tags=["cat"]))
+        assert delete_images(session=session, storage=stack.storage, image_ids=doomed) == 2
+    assert assert_consistent(stack) == 3
+    with stack.session() as session:
+        dataset = session.get(ClsDataset, dataset_id)
+        assert (dataset.image_count, dataset.labeled_image_count) == (3, 0)
+        assert session.scalar(select(func.count()).select_from(ClsDatasetImage)) == 3
+
+
+def test_delete_rolled_back_keeps_objects(stack):
+    ids = _library(stack)
+    with pytest.raises(RuntimeError), stack.session() as session:
+        delete_images(session=session, storage=stack.storage, image_ids=list(ids.values()))
+        raise RuntimeError("abort")
+    assert assert_consistent(stack) == 5
+
+
+def test_ingest_into_dataset(stack):
+    with stack.session() as session:
+        dataset_id = make_dataset(session, "target").id
+    data = [(f"{i}.png", drawn_image_bytes(200 + i)) for i in range(3)]
+    ingest_many(items=data, storage=stack.storage, dataset_id=dataset_id)
+    results = ingest_many(items=data[:1], storage=stack.storage, dataset_id=dataset_id)  # duplicate: no double add
+    assert results[0].status == "duplicate"
+    with stack.session() as session:
+        assert session.get(ClsDataset, dataset_id).image_count == 3
