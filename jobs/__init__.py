@@ -1,0 +1,1 @@
+"""RQ job entry points: each function takes (ctx, **params) and calls core."""
