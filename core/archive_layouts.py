@@ -139,6 +139,11 @@ def _resolve(filename: str, folder: PurePosixPath, by_path: set[str], by_base: d
     return in_folder[0] if len(in_folder) == 1 else (matches[0] if len(matches) == 1 else None)
 
 
+def _split_in_path(name: str) -> str | None:
+    folders = PurePosixPath(name).parts[:-1]
+    return next((SPLIT_FOLDERS[f.lower()] for f in folders if f.lower() in SPLIT_FOLDERS), None)
+
+
 def _csv_layout(images: list[str], csvs: list[str], read: Callable[[str], bytes]) -> ArchiveLayout:
     by_path = set(images)
     by_base: dict[str, list[str]] = {}
@@ -177,7 +182,7 @@ def _csv_layout(images: list[str], csvs: list[str], read: Callable[[str], bytes]
     for name in images:
         if name not in labels:
             problems.append({"file": name, "error": "not listed in the CSV; imported unlabeled"})
-        items.append(SourceItem(name, tuple(labels.get(name, ())), splits.get(name)))
+        items.append(SourceItem(name, tuple(labels.get(name, ())), splits.get(name) or _split_in_path(name)))
     layout_format = "multilabel_csv" if "multilabel_csv" in formats else "label_csv"
     return ArchiveLayout(layout_format, items, problems, csvs)
 

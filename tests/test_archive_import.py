@@ -7,8 +7,9 @@ import json
 import zipfile
 
 import pytest
+from sqlalchemy import func, select
 
-from core.archive_import import ClassMapping, ImportLabeledDatasetRequest, preview_archive
+from core.archive_import import ClassMapping, ImportLabeledDatasetRequest, preview_archive, run_archive_import
 from core.archive_layouts import class_name_problem, decode_csv, detect_layout
 from core.errors import InvalidInput
 from tests.factories import drawn_image_bytes
@@ -141,3 +142,173 @@ def test_class_mapping_needs_exactly_one_choice():
 def test_preview_of_non_zip_is_refused():
     with pytest.raises(InvalidInput, match="not a ZIP"):
         preview_archive(io.BytesIO(b"hello"))
+
+
+# ------------------------------------------------------------------ imports into the database
+
+
+def jpeg(seed: int) -> bytes:
+    return drawn_image_bytes(seed, size=(48, 48), fmt="JPEG")
+
+
+def dataset_state(session, dataset_id) -> dict:
+    """{original filename: (split, sorted class names)} of the dataset's images."""
+    from core.models import ClsClass, ClsDatasetImage, ClsImage, ClsLabel
+
+    rows = session.execute(select(ClsImage.original_filename, ClsDatasetImage.split, ClsImage.id)
+                           .join(ClsDatasetImage, ClsDatasetImage.image_id == ClsImage.id)
+                           .where(ClsDatasetImage.dataset_id == dataset_id)).all()
+    state = {}
+    for filename, split, image_id in rows:
+        names = session.scalars(select(ClsClass.name).join(ClsLabel, ClsLabel.class_id == ClsClass.id).where(
+            ClsLabel.dataset_id == dataset_id, ClsLabel.image_id == image_id)).all()
+        state[filename] = (split, tuple(sorted(names)))
+    return state
+
+
+def stored_keys(stack) -> list[str]:
+    return sorted(stack.storage.list_keys())
+
+
+def test_folder_per_class_import_as_a_job_then_rerun_adds_nothing(stack):
+    from core.archive_import import start_archive_import
+    from core.models import ClsClass, ClsDataset, ClsImage, ClsJob
+    from tests.factories import make_dataset
+
+    archive = build_zip({
+        "pets/cats/a.jpg": jpeg(1), "pets/cats/b.JPG": jpeg(2), "pets/dogs/c.Jpeg": jpeg(3),
+        "pets/dogs/broken.jpg": b"\xff\xd8\xff not really a jpeg", "pets/dogs/.DS_Store": b"junk",
+        "__MACOSX/pets/cats/._a.jpg": b"junk", "../../escape.jpg": jpeg(4),
+    })
+    with stack.session() as session:
+        dataset_id = make_dataset(session, "pets").id
+    request = ImportLabeledDatasetRequest(dataset_id=str(dataset_id))
+    results = []
+    for _ in range(2):
+        job_id = start_archive_import(source=io.BytesIO(archive), request=request)
+        stack.drain_jobs()
+        with stack.session() as session:
+            job = session.get(ClsJob, job_id)
+            assert job.status == "succeeded", job.error
+            results.append(job.result)
+    first, second = results
+    assert (first["images_imported"], first["labels_written"], first["images_added_to_dataset"]) == (3, 3, 3)
+    assert sorted(first["classes_created"]) == ["cats", "dogs"]
+    errors = {e["file"]: e["error"] for e in first["errors"]}
+    assert set(errors) == {"../../escape.jpg", "pets/dogs/broken.jpg"}
+    assert (second["images_imported"], second["duplicates_skipped"], second["labels_written"],
+            second["images_added_to_dataset"], second["classes_created"]) == (0, 3, 0, 0, [])
+    with stack.session() as session:
+        assert dataset_state(session, dataset_id) == {
+            "a.jpg": ("unassigned", ("cats",)), "b.JPG": ("unassigned", ("cats",)),
+            "c.Jpeg": ("unassigned", ("dogs",))}
+        assert session.scalar(select(func.count()).select_from(ClsImage)) == 3
+        assert session.scalar(select(ClsImage.source).limit(1)) == "dataset_import"
+        dataset = session.get(ClsDataset, dataset_id)
+        assert (dataset.image_count, dataset.labeled_image_count) == (3, 3)
+        assert {c.name: c.image_count for c in session.scalars(select(ClsClass))} == {"cats": 2, "dogs": 1}
+    keys = stored_keys(stack)
+    assert len(keys) == 6 and all(k.startswith(("images/", "thumbs/")) for k in keys)  # archive removed too
+
+
+def test_split_folders_keep_their_split(embedded_stack):
+    from tests.factories import make_dataset
+
+    archive = build_zip({"train/cats/a.jpg": jpeg(1), "train/dogs/b.jpg": jpeg(2), "valid/cats/c.jpg": jpeg(3),
+                         "test/dogs/d.jpg": jpeg(4)})
+    with embedded_stack.session() as session:
+        dataset_id = make_dataset(session, "split").id
+    summary = run_archive_import(source=io.BytesIO(archive), dataset_id=dataset_id)
+    assert summary["format"] == "split_folders" and summary["images_imported"] == 4
+    with embedded_stack.session() as session:
+        assert dataset_state(session, dataset_id) == {
+            "a.jpg": ("train", ("cats",)), "b.jpg": ("train", ("dogs",)), "c.jpg": ("val", ("cats",)),
+            "d.jpg": ("test", ("dogs",))}
+
+
+def test_multilabel_csv_into_multi_label_dataset(stack):
+    from tests.factories import make_dataset
+
+    archive = build_zip({
+        "train/_classes.csv": "\ufefffilename;cat;dog\na.jpg;1;1\nb.jpg;0;1\nghost.jpg;1;0\nb.jpg;1;1\n",
+        "train/a.jpg": jpeg(1), "train/b.jpg": jpeg(2), "train/c.jpg": jpeg(3),
+    })
+    with stack.session() as session:
+        dataset_id = make_dataset(session, "multi", task_type="multi_label").id
+    summary = run_archive_import(source=io.BytesIO(archive), dataset_id=dataset_id)
+    assert summary["format"] == "multilabel_csv"
+    assert (summary["images_imported"], summary["labels_written"]) == (3, 3)
+    assert sorted(e["error"].split(":")[0] for e in summary["errors"]) == ["not listed in the CSV; imported unlabeled",
+                                                                          "row 4", "row 5"]
+    with stack.session() as session:
+        assert dataset_state(session, dataset_id) == {
+            "a.jpg": ("train", ("cat", "dog")), "b.jpg": ("train", ("dog",)), "c.jpg": ("train", ())}
+
+
+def test_label_csv_multi_labels_refused_in_single_label_dataset(embedded_stack):
+    from tests.factories import make_dataset
+
+    archive = build_zip({"labels.csv": "filename,label\na.jpg,cat\na.jpg,dog\nb.jpg,dog\n",
+                         "a.jpg": jpeg(1), "b.jpg": jpeg(2)})
+    with embedded_stack.session() as session:
+        dataset_id = make_dataset(session, "single").id
+    summary = run_archive_import(source=io.BytesIO(archive), dataset_id=dataset_id)
+    assert summary["format"] == "label_csv" and summary["images_imported"] == 2
+    assert [e["file"] for e in summary["errors"]] == ["a.jpg"]
+    assert "single-label" in summary["errors"][0]["error"]
+    with embedded_stack.session() as session:
+        assert dataset_state(session, dataset_id) == {"a.jpg": ("unassigned", ()), "b.jpg": ("unassigned", ("dog",))}
+
+
+def test_mapping_to_existing_new_and_skip_and_bad_class_names(stack):
+    from core.models import ClsClass
+    from tests.factories import make_class, make_dataset
+
+    long_name = "x" * 300
+    archive = build_zip({"cats/a.jpg": jpeg(1), "Dogs/b.jpg": jpeg(2), "birds/c.jpg": jpeg(3),
+                         "<b onclick=x>/d.jpg": jpeg(4), f"{long_name}/e.jpg": jpeg(5), "  /f.jpg": jpeg(6),
+                         "fish/g.jpg": jpeg(7)})
+    with stack.session() as session:
+        felines = make_class(session, "felines")
+        make_class(session, "dogs")  # same name in another case: matched by default
+        dataset_id, felines_id = make_dataset(session, "mapped").id, felines.id
+    preview = preview_archive(io.BytesIO(archive))
+    assert {c["name"]: c["problem"] is not None for c in preview["classes"]}[long_name]
+    mapping = [ClassMapping(source_name="cats", target_class_id=str(felines_id)),
+               ClassMapping(source_name="birds", create_new=True, color="#112233", new_name="Aves"),
+               ClassMapping(source_name="fish", skip=True),
+               ClassMapping(source_name="<b onclick=x>", create_new=True, new_name="bold")]
+    summary = run_archive_import(source=io.BytesIO(archive), dataset_id=dataset_id, class_mapping=mapping)
+    assert summary["images_imported"] == 4 and summary["skipped_by_mapping"] == 3
+    assert sorted(summary["classes_created"]) == ["Aves", "bold"]
+    refused = {e["file"]: e["error"] for e in summary["errors"]}
+    assert "300 characters" in refused[long_name] and "empty" in refused[""]
+    with stack.session() as session:
+        assert dataset_state(session, dataset_id) == {"a.jpg": ("unassigned", ("felines",)),
+                                                      "b.jpg": ("unassigned", ("dogs",)),
+                                                      "c.jpg": ("unassigned", ("Aves",)),
+                                                      "d.jpg": ("unassigned", ("bold",))}
+        assert session.scalar(select(ClsClass.color).where(ClsClass.name == "Aves")) == "#112233"
+        assert session.scalar(select(func.count()).select_from(ClsClass)) == 4
+
+    html = [ClassMapping(source_name="birds", create_new=True, new_name="<script>x</script>")]
+    with pytest.raises(InvalidInput, match="HTML"):
+        run_archive_import(source=io.BytesIO(archive), dataset_id=dataset_id, class_mapping=html)
+
+
+@pytest.mark.parametrize("payload, message", [(b"plain text", "not a ZIP"), (None, "encrypted")])
+def test_bad_archive_is_refused_before_any_job(embedded_stack, payload, message):
+    from core.archive_import import start_archive_import
+    from core.models import ClsJob
+    from tests.factories import make_dataset
+    from tests.test_archives import patch_headers
+
+    if payload is None:
+        payload = patch_headers(build_zip({"cats/a.jpg": jpeg(1)}), "cats/a.jpg", flag_bits=0x1)
+    with embedded_stack.session() as session:
+        dataset_id = make_dataset(session, "refused").id
+    with pytest.raises(InvalidInput, match=message):
+        start_archive_import(source=io.BytesIO(payload), request=ImportLabeledDatasetRequest(dataset_id=str(dataset_id)))
+    with embedded_stack.session() as session:
+        assert session.scalar(select(func.count()).select_from(ClsJob)) == 0
+    assert stored_keys(embedded_stack) == []
