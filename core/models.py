@@ -413,6 +413,23 @@ class ClsJob(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class ClsUser(Base):
+    """People who used the app (recorded at sign-in), so core can check a user id's role:
+    the role itself is computed from configuration (ROLES) at each check, never stored."""
+
+    __tablename__ = "cls_users"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    email: Mapped[str] = mapped_column(Text, unique=True)
+    name: Mapped[str | None] = mapped_column(Text)
+    first_seen_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, server_default=text("CURRENT_TIMESTAMP")
+    )
+    last_seen_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, server_default=text("CURRENT_TIMESTAMP")
+    )
+
+
 class ClsAuditEvent(Base):
     """Destructive actions: who, what, when, how many rows."""
 

@@ -41,15 +41,25 @@ def _auth_configured() -> bool:
 
 
 def current_user() -> User:
-    """The OIDC user when login is configured (asks to log in otherwise), else the local user."""
+    """The OIDC user when login is configured (asks to log in otherwise), else the local user.
+    Recorded once per browser session so core can resolve the id to a role."""
     if not _auth_configured():
-        return local_user()
-    if not st.user.is_logged_in:
+        user = local_user()
+    elif not st.user.is_logged_in:
         st.title("Image classification")
         st.write("Sign in to continue.")
         st.button("Log in", on_click=st.login, type="primary")
         st.stop()
-    return oidc_user(st.user.get("email") or "", st.user.get("name"))
+    else:
+        user = oidc_user(st.user.get("email") or "", st.user.get("name"))
+    if st.session_state.get("_registered_user") != user.id:
+        from core.db import session_scope
+        from core.permissions import register_user
+
+        with session_scope() as session:
+            register_user(session=session, user=user)
+        st.session_state["_registered_user"] = user.id
+    return user
 
 
 def sidebar_user(user: User) -> None:

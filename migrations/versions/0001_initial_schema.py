@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-27 05:00:30.227600
+Create Date: 2026-11-27 05:03:05.453896
 """
 from collections.abc import Sequence
 
@@ -132,6 +132,15 @@ def upgrade() -> None:
         batch_op.create_index('idx_cls_jobs_created', ['created_at'], unique=False)
         batch_op.create_index('idx_cls_jobs_status', ['status'], unique=False)
 
+    op.create_table('cls_users',
+    sa.Column('id', sa.Uuid(), nullable=False),
+    sa.Column('email', sa.Text(), nullable=False),
+    sa.Column('name', sa.Text(), nullable=True),
+    sa.Column('first_seen_at', sa.DateTime(timezone=True), server_default=sa.text('(CURRENT_TIMESTAMP)'), nullable=False),
+    sa.Column('last_seen_at', sa.DateTime(timezone=True), server_default=sa.text('(CURRENT_TIMESTAMP)'), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_cls_users')),
+    sa.UniqueConstraint('email', name=op.f('uq_cls_users_email'))
+    )
     op.create_table('od_images',
     sa.Column('id', sa.Uuid(), nullable=False),
     sa.Column('filename', sa.Text(), nullable=False),
@@ -410,6 +419,7 @@ def downgrade() -> None:
 
     op.drop_table('products')
     op.drop_table('od_images')
+    op.drop_table('cls_users')
     with op.batch_alter_table('cls_jobs', schema=None) as batch_op:
         batch_op.drop_index('idx_cls_jobs_status')
         batch_op.drop_index('idx_cls_jobs_created')

@@ -1,0 +1,54 @@
+"""Roles from configuration, checked in core; audit rows for destructive actions."""
+
+import pytest
+
+from core.config import reset_settings_cache
+from core.errors import PermissionDenied
+from core.permissions import audit, can, recent_audit_events, register_user, require_role
+from core.users import local_user, oidc_user
+
+
+@pytest.fixture
+def roles(monkeypatch):
+    monkeypatch.setenv("ROLES", "boss@acme.com=admin,acme.com=labeler,guest@acme.com=viewer")
+    monkeypatch.setenv("DEFAULT_ROLE", "viewer")
+    reset_settings_cache()
+    yield
+    reset_settings_cache()
+
+
+def test_roles_by_email_then_domain_then_default(db_stack, roles):
+    boss, labeler, guest, stranger = (oidc_user(e) for e in
+                                      ("boss@acme.com", "ann@acme.com", "guest@acme.com", "x@other.org"))
+    assert (boss.role, labeler.role, guest.role, stranger.role) == ("admin", "labeler", "viewer", "viewer")
+    with db_stack.session() as session:
+        for user in (boss, labeler, guest, stranger):
+            register_user(session=session, user=user)
+    with db_stack.session() as session:
+        require_role(session=session, user_id=boss.id, role="admin", action="delete images")
+        require_role(session=session, user_id=labeler.id, role="labeler", action="save a label")
+        with pytest.raises(PermissionDenied, match="delete images needs the admin role; you are a labeler"):
+            require_role(session=session, user_id=labeler.id, role="admin", action="delete images")
+        with pytest.raises(PermissionDenied, match="needs the labeler role; you are a viewer"):
+            require_role(session=session, user_id=guest.id, role="labeler", action="save a label")
+        assert can(session=session, user_id=labeler.id, role="labeler")
+        assert not can(session=session, user_id=stranger.id, role="labeler")
+
+
+def test_unknown_user_id_is_a_viewer_but_local_user_uses_default_role(db_stack):
+    import uuid
+
+    with db_stack.session() as session:
+        with pytest.raises(PermissionDenied):
+            require_role(session=session, user_id=uuid.uuid4(), role="labeler", action="label")
+        require_role(session=session, user_id=local_user().id, role="admin", action="train")
+
+
+def test_audit_rows(db_stack):
+    user = oidc_user("boss@acme.com")
+    with db_stack.session() as session:
+        register_user(session=session, user=user)
+        audit(session=session, user_id=user.id, action="delete_images", target_type="image", row_count=12)
+    with db_stack.session() as session:
+        (event,) = recent_audit_events(session=session)
+        assert (event.user_email, event.action, event.row_count) == ("boss@acme.com", "delete_images", 12)
