@@ -1,0 +1,188 @@
+"""`python -m core import zip|products|cutouts|od|preview`: labeled archives and the platform's sources.
+
+Imports run in this process (no worker needed) and print their summary: images imported, duplicates
+skipped, classes created, labels written, per-file errors.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from core.errors import InvalidInput, NotFound
+
+
+def register(subparsers) -> None:
+    imports = subparsers.add_parser("import", help="import labeled archives, products, cutouts, OD images")
+    sub = imports.add_subparsers(dest="import_command", required=True, parser_class=subparsers._parser_class)
+
+    preview = sub.add_parser("preview", help="what a ZIP holds: format, classes, splits, problems")
+    preview.add_argument("file")
+    preview.set_defaults(handler=cmd_preview)
+
+    archive = sub.add_parser("zip", help="import a labeled ZIP (folders per class, splits, or CSV)")
+    archive.add_argument("file")
+    archive.add_argument("--map", action="append", default=[], metavar="SRC=DST",
+                         help="put source class SRC into class DST (created if missing)")
+    archive.add_argument("--skip", action="append", default=[], metavar="SRC", help="do not import class SRC")
+    _dataset_options(archive, required=True)
+    archive.set_defaults(handler=cmd_zip)
+
+    products = sub.add_parser("products", help="import product frames")
+    products.add_argument("--label", default="category", choices=["category", "brand", "product_name", "manual"])
+    products.add_argument("--types", default="synthetic,real", help="comma-separated: synthetic,real,augmented")
+    products.add_argument("--max-frames", type=int, default=5, help="most images per product")
+    products.add_argument("--status", help="only products with this status (e.g. matched)")
+    products.add_argument("--category", action="append", default=[])
+    products.add_argument("--brand", action="append", default=[])
+    products.add_argument("--product-id", action="append", dest="ids")
+    _source_options(products)
+
+    cutouts = sub.add_parser("cutouts", help="import cutouts")
+    cutouts.add_argument("--label", default="matched_product_category",
+                         choices=["matched_product_category", "matched_product_brand", "manual"])
+    cutouts.add_argument("--include-unmatched", action="store_true", help="also cutouts with no matched product")
+    cutouts.add_argument("--category", action="append", default=[])
+    cutouts.add_argument("--brand", action="append", default=[])
+    cutouts.add_argument("--cutout-id", action="append", dest="ids")
+    _source_options(cutouts)
+
+    od = sub.add_parser("od", help="import object-detection images (unlabeled)")
+    od.add_argument("--folder")
+    od.add_argument("--od-image-id", action="append", dest="ids")
+    _source_options(od)
+
+
+def _dataset_options(parser, required: bool) -> None:
+    parser.add_argument("--dataset", required=required, help="dataset name to add (and label) images in")
+    parser.add_argument("--create", action="store_true", help="create the dataset when missing")
+    parser.add_argument("--task", default="single_label", choices=["single_label", "multi_label"])
+    parser.add_argument("--keep-duplicates", action="store_true", help="store byte-identical images again")
+
+
+def _source_options(parser) -> None:
+    _dataset_options(parser, required=False)
+    parser.add_argument("--preview", action="store_true", help="only print the counts, import nothing")
+    parser.set_defaults(handler=cmd_source)
+
+
+def _user_id():
+    from core.users import local_user
+
+    return local_user().id
+
+
+def _dataset_id(args) -> str | None:
+    """The named dataset's id; with --create, made when missing."""
+    if not args.dataset:
+        return None
+    from sqlalchemy import select
+
+    from core.db import session_scope
+    from core.models import ClsDataset
+
+    with session_scope() as session:
+        try:
+            from core.datasets import create_dataset, get_dataset_by_name
+        except ImportError:  # datasets service not there yet: plain lookup, no creation
+            found = session.scalar(select(ClsDataset.id).where(ClsDataset.name == args.dataset))
+            if found is None:
+                raise NotFound(f"no dataset named {args.dataset!r}") from None
+            return str(found)
+        try:
+            return str(get_dataset_by_name(session=session, name=args.dataset).id)
+        except NotFound:
+            if not args.create:
+                raise NotFound(f"no dataset named {args.dataset!r}; add --create to make it") from None
+        return str(create_dataset(session=session, name=args.dataset, task_type=args.task, user_id=_user_id()).id)
+
+
+def _archive_path(value: str) -> Path:
+    path = Path(value)
+    if not path.is_file():
+        raise InvalidInput(f"{value}: no such file")
+    return path
+
+
+def cmd_preview(args) -> dict:
+    from core.archive_import import preview_archive
+    from core.db import session_scope
+
+    with session_scope() as session:
+        return preview_archive(_archive_path(args.file), session=session)
+
+
+def _mapping(args) -> list:
+    from sqlalchemy import select
+
+    from core.archive_import import ClassMapping
+    from core.db import session_scope
+    from core.models import ClsClass
+
+    mapping = [ClassMapping(source_name=name, skip=True) for name in args.skip]
+    with session_scope() as session:
+        for pair in args.map:
+            source, sep, target = pair.partition("=")
+            if not sep or not source or not target.strip():
+                raise InvalidInput(f"--map {pair!r}: write SRC=DST")
+            existing = session.scalar(select(ClsClass.id).where(ClsClass.name == target.strip()))
+            mapping.append(ClassMapping(source_name=source, target_class_id=str(existing)) if existing else
+                           ClassMapping(source_name=source, create_new=True, new_name=target.strip()))
+    return mapping
+
+
+def cmd_zip(args) -> dict:
+    from core.archive_import import run_archive_import
+
+    path = _archive_path(args.file)
+    mapping = _mapping(args)
+    return run_archive_import(source=path, dataset_id=_dataset_id(args), class_mapping=mapping,
+                              skip_duplicates=not args.keep_duplicates, user_id=_user_id(), progress=_progress)
+
+
+def _request(args):
+    from core.source_imports import (
+        CutoutFilters,
+        ImportFromCutoutsRequest,
+        ImportFromODRequest,
+        ImportFromProductsRequest,
+        ODImageFilters,
+        ProductFilters,
+    )
+
+    common = {"skip_duplicates": not args.keep_duplicates}
+    kind = args.import_command
+    if kind == "products":
+        types = [t.strip() for t in args.types.split(",") if t.strip()]
+        return ImportFromProductsRequest(product_ids=args.ids, label_source=args.label, image_types=types,
+                                         max_frames_per_product=args.max_frames, **common,
+                                         filters=ProductFilters(status=args.status, categories=args.category,
+                                                                brands=args.brand))
+    if kind == "cutouts":
+        return ImportFromCutoutsRequest(cutout_ids=args.ids, label_source=args.label,
+                                        only_matched=not args.include_unmatched, **common,
+                                        filters=CutoutFilters(categories=args.category, brands=args.brand))
+    return ImportFromODRequest(od_image_ids=args.ids, filters=ODImageFilters(folder=args.folder), **common)
+
+
+def cmd_source(args) -> dict:
+    from pydantic import ValidationError
+
+    from core.db import session_scope
+    from core.source_imports import preview_source_import, run_source_import
+
+    try:
+        request = _request(args)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise InvalidInput(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
+    if args.preview:
+        with session_scope() as session:
+            return preview_source_import(session=session, kind=args.import_command, request=request)
+    request.dataset_id = _dataset_id(args)
+    return run_source_import(kind=args.import_command, request=request, user_id=_user_id(), progress=_progress)
+
+
+def _progress(done: int, total: int | None = None, message: str | None = None) -> None:
+    if sys.stderr.isatty():
+        sys.stderr.write(f"\r{done}/{total or '?'} {message or ''}   ")
