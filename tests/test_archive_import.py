@@ -312,3 +312,54 @@ def test_bad_archive_is_refused_before_any_job(embedded_stack, payload, message)
     with embedded_stack.session() as session:
         assert session.scalar(select(func.count()).select_from(ClsJob)) == 0
     assert stored_keys(embedded_stack) == []
+
+
+# ------------------------------------------------------------------ CLI
+
+
+def run_cli(capsys, *argv) -> tuple[int, dict | None, str]:
+    from core.cli import main
+
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, json.loads(captured.out) if captured.out.strip() else None, captured.err
+
+
+def test_cli_preview_and_zip_import_with_map_and_skip(embedded_stack, tmp_path, capsys):
+    from tests.factories import make_dataset
+
+    path = tmp_path / "pets.zip"
+    path.write_bytes(build_zip({"cats/a.jpg": jpeg(1), "dogs/b.jpg": jpeg(2), "birds/c.jpg": jpeg(3)}))
+    with embedded_stack.session() as session:
+        dataset_id = make_dataset(session, "cli pets").id
+    code, preview, _ = run_cli(capsys, "import", "preview", str(path))
+    assert code == 0 and preview["format"] == "folder_per_class"
+    assert [c["name"] for c in preview["classes"]] == ["birds", "cats", "dogs"]
+    code, summary, err = run_cli(capsys, "import", "zip", str(path), "--dataset", "cli pets",
+                                 "--map", "cats=felines", "--skip", "dogs")
+    assert code == 0, err
+    assert (summary["images_imported"], summary["labels_written"], summary["skipped_by_mapping"]) == (2, 2, 1)
+    assert sorted(summary["classes_created"]) == ["birds", "felines"]
+    with embedded_stack.session() as session:
+        assert dataset_state(session, dataset_id) == {"a.jpg": ("unassigned", ("felines",)),
+                                                      "c.jpg": ("unassigned", ("birds",))}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["import", "zip", "{text}", "--dataset", "cli"], "not a ZIP"),
+    (["import", "zip", "{missing}", "--dataset", "cli"], "no such file"),
+    (["import", "zip", "{zip}", "--dataset", "nobody"], "no dataset named 'nobody'"),
+    (["import", "zip", "{zip}", "--dataset", "cli", "--map", "cats"], "write SRC=DST"),
+    (["import", "zip", "{zip}"], "--dataset"),
+])
+def test_cli_bad_input_is_one_line(embedded_stack, tmp_path, capsys, argv, message):
+    from tests.factories import make_dataset
+
+    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "ok.zip").write_bytes(build_zip({"cats/a.jpg": jpeg(1)}))
+    with embedded_stack.session() as session:
+        make_dataset(session, "cli")
+    paths = {"text": tmp_path / "notes.txt", "missing": tmp_path / "nope.zip", "zip": tmp_path / "ok.zip"}
+    code, out, err = run_cli(capsys, *[a.format(**paths) for a in argv])
+    assert code == 2 and out is None
+    assert message in err and err.count("\n") == 1

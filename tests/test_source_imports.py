@@ -214,3 +214,31 @@ def test_bad_requests(embedded_stack):
         ImportFromProductsRequest(label_source="colour")
     with pytest.raises(ValidationError):
         ImportFromProductsRequest(max_frames_per_product=0)
+
+
+def test_cli_source_imports(embedded_stack, capsys):
+    import json
+
+    from core.cli import main
+
+    add_platform_rows(embedded_stack)
+    with embedded_stack.session() as session:
+        dataset_id = make_dataset(session, "cli products").id
+
+    def cli(*argv):
+        code = main(list(argv))
+        out, err = capsys.readouterr()
+        return code, json.loads(out) if out.strip() else None, err
+
+    code, preview, _ = cli("import", "products", "--preview", "--status", "matched", "--types", "real")
+    assert code == 0 and (preview["matching"], preview["images_to_import"]) == (2, 2)
+    code, summary, _ = cli("import", "products", "--types", "real", "--label", "brand", "--dataset", "cli products")
+    assert code == 0 and (summary["images_imported"], summary["labels_written"]) == (3, 3)
+    code, summary, _ = cli("import", "cutouts", "--include-unmatched", "--dataset", "cli products")
+    assert code == 0 and (summary["images_imported"], summary["labels_written"]) == (6, 3)
+    code, summary, _ = cli("import", "od", "--folder", "shelves")
+    assert code == 0 and summary["images_imported"] == 1
+    with embedded_stack.session() as session:
+        assert len(dataset_state(session, dataset_id)) == 9
+    code, _, err = cli("import", "products", "--types", "holographic")
+    assert code == 2 and "image_types" in err
