@@ -312,3 +312,37 @@ def test_ingest_into_dataset(stack):
     assert results[0].status == "duplicate"
     with stack.session() as session:
         assert session.get(ClsDataset, dataset_id).image_count == 3
+
+
+def run_cli(capsys, *argv):
+    import json
+
+    from core.cli import main
+
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, (json.loads(out) if code == 0 else err)
+
+
+def test_cli_add_list_and_errors(stack, tmp_path, capsys):
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.png").write_bytes(drawn_image_bytes(300))
+    (folder / "sub" / "b.jpg").write_bytes(drawn_image_bytes(301, fmt="JPEG"))
+    (folder / "sub" / "broken.jpg").write_bytes(b"not really")
+    (folder / "notes.txt").write_text("ignored: not an image suffix")
+    code, out = run_cli(capsys, "images", "add", str(folder), str(tmp_path / "missing.png"), "--folder", "cli",
+                        "--tags", "x,y")
+    assert code == 0 and (out["imported"], out["rejected"]) == (2, 2)
+    assert {r["error"] for r in out["results"] if r["status"] == "rejected"} >= {"no such file or folder"}
+    code, out = run_cli(capsys, "images", "add", str(folder / "a.png"))
+    assert out["duplicate"] == 1
+    code, out = run_cli(capsys, "images", "list", "--tag", "y", "--sort", "name_asc", "--limit", "1")
+    assert code == 0 and out["total"] == 2 and out["images"][0]["filename"] == "a.png"
+    assert len(out["images"][0]["phash"]) == 16
+    code, err = run_cli(capsys, "images", "list", "--sort", "sideways")
+    assert code == 2 and "unknown sort" in err
+    code, out = run_cli(capsys, "images", "import-urls", "http://169.254.169.254/x.png", "ftp://x/y")
+    assert code == 0 and out["rejected"] == 2
+    code, err = run_cli(capsys, "images", "import-urls")
+    assert code == 2 and "give URLs" in err
