@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from core.db import session_scope
 from core.errors import NotFound, UserError
@@ -131,23 +131,9 @@ def run_items(items: Iterable[ImportItem], *, total: int, source: str, summary: 
     return summary
 
 
-def _add_images(session, dataset_id: uuid.UUID, image_ids: list[uuid.UUID], user_id, split: str | None) -> None:
-    try:
-        from core.datasets import add_images_to_dataset
-    except ImportError:  # the datasets service is not there yet: the image library's fallback, then the split
-        from core.images import add_to_dataset
-
-        add_to_dataset(session=session, dataset_id=dataset_id, image_ids=image_ids, user_id=user_id)
-        if split:
-            session.execute(update(ClsDatasetImage).where(ClsDatasetImage.dataset_id == dataset_id,
-                                                          ClsDatasetImage.image_id.in_(image_ids)).values(split=split))
-        return
-    add_images_to_dataset(session=session, dataset_id=dataset_id, image_ids=image_ids, user_id=user_id,
-                          **({"split": split} if split else {}))
-
-
 def _place_in_dataset(session, dataset: tuple[uuid.UUID, str], placed: list[tuple[ImportItem, uuid.UUID]],
                       user_id: uuid.UUID | None, summary: ImportSummary) -> None:
+    from core.datasets import add_images_to_dataset
     from core.labels import set_labels
 
     dataset_id, task_type = dataset
@@ -160,8 +146,8 @@ def _place_in_dataset(session, dataset: tuple[uuid.UUID, str], placed: list[tupl
             present.add(image_id)
             by_split.setdefault(item.split, []).append(image_id)
     for split, ids in by_split.items():
-        _add_images(session, dataset_id, ids, user_id, split)
-        summary.images_added_to_dataset += len(ids)
+        summary.images_added_to_dataset += add_images_to_dataset(
+            session=session, dataset_id=dataset_id, image_ids=ids, user_id=user_id, split=split)
     current: dict[uuid.UUID, set[uuid.UUID]] = {}
     for image_id, class_id in session.execute(select(ClsLabel.image_id, ClsLabel.class_id).where(
             ClsLabel.dataset_id == dataset_id, ClsLabel.image_id.in_(image_ids))):

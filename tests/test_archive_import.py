@@ -348,7 +348,7 @@ def test_cli_preview_and_zip_import_with_map_and_skip(embedded_stack, tmp_path, 
 @pytest.mark.parametrize("argv, message", [
     (["import", "zip", "{text}", "--dataset", "cli"], "not a ZIP"),
     (["import", "zip", "{missing}", "--dataset", "cli"], "no such file"),
-    (["import", "zip", "{zip}", "--dataset", "nobody"], "no dataset named 'nobody'"),
+    (["import", "zip", "{zip}", "--dataset", "nobody"], "no dataset named 'nobody'; add --create"),
     (["import", "zip", "{zip}", "--dataset", "cli", "--map", "cats"], "write SRC=DST"),
     (["import", "zip", "{zip}"], "--dataset"),
 ])
@@ -363,3 +363,17 @@ def test_cli_bad_input_is_one_line(embedded_stack, tmp_path, capsys, argv, messa
     code, out, err = run_cli(capsys, *[a.format(**paths) for a in argv])
     assert code == 2 and out is None
     assert message in err and err.count("\n") == 1
+
+
+def test_cli_zip_creates_multi_label_dataset(embedded_stack, tmp_path, capsys):
+    from core.models import ClsDataset
+
+    path = tmp_path / "multi.zip"
+    path.write_bytes(build_zip({"_classes.csv": "filename,red,round\na.jpg,1,1\n", "a.jpg": jpeg(1)}))
+    code, summary, err = run_cli(capsys, "import", "zip", str(path), "--dataset", "new multi", "--create",
+                                 "--task", "multi_label")
+    assert code == 0, err
+    assert (summary["format"], summary["images_imported"], summary["labels_written"]) == ("multilabel_csv", 1, 2)
+    with embedded_stack.session() as session:
+        dataset = session.scalars(select(ClsDataset)).one()
+        assert (dataset.name, dataset.task_type, dataset.labeled_image_count) == ("new multi", "multi_label", 1)

@@ -76,19 +76,10 @@ def _dataset_id(args) -> str | None:
     """The named dataset's id; with --create, made when missing."""
     if not args.dataset:
         return None
-    from sqlalchemy import select
-
+    from core.datasets import create_dataset, get_dataset_by_name
     from core.db import session_scope
-    from core.models import ClsDataset
 
     with session_scope() as session:
-        try:
-            from core.datasets import create_dataset, get_dataset_by_name
-        except ImportError:  # datasets service not there yet: plain lookup, no creation
-            found = session.scalar(select(ClsDataset.id).where(ClsDataset.name == args.dataset))
-            if found is None:
-                raise NotFound(f"no dataset named {args.dataset!r}") from None
-            return str(found)
         try:
             return str(get_dataset_by_name(session=session, name=args.dataset).id)
         except NotFound:
