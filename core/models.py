@@ -27,7 +27,9 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
+
+from core.hamming import band_values, hash_to_int
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -86,6 +88,9 @@ class ClsImage(TimestampMixin, Base):
         Index("idx_cls_images_folder", "folder"),
         Index("idx_cls_images_file_hash", "file_hash"),
         Index("idx_cls_images_phash", "phash"),
+        Index("idx_cls_images_phash_band0", "phash_band0"),
+        Index("idx_cls_images_phash_band1", "phash_band1"),
+        Index("idx_cls_images_phash_band2", "phash_band2"),
         Index("idx_cls_images_created", "created_at"),
         Index("idx_cls_images_source_ref", "source_type", "source_id"),
     )
@@ -108,9 +113,23 @@ class ClsImage(TimestampMixin, Base):
     status: Mapped[str] = mapped_column(String(16), default="pending", server_default="pending")
     file_hash: Mapped[str | None] = mapped_column(String(64))  # SHA-256 hex of the original bytes
     phash: Mapped[str | None] = mapped_column(String(16))  # 64-bit pHash, hex
+    # Beyond the plan, for near duplicates (core/duplicates.py, core/hamming.py): the pHash cut into
+    # three indexed bands of 21/21/22 bits, so a Hamming-radius query is a few hundred index probes, not
+    # a scan; and a 256-bit pHash of the thumbnail that confirms (or rejects) each pHash candidate.
+    phash_band0: Mapped[int | None] = mapped_column(Integer)
+    phash_band1: Mapped[int | None] = mapped_column(Integer)
+    phash_band2: Mapped[int | None] = mapped_column(Integer)
+    phash256: Mapped[str | None] = mapped_column(String(64))
     source_type: Mapped[str | None] = mapped_column(String(32))  # product, cutout, od_image
     source_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict, server_default=text("'{}'"))
+
+    @validates("phash")
+    def _set_phash_bands(self, _key: str, value: str | None) -> str | None:
+        """Every ORM write of the pHash keeps its indexed bands in step."""
+        bands = band_values(hash_to_int(value)) if value else (None, None, None)
+        self.phash_band0, self.phash_band1, self.phash_band2 = bands
+        return value
 
 
 # ---------------------------------------------------------------- classes and datasets

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-27 05:03:05.453896
+Create Date: 2026-11-27 05:07:21.414195
 """
 from collections.abc import Sequence
 
@@ -85,6 +85,10 @@ def upgrade() -> None:
     sa.Column('status', sa.String(length=16), server_default='pending', nullable=False),
     sa.Column('file_hash', sa.String(length=64), nullable=True),
     sa.Column('phash', sa.String(length=16), nullable=True),
+    sa.Column('phash_band0', sa.Integer(), nullable=True),
+    sa.Column('phash_band1', sa.Integer(), nullable=True),
+    sa.Column('phash_band2', sa.Integer(), nullable=True),
+    sa.Column('phash256', sa.String(length=64), nullable=True),
     sa.Column('source_type', sa.String(length=32), nullable=True),
     sa.Column('source_id', sa.Uuid(), nullable=True),
     sa.Column('metadata', sa.JSON().with_variant(postgresql.JSONB(), 'postgresql'), server_default=sa.text("'{}'"), nullable=False),
@@ -99,6 +103,9 @@ def upgrade() -> None:
         batch_op.create_index('idx_cls_images_file_hash', ['file_hash'], unique=False)
         batch_op.create_index('idx_cls_images_folder', ['folder'], unique=False)
         batch_op.create_index('idx_cls_images_phash', ['phash'], unique=False)
+        batch_op.create_index('idx_cls_images_phash_band0', ['phash_band0'], unique=False)
+        batch_op.create_index('idx_cls_images_phash_band1', ['phash_band1'], unique=False)
+        batch_op.create_index('idx_cls_images_phash_band2', ['phash_band2'], unique=False)
         batch_op.create_index('idx_cls_images_source', ['source'], unique=False)
         batch_op.create_index('idx_cls_images_source_ref', ['source_type', 'source_id'], unique=False)
         batch_op.create_index('idx_cls_images_status', ['status'], unique=False)
@@ -430,6 +437,9 @@ def downgrade() -> None:
         batch_op.drop_index('idx_cls_images_status')
         batch_op.drop_index('idx_cls_images_source_ref')
         batch_op.drop_index('idx_cls_images_source')
+        batch_op.drop_index('idx_cls_images_phash_band2')
+        batch_op.drop_index('idx_cls_images_phash_band1')
+        batch_op.drop_index('idx_cls_images_phash_band0')
         batch_op.drop_index('idx_cls_images_phash')
         batch_op.drop_index('idx_cls_images_folder')
         batch_op.drop_index('idx_cls_images_file_hash')
