@@ -196,6 +196,10 @@ def start_archive_import(*, source: str | Path | IO[bytes], request: ImportLabel
 
     with SafeZip(source):  # refuse a non-ZIP, a bomb or an encrypted archive before queueing
         pass
+    for choice in request.class_mapping:
+        problem = choice.create_new and class_name_problem((choice.new_name or choice.source_name).strip())
+        if problem:
+            raise InvalidInput(f"new class for {choice.source_name[:80]!r}: {problem}")
     with session_scope() as session:
         load_dataset(session=session, dataset_id=request.dataset_id)
     storage = storage or get_storage()

@@ -253,3 +253,12 @@ def start_source_import(*, kind: str, request: BaseModel, user_id: uuid.UUID | N
     params = {"kind": kind, "request": request.model_dump(), "user_id": str(user_id) if user_id else None}
     return enqueue(kind=f"{kind}_import", function="jobs.dataset_imports.import_source", queue="imports",
                    params=params, user_id=user_id)
+
+
+def source_filter_options(*, session: Session) -> dict[str, list[str]]:
+    """Values the import dialog offers in its filter boxes."""
+    def distinct(column) -> list[str]:
+        return sorted(v for v in session.scalars(select(column).distinct()) if v)
+
+    return {"statuses": distinct(Product.status), "categories": distinct(Product.category),
+            "brands": distinct(Product.brand), "od_folders": distinct(OdImage.folder)}
