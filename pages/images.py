@@ -1,7 +1,436 @@
-"""Images page: The image library: upload, import, search, filter, bulk actions and duplicates."""
+"""Images page: the image library. Search and filter (kept in the URL), a grid or list of thumbnails,
+selection (one, page, all matching), bulk actions, an image detail dialog, and the import dialog."""
+
+from __future__ import annotations
+
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import streamlit as st
 
-st.title("Images")
-st.caption("The image library: upload, import, search, filter, bulk actions and duplicates.")
-st.info("This page is being built.")
+from core import limits
+from core.db import session_scope
+from core.errors import UserError
+from core.images import SORTS, ImageFilters
+from pages.ui import current_user, run_action
+
+SORT_LABELS = {"date_desc": "Newest first", "date_asc": "Oldest first", "name_asc": "Name A–Z",
+               "name_desc": "Name Z–A", "size_desc": "Largest first", "size_asc": "Smallest first"}
+# Thumbnails are copied once from storage into Streamlit's static folder and served from there: a
+# stable URL per image (browser-cacheable, no re-encoding, no media-file 404s on fast reruns).
+STATIC_THUMBS = Path(__file__).resolve().parents[1] / "static" / "thumbs"
+_fetcher = ThreadPoolExecutor(max_workers=8, thread_name_prefix="thumbs")
+
+
+# ---------------------------------------------------------------- thumbnails
+
+
+def _cache_thumb(key: str) -> bool:
+    from core.storage import get_storage
+
+    target = STATIC_THUMBS / Path(key).name
+    if target.exists():
+        return True
+    try:
+        data = get_storage().get(key)
+        tmp = target.with_suffix(f".{uuid.uuid4().hex}.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(target)
+        return True
+    except (UserError, OSError):
+        return False
+
+
+def thumbnail_urls(keys: list[str | None]) -> list[str | None]:
+    """Stable /app/static URLs for thumbnail keys (fetched from storage in parallel on first use)."""
+    STATIC_THUMBS.mkdir(parents=True, exist_ok=True)
+    present = list(_fetcher.map(lambda key: bool(key) and _cache_thumb(key), keys))
+    return [f"/app/static/thumbs/{Path(key).name}" if ok else None for key, ok in zip(keys, present, strict=True)]
+
+
+def plain(text: str | None) -> str:
+    """User text shown through markdown-rendering widgets, with markdown characters escaped."""
+    out = str(text or "")
+    for char in "\\`*_{}[]()#+-.!|<>~$:":
+        out = out.replace(char, "\\" + char)
+    return out
+
+
+# ---------------------------------------------------------------- filters in the URL
+
+
+@st.cache_data(ttl=20, show_spinner=False)
+def _filter_options(_database_url: str) -> dict:
+    from core.images import image_filter_options
+
+    with session_scope() as session:
+        return image_filter_options(session=session)
+
+
+def filters_bar(options: dict) -> tuple[ImageFilters, str, str]:
+    params = st.query_params
+    initial = ImageFilters.from_params(params.to_dict())
+    top = st.columns([3, 1.3, 1, 1])
+    search = top[0].text_input("Search file names and tags", value=initial.search or "", key="img_q")
+    sort_default = params.get("sort", "date_desc")
+    sort = top[1].selectbox("Sort", list(SORTS), index=list(SORTS).index(sort_default) if sort_default in SORTS else 0,
+                            format_func=SORT_LABELS.get, key="img_sort")
+    view = top[2].segmented_control("View", ["Grid", "List"], default=params.get("view", "Grid"), key="img_view")
+    if top[3].button("Import", icon=":material/upload:", type="primary", key="img_import", width="stretch"):
+        from pages.import_dialog import open_import_dialog
+
+        open_import_dialog()
+    cols = st.columns(4)
+
+    def pick(col, label, name, values, chosen):
+        return col.multiselect(label, sorted(set(values) | set(chosen)), default=chosen, key=f"img_{name}")
+
+    filters = ImageFilters(
+        search=search.strip() or None,
+        statuses=pick(cols[0], "Status", "status", options["statuses"], initial.statuses),
+        sources=pick(cols[1], "Source", "source", options["sources"], initial.sources),
+        folders=pick(cols[2], "Folder", "folder", options["folders"], initial.folders),
+        tags=pick(cols[3], "Tags (any)", "tags", options["tags"], initial.tags),
+    )
+    return filters, sort, view or "Grid"
+
+
+def sync_query_params(filters: ImageFilters, sort: str, view: str, page: int) -> None:
+    wanted = filters.to_params()
+    if sort != "date_desc":
+        wanted["sort"] = sort
+    if view != "Grid":
+        wanted["view"] = view
+    if page > 1:
+        wanted["page"] = str(page)
+    if "image" in st.query_params:
+        wanted["image"] = st.query_params["image"]
+    if wanted != st.query_params.to_dict():
+        st.query_params.from_dict(wanted)
+
+
+# ---------------------------------------------------------------- selection
+
+
+def _selected() -> set[str]:
+    return st.session_state.setdefault("img_selected", set())
+
+
+def _toggle(image_id: str) -> None:
+    st.session_state["img_all_matching"] = False
+    (_selected().add if st.session_state.get(f"sel_{image_id}") else _selected().discard)(image_id)
+
+
+def _select_page(ids: list[str], value: bool) -> None:
+    st.session_state["img_all_matching"] = False
+    for image_id in ids:
+        st.session_state[f"sel_{image_id}"] = value
+        (_selected().add if value else _selected().discard)(image_id)
+
+
+def _clear_selection() -> None:
+    for image_id in list(_selected()):
+        st.session_state.pop(f"sel_{image_id}", None)
+    _selected().clear()
+    st.session_state["img_all_matching"] = False
+
+
+def selected_ids(filters: ImageFilters) -> list[uuid.UUID]:
+    if st.session_state.get("img_all_matching"):
+        from core.images import matching_image_ids
+
+        with session_scope() as session:
+            return matching_image_ids(session=session, filters=filters)
+    return [uuid.UUID(i) for i in _selected()]
+
+
+def selection_bar(page_ids: list[str], total: int) -> int:
+    all_matching = st.session_state.get("img_all_matching", False)
+    count = total if all_matching else len(_selected())
+    cols = st.columns([2, 1, 1, 1.4, 1])
+    cols[0].markdown(f"**{count:,} selected**" + (" (all matching)" if all_matching else ""))
+    cols[1].button("Select page", on_click=_select_page, args=(page_ids, True), key="img_sel_page", width="stretch")
+    cols[2].button("Unselect page", on_click=_select_page, args=(page_ids, False), key="img_unsel_page",
+                   width="stretch")
+    if cols[3].button(f"Select all {total:,} matching", key="img_sel_all", width="stretch"):
+        st.session_state["img_all_matching"] = True
+        st.rerun()
+    cols[4].button("Clear", on_click=_clear_selection, key="img_sel_clear", width="stretch")
+    return count
+
+
+# ---------------------------------------------------------------- bulk actions
+
+
+@st.dialog("Delete images")
+def confirm_delete(ids: list[uuid.UUID], what: str) -> None:
+    st.warning(f"Delete {len(ids):,} {what}? Their files, dataset memberships and labels go too. "
+               "This cannot be undone.")
+    if st.button(f"Delete {len(ids):,} images", type="primary", key="img_confirm_delete"):
+        from core.images import delete_images
+        from core.storage import get_storage
+
+        def act():
+            with session_scope() as session:
+                return delete_images(session=session, storage=get_storage(), image_ids=ids)
+
+        if run_action(act) is not None:
+            _clear_selection()
+            _filter_options.clear()
+            st.rerun()
+
+
+def bulk_actions(filters: ImageFilters, count: int, total: int) -> None:
+    from core import images as lib
+
+    with st.popover(f"Bulk actions ({count:,})", disabled=count == 0):
+        tab_ds, tab_folder, tab_tags, tab_delete = st.tabs(["Add to dataset", "Folder", "Tags", "Delete"])
+        with tab_ds:
+            datasets = _datasets()
+            if not datasets:
+                st.caption("No datasets yet: create one on the Datasets page.")
+            else:
+                chosen = st.selectbox("Dataset", list(datasets), format_func=datasets.get, key="img_bulk_ds")
+                if st.button("Add to dataset", key="img_bulk_ds_go"):
+                    _apply(lambda s, ids: lib.add_to_dataset(session=s, dataset_id=chosen, image_ids=ids,
+                                                             user_id=current_user().id), filters, "added to dataset")
+        with tab_folder:
+            folder = st.text_input("Folder (empty clears it)", key="img_bulk_folder")
+            if st.button("Set folder", key="img_bulk_folder_go"):
+                _apply(lambda s, ids: lib.set_folder(session=s, image_ids=ids, folder=folder), filters, "folder set")
+        with tab_tags:
+            mode = st.radio("Tags", ["Add", "Remove", "Replace"], horizontal=True, key="img_bulk_tag_mode")
+            tags = st.text_input("Tags (comma-separated)", key="img_bulk_tags")
+            if st.button(f"{mode} tags", key="img_bulk_tags_go"):
+                values = lib.clean_tags(tags)
+                kwargs = {"Add": {"add": values}, "Remove": {"remove": values}, "Replace": {"replace": values}}[mode]
+                _apply(lambda s, ids: lib.update_tags(session=s, image_ids=ids, **kwargs), filters, "tags updated")
+        with tab_delete:
+            if st.button(f"Delete {count:,} selected", key="img_bulk_delete"):
+                confirm_delete(selected_ids(filters), "selected images")
+            if st.button(f"Delete all {total:,} matching the filters", key="img_bulk_delete_filtered"):
+                from core.images import matching_image_ids
+
+                with session_scope() as session:
+                    confirm_delete(matching_image_ids(session=session, filters=filters), "images matching the filters")
+
+
+def _apply(action, filters: ImageFilters, done: str) -> None:
+    ids = selected_ids(filters)
+
+    def act():
+        with session_scope() as session:
+            return action(session, ids)
+
+    changed = run_action(act)
+    if changed is not None:
+        st.session_state["img_toast"] = f"{changed:,} images: {done}"
+        _filter_options.clear()
+        st.rerun()
+
+
+def _datasets() -> dict:
+    from sqlalchemy import select
+
+    from core.models import ClsDataset
+
+    with session_scope() as session:
+        return dict(session.execute(select(ClsDataset.id, ClsDataset.name).order_by(ClsDataset.name)).all())
+
+
+# ---------------------------------------------------------------- grid, list, pages
+
+
+def _open_detail(image_id: str) -> None:
+    st.query_params["image"] = image_id
+
+
+def grid(rows, urls) -> None:
+    per_row = 6
+    for start in range(0, len(rows), per_row):
+        cols = st.columns(per_row)
+        for col, row, url in zip(cols, rows[start:start + per_row], urls[start:start + per_row], strict=False):
+            with col.container(border=True):
+                image_id = str(row.id)
+                if url:
+                    st.image(url, width="stretch")
+                else:
+                    st.caption("thumbnail missing")
+                st.session_state.setdefault(f"sel_{image_id}", image_id in _selected())
+                st.checkbox(plain(row.original_filename), key=f"sel_{image_id}", on_change=_toggle, args=(image_id,))
+                st.button("Details", key=f"det_{image_id}", on_click=_open_detail, args=(image_id,), type="tertiary")
+
+
+def table(rows, urls) -> None:
+    import pandas as pd
+
+    frame = pd.DataFrame([{
+        "selected": str(r.id) in _selected(), "thumbnail": u, "file": r.original_filename, "folder": r.folder,
+        "tags": ", ".join(r.tags or []), "status": r.status, "source": r.source,
+        "size (KB)": round((r.file_size_bytes or 0) / 1024, 1), "pixels": f"{r.width}×{r.height}",
+        "added": r.created_at, "id": str(r.id)} for r, u in zip(rows, urls, strict=True)])
+    edited = st.data_editor(frame, hide_index=True, width="stretch", key="img_table", disabled=[
+        c for c in frame.columns if c != "selected"], column_config={
+        "thumbnail": st.column_config.ImageColumn("", width="small"), "id": None,
+        "selected": st.column_config.CheckboxColumn("✓", width="small")})
+    for image_id, chosen in zip(edited["id"], edited["selected"], strict=True):
+        if chosen != (image_id in _selected()):
+            st.session_state[f"sel_{image_id}"] = bool(chosen)
+            _toggle(image_id)
+
+
+def pager(total: int, page: int) -> int:
+    pages = max(1, -(-total // limits.PAGE_SIZE))
+    page = min(max(page, 1), pages)
+    if pages > 1:
+        shown = sorted({1, pages, *range(max(1, page - 3), min(pages, page + 3) + 1)})
+        cols = st.columns(len(shown) + 1)
+        cols[0].caption(f"Page {page} of {pages}")
+        for col, number in zip(cols[1:], shown, strict=True):
+            if col.button(str(number), key=f"img_page_{number}", type="primary" if number == page else "secondary",
+                          width="stretch"):
+                st.session_state["img_page"] = number
+                st.rerun()
+    return page
+
+
+# ---------------------------------------------------------------- image detail
+
+
+def _close_detail() -> None:
+    st.query_params.pop("image", None)
+
+
+@st.dialog("Image", width="large", on_dismiss=_close_detail)
+def image_dialog(image_id: uuid.UUID) -> None:
+    from core.images import delete_images, image_detail, update_image
+    from core.models import IMAGE_STATUSES
+    from core.storage import get_storage
+
+    try:
+        with session_scope() as session:
+            detail = image_detail(session=session, image_id=image_id)
+    except UserError as exc:
+        st.error(str(exc))
+        return
+    image = detail["image"]
+    left, right = st.columns([3, 2])
+    with left:
+        url = thumbnail_urls([image.thumbnail_path])[0]
+        preview = _preview_bytes(image.storage_path, image.file_size_bytes)
+        st.image(preview if preview is not None else url, width="stretch")
+    with right:
+        st.markdown(f"**{plain(image.original_filename)}**")
+        st.caption(f"{image.width}×{image.height} · {image.format} · {(image.file_size_bytes or 0) / 1024:,.1f} KB · "
+                   f"{image.source} · added {image.created_at:%Y-%m-%d %H:%M}")
+        st.caption(f"SHA-256 {image.file_hash[:16]}… · pHash {image.phash}")
+        with st.form(f"edit_{image_id}"):
+            folder = st.text_input("Folder", value=image.folder or "")
+            tags = st.text_input("Tags (comma-separated)", value=", ".join(image.tags or []))
+            status = st.selectbox("Status", IMAGE_STATUSES, index=IMAGE_STATUSES.index(image.status))
+            if st.form_submit_button("Save"):
+                def save():
+                    with session_scope() as session:
+                        return update_image(session=session, image_id=image_id, folder=folder, tags=tags,
+                                            status=status)
+
+                if run_action(save, success="Saved") is not None:
+                    _filter_options.clear()
+        if st.button("Delete this image", key=f"del_{image_id}"):
+            with session_scope() as session:
+                delete_images(session=session, storage=get_storage(), image_ids=[image_id])
+            st.query_params.pop("image", None)
+            _filter_options.clear()
+            st.rerun()
+    st.markdown("**Datasets**")
+    st.dataframe(detail["datasets"] or [{"dataset": "in no dataset"}], hide_index=True, width="stretch")
+    st.markdown("**Labels**")
+    st.dataframe(detail["labels"] or [{"labels": "none"}], hide_index=True, width="stretch")
+    _duplicates_of(image_id)
+
+
+def _preview_bytes(key: str, size: int | None) -> bytes | None:
+    from core.storage import get_storage
+
+    if size and size > 15 * 1024 * 1024:
+        return None  # show the thumbnail rather than push a huge original to the browser
+    try:
+        return get_storage().get(key)
+    except UserError:
+        return None
+
+
+def _duplicates_of(image_id: uuid.UUID) -> None:
+    try:
+        from core.duplicates import duplicates_of
+    except ImportError:
+        return
+    st.markdown("**Duplicates**")
+    with session_scope() as session:
+        found = run_action(lambda: duplicates_of(session=session, image_id=image_id))
+    if found:
+        st.dataframe(found, hide_index=True, width="stretch")
+    else:
+        st.caption("No duplicates found.")
+
+
+# ---------------------------------------------------------------- the page
+
+
+def library_tab() -> None:
+    from core.config import get_settings
+    from core.images import list_images
+
+    options = _filter_options(get_settings().database_url)
+    filters, sort, view = filters_bar(options)
+    signature = (filters.to_params(), sort)
+    if "img_signature" not in st.session_state:  # first run: the page comes from a shared URL
+        asked = str(st.query_params.get("page", "1"))
+        st.session_state["img_page"] = int(asked) if asked.isdigit() else 1
+    elif st.session_state["img_signature"] != signature:  # new filters or sort: back to page 1
+        st.session_state["img_page"] = 1
+        st.session_state["img_all_matching"] = False
+    st.session_state["img_signature"] = signature
+    page = st.session_state.get("img_page", 1)
+    with session_scope() as session:
+        rows, total = list_images(session=session, filters=filters, sort=sort,
+                                  offset=(max(page, 1) - 1) * limits.PAGE_SIZE)
+    st.caption(f"{total:,} of {options['total_count']:,} images")
+    page_ids = [str(r.id) for r in rows]
+    count = selection_bar(page_ids, total)
+    bulk_actions(filters, count, total)
+    urls = thumbnail_urls([r.thumbnail_path for r in rows])
+    if not rows:
+        st.info("No images match. Import some with the Import button, or loosen the filters.")
+    elif view == "List":
+        table(rows, urls)
+    else:
+        grid(rows, urls)
+    page = pager(total, page)
+    sync_query_params(filters, sort, view, page)
+    if st.session_state.get("img_toast"):
+        st.toast(st.session_state.pop("img_toast"))
+    if st.query_params.get("image"):
+        try:
+            image_dialog(uuid.UUID(st.query_params["image"]))
+        except ValueError:
+            st.query_params.pop("image", None)
+
+
+def render() -> None:
+    st.title("Images")
+    library, duplicates = st.tabs(["Library", "Duplicates"])
+    with library:
+        library_tab()
+    with duplicates:
+        try:
+            from pages.duplicates_view import render_duplicates
+        except ImportError:
+            st.info("Duplicate review is not available yet.")
+        else:
+            render_duplicates()
+
+
+if __name__ == "__main__":
+    render()
