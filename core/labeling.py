@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import exists, func, or_, select, tuple_, update
+from sqlalchemy import exists, func, literal, or_, select, tuple_, update
 
 from core.errors import Conflict, InvalidInput, NotFound
 from core.models import ClsClass, ClsDataset, ClsDatasetImage, ClsImage, ClsLabel, ClsLabelingPin, utcnow
@@ -213,10 +213,17 @@ def _random_order(session, dataset_id: uuid.UUID, seed: int) -> list[uuid.UUID]:
 
 
 def _cursor(session, dataset_id, image_id):
-    return session.execute(
-        select(ClsDatasetImage.added_at, ClsDatasetImage.image_id)
-        .where(ClsDatasetImage.dataset_id == dataset_id, ClsDatasetImage.image_id == image_id)
-    ).one_or_none()
+    """(added_at, image_id) of an image as SQL, or None when it is not in the dataset. added_at stays
+    in the database: read back and re-bound, SQLite's second-precision CURRENT_TIMESTAMP text would
+    no longer compare equal to itself."""
+    found = session.scalar(select(ClsDatasetImage.image_id).where(
+        ClsDatasetImage.dataset_id == dataset_id, ClsDatasetImage.image_id == image_id))
+    if found is None:
+        return None
+    added = (select(ClsDatasetImage.added_at)
+             .where(ClsDatasetImage.dataset_id == dataset_id, ClsDatasetImage.image_id == image_id)
+             .scalar_subquery())
+    return added, literal(image_id, ClsDatasetImage.image_id.type)
 
 
 def queue_ids(*, session, dataset_id: uuid.UUID, mode: str = "all", after: uuid.UUID | None = None,
@@ -314,6 +321,20 @@ def previous_id(*, session, dataset_id: uuid.UUID, before: uuid.UUID) -> uuid.UU
         .order_by(ClsDatasetImage.added_at.desc(), ClsDatasetImage.image_id.desc())
         .limit(1)
     )
+
+
+def datasets_for_labeling(*, session) -> list[tuple[uuid.UUID, str, int, int]]:
+    """(id, name, labeled, total) of every dataset, for the page's dataset picker."""
+    rows = session.execute(select(ClsDataset.id, ClsDataset.name, ClsDataset.labeled_image_count,
+                                  ClsDataset.image_count).order_by(ClsDataset.name)).all()
+    return [tuple(row) for row in rows]
+
+
+def image_keys(*, session, image_ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """Storage keys of some images (the page prefetches the next ones)."""
+    if not image_ids:
+        return {}
+    return dict(session.execute(select(ClsImage.id, ClsImage.storage_path).where(ClsImage.id.in_(image_ids))).all())
 
 
 # ---------------------------------------------------------------- reservations
@@ -520,7 +541,7 @@ def stable_url(storage, key: str, *, expires_s: int = 6 * 3600) -> str | None:
 
 __all__ = [
     "QUEUE_MODES", "RESERVATION_S", "LOW_CONFIDENCE", "ImageCard", "LabelView", "ClassKey", "Progress",
-    "ActionResult", "image_card", "progress", "queue_ids", "queue_size", "position", "previous_id", "reserve",
+    "ActionResult", "datasets_for_labeling", "image_keys", "image_card", "progress", "queue_ids", "queue_size", "position", "previous_id", "reserve",
     "release", "next_image", "open_image", "classes_for_labeling", "pinned_class_ids", "set_pins", "save",
     "skip", "clear", "accept_review", "stable_url",
 ]

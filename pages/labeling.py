@@ -1,7 +1,179 @@
-"""Labeling page: Label a dataset's images one at a time from the keyboard."""
+"""Labeling page: label a dataset's images one at a time from the keyboard.
+
+Reached from a dataset (`?dataset=<id>&image=<id>`). Only the labeling part reruns on a key press
+(a fragment); keys come from the browser-side queue in pages/components/labeling_keys and are
+applied in order by core.labeling_session, one transaction per action.
+"""
+
+from __future__ import annotations
+
+import uuid
 
 import streamlit as st
 
+from core import labeling
+from core import labeling_session as flow
+from core.db import session_scope
+from core.errors import UserError
+from core.storage import get_storage
+from pages.components.labeling_keys import image_url, labeling_view
+from pages.ui import current_user
+
+MODE_NAMES = {"all": "All", "unlabeled": "Unlabeled", "review": "Review", "random": "Random",
+              "low_confidence": "Low confidence"}
+PREFETCH = 3
+
+user = current_user()
+
+
+def _uuid(raw) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(raw)) if raw else None
+    except ValueError:
+        return None
+
+
+def _size(n: int | None) -> str:
+    if not n:
+        return "?"
+    return f"{n / 1024:.0f} KB" if n < 1024 * 1024 else f"{n / 1024 / 1024:.1f} MB"
+
+
+def _pick_dataset() -> uuid.UUID | None:
+    with session_scope() as session:
+        datasets = labeling.datasets_for_labeling(session=session)
+    if not datasets:
+        st.info("No datasets yet: create one on the Datasets page, then label it here.")
+        return None
+    names = {str(d[0]): f"{d[1]} ({d[2]}/{d[3]} labeled)" for d in datasets}
+    chosen = st.selectbox("Dataset", list(names), format_func=names.get, index=None,
+                          placeholder="Choose a dataset to label")
+    return _uuid(chosen)
+
+
+def _state(dataset_id: uuid.UUID, image_id: uuid.UUID | None, mode: str | None) -> flow.LabelingState | None:
+    state = st.session_state.get("labeling_state")
+    if state is not None and state.dataset_id == dataset_id:
+        return state
+    try:
+        state = flow.start(session_scope, dataset_id=dataset_id, user_id=user.id,
+                           mode=mode if mode in MODE_NAMES else ("all" if image_id else "unlabeled"),
+                           image_id=image_id)
+    except UserError as exc:
+        st.error(str(exc))
+        return None
+    st.session_state["labeling_state"] = state
+    return state
+
+
+def _on_keys() -> None:
+    """A batch of keys from the browser: apply it before the fragment renders."""
+    state: flow.LabelingState = st.session_state["labeling_state"]
+    batch = st.session_state["labeling_view"].get("keys")
+    if isinstance(batch, dict):
+        flow.apply_keys(session_scope, state, batch=batch, classes=st.session_state.get("labeling_classes", []))
+
+
+def _press(key: str) -> None:
+    """A button: the same path as a key, for the image shown."""
+    state: flow.LabelingState = st.session_state["labeling_state"]
+    st.session_state["labeling_button_seq"] = st.session_state.get("labeling_button_seq", 0) + 1
+    flow.apply_keys(session_scope, state, classes=st.session_state.get("labeling_classes", []),
+                    batch={"load": "buttons", "seq": st.session_state["labeling_button_seq"],
+                           "image_id": str(state.image_id) if state.image_id else None, "keys": [key]})
+
+
+def _on_mode() -> None:
+    state: flow.LabelingState = st.session_state["labeling_state"]
+    try:
+        flow.set_mode(session_scope, state, st.session_state["labeling_mode"] or state.mode)
+    except UserError as exc:
+        state.message = ("error", str(exc))
+
+
+def _view_data(state: flow.LabelingState, classes: list[labeling.ClassKey], upcoming: list[str]) -> dict:
+    card = state.card
+    suggested = {label.class_id: label.confidence for label in (card.labels if card else ())
+                 if label.is_ai_generated}
+    storage = get_storage()
+    image = None
+    if card:
+        dims = f"{card.width}×{card.height}" if card.width else ""
+        image = {"id": str(card.image_id), "url": image_url(storage, card.storage_path),
+                 "caption": f"{card.filename} · {dims} · {_size(card.file_size_bytes)} · {card.status}"}
+    return {
+        "ack_load": state.last_batch[0], "ack": state.last_batch[1], "image": image,
+        "empty_text": "Nothing left in this queue." if not card else "",
+        "labels": [{"name": lbl.class_name, "color": lbl.color, "confidence": lbl.confidence,
+                    "ai": lbl.is_ai_generated, "reviewed": lbl.is_reviewed} for lbl in (card.labels if card else ())],
+        "selected": [str(c) for c in state.selection],
+        "classes": [{"id": str(c.class_id), "name": c.name, "color": c.color, "key": c.key, "count": c.image_count,
+                     "pinned": c.pinned, "suggested": suggested.get(c.class_id) or 0} for c in classes],
+        "prefetch": [image_url(storage, key) for key in upcoming],
+    }
+
+
+@st.fragment
+def labeling_panel(dataset_id: uuid.UUID) -> None:
+    state: flow.LabelingState = st.session_state["labeling_state"]
+    if state.leave:
+        state.leave = False
+        st.switch_page("pages/datasets.py", query_params={"dataset": str(dataset_id)})
+    with session_scope() as session:
+        progress = labeling.progress(session=session, dataset_id=dataset_id)
+        classes = labeling.classes_for_labeling(session=session, dataset_id=dataset_id, user_id=user.id)
+        size = labeling.queue_size(session=session, dataset_id=dataset_id, mode=state.mode)
+        place = labeling.position(session=session, dataset_id=dataset_id, image_id=state.image_id) \
+            if state.image_id and state.mode == "all" else None
+        upcoming = labeling.queue_ids(session=session, dataset_id=dataset_id, mode=state.mode, after=state.image_id,
+                                      holder=state.holder, limit=PREFETCH, seed=state.seed) if state.card else []
+        keys = labeling.image_keys(session=session, image_ids=upcoming)
+    st.session_state["labeling_classes"] = classes
+    if state.image_id:
+        st.query_params.update({"dataset": str(dataset_id), "image": str(state.image_id), "mode": state.mode})
+
+    top = st.columns([3, 3, 1], vertical_alignment="center")
+    top[0].progress(progress.percent / 100,
+                    text=f"{progress.labeled} / {progress.total} labeled ({progress.percent:.0f}%)")
+    st.session_state["labeling_mode"] = state.mode
+    top[1].segmented_control("Queue", list(MODE_NAMES), format_func=MODE_NAMES.get, key="labeling_mode",
+                             on_change=_on_mode, label_visibility="collapsed")
+    top[2].markdown(f"**{place} / {size}**" if place else f"**{size}** in queue")
+    if state.message:
+        kind, text = state.message
+        getattr(st, kind if kind in ("info", "warning", "error") else "info")(text)
+    labeling_view(data=_view_data(state, classes, [keys[i] for i in upcoming if i in keys]), on_keys=_on_keys)
+
+    buttons = st.columns(6)
+    buttons[0].button("← Prev", on_click=_press, args=("left",), use_container_width=True)
+    buttons[1].button("Next →", on_click=_press, args=("right",), use_container_width=True)
+    buttons[2].button("Clear (C)", on_click=_press, args=("c",), use_container_width=True, disabled=not state.card)
+    buttons[3].button("Skip (S)", on_click=_press, args=("s",), use_container_width=True, disabled=not state.card)
+    buttons[4].button("Save & Next (Enter)", on_click=_press, args=("enter",), type="primary",
+                      use_container_width=True, disabled=not state.card)
+    with buttons[5].popover("Pin classes", use_container_width=True):
+        _pins(dataset_id, classes)
+
+
+def _pins(dataset_id: uuid.UUID, classes: list[labeling.ClassKey]) -> None:
+    names = {str(c.class_id): c.name for c in classes}
+    pinned = [str(c.class_id) for c in classes if c.pinned]
+    chosen = st.multiselect("Classes on keys 1–0, in order", list(names), default=pinned, format_func=names.get,
+                            max_selections=labeling.KEYED_CLASSES, key="labeling_pins")
+    if st.button("Save pins", key="labeling_pins_save"):
+        try:
+            with session_scope() as session:
+                labeling.set_pins(session=session, dataset_id=dataset_id, user_id=user.id,
+                                  class_ids=[uuid.UUID(c) for c in chosen])
+        except UserError as exc:
+            st.error(str(exc))
+        else:
+            st.rerun(scope="fragment")
+
+
 st.title("Labeling")
-st.caption("Label a dataset's images one at a time from the keyboard.")
-st.info("This page is being built.")
+dataset_id = _uuid(st.query_params.get("dataset")) or _pick_dataset()
+if dataset_id is not None:
+    state = _state(dataset_id, _uuid(st.query_params.get("image")), st.query_params.get("mode"))
+    if state is not None:
+        labeling_panel(dataset_id)

@@ -209,3 +209,21 @@ def test_stable_url_is_reused_for_presigned_s3_and_absent_for_local(stack):
         assert first and first.startswith("http") and first == second
     else:
         assert first is None
+
+
+def test_walk_is_complete_when_images_share_the_server_timestamp(db_stack):
+    """add_images_to_dataset stamps a batch with one CURRENT_TIMESTAMP (SQLite: whole seconds)."""
+    from core.datasets import add_images_to_dataset
+
+    with db_stack.session() as s:
+        dataset = make_dataset(s, "same-second")
+        ids = [make_image_row(s, db_stack.storage, seed=i).id for i in range(5)]
+        add_images_to_dataset(session=s, dataset_id=dataset.id, image_ids=ids)
+    seen, current = [], None
+    with db_stack.session() as s:
+        for _ in range(5):
+            current = labeling.next_image(session=s, dataset_id=dataset.id, mode="all", holder=ME, after=current)
+            seen.append(current)
+        assert labeling.position(session=s, dataset_id=dataset.id, image_id=seen[-1]) == 5
+        assert labeling.previous_id(session=s, dataset_id=dataset.id, before=seen[1]) == seen[0]
+    assert sorted(seen) == sorted(ids)

@@ -1,0 +1,225 @@
+"""One labeler's pass through a dataset: the image shown, the class(es) picked for it, the way back
+(history) and the keys that move it, applied in the order they were typed.
+
+Kept free of Streamlit so it is tested without a browser; the page holds a LabelingState in its
+session state and hands each batch of keys from the browser to `apply_keys`. Every action that
+writes runs in its own transaction (`scope()`), so a failure loses only that action, and the rest
+of a batch typed ahead is dropped with a message instead of landing on the wrong image.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+
+from core import labeling
+from core.errors import UserError
+
+Scope = Callable[[], AbstractContextManager]
+
+DIGITS = "1234567890"
+KEY_ACTIONS = ("enter", "left", "right", "s", "c", "r", "escape")
+
+
+@dataclass
+class LabelingState:
+    dataset_id: uuid.UUID
+    user_id: uuid.UUID
+    holder: uuid.UUID  # reservation owner: one per open page, so two tabs get different images
+    multi: bool
+    mode: str = "unlabeled"
+    return_mode: str = "unlabeled"  # where R goes back to from review mode
+    seed: int = 0
+    card: labeling.ImageCard | None = None
+    selection: list[uuid.UUID] = field(default_factory=list)
+    history: list[uuid.UUID] = field(default_factory=list)
+    history_pos: int = -1
+    handled: set[tuple[str, int]] = field(default_factory=set)  # (page load, seq) batches applied
+    last_batch: tuple[str, int] = ("", 0)  # echoed to the browser: it sends the next batch after it
+    message: tuple[str, str] | None = None  # (kind: info/warning/error, text)
+    leave: bool = False  # Esc: the page goes back to the dataset
+
+    @property
+    def image_id(self) -> uuid.UUID | None:
+        return self.card.image_id if self.card else None
+
+
+def start(scope: Scope, *, dataset_id: uuid.UUID, user_id: uuid.UUID, mode: str = "unlabeled",
+          image_id: uuid.UUID | None = None, seed: int = 0) -> LabelingState:
+    """Open the page: the image asked for (URL) or the first of the queue, reserved for this page."""
+    labeling.check_mode(mode)
+    with scope() as session:
+        dataset = labeling._dataset(session, dataset_id)
+        state = LabelingState(dataset_id=dataset_id, user_id=user_id, holder=uuid.uuid4(),
+                              multi=dataset.task_type == "multi_label", mode=mode,
+                              return_mode=mode if mode != "review" else "unlabeled", seed=seed)
+    if image_id is not None:
+        _show(scope, state, image_id)
+    else:
+        _advance(scope, state)
+    return state
+
+
+def _show(scope: Scope, state: LabelingState, image_id: uuid.UUID, *, record: bool = True) -> None:
+    with scope() as session:
+        state.card = labeling.open_image(session=session, dataset_id=state.dataset_id, image_id=image_id,
+                                         holder=state.holder)
+    state.selection = list(state.card.class_ids)
+    if record:
+        del state.history[state.history_pos + 1:]
+        state.history.append(image_id)
+        state.history_pos = len(state.history) - 1
+
+
+def _advance(scope: Scope, state: LabelingState) -> None:
+    """→ / after a save: forward through history first, then the queue's next image."""
+    if state.history_pos + 1 < len(state.history):
+        state.history_pos += 1
+        _show(scope, state, state.history[state.history_pos], record=False)
+        return
+    with scope() as session:
+        next_id = labeling.next_image(session=session, dataset_id=state.dataset_id, mode=state.mode,
+                                      holder=state.holder, after=state.image_id, seed=state.seed,
+                                      exclude=tuple(state.history[-1:]))
+    if next_id is None:
+        state.message = ("info", f"No more images in the {state.mode.replace('_', ' ')} queue.")
+        if state.card is not None:
+            refresh(scope, state)
+        return
+    _show(scope, state, next_id)
+
+
+def _back(scope: Scope, state: LabelingState) -> None:
+    if state.history_pos > 0:
+        state.history_pos -= 1
+        _show(scope, state, state.history[state.history_pos], record=False)
+        return
+    if state.card is None:
+        return
+    with scope() as session:
+        previous = labeling.previous_id(session=session, dataset_id=state.dataset_id, before=state.image_id)
+    if previous is None:
+        state.message = ("info", "This is the first image.")
+        return
+    state.history.insert(0, previous)
+    state.history_pos = 0
+    _show(scope, state, previous, record=False)
+
+
+def refresh(scope: Scope, state: LabelingState) -> None:
+    with scope() as session:
+        state.card = labeling.image_card(session=session, dataset_id=state.dataset_id, image_id=state.image_id)
+    state.selection = list(state.card.class_ids)
+
+
+def set_mode(scope: Scope, state: LabelingState, mode: str) -> None:
+    labeling.check_mode(mode)
+    if mode == state.mode:
+        return
+    if mode == "review":
+        state.return_mode = state.mode
+    state.mode = mode
+    state.history, state.history_pos = [], -1
+    state.card = None
+    _advance(scope, state)
+
+
+def pick(state: LabelingState, class_id: uuid.UUID) -> None:
+    """A number key or a click: single-label replaces the pick, multi-label toggles it."""
+    if not state.multi:
+        state.selection = [class_id]
+    elif class_id in state.selection:
+        state.selection = [c for c in state.selection if c != class_id]
+    else:
+        state.selection = [*state.selection, class_id]
+
+
+def _write(scope: Scope, state: LabelingState, action: str) -> bool:
+    """Save / skip / clear the shown image; True when the page should move on."""
+    common = {"dataset_id": state.dataset_id, "image_id": state.image_id}
+    with scope() as session:
+        if action == "save":
+            result = labeling.save(session=session, class_ids=state.selection, user_id=state.user_id,
+                                   shown_revision=state.card.label_revision, **common)
+        elif action == "skip":
+            result = labeling.skip(session=session, user_id=state.user_id, **common)
+        else:
+            result = labeling.clear(session=session, shown_revision=state.card.label_revision,
+                                    user_id=state.user_id, **common)
+    state.card = result.card
+    if result.outcome == "conflict":
+        state.selection = list(result.card.class_ids)
+        state.message = ("warning", result.message)
+        return False
+    if result.outcome == "cleared":
+        state.selection = []
+    return result.moves_on
+
+
+def apply_key(scope: Scope, state: LabelingState, key: str, classes: list[labeling.ClassKey]) -> bool:
+    """Apply one key; False stops the rest of the batch (an error or a conflict to look at)."""
+    if key == "escape":
+        state.leave = True
+        return False
+    if key == "r":
+        set_mode(scope, state, state.return_mode if state.mode == "review" else "review")
+        return True
+    if state.card is None:
+        return True
+    by_key = {c.key: c.class_id for c in classes if c.key}
+    if key in DIGITS:
+        if key in by_key:
+            pick(state, by_key[key])
+        return True
+    if key.startswith(("toggle:", "pick:")):
+        action, _, raw = key.partition(":")
+        class_id = uuid.UUID(raw)
+        if action == "pick" and state.multi:
+            state.selection = list(dict.fromkeys([*state.selection, class_id]))
+        else:
+            pick(state, class_id)
+        if action == "toggle":
+            return True
+        key = "enter"
+    if key == "left":
+        _back(scope, state)
+    elif key == "right":
+        _advance(scope, state)
+    elif key in ("enter", "s", "c"):
+        if _write(scope, state, {"enter": "save", "s": "skip", "c": "clear"}[key]):
+            _advance(scope, state)
+        else:
+            return state.message is None or state.message[0] == "info"
+    return True
+
+
+def apply_keys(scope: Scope, state: LabelingState, *, batch: dict, classes: list[labeling.ClassKey]) -> int:
+    """Apply a batch {load, seq, image_id, keys} from the browser once, in order. A batch already
+    applied (resent) or typed for another image than the one shown is ignored. Returns keys applied."""
+    ident = (str(batch.get("load", "")), int(batch.get("seq", 0)))
+    if ident in state.handled:
+        return 0
+    state.handled.add(ident)
+    state.last_batch = ident
+    state.message = None
+    keys = [str(k) for k in batch.get("keys", [])]
+    shown = batch.get("image_id")
+    if shown and state.image_id and shown != str(state.image_id):
+        state.message = ("warning", f"{len(keys)} key(s) ignored: they were typed for another image.")
+        return 0
+    applied = 0
+    for key in keys:
+        try:
+            keep_going = apply_key(scope, state, key, classes)
+        except UserError as exc:
+            state.message = ("error", str(exc))
+            keep_going = False
+        applied += 1
+        if not keep_going:
+            if applied < len(keys) and state.message and state.message[0] != "info":
+                state.message = (state.message[0], f"{state.message[1]} ({len(keys) - applied} key(s) typed "
+                                                   "after it were not applied.)")
+            break
+    return applied

@@ -1,0 +1,1 @@
+"""Browser-side pieces of pages that Streamlit's widgets do not provide."""

@@ -1,0 +1,64 @@
+"""The labeling view component (st.components.v2, inline JS/CSS from this folder): image, class list
+with keys and live search, shortcuts panel, and the browser-side key queue.
+
+Why not streamlit-shortcuts (the design card's choice)? As released (1.2.2) its listener dies after a
+page switch, fires while the user types in a text field, and binds through button clicks, which lose
+presses that arrive during a run; and Streamlit keeps `c`/`r` for itself. A v2 component runs in the
+page itself (no iframe), so one capture-phase listener sees every key first, stops the ones it uses,
+ignores auto-repeat and text fields, and sends queued presses in order after each run (ack'd by
+sequence number), which a wrapper around button shortcuts cannot do.
+
+Images reach the browser at stable URLs so the browser caches and prefetches them: the storage's
+public URL or a presigned S3 URL reused for hours (core.labeling.stable_url), or, for local storage,
+Streamlit's own component file route serving the storage's images/ and thumbs/ folders read-only
+(`/component/<name>/<file>`, Cache-Control: public).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import quote
+
+import streamlit as st
+import streamlit.components.v1 as components_v1
+
+from core.labeling import stable_url
+
+_HERE = Path(__file__).parent
+
+_view = st.components.v2.component(
+    "labeling_view",
+    js=(_HERE / "labeling_keys.js").read_text(),
+    css=(_HERE / "labeling_keys.css").read_text(),
+    isolate_styles=False,  # a shadow root would hide the real key target (text field or not)
+)
+
+_served: dict[str, str] = {}
+
+
+def _local_route(folder: Path) -> str:
+    """Register a storage folder with Streamlit's component file route; returns the URL prefix."""
+    folder.mkdir(parents=True, exist_ok=True)
+    prefix = _served.get(str(folder))
+    if prefix is None:
+        declared = components_v1.declare_component(f"storage_{folder.name}", path=str(folder))
+        prefix = _served[str(folder)] = f"component/{declared.name}"
+    return prefix
+
+
+def image_url(storage, key: str) -> str:
+    """A stable browser URL for a storage key (images/… or thumbs/…)."""
+    url = stable_url(storage, key)
+    if url:
+        return url
+    path = storage.local_path(key)
+    top, _, rest = key.partition("/")
+    if path is None or top not in ("images", "thumbs"):
+        raise ValueError(f"no browser URL for storage key {key!r}")
+    return f"{_local_route(path.parents[len(Path(rest).parts) - 1])}/{quote(rest)}"
+
+
+def labeling_view(*, data: dict, on_keys: Callable[[], None], key: str = "labeling_view"):
+    """Mount the view; `on_keys` runs (before the fragment body) when a batch of keys arrives."""
+    return _view(key=key, data=data, on_keys_change=on_keys, height="content")

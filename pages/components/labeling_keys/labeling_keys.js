@@ -1,0 +1,213 @@
+// Labeling view: shows the image, the class list with its keys and a live class search, and owns
+// the keyboard. Presses are queued here and sent to Python in order, one batch at a time, only after
+// the previous batch's run has finished (Python echoes its sequence number back as data.ack): no press
+// is lost mid-run and none is applied twice. Auto-repeat and keys typed in text fields are ignored.
+// Streamlit calls this function again on every run with new data, and keeps only the last cleanup,
+// so the listener and the queue live in one per-window object.
+
+const KEYMAP = {
+  Enter: "enter", ArrowLeft: "left", a: "left", A: "left", ArrowRight: "right", d: "right", D: "right",
+  s: "s", S: "s", c: "c", C: "c", r: "r", R: "r", Escape: "escape",
+};
+const RESEND_MS = 4000;
+
+function labelingState() {
+  if (!window.__labelingKeys) {
+    window.__labelingKeys = {
+      load: Math.random().toString(36).slice(2) + Date.now().toString(36),
+      seq: 0, queue: [], inflight: null, sentAt: 0, owner: null, api: null, root: null,
+      listener: null, timer: null, prefetched: new Map(), sent: 0,
+    };
+  }
+  return window.__labelingKeys;
+}
+
+function isTextField(el) {
+  if (!el || !el.tagName) return false;
+  const tag = el.tagName.toLowerCase();
+  return tag === "input" || tag === "textarea" || tag === "select" || el.isContentEditable;
+}
+
+function pump(state) {
+  const api = state.api;
+  if (!api) return;
+  if (state.inflight && performance.now() - state.sentAt > RESEND_MS) {
+    api.setTriggerValue("keys", state.inflight); // same seq: Python ignores it if it already ran
+    state.sentAt = performance.now();
+    return;
+  }
+  if (state.inflight || state.queue.length === 0) return;
+  state.seq += 1;
+  state.inflight = {load: state.load, seq: state.seq, image_id: api.data.image ? api.data.image.id : null,
+                    keys: state.queue.splice(0)};
+  state.sentAt = performance.now();
+  state.sent += state.inflight.keys.length;
+  api.setTriggerValue("keys", state.inflight);
+}
+
+function push(state, key) {
+  state.queue.push(key);
+  pump(state);
+}
+
+function onKeyDown(event) {
+  const state = labelingState();
+  if (!state.root || !state.root.isConnected) return;
+  const target = event.composedPath ? event.composedPath()[0] : event.target;
+  if (isTextField(target) || event.ctrlKey || event.metaKey || event.altKey) return;
+  let key = null;
+  if (/^[0-9]$/.test(event.key)) key = event.key;
+  else if (event.key === "?") key = "?";
+  else if (event.key === "/") key = "/";
+  else key = KEYMAP[event.key] || null;
+  if (!key) return;
+  // Ours: Streamlit's own c (clear caches) and r (rerun) must not see it.
+  event.preventDefault();
+  event.stopImmediatePropagation();
+  if (event.repeat) return; // a held key fires ~30 times a second: only the first press counts
+  const help = state.root.querySelector(".lk-help");
+  if (key === "?") { help.hidden = !help.hidden; return; }
+  if (key === "escape" && !help.hidden) { help.hidden = true; return; }
+  if (key === "/") { state.root.querySelector(".lk-search").focus(); return; }
+  push(state, key);
+}
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text; // never innerHTML: names are user text
+  return node;
+}
+
+function build(parent, state) {
+  const root = el("div", "lk-root");
+  root.innerHTML = `
+    <div class="lk-main"><div class="lk-frame"><img class="lk-image" alt="image to label"></div>
+      <div class="lk-caption"></div></div>
+    <div class="lk-side">
+      <div class="lk-labels"></div>
+      <input class="lk-search" type="text" placeholder="Search classes ( / )" aria-label="Search classes">
+      <div class="lk-classes" role="listbox"></div>
+      <div class="lk-hint">Keys: 1–9, 0 pick · Enter save &amp; next · S skip · C clear · ←/→ · R review · ? help</div>
+    </div>
+    <div class="lk-help" hidden><b>Keyboard shortcuts</b><table>
+      <tr><td>1–9, 0</td><td>pick class 1–10 (multi-label: toggle)</td></tr>
+      <tr><td>Enter</td><td>save &amp; next (review: accept the AI label)</td></tr>
+      <tr><td>← / A, → / D</td><td>previous, next</td></tr><tr><td>S</td><td>skip</td></tr>
+      <tr><td>C</td><td>clear label</td></tr><tr><td>R</td><td>toggle review mode</td></tr>
+      <tr><td>/</td><td>search classes; Enter picks the top match and saves</td></tr>
+      <tr><td>?</td><td>this panel</td></tr><tr><td>Esc</td><td>back to the dataset</td></tr></table></div>`;
+  parent.appendChild(root);
+  const image = root.querySelector(".lk-image");
+  image.addEventListener("click", () => root.querySelector(".lk-frame").classList.toggle("zoomed"));
+  const search = root.querySelector(".lk-search");
+  search.addEventListener("input", () => renderClasses(root, state.api.data, search.value));
+  search.addEventListener("keydown", (event) => {
+    event.stopPropagation(); // typing here never reaches Streamlit's own shortcuts
+    if (event.key === "Enter" && !event.repeat) {
+      const top = root.querySelector(".lk-class");
+      if (top && search.value.trim()) push(state, "pick:" + top.dataset.classId);
+      search.value = ""; search.blur(); renderClasses(root, state.api.data, "");
+    } else if (event.key === "Escape") {
+      search.value = ""; search.blur(); renderClasses(root, state.api.data, "");
+    }
+  });
+  return root;
+}
+
+function renderClasses(root, data, query) {
+  const list = root.querySelector(".lk-classes");
+  list.replaceChildren();
+  const q = (query || "").trim().toLowerCase();
+  const selected = new Set(data.selected || []);
+  let classes = data.classes || [];
+  if (q) {
+    classes = classes.filter((c) => c.name.toLowerCase().includes(q));
+    classes.sort((a, b) => (b.suggested || 0) - (a.suggested || 0)
+      || (a.name.toLowerCase().startsWith(q) ? 0 : 1) - (b.name.toLowerCase().startsWith(q) ? 0 : 1));
+  } else {
+    classes = classes.slice().sort((a, b) => (b.suggested ? 1 : 0) - (a.suggested ? 1 : 0));
+  }
+  for (const c of classes.slice(0, 60)) {
+    const row = el("div", "lk-class" + (selected.has(c.id) ? " selected" : ""));
+    row.dataset.classId = c.id;
+    row.setAttribute("role", "option");
+    row.appendChild(el("span", "lk-key", c.key || ""));
+    const dot = el("span", "lk-dot"); dot.style.background = c.color; row.appendChild(dot);
+    row.appendChild(el("span", "lk-name", c.name + (c.pinned ? " 📌" : "")));
+    if (c.suggested) row.appendChild(el("span", "lk-ai", `AI ${Math.round(c.suggested * 100)}%`));
+    row.appendChild(el("span", "lk-count", String(c.count)));
+    row.addEventListener("click", () => push(labelingState(), "toggle:" + c.id));
+    list.appendChild(row);
+  }
+  if (classes.length === 0) list.appendChild(el("div", "lk-empty", q ? "No class matches." : "No classes yet."));
+}
+
+function render(root, data) {
+  const image = root.querySelector(".lk-image");
+  const frame = root.querySelector(".lk-frame");
+  if (data.image) {
+    if (image.dataset.imageId !== data.image.id) {
+      frame.classList.remove("zoomed");
+      image.src = data.image.url;
+      image.dataset.imageId = data.image.id;
+    }
+    image.hidden = false;
+    root.querySelector(".lk-caption").textContent = data.image.caption;
+  } else {
+    image.hidden = true;
+    image.dataset.imageId = "";
+    root.querySelector(".lk-caption").textContent = data.empty_text || "";
+  }
+  const labels = root.querySelector(".lk-labels");
+  labels.replaceChildren(el("div", "lk-title", "Current label"));
+  for (const label of data.labels || []) {
+    const chip = el("span", "lk-chip", label.name);
+    chip.style.borderColor = label.color;
+    if (label.confidence !== null && label.confidence !== undefined) {
+      chip.appendChild(el("span", "lk-conf", ` ${Math.round(label.confidence * 100)}%`));
+    }
+    if (label.ai) chip.appendChild(el("span", "lk-badge", label.reviewed ? "AI ✓" : "AI"));
+    labels.appendChild(chip);
+  }
+  if (!(data.labels || []).length) labels.appendChild(el("span", "lk-none", "none"));
+  const search = root.querySelector(".lk-search");
+  renderClasses(root, data, search.value);
+  root.dataset.ack = String(data.ack);
+}
+
+function prefetch(state, urls) {
+  for (const url of urls || []) {
+    if (state.prefetched.has(url)) continue;
+    const img = new Image();
+    img.src = url;
+    state.prefetched.set(url, img);
+  }
+  while (state.prefetched.size > 64) state.prefetched.delete(state.prefetched.keys().next().value);
+}
+
+export default function (component) {
+  const state = labelingState();
+  const {data, parentElement, setTriggerValue} = component;
+  state.api = {data, setTriggerValue};
+  let root = parentElement.querySelector(".lk-root");
+  if (!root) root = build(parentElement, state);
+  state.root = root;
+  render(root, data);
+  prefetch(state, data.prefetch);
+  if (state.inflight && data.ack_load === state.load && data.ack >= state.inflight.seq) state.inflight = null;
+  if (!state.listener) {
+    state.listener = onKeyDown;
+    window.addEventListener("keydown", state.listener, true);
+    state.timer = setInterval(() => pump(state), 500);
+  }
+  pump(state);
+  const token = {};
+  state.owner = token;
+  return () => {
+    if (state.owner !== token) return; // a newer mount owns the listener now
+    window.removeEventListener("keydown", state.listener, true);
+    clearInterval(state.timer);
+    state.listener = null; state.root = null; state.api = null; state.inflight = null;
+  };
+}
