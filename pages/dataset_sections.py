@@ -1,0 +1,274 @@
+"""Tabs of the dataset detail page: Splits, Versions, Health, Export. Each `render_*(dataset_id)`
+reads the state it needs through core and renders; no SQL here."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from core.db import session_scope
+from core.errors import UserError
+from core.storage import get_storage
+from pages.ui import current_user, run_action, watch_jobs
+
+SPLIT_COLORS = {"train": "#3B82F6", "val": "#F59E0B", "test": "#10B981", "unassigned": "#9CA3AF"}
+SEVERITY_ICONS = {"error": ":material/error:", "warning": ":material/warning:", "info": ":material/info:"}
+FORMAT_HELP = {
+    "imagefolder": "train/<class>/<file> folders (single-label)",
+    "csv": "filename,label,split per split folder (single-label)",
+    "multilabel-csv": "filename + one 0/1 column per class per split folder (Roboflow _classes.csv)",
+}
+LINKS_SHOWN = 60
+THUMBS_SHOWN = 8
+
+
+def plain(text: str) -> str:
+    """User text (class names) shown through markdown without being read as markup."""
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$:])", r"\\\1", text)
+
+
+def image_links(image_ids: list[str], limit: int = LINKS_SHOWN) -> None:
+    """Short ids linking to the image on the Images page (its detail dialog opens)."""
+    links = [f"[`{image_id[:8]}`](./images?image={image_id})" for image_id in image_ids[:limit]]
+    more = f" … and {len(image_ids) - limit} more" if len(image_ids) > limit else ""
+    st.markdown(" ".join(links) + more)
+
+
+def thumbnails(image_ids: list[str], limit: int = THUMBS_SHOWN) -> None:
+    storage = get_storage()
+    shown = []
+    for image_id in image_ids[:limit]:
+        try:
+            shown.append((image_id, storage.get(f"thumbs/{image_id}.jpg")))
+        except UserError:  # no thumbnail (made without the ingest pipeline): the link still works
+            continue
+    if shown:
+        columns = st.columns(len(shown))
+        for column, (image_id, data) in zip(columns, shown, strict=True):
+            column.image(data, caption=image_id[:8], width=96)
+
+
+def split_chart(per_class: list[dict], title: str) -> go.Figure:
+    figure = go.Figure()
+    names = [row["name"] for row in per_class]
+    for split, color in SPLIT_COLORS.items():
+        counts = [row.get(split, 0) for row in per_class]
+        if any(counts):
+            figure.add_bar(name=split, x=names, y=counts, marker_color=color)
+    figure.update_layout(barmode="stack", title=title, height=320, margin={"t": 40, "b": 20, "l": 20, "r": 20})
+    return figure
+
+
+# ---------------------------------------------------------------- splits
+
+
+def render_splits(dataset_id: uuid.UUID) -> None:
+    from core.splits import assign_split, auto_split, split_stats
+
+    with session_scope() as session:
+        stats = run_action(lambda: split_stats(session=session, dataset_id=dataset_id))
+    if stats is None:
+        return
+    columns = st.columns(4)
+    for column, split in zip(columns, ("train", "val", "test", "unassigned"), strict=True):
+        wanted = stats["ratios"].get(split)
+        column.metric(f"{split} (labeled)", stats["labeled"][split],
+                      help=f"target {wanted:.0%}" if wanted is not None else "labeled images with no split")
+    if stats["per_class"]:
+        st.plotly_chart(split_chart(stats["per_class"], "Labeled images per class and split"),
+                        use_container_width=True, key=f"split-chart-{dataset_id}")
+        table = pd.DataFrame(stats["per_class"]).set_index("name")[["train", "val", "test", "unassigned", "total"]]
+        st.dataframe(table, use_container_width=True)
+
+    with st.form(f"auto-split-{dataset_id}"):
+        st.markdown("**Auto-split** the labeled images, stratified by class; duplicates stay together.")
+        ratio_columns = st.columns(3)
+        ratios = {split: column.number_input(split, min_value=0.0, max_value=1.0, step=0.05,
+                                             value=float(stats["ratios"][split]), key=f"ratio-{split}-{dataset_id}")
+                  for column, split in zip(ratio_columns, ("train", "val", "test"), strict=True)}
+        options = st.columns(4)
+        seed = options[0].number_input("seed", min_value=0, value=0, step=1)
+        minimum = options[1].number_input("min per class in val/test", min_value=0, value=1, step=1)
+        threshold = options[2].number_input("near-duplicate distance (0 = exact only)", min_value=0, max_value=64,
+                                            value=0, step=1)
+        keep = options[3].checkbox("keep images already in val/test")
+        if st.form_submit_button("Split", type="primary"):
+            with session_scope() as session:
+                summary = run_action(lambda: auto_split(
+                    session=session, dataset_id=dataset_id, ratios=ratios, seed=int(seed),
+                    keep_existing_val_test=keep, min_per_class=int(minimum),
+                    near_duplicate_threshold=int(threshold) or None))
+            if summary is not None:
+                st.session_state[f"split-summary-{dataset_id}"] = summary
+                st.rerun()
+    summary = st.session_state.get(f"split-summary-{dataset_id}")
+    if summary:
+        st.success(f"Split {summary['labeled']} labeled images: {summary['assigned']} "
+                   f"({summary['changed']} changed, {summary['duplicate_groups']} duplicate groups kept together).")
+        for item in summary["unmet_minimums"]:
+            st.warning(plain(f"Class {item['class']!r} has {item['have']} {item['split']} images; wanted {item['want']}."))
+
+    with st.expander("Assign a split by hand"):
+        with st.form(f"manual-split-{dataset_id}"):
+            text = st.text_area("image ids (one per line or comma separated)")
+            split = st.radio("split", ("train", "val", "test", "unassigned"), horizontal=True)
+            if st.form_submit_button("Assign"):
+                try:
+                    ids = [uuid.UUID(part) for part in text.replace(",", "\n").split() if part.strip()]
+                except ValueError as exc:
+                    st.error(f"not an image id: {exc}")
+                else:
+                    with session_scope() as session:
+                        run_action(lambda: assign_split(session=session, dataset_id=dataset_id, image_ids=ids,
+                                                        split=split), success=f"{len(ids)} images → {split}")
+
+
+# ---------------------------------------------------------------- versions
+
+
+def render_versions(dataset_id: uuid.UUID) -> None:
+    from core.versions import compare_versions, create_version, list_versions, unassigned_labeled_count
+
+    with session_scope() as session:
+        versions = run_action(lambda: [
+            {"version": v.version_number, "created": v.created_at, "labeled": v.labeled_image_count,
+             "classes": v.class_count, **v.split_counts, "notes": v.notes or ""}
+            for v in list_versions(session=session, dataset_id=dataset_id)])
+        unsplit = unassigned_labeled_count(session=session, dataset_id=dataset_id)
+    if versions is None:
+        return
+    with st.form(f"new-version-{dataset_id}"):
+        st.markdown("**Create a version**: freezes the class mapping, labels and splits of every labeled image.")
+        if unsplit:
+            st.caption(f"{unsplit} labeled images have no split: the version assigns them by the dataset's "
+                       "ratios first (stratified; assigned images stay where they are).")
+        notes = st.text_input("notes", max_chars=2000)
+        if st.form_submit_button("Create version", type="primary"):
+            user = current_user()
+            with session_scope() as session:
+                version = run_action(lambda: create_version(
+                    session=session, storage=get_storage(), dataset_id=dataset_id, user_id=user.id,
+                    notes=notes or None).version_number)
+            if version is not None:
+                st.toast(f"Version {version} created")
+                st.rerun()
+    if not versions:
+        st.info("No versions yet.")
+        return
+    st.dataframe(pd.DataFrame(versions).set_index("version"), use_container_width=True)
+    if len(versions) < 2:
+        return
+    numbers = [v["version"] for v in versions]
+    left, right = st.columns(2)
+    a = left.selectbox("compare", numbers, index=1, key=f"cmp-a-{dataset_id}")
+    b = right.selectbox("with", numbers, index=0, key=f"cmp-b-{dataset_id}")
+    with session_scope() as session:
+        diff = run_action(lambda: compare_versions(session=session, storage=get_storage(), dataset_id=dataset_id,
+                                                   number_a=a, number_b=b))
+    if diff is None:
+        return
+    rows = [{"class": r["class"], f"v{a}": r["total_a"], f"v{b}": r["total_b"], "change": r["delta"]}
+            for r in diff["per_class"]]
+    st.dataframe(pd.DataFrame(rows).set_index("class"), use_container_width=True)
+    for key, label in (("images_added", "added"), ("images_removed", "removed"),
+                       ("images_relabeled", "relabeled"), ("images_moved", "moved to another split")):
+        if diff[key]:
+            with st.expander(f"{len(diff[key])} images {label}"):
+                image_links(diff[key])
+
+
+# ---------------------------------------------------------------- health
+
+
+def render_health(dataset_id: uuid.UUID) -> None:
+    from core.health import MIN_IMAGES_PER_CLASS, health_check
+
+    state_key = f"health-{dataset_id}"
+    controls = st.columns([1, 1, 2])
+    minimum = controls[0].number_input("min images per class", min_value=1, value=MIN_IMAGES_PER_CLASS,
+                                       key=f"health-min-{dataset_id}")
+    threshold = controls[1].number_input("near-duplicate distance", min_value=0, max_value=64, value=0,
+                                         key=f"health-dist-{dataset_id}")
+    if controls[2].button("Run health check", type="primary", key=f"health-run-{dataset_id}"):
+        with session_scope() as session:
+            st.session_state[state_key] = run_action(lambda: health_check(
+                session=session, dataset_id=dataset_id, min_images_per_class=int(minimum),
+                near_duplicate_threshold=int(threshold) or None))
+    report = st.session_state.get(state_key)
+    if not report:
+        st.caption("Checks class balance, small classes, duplicates across splits, missing splits and odd images.")
+        return
+    metrics = st.columns(5)
+    metrics[0].metric("images", report["images"])
+    metrics[1].metric("labeled", report["labeled"])
+    metrics[2].metric("unlabeled", report["unlabeled"])
+    metrics[3].metric("skipped", report["skipped"])
+    ratio = report["imbalance_ratio"]
+    metrics[4].metric("imbalance", f"{ratio:.1f} : 1" if ratio else "–")
+    if report["per_class"]:
+        left, right = st.columns([2, 1])
+        counts = go.Figure(go.Bar(x=[r["name"] for r in report["per_class"]], y=[r["count"] for r in report["per_class"]],
+                                  marker_color=[r["color"] for r in report["per_class"]]))
+        counts.update_layout(title="Class distribution", height=320, margin={"t": 40, "b": 20, "l": 20, "r": 20})
+        left.plotly_chart(counts, use_container_width=True, key=f"health-classes-{dataset_id}")
+        splits = report["split_counts"]
+        pie = go.Figure(go.Pie(labels=list(splits), values=list(splits.values()), hole=0.4,
+                               marker_colors=[SPLIT_COLORS.get(s, "#999999") for s in splits]))
+        pie.update_layout(title="Split distribution", height=320, margin={"t": 40, "b": 20, "l": 20, "r": 20})
+        right.plotly_chart(pie, use_container_width=True, key=f"health-splits-{dataset_id}")
+    if not report["findings"]:
+        st.success("No problems found.")
+    for finding in report["findings"]:
+        icon = SEVERITY_ICONS[finding["severity"]]
+        with st.expander(plain(f"{finding['title']} ({finding['count']} images)"), icon=icon):
+            st.markdown(plain(finding["detail"]))
+            thumbnails(finding["image_ids"])
+            image_links(finding["image_ids"])
+
+
+# ---------------------------------------------------------------- export
+
+
+def render_export(dataset_id: uuid.UUID) -> None:
+    from core.export import EXPORT_FORMATS, list_exports, start_export
+    from core.versions import list_versions
+
+    with session_scope() as session:
+        numbers = run_action(lambda: [v.version_number for v in list_versions(session=session, dataset_id=dataset_id)])
+    if numbers is None:
+        return
+    with st.form(f"export-{dataset_id}"):
+        fmt = st.radio("format", EXPORT_FORMATS, format_func=lambda f: f"{f}: {FORMAT_HELP[f]}")
+        source = st.selectbox("from", [None, *numbers],
+                              format_func=lambda n: "the current labels" if n is None else f"version {n}")
+        if st.form_submit_button("Export", type="primary"):
+            user = current_user()
+            job_id = run_action(lambda: start_export(dataset_id=dataset_id, fmt=fmt, version_number=source,
+                                                     user_id=user.id))
+            if job_id is not None:
+                st.session_state[f"export-job-{dataset_id}"] = job_id
+    job_id = st.session_state.get(f"export-job-{dataset_id}")
+    if job_id is not None:
+        watch_jobs([job_id])
+    with session_scope() as session:
+        exports = [(job.id, job.status, job.created_at, dict(job.result or {}), job.error)
+                   for job in list_exports(session=session, dataset_id=dataset_id)]
+    if exports:
+        st.markdown("**Recent exports**")
+    storage = get_storage()
+    for export_id, status, created, result, error in exports:
+        columns = st.columns([3, 1])
+        label = f"{created:%Y-%m-%d %H:%M} · {result.get('filename', 'export')} · {status}"
+        if result.get("images") is not None:
+            label += f" · {result['images']} images"
+        columns[0].write(label)
+        if status == "succeeded" and result.get("key"):
+            columns[1].download_button("Download", data=lambda key=result["key"]: storage.get(key),
+                                       file_name=result.get("filename", "export.zip"), mime="application/zip",
+                                       key=f"download-{export_id}")
+        elif error:
+            columns[1].caption(f":red[{error[:200]}]")
