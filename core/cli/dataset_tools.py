@@ -1,8 +1,7 @@
 """`datasets split|version|versions|compare|health|export`: splits, versions, health and export.
 
-These join the `datasets` command: when another module registered `datasets` before this one, the
-subcommands are added to it; otherwise this module creates `datasets`. A module that registers
-`datasets` itself must come before this one in COMMAND_MODULES (or call `add_commands`).
+These join the `datasets` command group that core.cli.datasets creates (it comes before this module
+in COMMAND_MODULES).
 """
 
 from __future__ import annotations
@@ -16,13 +15,15 @@ RATIO_FLAGS = ("train", "val", "test")
 
 
 def register(subparsers) -> None:
+    """Attach to the `datasets` group when core.cli.datasets (listed before this module) made it;
+    create the group otherwise, so these commands never depend on that module being present."""
     datasets = subparsers.choices.get("datasets")
-    if datasets is None:
+    if datasets is not None:
+        commands = next(a for a in datasets._actions if isinstance(a, argparse._SubParsersAction))
+    else:
         datasets = subparsers.add_parser("datasets", help="datasets: splits, versions, health, export")
         commands = datasets.add_subparsers(dest="datasets_command", required=True,
                                            parser_class=subparsers._parser_class)
-    else:
-        commands = next(a for a in datasets._actions if isinstance(a, argparse._SubParsersAction))
     add_commands(commands)
 
 
