@@ -144,3 +144,26 @@ def test_delete_class_removes_labels_and_says_how_many(stack):
         assert count_mismatches(session=session) == []
     with pytest.raises(NotFound), stack.session() as session:
         delete_class(session=session, class_id=a)
+
+
+def test_cli_create_list_merge(db_stack, capsys):
+    import json
+
+    from core.cli import main
+
+    assert main(["classes", "create", "cat", "dog", "--color", "#00ff00"]) == 0
+    created = json.loads(capsys.readouterr().out)["created"]
+    assert [c["name"] for c in created] == ["cat", "dog"] and created[0]["color"] == "#00FF00"
+    assert main(["classes", "create", "kitten", "--parent", "cat"]) == 0
+    assert json.loads(capsys.readouterr().out)["created"][0]["parent_class_id"] == created[0]["id"]
+    assert main(["classes", "merge", "dog", "--into", "cat"]) == 0
+    assert json.loads(capsys.readouterr().out)["merged"] == ["dog"]
+    assert main(["classes", "list"]) == 0
+    assert [c["name"] for c in json.loads(capsys.readouterr().out)["classes"]] == ["cat", "kitten"]
+    for argv, message in [(["classes", "create", "cat"], "already exists"),
+                          (["classes", "create", " "], "empty"),
+                          (["classes", "merge", "ghost", "--into", "cat"], "no class named"),
+                          (["classes", "merge", "cat"], "--into")]:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1

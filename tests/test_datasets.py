@@ -182,3 +182,33 @@ def test_library_filters(stack):
         assert set(library_image_ids(session=session, search="img_3")) == {images[3]}
         add_images_to_dataset(session=session, dataset_id=dataset_id, image_ids=images[:1])
         assert images[0] not in library_image_ids(session=session, not_in_dataset=dataset_id)
+
+
+def test_cli_create_list_add_images(stack, capsys):
+    import json
+
+    from core.cli import main
+
+    with stack.session() as session:
+        images = [make_image_row(session, stack.storage, seed=i, folder="shelf" if i < 2 else "other").id
+                  for i in range(3)]
+    assert main(["datasets", "create", "ds", "--task", "multi_label", "--train", "0.6", "--val", "0.4"]) == 0
+    assert json.loads(capsys.readouterr().out)["split_ratios"] == {"train": 0.6, "val": 0.4, "test": 0.0}
+    assert main(["datasets", "add-images", "ds", "--folder", "shelf"]) == 0
+    assert json.loads(capsys.readouterr().out)["added"] == 2
+    assert main(["datasets", "add-images", "ds", "--ids", *map(str, images), "--split", "train"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["added"], result["already_in_dataset"], result["image_count"]) == (1, 2, 3)
+    assert main(["datasets", "list"]) == 0
+    listed = json.loads(capsys.readouterr().out)["datasets"]
+    assert [(d["name"], d["image_count"], d["labeled_pct"]) for d in listed] == [("ds", 3, 0.0)]
+    for argv, message in [(["datasets", "create", "ds"], "already exists"),
+                          (["datasets", "create", "x", "--train", "0.9"], "add up to 1"),
+                          (["datasets", "create", "x", "--task", "boxes"], "invalid choice"),
+                          (["datasets", "add-images", "ds"], "give --ids or at least one filter"),
+                          (["datasets", "add-images", "ds", "--ids", "nope"], "not a UUID"),
+                          (["datasets", "add-images", "ds", "--ids", str(uuid.uuid4())], "not in the library"),
+                          (["datasets", "add-images", "ghost", "--folder", "shelf"], "no dataset named")]:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
