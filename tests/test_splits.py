@@ -215,3 +215,27 @@ def test_split_stats_per_class(stack):
         ("c0", 6, 2, 2, 10), ("c1", 6, 2, 2, 10)]
     assert stats["labeled"] == {"train": 12, "val": 4, "test": 4, "unassigned": 0}
     assert stats["actual_ratios"] == pytest.approx({"train": 0.6, "val": 0.2, "test": 0.2})
+
+
+def test_near_duplicates_within_the_threshold_share_one_split(stack):
+    pytest.importorskip("core.duplicates", reason="the near-duplicate index (core.duplicates) is not built yet")
+    with stack.session() as session:
+        dataset = make_dataset(session, "near")
+        cls = make_class(session, "x")
+        pairs = []
+        for n in range(8):  # pairs of pHashes two bits apart; pairs far apart from each other
+            base = (0x9E3779B97F4A7C15 * (n + 1)) & (2**64 - 1)
+            pair = [make_dataset_image(session, stack.storage, dataset, seed=2 * n + k, classes=[cls]) for k in range(2)]
+            pair[0].phash, pair[1].phash = f"{base:016x}", f"{base ^ 0b101:016x}"
+            pairs.append([image.id for image in pair])
+        dataset_id = dataset.id
+    with stack.session() as session:
+        exact_only = auto_split(session=session, dataset_id=dataset_id, ratios={"train": 0.5, "val": 0.25, "test": 0.25})
+        near = auto_split(session=session, dataset_id=dataset_id, ratios={"train": 0.5, "val": 0.25, "test": 0.25},
+                          near_duplicate_threshold=4)
+    assert (exact_only["duplicate_groups"], near["duplicate_groups"]) == (0, 8)
+    with stack.session() as session:
+        splits = _splits(session, dataset_id)
+    for pair in pairs:
+        assert splits[pair[0]] == splits[pair[1]]
+    assert set(splits.values()) == {"train", "val", "test"}
