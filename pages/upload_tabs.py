@@ -33,7 +33,10 @@ def show_summary(results: list[dict]) -> None:
         frame = pd.DataFrame([{"file": r.get("filename") or r.get("url"), "result": r["status"],
                                "reason": r.get("error") or (f"same bytes as image {r['duplicate_of']}"
                                                             if r.get("duplicate_of") else "")} for r in problems])
-        st.dataframe(frame, hide_index=True, width="stretch")
+        if len(frame) <= 100:  # a plain table: every reason readable (and findable with Ctrl+F)
+            st.table(frame.set_index("file"))
+        else:
+            st.dataframe(frame, hide_index=True, width="stretch")
 
 
 def upload_tab(dataset_id: uuid.UUID | None = None) -> None:
