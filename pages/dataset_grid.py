@@ -1,0 +1,337 @@
+"""The dataset detail's image grid: thumbnails with label chips and split badges, filters, selection
+(one, page, all matching) and bulk actions. With images selected, a class's number key (1–9, 0)
+labels them all: native `st.button(shortcut=…)`, which ignores keys typed into inputs.
+
+The grid is a fragment: a key press reruns only the grid, not the whole page.
+"""
+
+from __future__ import annotations
+
+import html
+import uuid
+
+import streamlit as st
+
+from core import limits
+from core.classes import COLOR_RE
+from core.datasets import GridFilters
+from core.db import session_scope
+from core.errors import UserError
+from pages.ui import current_user
+
+KEYS = ("1", "2", "3", "4", "5", "6", "7", "8", "9", "0")
+PER_ROW = 6
+SPLIT_COLORS = {"train": "#2563EB", "val": "#D97706", "test": "#7C3AED", "unassigned": "#6B7280"}
+ANY = "any"
+
+
+# ---------------------------------------------------------------- selection (per dataset)
+
+
+def _state(dataset_id: uuid.UUID) -> dict:
+    return st.session_state.setdefault(f"dsgrid_{dataset_id}", {"selected": set(), "all": False, "page": 1})
+
+
+def _box_key(image_id) -> str:
+    return f"dspick_{image_id}"
+
+
+def _toggle(dataset_id: uuid.UUID, image_id: str) -> None:
+    state = _state(dataset_id)
+    state["all"] = False
+    (state["selected"].add if st.session_state.get(_box_key(image_id)) else state["selected"].discard)(image_id)
+
+
+def _select_page(dataset_id: uuid.UUID, ids: list[str], value: bool) -> None:
+    state = _state(dataset_id)
+    state["all"] = False
+    for image_id in ids:
+        st.session_state[_box_key(image_id)] = value
+        (state["selected"].add if value else state["selected"].discard)(image_id)
+
+
+def _select_all(dataset_id: uuid.UUID, ids: list[str]) -> None:
+    _select_page(dataset_id, ids, True)
+    _state(dataset_id)["all"] = True
+
+
+def _clear(dataset_id: uuid.UUID) -> None:
+    state = _state(dataset_id)
+    for image_id in list(state["selected"]):
+        st.session_state.pop(_box_key(image_id), None)
+    state["selected"].clear()
+    state["all"] = False
+
+
+def selected_ids(dataset_id: uuid.UUID, filters: GridFilters) -> list[uuid.UUID]:
+    state = _state(dataset_id)
+    if state["all"]:
+        from core.datasets import dataset_image_ids
+
+        with session_scope() as session:
+            return dataset_image_ids(session=session, dataset_id=dataset_id, filters=filters)
+    return [uuid.UUID(i) for i in state["selected"]]
+
+
+# ---------------------------------------------------------------- filters
+
+
+def filters_bar(dataset_id: uuid.UUID, classes: list[dict]) -> GridFilters:
+    names = {c["id"]: c["name"] for c in classes}
+    cols = st.columns(5)
+    label = cols[0].selectbox("Label", [ANY, "unlabeled", *names], key=f"dsf_label_{dataset_id}",
+                              format_func=lambda v: {"any": "Any", "unlabeled": "Unlabeled"}.get(v) or names[v])
+    split = cols[1].selectbox("Split", [ANY, "train", "val", "test", "unassigned"], key=f"dsf_split_{dataset_id}",
+                              format_func=lambda v: "Any" if v == ANY else v)
+    status = cols[2].selectbox("Status", [ANY, "pending", "labeled", "review", "completed", "skipped"],
+                               key=f"dsf_status_{dataset_id}", format_func=lambda v: "Any" if v == ANY else v)
+    source = cols[3].selectbox("Labeled by", [ANY, "ai", "manual"], key=f"dsf_source_{dataset_id}",
+                               format_func={"any": "Anyone", "ai": "AI", "manual": "People"}.get)
+    reviewed = cols[4].selectbox("Reviewed", [ANY, "yes", "no"], key=f"dsf_reviewed_{dataset_id}",
+                                 format_func={"any": "Any", "yes": "Reviewed", "no": "Not reviewed"}.get)
+    return GridFilters(
+        class_id=label if label not in (ANY, "unlabeled") else None, unlabeled=label == "unlabeled",
+        split=None if split == ANY else split, status=None if status == ANY else status,
+        source=None if source == ANY else source, reviewed={"yes": True, "no": False}.get(reviewed))
+
+
+# ---------------------------------------------------------------- actions
+# Actions run as on_click callbacks: they finish before the grid reruns, so the grid shows their
+# result without a second rerun, and a message waits in session state for the grid to show it.
+
+
+def _run(dataset_id: uuid.UUID, action, done: str) -> None:
+    """Callback: run `action(session) -> int` in one transaction; clear the selection on success."""
+    try:
+        with session_scope() as session:
+            changed = action(session)
+    except UserError as exc:
+        st.session_state[f"dsgrid_error_{dataset_id}"] = str(exc)
+        return
+    st.session_state[f"dsgrid_toast_{dataset_id}"] = done.format(n=changed)
+    _clear(dataset_id)
+
+
+def label_selected(dataset: dict, class_row: dict, ids_provider) -> None:
+    """Single-label: the class replaces. Multi-label: added, or removed when every selected image has it."""
+    from core.labels import bulk_set_label, labels_for_images
+
+    def action(session):
+        ids = ids_provider()
+        mode = "replace"
+        if dataset["task_type"] == "multi_label":
+            current = labels_for_images(session=session, dataset_id=dataset["id"], image_ids=ids)
+            have_all = all(any(lab.class_id == class_row["id"] for lab in current[i]) for i in ids)
+            mode = "remove" if have_all else "add"
+        return bulk_set_label(session=session, dataset_id=dataset["id"], image_ids=ids, class_id=class_row["id"],
+                              mode=mode, user_id=current_user().id)
+
+    _run(dataset["id"], action, f"{{n}} images changed: {class_row['name']}")
+
+
+def key_bar(dataset: dict, classes: list[dict], ids_provider, count: int) -> None:
+    """One button per keyed class; its number key labels every selected image."""
+    keyed = [c for c in classes if c["is_active"]][:len(KEYS)]
+    if not keyed:
+        st.caption("No classes yet: create them on the Classes page.")
+        return
+    st.caption("Label the selection: press a class's number key" +
+               (" (adds it, or removes it when all selected images have it)" if dataset["task_type"] == "multi_label"
+                else ""))
+    cols = st.columns(len(keyed))
+    for col, key, class_row in zip(cols, KEYS, keyed, strict=False):
+        col.button(f"{key} · {class_row['name']}", key=f"dskey_{dataset['id']}_{key}", shortcut=key,
+                   disabled=count == 0, width="stretch", help=f"Label the selected images {class_row['name']}",
+                   on_click=label_selected, args=(dataset, class_row, ids_provider))
+
+
+@st.dialog("Delete images")
+def confirm_delete(dataset_id: uuid.UUID, ids: list[uuid.UUID]) -> None:
+    st.warning(f"Delete {len(ids):,} images from the library? They leave every dataset, with their labels "
+               "and files. This cannot be undone.")
+    if st.button(f"Delete {len(ids):,} images", type="primary", key="dsgrid_confirm_delete"):
+        from core.datasets import detach_images_everywhere
+        from core.images import delete_images
+        from core.storage import get_storage
+
+        def action(session):
+            detach_images_everywhere(session=session, image_ids=ids)
+            return delete_images(session=session, storage=get_storage(), image_ids=ids)
+
+        _run(dataset_id, action, "{n} images deleted")
+        st.rerun()
+
+
+def bulk_actions(dataset: dict, classes: list[dict], ids_provider, count: int) -> None:
+    from core import datasets as ds
+    from core import labels
+
+    dataset_id = dataset["id"]
+    user_id = current_user().id
+    state = st.session_state
+    with st.popover(f"Bulk actions ({count:,})", disabled=count == 0):
+        label_tab, split_tab, clear_tab, remove_tab = st.tabs(["Set label", "Set split", "Clear labels", "Remove"])
+        with label_tab:
+            names = {c["id"]: c["name"] for c in classes if c["is_active"]}
+            st.selectbox("Class", list(names), format_func=names.get, key=f"dsb_class_{dataset_id}")
+            modes = ["replace"] if dataset["task_type"] == "single_label" else ["add", "remove", "replace"]
+            st.radio("How", modes, horizontal=True, key=f"dsb_mode_{dataset_id}")
+            st.button(f"Apply to {count:,} images", key=f"dsb_label_go_{dataset_id}", disabled=not names,
+                      on_click=_run, args=(dataset_id, lambda session: labels.bulk_set_label(
+                          session=session, dataset_id=dataset_id, image_ids=ids_provider(),
+                          class_id=state[f"dsb_class_{dataset_id}"], mode=state[f"dsb_mode_{dataset_id}"],
+                          user_id=user_id), "{n} images labeled"))
+        with split_tab:
+            st.radio("Split", ["train", "val", "test", "unassigned"], horizontal=True, key=f"dsb_split_{dataset_id}")
+            st.button("Apply", key=f"dsb_split_go_{dataset_id}", on_click=_run, args=(
+                dataset_id, lambda session: ds.set_split(session=session, dataset_id=dataset_id,
+                                                         image_ids=ids_provider(),
+                                                         split=state[f"dsb_split_{dataset_id}"]),
+                "{n} images moved"))
+        with clear_tab:
+            st.button(f"Clear the labels of {count:,} images", key=f"dsb_clear_go_{dataset_id}", on_click=_run, args=(
+                dataset_id, lambda session: labels.bulk_clear_labels(session=session, dataset_id=dataset_id,
+                                                                     image_ids=ids_provider(), user_id=user_id),
+                "{n} images cleared"))
+        with remove_tab:
+            st.button(f"Remove {count:,} from the dataset", key=f"dsb_remove_go_{dataset_id}",
+                      help="The images stay in the library", on_click=_run, args=(
+                          dataset_id, lambda session: ds.remove_images_from_dataset(
+                              session=session, dataset_id=dataset_id, image_ids=ids_provider()),
+                          "{n} images removed from the dataset"))
+            if st.button(f"Delete {count:,} images from the library", key=f"dsb_delete_go_{dataset_id}"):
+                confirm_delete(dataset_id, ids_provider())
+
+
+# ---------------------------------------------------------------- tiles
+
+
+def _color(value: str | None) -> str:
+    return value if value and COLOR_RE.match(value) else "#6B7280"
+
+
+def chips_html(labels: list, classes_by_id: dict, split: str | None, status: str) -> str:
+    """Label chips in class colors, the split badge and the status; names escaped (never raw HTML)."""
+    parts = []
+    for label in labels:
+        row = classes_by_id.get(label.class_id, {"name": "?", "color": None})
+        extra = ""
+        if label.is_ai_generated:
+            extra = " · AI" + (f" {label.confidence:.0%}" if label.confidence is not None else "")
+            extra += " ✓" if label.is_reviewed else ""
+        parts.append(f'<span class="ds-chip" style="background:{_color(row["color"])}">'
+                     f'{html.escape(row["name"])}{html.escape(extra)}</span>')
+    split = split or "unassigned"
+    parts.append(f'<span class="ds-split" style="border-color:{SPLIT_COLORS.get(split, "#6B7280")};'
+                 f'color:{SPLIT_COLORS.get(split, "#6B7280")}">{html.escape(split)}</span>')
+    if status not in ("labeled", "pending"):
+        parts.append(f'<span class="ds-split">{html.escape(status)}</span>')
+    return '<div class="ds-chips">' + "".join(parts) + "</div>"
+
+
+CSS = """<style>
+.ds-chips{display:flex;flex-wrap:wrap;gap:4px;min-height:1.6em}
+.ds-chip{color:#fff;border-radius:10px;padding:0 8px;font-size:0.78rem;line-height:1.5em;white-space:nowrap}
+.ds-split{border:1px solid #9CA3AF;border-radius:10px;padding:0 6px;font-size:0.72rem;line-height:1.4em}
+</style>"""
+
+
+def tiles(dataset_id: uuid.UUID, items: list, classes_by_id: dict) -> None:
+    from pages.images import plain, thumbnail_urls
+
+    st.markdown(CSS, unsafe_allow_html=True)
+    urls = thumbnail_urls([item.thumbnail_path for item in items])
+    selected = _state(dataset_id)["selected"]
+    for start in range(0, len(items), PER_ROW):
+        cols = st.columns(PER_ROW)
+        for col, item, url in zip(cols, items[start:start + PER_ROW], urls[start:start + PER_ROW], strict=False):
+            image_id = str(item.image_id)
+            with col.container(border=True):
+                if url:
+                    st.image(url, width="stretch")
+                else:
+                    st.caption("no thumbnail")
+                st.session_state[_box_key(image_id)] = image_id in selected
+                st.checkbox(plain(item.filename), key=_box_key(image_id), on_change=_toggle,
+                            args=(dataset_id, image_id))
+                st.markdown(chips_html(item.labels, classes_by_id, item.split, item.status), unsafe_allow_html=True)
+
+
+def _turn(dataset_id: uuid.UUID, step: int) -> None:
+    _state(dataset_id)["page"] += step
+
+
+def pager(dataset_id: uuid.UUID, total: int) -> int:
+    state = _state(dataset_id)
+    pages = max(1, -(-total // limits.PAGE_SIZE))
+    state["page"] = min(max(state["page"], 1), pages)
+    if pages > 1:
+        cols = st.columns([1, 1, 3])
+        cols[0].button("◀ Previous", key=f"dsgrid_prev_{dataset_id}", disabled=state["page"] == 1,
+                       on_click=_turn, args=(dataset_id, -1))
+        cols[1].button("Next ▶", key=f"dsgrid_next_{dataset_id}", disabled=state["page"] == pages,
+                       on_click=_turn, args=(dataset_id, 1))
+        cols[2].caption(f"Page {state['page']} of {pages}")
+    return state["page"]
+
+
+# ---------------------------------------------------------------- the fragment
+
+
+def _dataset_and_classes(dataset_id: uuid.UUID) -> tuple[dict, list[dict]]:
+    from core.classes import list_classes
+    from core.datasets import get_dataset
+
+    with session_scope() as session:
+        row = get_dataset(session=session, dataset_id=dataset_id)
+        dataset = {"id": row.id, "name": row.name, "task_type": row.task_type, "image_count": row.image_count,
+                   "labeled_image_count": row.labeled_image_count, "class_count": row.class_count}
+        classes = [{"id": c.id, "name": c.name, "color": c.color, "is_active": c.is_active}
+                   for c in list_classes(session=session)]
+    return dataset, classes
+
+
+@st.fragment
+def dataset_grid(dataset_id: uuid.UUID) -> None:
+    from core.datasets import dataset_grid as grid_page
+
+    dataset, classes = _dataset_and_classes(dataset_id)
+    classes_by_id = {c["id"]: c for c in classes}
+    pct = 100.0 * dataset["labeled_image_count"] / dataset["image_count"] if dataset["image_count"] else 0.0
+    st.progress(pct / 100, text=f"{dataset['labeled_image_count']:,} of {dataset['image_count']:,} images "
+                                f"labeled ({pct:.1f}%) · {dataset['class_count']} classes used")
+    filters = filters_bar(dataset_id, classes)
+    state = _state(dataset_id)
+    if state.get("filters") != filters:  # a new filter starts at page 1 with a fresh "all matching"
+        state["filters"], state["page"], state["all"] = filters, 1, False
+    with session_scope() as session:
+        total, items = grid_page(session=session, dataset_id=dataset_id, filters=filters,
+                                 offset=(state["page"] - 1) * limits.PAGE_SIZE, limit=limits.PAGE_SIZE)
+    page_ids = [str(item.image_id) for item in items]
+    count = total if state["all"] else len(state["selected"])
+
+    def ids_provider() -> list[uuid.UUID]:
+        return selected_ids(dataset_id, filters)
+
+    cols = st.columns([2, 1, 1, 1.4, 1, 1.3])
+    cols[0].markdown(f"**{count:,} selected**" + (" (all matching)" if state["all"] else ""))
+    cols[1].button("Select page", key=f"dsgrid_selpage_{dataset_id}", on_click=_select_page,
+                   args=(dataset_id, page_ids, True), width="stretch")
+    cols[2].button("Unselect page", key=f"dsgrid_unselpage_{dataset_id}", on_click=_select_page,
+                   args=(dataset_id, page_ids, False), width="stretch")
+    cols[3].button(f"Select all {total:,} matching", key=f"dsgrid_selall_{dataset_id}", on_click=_select_all,
+                   args=(dataset_id, page_ids), width="stretch")
+    cols[4].button("Clear", key=f"dsgrid_clear_{dataset_id}", on_click=_clear, args=(dataset_id,), width="stretch")
+    with cols[5]:
+        bulk_actions(dataset, classes, ids_provider, count)
+    key_bar(dataset, classes, ids_provider, count)
+    if toast := st.session_state.pop(f"dsgrid_toast_{dataset_id}", None):
+        st.toast(toast)
+    if error := st.session_state.pop(f"dsgrid_error_{dataset_id}", None):
+        st.error(error)
+    if not items:
+        st.info("No images match these filters." if dataset["image_count"] else
+                "This dataset has no images yet: use Import, or add images from the library below.")
+        return
+    tiles(dataset_id, items, classes_by_id)
+    pager(dataset_id, total)
