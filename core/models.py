@@ -93,6 +93,11 @@ class ClsImage(TimestampMixin, Base):
         Index("idx_cls_images_phash_band2", "phash_band2"),
         Index("idx_cls_images_created", "created_at"),
         Index("idx_cls_images_source_ref", "source_type", "source_id"),
+        # Beyond the plan, for the Images page at 100k+ rows (bench/bench_images_page.py): the tag
+        # filter (`?|`, GIN on Postgres) and the name/size sorts use an index, not a scan and sort.
+        Index("idx_cls_images_tags", "tags", postgresql_using="gin"),
+        Index("idx_cls_images_name", "original_filename"),
+        Index("idx_cls_images_size", "file_size_bytes"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-27 05:07:21.414195
+Create Date: 2026-11-27 05:15:54.386450
 """
 from collections.abc import Sequence
 
@@ -102,13 +102,16 @@ def upgrade() -> None:
         batch_op.create_index('idx_cls_images_created', ['created_at'], unique=False)
         batch_op.create_index('idx_cls_images_file_hash', ['file_hash'], unique=False)
         batch_op.create_index('idx_cls_images_folder', ['folder'], unique=False)
+        batch_op.create_index('idx_cls_images_name', ['original_filename'], unique=False)
         batch_op.create_index('idx_cls_images_phash', ['phash'], unique=False)
         batch_op.create_index('idx_cls_images_phash_band0', ['phash_band0'], unique=False)
         batch_op.create_index('idx_cls_images_phash_band1', ['phash_band1'], unique=False)
         batch_op.create_index('idx_cls_images_phash_band2', ['phash_band2'], unique=False)
+        batch_op.create_index('idx_cls_images_size', ['file_size_bytes'], unique=False)
         batch_op.create_index('idx_cls_images_source', ['source'], unique=False)
         batch_op.create_index('idx_cls_images_source_ref', ['source_type', 'source_id'], unique=False)
         batch_op.create_index('idx_cls_images_status', ['status'], unique=False)
+        batch_op.create_index('idx_cls_images_tags', ['tags'], unique=False, postgresql_using='gin')
         batch_op.create_index('idx_cls_images_user', ['user_id'], unique=False)
 
     op.create_table('cls_jobs',
@@ -434,13 +437,16 @@ def downgrade() -> None:
     op.drop_table('cls_jobs')
     with op.batch_alter_table('cls_images', schema=None) as batch_op:
         batch_op.drop_index('idx_cls_images_user')
+        batch_op.drop_index('idx_cls_images_tags', postgresql_using='gin')
         batch_op.drop_index('idx_cls_images_status')
         batch_op.drop_index('idx_cls_images_source_ref')
         batch_op.drop_index('idx_cls_images_source')
+        batch_op.drop_index('idx_cls_images_size')
         batch_op.drop_index('idx_cls_images_phash_band2')
         batch_op.drop_index('idx_cls_images_phash_band1')
         batch_op.drop_index('idx_cls_images_phash_band0')
         batch_op.drop_index('idx_cls_images_phash')
+        batch_op.drop_index('idx_cls_images_name')
         batch_op.drop_index('idx_cls_images_folder')
         batch_op.drop_index('idx_cls_images_file_hash')
         batch_op.drop_index('idx_cls_images_created')

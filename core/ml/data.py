@@ -1,0 +1,187 @@
+"""Training data from a version's manifest only: a local download cache keyed by SHA-256, a RAM
+cache of decoded images, single- and multi-label targets, class weights and a weighted sampler.
+
+Measured on a 2-core CPU (shared/notes/cpu-training.md): decoding PNGs each epoch costs ~12 % of
+throughput and DataLoader workers made it worse, so the default is num_workers=0 + the decoded cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.errors import InvalidInput
+
+
+def cache_dir() -> Path:
+    """Local cache of downloaded images and model files (CLS_CACHE_DIR, default data/cache)."""
+    return Path(os.environ.get("CLS_CACHE_DIR", "data/cache"))
+
+DECODED_CACHE_BYTES = int(os.environ.get("CLS_DECODED_CACHE_BYTES", 2 * 1024**3))
+"""Most RAM the decoded-image cache may hold; images beyond it are decoded each time."""
+
+
+@dataclass(frozen=True)
+class Record:
+    image_id: str
+    key: str
+    sha256: str
+    labels: tuple[int, ...]
+    split: str
+    filename: str = ""
+
+
+def records_from_manifest(lines: list[dict[str, Any]], *, num_classes: int) -> list[Record]:
+    """Check every manifest line; a bad line is named, not skipped silently."""
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            labels = tuple(int(x) for x in line["labels"])
+            record = Record(str(line["image_id"]), str(line["key"]), str(line["sha256"]), labels,
+                            str(line["split"]), str(line.get("filename") or ""))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidInput(f"manifest line {number}: malformed ({exc})") from None
+        if any(not 0 <= label < num_classes for label in labels):
+            raise InvalidInput(f"manifest line {number}: label index outside 0..{num_classes - 1}")
+        if record.split in ("train", "val", "test") and labels:
+            records.append(record)
+    return records
+
+
+def split_records(records: list[Record]) -> dict[str, list[Record]]:
+    return {split: [r for r in records if r.split == split] for split in ("train", "val", "test")}
+
+
+class ImageFiles:
+    """Downloads each image once into `<cache>/images/<sha[:2]>/<sha>`, checked against its SHA-256;
+    a local store's own file is used in place."""
+
+    def __init__(self, storage, root: Path | None = None):
+        self.storage = storage
+        self.root = Path(root) if root is not None else cache_dir() / "images"
+
+    def path(self, record: Record) -> Path:
+        local = self.storage.local_path(record.key)
+        if local is not None and local.exists():
+            return local
+        target = self.root / record.sha256[:2] / record.sha256
+        if target.exists():
+            return target
+        data = self.storage.get(record.key)
+        if hashlib.sha256(data).hexdigest() != record.sha256:
+            raise InvalidInput(f"image {record.image_id} ({record.key}): bytes do not match the manifest's SHA-256")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, target)
+        return target
+
+    def fetch_all(self, records: list[Record], on_step: Callable[[int, int], None] | None = None) -> None:
+        for done, record in enumerate(records, 1):
+            self.path(record)
+            if on_step:
+                on_step(done, len(records))
+
+
+class DecodedCache:
+    """Decoded images in RAM (uint8 arrays), downscaled so the shorter side is at most `max_side`
+    (twice the eval resize: augmentation and the centre crop see nearly the same pixels)."""
+
+    def __init__(self, files: ImageFiles, *, mode: str, max_side: int, budget_bytes: int = DECODED_CACHE_BYTES,
+                 enabled: bool = True):
+        self.files, self.mode, self.max_side = files, mode, max_side
+        self.budget, self.enabled = budget_bytes, enabled
+        self.arrays: dict[str, np.ndarray] = {}
+        self.used = 0
+
+    def load(self, record: Record):
+        from PIL import Image
+
+        cached = self.arrays.get(record.sha256)
+        if cached is not None:
+            return Image.fromarray(cached)
+        image = decode_image(self.files.path(record).read_bytes(), mode=self.mode, name=record.image_id)
+        if min(image.size) > self.max_side:
+            scale = self.max_side / min(image.size)
+            image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+                                 Image.Resampling.BICUBIC)
+        if self.enabled:
+            array = np.asarray(image)
+            if self.used + array.nbytes <= self.budget:
+                self.arrays[record.sha256] = array
+                self.used += array.nbytes
+        return image
+
+
+def decode_image(data: bytes, *, mode: str = "RGB", name: str = "image"):
+    """Pillow under its pixel limit; EXIF rotation applied; a broken file names the image."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as opened:
+            image = ImageOps.exif_transpose(opened)
+            return image.convert(mode)
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+        raise InvalidInput(f"{name}: cannot decode image ({exc})") from None
+
+
+class ManifestDataset:
+    """(image tensor, target): a class index (single-label) or a multi-hot float vector."""
+
+    def __init__(self, records: list[Record], cache: DecodedCache, transform, *, num_classes: int, multi_label: bool):
+        self.records, self.cache, self.transform = records, cache, transform
+        self.num_classes, self.multi_label = num_classes, multi_label
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int):
+        import torch
+
+        record = self.records[index]
+        image = self.transform(self.cache.load(record))
+        if self.multi_label:
+            target = torch.zeros(self.num_classes)
+            target[list(record.labels)] = 1.0
+            return image, target
+        return image, record.labels[0]
+
+
+def class_counts(records: list[Record], num_classes: int) -> np.ndarray:
+    counts = np.zeros(num_classes, dtype=np.float64)
+    for record in records:
+        counts[list(record.labels)] += 1
+    return counts
+
+
+def class_weights(counts: np.ndarray, mode: str) -> np.ndarray | None:
+    """balanced: n / (k · count); sqrt: its square root; normalised to mean 1 over present classes.
+    Absent classes get weight 0 (nothing to weigh)."""
+    if mode == "none":
+        return None
+    present = counts > 0
+    weights = np.zeros_like(counts)
+    weights[present] = counts[present].sum() / (present.sum() * counts[present])
+    if mode == "sqrt":
+        weights = np.sqrt(weights)
+    weights[present] /= weights[present].mean()
+    return weights
+
+
+def sample_weights(records: list[Record], weights: np.ndarray) -> list[float]:
+    """Per-image weight for a WeightedRandomSampler: the mean weight of its labels."""
+    return [float(np.mean([weights[label] for label in record.labels])) for record in records]
+
+
+def eval_resize(image_size: int, crop_pct: float) -> int:
+    return math.floor(image_size / crop_pct)

@@ -1,0 +1,180 @@
+"""One training run from a manifest to files on disk: data, model, fit, final evaluation, exports.
+
+No database here: the caller (core.training) passes callbacks for progress and per-epoch
+checkpoints, then uploads the files and records the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from core.errors import InvalidInput
+from core.ml import augment, data, trainer
+from core.ml.config import TrainingConfig
+from core.ml.families import create_model, get_spec
+from core.ml.losses import build_loss, multi_label_pos_weight
+from core.ml.metrics import final_report
+
+EXPORT_CHECK_IMAGES = 8
+"""Real (val/test) images the ONNX and TorchScript outputs are compared on."""
+
+
+@dataclass
+class Artifacts:
+    files: dict[str, Path]  # checkpoint, onnx, onnx_data, torchscript, predictions
+    preprocessing: dict[str, Any]
+    report: dict[str, Any]  # final metrics on the test split (val if there is none)
+    evaluated_split: str
+    export_check: dict[str, Any]
+    state: trainer.FitState
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def model_preprocessing(model, config: TrainingConfig) -> dict[str, Any]:
+    """Size, mean, std, interpolation, crop_pct, in_chans: saved with the model for inference."""
+    cfg = model.pretrained_cfg
+    mean, std = list(cfg.get("mean", (0.485, 0.456, 0.406))), list(cfg.get("std", (0.229, 0.224, 0.225)))
+    if config.in_chans == 1:  # grayscale: one value each (measured to work for every family)
+        mean, std = [float(np.mean(mean))], [float(np.mean(std))]
+    return {"size": config.image_size, "mean": mean, "std": std,
+            "interpolation": cfg.get("interpolation", "bicubic") or "bicubic",
+            "crop_pct": config.crop_pct or cfg.get("crop_pct", 0.875), "in_chans": config.in_chans}
+
+
+def build_model(config: TrainingConfig, weights_file: Path | None, finetune_state: dict | None):
+    spec = get_spec(config.model_type, config.model_size)
+    pretrained = config.pretrained and weights_file is None and finetune_state is None
+    try:
+        model = create_model(spec, num_classes=config.num_classes, image_size=config.image_size,
+                             pretrained=pretrained, weights_file=weights_file,
+                             drop_path_rate=config.drop_path_rate, in_chans=config.in_chans)
+    except (OSError, RuntimeError, ValueError) as exc:
+        if pretrained or weights_file:
+            raise InvalidInput(
+                f"pretrained weights for {spec.timm_name} could not be loaded ({type(exc).__name__}: {exc}); "
+                "set pretrained=false, or pretrained_weights=file:… / storage:… / model:…") from None
+        raise
+    if finetune_state is not None:
+        own = model.state_dict()
+        kept = {k: v for k, v in finetune_state.items() if k in own and own[k].shape == v.shape}
+        model.load_state_dict(kept, strict=False)  # the head is new when the class count differs
+    return model
+
+
+def make_loaders(config: TrainingConfig, splits: dict[str, list[data.Record]], cache: data.DecodedCache,
+                 preprocessing: dict[str, Any], seed: int) -> dict[str, Any]:
+    from torch.utils.data import DataLoader, WeightedRandomSampler
+
+    multi = config.task_type == "multi_label"
+    eval_tf = augment.eval_transform(preprocessing)
+    train_tf = augment.train_transform(preprocessing, config.augment_settings())
+    common = {"num_workers": config.num_workers, "persistent_workers": config.num_workers > 0,
+              "pin_memory": torch.cuda.is_available()}
+    generator = torch.Generator().manual_seed(seed)
+    train_set = data.ManifestDataset(splits["train"], cache, train_tf, num_classes=config.num_classes, multi_label=multi)
+    sampler = None
+    if config.weighted_sampler:
+        weights = data.class_weights(data.class_counts(splits["train"], config.num_classes), "balanced")
+        sampler = WeightedRandomSampler(data.sample_weights(splits["train"], weights), len(train_set),
+                                        generator=generator)
+    loaders = {"train": DataLoader(train_set, batch_size=config.batch_size, shuffle=sampler is None,
+                                   sampler=sampler, drop_last=True, generator=generator, **common)}
+    for split in ("val", "test"):
+        if splits[split]:
+            dataset = data.ManifestDataset(splits[split], cache, eval_tf, num_classes=config.num_classes,
+                                           multi_label=multi)
+            loaders[split] = DataLoader(dataset, batch_size=config.batch_size, shuffle=False, **common)
+    return loaders
+
+
+def build_loss_for(config: TrainingConfig, train: list[data.Record]):
+    counts = data.class_counts(train, config.num_classes)
+    multi = config.task_type == "multi_label"
+    return build_loss(
+        multi_label=multi, label_smoothing=config.label_smoothing or 0.0, focal_gamma=config.focal_loss_gamma,
+        weights=None if multi else data.class_weights(counts, config.class_weights), mixing=config.mixing,
+        multi_label_loss=config.multi_label_loss,
+        pos_weight=multi_label_pos_weight(counts, len(train), config.class_weights) if multi else None,
+    )
+
+
+def run_training(config: TrainingConfig, records: list[data.Record], *, class_names: list[str], storage,
+                 workdir: Path, weights_file: Path | None = None, finetune_state: dict | None = None,
+                 resume_payload: dict | None = None, exports: tuple[str, ...] = ("onnx", "torchscript"),
+                 on_message: Callable[[str, int, int], None] | None = None,
+                 on_batch: Callable[[int, int, int], None] | None = None,
+                 on_epoch: Callable[[trainer.FitState, dict], None] | None = None) -> Artifacts:
+    torch.manual_seed(config.seed)
+    splits = data.split_records(records)
+    files = data.ImageFiles(storage)
+    files.fetch_all(records, on_step=(lambda d, t: on_message("downloading images", d, t)) if on_message else None)
+
+    model = build_model(config, weights_file, finetune_state)
+    preprocessing = model_preprocessing(model, config)
+    resize = data.eval_resize(config.image_size, preprocessing["crop_pct"])
+    cache = data.DecodedCache(files, mode="L" if config.in_chans == 1 else "RGB", max_side=2 * resize,
+                              enabled=config.cache_images)
+    loaders = make_loaders(config, splits, cache, preprocessing, config.seed)
+    parts = trainer.build_parts(model, config, build_loss_for(config, splits["train"]), len(loaders["train"]))
+    state = trainer.restore(parts, resume_payload) if resume_payload else trainer.FitState()
+
+    def epoch_done(fit_state: trainer.FitState) -> None:
+        if on_epoch:
+            on_epoch(fit_state, trainer.state_to_save(parts, fit_state))
+
+    state = trainer.fit(parts, loaders, config, state, on_batch=on_batch, on_epoch=epoch_done)
+    best = trainer.best_model(parts, state)
+    return finish(config, best, state, loaders, splits, preprocessing, class_names, workdir, exports)
+
+
+def finish(config: TrainingConfig, best, state: trainer.FitState, loaders: dict[str, Any],
+           splits: dict[str, list[data.Record]], preprocessing: dict[str, Any], class_names: list[str],
+           workdir: Path, exports: tuple[str, ...]) -> Artifacts:
+    """Final evaluation, per-image probabilities, best.pt and the exports (checked on real images)."""
+    multi = config.task_type == "multi_label"
+    device, predictions = torch.device("cpu"), {"class_names": class_names, "splits": {}}
+    evaluated = "test" if "test" in loaders else "val"
+    report = None
+    for split in ("val", "test"):
+        if split not in loaders:
+            continue
+        probs, targets, _ = trainer.predict_probs(best, loaders[split], device=device, amp=None, multi_label=multi)
+        predictions["splits"][split] = {
+            "image_ids": [r.image_id for r in splits[split]], "keys": [r.key for r in splits[split]],
+            "labels": [list(r.labels) for r in splits[split]], "probs": np.round(probs, 6).tolist(),
+        }
+        if split == evaluated:
+            report = final_report(probs, targets, multi_label=multi, class_names=class_names)
+    files = {"checkpoint": workdir / "best.pt", "predictions": workdir / "predictions.json"}
+    torch.save({"state_dict": best.state_dict(), "timm_name": config.timm_name, "num_classes": config.num_classes,
+                "preprocessing": preprocessing, "class_names": class_names, "task_type": config.task_type},
+               files["checkpoint"])
+    import json
+
+    files["predictions"].write_text(json.dumps(predictions))
+    export_check = export_all(best, loaders[evaluated], preprocessing, workdir, exports, files)
+    return Artifacts(files, preprocessing, report, evaluated, export_check, state)
+
+
+def export_all(model, loader, preprocessing: dict[str, Any], workdir: Path, exports: tuple[str, ...],
+               files: dict[str, Path]) -> dict[str, Any]:
+    from core.ml.export import check_exports, export_onnx, export_torchscript
+
+    size, chans = preprocessing["size"], preprocessing["in_chans"]
+    if "onnx" in exports:
+        written = export_onnx(model, workdir / "model.onnx", image_size=size, in_chans=chans)
+        files["onnx"] = written[0]
+        if len(written) > 1:
+            files["onnx_data"] = written[1]
+    if "torchscript" in exports:
+        files["torchscript"] = export_torchscript(model, workdir / "model.ts", image_size=size, in_chans=chans)
+    if not exports:
+        return {}
+    batch = next(iter(loader))[0][:EXPORT_CHECK_IMAGES]
+    return check_exports(model, batch, onnx_path=files.get("onnx"), torchscript_path=files.get("torchscript"))
