@@ -134,7 +134,7 @@ def run_items(items: Iterable[ImportItem], *, total: int, source: str, summary: 
 def _place_in_dataset(session, dataset: tuple[uuid.UUID, str], placed: list[tuple[ImportItem, uuid.UUID]],
                       user_id: uuid.UUID | None, summary: ImportSummary) -> None:
     from core.datasets import add_images_to_dataset
-    from core.labels import set_labels
+    from core.labels import bulk_set_label
 
     dataset_id, task_type = dataset
     image_ids = list(dict.fromkeys(image_id for _, image_id in placed))
@@ -152,6 +152,7 @@ def _place_in_dataset(session, dataset: tuple[uuid.UUID, str], placed: list[tupl
     for image_id, class_id in session.execute(select(ClsLabel.image_id, ClsLabel.class_id).where(
             ClsLabel.dataset_id == dataset_id, ClsLabel.image_id.in_(image_ids))):
         current.setdefault(image_id, set()).add(class_id)
+    groups: dict[frozenset, list[uuid.UUID]] = {}
     for item, image_id in placed:
         if not item.labels:
             continue
@@ -159,8 +160,17 @@ def _place_in_dataset(session, dataset: tuple[uuid.UUID, str], placed: list[tupl
             summary.error(item.name, f"has {len(item.labels)} labels but the dataset is single-label; "
                                      "added without labels")
             continue
-        if current.get(image_id, set()) != set(item.labels):
-            set_labels(session=session, dataset_id=dataset_id, image_id=image_id, class_ids=list(item.labels),
+        wanted = frozenset(item.labels)
+        if current.get(image_id, set()) != wanted:
+            current[image_id] = set(wanted)
+            groups.setdefault(wanted, []).append(image_id)
+    # One bulk call per distinct label set (not one set_labels per image): the label service
+    # then locks and recounts once per batch.
+    for label_set, ids in groups.items():
+        first, *others = sorted(label_set, key=str)
+        bulk_set_label(session=session, dataset_id=dataset_id, image_ids=ids, class_id=first, mode="replace",
                        user_id=user_id)
-            current[image_id] = set(item.labels)
-            summary.labels_written += len(item.labels)
+        for class_id in others:
+            bulk_set_label(session=session, dataset_id=dataset_id, image_ids=ids, class_id=class_id, mode="add",
+                           user_id=user_id)
+        summary.labels_written += len(ids) * len(label_set)
