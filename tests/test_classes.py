@@ -10,6 +10,7 @@ from core.classes import (
     class_tree,
     create_class,
     delete_class,
+    get_class_by_name,
     get_or_create_class,
     labels_using,
     list_classes,
@@ -167,3 +168,36 @@ def test_cli_create_list_merge(db_stack, capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1
+
+
+def test_classes_page_bulk_create_merge_delete(embedded_stack):
+    """The Classes page through Streamlit's AppTest: paste lines, merge, delete with its label count."""
+    from streamlit.testing.v1 import AppTest
+
+    with embedded_stack.session() as session:
+        dataset = create_dataset(session=session, name="ds")
+        cat = create_class(session=session, name="cat").id
+        image_id = make_image_row(session, embedded_stack.storage, seed=1).id
+        add_images_to_dataset(session=session, dataset_id=dataset.id, image_ids=[image_id])
+        set_labels(session=session, dataset_id=dataset.id, image_id=image_id, class_ids=[cat])
+    at = AppTest.from_file("../app.py", default_timeout=60)
+    at.run()
+    at.switch_page("pages/classes.py").run()
+    at.text_area[0].input("kitty\n\ncat\n" + "z" * 120)
+    at.button(key="FormSubmitter:cls_bulk-Create classes").click().run()
+    assert not at.exception
+    assert [e.value for e in at.error] == ["Line 4: class name is 120 characters; at most 100 allowed"]
+    assert [i.value for i in at.info] == ["Already there: cat"]
+    with embedded_stack.session() as session:
+        kitty = get_class_by_name(session=session, name="kitty").id
+    at.multiselect(key="cls_merge_sources").set_value([str(cat)]).run()
+    at.selectbox(key="cls_merge_target").set_value(str(kitty)).run()
+    at.button(key="cls_merge_go").click().run()
+    assert not at.exception
+    assert "1 labels moved" in at.toast[0].value
+    at.button(key=f"cls_del_{kitty}").click().run()
+    assert "removes 1 labels" in at.warning[0].value
+    at.button(key="cls_confirm_delete").click().run()
+    with embedded_stack.session() as session:
+        assert list_classes(session=session) == []
+        assert count_mismatches(session=session) == []
