@@ -11,16 +11,17 @@ Saved in `cls_trained_models.thresholds` as {"abstain": t} (single-label) or
 
 from __future__ import annotations
 
+import json
 import math
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 from sqlalchemy.orm import Session
 
-from core.errors import InvalidInput, NotFound
+from core.errors import Conflict, InvalidInput, NotFound
 from core.models import ClsTrainedModel
 
 GRID = np.round(np.linspace(0.0, 1.0, 101), 2)
@@ -39,6 +40,7 @@ class SplitPredictions:
     probs: np.ndarray  # (n, classes)
     targets: np.ndarray  # (n,) class indices, or (n, classes) multi-hot for multi-label
     multi_label: bool
+    keys: list[str] = field(default_factory=list)  # storage keys of the original images
 
     @property
     def predicted(self) -> np.ndarray:
@@ -49,6 +51,32 @@ class SplitPredictions:
         if self.multi_label:
             return np.flatnonzero((self.predicted != self.targets).any(axis=1))
         return np.flatnonzero(self.predicted != self.targets)
+
+
+def load_predictions(*, storage, model: ClsTrainedModel) -> dict[str, SplitPredictions]:
+    """The per-image probabilities the engine stored with the model (core.ml.pipeline.finish):
+    predictions.json = {"class_names": [...], "splits": {split: {"image_ids", "keys", "labels", "probs"}}},
+    labels being class indices per image."""
+    if not model.predictions_key:
+        raise NotFound(f"model {model.name!r} has no stored predictions (it was trained before they were kept)")
+    body = json.loads(storage.get(model.predictions_key))
+    names = list(model.class_names)
+    if list(body.get("class_names") or names) != names:
+        raise Conflict(f"the stored predictions of {model.name!r} name other classes than the model")
+    multi, classes = model.task_type == "multi_label", len(names)
+    result = {}
+    for split, part in (body.get("splits") or {}).items():
+        probs = np.asarray(part["probs"], dtype=float).reshape(-1, classes)
+        labels = part["labels"]
+        if multi:
+            targets = np.zeros((len(labels), classes), dtype=int)
+            for row, indices in enumerate(labels):
+                targets[row, list(indices)] = 1
+        else:
+            targets = np.asarray([indices[0] for indices in labels], dtype=int)
+        result[split] = SplitPredictions(split, [str(i) for i in part["image_ids"]], probs, targets, multi,
+                                         list(part.get("keys") or []))
+    return result
 
 
 # ---------------------------------------------------------------- curves
