@@ -212,3 +212,39 @@ def test_cli_create_list_add_images(stack, capsys):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err
+
+
+def test_datasets_page_create_add_label(embedded_stack):
+    """The Datasets page through AppTest: create, add by filters, select a page and press a class key."""
+    from streamlit.testing.v1 import AppTest
+
+    with embedded_stack.session() as session:
+        for seed in range(5):
+            make_image_row(session, embedded_stack.storage, seed=seed, folder="shelf" if seed < 4 else None)
+        create_class(session=session, name="bird")
+        dog = create_class(session=session, name="dog").id
+    at = AppTest.from_file("../app.py", default_timeout=60)
+    at.run()
+    at.switch_page("pages/datasets.py").run()
+    at.text_input[0].input("shelves")
+    at.button(key="FormSubmitter:ds_create-Create dataset").click().run()
+    assert not at.exception
+    with embedded_stack.session() as session:
+        dataset_id = get_dataset_by_name(session=session, name="shelves").id
+    assert at.query_params["dataset"] == str(dataset_id)
+    at.text_input(key=f"dsadd_folder_{dataset_id}").input("shelf").run()
+    at.button(key=f"dsadd_filters_go_{dataset_id}").click().run()
+    assert [s.value for s in at.success] == ["4 images added."]
+    at.run()
+    assert len(at.checkbox) == 4
+    at.checkbox[0].check().run()
+    at.button(key=f"dsgrid_selpage_{dataset_id}").click().run()
+    at.button(key=f"dskey_{dataset_id}_2").click().run()
+    assert not at.exception
+    assert at.toast[0].value == "4 images changed: dog"
+    with embedded_stack.session() as session:
+        dataset = session.get(ClsDataset, dataset_id)
+        assert (dataset.image_count, dataset.labeled_image_count, dataset.class_count) == (4, 4, 1)
+        assert session.get(ClsClass, dog).image_count == 4
+    at.selectbox(key=f"dsf_label_{dataset_id}").set_value("unlabeled").run()
+    assert len(at.checkbox) == 0 and "No images match" in at.info[0].value
