@@ -1,0 +1,204 @@
+"""Images page at 100,000 images on Postgres: query time of filtered pages (with EXPLAIN), and the page's
+cold render with 48 thumbnails in a browser.
+
+    python bench/bench_images_page.py [--rows 100000] [--browser]
+
+Creates its own database (cls_bench_images) on the local Postgres, leaves it for reruns (--fresh
+rebuilds it). Prints one JSON document with the figures and the machine load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+DB_NAME = "cls_bench_images"
+STATUSES = ["pending"] * 6 + ["labeled"] * 3 + ["review", "completed", "skipped"]
+SOURCES = ["upload", "url_import", "products_import", "cutouts_import", "od_import"]
+
+
+def database_url() -> str:
+    return ADMIN_URL.rsplit("/", 1)[0] + f"/{DB_NAME}"
+
+
+def build(rows: int, fresh: bool) -> None:
+    from sqlalchemy import create_engine, func, select, text
+
+    from core.models import Base, ClsImage
+
+    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        exists = connection.scalar(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": DB_NAME})
+        if exists and fresh:
+            connection.execute(text(f'DROP DATABASE "{DB_NAME}" WITH (FORCE)'))
+            exists = False
+        if not exists:
+            connection.execute(text(f'CREATE DATABASE "{DB_NAME}"'))
+    admin.dispose()
+    engine = create_engine(database_url())
+    Base.metadata.create_all(engine)
+    with engine.begin() as connection:
+        have = connection.scalar(select(func.count()).select_from(ClsImage))
+    if have >= rows:
+        engine.dispose()
+        return
+    rng = random.Random(7)
+    folders = [f"folder_{i:02d}" for i in range(40)]
+    tags = [f"tag_{i:03d}" for i in range(200)]
+    start = datetime(2025, 1, 1, tzinfo=UTC)
+    table = ClsImage.__table__
+    batch = []
+    with engine.begin() as connection:
+        for n in range(have, rows):
+            image_id = uuid.uuid4()
+            batch.append({
+                "id": image_id, "filename": f"{image_id}.jpg", "original_filename": f"IMG_{n:06d}_{rng.choice(['shelf', 'cat', 'box', 'can'])}.jpg",
+                "storage_path": f"images/{image_id}.jpg", "thumbnail_path": f"thumbs/{image_id}.jpg",
+                "width": 1024, "height": 768, "file_size_bytes": rng.randrange(20_000, 5_000_000), "format": "JPEG",
+                "source": rng.choice(SOURCES), "folder": rng.choice(folders + [None]),
+                "tags": rng.sample(tags, rng.randrange(0, 4)), "status": rng.choice(STATUSES),
+                "file_hash": uuid.uuid4().hex * 2, "phash": f"{rng.getrandbits(64):016x}",
+                "meta": {}, "created_at": start + timedelta(seconds=n * 60), "updated_at": start,
+            })
+            if len(batch) == 10_000:
+                connection.execute(table.insert(), batch)
+                batch.clear()
+        if batch:
+            connection.execute(table.insert(), batch)
+    # What autovacuum does on a live table: statistics, and the visibility map for index-only counts.
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.execute(text("VACUUM ANALYZE cls_images"))
+    engine.dispose()
+
+
+CASES = {
+    "no filter, newest first": ({}, "date_desc"),
+    "status=labeled, newest": ({"statuses": ["labeled"]}, "date_desc"),
+    "folder + source": ({"folders": ["folder_07"], "sources": ["upload"]}, "date_desc"),
+    "tag any of 2": ({"tags": ["tag_005", "tag_150"]}, "date_desc"),
+    "status, page 20": ({"statuses": ["pending"]}, "date_desc"),
+    "search 'cat'": ({"search": "cat"}, "date_desc"),
+    "status=review, by name": ({"statuses": ["review"]}, "name_asc"),
+    "largest first": ({}, "size_desc"),
+}
+
+
+def time_queries(repeats: int) -> dict:
+    from core.db import session_scope
+    from core.images import ImageFilters, list_images
+
+    results = {}
+    for name, (filters, sort) in CASES.items():
+        offset = 19 * 48 if "page 20" in name else 0
+        timings = []
+        for _ in range(repeats):
+            with session_scope() as session:
+                started = time.perf_counter()
+                rows, total = list_images(session=session, filters=ImageFilters(**filters), sort=sort, offset=offset)
+                timings.append((time.perf_counter() - started) * 1000)
+        results[name] = {"median_ms": round(statistics.median(timings), 1), "p90_ms": round(
+            sorted(timings)[int(0.9 * (len(timings) - 1))], 1), "rows": len(rows), "total": total}
+    return results
+
+
+def explain(filters: dict, sort: str) -> dict:
+    from sqlalchemy import func, select, text
+
+    from core.db import session_scope
+    from core.images import SORTS, ImageFilters, filter_clauses
+    from core.models import ClsImage
+
+    with session_scope() as session:
+        clauses = filter_clauses(session, ImageFilters(**filters))
+        page = select(ClsImage).where(*clauses).order_by(*SORTS[sort], ClsImage.id).limit(48)
+        count = select(func.count()).select_from(ClsImage).where(*clauses)
+        out = {}
+        for label, query in (("page", page), ("count", count)):
+            compiled = query.compile(session.get_bind(), compile_kwargs={"literal_binds": True})
+            plan = session.execute(text(f"EXPLAIN (ANALYZE, BUFFERS) {compiled}")).scalars().all()
+            out[label] = plan
+        return out
+
+
+def browser_render(rows_with_thumbs: int = 48) -> dict:
+    """Cold render of the Images page (fresh browser context, thumbnails not yet in the static cache)."""
+    import shutil
+    import tempfile
+
+    from playwright.sync_api import sync_playwright
+    from sqlalchemy import create_engine, select
+
+    from core.models import ClsImage
+    from core.storage import LocalStorage
+    from tests.factories import drawn_image_bytes
+    from tests.plugins.browser import CHROMIUM, CHROMIUM_ARGS, start_app, stop_app
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-page-"))
+    storage = LocalStorage(workdir / "storage")
+    engine = create_engine(database_url())
+    with engine.connect() as connection:
+        keys = connection.execute(select(ClsImage.thumbnail_path).order_by(ClsImage.created_at.desc())
+                                  .limit(rows_with_thumbs)).scalars().all()
+    engine.dispose()
+    static = ROOT / "static" / "thumbs"
+    for seed, key in enumerate(keys):
+        storage.put(key, drawn_image_bytes(seed, (256, 192), "JPEG"))
+        (static / Path(key).name).unlink(missing_ok=True)
+    server = start_app(workdir, {"DATABASE_URL": database_url(), "STORAGE_URL": f"file://{workdir / 'storage'}"},
+                       migrate=False)
+    figures = {}
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+            for label in ("cold", "warm"):
+                context = browser.new_context(viewport={"width": 1400, "height": 1000})
+                page = context.new_page()
+                started = time.perf_counter()
+                page.goto(f"{server.url}/images")
+                page.wait_for_function(
+                    "() => { const imgs = [...document.querySelectorAll(\"img[src*='/app/static/thumbs/']\")];"
+                    " return imgs.length >= 48 && imgs.every(i => i.complete && i.naturalWidth > 0); }",
+                    timeout=120_000)
+                figures[f"{label}_render_s"] = round(time.perf_counter() - started, 2)
+                context.close()
+            browser.close()
+    finally:
+        stop_app(server)
+        shutil.rmtree(workdir, ignore_errors=True)
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--fresh", action="store_true")
+    parser.add_argument("--browser", action="store_true", help="also time the page in Chromium")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    build(args.rows, args.fresh)
+    os.environ["DATABASE_URL"] = database_url()
+    report = {"rows": args.rows, "build_s": round(time.perf_counter() - started, 1),
+              "load_before": os.getloadavg(), "queries": time_queries(args.repeats),
+              "explain_status_page": explain({"statuses": ["labeled"]}, "date_desc"),
+              "explain_tags": explain({"tags": ["tag_005", "tag_150"]}, "date_desc")}
+    if args.browser:
+        report["browser"] = browser_render()
+    report["load_after"] = os.getloadavg()
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
