@@ -107,7 +107,8 @@ def render_splits(dataset_id: uuid.UUID) -> None:
                 st.rerun()
     summary = st.session_state.get(f"split-summary-{dataset_id}")
     if summary:
-        st.success(f"Split {summary['labeled']} labeled images: {summary['assigned']} "
+        assigned = " · ".join(f"{split} {count}" for split, count in summary["assigned"].items())
+        st.success(f"Split {summary['labeled']} labeled images: {assigned} "
                    f"({summary['changed']} changed, {summary['duplicate_groups']} duplicate groups kept together).")
         for item in summary["unmet_minimums"]:
             st.warning(plain(f"Class {item['class']!r} has {item['have']} {item['split']} images; wanted {item['want']}."))
@@ -241,6 +242,7 @@ def render_export(dataset_id: uuid.UUID) -> None:
         numbers = run_action(lambda: [v.version_number for v in list_versions(session=session, dataset_id=dataset_id)])
     if numbers is None:
         return
+    job_key = f"export-job-{dataset_id}"
     with st.form(f"export-{dataset_id}"):
         fmt = st.radio("format", EXPORT_FORMATS, format_func=lambda f: f"{f}: {FORMAT_HELP[f]}")
         source = st.selectbox("from", [None, *numbers],
@@ -250,19 +252,23 @@ def render_export(dataset_id: uuid.UUID) -> None:
             job_id = run_action(lambda: start_export(dataset_id=dataset_id, fmt=fmt, version_number=source,
                                                      user_id=user.id))
             if job_id is not None:
-                st.session_state[f"export-job-{dataset_id}"] = job_id
-    job_id = st.session_state.get(f"export-job-{dataset_id}")
-    if job_id is not None:
-        watch_jobs([job_id])
+                st.session_state[job_key] = job_id
+    if st.session_state.get(job_key) is not None:
+        def finished(_jobs):  # once: forget the job and redraw the list with its download
+            st.session_state.pop(job_key, None)
+            st.rerun(scope="app")
+
+        watch_jobs([st.session_state[job_key]], on_done=finished)
     with session_scope() as session:
-        exports = [(job.id, job.status, job.created_at, dict(job.result or {}), job.error)
+        exports = [(job.id, job.status, job.created_at, dict(job.params or {}), dict(job.result or {}), job.error)
                    for job in list_exports(session=session, dataset_id=dataset_id)]
     if exports:
         st.markdown("**Recent exports**")
     storage = get_storage()
-    for export_id, status, created, result, error in exports:
+    for export_id, status, created, params, result, error in exports:
         columns = st.columns([3, 1])
-        label = f"{created:%Y-%m-%d %H:%M} · {result.get('filename', 'export')} · {status}"
+        origin = f"version {params['version_number']}" if params.get("version_number") else "current labels"
+        label = f"{created:%Y-%m-%d %H:%M} · {params.get('fmt')} · {origin} · {status}"
         if result.get("images") is not None:
             label += f" · {result['images']} images"
         columns[0].write(label)
@@ -271,4 +277,4 @@ def render_export(dataset_id: uuid.UUID) -> None:
                                        file_name=result.get("filename", "export.zip"), mime="application/zip",
                                        key=f"download-{export_id}")
         elif error:
-            columns[1].caption(f":red[{error[:200]}]")
+            columns[1].caption(f":red[{plain(error[:200])}]")

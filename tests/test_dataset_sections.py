@@ -82,4 +82,6 @@ def test_export_tab_starts_a_job_and_offers_the_download(embedded_stack, dataset
         assert job.status == "succeeded", job.error
     app.run()
     assert not app.exception
-    assert any("page_set-current-csv.zip" in m.value for m in app.markdown)
+    assert any("csv · current labels · succeeded · 12 images" in m.value for m in app.markdown)
+    download = app.get("download_button")
+    assert len(download) == 1 and download[0].proto.label == "Download"
