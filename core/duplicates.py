@@ -93,23 +93,31 @@ def check_threshold(threshold: Any) -> int:
 def ensure_fine_hashes(*, session: Session, storage, image_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, str]:
     """The 256-bit hash of each image, computed from its thumbnail (or original) and stored where
     missing. Images whose bytes cannot be read are left out: they cannot be confirmed."""
+    found, computed = _fine_hashes(session, storage, image_ids)
+    _store_fine_hashes(session, computed)
+    return found
+
+
+def _fine_hashes(session: Session, storage, image_ids: Iterable[uuid.UUID]) -> tuple[dict, dict]:
+    """(every hash found or computed, the newly computed ones) without writing anything."""
     ids = list(image_ids)
     found: dict[uuid.UUID, str] = {}
-    missing: list[tuple[uuid.UUID, str | None, str]] = []
+    computed: dict[uuid.UUID, str] = {}
     for start in range(0, len(ids), 500):
         rows = session.execute(select(ClsImage.id, ClsImage.phash256, ClsImage.thumbnail_path, ClsImage.storage_path)
                                .where(ClsImage.id.in_(ids[start:start + 500])))
-        for image_id, stored, thumb, original in rows:
-            if stored:
-                found[image_id] = stored
-            else:
-                missing.append((image_id, thumb, original))
-    for image_id, thumb, original in missing:
-        value = _hash_stored_image(storage, thumb, original)
-        if value is not None:
-            found[image_id] = value
-            session.execute(update(ClsImage).where(ClsImage.id == image_id).values(phash256=value))
-    return found
+        for image_id, stored, thumb, original in rows.all():
+            value = stored or _hash_stored_image(storage, thumb, original)
+            if value is not None:
+                found[image_id] = value
+                if not stored:
+                    computed[image_id] = value
+    return found, computed
+
+
+def _store_fine_hashes(session: Session, computed: dict[uuid.UUID, str]) -> None:
+    for image_id, value in computed.items():
+        session.execute(update(ClsImage).where(ClsImage.id == image_id).values(phash256=value))
 
 
 def _hash_stored_image(storage, thumb: str | None, original: str) -> str | None:
@@ -144,8 +152,8 @@ def exact_duplicate_groups(*, session: Session) -> list[list[uuid.UUID]]:
     return sorted(groups.values(), key=len, reverse=True)
 
 
-def _library_hashes(session: Session) -> tuple[list[uuid.UUID], np.ndarray]:
-    """Every image with a pHash, oldest first; rows written around the ORM get their bands here."""
+def _library_hashes(session: Session) -> tuple[list[uuid.UUID], np.ndarray, list[tuple[uuid.UUID, str]]]:
+    """Every image with a pHash, oldest first, and those written around the ORM without bands."""
     ids: list[uuid.UUID] = []
     hexes: list[str] = []
     unbanded: list[tuple[uuid.UUID, str]] = []
@@ -156,11 +164,14 @@ def _library_hashes(session: Session) -> tuple[list[uuid.UUID], np.ndarray]:
         hexes.append(phash)
         if band0 is None:
             unbanded.append((image_id, phash))
+    return ids, to_uint64(hexes), unbanded
+
+
+def _store_bands(session: Session, unbanded: list[tuple[uuid.UUID, str]]) -> None:
     for image_id, phash in unbanded:
         band0, band1, band2 = band_values(hash_to_int(phash))
         session.execute(update(ClsImage).where(ClsImage.id == image_id)
                         .values(phash_band0=band0, phash_band1=band1, phash_band2=band2))
-    return ids, to_uint64(hexes)
 
 
 def near_duplicate_groups(*, session: Session, storage, threshold: int = DEFAULT_THRESHOLD, confirm: bool = True,
@@ -170,17 +181,21 @@ def near_duplicate_groups(*, session: Session, storage, threshold: int = DEFAULT
     threshold = check_threshold(threshold)
     report = progress or (lambda *args, **kwargs: None)
     report(0, 3, "loading hashes")
-    ids, hashes = _library_hashes(session)
+    ids, hashes, unbanded = _library_hashes(session)
     report(1, 3, f"searching {len(ids):,} hashes")
     pair_i, pair_j, _distance = pairs_within(hashes, threshold)
+    computed: dict[uuid.UUID, str] = {}
     if confirm and len(pair_i):
         report(2, 3, f"confirming {len(pair_i):,} candidate pairs")
         involved = np.unique(np.concatenate([pair_i, pair_j]))
-        fine = ensure_fine_hashes(session=session, storage=storage, image_ids=[ids[k] for k in involved])
+        fine, computed = _fine_hashes(session, storage, [ids[k] for k in involved])
         keep = _confirmed(ids, fine, pair_i, pair_j)
         pair_i, pair_j = pair_i[keep], pair_j[keep]
     report(3, 3, "grouping")
     groups = [[ids[k] for k in members] for members in connected_groups(len(ids), pair_i, pair_j)]
+    # Writes come last: a job reports progress through another connection and SQLite has one writer.
+    _store_bands(session, unbanded)
+    _store_fine_hashes(session, computed)
     return sorted(groups, key=len, reverse=True)
 
 
@@ -317,3 +332,48 @@ def delete_extras(*, session: Session, storage, group_keep: dict[uuid.UUID, list
     if missing := kept - present:
         raise NotFound(f"image to keep {sorted(map(str, missing))[0]} no longer exists; nothing was deleted")
     return delete_images(session=session, storage=storage, image_ids=list(dict.fromkeys(extras)))
+
+
+# ---------------------------------------------------------------- the review view's background search
+
+SEARCH_JOB_KIND = "duplicates"
+
+
+def start_duplicate_search(*, threshold: int = DEFAULT_THRESHOLD, confirm: bool = True, user_id=None) -> uuid.UUID:
+    """Queue the library-wide search (exact and near groups) on the `imports` queue; returns the job id."""
+    from core.queue import enqueue
+
+    threshold = check_threshold(threshold)
+    return enqueue(kind=SEARCH_JOB_KIND, function="jobs.duplicates.find_duplicates", queue="imports",
+                   params={"threshold": threshold, "confirm": bool(confirm)}, user_id=user_id)
+
+
+def latest_search(*, session: Session) -> dict[str, Any] | None:
+    """The newest duplicate search job: its id, status, parameters and (when it succeeded) groups."""
+    from core.jobs import list_jobs
+
+    jobs = list_jobs(session=session, limit=1, kinds=[SEARCH_JOB_KIND])
+    if not jobs:
+        return None
+    job = jobs[0]
+    return {"job_id": job.id, "status": job.status, "params": job.params, "result": job.result,
+            "error": job.error, "finished_at": job.finished_at}
+
+
+def group_rows(*, session: Session, groups: list[list]) -> list[list[dict[str, Any]]]:
+    """Display rows for groups of ids, in group order; images deleted since are left out, and groups
+    left with fewer than two images are dropped."""
+    wanted = list(dict.fromkeys(uuid.UUID(str(i)) for group in groups for i in group))
+    rows: dict[uuid.UUID, dict[str, Any]] = {}
+    for start in range(0, len(wanted), 500):
+        for row in session.execute(select(ClsImage.id, ClsImage.original_filename, ClsImage.thumbnail_path,
+                                          ClsImage.width, ClsImage.height, ClsImage.file_size_bytes,
+                                          ClsImage.folder, ClsImage.created_at)
+                                   .where(ClsImage.id.in_(wanted[start:start + 500]))):
+            rows[row.id] = dict(row._mapping)
+    out = []
+    for group in groups:
+        members = [rows[key] for key in (uuid.UUID(str(i)) for i in group) if key in rows]
+        if len(members) > 1:
+            out.append(members)
+    return out
