@@ -1,0 +1,90 @@
+"""Dataset detail in a real browser: select 20 images in the grid, press a class's number key, every
+one is labeled (and counted); then create a version from the Versions tab."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from sqlalchemy import create_engine, func, select
+
+from core.models import ClsDataset, ClsDatasetVersion, ClsLabel
+from tests.plugins.browser import ROOT, exception_texts, start_app, stop_app, wait_for_app
+
+pytestmark = pytest.mark.timeout(300)
+
+SEED = """
+import json
+from core.classes import create_class
+from core.datasets import add_images_to_dataset, create_dataset
+from core.db import session_scope
+from core.images import ingest_bytes
+from core.storage import get_storage
+from tests.factories import drawn_image_bytes
+
+with session_scope() as session:
+    dataset = create_dataset(session=session, name="grid test")
+    classes = [create_class(session=session, name=name).id for name in ("apple", "banana")]
+    ids = [ingest_bytes(session=session, storage=get_storage(), data=drawn_image_bytes(500 + i, (64, 48)),
+                        filename=f"fruit_{i:02d}.png").image_id for i in range(24)]
+    add_images_to_dataset(session=session, dataset_id=dataset.id, image_ids=ids)
+    print(json.dumps({"dataset": str(dataset.id), "classes": [str(c) for c in classes]}))
+"""
+
+
+@pytest.fixture(scope="module")
+def seeded_app(tmp_path_factory):
+    server = start_app(tmp_path_factory.mktemp("datasets-app"))
+    try:
+        done = subprocess.run([sys.executable, "-c", SEED], cwd=ROOT, env=server.env, check=True,
+                              capture_output=True, text=True, timeout=120)
+        yield server, json.loads(done.stdout.strip().splitlines()[-1])
+    finally:
+        stop_app(server)
+
+
+def _query(server, statement):
+    engine = create_engine(server.env["DATABASE_URL"])
+    try:
+        with engine.connect() as connection:
+            return connection.execute(statement).all()
+    finally:
+        engine.dispose()
+
+
+def test_select_twenty_and_label_them_with_a_number_key(seeded_app, browser_page):
+    server, seeded = seeded_app
+    page = browser_page
+    page.goto(f"{server.url}/datasets?dataset={seeded['dataset']}")
+    wait_for_app(page)
+    page.get_by_text("0 of 24 images labeled").wait_for(timeout=30000)
+    thumbs = page.locator("img[src*='/app/static/thumbs/']")
+    thumbs.first.wait_for()
+    assert thumbs.count() == 24
+
+    for index in range(20):
+        page.get_by_text(f"fruit_{index:02d}.png", exact=True).click()
+        page.get_by_text(f"{index + 1} selected", exact=True).wait_for(timeout=20000)
+    page.get_by_role("heading", name="grid test").click()  # focus out of the last checkbox
+    page.keyboard.press("2")
+    page.get_by_text("20 of 24 images labeled").wait_for(timeout=30000)
+    page.get_by_text("0 selected", exact=True).wait_for()
+
+    labels = _query(server, select(ClsLabel.class_id, func.count()).group_by(ClsLabel.class_id))
+    assert [(str(class_id), n) for class_id, n in labels] == [(seeded["classes"][1], 20)]
+    counts = _query(server, select(ClsDataset.image_count, ClsDataset.labeled_image_count, ClsDataset.class_count))
+    assert counts == [(24, 20, 1)]
+    chips = page.locator(".ds-chip")
+    assert chips.count() == 20 and set(chips.all_inner_texts()) == {"banana"}
+
+    # the freshly labeled images become a version from the Versions tab
+    page.get_by_role("tab", name="Versions").click()
+    wait_for_app(page)
+    page.get_by_role("button", name="Create version").click()
+    page.get_by_text("Version 1 created").wait_for(timeout=30000)
+    versions = _query(server, select(ClsDatasetVersion.version_number, ClsDatasetVersion.labeled_image_count))
+    assert versions == [(1, 20)]
+    assert exception_texts(page) == []
+    assert page.watch.page_errors == []
