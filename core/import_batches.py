@@ -23,7 +23,7 @@ from core.models import ClsDataset, ClsDatasetImage, ClsLabel
 
 # One transaction per batch: a crash loses at most this many rows' work (a re-run redoes it), and the
 # label service locks and recounts once per label set per batch, so bigger batches label faster.
-BATCH_SIZE = 128
+BATCH_SIZE = 64
 Progress = Callable[..., None]
 
 
@@ -102,8 +102,7 @@ def run_items(items: Iterable[ImportItem], *, total: int, source: str, summary: 
     for batch in _batches(items, BATCH_SIZE):
         placed: list[tuple[ImportItem, uuid.UUID]] = []
         with session_scope() as session:
-            for position, item in enumerate(batch):
-                _report(progress, done + position, total, summary)  # throttled by the job; cancels here
+            for item in batch:
                 if item.existing_image_id is not None:
                     summary.already_imported += 1
                     placed.append((item, item.existing_image_id))
@@ -128,6 +127,8 @@ def run_items(items: Iterable[ImportItem], *, total: int, source: str, summary: 
             if dataset is not None and placed:
                 _place_in_dataset(session, dataset, placed, user_id, summary)
         done += len(batch)
+        # After the commit, never inside it: the job row update is another transaction, and SQLite
+        # has one writer.
         _report(progress, done, total, summary)
     return summary
 
