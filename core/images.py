@@ -119,11 +119,12 @@ def decode_image(data: bytes, *, max_pixels: int, thumb_size: int = limits.THUMB
                 raise InvalidInput(_bomb_message(width, height, max_pixels))
             orientation = image.getexif().get(0x0112, 1)
             if fmt in ("JPEG", "MPO"):
-                # Decode at a reduced DCT scale: twice the thumbnail is plenty and 4-8x faster.
-                image.draft(None, (thumb_size * 2, thumb_size * 2))
+                # Decode at a reduced DCT scale (never below the thumbnail size): up to 8x faster.
+                image.draft(None, (thumb_size, thumb_size))
             image.load()
-            shown = _to_rgb(ImageOps.exif_transpose(image))
-            shown.thumbnail((thumb_size, thumb_size), Image.Resampling.BICUBIC, reducing_gap=2.0)
+            shown = _to_rgb(ImageOps.exif_transpose(image) if orientation != 1 else image)
+            # Bilinear after a box reduce (reducing_gap): indistinguishable at 256 px, half the cost of bicubic.
+            shown.thumbnail((thumb_size, thumb_size), Image.Resampling.BILINEAR, reducing_gap=2.0)
             buffer = io.BytesIO()
             shown.save(buffer, format="JPEG", quality=85, optimize=False)
             phash = str(imagehash.phash(shown))
