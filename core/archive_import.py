@@ -203,19 +203,47 @@ def start_archive_import(*, source: str | Path | IO[bytes], request: ImportLabel
     with session_scope() as session:
         load_dataset(session=session, dataset_id=request.dataset_id)
     storage = storage or get_storage()
-    key = f"{ARCHIVE_PREFIX}/{uuid.uuid4()}.zip"
-    if isinstance(source, str | Path):
-        storage.put_file(key, source, "application/zip")
-    else:
-        source.seek(0)
-        storage.put(key, source.read(), "application/zip")
-    params = {"archive_key": key, **request.model_dump(), "user_id": str(user_id) if user_id else None}
+    remove_orphan_archives(storage=storage)
+    stored: list[str] = []
+
+    def keep_archive(session, job) -> None:
+        # Named after its job, so an archive whose job never ran (cancelled while queued) is found.
+        key = f"{ARCHIVE_PREFIX}/{job.id}.zip"
+        if isinstance(source, str | Path):
+            storage.put_file(key, source, "application/zip")
+        else:
+            source.seek(0)
+            storage.put(key, source.read(), "application/zip")
+        stored.append(key)
+        job.params = {**job.params, "archive_key": key}
+
+    params = {**request.model_dump(), "user_id": str(user_id) if user_id else None}
     try:
         return enqueue(kind="dataset_import", function="jobs.dataset_imports.import_archive", queue="imports",
-                       params=params, user_id=user_id)
+                       params=params, user_id=user_id, on_created=keep_archive)
     except BaseException:
-        storage.delete(key)
+        for key in stored:
+            storage.delete(key)
         raise
+
+
+def remove_orphan_archives(*, storage) -> int:
+    """Delete stored archives whose job is over (a job cancelled before it ran never deletes its own).
+    An archive without a job row is left alone: its job may not be committed yet."""
+    from core.models import ClsJob
+
+    removed = 0
+    with session_scope() as session:
+        for key in list(storage.list_keys(f"{ARCHIVE_PREFIX}/")):
+            try:
+                job_id = uuid.UUID(key.rsplit("/", 1)[-1].removesuffix(".zip"))
+            except ValueError:
+                continue
+            job = session.get(ClsJob, job_id)
+            if job is not None and job.status not in ("queued", "running"):
+                storage.delete(key)
+                removed += 1
+    return removed
 
 
 def fetch_archive(storage, key: str, workdir: Path) -> Path:

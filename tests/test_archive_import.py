@@ -377,3 +377,20 @@ def test_cli_zip_creates_multi_label_dataset(embedded_stack, tmp_path, capsys):
     with embedded_stack.session() as session:
         dataset = session.scalars(select(ClsDataset)).one()
         assert (dataset.name, dataset.task_type, dataset.labeled_image_count) == ("new multi", "multi_label", 1)
+
+
+def test_archive_of_a_job_cancelled_before_it_ran_is_removed_later(embedded_stack):
+    from core.archive_import import start_archive_import
+    from core.jobs import create_job, request_cancel
+    from tests.factories import make_dataset
+
+    with embedded_stack.session() as session:
+        dataset_id = make_dataset(session, "orphans").id
+        never_ran = create_job(session=session, kind="dataset_import", queue="imports",
+                               function="jobs.dataset_imports.import_archive", params={}, user_id=None)
+        request_cancel(session=session, job_id=never_ran.id)
+    embedded_stack.storage.put(f"imports/{never_ran.id}.zip", b"left behind")
+    start_archive_import(source=io.BytesIO(build_zip({"cats/a.jpg": jpeg(1)})),
+                         request=ImportLabeledDatasetRequest(dataset_id=str(dataset_id)))
+    embedded_stack.drain_jobs()
+    assert [k for k in stored_keys(embedded_stack) if k.startswith("imports/")] == []
