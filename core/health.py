@@ -18,7 +18,15 @@ from sqlalchemy.orm import Session
 
 from core.errors import InvalidInput
 from core.models import ClsClass
-from core.splits import SPLIT_NAMES, ImageFacts, dataset_image_facts, duplicate_groups, get_dataset, normalize_ratios
+from core.splits import (
+    SPLIT_NAMES,
+    ImageFacts,
+    dataset_image_facts,
+    duplicate_groups,
+    get_dataset,
+    normalize_ratios,
+    resolve_threshold,
+)
 
 MIN_IMAGES_PER_CLASS = 10
 """A class with fewer labeled images than this is reported as too small to learn."""
@@ -48,8 +56,11 @@ def _check_options(min_images_per_class, tiny_side_px, max_aspect_ratio) -> None
 
 def health_check(*, session: Session, dataset_id: uuid.UUID, min_images_per_class: int = MIN_IMAGES_PER_CLASS,
                  tiny_side_px: int = TINY_SIDE_PX, max_aspect_ratio: float = MAX_ASPECT_RATIO,
-                 near_duplicate_threshold: int | None = None) -> dict[str, Any]:
+                 near_duplicate_threshold: int | None = None, storage=None) -> dict[str, Any]:
+    """near_duplicate_threshold: None = the platform's near-duplicate distance, 0 = exact copies only
+    (see splits.resolve_threshold)."""
     _check_options(min_images_per_class, tiny_side_px, max_aspect_ratio)
+    threshold = resolve_threshold(near_duplicate_threshold)
     dataset = get_dataset(session, dataset_id)
     facts = dataset_image_facts(session, dataset_id)
     labeled = [f for f in facts if f.class_ids]
@@ -60,7 +71,7 @@ def health_check(*, session: Session, dataset_id: uuid.UUID, min_images_per_clas
     per_class = _per_class(labeled, classes)
     findings = _balance_findings(per_class, min_images_per_class)
     findings += _labeling_findings(dataset.task_type, facts)
-    findings += _duplicate_findings(labeled, near_duplicate_threshold, name_of)
+    findings += _duplicate_findings(labeled, threshold, name_of, session, storage)
     findings += _split_findings(dataset.split_ratios, labeled, per_class)
     findings += _geometry_findings(facts, tiny_side_px, max_aspect_ratio)
     order = {"error": 0, "warning": 1, "info": 2}
@@ -76,7 +87,7 @@ def health_check(*, session: Session, dataset_id: uuid.UUID, min_images_per_clas
         "imbalance_ratio": (max(counts) / min(counts)) if counts else None,
         "findings": findings,
         "options": {"min_images_per_class": min_images_per_class, "tiny_side_px": tiny_side_px,
-                    "max_aspect_ratio": max_aspect_ratio, "near_duplicate_threshold": near_duplicate_threshold},
+                    "max_aspect_ratio": max_aspect_ratio, "near_duplicate_threshold": threshold},
     }
 
 
@@ -142,14 +153,15 @@ def _labeling_findings(task_type: str, facts: list[ImageFacts]) -> list[dict]:
     return findings
 
 
-def _duplicate_findings(labeled: list[ImageFacts], threshold: int | None, name_of: dict) -> list[dict]:
+def _duplicate_findings(labeled: list[ImageFacts], threshold: int, name_of: dict, session: Session,
+                        storage) -> list[dict]:
     by_id = {f.image_id: f for f in labeled}
     by_hash: dict[str, set[uuid.UUID]] = defaultdict(set)
     for fact in labeled:
         if fact.file_hash:
             by_hash[fact.file_hash].add(fact.image_id)
     exact = [group for group in by_hash.values() if len(group) > 1]
-    near = [group for group in duplicate_groups(labeled, threshold)
+    near = [group for group in duplicate_groups(labeled, threshold, session=session, storage=storage)
             if len({by_id[i].file_hash for i in group}) > 1]
 
     def leaking(groups):

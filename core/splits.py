@@ -2,8 +2,9 @@
 per-class statistics, and the duplicate groups that must never straddle two splits.
 
 Only labeled images are split (a version freezes only labeled images); unlabeled images keep
-whatever split they have. Near-duplicate groups (same SHA-256, same pHash, or pHash within a
-threshold) move as one unit, so no copy of a training image can sit in val or test by construction.
+whatever split they have. Duplicate groups (same SHA-256, or near duplicates as core.duplicates
+finds and confirms them) move as one unit, so no copy of a training image can sit in val or
+test by construction.
 """
 
 from __future__ import annotations
@@ -100,27 +101,40 @@ def normalize_ratios(ratios: dict[str, Any] | None) -> dict[str, float]:
     return {name: value / total for name, value in values.items()}
 
 
-def duplicate_groups(facts: list[ImageFacts], near_duplicate_threshold: int | None = None) -> list[set[uuid.UUID]]:
-    """Groups (2+ images) linked by identical SHA-256, identical pHash, or pHash within the threshold.
+def resolve_threshold(near_duplicate_threshold: int | None) -> int:
+    """None → the platform's near-duplicate distance (core.duplicates.DEFAULT_THRESHOLD); 0 → only
+    identical files group images; else a pHash distance checked by core.duplicates."""
+    try:
+        from core.duplicates import DEFAULT_THRESHOLD, check_threshold
+    except ImportError:  # the near-duplicate index is not installed: identical files still group
+        return 0
+    if near_duplicate_threshold is None:
+        return DEFAULT_THRESHOLD
+    return check_threshold(near_duplicate_threshold)
 
-    The threshold search is core.duplicates' index; graph components come from scipy."""
+
+def duplicate_groups(facts: list[ImageFacts], near_duplicate_threshold: int = 0, *, session: Session | None = None,
+                     storage=None) -> list[set[uuid.UUID]]:
+    """Groups (2+ images) linked by identical SHA-256, or by a pHash within the threshold that the
+    256-bit hash confirms (core.duplicates: the Duplicates view's own definition, so a
+    plain 64-bit pHash match between unrelated images never chains a dataset into one group).
+
+    Graph components come from scipy; `session` and `storage` compute missing confirm hashes."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    index = {fact.image_id: i for i, fact in enumerate(facts)}
-    edges: list[tuple[int, int]] = []
-    for attribute in ("file_hash", "phash"):
-        first_seen: dict[str, int] = {}
-        for i, fact in enumerate(facts):
-            value = getattr(fact, attribute)
-            if value:
-                edges.append((first_seen.setdefault(value, i), i))
-    if near_duplicate_threshold:
-        for component in _near_components(facts, near_duplicate_threshold):
-            members = [index[image_id] for image_id in component if image_id in index]
-            edges.extend((members[0], other) for other in members[1:])
     if not facts:
         return []
+    index = {fact.image_id: i for i, fact in enumerate(facts)}
+    edges: list[tuple[int, int]] = []
+    first_seen: dict[str, int] = {}
+    for i, fact in enumerate(facts):
+        if fact.file_hash:
+            edges.append((first_seen.setdefault(fact.file_hash, i), i))
+    if near_duplicate_threshold and session is not None:
+        for component in _near_components(facts, near_duplicate_threshold, session, storage):
+            members = [index[image_id] for image_id in component]
+            edges.extend((members[0], other) for other in members[1:])
     rows, cols = zip(*edges, strict=True) if edges else ((), ())
     graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(facts), len(facts)))
     _, component_of = connected_components(graph, directed=False)
@@ -130,13 +144,21 @@ def duplicate_groups(facts: list[ImageFacts], near_duplicate_threshold: int | No
     return [group for group in groups.values() if len(group) > 1]
 
 
-def _near_components(facts: list[ImageFacts], threshold: int) -> list[set[uuid.UUID]]:
-    try:
-        from core.duplicates import near_duplicate_components
-    except ImportError:  # the duplicates index is not installed: identical pHash still groups
+def _near_components(facts: list[ImageFacts], threshold: int, session: Session, storage) -> list[set[uuid.UUID]]:
+    """pHash candidates first (fast), then the confirm hash only for the images in a candidate group."""
+    from core.duplicates import ensure_fine_hashes, near_duplicate_components
+
+    hashes = {fact.image_id: fact.phash for fact in facts if fact.phash}
+    candidates = near_duplicate_components(hashes, threshold)
+    involved = set().union(*candidates) if candidates else set()
+    if not involved:
         return []
-    hashes = {fact.image_id: int(fact.phash, 16) for fact in facts if fact.phash}
-    return [set(group) for group in near_duplicate_components(hashes, threshold)]
+    if storage is None:
+        from core.storage import get_storage
+
+        storage = get_storage()
+    fine = ensure_fine_hashes(session=session, storage=storage, image_ids=involved)
+    return near_duplicate_components({i: hashes[i] for i in involved}, threshold, confirm_hashes=fine)
 
 
 @dataclass
@@ -284,10 +306,10 @@ def _write_splits(session: Session, dataset_id: uuid.UUID, current: dict[uuid.UU
 
 
 def _run(session: Session, dataset: ClsDataset, *, ratios: dict[str, float], seed: int, keep: set[str],
-         min_per_class: int, near_duplicate_threshold: int | None) -> dict[str, Any]:
+         min_per_class: int, threshold: int, storage) -> dict[str, Any]:
     facts = dataset_image_facts(session, dataset.id)
     labeled = [fact for fact in facts if fact.class_ids]
-    groups = duplicate_groups(labeled, near_duplicate_threshold)
+    groups = duplicate_groups(labeled, threshold, session=session, storage=storage)
     units, moved_kept = _build_units(labeled, groups, keep)
     unmet = _split_units(units, ratios, seed, min_per_class)
     changed = _write_splits(session, dataset.id, {f.image_id: f.split for f in facts}, units)
@@ -301,37 +323,37 @@ def _run(session: Session, dataset: ClsDataset, *, ratios: dict[str, float], see
         "dataset_id": str(dataset.id), "ratios": ratios, "seed": seed, "labeled": len(labeled),
         "assigned": {s: assigned.get(s, 0) for s in SPLIT_NAMES}, "changed": changed,
         "kept": sum(len(u.image_ids) for u in units if u.fixed),
-        "moved_to_join_duplicates": moved_kept, "duplicate_groups": len(groups),
+        "moved_to_join_duplicates": moved_kept, "duplicate_groups": len(groups), "near_duplicate_threshold": threshold,
         "unlabeled_untouched": len(facts) - len(labeled), "unmet_minimums": unmet,
     }
 
 
 def auto_split(*, session: Session, dataset_id: uuid.UUID, ratios: dict[str, Any] | None = None,
                seed: int = 0, keep_existing_val_test: bool = False, min_per_class: int = 1,
-               near_duplicate_threshold: int | None = None) -> dict[str, Any]:
+               near_duplicate_threshold: int | None = None, storage=None) -> dict[str, Any]:
     """Assign every labeled image to train/val/test, stratified by class, reproducibly for a seed.
 
     ratios default to the dataset's own; with keep_existing_val_test images already in val or test
-    stay there (and their duplicates join them). Returns a summary (counts, unmet minimums)."""
+    stay there (and their duplicates join them). near_duplicate_threshold: see resolve_threshold.
+    Returns a summary (counts, unmet minimums)."""
     dataset = get_dataset(session, dataset_id)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise InvalidInput(f"seed must be a whole number ≥ 0, not {seed!r}")
     if isinstance(min_per_class, bool) or not isinstance(min_per_class, int) or min_per_class < 0:
         raise InvalidInput(f"min_per_class must be a whole number ≥ 0, not {min_per_class!r}")
-    if near_duplicate_threshold is not None and not 0 <= near_duplicate_threshold <= 64:
-        raise InvalidInput("near_duplicate_threshold is a pHash Hamming distance between 0 and 64")
+    threshold = resolve_threshold(near_duplicate_threshold)
     normalized = normalize_ratios(ratios if ratios is not None else dataset.split_ratios)
     keep = {"val", "test"} if keep_existing_val_test else set()
     return _run(session, dataset, ratios=normalized, seed=seed, keep=keep, min_per_class=min_per_class,
-                near_duplicate_threshold=near_duplicate_threshold)
+                threshold=threshold, storage=storage)
 
 
-def assign_unassigned(*, session: Session, dataset_id: uuid.UUID, seed: int = 0) -> dict[str, Any]:
+def assign_unassigned(*, session: Session, dataset_id: uuid.UUID, seed: int = 0, storage=None) -> dict[str, Any]:
     """Give the labeled images that have no split one, by the dataset's ratios and stratified,
-    leaving every assigned image where it is (a new image joins the split of its duplicates)."""
+    leaving every assigned image where it is (a new image joins the split of its near duplicates)."""
     dataset = get_dataset(session, dataset_id)
     return _run(session, dataset, ratios=normalize_ratios(dataset.split_ratios), seed=seed,
-                keep=set(SPLIT_NAMES), min_per_class=0, near_duplicate_threshold=None)
+                keep=set(SPLIT_NAMES), min_per_class=0, threshold=resolve_threshold(None), storage=storage)
 
 
 def assign_split(*, session: Session, dataset_id: uuid.UUID, image_ids: list[uuid.UUID], split: str,

@@ -54,7 +54,7 @@ def create_version(*, session: Session, storage, dataset_id: uuid.UUID, user_id:
     if notes is not None and len(notes) > MAX_NOTES:
         raise InvalidInput(f"notes are {len(notes)} characters; at most {MAX_NOTES} are allowed")
     dataset = _lock_dataset(session, dataset_id)
-    assign_unassigned(session=session, dataset_id=dataset_id)
+    assign_unassigned(session=session, dataset_id=dataset_id, storage=storage)
     facts = dataset_image_facts(session, dataset_id)
     labeled = [fact for fact in facts if fact.class_ids]
     if not labeled:

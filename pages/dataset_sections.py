@@ -12,6 +12,7 @@ import streamlit as st
 
 from core.db import session_scope
 from core.errors import UserError
+from core.splits import resolve_threshold
 from core.storage import get_storage
 from pages.ui import current_user, run_action, watch_jobs
 
@@ -22,6 +23,7 @@ FORMAT_HELP = {
     "csv": "filename,label,split per split folder (single-label)",
     "multilabel-csv": "filename + one 0/1 column per class per split folder (Roboflow _classes.csv)",
 }
+MAX_DISTANCE = 12  # core.duplicates.MAX_THRESHOLD: beyond it 64-bit pHash matches unrelated images
 LINKS_SHOWN = 60
 THUMBS_SHOWN = 8
 
@@ -93,15 +95,15 @@ def render_splits(dataset_id: uuid.UUID) -> None:
         options = st.columns(4)
         seed = options[0].number_input("seed", min_value=0, value=0, step=1)
         minimum = options[1].number_input("min per class in val/test", min_value=0, value=1, step=1)
-        threshold = options[2].number_input("near-duplicate distance (0 = exact only)", min_value=0, max_value=64,
-                                            value=0, step=1)
+        threshold = options[2].number_input("near-duplicate distance (0 = exact copies only)", min_value=0,
+                                            max_value=MAX_DISTANCE, value=resolve_threshold(None), step=1)
         keep = options[3].checkbox("keep images already in val/test")
         if st.form_submit_button("Split", type="primary"):
             with session_scope() as session:
                 summary = run_action(lambda: auto_split(
                     session=session, dataset_id=dataset_id, ratios=ratios, seed=int(seed),
                     keep_existing_val_test=keep, min_per_class=int(minimum),
-                    near_duplicate_threshold=int(threshold) or None))
+                    near_duplicate_threshold=int(threshold)))
             if summary is not None:
                 st.session_state[f"split-summary-{dataset_id}"] = summary
                 st.rerun()
@@ -192,13 +194,14 @@ def render_health(dataset_id: uuid.UUID) -> None:
     controls = st.columns([1, 1, 2])
     minimum = controls[0].number_input("min images per class", min_value=1, value=MIN_IMAGES_PER_CLASS,
                                        key=f"health-min-{dataset_id}")
-    threshold = controls[1].number_input("near-duplicate distance", min_value=0, max_value=64, value=0,
+    threshold = controls[1].number_input("near-duplicate distance (0 = exact copies only)", min_value=0,
+                                         max_value=MAX_DISTANCE, value=resolve_threshold(None),
                                          key=f"health-dist-{dataset_id}")
     if controls[2].button("Run health check", type="primary", key=f"health-run-{dataset_id}"):
         with session_scope() as session:
             st.session_state[state_key] = run_action(lambda: health_check(
                 session=session, dataset_id=dataset_id, min_images_per_class=int(minimum),
-                near_duplicate_threshold=int(threshold) or None))
+                near_duplicate_threshold=int(threshold)))
     report = st.session_state.get(state_key)
     if not report:
         st.caption("Checks class balance, small classes, duplicates across splits, missing splits and odd images.")

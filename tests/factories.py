@@ -56,12 +56,32 @@ def make_dataset(session, name: str, task_type: str = "single_label") -> ClsData
     return row
 
 
+def near_copy_bytes(seed: int) -> bytes:
+    """The drawn image of `seed` re-encoded as a JPEG: other bytes, same picture (a near duplicate)."""
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(drawn_image_bytes(seed))).convert("RGB").save(buffer, format="JPEG", quality=80)
+    return buffer.getvalue()
+
+
 def make_dataset_image(session, storage, dataset: ClsDataset, *, seed: int = 0, classes: list[ClsClass] = (),
-                       split: str = "unassigned") -> ClsImage:
-    """A library image added to a dataset, labeled with `classes` (label rows written directly)."""
+                       split: str = "unassigned", near_copy: bool = False, phash: bool = False) -> ClsImage:
+    """A library image added to a dataset, labeled with `classes` (label rows written directly).
+    near_copy: the JPEG re-encode of the seed's image; near_copy or phash: its pHash recorded as
+    ingest would."""
+    from core.images import image_phash
     from core.models import ClsDatasetImage, ClsLabel
 
     image = make_image_row(session, storage, seed=seed)
+    if near_copy:
+        import hashlib
+
+        data = near_copy_bytes(seed)
+        image.storage_path = f"images/{image.id}.jpg"
+        storage.put(image.storage_path, data)
+        image.format, image.file_size_bytes = "JPEG", len(data)
+        image.file_hash, image.phash = hashlib.sha256(data).hexdigest(), image_phash(data)
+    elif phash:
+        image.phash = image_phash(drawn_image_bytes(seed))
     session.add(ClsDatasetImage(dataset_id=dataset.id, image_id=image.id, split=split,
                                 status="labeled" if classes else "pending"))
     for cls in classes:

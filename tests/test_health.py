@@ -33,11 +33,11 @@ def test_health_check_finds_every_problem(stack):
         # The same bytes in train and test (leakage), and a copy labeled differently (conflict).
         leak_train = make_dataset_image(session, stack.storage, dataset, seed=900, classes=[big], split="train")
         leak_test = make_dataset_image(session, stack.storage, dataset, seed=900, classes=[small], split="test")
-        # Two different files with one pHash in train and val: a near-duplicate leak.
-        near = [make_dataset_image(session, stack.storage, dataset, seed=950 + i, classes=[big], split=split)
-                for i, split in enumerate(("train", "val"))]
-        for image in near:
-            image.phash = "00ff00ff00ff00ff"
+        # A PNG in train and its JPEG re-encode in val: a near-duplicate leak.
+        near = [make_dataset_image(session, stack.storage, dataset, seed=950, classes=[big], split="train",
+                                   phash=True),
+                make_dataset_image(session, stack.storage, dataset, seed=950, classes=[big], split="val",
+                                   near_copy=True)]
         unlabeled = make_dataset_image(session, stack.storage, dataset, seed=990)
         skipped = make_dataset_image(session, stack.storage, dataset, seed=991)
         no_split = make_dataset_image(session, stack.storage, dataset, seed=992, classes=[big])
@@ -77,6 +77,9 @@ def test_health_check_finds_every_problem(stack):
         str(big_ids[0]), str(leak_test.id)}
     assert found["tiny_images"][0]["image_ids"] == [str(tiny.id)]
     assert found["extreme_aspect"][0]["image_ids"] == [str(wide.id)]
+    with stack.session() as session:
+        exact_only = health_check(session=session, dataset_id=dataset_id, near_duplicate_threshold=0)
+    assert "near_duplicate_leakage" not in _by_code(exact_only) and "exact_duplicate_leakage" in _by_code(exact_only)
     severities = [f["severity"] for f in report["findings"]]
     assert severities == sorted(severities, key=["error", "warning", "info"].index)
 

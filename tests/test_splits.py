@@ -79,10 +79,9 @@ def test_duplicates_share_one_split(stack):
         for seed in range(12):  # each seed drawn three times: identical bytes, identical SHA-256
             groups.append([make_dataset_image(session, stack.storage, dataset, seed=seed,
                                               classes=[cat if seed % 2 else dog]).id for _ in range(3)])
-        # Two different images with the same pHash are a near-duplicate pair.
-        near = [make_dataset_image(session, stack.storage, dataset, seed=100 + i, classes=[cat]) for i in range(2)]
-        for image in near:
-            image.phash = "8f0f0f0f0f0f0f0f"
+        # A PNG and its JPEG re-encode: other bytes, the same picture (a near-duplicate pair).
+        near = [make_dataset_image(session, stack.storage, dataset, seed=100, classes=[cat], phash=True),
+                make_dataset_image(session, stack.storage, dataset, seed=100, classes=[cat], near_copy=True)]
         groups.append([image.id for image in near])
         dataset_id = dataset.id
     with stack.session() as session:
@@ -201,7 +200,7 @@ def test_bad_seed_and_minimum_are_refused(embedded_stack):
             auto_split(session=session, dataset_id=dataset_id, seed=-1)
         with pytest.raises(InvalidInput, match="min_per_class"):
             auto_split(session=session, dataset_id=dataset_id, min_per_class=-2)
-        with pytest.raises(InvalidInput, match="Hamming"):
+        with pytest.raises(InvalidInput, match="threshold must be a whole number from 0 to"):
             auto_split(session=session, dataset_id=dataset_id, near_duplicate_threshold=99)
 
 
@@ -223,16 +222,15 @@ def test_near_duplicates_within_the_threshold_share_one_split(stack):
         dataset = make_dataset(session, "near")
         cls = make_class(session, "x")
         pairs = []
-        for n in range(8):  # pairs of pHashes two bits apart; pairs far apart from each other
-            base = (0x9E3779B97F4A7C15 * (n + 1)) & (2**64 - 1)
-            pair = [make_dataset_image(session, stack.storage, dataset, seed=2 * n + k, classes=[cls]) for k in range(2)]
-            pair[0].phash, pair[1].phash = f"{base:016x}", f"{base ^ 0b101:016x}"
-            pairs.append([image.id for image in pair])
+        for n in range(8):  # each picture as PNG and as a JPEG re-encode
+            pairs.append([make_dataset_image(session, stack.storage, dataset, seed=n, classes=[cls], phash=True).id,
+                          make_dataset_image(session, stack.storage, dataset, seed=n, classes=[cls],
+                                             near_copy=True).id])
         dataset_id = dataset.id
+    ratios = {"train": 0.5, "val": 0.25, "test": 0.25}
     with stack.session() as session:
-        exact_only = auto_split(session=session, dataset_id=dataset_id, ratios={"train": 0.5, "val": 0.25, "test": 0.25})
-        near = auto_split(session=session, dataset_id=dataset_id, ratios={"train": 0.5, "val": 0.25, "test": 0.25},
-                          near_duplicate_threshold=4)
+        exact_only = auto_split(session=session, dataset_id=dataset_id, ratios=ratios, near_duplicate_threshold=0)
+        near = auto_split(session=session, dataset_id=dataset_id, ratios=ratios)  # the default distance
     assert (exact_only["duplicate_groups"], near["duplicate_groups"]) == (0, 8)
     with stack.session() as session:
         splits = _splits(session, dataset_id)

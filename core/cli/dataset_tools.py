@@ -35,7 +35,8 @@ def add_commands(commands) -> None:
     split.add_argument("--seed", type=int, default=0)
     split.add_argument("--keep-val-test", action="store_true", help="keep images already in val or test")
     split.add_argument("--min-per-class", type=int, default=1, help="minimum images per class in val and test")
-    split.add_argument("--near-duplicate-threshold", type=int, help="pHash distance that groups near duplicates")
+    split.add_argument("--near-duplicate-threshold", type=int,
+                       help="pHash distance that groups near duplicates (default: the platform's; 0: exact copies only)")
     split.set_defaults(handler=cmd_split)
 
     version = commands.add_parser("version", help="snapshot the labeled images as a new version")
