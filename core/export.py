@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.errors import InvalidInput
+from core.errors import InvalidInput, NotFound
 from core.models import ClsClass, ClsJob
 from core.splits import SPLIT_NAMES, dataset_image_facts, get_dataset
 
@@ -183,7 +183,12 @@ def write_zip(plan: ExportPlan, *, storage, target: str | Path, progress=None) -
         for done, item in enumerate(plan.items, start=1):
             info = zipfile.ZipInfo(item.arcname, ZIP_DATE)
             info.compress_type = zipfile.ZIP_STORED
-            with storage.open(item.key) as source, archive.open(info, "w", force_zip64=True) as entry:
+            try:
+                source = storage.open(item.key)
+            except NotFound:
+                raise NotFound(f"image {item.image_id} ({item.key}) is no longer in storage; the export "
+                               "stopped (a version keeps labels, not the image files)") from None
+            with source, archive.open(info, "w", force_zip64=True) as entry:
                 shutil.copyfileobj(source, entry, 1024 * 1024)
             if progress is not None:
                 progress(done, len(plan.items), f"{done}/{len(plan.items)} images")

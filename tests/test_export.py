@@ -179,3 +179,18 @@ def test_round_trip_through_the_archive_import(stack, tmp_path, fmt):
                                                                      ClsLabel.dataset_id == target_id)).all()
             back[image.file_hash] = ({names[c] for c in labels}, split)
     assert back == original
+
+
+def test_a_missing_image_file_fails_the_job_with_its_name_and_stores_nothing(stack):
+    dataset_id, images, _ = _dataset(stack)
+    with stack.session() as session:
+        create_version(session=session, storage=stack.storage, dataset_id=dataset_id)
+        gone = session.get(ClsImage, images[3])
+        stack.storage.delete(gone.storage_path)
+    job_id = start_export(dataset_id=dataset_id, fmt="csv", version_number=1)
+    stack.drain_jobs()
+    with stack.session() as session:
+        job = session.get(ClsJob, job_id)
+    assert job.status == "failed"
+    assert f"image {images[3]}" in job.error and "no longer in storage" in job.error
+    assert not stack.storage.exists(export_key(job_id))
