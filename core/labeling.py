@@ -157,10 +157,6 @@ def progress(*, session, dataset_id: uuid.UUID) -> Progress:
     return Progress(labeled=dataset.labeled_image_count, total=dataset.image_count)
 
 
-def _has_labels(dataset_id):
-    return exists().where(ClsLabel.dataset_id == dataset_id, ClsLabel.image_id == ClsDatasetImage.image_id)
-
-
 def _awaiting_review(dataset_id):
     return exists().where(
         ClsLabel.dataset_id == dataset_id, ClsLabel.image_id == ClsDatasetImage.image_id,
@@ -178,7 +174,9 @@ def _mode_filter(mode: str, dataset_id: uuid.UUID):
     if mode == "all":
         return []
     if mode in ("unlabeled", "random"):
-        return [~_has_labels(dataset_id), ClsDatasetImage.status != "skipped"]
+        # core.labels keeps status in step with the labels (pending = no label, not skipped), and
+        # the (dataset, status, added_at, image_id) index makes this a range scan, not a sort.
+        return [ClsDatasetImage.status == "pending"]
     return [_awaiting_review(dataset_id)]  # review and low_confidence
 
 
@@ -212,14 +210,10 @@ def _random_order(session, dataset_id: uuid.UUID, seed: int) -> list[uuid.UUID]:
     return order
 
 
-def _cursor(session, dataset_id, image_id):
-    """(added_at, image_id) of an image as SQL, or None when it is not in the dataset. added_at stays
-    in the database: read back and re-bound, SQLite's second-precision CURRENT_TIMESTAMP text would
-    no longer compare equal to itself."""
-    found = session.scalar(select(ClsDatasetImage.image_id).where(
-        ClsDatasetImage.dataset_id == dataset_id, ClsDatasetImage.image_id == image_id))
-    if found is None:
-        return None
+def _cursor(dataset_id, image_id):
+    """(added_at, image_id) of an image as SQL (NULL, so nothing compares, when it is not in the
+    dataset). added_at stays in the database: read back and re-bound, SQLite's second-precision
+    CURRENT_TIMESTAMP text would no longer compare equal to itself."""
     added = (select(ClsDatasetImage.added_at)
              .where(ClsDatasetImage.dataset_id == dataset_id, ClsDatasetImage.image_id == image_id)
              .scalar_subquery())
@@ -249,7 +243,7 @@ def queue_ids(*, session, dataset_id: uuid.UUID, mode: str = "all", after: uuid.
     else:
         order = (ClsDatasetImage.added_at, ClsDatasetImage.image_id)
         base = select(ClsDatasetImage.image_id)
-        row = _cursor(session, dataset_id, after) if after else None
+        row = _cursor(dataset_id, after) if after else None
         cursor = tuple(row) if row else None
     query = base.where(*conditions).order_by(*order)
     if skip:
@@ -298,9 +292,7 @@ def queue_size(*, session, dataset_id: uuid.UUID, mode: str = "all", threshold: 
 
 def position(*, session, dataset_id: uuid.UUID, image_id: uuid.UUID) -> int | None:
     """1-based place of an image in the dataset's order (the "n" of "n / N")."""
-    cursor = _cursor(session, dataset_id, image_id)
-    if cursor is None:
-        return None
+    cursor = _cursor(dataset_id, image_id)
     before = session.scalar(
         select(func.count()).select_from(ClsDatasetImage).where(
             ClsDatasetImage.dataset_id == dataset_id,
@@ -311,9 +303,7 @@ def position(*, session, dataset_id: uuid.UUID, image_id: uuid.UUID) -> int | No
 
 def previous_id(*, session, dataset_id: uuid.UUID, before: uuid.UUID) -> uuid.UUID | None:
     """The image before `before` in the dataset's order (← with no history to go back through)."""
-    cursor = _cursor(session, dataset_id, before)
-    if cursor is None:
-        return None
+    cursor = _cursor(dataset_id, before)
     return session.scalar(
         select(ClsDatasetImage.image_id)
         .where(ClsDatasetImage.dataset_id == dataset_id,
@@ -371,25 +361,35 @@ def next_image(*, session, dataset_id: uuid.UUID, mode: str, holder: uuid.UUID,
                after: uuid.UUID | None = None, seed: int = 0, threshold: float = LOW_CONFIDENCE,
                exclude: tuple[uuid.UUID, ...] = (), now: datetime | None = None) -> uuid.UUID | None:
     """The next image of the queue, reserved for this page; None when the queue is empty."""
+    return next_image_and_upcoming(session=session, dataset_id=dataset_id, mode=mode, holder=holder, after=after,
+                                   seed=seed, threshold=threshold, exclude=exclude, now=now)[0]
+
+
+def next_image_and_upcoming(*, session, dataset_id: uuid.UUID, mode: str, holder: uuid.UUID,
+                            after: uuid.UUID | None = None, seed: int = 0, threshold: float = LOW_CONFIDENCE,
+                            exclude: tuple[uuid.UUID, ...] = (), now: datetime | None = None,
+                            lookahead: int = 3) -> tuple[uuid.UUID | None, list[uuid.UUID]]:
+    """next_image, plus the candidates after it (unreserved: the page prefetches their images)."""
     now = now or utcnow()
     for _attempt in range(5):  # another page may claim a candidate between our read and our claim
         candidates = queue_ids(session=session, dataset_id=dataset_id, mode=mode, after=after, holder=holder,
-                               limit=4, seed=seed, threshold=threshold, exclude=exclude, now=now)
+                               limit=lookahead + 1, seed=seed, threshold=threshold, exclude=exclude, now=now)
         if not candidates:
-            return None
-        for image_id in candidates:
+            return None, []
+        for index, image_id in enumerate(candidates):
             if reserve(session=session, dataset_id=dataset_id, image_id=image_id, holder=holder, now=now):
                 release(session=session, dataset_id=dataset_id, holder=holder, keep=image_id)
-                return image_id
+                return image_id, candidates[index + 1:]
         exclude = (*exclude, *candidates)
-    return None
+    return None, []
 
 
 def open_image(*, session, dataset_id: uuid.UUID, image_id: uuid.UUID, holder: uuid.UUID,
-               now: datetime | None = None) -> ImageCard:
-    """Show a chosen image (URL, ←/→ history): reserve it when free, release the page's others."""
+               reserved: bool = False, now: datetime | None = None) -> ImageCard:
+    """Show a chosen image (URL, ←/→ history): reserve it when free, release the page's others
+    (`reserved`: next_image already did)."""
     card = image_card(session=session, dataset_id=dataset_id, image_id=image_id)
-    if reserve(session=session, dataset_id=dataset_id, image_id=image_id, holder=holder, now=now):
+    if not reserved and reserve(session=session, dataset_id=dataset_id, image_id=image_id, holder=holder, now=now):
         release(session=session, dataset_id=dataset_id, holder=holder, keep=image_id)
     return card
 
@@ -442,7 +442,7 @@ def set_pins(*, session, dataset_id: uuid.UUID, user_id: uuid.UUID, class_ids: l
 
 
 def save(*, session, dataset_id: uuid.UUID, image_id: uuid.UUID, class_ids: list[uuid.UUID],
-         shown_revision: int, user_id: uuid.UUID | None) -> ActionResult:
+         shown_revision: int, user_id: uuid.UUID | None, shown: ImageCard | None = None) -> ActionResult:
     """Save & next for the image the page showed at `shown_revision`.
 
     Same labels as stored → nothing written ("unchanged"), so a repeated press never writes twice.
@@ -455,7 +455,10 @@ def save(*, session, dataset_id: uuid.UUID, image_id: uuid.UUID, class_ids: list
     task_type = _dataset(session, dataset_id).task_type
     if task_type == "single_label" and len(set(class_ids)) > 1:
         raise InvalidInput("this dataset is single-label: pick one class")
-    card = image_card(session=session, dataset_id=dataset_id, image_id=image_id)
+    # `shown`: the card the page rendered at shown_revision spares a read; set_labels still checks
+    # the revision under the row lock, so a stale card can only cost a conflict, never an overwrite.
+    fresh = shown is None or shown.label_revision != shown_revision or shown.image_id != image_id
+    card = image_card(session=session, dataset_id=dataset_id, image_id=image_id) if fresh else shown
     if set(card.class_ids) == set(class_ids):
         if card.awaiting_review and user_id is not None:
             labels.mark_reviewed(session=session, dataset_id=dataset_id, image_id=image_id, user_id=user_id)
@@ -469,6 +472,8 @@ def save(*, session, dataset_id: uuid.UUID, image_id: uuid.UUID, class_ids: list
                           user_id=user_id, expected_revision=shown_revision, reason=reason)
     except Conflict:
         return _conflict(image_card(session=session, dataset_id=dataset_id, image_id=image_id))
+    if not fresh:  # the page moves on; the shown card is not read again
+        return ActionResult("saved", card)
     return ActionResult("saved", image_card(session=session, dataset_id=dataset_id, image_id=image_id))
 
 
@@ -542,6 +547,6 @@ def stable_url(storage, key: str, *, expires_s: int = 6 * 3600) -> str | None:
 __all__ = [
     "QUEUE_MODES", "RESERVATION_S", "LOW_CONFIDENCE", "ImageCard", "LabelView", "ClassKey", "Progress",
     "ActionResult", "datasets_for_labeling", "image_keys", "image_card", "progress", "queue_ids", "queue_size", "position", "previous_id", "reserve",
-    "release", "next_image", "open_image", "classes_for_labeling", "pinned_class_ids", "set_pins", "save",
+    "release", "next_image", "next_image_and_upcoming", "open_image", "classes_for_labeling", "pinned_class_ids", "set_pins", "save",
     "skip", "clear", "accept_review", "stable_url",
 ]

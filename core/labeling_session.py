@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 
 from core import labeling
@@ -40,6 +40,7 @@ class LabelingState:
     last_batch: tuple[str, int] = ("", 0)  # echoed to the browser: it sends the next batch after it
     message: tuple[str, str] | None = None  # (kind: info/warning/error, text)
     leave: bool = False  # Esc: the page goes back to the dataset
+    upcoming: list[uuid.UUID] = field(default_factory=list)  # the queue after this image (prefetch)
 
     @property
     def image_id(self) -> uuid.UUID | None:
@@ -62,10 +63,15 @@ def start(scope: Scope, *, dataset_id: uuid.UUID, user_id: uuid.UUID, mode: str 
     return state
 
 
-def _show(scope: Scope, state: LabelingState, image_id: uuid.UUID, *, record: bool = True) -> None:
-    with scope() as session:
+def _show(scope: Scope, state: LabelingState, image_id: uuid.UUID, *, record: bool = True,
+          session=None) -> None:
+    if session is None:
+        with scope() as session:
+            state.card = labeling.open_image(session=session, dataset_id=state.dataset_id, image_id=image_id,
+                                             holder=state.holder)
+    else:  # next_image reserved it in this transaction
         state.card = labeling.open_image(session=session, dataset_id=state.dataset_id, image_id=image_id,
-                                         holder=state.holder)
+                                         holder=state.holder, reserved=True)
     state.selection = list(state.card.class_ids)
     if record:
         del state.history[state.history_pos + 1:]
@@ -80,15 +86,15 @@ def _advance(scope: Scope, state: LabelingState) -> None:
         _show(scope, state, state.history[state.history_pos], record=False)
         return
     with scope() as session:
-        next_id = labeling.next_image(session=session, dataset_id=state.dataset_id, mode=state.mode,
-                                      holder=state.holder, after=state.image_id, seed=state.seed,
-                                      exclude=tuple(state.history[-1:]))
-    if next_id is None:
-        state.message = ("info", f"No more images in the {state.mode.replace('_', ' ')} queue.")
-        if state.card is not None:
-            refresh(scope, state)
-        return
-    _show(scope, state, next_id)
+        next_id, state.upcoming = labeling.next_image_and_upcoming(
+            session=session, dataset_id=state.dataset_id, mode=state.mode, holder=state.holder,
+            after=state.image_id, seed=state.seed, exclude=tuple(state.history[-1:]))
+        if next_id is not None:
+            _show(scope, state, next_id, session=session)
+            return
+    state.message = ("info", f"No more images in the {state.mode.replace('_', ' ')} queue.")
+    if state.card is not None:
+        refresh(scope, state)
 
 
 def _back(scope: Scope, state: LabelingState) -> None:
@@ -142,7 +148,7 @@ def _write(scope: Scope, state: LabelingState, action: str) -> bool:
     with scope() as session:
         if action == "save":
             result = labeling.save(session=session, class_ids=state.selection, user_id=state.user_id,
-                                   shown_revision=state.card.label_revision, **common)
+                                   shown_revision=state.card.label_revision, shown=state.card, **common)
         elif action == "skip":
             result = labeling.skip(session=session, user_id=state.user_id, **common)
         else:
@@ -195,6 +201,17 @@ def apply_key(scope: Scope, state: LabelingState, key: str, classes: list[labeli
     return True
 
 
+@contextmanager
+def _transaction(session):
+    """One transaction on a session the caller holds open (saves a connection check-out per action)."""
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+
+
 def apply_keys(scope: Scope, state: LabelingState, *, batch: dict, classes: list[labeling.ClassKey]) -> int:
     """Apply a batch {load, seq, image_id, keys} from the browser once, in order. A batch already
     applied (resent) or typed for another image than the one shown is ignored. Returns keys applied."""
@@ -212,7 +229,8 @@ def apply_keys(scope: Scope, state: LabelingState, *, batch: dict, classes: list
     applied = 0
     for key in keys:
         try:
-            keep_going = apply_key(scope, state, key, classes)
+            with scope() as session:  # one connection per key; each action still commits alone
+                keep_going = apply_key(lambda: _transaction(session), state, key, classes)
         except UserError as exc:
             state.message = ("error", str(exc))
             keep_going = False

@@ -13,6 +13,7 @@ import streamlit as st
 
 from core import labeling
 from core import labeling_session as flow
+from core.classes import create_class
 from core.db import session_scope
 from core.errors import UserError
 from core.storage import get_storage
@@ -113,22 +114,48 @@ def _view_data(state: flow.LabelingState, classes: list[labeling.ClassKey], upco
     }
 
 
+@st.cache_data(ttl=3, show_spinner=False)
+def _queue_size(dataset_id: uuid.UUID, mode: str) -> int:
+    """A COUNT over the dataset: refreshed every few seconds, not on every key."""
+    with session_scope() as session:
+        return labeling.queue_size(session=session, dataset_id=dataset_id, mode=mode)
+
+
+@st.cache_data(ttl=2, show_spinner=False)
+def _classes(dataset_id: uuid.UUID, user_id: uuid.UUID) -> list[labeling.ClassKey]:
+    with session_scope() as session:
+        return labeling.classes_for_labeling(session=session, dataset_id=dataset_id, user_id=user_id)
+
+
+def _context(state: flow.LabelingState) -> tuple[labeling.Progress, int | None, list[str]]:
+    """Progress, place and the next images' keys: read again only when the image, its revision or
+    the mode changed (a number key re-renders without touching the database)."""
+    card = state.card
+    ident = (state.mode, card.image_id, card.label_revision, card.status) if card else (state.mode,)
+    cached = st.session_state.get("labeling_context")
+    if cached and cached[0] == ident:
+        return cached[1]
+    with session_scope() as session:
+        progress = labeling.progress(session=session, dataset_id=state.dataset_id)
+        place = labeling.position(session=session, dataset_id=state.dataset_id, image_id=card.image_id) \
+            if card and state.mode == "all" else None
+        upcoming = state.upcoming[:PREFETCH] if card else []
+        keys = labeling.image_keys(session=session, image_ids=upcoming)
+    context = (progress, place, [keys[i] for i in upcoming if i in keys])
+    st.session_state["labeling_context"] = (ident, context)
+    return context
+
+
 @st.fragment
 def labeling_panel(dataset_id: uuid.UUID) -> None:
     state: flow.LabelingState = st.session_state["labeling_state"]
     if state.leave:
         state.leave = False
         st.switch_page("pages/datasets.py", query_params={"dataset": str(dataset_id)})
-    with session_scope() as session:
-        progress = labeling.progress(session=session, dataset_id=dataset_id)
-        classes = labeling.classes_for_labeling(session=session, dataset_id=dataset_id, user_id=user.id)
-        size = labeling.queue_size(session=session, dataset_id=dataset_id, mode=state.mode)
-        place = labeling.position(session=session, dataset_id=dataset_id, image_id=state.image_id) \
-            if state.image_id and state.mode == "all" else None
-        upcoming = labeling.queue_ids(session=session, dataset_id=dataset_id, mode=state.mode, after=state.image_id,
-                                      holder=state.holder, limit=PREFETCH, seed=state.seed) if state.card else []
-        keys = labeling.image_keys(session=session, image_ids=upcoming)
+    classes = _classes(dataset_id, user.id)
+    progress, place, upcoming = _context(state)
     st.session_state["labeling_classes"] = classes
+    size = _queue_size(dataset_id, state.mode)
     if state.image_id:
         st.query_params.update({"dataset": str(dataset_id), "image": str(state.image_id), "mode": state.mode})
 
@@ -142,17 +169,37 @@ def labeling_panel(dataset_id: uuid.UUID) -> None:
     if state.message:
         kind, text = state.message
         getattr(st, kind if kind in ("info", "warning", "error") else "info")(text)
-    labeling_view(data=_view_data(state, classes, [keys[i] for i in upcoming if i in keys]), on_keys=_on_keys)
+    labeling_view(data=_view_data(state, classes, upcoming), on_keys=_on_keys)
 
-    buttons = st.columns(6)
-    buttons[0].button("← Prev", on_click=_press, args=("left",), use_container_width=True)
-    buttons[1].button("Next →", on_click=_press, args=("right",), use_container_width=True)
-    buttons[2].button("Clear (C)", on_click=_press, args=("c",), use_container_width=True, disabled=not state.card)
-    buttons[3].button("Skip (S)", on_click=_press, args=("s",), use_container_width=True, disabled=not state.card)
-    buttons[4].button("Save & Next (Enter)", on_click=_press, args=("enter",), type="primary",
-                      use_container_width=True, disabled=not state.card)
-    with buttons[5].popover("Pin classes", use_container_width=True):
-        _pins(dataset_id, classes)
+
+
+def action_buttons(dataset_id: uuid.UUID) -> None:
+    """Mouse controls, outside the fragment so a key press does not re-render them; a click runs
+    the same path as its key."""
+    buttons = st.columns(7)
+    buttons[0].button("← Prev", on_click=_press, args=("left",), width="stretch")
+    buttons[1].button("Next →", on_click=_press, args=("right",), width="stretch")
+    buttons[2].button("Clear (C)", on_click=_press, args=("c",), width="stretch")
+    buttons[3].button("Skip (S)", on_click=_press, args=("s",), width="stretch")
+    buttons[4].button("Save & Next (Enter)", on_click=_press, args=("enter",), type="primary", width="stretch")
+    with buttons[5].popover("Pin classes", width="stretch"):
+        _pins(dataset_id, _classes(dataset_id, user.id))
+    with buttons[6].popover("+ New class", width="stretch"):
+        _new_class()
+
+
+def _new_class() -> None:
+    name = st.text_input("Class name", key="labeling_new_class", max_chars=200)
+    if st.button("Create", key="labeling_new_class_create"):
+        try:
+            with session_scope() as session:
+                create_class(session=session, name=name, user_id=user.id)
+        except UserError as exc:
+            st.error(str(exc))
+        else:
+            _classes.clear()
+            st.session_state.pop("labeling_new_class", None)
+            st.rerun()
 
 
 def _pins(dataset_id: uuid.UUID, classes: list[labeling.ClassKey]) -> None:
@@ -168,7 +215,8 @@ def _pins(dataset_id: uuid.UUID, classes: list[labeling.ClassKey]) -> None:
         except UserError as exc:
             st.error(str(exc))
         else:
-            st.rerun(scope="fragment")
+            _classes.clear()
+            st.rerun()
 
 
 st.title("Labeling")
@@ -177,3 +225,4 @@ if dataset_id is not None:
     state = _state(dataset_id, _uuid(st.query_params.get("image")), st.query_params.get("mode"))
     if state is not None:
         labeling_panel(dataset_id)
+        action_buttons(dataset_id)
