@@ -196,6 +196,9 @@ class ClsDatasetImage(Base):
         Index("idx_cls_dataset_images_image", "image_id"),
         Index("idx_cls_dataset_images_status", "dataset_id", "status"),
         Index("idx_cls_dataset_images_split", "dataset_id", "split"),
+        # The labeling queue walks (dataset, [status,] added_at, image_id) in order from a cursor.
+        Index("idx_cls_dataset_images_queue", "dataset_id", "status", "added_at", "image_id"),
+        Index("idx_cls_dataset_images_order", "dataset_id", "added_at", "image_id"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)

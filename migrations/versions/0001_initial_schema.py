@@ -198,6 +198,8 @@ def upgrade() -> None:
     with op.batch_alter_table('cls_dataset_images', schema=None) as batch_op:
         batch_op.create_index('idx_cls_dataset_images_dataset', ['dataset_id'], unique=False)
         batch_op.create_index('idx_cls_dataset_images_image', ['image_id'], unique=False)
+        batch_op.create_index('idx_cls_dataset_images_order', ['dataset_id', 'added_at', 'image_id'], unique=False)
+        batch_op.create_index('idx_cls_dataset_images_queue', ['dataset_id', 'status', 'added_at', 'image_id'], unique=False)
         batch_op.create_index('idx_cls_dataset_images_split', ['dataset_id', 'split'], unique=False)
         batch_op.create_index('idx_cls_dataset_images_status', ['dataset_id', 'status'], unique=False)
 
@@ -418,6 +420,8 @@ def downgrade() -> None:
     with op.batch_alter_table('cls_dataset_images', schema=None) as batch_op:
         batch_op.drop_index('idx_cls_dataset_images_status')
         batch_op.drop_index('idx_cls_dataset_images_split')
+        batch_op.drop_index('idx_cls_dataset_images_queue')
+        batch_op.drop_index('idx_cls_dataset_images_order')
         batch_op.drop_index('idx_cls_dataset_images_image')
         batch_op.drop_index('idx_cls_dataset_images_dataset')
 
