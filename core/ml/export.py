@@ -3,6 +3,8 @@ torch model on real images (max abs diff of the logits)."""
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import warnings
 from pathlib import Path
 
@@ -21,10 +23,11 @@ def export_onnx(model: nn.Module, path: Path, *, image_size: int, in_chans: int)
     example = torch.randn(2, in_chans, image_size, image_size)
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     external = weight_bytes > ONNX_SINGLE_FILE_LIMIT
-    with warnings.catch_warnings():
+    # The exporter prints progress lines; stdout belongs to the CLI's JSON document.
+    with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            model, (example,), str(path), dynamo=True, external_data=external,
+            model, (example,), str(path), dynamo=True, external_data=external, verbose=False,
             input_names=["input"], output_names=["logits"],
             dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=4096)}},
         )
@@ -68,7 +71,9 @@ def check_exports(model: nn.Module, batch: torch.Tensor, *, onnx_path: Path | No
         output = session.run(None, {session.get_inputs()[0].name: batch.numpy()})[0]
         result["onnx_max_abs_diff"] = float(np.abs(output - reference).max())
     if torchscript_path is not None:
-        scripted = torch.jit.load(str(torchscript_path))
+        with warnings.catch_warnings():  # torch.jit.load's deprecation notice: TorchScript is still asked for
+            warnings.simplefilter("ignore")
+            scripted = torch.jit.load(str(torchscript_path))
         with torch.no_grad():
             output = scripted(batch).numpy()
         result["torchscript_max_abs_diff"] = float(np.abs(output - reference).max())

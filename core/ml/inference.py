@@ -68,11 +68,9 @@ class Predictor:
 
     @classmethod
     def from_model(cls, *, session, storage, model_id, prefer_onnx: bool = True) -> Predictor:
-        from core.models import ClsTrainedModel
+        from core.registry import get_model
 
-        row = session.get(ClsTrainedModel, model_id)
-        if row is None:
-            raise NotFound(f"no trained model {model_id}")
+        row = get_model(session=session, model_id=model_id)
         folder = cache_dir() / "models" / str(row.id)
         common = {"preprocessing": row.preprocessing, "class_names": list(row.class_names),
                   "multi_label": row.task_type == "multi_label"}
