@@ -139,7 +139,7 @@ def connected_groups(n: int, pair_i: np.ndarray, pair_j: np.ndarray) -> list[np.
 
     graph = coo_matrix((np.ones(len(pair_i), dtype=np.int8), (pair_i, pair_j)), shape=(n, n))
     _count, labels = connected_components(graph, directed=False)
-    order = np.argsort(labels, kind="stable")
-    sorted_labels = labels[order]
-    cuts = np.nonzero(np.diff(sorted_labels))[0] + 1
-    return [members for members in np.split(order, cuts) if len(members) > 1]
+    grouped = np.nonzero(np.bincount(labels)[labels] > 1)[0]  # singletons never reach the split
+    order = grouped[np.argsort(labels[grouped], kind="stable")]
+    cuts = np.nonzero(np.diff(labels[order]))[0] + 1
+    return np.split(order, cuts)
