@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import Integer, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from core.errors import InvalidInput, NotFound
@@ -228,49 +228,62 @@ def near_duplicate_components(hashes: dict[uuid.UUID, int | str], threshold: int
 # ---------------------------------------------------------------- one image against the library
 
 
-def _near_candidates(session: Session, phash: str, threshold: int, exclude: uuid.UUID | None = None) -> list:
-    """Rows whose pHash is within `threshold`, found through the band indexes (no scan)."""
-    value = hash_to_int(phash)
+def _band_condition(session: Session, value: int, threshold: int):
+    """Rows whose pHash may be within `threshold` of `value`: the band-index probes (no scan). On
+    Postgres each band's probes go as one array parameter, so the statement text never changes and
+    the driver prepares it once."""
     probes = band_probes(value, threshold)
-    condition = or_(ClsImage.phash_band0.in_(probes[0]), ClsImage.phash_band1.in_(probes[1]),
-                    ClsImage.phash_band2.in_(probes[2]))
-    rows = session.execute(select(ClsImage.id, ClsImage.phash, ClsImage.original_filename, ClsImage.thumbnail_path,
-                                  ClsImage.file_hash).where(condition)).all()
-    out = []
-    for row in rows:
-        distance = (hash_to_int(row.phash) ^ value).bit_count()
-        if distance <= threshold and row.id != exclude:
-            out.append((row, distance))
-    return out
+    columns = (ClsImage.phash_band0, ClsImage.phash_band1, ClsImage.phash_band2)
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        return or_(*(column == func.any(bindparam(f"band{k}", values, type_=ARRAY(Integer)))
+                     for k, (column, values) in enumerate(zip(columns, probes, strict=True))))
+    return or_(*(column.in_(values) for column, values in zip(columns, probes, strict=True)))
 
 
 def _matches(*, session: Session, storage, phash: str | None, fine: str | None, file_hash: str | None,
              threshold: int, exclude: uuid.UUID | None) -> list[dict[str, Any]]:
-    """Exact matches (same SHA-256) and confirmed near matches, as display-ready rows."""
-    found: dict[uuid.UUID, dict[str, Any]] = {}
+    """Exact matches (same SHA-256) and confirmed near matches, as display-ready rows: one query."""
+    conditions = []
     if file_hash:
-        rows = session.execute(select(ClsImage.id, ClsImage.original_filename, ClsImage.thumbnail_path, ClsImage.phash)
-                               .where(ClsImage.file_hash == file_hash).order_by(ClsImage.created_at))
-        for row in rows:
-            if row.id != exclude:
-                found[row.id] = {"id": row.id, "match": "exact", "filename": row.original_filename,
-                                 "phash_distance": 0, "confirm_distance": 0, "thumbnail_path": row.thumbnail_path}
-    candidates = [(row, d) for row, d in _near_candidates(session, phash, threshold, exclude) if row.id not in found] \
-        if phash else []
-    if candidates and fine:
+        conditions.append(ClsImage.file_hash == file_hash)
+    if phash:
+        value = hash_to_int(phash)
+        conditions.append(_band_condition(session, value, threshold))
+    if not conditions:
+        return []
+    rows = session.execute(select(ClsImage.id, ClsImage.phash, ClsImage.phash256, ClsImage.file_hash,
+                                  ClsImage.original_filename, ClsImage.thumbnail_path)
+                           .where(or_(*conditions))).all()
+    found: list[dict[str, Any]] = []
+    near = []
+    for row in rows:
+        if row.id == exclude:
+            continue
+        distance = (hash_to_int(row.phash) ^ value).bit_count() if phash and row.phash else None
+        if file_hash and row.file_hash == file_hash:
+            found.append({"id": row.id, "match": "exact", "filename": row.original_filename,
+                          "phash_distance": distance or 0, "confirm_distance": 0,
+                          "thumbnail_path": row.thumbnail_path})
+        elif distance is not None and distance <= threshold and fine:
+            near.append((row, distance))
+    unhashed = [row.id for row, _ in near if not row.phash256]
+    fines = {row.id: row.phash256 for row, _ in near if row.phash256}
+    if unhashed:
         if storage is None:
             from core.storage import get_storage
 
             storage = get_storage()
-        fines = ensure_fine_hashes(session=session, storage=storage, image_ids=[row.id for row, _ in candidates])
-        usable = [(row, d) for row, d in candidates if row.id in fines]
-        distances = confirm_distances([fine] * len(usable), [fines[row.id] for row, _ in usable])
-        for (row, d), confirm in zip(usable, distances.tolist(), strict=True):
-            if confirm <= CONFIRM_MAX_DISTANCE:
-                found[row.id] = {"id": row.id, "match": "near", "filename": row.original_filename,
-                                 "phash_distance": d, "confirm_distance": confirm,
-                                 "thumbnail_path": row.thumbnail_path}
-    return sorted(found.values(), key=lambda m: (m["match"] != "exact", m["phash_distance"], m["confirm_distance"]))
+        fines.update(ensure_fine_hashes(session=session, storage=storage, image_ids=unhashed))
+    usable = [(row, d) for row, d in near if row.id in fines]
+    confirms = confirm_distances([fine] * len(usable), [fines[row.id] for row, _ in usable]).tolist()
+    for (row, distance), confirm in zip(usable, confirms, strict=True):
+        if confirm <= CONFIRM_MAX_DISTANCE:
+            found.append({"id": row.id, "match": "near", "filename": row.original_filename,
+                          "phash_distance": distance, "confirm_distance": confirm,
+                          "thumbnail_path": row.thumbnail_path})
+    return sorted(found, key=lambda m: (m["match"] != "exact", m["phash_distance"], m["confirm_distance"]))
 
 
 def duplicates_of(*, session: Session, image_id: uuid.UUID, threshold: int = DEFAULT_THRESHOLD,
@@ -280,8 +293,8 @@ def duplicates_of(*, session: Session, image_id: uuid.UUID, threshold: int = DEF
     image = session.get(ClsImage, image_id)
     if image is None:
         raise NotFound(f"no image {image_id}")
-    fine = None
-    if image.phash:
+    fine = image.phash256
+    if image.phash and not fine:
         if storage is None:
             from core.storage import get_storage
 
