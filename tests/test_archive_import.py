@@ -394,3 +394,12 @@ def test_archive_of_a_job_cancelled_before_it_ran_is_removed_later(embedded_stac
                          request=ImportLabeledDatasetRequest(dataset_id=str(dataset_id)))
     embedded_stack.drain_jobs()
     assert [k for k in stored_keys(embedded_stack) if k.startswith("imports/")] == []
+
+
+def test_failed_job_hook_removes_its_archive(embedded_stack):
+    from jobs.dataset_imports import on_job_failed
+
+    embedded_stack.storage.put("imports/abc.zip", b"zip")
+    on_job_failed("abc", {"archive_key": "imports/abc.zip"}, "worker died")
+    on_job_failed("def", {"kind": "products"}, "worker died")  # source imports have no archive
+    assert stored_keys(embedded_stack) == []
