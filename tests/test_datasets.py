@@ -248,3 +248,36 @@ def test_datasets_page_create_add_label(embedded_stack):
         assert session.get(ClsClass, dog).image_count == 4
     at.selectbox(key=f"dsf_label_{dataset_id}").set_value("unlabeled").run()
     assert len(at.checkbox) == 0 and "No images match" in at.info[0].value
+
+
+def test_grid_number_key_toggles_a_class_on_multi_label(embedded_stack):
+    """Multi-label: the key adds the class to the selection; pressed again on the same images, removes it."""
+    from streamlit.testing.v1 import AppTest
+
+    dataset_id, (cat, dog), images = _world(embedded_stack, task_type="multi_label", images=3)
+    with embedded_stack.session() as session:
+        add_images_to_dataset(session=session, dataset_id=dataset_id, image_ids=images)
+        set_labels(session=session, dataset_id=dataset_id, image_id=images[0], class_ids=[dog])
+    at = AppTest.from_file("../app.py", default_timeout=60)
+    at.run()
+    at.switch_page("pages/datasets.py")
+    at.query_params["dataset"] = str(dataset_id)
+    at.run()
+
+    def press(key: str, picks: list[int]) -> None:
+        for index in picks:
+            at.checkbox(key=f"dspick_{images[index]}").check().run()
+        at.button(key=f"dskey_{dataset_id}_{key}").click().run()
+        assert not at.exception
+
+    def label_sets():
+        with embedded_stack.session() as session:
+            rows = session.execute(select(ClsLabel.image_id, ClsLabel.class_id)).all()
+        return [{c for i, c in rows if i == image_id} for image_id in images]
+
+    press("1", [0, 1])  # classes sort by name: 1 = cat, 2 = dog
+    assert label_sets() == [{cat, dog}, {cat}, set()]
+    press("1", [0, 1])
+    assert label_sets() == [{dog}, set(), set()]
+    with embedded_stack.session() as session:
+        assert count_mismatches(session=session) == []
