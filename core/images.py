@@ -18,6 +18,7 @@ import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -399,25 +400,37 @@ def ingest_many(*, items, storage=None, user_id=None, source="upload", folder=No
     results: list[IngestResult] = []
     inline = workers == 1 or (total is not None and total < 16)
     pool = None if inline else _process_pool(workers)
+    limits_args = (settings.max_image_pixels, settings.max_upload_bytes)
     window: deque = deque()
     try:
         for item in _items(items):
-            args = (item.source, settings.max_image_pixels, settings.max_upload_bytes)
-            window.append((item, _decode_source(*args) if pool is None else pool.submit(_decode_source, *args)))
+            outcome = None
+            if pool is not None:
+                try:
+                    outcome = pool.submit(_decode_source, item.source, *limits_args)
+                except (BrokenProcessPool, OSError, RuntimeError):  # pool unusable: carry on in this process
+                    log.warning("ingest process pool broke; decoding the rest in-process")
+                    pool = None
+            window.append((item, outcome or _decode_source(item.source, *limits_args)))
             if len(window) >= _BATCH * 2:
-                _drain(window, _BATCH, batch_writer, results, progress, total)
-        _drain(window, len(window), batch_writer, results, progress, total)
+                _drain(window, _BATCH, batch_writer, results, progress, total, limits_args)
+        _drain(window, len(window), batch_writer, results, progress, total, limits_args)
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
     return results
 
 
-def _drain(window: deque, count: int, writer: _BatchWriter, results: list, progress, total) -> None:
+def _drain(window: deque, count: int, writer: _BatchWriter, results: list, progress, total, limits_args) -> None:
     batch = []
     for _ in range(min(count, len(window))):
         item, outcome = window.popleft()
-        batch.append((item, outcome if isinstance(outcome, tuple) else outcome.result()))
+        if not isinstance(outcome, tuple):
+            try:
+                outcome = outcome.result()
+            except BrokenProcessPool:
+                outcome = _decode_source(item.source, *limits_args)
+        batch.append((item, outcome))
     if batch:
         results.extend(writer.write(batch))
         if progress is not None:

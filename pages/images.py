@@ -344,10 +344,15 @@ def image_dialog(image_id: uuid.UUID) -> None:
             _filter_options.clear()
             st.rerun()
     st.markdown("**Datasets**")
-    st.dataframe(detail["datasets"] or [{"dataset": "in no dataset"}], hide_index=True, width="stretch")
+    st.dataframe(_displayable(detail["datasets"]) or [{"dataset": "in no dataset"}], hide_index=True, width="stretch")
     st.markdown("**Labels**")
-    st.dataframe(detail["labels"] or [{"labels": "none"}], hide_index=True, width="stretch")
+    st.dataframe(_displayable(detail["labels"]) or [{"labels": "none"}], hide_index=True, width="stretch")
     _duplicates_of(image_id)
+
+
+def _displayable(rows: list[dict]) -> list[dict]:
+    """Ids as text: Arrow (behind st.dataframe) has no UUID type."""
+    return [{k: str(v) if isinstance(v, uuid.UUID) else v for k, v in row.items()} for row in rows or []]
 
 
 def _preview_bytes(key: str, size: int | None) -> bytes | None:
@@ -370,7 +375,7 @@ def _duplicates_of(image_id: uuid.UUID) -> None:
     with session_scope() as session:
         found = run_action(lambda: duplicates_of(session=session, image_id=image_id))
     if found:
-        st.dataframe(found, hide_index=True, width="stretch")
+        st.dataframe(_displayable(found), hide_index=True, width="stretch")
     else:
         st.caption("No duplicates found.")
 

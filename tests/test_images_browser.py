@@ -7,7 +7,7 @@ from sqlalchemy import create_engine, select
 
 from core.models import ClsImage
 from tests.factories import drawn_image_bytes
-from tests.plugins.browser import exception_texts, wait_for_app
+from tests.plugins.browser import ROOT, exception_texts, wait_for_app
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -77,3 +77,35 @@ def test_upload_filter_select_and_bulk_tag(app_server, browser_page, tmp_path):
     assert "folder=browser-test" in page.url
     assert exception_texts(page) == []
     assert page.watch.page_errors == []
+
+
+def test_page_reads_filters_from_url_pages_and_opens_detail(embedded_stack):
+    """The page script itself (AppTest, in-process): URL filters, 48 per page, selection, detail view."""
+    from streamlit.testing.v1 import AppTest
+
+    from core.images import ingest_many
+    from tests.factories import make_dataset
+
+    results = ingest_many(items=[(f"p_{i:02d}.png", drawn_image_bytes(500 + i, (40, 30))) for i in range(52)],
+                          storage=embedded_stack.storage, folder="many", workers=1)
+    ingest_many(items=[("other.png", drawn_image_bytes(600))], storage=embedded_stack.storage, folder="else")
+    with embedded_stack.session() as session:
+        dataset = make_dataset(session, "detail-ds")
+        from core.images import add_to_dataset
+
+        add_to_dataset(session=session, dataset_id=dataset.id, image_ids=[results[0].image_id])
+    app = AppTest.from_file(str(ROOT / "pages" / "images.py"), default_timeout=60)
+    app.query_params["folder"] = "many"
+    app.run()
+    assert not app.exception
+    assert any("52 of 53 images" in c.value for c in app.caption)
+    assert len([c for c in app.checkbox if c.key and c.key.startswith("sel_")]) == 48
+    app.button(key="img_page_2").click().run()
+    assert len([c for c in app.checkbox if c.key and c.key.startswith("sel_")]) == 4
+    assert app.query_params["page"] == ["2"] or app.query_params["page"] == "2"
+    app.button(key="img_sel_all").click().run()
+    assert any("52 selected" in m.value for m in app.markdown)
+    app.query_params["image"] = str(results[0].image_id)
+    app.run()
+    assert not app.exception
+    assert any("detail-ds" in str(frame.value) for frame in app.dataframe)
