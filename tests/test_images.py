@@ -346,3 +346,24 @@ def test_cli_add_list_and_errors(stack, tmp_path, capsys):
     assert code == 0 and out["rejected"] == 2
     code, err = run_cli(capsys, "images", "import-urls")
     assert code == 2 and "give URLs" in err
+
+
+def _die() -> None:
+    import os
+
+    os._exit(1)
+
+
+def test_broken_process_pool_falls_back_to_in_process(embedded_stack, monkeypatch):
+    """Workers that die at start (as when killed for memory) must not lose the batch."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    import core.images
+
+    monkeypatch.setattr(core.images, "_process_pool", lambda workers: ProcessPoolExecutor(
+        max_workers=workers, mp_context=multiprocessing.get_context("forkserver"), initializer=_die))
+    items = [(f"{i}.png", drawn_image_bytes(700 + i, (32, 32))) for i in range(20)]
+    results = ingest_many(items=items, storage=embedded_stack.storage, workers=2)
+    assert [r.status for r in results] == ["imported"] * 20
+    assert assert_consistent(embedded_stack) == 20
