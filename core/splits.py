@@ -223,18 +223,38 @@ def _stratified_allocate(free: list[_Unit], class_index: dict[uuid.UUID, int], c
         else:
             splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=take, random_state=seed)
             keep_idx, take_idx = next(splitter.split(np.zeros(len(remaining)), labels[remaining]))
-            chosen = [remaining[i] for i in take_idx]
-            remaining = [remaining[i] for i in keep_idx]
+            chosen, remaining = _exact_size([remaining[i] for i in take_idx], [remaining[i] for i in keep_idx],
+                                            take, labels, np.random.default_rng(seed))
         for i in chosen:
             free[i].split = split
     for i in remaining:
         free[i].split = "train"
 
 
+def _exact_size(chosen: list[int], rest: list[int], take: int, labels: np.ndarray,
+                rng: np.random.Generator) -> tuple[list[int], list[int]]:
+    """Bring iterstrat's pick to exactly `take` rows: its sizes drift on small sets (asked for 1 of 6
+    it may return 0). Rows move one at a time, each time the one whose classes the pick most lacks
+    (or has most in excess) against its proportional share; ties are broken by the seed."""
+    chosen, rest = list(chosen), list(rest)
+    share = labels[chosen + rest].sum(axis=0) * take / max(1, len(chosen) + len(rest))
+    while len(chosen) != take:
+        need = share - (labels[chosen].sum(axis=0) if chosen else 0)
+        if len(chosen) < take:
+            scores = labels[rest] @ need + rng.random(len(rest)) * 1e-6
+            chosen.append(rest.pop(int(np.argmax(scores))))
+        else:
+            scores = labels[chosen] @ need + rng.random(len(chosen)) * 1e-6
+            rest.append(chosen.pop(int(np.argmin(scores))))
+    return chosen, rest
+
+
 def _enforce_minimums(units: list[_Unit], ratios: dict[str, float], min_per_class: int,
                       seed: int) -> list[dict[str, Any]]:
     """Move free train units into val/test until each class has `min_per_class` images there, where
-    the class has enough images (the minimum in each evaluation split plus one for train)."""
+    the class has enough: the minimum in each evaluation split plus one image for train, and as
+    many independent units (a near-duplicate group counts once) as evaluation splits plus one.
+    Returns the minimums left unmet, each with its reason."""
     eval_splits = [s for s in ("val", "test") if ratios[s] > 0]
     if min_per_class <= 0 or not eval_splits:
         return []
@@ -242,30 +262,35 @@ def _enforce_minimums(units: list[_Unit], ratios: dict[str, float], min_per_clas
     for unit in units:
         for class_id in unit.class_ids:
             counts[class_id][unit.split] += len(unit.image_ids)
+    unit_counts = Counter(class_id for unit in units for class_id in unit.class_ids)
     rng = random.Random(seed)
     order = {id(unit): rng.random() for unit in units}
     unmet = []
     for class_id in sorted(counts, key=str):
-        if sum(counts[class_id].values()) < min_per_class * len(eval_splits) + 1:
-            continue  # too few images to give val and test their minimum and keep one to train on
+        enough = (sum(counts[class_id].values()) >= min_per_class * len(eval_splits) + 1
+                  and unit_counts[class_id] >= len(eval_splits) + 1)
         for split in eval_splits:
-            candidates = sorted(
-                (u for u in units if u.fixed is None and u.split == "train" and class_id in u.class_ids),
-                key=lambda u: (len(u.image_ids), len(u.class_ids), order[id(u)]),
-            )
-            for unit in candidates:
-                if counts[class_id][split] >= min_per_class:
-                    break
-                if counts[class_id]["train"] - len(unit.image_ids) < 1:
-                    break
-                unit.split = split
-                for moved_class in unit.class_ids:
-                    counts[moved_class]["train"] -= len(unit.image_ids)
-                    counts[moved_class][split] += len(unit.image_ids)
+            if enough:
+                _fill(units, counts, class_id, split, min_per_class, order)
             if counts[class_id][split] < min_per_class:
-                unmet.append({"class_id": str(class_id), "split": split,
-                              "have": counts[class_id][split], "want": min_per_class})
+                reason = ("no train image of the class can move there (kept in place, or needed in train)" if enough
+                          else "too few independent images (a near-duplicate group counts once) to fill val "
+                               "and test and keep one for training")
+                unmet.append({"class_id": str(class_id), "split": split, "have": counts[class_id][split],
+                              "want": min_per_class, "reason": reason})
     return unmet
+
+
+def _fill(units: list[_Unit], counts: dict, class_id: uuid.UUID, split: str, minimum: int, order: dict) -> None:
+    candidates = sorted((u for u in units if u.fixed is None and u.split == "train" and class_id in u.class_ids),
+                        key=lambda u: (len(u.image_ids), len(u.class_ids), order[id(u)]))
+    for unit in candidates:
+        if counts[class_id][split] >= minimum or counts[class_id]["train"] - len(unit.image_ids) < 1:
+            break
+        unit.split = split
+        for moved_class in unit.class_ids:
+            counts[moved_class]["train"] -= len(unit.image_ids)
+            counts[moved_class][split] += len(unit.image_ids)
 
 
 def _split_units(units: list[_Unit], ratios: dict[str, float], seed: int, min_per_class: int) -> list[dict]:
