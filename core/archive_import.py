@@ -188,6 +188,14 @@ def run_archive_import(*, source: str | Path | IO[bytes], dataset_id: str | uuid
     return summary.as_dict()
 
 
+def check_mapping(mapping: list[ClassMapping]) -> None:
+    """Refuse a mapping that would create a class under an unusable name (before anything is written)."""
+    for choice in mapping:
+        problem = choice.create_new and class_name_problem((choice.new_name or choice.source_name).strip())
+        if problem:
+            raise InvalidInput(f"new class for {choice.source_name[:80]!r}: {problem}")
+
+
 def start_archive_import(*, source: str | Path | IO[bytes], request: ImportLabeledDatasetRequest,
                          user_id: uuid.UUID | None = None, storage=None) -> uuid.UUID:
     """Check the archive, keep it in storage for the worker, and queue the import job."""
@@ -196,10 +204,7 @@ def start_archive_import(*, source: str | Path | IO[bytes], request: ImportLabel
 
     with SafeZip(source):  # refuse a non-ZIP, a bomb or an encrypted archive before queueing
         pass
-    for choice in request.class_mapping:
-        problem = choice.create_new and class_name_problem((choice.new_name or choice.source_name).strip())
-        if problem:
-            raise InvalidInput(f"new class for {choice.source_name[:80]!r}: {problem}")
+    check_mapping(request.class_mapping)
     with session_scope() as session:
         load_dataset(session=session, dataset_id=request.dataset_id)
     storage = storage or get_storage()

@@ -155,9 +155,10 @@ def _mapping_form(preview: dict) -> list:
 
 
 def _start_archive(upload, mapping: list, picked: str, skip: bool) -> None:
-    from core.archive_import import ImportLabeledDatasetRequest, start_archive_import
+    from core.archive_import import ImportLabeledDatasetRequest, check_mapping, start_archive_import
 
     try:
+        check_mapping(mapping)  # before a new dataset is created for it
         target = _resolve_dataset("archive", picked)
         request = ImportLabeledDatasetRequest(dataset_id=target, class_mapping=mapping, skip_duplicates=skip)
         st.session_state["archive_job"] = start_archive_import(

@@ -403,3 +403,16 @@ def test_failed_job_hook_removes_its_archive(embedded_stack):
     on_job_failed("abc", {"archive_key": "imports/abc.zip"}, "worker died")
     on_job_failed("def", {"kind": "products"}, "worker died")  # source imports have no archive
     assert stored_keys(embedded_stack) == []
+
+
+def test_start_refuses_a_mapping_that_creates_a_bad_class(embedded_stack):
+    from core.archive_import import start_archive_import
+    from tests.factories import make_dataset
+
+    with embedded_stack.session() as session:
+        dataset_id = make_dataset(session, "bad mapping").id
+    request = ImportLabeledDatasetRequest(dataset_id=str(dataset_id), class_mapping=[
+        ClassMapping(source_name="cats", create_new=True, new_name="   ")])
+    with pytest.raises(InvalidInput, match="new class for 'cats': class name is empty"):
+        start_archive_import(source=io.BytesIO(build_zip({"cats/a.jpg": jpeg(1)})), request=request)
+    assert stored_keys(embedded_stack) == []
