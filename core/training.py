@@ -276,7 +276,7 @@ class _RunJob:
 
         path = local_copy(self.storage, key, cache_dir() / "runs" / f"{self.run_id}-{uuid.uuid4().hex[:6]}.pt")
         try:
-            return torch.load(str(path), map_location="cpu", weights_only=False)
+            return torch.load(str(path), map_location="cpu", weights_only=True)  # tensors and plain values only
         finally:
             if path.is_relative_to(cache_dir()):
                 path.unlink(missing_ok=True)

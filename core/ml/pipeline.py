@@ -6,6 +6,7 @@ checkpoints, then uploads the files and records the model.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,15 +131,19 @@ def run_training(config: TrainingConfig, records: list[data.Record], *, class_na
 
     state = trainer.fit(parts, loaders, config, state, on_batch=on_batch, on_epoch=epoch_done)
     best = trainer.best_model(parts, state)
-    return finish(config, best, state, loaders, splits, preprocessing, class_names, workdir, exports)
+    return finish(config, best, state, loaders, splits, preprocessing, class_names, workdir, exports,
+                  device=parts.device)
 
 
 def finish(config: TrainingConfig, best, state: trainer.FitState, loaders: dict[str, Any],
            splits: dict[str, list[data.Record]], preprocessing: dict[str, Any], class_names: list[str],
-           workdir: Path, exports: tuple[str, ...]) -> Artifacts:
-    """Final evaluation, per-image probabilities, best.pt and the exports (checked on real images)."""
+           workdir: Path, exports: tuple[str, ...], device: torch.device | None = None) -> Artifacts:
+    """Final evaluation (on the training device, fp32), per-image probabilities, best.pt and the
+    exports (on the CPU, checked on real images)."""
     multi = config.task_type == "multi_label"
-    device, predictions = torch.device("cpu"), {"class_names": class_names, "splits": {}}
+    device = device or torch.device("cpu")
+    best.to(device)
+    predictions = {"class_names": class_names, "splits": {}}
     evaluated = "test" if "test" in loaders else "val"
     report = None
     for split in ("val", "test"):
@@ -151,12 +156,11 @@ def finish(config: TrainingConfig, best, state: trainer.FitState, loaders: dict[
         }
         if split == evaluated:
             report = final_report(probs, targets, multi_label=multi, class_names=class_names)
+    best.cpu()
     files = {"checkpoint": workdir / "best.pt", "predictions": workdir / "predictions.json"}
     torch.save({"state_dict": best.state_dict(), "timm_name": config.timm_name, "num_classes": config.num_classes,
                 "preprocessing": preprocessing, "class_names": class_names, "task_type": config.task_type},
                files["checkpoint"])
-    import json
-
     files["predictions"].write_text(json.dumps(predictions))
     export_check = export_all(best, loaders[evaluated], preprocessing, workdir, exports, files)
     return Artifacts(files, preprocessing, report, evaluated, export_check, state)
