@@ -376,6 +376,10 @@ def next_image_and_upcoming(*, session, dataset_id: uuid.UUID, mode: str, holder
                                limit=lookahead + 1, seed=seed, threshold=threshold, exclude=exclude, now=now)
         if not candidates:
             return None, []
+        if mode == "all":  # browsing everything: a held image is shown too (saves still check revisions)
+            if reserve(session=session, dataset_id=dataset_id, image_id=candidates[0], holder=holder, now=now):
+                release(session=session, dataset_id=dataset_id, holder=holder, keep=candidates[0])
+            return candidates[0], candidates[1:]
         for index, image_id in enumerate(candidates):
             if reserve(session=session, dataset_id=dataset_id, image_id=image_id, holder=holder, now=now):
                 release(session=session, dataset_id=dataset_id, holder=holder, keep=image_id)
@@ -459,6 +463,8 @@ def save(*, session, dataset_id: uuid.UUID, image_id: uuid.UUID, class_ids: list
     # the revision under the row lock, so a stale card can only cost a conflict, never an overwrite.
     fresh = shown is None or shown.label_revision != shown_revision or shown.image_id != image_id
     card = image_card(session=session, dataset_id=dataset_id, image_id=image_id) if fresh else shown
+    if not fresh and set(card.class_ids) == set(class_ids) and _revision(session, dataset_id, image_id) != shown_revision:
+        return _conflict(image_card(session=session, dataset_id=dataset_id, image_id=image_id))
     if set(card.class_ids) == set(class_ids):
         if card.awaiting_review and user_id is not None:
             labels.mark_reviewed(session=session, dataset_id=dataset_id, image_id=image_id, user_id=user_id)
@@ -475,6 +481,11 @@ def save(*, session, dataset_id: uuid.UUID, image_id: uuid.UUID, class_ids: list
     if not fresh:  # the page moves on; the shown card is not read again
         return ActionResult("saved", card)
     return ActionResult("saved", image_card(session=session, dataset_id=dataset_id, image_id=image_id))
+
+
+def _revision(session, dataset_id: uuid.UUID, image_id: uuid.UUID) -> int | None:
+    return session.scalar(select(ClsDatasetImage.label_revision).where(
+        ClsDatasetImage.dataset_id == dataset_id, ClsDatasetImage.image_id == image_id))
 
 
 def _conflict(card: ImageCard) -> ActionResult:

@@ -227,3 +227,23 @@ def test_walk_is_complete_when_images_share_the_server_timestamp(db_stack):
         assert labeling.position(session=s, dataset_id=dataset.id, image_id=seen[-1]) == 5
         assert labeling.previous_id(session=s, dataset_id=dataset.id, before=seen[1]) == seen[0]
     assert sorted(seen) == sorted(ids)
+
+
+def test_all_mode_shows_an_image_another_page_holds(db_stack):
+    with db_stack.session() as s:
+        ds, images, _ = seed(s, db_stack.storage, images=2)
+        assert labeling.reserve(session=s, dataset_id=ds, image_id=images[0], holder=OTHER)
+        assert labeling.next_image(session=s, dataset_id=ds, mode="all", holder=ME) == images[0]
+        assert labeling.next_image(session=s, dataset_id=ds, mode="unlabeled", holder=ME) == images[1]
+
+
+def test_confirming_a_label_someone_changed_meanwhile_is_a_conflict(db_stack):
+    with db_stack.session() as s:
+        ds, images, classes = seed(s, db_stack.storage)
+        labels.set_labels(session=s, dataset_id=ds, image_id=images[0], class_ids=[classes[0]], user_id=ME)
+        shown = labeling.image_card(session=s, dataset_id=ds, image_id=images[0])
+        labels.set_labels(session=s, dataset_id=ds, image_id=images[0], class_ids=[classes[1]], user_id=OTHER,
+                          expected_revision=shown.label_revision)
+        result = labeling.save(session=s, dataset_id=ds, image_id=images[0], class_ids=[classes[0]],
+                               shown_revision=shown.label_revision, user_id=ME, shown=shown)
+        assert result.outcome == "conflict" and result.card.class_ids == [classes[1]]
