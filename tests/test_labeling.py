@@ -247,3 +247,34 @@ def test_confirming_a_label_someone_changed_meanwhile_is_a_conflict(db_stack):
         result = labeling.save(session=s, dataset_id=ds, image_id=images[0], class_ids=[classes[0]],
                                shown_revision=shown.label_revision, user_id=ME, shown=shown)
         assert result.outcome == "conflict" and result.card.class_ids == [classes[1]]
+
+
+def test_key_batches_apply_once_in_order_and_never_to_another_image(db_stack):
+    from core import labeling_session as flow
+    from core.db import session_scope
+
+    with db_stack.session() as s:
+        ds, images, classes = seed(s, db_stack.storage, images=5)
+        keys = labeling.classes_for_labeling(session=s, dataset_id=ds, user_id=ME)
+    names = {k.key: k.class_id for k in keys}
+    state = flow.start(session_scope, dataset_id=ds, user_id=ME, mode="unlabeled")
+    assert state.image_id == images[0]
+    batch = {"load": "p1", "seq": 1, "image_id": str(images[0]), "keys": ["1", "enter", "2", "enter", "3"]}
+    assert flow.apply_keys(session_scope, state, batch=batch, classes=keys) == 5
+    assert flow.apply_keys(session_scope, state, batch=batch, classes=keys) == 0  # resent: ignored
+    assert state.image_id == images[2] and state.selection == [names["3"]] and state.last_batch == ("p1", 1)
+    stale = {"load": "p1", "seq": 2, "image_id": str(images[0]), "keys": ["enter"]}
+    assert flow.apply_keys(session_scope, state, batch=stale, classes=keys) == 0
+    assert "typed for another image" in state.message[1]
+    # Enter with nothing picked: an error, the image stays, the keys after it are not applied
+    state.selection = []
+    bad = {"load": "p1", "seq": 3, "image_id": str(images[2]), "keys": ["enter", "1", "enter"]}
+    assert flow.apply_keys(session_scope, state, batch=bad, classes=keys) == 1
+    assert state.image_id == images[2] and state.message[0] == "error" and "not applied" in state.message[1]
+    flow.apply_keys(session_scope, state, classes=keys,
+                    batch={"load": "p1", "seq": 4, "image_id": str(images[2]), "keys": ["left", "left", "s", "escape"]})
+    # ← ← went back to the first image; S on a labeled image keeps its label and moves on (history)
+    assert state.leave and state.image_id == images[1]
+    with db_stack.session() as s:
+        saved = labels.labels_for_images(session=s, dataset_id=ds, image_ids=images[:3])
+    assert [[label.class_id for label in saved[i]] for i in images[:3]] == [[names["1"]], [names["2"]], []]
