@@ -82,9 +82,9 @@ def render_splits(dataset_id: uuid.UUID) -> None:
                       help=f"target {wanted:.0%}" if wanted is not None else "labeled images with no split")
     if stats["per_class"]:
         st.plotly_chart(split_chart(stats["per_class"], "Labeled images per class and split"),
-                        use_container_width=True, key=f"split-chart-{dataset_id}")
+                        width="stretch", key=f"split-chart-{dataset_id}")
         table = pd.DataFrame(stats["per_class"]).set_index("name")[["train", "val", "test", "unassigned", "total"]]
-        st.dataframe(table, use_container_width=True)
+        st.dataframe(table, width="stretch")
 
     with st.form(f"auto-split-{dataset_id}"):
         st.markdown("**Auto-split** the labeled images, stratified by class; duplicates stay together.")
@@ -162,7 +162,7 @@ def render_versions(dataset_id: uuid.UUID) -> None:
     if not versions:
         st.info("No versions yet.")
         return
-    st.dataframe(pd.DataFrame(versions).set_index("version"), use_container_width=True)
+    st.dataframe(pd.DataFrame(versions).set_index("version"), width="stretch")
     if len(versions) < 2:
         return
     numbers = [v["version"] for v in versions]
@@ -176,7 +176,7 @@ def render_versions(dataset_id: uuid.UUID) -> None:
         return
     rows = [{"class": r["class"], f"v{a}": r["total_a"], f"v{b}": r["total_b"], "change": r["delta"]}
             for r in diff["per_class"]]
-    st.dataframe(pd.DataFrame(rows).set_index("class"), use_container_width=True)
+    st.dataframe(pd.DataFrame(rows).set_index("class"), width="stretch")
     for key, label in (("images_added", "added"), ("images_removed", "removed"),
                        ("images_relabeled", "relabeled"), ("images_moved", "moved to another split")):
         if diff[key]:
@@ -218,12 +218,12 @@ def render_health(dataset_id: uuid.UUID) -> None:
         counts = go.Figure(go.Bar(x=[r["name"] for r in report["per_class"]], y=[r["count"] for r in report["per_class"]],
                                   marker_color=[r["color"] for r in report["per_class"]]))
         counts.update_layout(title="Class distribution", height=320, margin={"t": 40, "b": 20, "l": 20, "r": 20})
-        left.plotly_chart(counts, use_container_width=True, key=f"health-classes-{dataset_id}")
+        left.plotly_chart(counts, width="stretch", key=f"health-classes-{dataset_id}")
         splits = report["split_counts"]
         pie = go.Figure(go.Pie(labels=list(splits), values=list(splits.values()), hole=0.4,
                                marker_colors=[SPLIT_COLORS.get(s, "#999999") for s in splits]))
         pie.update_layout(title="Split distribution", height=320, margin={"t": 40, "b": 20, "l": 20, "r": 20})
-        right.plotly_chart(pie, use_container_width=True, key=f"health-splits-{dataset_id}")
+        right.plotly_chart(pie, width="stretch", key=f"health-splits-{dataset_id}")
     if not report["findings"]:
         st.success("No problems found.")
     for finding in report["findings"]:
