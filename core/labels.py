@@ -119,12 +119,13 @@ def _adjust_counts_for_image(session: Session, *, dataset_id: uuid.UUID, image_i
     """
     class_delta = 0
     for class_id, sign in [(c, 1) for c in added] + [(c, -1) for c in removed]:
-        in_other_images = session.scalar(select(exists().where(
-            ClsLabel.dataset_id == dataset_id, ClsLabel.class_id == class_id, ClsLabel.image_id != image_id)))
+        in_other_images, in_other_datasets = session.execute(select(
+            exists().where(ClsLabel.dataset_id == dataset_id, ClsLabel.class_id == class_id,
+                           ClsLabel.image_id != image_id),
+            exists().where(ClsLabel.image_id == image_id, ClsLabel.class_id == class_id,
+                           ClsLabel.dataset_id != dataset_id))).one()
         if not in_other_images:
             class_delta += sign
-        in_other_datasets = session.scalar(select(exists().where(
-            ClsLabel.image_id == image_id, ClsLabel.class_id == class_id, ClsLabel.dataset_id != dataset_id)))
         if not in_other_datasets:
             session.execute(update(ClsClass).where(ClsClass.id == class_id)
                             .values(image_count=ClsClass.image_count + sign))
@@ -171,15 +172,11 @@ def _link_or_404(links: dict, dataset: ClsDataset, image_id: uuid.UUID) -> ClsDa
 # ---------------------------------------------------------------- the one write path
 
 
-def _write_label_set(session: Session, *, dataset: ClsDataset, link: ClsDatasetImage, new_ids: list,
-                     user_id, confidence, is_ai_generated: bool, ai_model, reason: str,
-                     track_counts: bool, status: str | None = None) -> tuple[set, set]:
-    """Make the image's labels exactly `new_ids`; returns (added, removed) class ids.
-
-    Classes whose membership changes must already be locked by the caller.
-    """
-    old_rows = session.scalars(select(ClsLabel).where(
-        ClsLabel.dataset_id == dataset.id, ClsLabel.image_id == link.image_id)).all()
+def _write_label_set(session: Session, *, dataset: ClsDataset, link: ClsDatasetImage, old_rows: list,
+                     new_ids: list, user_id, confidence, is_ai_generated: bool, ai_model, reason: str,
+                     track_counts: bool) -> tuple[set, set]:
+    """Make the image's labels (`old_rows`, read under the link's lock) exactly `new_ids`; returns
+    (added, removed) class ids. Classes whose membership changes must already be locked."""
     old_ids = {row.class_id for row in old_rows}
     new_set = set(new_ids)
     added, removed = new_set - old_ids, old_ids - new_set
@@ -203,7 +200,7 @@ def _write_label_set(session: Session, *, dataset: ClsDataset, link: ClsDatasetI
         _adjust_counts_for_image(session, dataset_id=dataset.id, image_id=link.image_id, added=added,
                                  removed=removed, had_labels=bool(old_ids), has_labels=bool(new_set))
     link.label_revision = (link.label_revision or 0) + 1
-    link.status = status or ("labeled" if new_set else "pending")
+    link.status = "labeled" if new_set else "pending"
     link.labeled_by = user_id if new_set else None
     link.labeled_at = _now() if new_set else None
     return added, removed
@@ -232,10 +229,16 @@ def set_labels(*, session: Session, dataset_id, image_id, class_ids, user_id=Non
     if expected_revision is not None and expected_revision != link.label_revision:
         raise Conflict(f"image {image_id} was labeled by someone else since you opened it "
                        f"(revision {link.label_revision}, you had {expected_revision}); reload to see it")
-    old_ids = _current_class_ids(session, dataset_id, image_id)
-    _check_classes(session, set(new_ids) - old_ids)
-    lock_classes(session, old_ids ^ set(new_ids))
-    _write_label_set(session, dataset=dataset, link=link, new_ids=new_ids, user_id=user_id,
+    old_rows = session.scalars(select(ClsLabel).where(
+        ClsLabel.dataset_id == dataset_id, ClsLabel.image_id == image_id)).all()
+    old_ids = {row.class_id for row in old_rows}
+    locked = lock_classes(session, old_ids ^ set(new_ids))
+    for class_id in set(new_ids) - old_ids:
+        if class_id not in locked:
+            raise NotFound(f"class {class_id} does not exist")
+        if not locked[class_id].is_active:
+            raise InvalidInput(f"class {locked[class_id].name!r} is deactivated; reactivate it to label with it")
+    _write_label_set(session, dataset=dataset, link=link, old_rows=old_rows, new_ids=new_ids, user_id=user_id,
                      confidence=confidence, is_ai_generated=is_ai_generated, ai_model=ai_model,
                      reason=reason, track_counts=True)
     session.flush()
