@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Integer, bindparam, func, or_, select, update
+from sqlalchemy import Integer, and_, bindparam, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from core.errors import InvalidInput, NotFound
@@ -237,8 +237,12 @@ def _band_condition(session: Session, value: int, threshold: int):
     if session.get_bind().dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import ARRAY
 
-        return or_(*(column == func.any(bindparam(f"band{k}", values, type_=ARRAY(Integer)))
-                     for k, (column, values) in enumerate(zip(columns, probes, strict=True))))
+        bands = or_(*(column == func.any(bindparam(f"band{k}", values, type_=ARRAY(Integer)))
+                      for k, (column, values) in enumerate(zip(columns, probes, strict=True))))
+        # The exact distance too, so only true candidates travel back (a few, not the ~300 band hits).
+        distance = text("bit_count(('x' || cls_images.phash)::bit(64) # ('x' || :probe_hash)::bit(64)) "
+                        "<= :probe_threshold").bindparams(probe_hash=f"{value:016x}", probe_threshold=threshold)
+        return and_(bands, distance)
     return or_(*(column.in_(values) for column, values in zip(columns, probes, strict=True)))
 
 
