@@ -49,6 +49,9 @@ def build(rows: int, fresh: bool) -> None:
     admin.dispose()
     engine = create_engine(database_url())
     Base.metadata.create_all(engine)
+    from core.migrate import stamp_head
+
+    stamp_head(database_url())  # the app migrates at start: tell it this schema is current
     with engine.begin() as connection:
         have = connection.scalar(select(func.count()).select_from(ClsImage))
     if have >= rows:

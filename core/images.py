@@ -416,6 +416,7 @@ def ingest_many(*, items, storage=None, user_id=None, source="upload", folder=No
                 _drain(window, _BATCH, batch_writer, results, progress, total, limits_args)
         _drain(window, len(window), batch_writer, results, progress, total, limits_args)
     finally:
+        batch_writer.threads.shutdown()
         if pool is not None:
             pool.shutdown(cancel_futures=True)
     return results

@@ -60,7 +60,7 @@ def plain(text: str | None) -> str:
 # ---------------------------------------------------------------- filters in the URL
 
 
-@st.cache_data(ttl=20, show_spinner=False)
+@st.cache_data(ttl=60, show_spinner=False)  # cleared by every change made on this page
 def _filter_options(_database_url: str) -> dict:
     from core.images import image_filter_options
 
