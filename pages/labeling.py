@@ -220,7 +220,9 @@ def _pins(dataset_id: uuid.UUID, classes: list[labeling.ClassKey]) -> None:
 
 
 st.title("Labeling")
-dataset_id = _uuid(st.query_params.get("dataset")) or _pick_dataset()
+remembered = st.session_state.get("labeling_state")
+dataset_id = (_uuid(st.query_params.get("dataset")) or (remembered.dataset_id if remembered else None)
+              or _pick_dataset())
 if dataset_id is not None:
     state = _state(dataset_id, _uuid(st.query_params.get("image")), st.query_params.get("mode"))
     if state is not None:

@@ -188,6 +188,16 @@ def test_help_escape_and_search_box_focus(server, browser_page):
     assert shown_image(page) != first
     page.keyboard.press("Escape")  # back to the Datasets page for this dataset
     page.wait_for_url(f"**/datasets?dataset={dataset_id}*", timeout=20000)
+    wait_for_app(page)
+    # and back again through the sidebar (no reload): the keys still work, same dataset
+    page.locator("[data-testid='stSidebarNav'] a", has_text="Labeling").click()
+    page.wait_for_selector(".lk-image[data-image-id]:not([data-image-id=''])", timeout=30000)
+    wait_for_app(page)
+    again = shown_image(page)
+    page.keyboard.press("2")
+    page.keyboard.press("Enter")
+    wait_ack(page)
+    assert rows(server, dataset_id)[uuid.UUID(again)] == {"s-beta"}
 
 
 def test_queue_modes_and_review_accept(server, browser_page):
