@@ -155,6 +155,11 @@ def test_unicode_long_and_repeated_names(stack):
     with stack.session() as session:
         names = set(session.scalars(select(ClsImage.original_filename)))
     assert {"same.png", "çiçek 🌸 фото.png", results[1].filename} <= names
+    with stack.session() as session:  # the batch path inserts with Core: the indexed pHash bands still match
+        for row in session.scalars(select(ClsImage)):
+            expected = ClsImage(phash=row.phash)
+            assert (row.phash_band0, row.phash_band1, row.phash_band2) == (
+                expected.phash_band0, expected.phash_band1, expected.phash_band2)
     assert assert_consistent(stack) == 5
 
 
