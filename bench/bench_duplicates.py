@@ -299,8 +299,9 @@ def load_rows(bench_url: str, ids, hashes, fine) -> None:
                             *band_values(value), fine[k], image_id.hex * 2))
     raw.commit()
     raw.close()
-    with engine.begin() as connection:
-        connection.execute(text("ANALYZE cls_images"))
+    autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+    with autocommit.connect() as connection:  # VACUUM sets the visibility map index-only scans rely on
+        connection.execute(text("VACUUM ANALYZE cls_images"))
     engine.dispose()
 
 

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Integer, and_, bindparam, func, or_, select, text, update
+from sqlalchemy import Integer, bindparam, func, or_, select, text, union, update
 from sqlalchemy.orm import Session
 
 from core.errors import InvalidInput, NotFound
@@ -230,51 +230,43 @@ def near_duplicate_components(hashes: dict[uuid.UUID, int | str], threshold: int
 
 def _band_condition(session: Session, value: int, threshold: int):
     """Rows whose pHash may be within `threshold` of `value`: the band-index probes (no scan). On
-    Postgres each band's probes go as one array parameter, so the statement text never changes and
-    the driver prepares it once."""
+    Postgres each band is one index-only scan over (band, phash, id) that also checks the exact
+    distance, so only true candidates reach the table; the probes go as one array parameter per band,
+    so the statement text never changes and the driver prepares it once."""
     probes = band_probes(value, threshold)
     columns = (ClsImage.phash_band0, ClsImage.phash_band1, ClsImage.phash_band2)
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import ARRAY
+    if session.get_bind().dialect.name != "postgresql":
+        return or_(*(column.in_(values) for column, values in zip(columns, probes, strict=True)))
+    from sqlalchemy.dialects.postgresql import ARRAY
 
-        bands = or_(*(column == func.any(bindparam(f"band{k}", values, type_=ARRAY(Integer)))
-                      for k, (column, values) in enumerate(zip(columns, probes, strict=True))))
-        # The exact distance too, so only true candidates travel back (a few, not the ~300 band hits).
-        distance = text("bit_count(('x' || cls_images.phash)::bit(64) # ('x' || :probe_hash)::bit(64)) "
-                        "<= :probe_threshold").bindparams(probe_hash=f"{value:016x}", probe_threshold=threshold)
-        return and_(bands, distance)
-    return or_(*(column.in_(values) for column, values in zip(columns, probes, strict=True)))
+    distance = text("bit_count(('x' || cls_images.phash)::bit(64) # ('x' || :probe_hash)::bit(64)) "
+                    "<= :probe_threshold").bindparams(probe_hash=f"{value:016x}", probe_threshold=threshold)
+    per_band = [select(ClsImage.id).where(column == func.any(bindparam(f"band{k}", values, type_=ARRAY(Integer))),
+                                          distance)
+                for k, (column, values) in enumerate(zip(columns, probes, strict=True))]
+    return ClsImage.id.in_(union(*per_band))
 
 
 def _matches(*, session: Session, storage, phash: str | None, fine: str | None, file_hash: str | None,
              threshold: int, exclude: uuid.UUID | None) -> list[dict[str, Any]]:
-    """Exact matches (same SHA-256) and confirmed near matches, as display-ready rows: one query."""
-    conditions = []
+    """Exact matches (same SHA-256) and confirmed near matches, as display-ready rows."""
+    columns = (ClsImage.id, ClsImage.phash, ClsImage.phash256, ClsImage.file_hash, ClsImage.original_filename,
+               ClsImage.thumbnail_path)
+    found: dict[uuid.UUID, dict[str, Any]] = {}
     if file_hash:
-        conditions.append(ClsImage.file_hash == file_hash)
-    if phash:
-        value = hash_to_int(phash)
-        conditions.append(_band_condition(session, value, threshold))
-    if not conditions:
-        return []
-    rows = session.execute(select(ClsImage.id, ClsImage.phash, ClsImage.phash256, ClsImage.file_hash,
-                                  ClsImage.original_filename, ClsImage.thumbnail_path)
-                           .where(or_(*conditions))).all()
-    found: list[dict[str, Any]] = []
+        for row in session.execute(select(*columns).where(ClsImage.file_hash == file_hash)):
+            if row.id != exclude:
+                found[row.id] = {"id": row.id, "match": "exact", "filename": row.original_filename,
+                                 "phash_distance": 0, "confirm_distance": 0, "thumbnail_path": row.thumbnail_path}
     near = []
-    for row in rows:
-        if row.id == exclude:
-            continue
-        distance = (hash_to_int(row.phash) ^ value).bit_count() if phash and row.phash else None
-        if file_hash and row.file_hash == file_hash:
-            found.append({"id": row.id, "match": "exact", "filename": row.original_filename,
-                          "phash_distance": distance or 0, "confirm_distance": 0,
-                          "thumbnail_path": row.thumbnail_path})
-        elif distance is not None and distance <= threshold and fine:
-            near.append((row, distance))
-    unhashed = [row.id for row, _ in near if not row.phash256]
+    if phash and fine:
+        value = hash_to_int(phash)
+        for row in session.execute(select(*columns).where(_band_condition(session, value, threshold))):
+            distance = (hash_to_int(row.phash) ^ value).bit_count()
+            if row.id != exclude and row.id not in found and distance <= threshold:
+                near.append((row, distance))
     fines = {row.id: row.phash256 for row, _ in near if row.phash256}
-    if unhashed:
+    if unhashed := [row.id for row, _ in near if not row.phash256]:
         if storage is None:
             from core.storage import get_storage
 
@@ -284,10 +276,10 @@ def _matches(*, session: Session, storage, phash: str | None, fine: str | None, 
     confirms = confirm_distances([fine] * len(usable), [fines[row.id] for row, _ in usable]).tolist()
     for (row, distance), confirm in zip(usable, confirms, strict=True):
         if confirm <= CONFIRM_MAX_DISTANCE:
-            found.append({"id": row.id, "match": "near", "filename": row.original_filename,
-                          "phash_distance": distance, "confirm_distance": confirm,
-                          "thumbnail_path": row.thumbnail_path})
-    return sorted(found, key=lambda m: (m["match"] != "exact", m["phash_distance"], m["confirm_distance"]))
+            found[row.id] = {"id": row.id, "match": "near", "filename": row.original_filename,
+                             "phash_distance": distance, "confirm_distance": confirm,
+                             "thumbnail_path": row.thumbnail_path}
+    return sorted(found.values(), key=lambda m: (m["match"] != "exact", m["phash_distance"], m["confirm_distance"]))
 
 
 def duplicates_of(*, session: Session, image_id: uuid.UUID, threshold: int = DEFAULT_THRESHOLD,
