@@ -59,7 +59,7 @@ def create_section(classes: list[dict]) -> None:
 
             created = run_action(act)
             if created is not None:
-                _done(f"Class {created} created")
+                _done(f"Class {_plain(created)} created")
     with many, st.form("cls_bulk", clear_on_submit=True):
         text = st.text_area("One class name per line", height=140)
         if st.form_submit_button("Create classes", type="primary"):
@@ -184,7 +184,7 @@ def merge_section(classes: list[dict]) -> None:
 
             result = run_action(act)
             if result is not None:
-                _done(f"Merged {len(result['merged'])} classes into {result['target']}: "
+                _done(f"Merged {len(result['merged'])} classes into {_plain(result['target'])}: "
                       f"{result['labels_moved']:,} labels moved, {result['duplicate_labels_dropped']:,} duplicates dropped")
 
 

@@ -126,7 +126,7 @@ def label_selected(dataset: dict, class_row: dict, ids_provider) -> None:
         return bulk_set_label(session=session, dataset_id=dataset["id"], image_ids=ids, class_id=class_row["id"],
                               mode=mode, user_id=current_user().id)
 
-    _run(dataset["id"], action, f"{{n}} images changed: {class_row['name']}")
+    _run(dataset["id"], action, f"{{n}} images changed: {_plain(class_row['name'])}")
 
 
 def key_bar(dataset: dict, classes: list[dict], ids_provider, count: int) -> None:
@@ -140,8 +140,8 @@ def key_bar(dataset: dict, classes: list[dict], ids_provider, count: int) -> Non
                 else ""))
     cols = st.columns(len(keyed))
     for col, key, class_row in zip(cols, KEYS, keyed, strict=False):
-        col.button(f"{key} · {class_row['name']}", key=f"dskey_{dataset['id']}_{key}", shortcut=key,
-                   disabled=count == 0, width="stretch", help=f"Label the selected images {class_row['name']}",
+        col.button(f"{key} · {_plain(class_row['name'])}", key=f"dskey_{dataset['id']}_{key}", shortcut=key,
+                   disabled=count == 0, width="stretch", help=f"Label the selected images {_plain(class_row['name'])}",
                    on_click=label_selected, args=(dataset, class_row, ids_provider))
 
 
@@ -204,6 +204,12 @@ def bulk_actions(dataset: dict, classes: list[dict], ids_provider, count: int) -
 
 
 # ---------------------------------------------------------------- tiles
+
+
+def _plain(text: str | None) -> str:
+    from pages.images import plain
+
+    return plain(text)
 
 
 def _color(value: str | None) -> str:

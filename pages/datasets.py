@@ -217,7 +217,7 @@ def detail_view(dataset_id: uuid.UUID) -> None:
         return
     top = st.columns([1, 6, 1.2, 1.2])
     top[0].button("◀ Datasets", on_click=_close, key="ds_back", type="tertiary")
-    top[1].title(dataset["name"], anchor=False)
+    top[1].title(_plain(dataset["name"]), anchor=False)
     if top[2].button("Import", icon=":material/upload:", key="ds_import", width="stretch"):
         try:
             from pages.import_dialog import open_import_dialog

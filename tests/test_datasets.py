@@ -281,3 +281,17 @@ def test_grid_number_key_toggles_a_class_on_multi_label(embedded_stack):
     assert label_sets() == [{dog}, set(), set()]
     with embedded_stack.session() as session:
         assert count_mismatches(session=session) == []
+
+
+def test_grid_chips_escape_class_names_and_refuse_odd_colors():
+    from types import SimpleNamespace
+
+    from pages.dataset_grid import chips_html
+
+    class_id = uuid.uuid4()
+    label = SimpleNamespace(class_id=class_id, is_ai_generated=True, confidence=0.42, is_reviewed=False)
+    markup = chips_html([label], {class_id: {"name": "<img src=x onerror=alert(1)>", "color": "red;x:url(y)"}},
+                        "val", "review")
+    assert "<img" not in markup and "&lt;img src=x onerror=alert(1)&gt; · AI 42%" in markup
+    assert "background:#6B7280" in markup and "url(y)" not in markup
+    assert ">val<" in markup and ">review<" in markup
