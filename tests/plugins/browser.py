@@ -160,6 +160,13 @@ def browser_page(chromium_browser):
 def wait_for_app(page, timeout_ms: int = 30000) -> None:
     """Wait until Streamlit finished running the script (no running indicator, app view present)."""
     page.wait_for_selector("[data-testid='stApp']", timeout=timeout_ms)
+    # Until app.py's first run reaches st.navigation, Streamlit's frontend lists every file in pages/
+    # (its old multipage mode); the app is ready once our own sections are in the sidebar.
+    page.wait_for_function(
+        "() => { const nav = document.querySelector('[data-testid=\"stSidebarNav\"]');"
+        " return nav && nav.innerText.includes('Classification'); }",
+        timeout=timeout_ms,
+    )
     page.wait_for_function(
         "() => !document.querySelector('[data-testid=\"stStatusWidget\"] [data-testid=\"stSpinner\"],"
         " [data-testid=\"stStatusWidgetRunningIcon\"]')",
