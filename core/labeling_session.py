@@ -36,8 +36,8 @@ class LabelingState:
     selection: list[uuid.UUID] = field(default_factory=list)
     history: list[uuid.UUID] = field(default_factory=list)
     history_pos: int = -1
-    handled: set[tuple[str, int]] = field(default_factory=set)  # (page load, seq) batches applied
-    last_batch: tuple[str, int] = ("", 0)  # echoed to the browser: it sends the next batch after it
+    acks: dict[str, int] = field(default_factory=dict)  # page load → last batch seq; the browser
+    # sends its next batch once its own seq is echoed back
     message: tuple[str, str] | None = None  # (kind: info/warning/error, text)
     leave: bool = False  # Esc: the page goes back to the dataset
     upcoming: list[uuid.UUID] = field(default_factory=list)  # the queue after this image (prefetch)
@@ -215,11 +215,10 @@ def _transaction(session):
 def apply_keys(scope: Scope, state: LabelingState, *, batch: dict, classes: list[labeling.ClassKey]) -> int:
     """Apply a batch {load, seq, image_id, keys} from the browser once, in order. A batch already
     applied (resent) or typed for another image than the one shown is ignored. Returns keys applied."""
-    ident = (str(batch.get("load", "")), int(batch.get("seq", 0)))
-    if ident in state.handled:
+    load, seq = str(batch.get("load", "")), int(batch.get("seq", 0))
+    if seq <= state.acks.get(load, 0):  # each page load numbers its batches 1, 2, …: a resend
         return 0
-    state.handled.add(ident)
-    state.last_batch = ident
+    state.acks[load] = seq
     state.message = None
     keys = [str(k) for k in batch.get("keys", [])]
     shown = batch.get("image_id")

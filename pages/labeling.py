@@ -103,7 +103,7 @@ def _view_data(state: flow.LabelingState, classes: list[labeling.ClassKey], upco
         image = {"id": str(card.image_id), "url": image_url(storage, card.storage_path),
                  "caption": f"{card.filename} · {dims} · {_size(card.file_size_bytes)} · {card.status}"}
     return {
-        "ack_load": state.last_batch[0], "ack": state.last_batch[1], "image": image,
+        "acks": state.acks, "image": image,
         "empty_text": "Nothing left in this queue." if not card else "",
         "labels": [{"name": lbl.class_name, "color": lbl.color, "confidence": lbl.confidence,
                     "ai": lbl.is_ai_generated, "reviewed": lbl.is_reviewed} for lbl in (card.labels if card else ())],

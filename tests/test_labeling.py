@@ -262,7 +262,7 @@ def test_key_batches_apply_once_in_order_and_never_to_another_image(db_stack):
     batch = {"load": "p1", "seq": 1, "image_id": str(images[0]), "keys": ["1", "enter", "2", "enter", "3"]}
     assert flow.apply_keys(session_scope, state, batch=batch, classes=keys) == 5
     assert flow.apply_keys(session_scope, state, batch=batch, classes=keys) == 0  # resent: ignored
-    assert state.image_id == images[2] and state.selection == [names["3"]] and state.last_batch == ("p1", 1)
+    assert state.image_id == images[2] and state.selection == [names["3"]] and state.acks == {"p1": 1}
     stale = {"load": "p1", "seq": 2, "image_id": str(images[0]), "keys": ["enter"]}
     assert flow.apply_keys(session_scope, state, batch=stale, classes=keys) == 0
     assert "typed for another image" in state.message[1]

@@ -195,7 +195,7 @@ export default function (component) {
   state.root = root;
   render(root, data);
   prefetch(state, data.prefetch);
-  if (state.inflight && data.ack_load === state.load && data.ack >= state.inflight.seq) state.inflight = null;
+  if (state.inflight && ((data.acks || {})[state.load] || 0) >= state.inflight.seq) state.inflight = null;
   if (!state.listener) {
     state.listener = onKeyDown;
     window.addEventListener("keydown", state.listener, true);
