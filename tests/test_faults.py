@@ -1,0 +1,291 @@
+"""Faults survived: a worker SIGKILLed mid-import, Redis unreachable at start, Postgres backends
+terminated under a running app, S3 failing mid-batch. Real servers throughout (the production stack);
+the killed-worker training case lives in tests/test_training.py. Batch prediction has no job module yet
+(core/predict.py), so its kill test is not here.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import threading
+import time
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, text
+
+from core.errors import ServiceUnavailable
+from tests.factories import drawn_image_bytes
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def production_stack(request, tmp_path, monkeypatch):
+    from tests.plugins.stack import _apply, _cleanup, make_stack
+
+    built = make_stack("production", request, tmp_path)
+    _apply(monkeypatch, built)
+    yield built
+    _cleanup()
+
+
+def kill_with_children(pid: int) -> None:
+    from tests.test_training import kill_with_children as kill  # RQ's work horse and its pool too
+
+    kill(pid)
+
+
+def start_worker(stack, queue: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "rq.cli", "worker", "--url", stack.redis_url, queue],
+                            cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def count(stack, model) -> int:
+    with stack.session() as session:
+        return session.scalar(select(func.count()).select_from(model))
+
+
+def wait_for(predicate, timeout=180.0, step=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(step)
+    raise AssertionError("condition not reached in time")
+
+
+def kill_mid_job(stack, queue: str, started) -> None:
+    """Run a real `rq worker`, SIGKILL it (and its work horse) once `started()` is true."""
+    worker = start_worker(stack, queue)
+    try:
+        wait_for(started)
+    finally:
+        kill_with_children(worker.pid)
+        worker.wait(timeout=30)
+
+
+def reap_and_check(stack, job_id) -> dict:
+    """The reaper marks the dead job failed; every row keeps its objects; orphans (objects put before
+    the killed batch committed) are found and removed by the storage check."""
+    from core.jobs import reap_stale_jobs
+    from core.models import ClsJob
+    from core.storage_check import check_storage
+
+    time.sleep(1.0)
+    with stack.session() as session:
+        assert session.get(ClsJob, job_id).status == "running"
+        assert reap_stale_jobs(session=session, stale_after_s=0.5) == 1
+    with stack.session() as session:
+        job = session.get(ClsJob, job_id)
+        assert job.status == "failed" and "can be retried" in job.error
+        report = check_storage(session=session, storage=stack.storage, fix=True, grace=timedelta(0))
+        assert report["missing_objects"] == []
+        after = check_storage(session=session, storage=stack.storage)
+        assert after["ok"], after
+    return report
+
+
+def test_worker_killed_during_archive_import_then_retry_completes(production_stack):
+    from core.archive_import import ImportLabeledDatasetRequest, start_archive_import
+    from core.models import ClsDataset, ClsDatasetImage, ClsImage, ClsJob
+    from tests.factories import make_dataset
+    from tests.test_archive_import import build_zip
+
+    stack, total = production_stack, 300
+    archive = build_zip({f"set/{'ab'[i % 2]}/{i:04d}.png": drawn_image_bytes(i, (48, 48)) for i in range(total)})
+    with stack.session() as session:
+        dataset_id = make_dataset(session, "killed").id
+    request = ImportLabeledDatasetRequest(dataset_id=str(dataset_id))
+    job_id = start_archive_import(source=io.BytesIO(archive), request=request)
+    kill_mid_job(stack, "imports", lambda: count(stack, ClsImage) > 0)
+    partial = count(stack, ClsImage)
+    assert 0 < partial < total, "the kill must land mid-import"
+    reap_and_check(stack, job_id)
+    assert list(stack.storage.list_keys("imports/")) == []  # the failure hook removed the stored archive
+
+    retry = start_archive_import(source=io.BytesIO(archive), request=request)
+    stack.drain_jobs()
+    with stack.session() as session:
+        job = session.get(ClsJob, retry)
+        assert job.status == "succeeded", job.error
+        assert job.result["images_imported"] + job.result["duplicates_skipped"] == total
+        assert session.scalar(select(func.count()).select_from(ClsImage)) == total
+        members = session.scalar(select(func.count()).select_from(ClsDatasetImage)
+                                 .where(ClsDatasetImage.dataset_id == dataset_id))
+        dataset = session.get(ClsDataset, dataset_id)
+        assert members == dataset.image_count == dataset.labeled_image_count == total
+
+
+class SlowImages(BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        time.sleep(0.15)
+        body = drawn_image_bytes(int(self.path.strip("/").split(".")[0]), (40, 40))
+        self.send_response(200)
+        self.send_header("Content-Type", "image/png")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_worker_killed_during_url_import_then_retry_completes(production_stack, monkeypatch):
+    from core.config import reset_settings_cache
+    from core.models import ClsImage, ClsJob
+    from core.url_import import start_url_import
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), SlowImages)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    monkeypatch.setenv("URL_ALLOW_LIST", "127.0.0.1")
+    reset_settings_cache()
+    stack, total = production_stack, 80
+    urls = "\n".join(f"http://127.0.0.1:{httpd.server_address[1]}/{i}.png" for i in range(total))
+    try:
+        job_id = start_url_import(text=urls)
+        kill_mid_job(stack, "imports", lambda: count(stack, ClsImage) >= 3)
+        assert count(stack, ClsImage) < total, "the kill must land mid-import"
+        reap_and_check(stack, job_id)
+        retry = start_url_import(text=urls)
+        stack.drain_jobs()
+    finally:
+        httpd.shutdown()
+    with stack.session() as session:
+        job = session.get(ClsJob, retry)
+        assert job.status == "succeeded", job.error
+        assert (job.result["imported"] + job.result["duplicate"], job.result["rejected"]) == (total, 0)
+        assert session.scalar(select(func.count()).select_from(ClsImage)) == total
+
+
+def test_redis_unreachable_at_start_is_a_clear_error_and_nothing_is_created(production_stack, monkeypatch):
+    from core.archive_import import ImportLabeledDatasetRequest, start_archive_import
+    from core.config import reset_settings_cache
+    from core.models import ClsJob, ClsTrainingRun
+    from core.queue import reset_backend
+    from core.url_import import start_url_import
+    from tests.factories import make_dataset
+    from tests.test_archive_import import build_zip
+
+    stack = production_stack
+    with stack.session() as session:
+        dataset_id = make_dataset(session, "target").id
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:9/0")  # nothing listens on the discard port
+    reset_settings_cache()
+    reset_backend()
+    archive = build_zip({"a/x.png": drawn_image_bytes(1, (32, 32)), "b/y.png": drawn_image_bytes(2, (32, 32))})
+    with pytest.raises(ServiceUnavailable, match="cannot reach Redis.*not started"):
+        start_archive_import(source=io.BytesIO(archive), request=ImportLabeledDatasetRequest(dataset_id=str(dataset_id)))
+    with pytest.raises(ServiceUnavailable, match="cannot reach Redis"):
+        start_url_import(text="http://example.com/a.png\n")
+    with stack.session() as session:
+        assert session.scalar(select(func.count()).select_from(ClsJob)) == 0
+        assert session.scalar(select(func.count()).select_from(ClsTrainingRun)) == 0
+    assert list(stack.storage.list_keys("")) == []  # no archive kept for a job that never existed
+
+
+def test_training_start_with_redis_down_leaves_the_run_startable(production_stack, monkeypatch):
+    from core.config import reset_settings_cache
+    from core.models import ClsJob
+    from core.queue import reset_backend
+    from core.training import create_run, get_run, start_run
+    from tests.test_training import TINY
+    from tests.training_data import make_digits_version
+
+    stack = production_stack
+    with stack.session() as session:
+        version = make_digits_version(session, stack.storage, classes=2, per_class=4, size=16)
+        run_id = create_run(session=session, version_id=version.id, config=TINY).id
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:9/0")
+    reset_settings_cache()
+    reset_backend()
+    with pytest.raises(ServiceUnavailable, match="cannot reach Redis"):
+        start_run(run_id=run_id)
+    with stack.session() as session:
+        assert get_run(session=session, run_id=run_id).status == "pending"
+        assert session.scalar(select(func.count()).select_from(ClsJob)) == 0
+
+
+def test_postgres_backends_terminated_under_a_running_app_next_action_works(production_stack):
+    from core.db import get_engine
+    from core.models import ClsClass
+    from tests.factories import make_class
+
+    stack = production_stack
+    with stack.session() as session:
+        make_class(session, "before")
+    pooled = get_engine().pool.checkedin()
+    assert pooled >= 1  # the app holds idle pooled connections, as a running server does
+    admin = get_engine().url.set(database="test")
+    from sqlalchemy import create_engine
+
+    killer = create_engine(admin, isolation_level="AUTOCOMMIT")
+    with killer.connect() as connection:
+        killed = connection.execute(text(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = :db AND pid <> pg_backend_pid()"), {"db": get_engine().url.database}).scalar()
+    killer.dispose()
+    assert killed >= 1
+    with stack.session() as session:  # pool_pre_ping replaces the dead connection
+        make_class(session, "after")
+    with stack.session() as session:
+        assert sorted(session.scalars(select(ClsClass.name))) == ["after", "before"]
+
+
+class FailingAfter:
+    """The real S3 storage until `good_puts` objects were written, then a second S3 storage whose
+    endpoint is dead (real connection errors from botocore): S3 going away mid-batch."""
+
+    def __init__(self, good, dead, good_puts: int):
+        self.good, self.dead, self.left, self.lock = good, dead, good_puts, threading.Lock()
+
+    def _target(self):
+        with self.lock:
+            self.left -= 1
+            return self.good if self.left >= 0 else self.dead
+
+    def put(self, key, data, content_type=None):
+        self._target().put(key, data, content_type)
+
+    def put_file(self, key, path, content_type=None):
+        self._target().put_file(key, path, content_type)
+
+    def __getattr__(self, name):  # reads and deletes go to the live server
+        return getattr(self.good, name)
+
+
+def test_s3_errors_during_ingest_leave_no_row_without_object_nor_object_without_row(production_stack):
+    from botocore.config import Config
+
+    from core.images import ingest_many
+    from core.storage import S3Storage
+    from core.storage_check import check_storage
+    from tests.test_images import assert_consistent
+
+    stack = production_stack
+    live = stack.storage
+    import boto3
+
+    dead = S3Storage(live.bucket, live.prefix, client=boto3.client(
+        "s3", endpoint_url="http://127.0.0.1:9", region_name="us-east-1",
+        config=Config(retries={"max_attempts": 1}, connect_timeout=1)))
+    storage = FailingAfter(live, dead, good_puts=20)
+    items = [{"data": drawn_image_bytes(i, (32, 32)), "filename": f"{i}.png"} for i in range(30)]
+    results = ingest_many(items=items, storage=storage, workers=1)
+    statuses = [r.status for r in results]
+    assert 0 < statuses.count("imported") < 30 and "rejected" in statuses
+    assert all("could not store" in r.error for r in results if r.status == "rejected")
+    assert assert_consistent(stack) == statuses.count("imported")
+    with stack.session() as session:
+        assert check_storage(session=session, storage=live)["ok"]
+    again = ingest_many(items=items, storage=live, workers=1)  # S3 back: a retry imports the rest
+    assert {r.status for r in again} <= {"imported", "duplicate"}
+    assert assert_consistent(stack) == 30
+
