@@ -353,8 +353,11 @@ def step_review(state: dict[str, Any], version: dict[str, Any], parsed) -> None:
 
 def stepper(step: int) -> None:
     st.progress((step + 1) / len(STEPS))
-    marks = [f"**{i + 1}. {name}**" if i == step else (f"{i + 1}. {name} ✓" if i < step else f"{i + 1}. {name}")
-             for i, name in enumerate(STEPS)]
+    def mark(i: int, name: str) -> str:
+        label = f"{i + 1}\\. {name}"  # "1\\." keeps Markdown from reading the line as a numbered list
+        return f"**{label}**" if i == step else (f"{label} ✓" if i < step else label)
+
+    marks = [mark(i, name) for i, name in enumerate(STEPS)]
     st.markdown(" → ".join(marks))
 
 
@@ -391,19 +394,22 @@ def render(source: str, user, on_started, on_leave) -> None:
     for message in blocking:
         st.error(message)
     back, cancel, _, forward = st.columns([1, 1, 3, 1.3])
-    if step > 0 and back.button("← Back", key="wz_back"):
-        state["step"] -= 1
-        st.rerun()
+    if step > 0:
+        back.button("← Back", key="wz_back", on_click=_move, args=(state, -1))
     if cancel.button("Cancel", key="wz_cancel"):
         st.session_state.pop(STATE, None)
         on_leave()
     if step < 5:
-        if forward.button("Next →", type="primary", disabled=bool(blocking), key="wz_next"):
-            state["step"] += 1
-            st.rerun()
+        forward.button("Next →", type="primary", disabled=bool(blocking), key="wz_next", on_click=_move,
+                       args=(state, 1))
     elif forward.button("Start training", type="primary", disabled=bool(blocking) or parsed is None,
                         key="wz_start"):
         _start(state, version, parsed, user, on_started)
+
+
+def _move(state: dict[str, Any], delta: int) -> None:
+    """Back/Next as callbacks: the step changes before the rerun, so one run draws the new step."""
+    state["step"] = max(0, min(len(STEPS) - 1, state["step"] + delta))
 
 
 def _start(state: dict[str, Any], version: dict[str, Any], parsed, user, on_started) -> None:

@@ -304,7 +304,7 @@ def test_wizard_walks_six_steps_validates_each_and_starts(embedded_stack, record
         version = seed_version(session, embedded_stack.storage)
         version_id = version.id
     app = page("pages/training.py", new=1)
-    assert "**1. Data**" in texts(app) and "train images 12" in texts(app) and "classes 3" in texts(app)
+    assert "**1\\. Data**" in texts(app) and "train images 12" in texts(app) and "classes 3" in texts(app)
     click(app, "wz_next")
     assert app.selectbox(key="wz_model_type").value == "convnext"  # the newcomer default
     app.radio(key="wz__pretrained_source").set_value("scratch").run()
