@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,7 @@ def load_checkpoint_model(path: Path):
 
 class Predictor:
     def __init__(self, *, preprocessing: dict[str, Any], class_names: list[str], multi_label: bool,
-                 onnx_path: Path | None = None, torch_model=None):
+                 onnx_path: Path | None = None, torch_model=None, threads: int | None = None):
         if onnx_path is None and torch_model is None:
             raise InvalidInput("a predictor needs an ONNX file or a torch model")
         self.preprocessing, self.class_names, self.multi_label = preprocessing, class_names, multi_label
@@ -61,13 +62,12 @@ class Predictor:
         self.session = None
         self.torch_model = torch_model
         if onnx_path is not None:
-            from core.ml.export import onnx_session
-
-            self.session = onnx_session(onnx_path)
+            self.session = inference_session(onnx_path, threads=threads)
         self.backend = "onnxruntime" if self.session is not None else "torch"
 
     @classmethod
-    def from_model(cls, *, session, storage, model_id, prefer_onnx: bool = True) -> Predictor:
+    def from_model(cls, *, session, storage, model_id, prefer_onnx: bool = True,
+                   threads: int | None = None) -> Predictor:
         from core.registry import get_model
 
         row = get_model(session=session, model_id=model_id)
@@ -77,11 +77,11 @@ class Predictor:
         if prefer_onnx and row.onnx_url:
             if storage.exists(row.onnx_url + ".data"):  # external weights must sit beside model.onnx
                 local_copy(storage, row.onnx_url + ".data", folder / "model.onnx.data")
-            return cls(onnx_path=local_copy(storage, row.onnx_url, folder / "model.onnx"), **common)
+            return cls(onnx_path=local_copy(storage, row.onnx_url, folder / "model.onnx"), threads=threads, **common)
         if not row.checkpoint_url:
             raise NotFound(f"model {row.name!r} has no stored weights")
         model, _ = load_checkpoint_model(local_copy(storage, row.checkpoint_url, folder / "best.pt"))
-        return cls(torch_model=model, **common)
+        return cls(torch_model=model, threads=threads, **common)
 
     def preprocess(self, images: list) -> np.ndarray:
         """PIL images or encoded bytes → the (N, C, H, W) float32 batch the model takes."""
@@ -119,3 +119,43 @@ class Predictor:
                 shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
                 out.append(shifted / shifted.sum(axis=1, keepdims=True))
         return np.concatenate(out) if out else np.zeros((0, len(self.class_names)), dtype=np.float32)
+
+
+def inference_session(path: Path, threads: int | None = None):
+    """An ONNX Runtime session: CUDA when this onnxruntime build has it, else CPU; `threads` sets
+    intra-op threads (set it deliberately: oversubscribed threads on a shared CPU cost more than one)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    available = ort.get_available_providers()
+    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    return ort.InferenceSession(str(path), sess_options=options, providers=providers or None)
+
+
+_CACHE: dict[tuple, Predictor] = {}
+_CACHE_LOCK = threading.Lock()
+CACHE_SIZE = 4
+
+
+def cached_predictor(*, session, storage, model_id, prefer_onnx: bool = True, threads: int | None = None) -> Predictor:
+    """One Predictor per (model, files, threads) per process, the last CACHE_SIZE kept: a page or a
+    worker loads a model's session once, not per request."""
+    from core.registry import get_model
+
+    row = get_model(session=session, model_id=model_id)
+    key = (str(row.id), row.onnx_url if prefer_onnx else None, row.checkpoint_url, str(row.updated_at), threads)
+    with _CACHE_LOCK:
+        hit = _CACHE.pop(key, None)
+        if hit is not None:
+            _CACHE[key] = hit  # most recently used last
+            return hit
+    predictor = Predictor.from_model(session=session, storage=storage, model_id=row.id, prefer_onnx=prefer_onnx,
+                                     threads=threads)
+    with _CACHE_LOCK:
+        _CACHE[key] = predictor
+        while len(_CACHE) > CACHE_SIZE:
+            _CACHE.pop(next(iter(_CACHE)))
+    return predictor

@@ -1,0 +1,253 @@
+"""Label-error finder: rank a dataset's labeled images by how likely their label is wrong.
+
+Out-of-sample probabilities come from either
+- k-fold cross-validation on the version's train split with a small fast model (logistic regression
+  on 16×16 pixels: seconds on a CPU, no GPU, no pretrained weights), or
+- a trained model's predictions on the dataset's images it did not train on;
+then cleanlab's `find_label_issues` (confident learning) picks and ranks the suspicious ones.
+
+Guard-rails: finding changes nothing. Each suggestion waits for a click (accept / keep / skip);
+accepting a change to a test-split image needs an explicit confirmation (editing the test set from
+model output inflates its scores); every accepted change goes through core.labels.set_labels with
+reason "label_error_finder", which records who, when and old → new in cls_label_changes.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+
+from core.errors import Conflict, InvalidInput, NotFound
+from core.models import ClsDatasetImage, ClsLabel
+
+FEATURE_SIDE = 16
+ACTIONS = ("accept", "keep", "skip")
+
+
+def issues_key(dataset_id) -> str:
+    return f"exports/label-issues-{dataset_id}.json"
+
+
+def _uuid(value, what: str) -> uuid.UUID:
+    try:
+        return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+    except ValueError:
+        raise InvalidInput(f"{what} {value!r} is not a UUID") from None
+
+
+def pixel_features(data: bytes, *, side: int = FEATURE_SIDE) -> np.ndarray:
+    from core.ml.data import decode_image
+
+    image = decode_image(data, mode="L").resize((side, side))
+    return np.asarray(image, dtype=np.float32).reshape(-1) / 255.0
+
+
+def cross_validated_probs(features: np.ndarray, labels: np.ndarray, *, folds: int = 5, seed: int = 0) -> np.ndarray:
+    """Out-of-sample class probabilities by stratified k-fold (each image predicted by a model that
+    never saw it). Folds shrink to the smallest class's count (at least 2)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    counts = np.bincount(labels)
+    present = counts[counts > 0]
+    if len(present) < 2:
+        raise InvalidInput("the label-error finder needs at least two classes with labeled train images")
+    folds = int(min(folds, present.min()))
+    if folds < 2:
+        raise InvalidInput("every class needs at least two labeled train images for cross-validation")
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500, C=0.1))
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    probs = cross_val_predict(model, features, labels, cv=splitter, method="predict_proba")
+    if probs.shape[1] != len(counts):  # classes with no image get probability 0
+        full = np.zeros((len(labels), len(counts)))
+        full[:, np.flatnonzero(counts)] = probs
+        probs = full
+    return probs
+
+
+def rank_issues(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(indices of likely label errors, most likely first; per-image label quality) via cleanlab."""
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+
+    ranked = find_label_issues(labels=labels, pred_probs=probs, return_indices_ranked_by="self_confidence")
+    return np.asarray(ranked, dtype=int), get_label_quality_scores(labels, probs)
+
+
+def _dataset_and_version(session, dataset_id, version_number):
+    from core.datasets import get_dataset
+    from core.versions import get_version
+
+    dataset = get_dataset(session=session, dataset_id=dataset_id)
+    if dataset.task_type != "single_label":
+        raise InvalidInput(f"dataset {dataset.name!r} is multi-label; the label-error finder handles "
+                           "single-label datasets")
+    try:
+        version = get_version(session=session, dataset_id=dataset.id, number=version_number)
+    except NotFound:
+        raise NotFound(f"dataset {dataset.name!r} has no version: create one first (the finder works on a "
+                       "version's frozen train split)") from None
+    return dataset, version
+
+
+def find_issues(*, session, storage, dataset_id, version_number: int | None = None, model_id=None, folds: int = 5,
+                progress: Callable[..., None] | None = None, limit: int | None = None) -> dict[str, Any]:
+    """The suspected label errors of a dataset, most likely first. Changes nothing."""
+    from core.versions import read_manifest
+
+    dataset, version = _dataset_and_version(session, _uuid(dataset_id, "dataset"), version_number)
+    index_to_class = {int(i): c for c, i in version.class_mapping.items()}
+    names = list(version.class_names)
+    if model_id is not None:
+        lines, probs, method = _model_probs(session, storage, dataset, model_id, index_to_class, progress)
+        names_used = names
+    else:
+        lines = [line for line in read_manifest(storage=storage, version=version)
+                 if line["split"] == "train" and len(line["labels"]) == 1]
+        if not lines:
+            raise InvalidInput(f"version {version.version_number} of {dataset.name!r} has no labeled train images")
+        features = []
+        for number, line in enumerate(lines, 1):
+            features.append(pixel_features(storage.get(line["key"])))
+            if progress is not None and number % 50 == 0:
+                progress(number, len(lines), f"read {number} of {len(lines)} images")
+        labels = np.array([line["labels"][0] for line in lines])
+        probs = cross_validated_probs(np.stack(features), labels, folds=folds)
+        method, names_used = f"{min(folds, int(np.bincount(labels)[np.bincount(labels) > 0].min()))}-fold " \
+                                f"cross-validation (logistic regression on pixels)", names
+    labels = np.array([line["labels"][0] for line in lines])
+    ranked, quality = rank_issues(labels, probs)
+    issues = []
+    for rank, i in enumerate(ranked[:limit] if limit else ranked, 1):
+        suggested = int(np.argmax(probs[i]))
+        given = int(labels[i])
+        issues.append({
+            "rank": rank, "image_id": lines[i]["image_id"], "key": lines[i]["key"],
+            "filename": lines[i].get("filename", ""), "split": lines[i]["split"],
+            "given": names_used[given], "given_class_id": index_to_class.get(given),
+            "suggested": names_used[suggested], "suggested_class_id": index_to_class.get(suggested),
+            "given_probability": float(probs[i][given]), "suggested_probability": float(probs[i][suggested]),
+            "label_quality": float(quality[i]),
+        })
+    return {"dataset_id": str(dataset.id), "dataset": dataset.name, "version": version.version_number,
+            "method": method, "checked": len(lines), "found": len(ranked), "issues": issues, "decisions": {},
+            "created_at": datetime.now(UTC).isoformat()}
+
+
+def _model_probs(session, storage, dataset, model_id, index_to_class, progress):
+    """A trained model's probabilities on the dataset's labeled images outside its training split,
+    with the labels the dataset has now."""
+    from core.ml.inference import cached_predictor
+    from core.models import ClsDatasetVersion, ClsImage
+    from core.predict import Item, probabilities, resolve_model
+
+    row = resolve_model(session=session, model=model_id)
+    trained = session.get(ClsDatasetVersion, row.dataset_version_id) if row.dataset_version_id else None
+    seen = set(map(str, trained.train_image_ids)) if trained is not None else set()
+    class_to_index = {uuid.UUID(str(c)): int(i) for c, i in (row.class_mapping or {}).items()}
+    rows = session.execute(
+        select(ClsLabel.image_id, ClsLabel.class_id, ClsDatasetImage.split, ClsImage.storage_path,
+               ClsImage.original_filename)
+        .join(ClsDatasetImage, (ClsDatasetImage.image_id == ClsLabel.image_id)
+              & (ClsDatasetImage.dataset_id == ClsLabel.dataset_id))
+        .join(ClsImage, ClsImage.id == ClsLabel.image_id)
+        .where(ClsLabel.dataset_id == dataset.id).order_by(ClsLabel.image_id)).all()
+    lines = [{"image_id": str(r[0]), "labels": [class_to_index[r[1]]], "split": r[2] or "unassigned", "key": r[3],
+              "filename": r[4] or ""} for r in rows if str(r[0]) not in seen and r[1] in class_to_index]
+    if not lines:
+        raise InvalidInput(f"model {row.name!r} trained on every labeled image of {dataset.name!r} it knows the "
+                           "classes of; use cross-validation instead")
+    predictor = cached_predictor(session=session, storage=storage, model_id=row.id)
+    probs, errors = probabilities(predictor, [Item(line["key"], storage.get(line["key"])) for line in lines])
+    keep = [i for i, error in enumerate(errors) if error is None]
+    index_to_class.clear()
+    index_to_class.update({i: str(c) for c, i in class_to_index.items()})
+    return [lines[i] for i in keep], probs[keep].astype(np.float64), f"predictions of model {row.name!r} on images " \
+        "it did not train on"
+
+
+def find_and_store(*, dataset_id, version_number=None, model_id=None, folds: int = 5, progress=None) -> dict[str, Any]:
+    """find_issues, saved for the review view (replacing an earlier result); returns a summary."""
+    from core.db import session_scope
+    from core.storage import get_storage
+
+    storage = get_storage()
+    with session_scope() as session:
+        result = find_issues(session=session, storage=storage, dataset_id=dataset_id, version_number=version_number,
+                             model_id=model_id, folds=folds, progress=progress)
+    storage.put(issues_key(result["dataset_id"]), json.dumps(result).encode(), "application/json")
+    return {"dataset_id": result["dataset_id"], "checked": result["checked"], "found": result["found"],
+            "method": result["method"], "key": issues_key(result["dataset_id"])}
+
+
+def start_find(*, dataset_id, version_number=None, model_id=None, folds: int = 5, user_id=None) -> uuid.UUID:
+    from core.queue import enqueue
+
+    return enqueue(kind="label_issues", function="jobs.predictions.find_label_issues", queue="predictions",
+                   params={"dataset_id": str(_uuid(dataset_id, "dataset")), "version_number": version_number,
+                           "model_id": str(model_id) if model_id else None, "folds": int(folds),
+                           "user_id": str(user_id) if user_id else None}, user_id=user_id)
+
+
+def stored_issues(*, storage, dataset_id) -> dict[str, Any] | None:
+    key = issues_key(_uuid(dataset_id, "dataset"))
+    return json.loads(storage.get(key)) if storage.exists(key) else None
+
+
+def pending(result: dict[str, Any]) -> list[dict[str, Any]]:
+    decided = result.get("decisions", {})
+    return [issue for issue in result["issues"] if issue["image_id"] not in decided]
+
+
+def decide(*, session, storage, dataset_id, image_id, action: str, user_id=None, confirm_test: bool = False,
+           result: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The user's click on one suggestion. accept: relabel to the suggested class (recorded in
+    cls_label_changes); keep: the given label is confirmed (marked reviewed); skip: nothing changes.
+    A test-split change needs confirm_test; a label someone changed since the search is a Conflict."""
+    from core.labels import mark_reviewed, set_labels
+
+    if action not in ACTIONS:
+        raise InvalidInput(f"action must be one of {', '.join(ACTIONS)}, not {action!r}")
+    dataset_id, image_id = _uuid(dataset_id, "dataset"), _uuid(image_id, "image")
+    stored = result if result is not None else stored_issues(storage=storage, dataset_id=dataset_id)
+    issue = next((i for i in (stored or {}).get("issues", []) if i["image_id"] == str(image_id)), None)
+    if issue is None:
+        raise NotFound(f"image {image_id} is not among the suspected label errors of this dataset")
+    if action == "skip":
+        return {"image_id": str(image_id), "action": "skip", "changed": False}
+    link = session.scalar(select(ClsDatasetImage).where(ClsDatasetImage.dataset_id == dataset_id,
+                                                        ClsDatasetImage.image_id == image_id))
+    if link is None:
+        raise NotFound(f"image {image_id} is no longer in this dataset")
+    current = {str(c) for c in session.scalars(select(ClsLabel.class_id).where(
+        ClsLabel.dataset_id == dataset_id, ClsLabel.image_id == image_id))}
+    if current != {issue["given_class_id"]}:
+        raise Conflict(f"the label of {issue['filename'] or image_id} changed since the search; search again")
+    changed = False
+    if action == "accept":
+        if link.split == "test" and not confirm_test:
+            raise InvalidInput("this image is in the test split: changing test labels from model output inflates "
+                               "test scores; confirm to change it anyway")
+        if issue["suggested_class_id"] is None:
+            raise NotFound("the suggested class no longer exists")
+        set_labels(session=session, dataset_id=dataset_id, image_id=image_id, class_ids=[issue["suggested_class_id"]],
+                   user_id=user_id, reason="label_error_finder")
+        changed = True
+    else:
+        mark_reviewed(session=session, dataset_id=dataset_id, image_id=image_id, user_id=user_id)
+    if stored is not None:
+        stored.setdefault("decisions", {})[str(image_id)] = {
+            "action": action, "user_id": str(user_id) if user_id else None, "split": link.split,
+            "at": datetime.now(UTC).isoformat()}
+        if result is None:
+            storage.put(issues_key(dataset_id), json.dumps(stored).encode(), "application/json")
+    return {"image_id": str(image_id), "action": action, "changed": changed, "split": link.split,
+            "old": issue["given"], "new": issue["suggested"] if changed else issue["given"]}

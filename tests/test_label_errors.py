@@ -1,0 +1,134 @@
+"""Label-error finder on real images (scikit-learn's digits): 10% of the train labels flipped on
+purpose are ranked above the clean ones (precision at k printed); finding changes nothing; accept /
+keep / skip with the test-split guard and the change record."""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+import pytest
+from sqlalchemy import select
+
+from core.errors import Conflict, InvalidInput, NotFound
+from core.models import ClsDatasetImage, ClsLabel, ClsLabelChange
+from tests.training_data import make_digits_version
+
+USER = uuid.UUID(int=7)
+
+
+def flipped_dataset(stack, *, classes=5, per_class=40, fraction=0.1, seed=1):
+    """Digits with `fraction` of the train labels moved to another class, and a version of that."""
+    from core.labels import set_labels
+    from core.versions import create_version
+
+    with stack.session() as session:
+        version = make_digits_version(session, stack.storage, name="noisy", classes=classes, per_class=per_class,
+                                      size=16, split_fractions=(0.8, 0.1, 0.1))
+        dataset_id = version.dataset_id
+        class_ids = {int(i): c for c, i in version.class_mapping.items()}
+        rng = np.random.default_rng(seed)
+        train = sorted(version.train_image_ids)
+        flipped = set(rng.choice(train, size=round(len(train) * fraction), replace=False).tolist())
+        links = {str(r.image_id): r for r in session.scalars(select(ClsLabel).where(ClsLabel.dataset_id == dataset_id))}
+        index_of = {c: i for i, c in class_ids.items()}
+        for image_id in flipped:
+            given = index_of[str(links[image_id].class_id)]
+            wrong = (given + int(rng.integers(1, classes))) % classes
+            set_labels(session=session, dataset_id=dataset_id, image_id=image_id, class_ids=[class_ids[wrong]])
+        create_version(session=session, storage=stack.storage, dataset_id=dataset_id)
+    return dataset_id, flipped
+
+
+def labels_now(stack, dataset_id):
+    with stack.session() as session:
+        return {(r.image_id, r.class_id) for r in session.scalars(select(ClsLabel).where(ClsLabel.dataset_id == dataset_id))}
+
+
+def test_flipped_labels_rank_above_clean_ones_and_nothing_changes(embedded_stack, capsys):
+    from core.label_errors import find_issues
+
+    dataset_id, flipped = flipped_dataset(embedded_stack)
+    before = labels_now(embedded_stack, dataset_id)
+    with embedded_stack.session() as session:
+        result = find_issues(session=session, storage=embedded_stack.storage, dataset_id=dataset_id)
+    assert labels_now(embedded_stack, dataset_id) == before  # finding changes nothing
+    assert result["checked"] == 160 and result["version"] == 2
+    ranked = [issue["image_id"] for issue in result["issues"]]
+    k = len(flipped)
+    precision = len(set(ranked[:k]) & flipped) / k
+    recall_all = len(set(ranked) & flipped) / k
+    with capsys.disabled():
+        print(f"\nlabel-error finder on digits (5 classes, 160 train, {k} flipped): precision@{k} = "
+              f"{precision:.2f}, found {len(ranked)}, recall of all found {recall_all:.2f}")
+    assert precision >= 0.7
+    for issue in result["issues"][:5]:
+        if issue["image_id"] in flipped:
+            assert issue["suggested"] != issue["given"] and issue["split"] == "train"
+
+
+def test_accept_keep_skip_guard_rails_and_the_change_record(embedded_stack):
+    from core.label_errors import decide, find_and_store, stored_issues
+
+    dataset_id, _ = flipped_dataset(embedded_stack, per_class=20, fraction=0.15)
+    summary = find_and_store(dataset_id=dataset_id)
+    assert summary["found"] >= 3
+    result = stored_issues(storage=embedded_stack.storage, dataset_id=dataset_id)
+    first, second, third = result["issues"][:3]
+    with embedded_stack.session() as session:
+        out = decide(session=session, storage=embedded_stack.storage, dataset_id=dataset_id,
+                     image_id=first["image_id"], action="accept", user_id=USER)
+    assert out["changed"] and out["new"] == first["suggested"]
+    with embedded_stack.session() as session:
+        change = session.scalars(select(ClsLabelChange).where(ClsLabelChange.image_id == uuid.UUID(first["image_id"]),
+                                                              ClsLabelChange.reason == "label_error_finder")).one()
+        assert change.user_id == USER and change.old_class_ids == [first["given_class_id"]]
+        assert change.new_class_ids == [first["suggested_class_id"]] and change.created_at is not None
+        decide(session=session, storage=embedded_stack.storage, dataset_id=dataset_id, image_id=second["image_id"],
+               action="keep", user_id=USER)
+        kept = session.scalars(select(ClsLabel).where(ClsLabel.image_id == uuid.UUID(second["image_id"]))).one()
+        assert kept.is_reviewed and str(kept.class_id) == second["given_class_id"]
+        assert decide(session=session, storage=embedded_stack.storage, dataset_id=dataset_id,
+                      image_id=third["image_id"], action="skip")["changed"] is False
+    stored = stored_issues(storage=embedded_stack.storage, dataset_id=dataset_id)
+    assert set(stored["decisions"]) == {first["image_id"], second["image_id"]}
+    with embedded_stack.session() as session, pytest.raises(Conflict, match="changed since"):
+        decide(session=session, storage=embedded_stack.storage, dataset_id=dataset_id, image_id=first["image_id"],
+               action="accept", user_id=USER)  # already changed: a second accept is refused
+
+    # a test-split image: refused without confirmation, accepted with it and recorded with its split
+    with embedded_stack.session() as session:
+        link = session.scalar(select(ClsDatasetImage).where(ClsDatasetImage.image_id == uuid.UUID(third["image_id"])))
+        link.split = "test"
+    with embedded_stack.session() as session, pytest.raises(InvalidInput, match="test split"):
+        decide(session=session, storage=embedded_stack.storage, dataset_id=dataset_id, image_id=third["image_id"],
+               action="accept", user_id=USER)
+    with embedded_stack.session() as session:
+        out = decide(session=session, storage=embedded_stack.storage, dataset_id=dataset_id,
+                     image_id=third["image_id"], action="accept", user_id=USER, confirm_test=True)
+    assert out["split"] == "test"
+    with embedded_stack.session() as session:
+        assert session.scalars(select(ClsLabelChange.split).where(
+            ClsLabelChange.image_id == uuid.UUID(third["image_id"]))).all()[-1] == "test"
+
+
+def test_bad_requests(embedded_stack):
+    from core.datasets import create_dataset
+    from core.label_errors import decide, find_issues
+
+    with embedded_stack.session() as session:
+        plain = create_dataset(session=session, name="empty").id
+        multi = create_dataset(session=session, name="multi", task_type="multi_label").id
+    with embedded_stack.session() as session:
+        with pytest.raises(NotFound, match="no version"):
+            find_issues(session=session, storage=embedded_stack.storage, dataset_id=plain)
+        with pytest.raises(InvalidInput, match="multi-label"):
+            find_issues(session=session, storage=embedded_stack.storage, dataset_id=multi)
+        with pytest.raises(InvalidInput, match="not a UUID"):
+            find_issues(session=session, storage=embedded_stack.storage, dataset_id="nope")
+        with pytest.raises(InvalidInput, match="action"):
+            decide(session=session, storage=embedded_stack.storage, dataset_id=plain, image_id=uuid.uuid4(),
+                   action="delete")
+        with pytest.raises(NotFound, match="not among"):
+            decide(session=session, storage=embedded_stack.storage, dataset_id=plain, image_id=uuid.uuid4(),
+                   action="accept")
