@@ -2,7 +2,7 @@
 against the machine's limit (bare decode+hash+thumbnail in a tight loop on every core), and memory
 over a long batch.
 
-    python bench/bench_ingest.py [--count 2000] [--postgres] [--memory 10000]
+    python bench/bench_ingest.py [--count 2000] [--rounds 2] [--postgres] [--memory 10000]
 
 The photos are the two real photographs shipped with scikit-learn, cut into `count` different JPEGs
 (random crop, scale, flip, quality), cached under bench/out/. Prints one JSON document.
@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import random
+import statistics
 import sys
 import tempfile
 import threading
@@ -57,15 +58,73 @@ def _decode_chunk(blobs: list[bytes]) -> int:
     return len(blobs)
 
 
-def machine_limit(paths: list[Path], workers: int) -> float:
-    """Images/s for decode + SHA-256 + pHash + thumbnail with every core busy and no I/O or database."""
+def machine_limit(paths: list[Path], workers: int) -> tuple[float, float]:
+    """Images/s for decode + SHA-256 + pHash + thumbnail with every core busy and no I/O or database,
+    and the CPU milliseconds that costs per image."""
     blobs = [path.read_bytes() for path in paths]
     chunks = [blobs[i:i + 25] for i in range(0, len(blobs), 25)]
     with ProcessPoolExecutor(max_workers=workers) as pool:
         list(pool.map(_decode_chunk, chunks[:workers]))  # start the workers before timing
-        started = time.perf_counter()
-        done = sum(pool.map(_decode_chunk, chunks))
-        return done / (time.perf_counter() - started)
+        with CpuMeter() as cpu:
+            started = time.perf_counter()
+            done = sum(pool.map(_decode_chunk, chunks))
+            elapsed = time.perf_counter() - started
+    return done / elapsed, cpu.seconds * 1000 / done
+
+
+def _tree_pids() -> set[int]:
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    tree, grew = {os.getpid()}, True
+    while grew:
+        new = {pid for pid, ppid in parents.items() if ppid in tree and pid not in tree}
+        tree |= new
+        grew = bool(new)
+    return tree
+
+
+def _cpu_ticks(pid: int) -> int:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime + stime of this process
+    except (OSError, IndexError, ValueError):
+        return -1
+
+
+class CpuMeter:
+    """CPU seconds spent by this process and all its descendants (pool workers, the forkserver) during a
+    block. Unlike wall time on a shared machine, this does not depend on what the neighbours do."""
+
+    def __init__(self):
+        self.ticks: dict[int, int] = {}
+        self.start: dict[int, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        for pid in _tree_pids():
+            ticks = _cpu_ticks(pid)
+            if ticks >= 0:
+                self.ticks[pid] = max(ticks, self.ticks.get(pid, 0))
+
+    def _run(self):
+        while not self._stop.wait(0.1):
+            self._sample()
+
+    def __enter__(self):
+        self.start = {pid: _cpu_ticks(pid) for pid in _tree_pids()}
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._sample()
+        self._stop.set()
+        self._thread.join()
+        self.seconds = sum(t - max(self.start.get(pid, 0), 0) for pid, t in self.ticks.items()) / os.sysconf("SC_CLK_TCK")
 
 
 class RssSampler:
@@ -133,20 +192,19 @@ def end_to_end(paths: list[Path], database_url: str, repeat: int = 1, watch_memo
     dispose_engines()
     reset_storage_cache()
     items = [(path.name, path) for _ in range(repeat) for path in paths]
-    progress_at: dict[int, float] = {}
     rss = RssSampler()
     if watch_memory:  # the sampler walks /proc: kept out of the throughput run
         rss.__enter__()
-    started = time.perf_counter()
-    results = ingest_many(items=items, skip_duplicates=repeat == 1,
-                          progress=lambda done, total: progress_at.setdefault(done, time.perf_counter()))
-    elapsed = time.perf_counter() - started
+    with CpuMeter() as cpu:
+        started = time.perf_counter()
+        results = ingest_many(items=items, skip_duplicates=repeat == 1)
+        elapsed = time.perf_counter() - started
     if watch_memory:
         rss.__exit__()
     statuses = {s: sum(1 for r in results if r.status == s) for s in ("imported", "duplicate", "rejected")}
     memory = [mb for _t, mb in rss.samples]
     report = {"images": len(items), "seconds": round(elapsed, 1), "images_per_s": round(len(items) / elapsed, 1),
-              "statuses": statuses}
+              "cpu_ms_per_image": round(cpu.seconds * 1000 / len(items), 1), "statuses": statuses}
     if memory:
         report.update(rss_tree_mb_first_10pct=max(memory[: max(1, len(memory) // 10)]), rss_tree_mb_peak=max(memory),
                       rss_tree_mb_last=memory[-1])
@@ -158,6 +216,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=2000)
     parser.add_argument("--postgres", action="store_true", help="ingest into a scratch Postgres database")
     parser.add_argument("--memory", type=int, default=0, help="also ingest this many files and watch memory")
+    parser.add_argument("--rounds", type=int, default=2, help="end-to-end runs, each between two limit runs")
     args = parser.parse_args()
     workers = os.cpu_count() or 1
     paths = make_photos(args.count)
@@ -174,11 +233,19 @@ def main() -> None:
         database_url = admin_url.rsplit("/", 1)[0] + "/cls_bench_ingest"
     report = {"photos": len(paths), "mean_bytes": sum(p.stat().st_size for p in paths) // len(paths),
               "cores": workers, "load_before": os.getloadavg()}
-    limit = machine_limit(paths, workers)
-    e2e = end_to_end(paths, database_url)
-    limit_after = machine_limit(paths, workers)
-    report.update(limit_images_per_s=[round(limit, 1), round(limit_after, 1)], end_to_end=e2e,
-                  end_to_end_vs_limit=round(e2e["images_per_s"] / ((limit + limit_after) / 2), 2))
+    # The machine is shared: alternate limit and end-to-end runs and compare each with its neighbours
+    # (wall time), and compare CPU per image (independent of the neighbours' load).
+    limits_seen, runs = [machine_limit(paths, workers)], []
+    for _ in range(args.rounds):
+        runs.append(end_to_end(paths, database_url))
+        limits_seen.append(machine_limit(paths, workers))
+    ratios = [run["images_per_s"] / ((limits_seen[i][0] + limits_seen[i + 1][0]) / 2) for i, run in enumerate(runs)]
+    limit_cpu = statistics.median(cpu for _rate, cpu in limits_seen)
+    report.update(limit_images_per_s=[round(rate, 1) for rate, _cpu in limits_seen],
+                  limit_cpu_ms_per_image=round(limit_cpu, 1), end_to_end=runs,
+                  end_to_end_vs_limit_wall=[round(r, 2) for r in ratios],
+                  end_to_end_vs_limit_cpu=[round(limit_cpu / run["cpu_ms_per_image"], 2) for run in runs],
+                  idle_machine_estimate_images_per_s=round(workers * 1000 / limit_cpu, 1))
     if args.memory:
         report["memory_run"] = end_to_end(paths, database_url, repeat=max(1, args.memory // len(paths)),
                                           watch_memory=True)

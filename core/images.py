@@ -389,7 +389,11 @@ def _process_pool(workers: int):
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver"))
+    context = multiprocessing.get_context("forkserver")
+    # Imported once in the fork server, inherited by every worker (and every later pool) for free.
+    context.set_forkserver_preload(["core.images", "PIL.Image", "PIL.JpegImagePlugin", "PIL.PngImagePlugin",
+                                    "imagehash"])
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
 
 
 def ingest_many(*, items, storage=None, user_id=None, source="upload", folder=None, tags=None,
