@@ -7,11 +7,12 @@ Candidates come from an index, never an all-pairs scan: the pHash is cut into th
 whole library a numpy self-join.
 
 Why a confirmation: on homogeneous collections (packshots on one background, inspection images of one
-part) the 64-bit pHash is dominated by the shared layout; on our edited-real-photo set 43 % of the pairs
-within distance 8 were different images. Each candidate pair must also agree on the mid frequencies of
-a 256-bit pHash of the thumbnail (imagehash, hash_size=16): only its 192 bits outside the 8×8
-low-frequency corner are compared, frequencies the 64-bit hash never sees, so the two measures are
-independent rather than one hash read twice. Figures: bench/bench_duplicates.py.
+part) the 64-bit pHash is dominated by the shared layout; on our edited-real-photo set 42 % of the pairs
+within distance 8 were different images (65 % among packshots). Each candidate pair must also agree on
+the mid frequencies of a 256-bit pHash of the thumbnail (imagehash, hash_size=16): only its 192 bits
+outside the 8×8 low-frequency corner are compared, frequencies the 64-bit hash never sees, so the two
+measures are independent rather than one hash read twice. With it, pair precision 0.58 → 0.997 at
+recall 0.91 (threshold 8); figures: bench/bench_duplicates.py.
 """
 
 from __future__ import annotations
