@@ -122,7 +122,7 @@ def decode_csv(data: bytes) -> tuple[list[str], list[list[str]]]:
     text = data.decode("utf-8-sig", errors="replace")
     first_line = text.split("\n", 1)[0]
     delimiter = max((",", ";", "\t"), key=first_line.count)
-    rows = [row for row in csv.reader(io.StringIO(text), delimiter=delimiter) if any(c.strip() for c in row)]
+    rows = [row for row in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter) if any(c.strip() for c in row)]
     if not rows:
         return [], []
     return [c.strip() for c in rows[0]], [[c.strip() for c in row] for row in rows[1:]]

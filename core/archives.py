@@ -107,6 +107,9 @@ class SafeZip:
         seen: set[str] = set()
         encrypted = files = 0
         for info in infos:
+            if not info.filename:  # zipfile's is_dir() fails on it; found by tests/hostile fuzzing
+                problems.append(ArchiveProblem("(no name)", "entry without a name; skipped"))
+                continue
             if info.is_dir():
                 continue
             name = normalise_entry_name(info.filename)

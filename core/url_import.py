@@ -42,7 +42,7 @@ def parse_url_list(text: str) -> tuple[list[str], list[dict]]:
     that looks like a URL). Returns (urls, per-line errors); repeats are dropped."""
     urls: list[str] = []
     errors: list[dict] = []
-    rows = list(csv.reader(io.StringIO(text or "")))
+    rows = list(csv.reader(io.StringIO(text or "", newline="")))
     url_column = None
     if rows and any(cell.strip().lower() in ("url", "image_url", "link") for cell in rows[0]):
         header = [cell.strip().lower() for cell in rows[0]]
