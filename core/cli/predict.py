@@ -1,0 +1,71 @@
+"""`predict --model ID|default IMAGE_OR_URL...`, `predict-batch --model ID --dataset NAME
+[--write-labels] [--overwrite] [--csv OUT]`, `label-issues --dataset NAME [--model ID] [--accept IMAGE_ID]`."""
+
+from __future__ import annotations
+
+
+def register(subparsers) -> None:
+    predict = subparsers.add_parser("predict", help="predict images (files or http(s) URLs) with a model")
+    predict.add_argument("--model", required=True, help="model id, or 'default'")
+    predict.add_argument("images", nargs="+", help="image files or URLs")
+    predict.add_argument("--top-k", type=int, default=5)
+    predict.set_defaults(handler=cmd_predict)
+
+    batch = subparsers.add_parser("predict-batch", help="predict a dataset; write AI labels and/or a CSV")
+    batch.add_argument("--model", required=True, help="model id, or 'default'")
+    batch.add_argument("--dataset", required=True, help="dataset name")
+    batch.add_argument("--write-labels", action="store_true", help="write predictions as AI labels")
+    batch.add_argument("--overwrite", action="store_true", help="also replace manual and reviewed labels")
+    batch.add_argument("--csv", metavar="OUT", help="write the predictions to this CSV file")
+    batch.set_defaults(handler=cmd_predict_batch)
+
+    issues = subparsers.add_parser("label-issues", help="rank a dataset's likely label errors (changes nothing)")
+    issues.add_argument("--dataset", required=True, help="dataset name")
+    issues.add_argument("--version", type=int, help="version number (default: the latest)")
+    issues.add_argument("--model", help="use this model's predictions on images it did not train on")
+    issues.add_argument("--folds", type=int, default=5)
+    issues.add_argument("--limit", type=int, default=50, help="show at most this many")
+    issues.set_defaults(handler=cmd_label_issues)
+
+
+def cmd_predict(args) -> dict:
+    from core.db import session_scope
+    from core.predict import predict_items, read_inputs
+    from core.storage import get_storage
+
+    items = read_inputs(args.images)
+    with session_scope() as session:
+        return predict_items(session=session, storage=get_storage(), model=args.model, items=items, top_k=args.top_k)
+
+
+def cmd_predict_batch(args) -> dict:
+    from pathlib import Path
+
+    from core.auto_label import run_batch_prediction
+    from core.datasets import get_dataset_by_name
+    from core.db import session_scope
+    from core.storage import get_storage
+
+    with session_scope() as session:
+        dataset_id = get_dataset_by_name(session=session, name=args.dataset).id
+    result = run_batch_prediction(model=args.model, scope="dataset", dataset_id=dataset_id,
+                                  write_labels=args.write_labels, overwrite=args.overwrite,
+                                  export_csv=bool(args.csv))
+    if args.csv:
+        Path(args.csv).write_bytes(get_storage().get(result["csv_key"]))
+        result["csv"] = args.csv
+    return result
+
+
+def cmd_label_issues(args) -> dict:
+    from core.datasets import get_dataset_by_name
+    from core.db import session_scope
+    from core.label_errors import find_issues
+    from core.storage import get_storage
+
+    with session_scope() as session:
+        dataset_id = get_dataset_by_name(session=session, name=args.dataset).id
+        result = find_issues(session=session, storage=get_storage(), dataset_id=dataset_id, version_number=args.version,
+                             model_id=args.model, folds=args.folds, limit=args.limit)
+    result.pop("decisions", None)
+    return result

@@ -1,0 +1,144 @@
+"""Prediction with a tiny model trained in the test (ConvNeXt-V2 atto, 32 px digits): top-k, the
+saved thresholds, per-item errors, the default model, URLs under the SSRF rules, Grad-CAM for a CNN
+and a ViT, the cached predictor and the CLI."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import numpy as np
+import pytest
+
+from core.errors import InvalidInput, NotFound
+from tests.model_factory import digit_images, register_model, shared_checkpoint
+
+
+@pytest.fixture(autouse=True)
+def small_torch(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setenv("CLS_CACHE_DIR", str(tmp_path / "cache"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return shared_checkpoint(tmp_path_factory)
+
+
+def add(stack, checkpoint, **kwargs):
+    with stack.session() as session:
+        return register_model(session, stack.storage, checkpoint, class_ids=[uuid.uuid4() for _ in range(3)], **kwargs)
+
+
+def test_top_k_on_real_images_and_per_item_errors(embedded_stack, checkpoint):
+    from core.predict import Item, predict_items
+
+    model_id = add(embedded_stack, checkpoint)
+    images, target = digit_images(3, 10)
+    items = [Item(f"d{i}.png", data) for i, data in enumerate(images)]
+    items.insert(3, Item("broken.png", b"not an image"))
+    with embedded_stack.session() as session:
+        out = predict_items(session=session, storage=embedded_stack.storage, model=model_id, items=items, top_k=2)
+    assert out["model"]["backend"] == "torch"
+    assert out["results"][3]["image"] == "broken.png" and "cannot decode" in out["results"][3]["error"]
+    results = [r for r in out["results"] if "error" not in r]
+    assert len(results) == 30 and all(len(r["top_k"]) == 2 for r in results)
+    for r in results:
+        assert r["top_k"][0]["probability"] >= r["top_k"][1]["probability"]
+        assert r["predicted"] == [r["top_k"][0]["class"]] and not r["abstained"]
+    predicted = np.array([r["top_k"][0]["index"] for r in results])
+    assert (predicted == target).mean() >= 0.6  # trained on these: well above chance (1/3)
+
+
+def test_saved_thresholds_apply(embedded_stack, checkpoint):
+    from core.predict import Item, describe, predict_items
+
+    model_id = add(embedded_stack, checkpoint, thresholds={"abstain": 1.01})
+    images, _ = digit_images(3, 1)
+    with embedded_stack.session() as session:
+        out = predict_items(session=session, storage=embedded_stack.storage, model=model_id,
+                            items=[Item("a", images[0])])
+    assert out["results"][0]["abstained"] and out["results"][0]["predicted"] == []
+    multi = describe(np.array([0.9, 0.4, 0.2]), class_names=["a", "b", "c"], multi_label=True,
+                     thresholds={"per_class": [0.95, 0.3, 0.5]}, top_k=3)
+    assert multi["predicted"] == ["b"] and multi["probabilities"]["a"] == pytest.approx(0.9)
+
+
+def test_model_thresholds_read_the_saved_per_class_values():
+    from core.models import ClsTrainedModel
+    from core.predict import model_thresholds
+
+    row = ClsTrainedModel(task_type="multi_label", class_names=["a", "b"], thresholds={"per_class": {"b": 0.2}})
+    assert model_thresholds(row) == {"per_class": [0.5, 0.2]}
+
+
+def test_default_model_inactive_model_and_bad_input(embedded_stack, checkpoint):
+    from core.predict import Item, predict_items, read_inputs, resolve_model
+    from core.registry import set_active
+
+    with embedded_stack.session() as session, pytest.raises(NotFound, match="no default model"):
+        resolve_model(session=session, model="default")
+    model_id = add(embedded_stack, checkpoint, is_default=True)
+    with embedded_stack.session() as session:
+        assert resolve_model(session=session, model="default").id == model_id
+        with pytest.raises(InvalidInput, match="top_k"):
+            predict_items(session=session, storage=embedded_stack.storage, model=model_id, items=[Item("a", b"x")],
+                          top_k=0)
+        with pytest.raises(InvalidInput, match="at least one"):
+            predict_items(session=session, storage=embedded_stack.storage, model=model_id, items=[])
+        with pytest.raises(InvalidInput, match="not a UUID"):
+            resolve_model(session=session, model="nope")
+        set_active(session=session, model_id=model_id, active=False)
+    with embedded_stack.session() as session, pytest.raises(InvalidInput, match="inactive"):
+        resolve_model(session=session, model=model_id)
+    items = read_inputs(["http://127.0.0.1:1/x.png", "/no/such/file.png", "ftp://x/y"], allow_list=[])
+    assert "127.0.0.1" in items[0].error or "not allowed" in items[0].error or "private" in items[0].error
+    assert items[1].error == "no such file" and items[2].error == "no such file"
+
+
+def test_cached_predictor_is_loaded_once(embedded_stack, checkpoint):
+    from core.ml.inference import cached_predictor
+
+    model_id = add(embedded_stack, checkpoint)
+    with embedded_stack.session() as session:
+        first = cached_predictor(session=session, storage=embedded_stack.storage, model_id=model_id)
+        assert cached_predictor(session=session, storage=embedded_stack.storage, model_id=model_id) is first
+        assert cached_predictor(session=session, storage=embedded_stack.storage, model_id=model_id, threads=1) is not first
+
+
+@pytest.mark.parametrize("family,size", [("convnext", "atto"), ("vit", "tiny")])
+def test_grad_cam_for_a_cnn_and_a_vit(embedded_stack, tmp_path, checkpoint, family, size):
+    from core.predict import grad_cam
+    from tests.model_factory import train_checkpoint
+
+    path = checkpoint if family == "convnext" else train_checkpoint(tmp_path / "vit.pt", family=family, size=size,
+                                                                    steps=1, per_class=2)
+    model_id = add(embedded_stack, path, model_type=family)
+    image = digit_images(3, 1)[0][0]
+    with embedded_stack.session() as session:
+        top = grad_cam(session=session, storage=embedded_stack.storage, model=model_id, image=image)
+        other = grad_cam(session=session, storage=embedded_stack.storage, model=model_id, image=image,
+                         class_index=(top["class_index"] + 1) % 3)
+        with pytest.raises(InvalidInput, match="out of range"):
+            grad_cam(session=session, storage=embedded_stack.storage, model=model_id, image=image, class_index=7)
+    assert top["heatmap"].shape == (32, 32) and 0 <= top["heatmap"].min() and top["heatmap"].max() <= 1
+    assert top["overlay"].shape == (32, 32, 3) and top["overlay"].dtype == np.uint8
+    assert other["class_index"] != top["class_index"]
+
+
+def test_cli_predict(embedded_stack, checkpoint, tmp_path, capsys):
+    from core.cli import main
+
+    model_id = add(embedded_stack, checkpoint, is_default=True)
+    image = tmp_path / "digit.png"
+    image.write_bytes(digit_images(3, 1)[0][0])
+    assert main(["predict", "--model", "default", str(image), str(tmp_path / "missing.png"), "--top-k", "2"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["model"]["id"] == str(model_id) and len(out["results"][0]["top_k"]) == 2
+    assert out["results"][1]["error"] == "no such file"
+    assert main(["predict", "--model", str(uuid.uuid4()), str(image)]) != 0
