@@ -235,6 +235,22 @@ def chips_html(labels: list, classes_by_id: dict, split: str | None, status: str
     return '<div class="ds-chips">' + "".join(parts) + "</div>"
 
 
+# A focused checkbox swallows key presses (Streamlit's shortcuts ignore keys aimed at inputs), so after
+# a tile's checkbox is clicked focus leaves it: the next number key reaches the class buttons.
+# Constant code, no user input in it.
+BLUR_CHECKBOXES = """<script>
+if (!window.__dsGridBlur) {
+  window.__dsGridBlur = true;
+  document.addEventListener("click", (event) => {
+    if (!event.target.closest || !event.target.closest(".st-key-dsgrid_tiles")) return;
+    setTimeout(() => {
+      const active = document.activeElement;
+      if (active && active.type === "checkbox") active.blur();
+    }, 0);
+  }, true);
+}
+</script>"""
+
 CSS = """<style>
 .ds-chips{display:flex;flex-wrap:wrap;gap:4px;min-height:1.6em}
 .ds-chip{color:#fff;border-radius:10px;padding:0 8px;font-size:0.78rem;line-height:1.5em;white-space:nowrap}
@@ -246,21 +262,24 @@ def tiles(dataset_id: uuid.UUID, items: list, classes_by_id: dict) -> None:
     from pages.images import plain, thumbnail_urls
 
     st.markdown(CSS, unsafe_allow_html=True)
+    st.html(BLUR_CHECKBOXES, unsafe_allow_javascript=True)
     urls = thumbnail_urls([item.thumbnail_path for item in items])
-    selected = _state(dataset_id)["selected"]
-    for start in range(0, len(items), PER_ROW):
-        cols = st.columns(PER_ROW)
-        for col, item, url in zip(cols, items[start:start + PER_ROW], urls[start:start + PER_ROW], strict=False):
-            image_id = str(item.image_id)
-            with col.container(border=True):
-                if url:
-                    st.image(url, width="stretch")
-                else:
-                    st.caption("no thumbnail")
-                st.session_state[_box_key(image_id)] = image_id in selected
-                st.checkbox(plain(item.filename), key=_box_key(image_id), on_change=_toggle,
-                            args=(dataset_id, image_id))
-                st.markdown(chips_html(item.labels, classes_by_id, item.split, item.status), unsafe_allow_html=True)
+    state = _state(dataset_id)
+    with st.container(key="dsgrid_tiles"):
+        for start in range(0, len(items), PER_ROW):
+            cols = st.columns(PER_ROW)
+            for col, item, url in zip(cols, items[start:start + PER_ROW], urls[start:start + PER_ROW], strict=False):
+                image_id = str(item.image_id)
+                with col.container(border=True):
+                    if url:
+                        st.image(url, width="stretch")
+                    else:
+                        st.caption("no thumbnail")
+                    st.session_state[_box_key(image_id)] = state["all"] or image_id in state["selected"]
+                    st.checkbox(plain(item.filename), key=_box_key(image_id), on_change=_toggle,
+                                args=(dataset_id, image_id))
+                    st.markdown(chips_html(item.labels, classes_by_id, item.split, item.status),
+                                unsafe_allow_html=True)
 
 
 def _turn(dataset_id: uuid.UUID, step: int) -> None:
