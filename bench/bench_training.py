@@ -29,7 +29,7 @@ def load() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip().split("load average:")[-1].strip()
 
 
-def setup(workdir: Path, px: int) -> None:
+def setup(workdir: Path, px: int, per_class: int | None) -> None:
     os.environ.update(DATABASE_URL=f"sqlite:///{workdir / 'bench.db'}", STORAGE_URL=f"file://{workdir / 'storage'}",
                       CLS_CACHE_DIR=str(workdir / "cache"))
     os.environ.pop("REDIS_URL", None)
@@ -42,7 +42,7 @@ def setup(workdir: Path, px: int) -> None:
 
     Base.metadata.create_all(create_engine(os.environ["DATABASE_URL"]))
     with session_scope() as session:
-        make_digits_version(session, get_storage(), name="digits", size=px)
+        make_digits_version(session, get_storage(), name="digits", size=px, per_class=per_class)
 
 
 def run_ours(args) -> dict:
@@ -136,6 +136,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--preset", default="light")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--per-class", type=int, help="images per digit (default: all, ~180)")
     args = parser.parse_args()
 
     import torch
@@ -143,8 +144,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="bench-training-") as tmp:
         started = time.perf_counter()
-        setup(Path(tmp), args.px)
-        print(f"dataset: digits, 1797 images at {args.px}px, version made in {time.perf_counter() - started:.0f}s")
+        setup(Path(tmp), args.px, args.per_class)
+        count = 10 * args.per_class if args.per_class else 1797
+        print(f"dataset: digits, {count} images at {args.px}px, version made in {time.perf_counter() - started:.0f}s")
         reference = run_reference(args)
         print(f"reference loop: accuracy {reference['accuracy']:.4f}, {reference['images_per_s']:.1f} img/s, "
               f"{reference['wall_s']:.0f}s  (load {reference['load']})")

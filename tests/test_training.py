@@ -58,7 +58,7 @@ def load_run(stack, run_id):
         return run_summary(get_run(session=session, run_id=run_id))
 
 
-def wait_for(predicate, timeout=240.0, step=0.1):
+def wait_for(predicate, timeout=600.0, step=0.1):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
