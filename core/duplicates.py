@@ -232,9 +232,8 @@ def near_duplicate_components(hashes: dict[uuid.UUID, int | str], threshold: int
 
 def _band_condition(session: Session, value: int, threshold: int):
     """Rows whose pHash may be within `threshold` of `value`: the band-index probes (no scan). On
-    Postgres each band is one index-only scan over (band, phash, id) that also checks the exact
-    distance, so only true candidates reach the table; the probes go as one array parameter per band,
-    so the statement text never changes and the driver prepares it once."""
+    Postgres the exact distance is checked in SQL too, so only true candidates travel back, and each
+    band's probes go as one array parameter, so the statement text never changes (prepared once)."""
     probes = band_probes(value, threshold)
     columns = (ClsImage.phash_band0, ClsImage.phash_band1, ClsImage.phash_band2)
     if session.get_bind().dialect.name != "postgresql":

@@ -88,10 +88,9 @@ class ClsImage(TimestampMixin, Base):
         Index("idx_cls_images_folder", "folder"),
         Index("idx_cls_images_file_hash", "file_hash"),
         Index("idx_cls_images_phash", "phash"),
-        # (band, phash, id): a near-duplicate probe is answered from the index alone (no heap visits).
-        Index("idx_cls_images_phash_band0", "phash_band0", "phash", "id"),
-        Index("idx_cls_images_phash_band1", "phash_band1", "phash", "id"),
-        Index("idx_cls_images_phash_band2", "phash_band2", "phash", "id"),
+        Index("idx_cls_images_phash_band0", "phash_band0"),
+        Index("idx_cls_images_phash_band1", "phash_band1"),
+        Index("idx_cls_images_phash_band2", "phash_band2"),
         Index("idx_cls_images_created", "created_at"),
         Index("idx_cls_images_source_ref", "source_type", "source_id"),
         # Beyond the plan, for the Images page at 100k+ rows (bench/bench_images_page.py): the tag

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-27 05:53:18.252584
+Create Date: 2026-11-27 06:15:01.368784
 """
 from collections.abc import Sequence
 
@@ -104,9 +104,9 @@ def upgrade() -> None:
         batch_op.create_index('idx_cls_images_folder', ['folder'], unique=False)
         batch_op.create_index('idx_cls_images_name', ['original_filename'], unique=False)
         batch_op.create_index('idx_cls_images_phash', ['phash'], unique=False)
-        batch_op.create_index('idx_cls_images_phash_band0', ['phash_band0', 'phash', 'id'], unique=False)
-        batch_op.create_index('idx_cls_images_phash_band1', ['phash_band1', 'phash', 'id'], unique=False)
-        batch_op.create_index('idx_cls_images_phash_band2', ['phash_band2', 'phash', 'id'], unique=False)
+        batch_op.create_index('idx_cls_images_phash_band0', ['phash_band0'], unique=False)
+        batch_op.create_index('idx_cls_images_phash_band1', ['phash_band1'], unique=False)
+        batch_op.create_index('idx_cls_images_phash_band2', ['phash_band2'], unique=False)
         batch_op.create_index('idx_cls_images_size', ['file_size_bytes'], unique=False)
         batch_op.create_index('idx_cls_images_source', ['source'], unique=False)
         batch_op.create_index('idx_cls_images_source_ref', ['source_type', 'source_id'], unique=False)
