@@ -110,7 +110,8 @@ def main() -> None:
 
     from core.db import session_scope
     from core.models import ClsClass, ClsLabel, ClsLabelChange
-    from tests.plugins.browser import CHROMIUM, CHROMIUM_ARGS, start_app, stop_app, wait_for_app
+    from tests.plugins.browser import CHROMIUM, CHROMIUM_ARGS, start_app, stop_app
+    from tests.test_labeling_browser import wait_for_app
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-labeling-"))
     url = make_database()

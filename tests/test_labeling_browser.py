@@ -20,7 +20,7 @@ from core.labeling import set_pins
 from core.models import ClsDatasetImage, ClsLabel
 from core.storage import storage_from_url
 from tests.factories import make_image_row
-from tests.plugins.browser import start_app, stop_app, wait_for_app
+from tests.plugins.browser import start_app, stop_app
 
 
 def seed(server, name: str, *, images: int, classes: list[str], task_type: str = "single_label"):
@@ -57,6 +57,16 @@ def rows(server, dataset_id):
                 .where(ClsLabel.dataset_id == dataset_id)):
             found.setdefault(image_id, set()).add(name)
         return found
+
+
+def wait_for_app(page, timeout_ms: int = 30000) -> None:
+    """The script run finished. (The shared harness's wait also expects app.py's own sidebar
+    sections; this page's tests need only the run to be over.)"""
+    page.wait_for_selector("[data-testid='stApp']", timeout=timeout_ms)
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"] [data-testid=\"stSpinner\"],"
+        " [data-testid=\"stStatusWidgetRunningIcon\"]')", timeout=timeout_ms)
+    page.wait_for_timeout(300)
 
 
 @pytest.fixture(scope="module")
