@@ -25,3 +25,21 @@ def test_sidebar_lists_every_section(app_server, browser_page):
     for title in ("Dashboard", "Images", "Classes", "Datasets", "Labeling", "Training", "Models", "Predict"):
         assert title in nav
     assert "Local user" in page.locator("[data-testid='stSidebar']").inner_text()
+
+
+def test_deep_link_on_a_fresh_server_goes_through_app_py(chromium_browser, tmp_path):
+    """Streamlit's old folder mode would run pages/datasets.py alone (no login, no schema check)."""
+    from tests.plugins.browser import start_app, stop_app
+
+    server = start_app(tmp_path)
+    try:
+        page = chromium_browser.new_page()
+        page.goto(f"{server.url}/datasets")
+        wait_for_app(page)
+        sidebar = page.locator("[data-testid='stSidebar']").inner_text()
+        assert "Local user" in sidebar and "Classification" in sidebar
+        assert "dataset sections" not in sidebar.lower()
+        assert page.locator("h1").first.inner_text() == "Datasets"
+        page.close()
+    finally:
+        stop_app(server)
