@@ -94,6 +94,7 @@ def run_batch_prediction(*, model, scope: str, dataset_id=None, image_ids=None, 
     from core.storage import get_storage
 
     dataset_id = _ids([dataset_id], "dataset_id")[0] if dataset_id is not None else None
+    user_id = _ids([user_id], "user_id")[0] if user_id is not None else None
     check_request(scope=scope, dataset_id=dataset_id, image_ids=image_ids, write_labels=write_labels,
                   export_csv=export_csv)
     storage = get_storage()
