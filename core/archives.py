@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import stat
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO
@@ -82,7 +83,7 @@ class SafeZip:
         self.settings = settings or get_settings()
         try:
             self._zip = zipfile.ZipFile(source)
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, OSError):
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, OSError, NotImplementedError):
             raise InvalidInput("not a ZIP archive (or a damaged one); upload a .zip file") from None
         try:
             self.entries, self.problems = self._check(self._zip.infolist())
@@ -161,7 +162,7 @@ class SafeZip:
                         break
                     chunks.append(chunk)
                     got += len(chunk)
-        except (zipfile.BadZipFile, EOFError, OSError, NotImplementedError, RuntimeError, ValueError) as exc:
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError, ValueError) as exc:
             reason = str(exc) or type(exc).__name__
             if "CRC" in reason or isinstance(exc, EOFError):
                 reason = f"its declared size or checksum does not match its contents ({reason})"

@@ -13,6 +13,7 @@ import uuid
 import pandas as pd
 import streamlit as st
 
+from core.config import get_settings
 from core.db import session_scope
 from core.errors import UserError
 from pages.ui import current_user, watch_jobs
@@ -89,6 +90,10 @@ def labeled_dataset_tab(dataset_id: uuid.UUID | None = None) -> None:
                "`_classes.csv`, or a CSV of filename,label rows.")
     upload = st.file_uploader("ZIP archive", type=["zip"], key="archive_file")
     if upload is None:
+        return
+    limit = get_settings().max_archive_bytes
+    if upload.size > limit:  # refused on its reported size, before the archive is read
+        st.error(f"the archive is {upload.size:,} bytes; at most {limit:,} are allowed (MAX_ARCHIVE_BYTES)")
         return
     if st.session_state.get("archive_preview_of") != upload.file_id:
         try:

@@ -39,6 +39,15 @@ def show_summary(results: list[dict]) -> None:
             st.dataframe(frame, hide_index=True, width="stretch")
 
 
+def refuse_oversized(files: list, limit: int) -> tuple[list, list[dict]]:
+    """Files within MAX_UPLOAD_BYTES, and a rejected result for each larger one, judged by the size the
+    upload reports, so an oversized file is never read into this process whole."""
+    kept = [f for f in files if f.size <= limit]
+    refused = [{"status": "rejected", "filename": f.name, "image_id": None, "duplicate_of": None,
+                "error": f"{f.size:,} bytes; files over {limit:,} bytes are refused"} for f in files if f.size > limit]
+    return kept, refused
+
+
 def upload_tab(dataset_id: uuid.UUID | None = None) -> None:
     from core.images import ingest_many
 
@@ -51,6 +60,9 @@ def upload_tab(dataset_id: uuid.UUID | None = None) -> None:
         def progress(done: int, total: int | None) -> None:
             bar.progress(done / total if total else 0.0, text=f"{done}/{total} files")
 
+        from core.config import get_settings
+
+        files, refused = refuse_oversized(files, get_settings().max_upload_bytes)
         try:
             results = ingest_many(items=[(f.name, f.getvalue()) for f in files], user_id=current_user().id,
                                   folder=folder or None, tags=tags, skip_duplicates=skip,
@@ -59,7 +71,7 @@ def upload_tab(dataset_id: uuid.UUID | None = None) -> None:
             st.error(str(exc))
             return
         bar.progress(1.0, text="Done")
-        st.session_state["upload_summary"] = [r.as_dict() for r in results]
+        st.session_state["upload_summary"] = refused + [r.as_dict() for r in results]
     if st.session_state.get("upload_summary"):
         show_summary(st.session_state["upload_summary"])
 

@@ -56,3 +56,24 @@ def test_fuzz_csv_parsers():
 
     run()
     assert_clean(local)
+
+
+def test_seeded_byte_mutations_of_zips():
+    """Random byte flips of small ZIPs (found: 'zip file version' NotImplementedError, zlib.error)."""
+    import io
+    import random
+    import zipfile
+
+    from tests.hostile.fuzz import check_archive
+
+    rng, local = random.Random(7), Tally()
+    for index in range(600):
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED if index % 2 else zipfile.ZIP_STORED) as archive:
+            for j in range(rng.randint(1, 3)):
+                archive.writestr(f"c/{j}.png", bytes(rng.randrange(256) for _ in range(rng.randint(0, 30))) * 3)
+        data = bytearray(buffer.getvalue())
+        for _ in range(rng.randint(1, 4)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        check_archive(bytes(data), local)
+    assert_clean(local)
