@@ -1,7 +1,234 @@
-"""Predict page: Predict classes for new images with a trained model, with Grad-CAM."""
+"""Predict page: predict uploaded images or a URL with a trained model (top-k bars, Grad-CAM with a
+class selector), batch prediction over a dataset or the library (AI labels and/or CSV, with a live
+progress bar), and the label-error review (given vs suggested label; accept, keep or skip)."""
+
+from __future__ import annotations
 
 import streamlit as st
 
+from core.db import session_scope
+from core.storage import get_storage
+from pages.ui import current_user, run_action, user_errors, watch_jobs
+
 st.title("Predict")
 st.caption("Predict classes for new images with a trained model, with Grad-CAM.")
-st.info("This page is being built.")
+
+user = current_user()
+storage = get_storage()
+
+
+def model_choices() -> tuple[list[tuple[str, str]], int]:
+    """(id, label) of the active models and the index to preselect: ?model=, else the default."""
+    from core.predict import resolve_model
+    from core.registry import list_models
+
+    with session_scope() as session:
+        rows = list_models(session=session, active_only=True)
+        choices = [(str(r.id), f"{r.name} · {r.model_type}/{r.model_size}" + (" · default" if r.is_default else ""))
+                   for r in rows]
+        wanted = st.query_params.get("model")
+        if not wanted:
+            try:
+                wanted = str(resolve_model(session=session, model="default", user_id=user.id).id)
+            except Exception:  # no default model: the first one is preselected
+                wanted = None
+    ids = [c[0] for c in choices]
+    return choices, ids.index(wanted) if wanted in ids else 0
+
+
+def choose_model(key: str) -> str | None:
+    choices, index = model_choices()
+    if not choices:
+        st.info("No trained model yet: train one on the Training page.")
+        return None
+    labels = dict(choices)
+    return st.selectbox("Model", [c[0] for c in choices], index=index, format_func=labels.get, key=key)
+
+
+def top_k_chart(result: dict) -> None:
+    import plotly.graph_objects as go
+
+    rows = list(reversed(result["top_k"]))
+    figure = go.Figure(go.Bar(x=[r["probability"] for r in rows], y=[r["class"] for r in rows], orientation="h",
+                              text=[f"{r['probability']:.1%}" for r in rows], textposition="auto"))
+    figure.update_layout(height=60 + 32 * len(rows), margin={"l": 0, "r": 0, "t": 10, "b": 0},
+                         xaxis={"range": [0, 1], "tickformat": ".0%"})
+    st.plotly_chart(figure, key=f"chart_{result['image']}_{id(result)}")
+
+
+def predict_tab() -> None:
+    from core.predict import Item, predict_items, read_inputs
+
+    model_id = choose_model("predict_model")
+    if model_id is None:
+        return
+    files = st.file_uploader("Images", accept_multiple_files=True, type=["jpg", "jpeg", "png", "webp", "bmp", "gif",
+                                                                         "tif", "tiff"])
+    url = st.text_input("…or an image URL", placeholder="https://example.com/image.jpg")
+    top_k = st.slider("Top-k", 1, 10, 5)
+    if st.button("Predict", type="primary", disabled=not files and not url.strip()):
+        items = [Item(f.name, f.getvalue()) for f in files or []]
+        if url.strip():
+            items += read_inputs([url.strip()])
+
+        def run():
+            with session_scope() as session:
+                return predict_items(session=session, storage=storage, model=model_id, items=items, top_k=top_k,
+                                     user_id=user.id)
+
+        result = run_action(run)
+        if result is not None:
+            st.session_state["predict_result"] = result
+            st.session_state["predict_images"] = {item.name: item.data for item in items}
+    result = st.session_state.get("predict_result")
+    if not result or result["model"]["id"] != model_id:
+        return
+    st.caption(f"{result['model']['name']} · {result['model']['backend']}")
+    images = st.session_state.get("predict_images", {})
+    for number, item in enumerate(result["results"]):
+        with st.container(border=True):
+            if "error" in item:
+                st.error(f"{item['image']}: {item['error']}")
+                continue
+            left, right = st.columns([1, 2])
+            left.image(images.get(item["image"]), caption=item["image"], width="stretch")
+            with right:
+                predicted = ", ".join(item["predicted"]) or "no class above its threshold"
+                st.markdown(f"**Prediction:** {predicted}" if not item.get("abstained") else
+                            "**Abstained:** the top probability is below the model's threshold")
+                top_k_chart(item)
+                grad_cam_view(model_id, item, images.get(item["image"]), number)
+
+
+def grad_cam_view(model_id: str, item: dict, image: bytes | None, number: int) -> None:
+    from core.predict import grad_cam
+
+    if image is None or not st.toggle("Grad-CAM", key=f"cam_on_{number}"):
+        return
+    options = {r["class"]: r["index"] for r in item["top_k"]}
+    chosen = st.selectbox("Explain class", list(options), key=f"cam_class_{number}")
+
+    def run():
+        with session_scope() as session:
+            return grad_cam(session=session, storage=storage, model=model_id, image=image,
+                            class_index=options[chosen], user_id=user.id)
+
+    cam = run_action(run)
+    if cam is not None:
+        st.image(cam["overlay"], caption=f"Grad-CAM for {cam['class']} ({cam['probability']:.1%})", width=320)
+
+
+def batch_tab() -> None:
+    from core.auto_label import start_batch_prediction
+    from core.datasets import list_datasets
+
+    model_id = choose_model("batch_model")
+    if model_id is None:
+        return
+    with session_scope() as session:
+        datasets = {str(d.id): d.name for d in list_datasets(session=session)}
+    scope = st.radio("Predict", ["dataset", "library"], horizontal=True,
+                     format_func={"dataset": "a dataset", "library": "the whole library"}.get)
+    dataset_id = None
+    if scope == "dataset":
+        if not datasets:
+            st.info("No dataset yet.")
+            return
+        dataset_id = st.selectbox("Dataset", list(datasets), format_func=datasets.get, key="batch_dataset")
+    write = st.checkbox("Write predictions as AI labels", value=scope == "dataset", disabled=scope == "library",
+                        help="Labels marked AI-generated with their confidence; they appear in the labeling "
+                             "page's review and low-confidence queues.")
+    overwrite = st.checkbox("Also replace manual and reviewed labels", value=False, disabled=not write)
+    export = st.checkbox("Export predictions as CSV", value=scope == "library")
+    if st.button("Start batch prediction", type="primary"):
+        job_id = run_action(lambda: start_batch_prediction(
+            model_id=model_id, scope=scope, dataset_id=dataset_id, write_labels=write and scope == "dataset",
+            overwrite=overwrite, export_csv=export, user_id=user.id), "Batch prediction queued")
+        if job_id is not None:
+            st.session_state["batch_job"] = job_id
+    job_id = st.session_state.get("batch_job")
+    if job_id is not None:
+        watch_jobs([job_id], on_done=batch_done)
+
+
+def batch_done(jobs) -> None:
+    result = jobs[0].result or {}
+    if jobs[0].status == "succeeded":
+        st.write(f"{result.get('predicted', 0)} predicted · {result.get('labeled', 0)} labeled · "
+                 f"{result.get('kept', 0)} kept (a person's labels) · {result.get('abstained', 0)} abstained · "
+                 f"{result.get('failed', 0)} failed")
+        for failure in result.get("failures", [])[:10]:
+            st.caption(f"{failure['filename'] or failure['image_id']}: {failure['error']}")
+        if result.get("csv_key"):
+            st.download_button("Download CSV", storage.get(result["csv_key"]), file_name="predictions.csv",
+                               mime="text/csv")
+
+
+def label_errors_tab() -> None:
+    from core.datasets import list_datasets
+    from core.label_errors import decide, pending, start_find, stored_issues
+
+    with session_scope() as session:
+        datasets = {str(d.id): d.name for d in list_datasets(session=session) if d.task_type == "single_label"}
+    if not datasets:
+        st.info("No single-label dataset yet.")
+        return
+    dataset_id = st.selectbox("Dataset", list(datasets), format_func=datasets.get, key="issues_dataset")
+    method = st.radio("Out-of-sample probabilities from", ["cv", "model"], horizontal=True,
+                      format_func={"cv": "cross-validation on the train split (fast)",
+                                   "model": "a trained model (images it did not train on)"}.get)
+    model_id = choose_model("issues_model") if method == "model" else None
+    if st.button("Find label errors", help="Ranks likely mistakes; nothing changes until you click accept."):
+        job_id = run_action(lambda: start_find(dataset_id=dataset_id, model_id=model_id, user_id=user.id))
+        if job_id is not None:
+            st.session_state["issues_job"] = job_id
+    if st.session_state.get("issues_job") is not None:
+        watch_jobs([st.session_state["issues_job"]])
+    with user_errors():
+        result = stored_issues(storage=storage, dataset_id=dataset_id)
+    if not result:
+        return
+    skipped = st.session_state.setdefault(f"issues_skipped_{dataset_id}", set())
+    todo = [issue for issue in pending(result) if issue["image_id"] not in skipped]
+    st.caption(f"{result['method']} · version {result['version']} · {result['checked']} checked · "
+               f"{result['found']} suspected · {len(todo)} to review")
+    if not todo:
+        st.success("Every suggestion has been reviewed.")
+        return
+    issue = todo[0]
+    with st.container(border=True):
+        left, right = st.columns([1, 2])
+        left.image(storage.get(issue["key"]), caption=issue["filename"] or issue["image_id"], width="stretch")
+        with right:
+            st.markdown(f"**Given:** `{issue['given']}` ({issue['given_probability']:.1%})  \n"
+                        f"**Suggested:** `{issue['suggested']}` ({issue['suggested_probability']:.1%})  \n"
+                        f"Rank {issue['rank']} · split {issue['split']}")
+            confirm = False
+            if issue["split"] == "test":
+                st.warning("Test split: changing test labels from model output inflates test scores.")
+                confirm = st.checkbox("Change this test label anyway", key=f"confirm_{issue['image_id']}")
+            accept, keep, skip = st.columns(3)
+
+            def click(action: str):
+                with session_scope() as session:
+                    return decide(session=session, storage=storage, dataset_id=dataset_id,
+                                  image_id=issue["image_id"], action=action, user_id=user.id, confirm_test=confirm)
+
+            if accept.button("Accept suggestion", type="primary", key=f"accept_{issue['image_id']}"):
+                if run_action(lambda: click("accept"), f"Relabeled as {issue['suggested']}") is not None:
+                    st.rerun()
+            if keep.button("Keep given label", key=f"keep_{issue['image_id']}"):
+                if run_action(lambda: click("keep"), "Kept") is not None:
+                    st.rerun()
+            if skip.button("Skip", key=f"skip_{issue['image_id']}"):
+                skipped.add(issue["image_id"])
+                st.rerun()
+
+
+predict, batch, issues = st.tabs(["Predict", "Batch prediction", "Label errors"])
+with predict:
+    predict_tab()
+with batch:
+    batch_tab()
+with issues:
+    label_errors_tab()

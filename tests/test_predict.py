@@ -142,3 +142,19 @@ def test_cli_predict(embedded_stack, checkpoint, tmp_path, capsys):
     assert out["model"]["id"] == str(model_id) and len(out["results"][0]["top_k"]) == 2
     assert out["results"][1]["error"] == "no such file"
     assert main(["predict", "--model", str(uuid.uuid4()), str(image)]) != 0
+
+
+def test_predict_page_preselects_the_default_model_and_shows_stored_label_issues(embedded_stack, checkpoint):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    first = add(embedded_stack, checkpoint, name="first")
+    default = add(embedded_stack, checkpoint, name="chosen", is_default=True)
+    app = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=60)
+    app.run()
+    app.switch_page("pages/predict.py")
+    app.run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert app.selectbox(key="predict_model").value == str(default) != str(first)
+    assert [t.label for t in app.tabs] == ["Predict", "Batch prediction", "Label errors"]
