@@ -133,3 +133,20 @@ def test_bad_requests(embedded_stack, checkpoint):
     with pytest.raises(InvalidInput, match="no images"):
         run_batch_prediction(model=model_id, scope="selection", dataset_id=dataset_id, image_ids=[uuid.uuid4()],
                              export_csv=True)
+
+
+def test_cli_predict_batch(embedded_stack, checkpoint, tmp_path, capsys):
+    import csv
+    import json
+
+    from core.cli import main
+
+    dataset_id, model_id, ids, _ = setup(embedded_stack, checkpoint)
+    out_file = tmp_path / "predictions.csv"
+    assert main(["predict-batch", "--model", str(model_id), "--dataset", "auto", "--write-labels",
+                 "--csv", str(out_file)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["labeled"] == 7 and result["kept"] == 5 and result["csv"] == str(out_file)
+    assert len(list(csv.DictReader(out_file.open()))) == 12
+    assert labels(embedded_stack, dataset_id)[ids["new"][0]].is_ai_generated
+    assert main(["predict-batch", "--model", str(model_id), "--dataset", "missing", "--csv", str(out_file)]) != 0

@@ -67,12 +67,18 @@ def test_flipped_labels_rank_above_clean_ones_and_nothing_changes(embedded_stack
             assert issue["suggested"] != issue["given"] and issue["split"] == "train"
 
 
-def test_accept_keep_skip_guard_rails_and_the_change_record(embedded_stack):
+def test_accept_keep_skip_guard_rails_and_the_change_record(embedded_stack, capsys):
+    import json
+
+    from core.cli import main
     from core.label_errors import decide, find_and_store, stored_issues
 
     dataset_id, _ = flipped_dataset(embedded_stack, per_class=20, fraction=0.15)
     summary = find_and_store(dataset_id=dataset_id)
     assert summary["found"] >= 3
+    assert main(["label-issues", "--dataset", "noisy", "--limit", "2"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["found"] == summary["found"] and len(printed["issues"]) == 2
     result = stored_issues(storage=embedded_stack.storage, dataset_id=dataset_id)
     first, second, third = result["issues"][:3]
     with embedded_stack.session() as session:
