@@ -408,6 +408,12 @@ def ingest_many(*, items, storage=None, user_id=None, source="upload", folder=No
     from core.storage import get_storage
 
     _check_source(source)
+    if user_id is not None:
+        from core.db import session_scope
+        from core.permissions import require_role
+
+        with session_scope() as session:
+            require_role(session=session, user_id=user_id, role="admin", action="importing")
     storage = storage or get_storage()
     folder, tags = clean_folder(folder), clean_tags(tags)
     settings = get_settings()
@@ -524,30 +530,10 @@ class _BatchWriter:
 
 
 def add_to_dataset(*, session: Session, dataset_id: uuid.UUID, image_ids: list[uuid.UUID], user_id=None) -> int:
-    """Add images to a dataset (skipping ones already in it) and keep its image_count right, in the
-    caller's transaction. Uses core.datasets' service when that module provides it."""
-    try:
-        from core.datasets import add_images_to_dataset
-    except ImportError:
-        add_images_to_dataset = None
-    if add_images_to_dataset is not None:
-        result = add_images_to_dataset(session=session, dataset_id=dataset_id, image_ids=list(image_ids),
-                                       user_id=user_id)
-        return result if isinstance(result, int) else len(image_ids)
-    dataset = session.get(ClsDataset, dataset_id, with_for_update=True)
-    if dataset is None:
-        raise NotFound(f"no dataset {dataset_id}")
-    wanted = list(dict.fromkeys(image_ids))
-    present: set[uuid.UUID] = set()
-    for start in range(0, len(wanted), 500):
-        present |= set(session.scalars(select(ClsDatasetImage.image_id).where(
-            ClsDatasetImage.dataset_id == dataset_id, ClsDatasetImage.image_id.in_(wanted[start:start + 500]))))
-    new = [image_id for image_id in wanted if image_id not in present]
-    session.add_all(ClsDatasetImage(dataset_id=dataset_id, image_id=image_id) for image_id in new)
-    session.flush()
-    dataset.image_count = session.scalar(
-        select(func.count()).select_from(ClsDatasetImage).where(ClsDatasetImage.dataset_id == dataset_id))
-    return len(new)
+    """Add images to a dataset (skipping ones already in it), counts kept exact: the datasets service."""
+    from core.datasets import add_images_to_dataset
+
+    return add_images_to_dataset(session=session, dataset_id=dataset_id, image_ids=list(image_ids), user_id=user_id)
 
 
 # ---------------------------------------------------------------- library queries
@@ -729,39 +715,37 @@ def update_tags(*, session: Session, image_ids: Iterable[uuid.UUID], add: Iterab
     return changed
 
 
-def delete_images(*, session: Session, storage, image_ids: Iterable[uuid.UUID]) -> int:
+def delete_images(*, session: Session, storage, image_ids: Iterable[uuid.UUID], user_id=None) -> int:
     """Delete images: their rows now (dataset memberships and labels cascade, counts recomputed), their
-    original and thumbnail objects once the transaction commits."""
-    deleted, touched_datasets, touched_classes = 0, set(), set()
-    for chunk in _chunks(image_ids):
+    original and thumbnail objects once the transaction commits. Admins only; audited."""
+    from core.permissions import audit, require_role
+
+    require_role(session=session, user_id=user_id, role="admin", action="deleting images")
+    deleted = _delete_images(session=session, storage=storage, image_ids=image_ids)
+    if deleted:
+        audit(session=session, user_id=user_id, action="delete_images", target_type="image", row_count=deleted)
+    return deleted
+
+
+def _delete_images(*, session: Session, storage, image_ids: Iterable[uuid.UUID]) -> int:
+    from core.datasets import detach_images_everywhere
+
+    ids = list(dict.fromkeys(image_ids))
+    # Dataset memberships and their labels go through the datasets service first: it locks the
+    # datasets and classes and keeps every denormalized count exact.
+    detach_images_everywhere(session=session, image_ids=ids)
+    deleted = 0
+    for chunk in _chunks(ids):
         rows = session.execute(select(ClsImage.id, ClsImage.storage_path, ClsImage.thumbnail_path)
                                .where(ClsImage.id.in_(chunk))).all()
         if not rows:
             continue
-        ids = [row[0] for row in rows]
-        touched_datasets |= set(session.scalars(select(ClsDatasetImage.dataset_id)
-                                                .where(ClsDatasetImage.image_id.in_(ids)).distinct()))
-        touched_classes |= set(session.scalars(select(ClsLabel.class_id).where(ClsLabel.image_id.in_(ids)).distinct()))
-        # Explicit deletes rather than relying on ON DELETE CASCADE: SQLite only cascades with its
-        # foreign_keys pragma, which a foreign engine may not set.
-        session.execute(delete(ClsLabel).where(ClsLabel.image_id.in_(ids)))
-        session.execute(delete(ClsDatasetImage).where(ClsDatasetImage.image_id.in_(ids)))
-        deleted += session.execute(delete(ClsImage).where(ClsImage.id.in_(ids))).rowcount
+        found = [row[0] for row in rows]
+        # Explicit delete rather than ON DELETE CASCADE: SQLite cascades only with its foreign_keys
+        # pragma, which a foreign engine may not set.
+        session.execute(delete(ClsLabel).where(ClsLabel.image_id.in_(found)))
+        deleted += session.execute(delete(ClsImage).where(ClsImage.id.in_(found))).rowcount
         _delete_after_commit(session, storage, [key for row in rows for key in row[1:] if key])
-    _recount(session, touched_datasets, touched_classes)
     session.flush()
     return deleted
 
-
-def _recount(session: Session, dataset_ids: set, class_ids: set) -> None:
-    """Denormalized counts move in the same transaction as the rows they count."""
-    for dataset_id in dataset_ids:
-        session.execute(update(ClsDataset).where(ClsDataset.id == dataset_id).values(
-            image_count=select(func.count()).select_from(ClsDatasetImage)
-            .where(ClsDatasetImage.dataset_id == dataset_id).scalar_subquery(),
-            labeled_image_count=select(func.count(ClsLabel.image_id.distinct()))
-            .where(ClsLabel.dataset_id == dataset_id).scalar_subquery()))
-    for class_id in class_ids:
-        session.execute(update(ClsClass).where(ClsClass.id == class_id).values(
-            image_count=select(func.count(ClsLabel.image_id.distinct()))
-            .where(ClsLabel.class_id == class_id).scalar_subquery()))
