@@ -206,6 +206,9 @@ def start_archive_import(*, source: str | Path | IO[bytes], request: ImportLabel
         pass
     check_mapping(request.class_mapping)
     with session_scope() as session:
+        from core.permissions import require_role
+
+        require_role(session=session, user_id=user_id, role="admin", action="importing")
         load_dataset(session=session, dataset_id=request.dataset_id)
     storage = storage or get_storage()
     remove_orphan_archives(storage=storage)

@@ -216,6 +216,9 @@ def merge_classes(*, session: Session, source_ids, target_id, user_id=None) -> d
     An image that had a source and the target (multi-label) keeps one target label; a single-label
     image has one label before and after. Children of a source move under the target.
     """
+    from core.permissions import require_role
+
+    require_role(session=session, user_id=user_id, role="admin", action="merging classes")
     target_id = _as_uuid(target_id, "target class")
     sources = list(dict.fromkeys(_as_uuid(s, "source class") for s in source_ids))
     if not sources:
@@ -282,6 +285,9 @@ def merge_classes(*, session: Session, source_ids, target_id, user_id=None) -> d
 
 def delete_class(*, session: Session, class_id, user_id=None) -> int:
     """Delete a class and its labels; returns how many labels were removed."""
+    from core.permissions import require_role
+
+    require_role(session=session, user_id=user_id, role="admin", action="deleting a class")
     class_id = _as_uuid(class_id, "class")
     datasets = _datasets_using(session, [class_id])
     for dataset_id in datasets:

@@ -146,6 +146,9 @@ def update_dataset(*, session: Session, dataset_id, **changes) -> ClsDataset:
 
 def delete_dataset(*, session: Session, dataset_id, user_id=None) -> dict:
     """Delete the dataset, its memberships and labels (library images stay)."""
+    from core.permissions import require_role
+
+    require_role(session=session, user_id=user_id, role="admin", action="deleting a dataset")
     dataset = lock_dataset(session, _as_uuid(dataset_id, "dataset"))
     touched = set(session.scalars(select(distinct(ClsLabel.class_id)).where(ClsLabel.dataset_id == dataset.id)).all())
     lock_classes(session, touched)

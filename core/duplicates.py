@@ -322,7 +322,7 @@ def check_image(*, session: Session, data: bytes, threshold: int = DEFAULT_THRES
 # ---------------------------------------------------------------- clean-up
 
 
-def delete_extras(*, session: Session, storage, group_keep: dict[uuid.UUID, list[uuid.UUID]]) -> int:
+def delete_extras(*, session: Session, storage, group_keep: dict[uuid.UUID, list[uuid.UUID]], user_id=None) -> int:
     """Delete the extras of each group (rows now, original and thumbnail objects once the transaction
     commits) and keep one image per group. Refuses, deleting nothing, when a kept image is missing or
     would itself be deleted."""
@@ -341,7 +341,7 @@ def delete_extras(*, session: Session, storage, group_keep: dict[uuid.UUID, list
         present |= set(session.scalars(select(ClsImage.id).where(ClsImage.id.in_(keep_list[start:start + 500]))))
     if missing := kept - present:
         raise NotFound(f"image to keep {sorted(map(str, missing))[0]} no longer exists; nothing was deleted")
-    return delete_images(session=session, storage=storage, image_ids=list(dict.fromkeys(extras)))
+    return delete_images(session=session, storage=storage, image_ids=list(dict.fromkeys(extras)), user_id=user_id)
 
 
 # ---------------------------------------------------------------- the review view's background search

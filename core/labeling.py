@@ -445,14 +445,23 @@ def set_pins(*, session, dataset_id: uuid.UUID, user_id: uuid.UUID, class_ids: l
 # ---------------------------------------------------------------- actions
 
 
+def _may_label(session, user_id: uuid.UUID | None, action: str) -> None:
+    from core.permissions import require_role
+
+    require_role(session=session, user_id=user_id, role="labeler", action=action)
+
+
 def save(*, session, dataset_id: uuid.UUID, image_id: uuid.UUID, class_ids: list[uuid.UUID],
          shown_revision: int, user_id: uuid.UUID | None, shown: ImageCard | None = None) -> ActionResult:
     """Save & next for the image the page showed at `shown_revision`.
 
     Same labels as stored → nothing written ("unchanged"), so a repeated press never writes twice.
+    Labelers and admins only.
     Unreviewed AI labels saved as they are → accepted (marked reviewed). A different label that
     someone saved since the page loaded → "conflict" with the new label; nothing overwritten."""
     from core import labels
+
+    _may_label(session, user_id, "labeling")
 
     if not class_ids:
         raise InvalidInput("pick a class first (number keys or the class list)")
@@ -497,6 +506,8 @@ def _conflict(card: ImageCard) -> ActionResult:
 def skip(*, session, dataset_id: uuid.UUID, image_id: uuid.UUID, user_id: uuid.UUID | None) -> ActionResult:
     from core import labels
 
+    _may_label(session, user_id, "skipping images")
+
     card = image_card(session=session, dataset_id=dataset_id, image_id=image_id)
     if card.status != "skipped" and not card.labels:
         labels.skip_image(session=session, dataset_id=dataset_id, image_id=image_id, user_id=user_id)
@@ -507,6 +518,8 @@ def skip(*, session, dataset_id: uuid.UUID, image_id: uuid.UUID, user_id: uuid.U
 def clear(*, session, dataset_id: uuid.UUID, image_id: uuid.UUID, shown_revision: int,
           user_id: uuid.UUID | None) -> ActionResult:
     from core import labels
+
+    _may_label(session, user_id, "clearing labels")
 
     card = image_card(session=session, dataset_id=dataset_id, image_id=image_id)
     if not card.labels:

@@ -272,6 +272,9 @@ def bulk_set_label(*, session: Session, dataset_id, image_ids, class_id, mode: s
                    user_id=None) -> int:
     """One class on many images: `replace` (the image's labels become exactly this class), `add`
     (multi-label only; single-label datasets replace), `remove`. Returns how many images changed."""
+    from core.permissions import require_role
+
+    require_role(session=session, user_id=user_id, role="labeler", action="changing labels in bulk")
     if mode not in BULK_MODES:
         raise InvalidInput(f"mode must be one of {', '.join(BULK_MODES)}, not {mode!r}")
     dataset_id, class_id = _as_uuid(dataset_id, "dataset"), _as_uuid(class_id, "class")
@@ -291,14 +294,29 @@ def bulk_set_label(*, session: Session, dataset_id, image_ids, class_id, mode: s
             return current | {class_id}
         return current - {class_id}
 
-    return _bulk_apply(session, dataset=dataset, image_ids=ids, target=target, user_id=user_id, reason="bulk")
+    changed = _bulk_apply(session, dataset=dataset, image_ids=ids, target=target, user_id=user_id, reason="bulk")
+    if changed and user_id is not None:  # a person's bulk change (imports record their own job)
+        from core.permissions import audit
+
+        audit(session=session, user_id=user_id, action="bulk_set_label", target_type="dataset",
+              target_id=dataset_id, row_count=changed, details={"class_id": str(class_id), "mode": mode})
+    return changed
 
 
 def bulk_clear_labels(*, session: Session, dataset_id, image_ids, user_id=None) -> int:
+    from core.permissions import require_role
+
+    require_role(session=session, user_id=user_id, role="labeler", action="clearing labels in bulk")
     dataset = lock_dataset(session, _as_uuid(dataset_id, "dataset"))
     ids = list(dict.fromkeys(_as_uuid(i, "image") for i in image_ids))
-    return _bulk_apply(session, dataset=dataset, image_ids=ids, target=lambda current: set(),
-                       user_id=user_id, reason="bulk")
+    cleared = _bulk_apply(session, dataset=dataset, image_ids=ids, target=lambda current: set(),
+                          user_id=user_id, reason="bulk")
+    if cleared and user_id is not None:
+        from core.permissions import audit
+
+        audit(session=session, user_id=user_id, action="bulk_clear_labels", target_type="dataset",
+              target_id=dataset.id, row_count=cleared)
+    return cleared
 
 
 def _write_label_sets(session: Session, *, dataset: ClsDataset, links: dict, current: dict, plans: dict,

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.config import get_settings
 from core.errors import PermissionDenied
 from core.models import ClsAuditEvent, ClsUser, utcnow
 from core.users import ROLES, User, local_user, role_for
@@ -35,8 +36,11 @@ def role_of(*, session: Session, user_id: uuid.UUID) -> str:
     email = session.scalar(select(ClsUser.email).where(ClsUser.id == user_id))
     if email is None:
         local = local_user()
-        # The local user is known without signing in; anyone else unknown gets the least power.
-        return local.role if user_id == local.id else "viewer"
+        if user_id == local.id:  # the local user is known without signing in
+            return local.role
+        # An id no sign-in registered: with ROLES configured it gets the least power; without them
+        # every user has DEFAULT_ROLE anyway (one team, no per-person roles), so it gets that.
+        return "viewer" if get_settings().roles.strip() else get_settings().default_role
     return role_for(email)
 
 

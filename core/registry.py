@@ -72,8 +72,11 @@ def create_model_row(*, session: Session, model_id: uuid.UUID, run_id: uuid.UUID
     return row
 
 
-def set_default(*, session: Session, model_id) -> ClsTrainedModel:
+def set_default(*, session: Session, model_id, user_id=None) -> ClsTrainedModel:
     """Make this the default of its (user, model type); the previous default loses the flag."""
+    from core.permissions import require_role
+
+    require_role(session=session, user_id=user_id, role="admin", action="setting the default model")
     row = get_model(session=session, model_id=model_id)
     if not row.is_active:
         raise Conflict(f"model {row.name!r} is inactive; activate it before making it the default")
@@ -120,9 +123,14 @@ def model_keys(row: ClsTrainedModel) -> list[str]:
     return [key for key in keys if key]
 
 
-def delete_model(*, session: Session, storage, model_id) -> dict[str, Any]:
+def delete_model(*, session: Session, storage, model_id, user_id=None) -> dict[str, Any]:
     """The row goes first (flushed), then its files; a storage error rolls the row back."""
+    from core.permissions import audit, require_role
+
+    require_role(session=session, user_id=user_id, role="admin", action="deleting a model")
     row = get_model(session=session, model_id=model_id)
+    audit(session=session, user_id=user_id, action="delete_model", target_type="model", target_id=row.id,
+          row_count=1, details={"name": row.name})
     keys = model_keys(row)
     session.delete(row)
     session.flush()

@@ -246,9 +246,11 @@ def run_source_import(*, kind: str, request: BaseModel | dict, user_id: uuid.UUI
 
 def start_source_import(*, kind: str, request: BaseModel, user_id: uuid.UUID | None = None) -> uuid.UUID:
     """Queue the import as a job (its progress shows in the dialog)."""
+    from core.permissions import require_role
     from core.queue import enqueue
 
     with session_scope() as session:
+        require_role(session=session, user_id=user_id, role="admin", action="importing")
         load_dataset(session=session, dataset_id=request.dataset_id)
     params = {"kind": kind, "request": request.model_dump(), "user_id": str(user_id) if user_id else None}
     return enqueue(kind=f"{kind}_import", function="jobs.dataset_imports.import_source", queue="imports",

@@ -104,9 +104,11 @@ def _check_finetune_source(session: Session, config: TrainingConfig) -> None:
 def start_run(*, run_id, user_id: uuid.UUID | None = None, inline: bool = False, resume: bool = False) -> uuid.UUID:
     """Hand the run to a training worker (or, inline, run it here and now); returns the job id."""
     from core.jobs import create_job, run_job
+    from core.permissions import require_role
     from core.queue import enqueue
 
     with session_scope() as session:
+        require_role(session=session, user_id=user_id, role="admin", action="training a model")
         run = get_run(session=session, run_id=run_id)
         allowed = ("failed", "cancelled") if resume else ("pending",)
         if run.status not in allowed:
@@ -153,9 +155,14 @@ def cancel_run(*, session: Session, run_id) -> ClsTrainingRun:
     return run
 
 
-def delete_run(*, session: Session, storage, run_id) -> None:
+def delete_run(*, session: Session, storage, run_id, user_id=None) -> None:
     """Delete a finished run and its checkpoint; its trained models stay in the registry."""
+    from core.permissions import audit, require_role
+
+    require_role(session=session, user_id=user_id, role="admin", action="deleting a training run")
     run = get_run(session=session, run_id=run_id)
+    audit(session=session, user_id=user_id, action="delete_run", target_type="training_run", target_id=run.id,
+          row_count=1, details={"name": run.name})
     if run.status in ACTIVE:
         raise Conflict(f"run {run.name!r} is {run.status}; cancel it before deleting")
     key = run.checkpoint_key

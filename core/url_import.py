@@ -243,9 +243,13 @@ def start_url_import(*, text: str, user_id: uuid.UUID | None = None, folder: str
                      tags: list[str] | None = None, skip_duplicates: bool = True,
                      dataset_id: uuid.UUID | None = None) -> uuid.UUID:
     """Parse pasted URLs/CSV and queue the job; bad lines are reported in its result."""
+    from core.db import session_scope
     from core.images import clean_folder, clean_tags
+    from core.permissions import require_role
     from core.queue import enqueue
 
+    with session_scope() as session:
+        require_role(session=session, user_id=user_id, role="admin", action="importing")
     urls, rejected = parse_url_list(text)
     if not urls:
         reasons = "; ".join(r["error"] for r in rejected[:3])

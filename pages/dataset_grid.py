@@ -156,7 +156,7 @@ def confirm_delete(dataset_id: uuid.UUID, ids: list[uuid.UUID]) -> None:
 
         def action(session):
             detach_images_everywhere(session=session, image_ids=ids)
-            return delete_images(session=session, storage=get_storage(), image_ids=ids)
+            return delete_images(session=session, storage=get_storage(), image_ids=ids, user_id=current_user().id)
 
         _run(dataset_id, action, "{n} images deleted")
         st.rerun()

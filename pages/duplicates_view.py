@@ -117,7 +117,8 @@ def delete_bar(kind: str, groups: list[list[dict]]) -> None:
     if yes.button(f"Yes, delete {count} images", type="primary", key="dup_delete_yes"):
         def act():
             with session_scope() as session:
-                return delete_extras(session=session, storage=get_storage(), group_keep=chosen)
+                return delete_extras(session=session, storage=get_storage(), group_keep=chosen,
+                                     user_id=current_user().id)
 
         deleted = run_action(act)
         st.session_state["dup_confirm_delete"] = False

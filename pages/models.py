@@ -87,7 +87,7 @@ def _set_default(model_id) -> bool:
     from core.registry import set_default
 
     with session_scope() as session:
-        set_default(session=session, model_id=model_id)
+        set_default(session=session, model_id=model_id, user_id=current_user().id)
     return True
 
 
@@ -113,7 +113,7 @@ def _delete(model_id) -> bool:
     from core.registry import delete_model
 
     with session_scope() as session:
-        delete_model(session=session, storage=get_storage(), model_id=model_id)
+        delete_model(session=session, storage=get_storage(), model_id=model_id, user_id=current_user().id)
     return True
 
 

@@ -63,7 +63,7 @@ def delete(run_id: uuid.UUID) -> None:
     from core.training import delete_run
 
     with session_scope() as session:
-        delete_run(session=session, storage=get_storage(), run_id=run_id)
+        delete_run(session=session, storage=get_storage(), run_id=run_id, user_id=current_user().id)
     st.toast("Run and its checkpoint deleted.")
 
 

@@ -35,13 +35,29 @@ def test_roles_by_email_then_domain_then_default(db_stack, roles):
         assert not can(session=session, user_id=stranger.id, role="labeler")
 
 
-def test_unknown_user_id_is_a_viewer_but_local_user_uses_default_role(db_stack):
+def test_unknown_user_id_is_a_viewer_but_local_user_uses_default_role(db_stack, monkeypatch):
     import uuid
 
+    monkeypatch.setenv("ROLES", "boss@acme.com=admin")  # per-person roles configured; DEFAULT_ROLE admin
+    reset_settings_cache()
     with db_stack.session() as session:
         with pytest.raises(PermissionDenied):
             require_role(session=session, user_id=uuid.uuid4(), role="labeler", action="label")
         require_role(session=session, user_id=local_user().id, role="admin", action="train")
+    reset_settings_cache()
+
+
+def test_without_roles_configured_an_unregistered_id_has_the_default_role(db_stack, monkeypatch):
+    import uuid
+
+    monkeypatch.delenv("ROLES", raising=False)
+    monkeypatch.setenv("DEFAULT_ROLE", "labeler")
+    reset_settings_cache()
+    with db_stack.session() as session:
+        require_role(session=session, user_id=uuid.uuid4(), role="labeler", action="label")
+        with pytest.raises(PermissionDenied, match="needs the admin role; you are a labeler"):
+            require_role(session=session, user_id=uuid.uuid4(), role="admin", action="delete images")
+    reset_settings_cache()
 
 
 def test_audit_rows(db_stack):
