@@ -11,6 +11,15 @@ import streamlit as st
 from core.db import session_scope
 from pages.ui import current_user, run_action
 
+
+def _is_admin() -> bool:
+    """Whether to offer admin-only actions (core refuses them anyway: this only hides them)."""
+    from core.permissions import can
+
+    with session_scope() as session:
+        return can(session=session, user_id=current_user().id, role="admin")
+
+
 NO_PARENT = "none"
 
 
@@ -139,6 +148,7 @@ def tree(classes: list[dict]) -> None:
     if not classes:
         st.info("No classes yet. Create one above or paste a list.")
         return
+    admin = _is_admin()
     for row in classes:
         cols = st.columns([5, 1.2, 1, 0.8, 0.8])
         indent = "&nbsp;" * 6 * row["depth"]
@@ -154,7 +164,7 @@ def tree(classes: list[dict]) -> None:
         cols[2].button("Edit", key=f"cls_edit_{row['id']}", type="tertiary", on_click=_open_dialog,
                        args=("edit", row["id"]))
         cols[3].button("Delete", key=f"cls_del_{row['id']}", type="tertiary", on_click=_open_dialog,
-                       args=("delete", row["id"]))
+                       args=("delete", row["id"]), disabled=not admin, help=None if admin else "admins only")
 
 
 def _open_dialog(kind: str, class_id: uuid.UUID) -> None:
@@ -175,7 +185,7 @@ def merge_section(classes: list[dict]) -> None:
         sources = cols[0].multiselect("Merge these", list(names), format_func=names.get, key="cls_merge_sources")
         target = cols[1].selectbox("Into", [c for c in names if c not in sources], format_func=names.get,
                                    key="cls_merge_target", index=None)
-        if st.button("Merge", key="cls_merge_go", disabled=not sources or target is None):
+        if st.button("Merge", key="cls_merge_go", disabled=not sources or target is None or not _is_admin()):
             def act():
                 with session_scope() as session:
                     return merge_classes(session=session, source_ids=[uuid.UUID(s) for s in sources],

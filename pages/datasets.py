@@ -11,6 +11,15 @@ from core.db import session_scope
 from core.errors import UserError
 from pages.ui import current_user, run_action
 
+
+def _is_admin() -> bool:
+    """Whether to offer admin-only actions (core refuses them anyway: this only hides them)."""
+    from core.permissions import can
+
+    with session_scope() as session:
+        return can(session=session, user_id=current_user().id, role="admin")
+
+
 TASK_LABELS = {"single_label": "Single-label", "multi_label": "Multi-label"}
 
 
@@ -187,7 +196,8 @@ def settings_section(dataset: dict) -> None:
         if run_action(act, success="Dataset saved") is not None:
             st.rerun()
     st.divider()
-    if st.button("Delete dataset…", key=f"ds_delete_{dataset['id']}", icon=":material/delete:"):
+    if st.button("Delete dataset…", key=f"ds_delete_{dataset['id']}", icon=":material/delete:",
+                 disabled=not _is_admin()):
         confirm_delete(dataset["id"], dataset["name"], dataset["image_count"])
 
 
@@ -218,7 +228,7 @@ def detail_view(dataset_id: uuid.UUID) -> None:
     top = st.columns([1, 6, 1.2, 1.2])
     top[0].button("◀ Datasets", on_click=_close, key="ds_back", type="tertiary")
     top[1].title(_plain(dataset["name"]), anchor=False)
-    if top[2].button("Import", icon=":material/upload:", key="ds_import", width="stretch"):
+    if top[2].button("Import", icon=":material/upload:", key="ds_import", width="stretch", disabled=not _is_admin()):
         try:
             from pages.import_dialog import open_import_dialog
         except ImportError:

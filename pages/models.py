@@ -14,6 +14,14 @@ from pages.models_detail import detail_tabs
 from pages.ui import current_user, run_action
 
 
+def _is_admin() -> bool:
+    """Whether to offer admin-only actions (core refuses them anyway: this only hides them)."""
+    from core.permissions import can
+
+    with session_scope() as session:
+        return can(session=session, user_id=current_user().id, role="admin")
+
+
 def go(**params: str) -> None:
     st.query_params.clear()
     for key, value in params.items():
@@ -57,7 +65,7 @@ def model_card(row: dict, user) -> None:
                          disabled=not row["is_active"]):
                 predict_with(row["id"])
             if not row["is_default"] and row["is_active"] and st.button(
-                    "Set default", key=f"default_{row['id']}", icon=":material/star:"):
+                    "Set default", key=f"default_{row['id']}", icon=":material/star:", disabled=not _is_admin()):
                 if run_action(lambda: _set_default(row["id"]), f"{row['name']} is now the default {row['model_type']}"):
                     st.rerun()
 
@@ -128,7 +136,7 @@ def manage(detail: dict, user) -> None:
             if run_action(lambda: _set_active(model_id, True), "Model activated"):
                 st.rerun()
         if not detail["is_default"] and st.button("Set as default", icon=":material/star:",
-                                                  disabled=not detail["is_active"],
+                                                  disabled=not detail["is_active"] or not _is_admin(),
                                                   help=f"One default per model type ({detail['model_type']})"):
             if run_action(lambda: _set_default(model_id), "Default model set"):
                 st.rerun()
@@ -141,7 +149,7 @@ def manage(detail: dict, user) -> None:
     with st.popover("Delete model", icon=":material/delete:"):
         st.write("Delete this model and its files (checkpoint, ONNX, TorchScript, stored predictions)? "
                  "Its training run stays.")
-        if st.button("Delete model", type="primary", key="delete_model"):
+        if st.button("Delete model", type="primary", key="delete_model", disabled=not _is_admin()):
             if run_action(lambda: _delete(model_id), "Model deleted"):
                 go()
 

@@ -136,3 +136,21 @@ def test_admin_destructive_actions_are_audited(embedded_stack, people, world):
     assert {"bulk_set_label", "delete_images", "merge_classes", "delete_dataset"} <= set(events)
     assert events["delete_images"].row_count == 1 and events["delete_images"].user_email == "boss@acme.com"
     assert events["bulk_set_label"].row_count == 1
+
+
+def test_pages_disable_admin_actions_for_a_viewer(embedded_stack, monkeypatch, world):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.test_pages import ROOT
+
+    for default_role, disabled in (("viewer", True), ("admin", False)):
+        monkeypatch.setenv("DEFAULT_ROLE", default_role)  # the local user's role (no ROLES match)
+        reset_settings_cache()
+        app = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+        app.run()
+        app.switch_page("pages/classes.py")
+        app.run()
+        assert not app.exception, [e.value for e in app.exception]
+        deletes = [b for b in app.button if b.key and b.key.startswith("cls_del_")]
+        assert deletes and all(b.disabled == disabled for b in deletes), default_role
+    reset_settings_cache()
