@@ -1,0 +1,228 @@
+"""Load: concurrent labelers on one dataset, then bulk operations on many images under a labeler.
+
+    DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1:5432/<scratch db> \
+        python bench/bench_load.py [--labelers 10] [--images 10000] [--seconds 300] [--bulk-images 100000]
+
+Empties the cls_* tables of that database first (never point it at real data).
+
+Part 1: `--labelers` threads, each a labeling page: take the next unlabeled image
+(core.labeling.next_image, reserved for that page), show its card, save a class with
+core.labeling.save at the shown revision, one transaction per save, as the page's save path does.
+Prints saves/s and p50/p95/max save latency, then verifies every save is in the database exactly once
+(one label row per saved image with the saved class, one label change per save, no image saved twice)
+and that every count is exact (core.labels.count_mismatches).
+
+Part 2: `--bulk-images` library images; tag them, add them to a dataset, set a label, delete by a
+filter, each in batches of 5,000 (one transaction per batch), while one labeler keeps saving on the
+dataset of part 1 and records its worst save latency (the target: no lock holds a labeler > 1 s).
+Prints the time of each operation and the labeler's worst and p95 latency, and the load (`uptime`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+
+from sqlalchemy import delete, func, insert, select
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from core import labeling  # noqa: E402
+from core.classes import create_class  # noqa: E402
+from core.datasets import add_images_to_dataset, create_dataset  # noqa: E402
+from core.db import get_engine, session_scope  # noqa: E402
+from core.images import ImageFilters, delete_images, matching_image_ids, update_tags  # noqa: E402
+from core.labels import bulk_set_label, count_mismatches  # noqa: E402
+from core.models import Base, ClsDataset, ClsImage, ClsLabel, ClsLabelChange  # noqa: E402
+from core.storage import get_storage  # noqa: E402
+
+BATCH = 5000
+# Labels lock the class row (its image count) for the transaction: smaller batches keep a labeler
+# saving the same class waiting under a second.
+LABEL_BATCH = 500
+
+
+def percentile(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
+
+
+def empty_tables() -> None:
+    Base.metadata.create_all(get_engine())
+    with session_scope() as session:
+        for table in reversed(Base.metadata.sorted_tables):
+            if table.name.startswith("cls_"):
+                session.execute(delete(table))
+
+
+def make_images(n: int, folder: str) -> list[uuid.UUID]:
+    ids = [uuid.uuid4() for _ in range(n)]
+    for start in range(0, n, BATCH):
+        with session_scope() as session:
+            session.execute(insert(ClsImage), [{"id": i, "filename": f"{i}.jpg", "storage_path": f"images/{i}.jpg",
+                                                "folder": folder} for i in ids[start:start + BATCH]])
+    return ids
+
+
+def build_dataset(n: int, name: str = "load") -> tuple[uuid.UUID, list[uuid.UUID]]:
+    ids = make_images(n, name)
+    with session_scope() as session:
+        dataset = create_dataset(session=session, name=name)
+        classes = [create_class(session=session, name=f"{name} class {i}").id for i in range(10)]
+        dataset_id = dataset.id
+    for start in range(0, n, BATCH):
+        with session_scope() as session:
+            add_images_to_dataset(session=session, dataset_id=dataset_id, image_ids=ids[start:start + BATCH])
+    return dataset_id, classes
+
+
+class Labeler(threading.Thread):
+    """One labeling page: next image, its card, save a class; records each save and its latency."""
+
+    def __init__(self, dataset_id, classes, stop: threading.Event, seed: int):
+        super().__init__(daemon=True)
+        self.dataset_id, self.classes, self.stop = dataset_id, classes, stop
+        self.holder, self.rng = uuid.uuid4(), random.Random(seed)
+        self.saved: list[tuple[uuid.UUID, uuid.UUID]] = []
+        self.latencies: list[float] = []
+        self.conflicts = self.errors = 0
+
+    def run(self) -> None:
+        after = None
+        while not self.stop.is_set():
+            try:
+                with session_scope() as session:
+                    image_id = labeling.next_image(session=session, dataset_id=self.dataset_id, mode="unlabeled",
+                                                   holder=self.holder, after=after)
+                    if image_id is None:
+                        return
+                    card = labeling.image_card(session=session, dataset_id=self.dataset_id, image_id=image_id)
+                class_id = self.rng.choice(self.classes)
+                started = time.perf_counter()
+                with session_scope() as session:
+                    result = labeling.save(session=session, dataset_id=self.dataset_id, image_id=image_id,
+                                           class_ids=[class_id], shown_revision=card.label_revision,
+                                           user_id=None, shown=card)
+                self.latencies.append(time.perf_counter() - started)
+                if result.outcome == "saved":
+                    self.saved.append((image_id, class_id))
+                else:
+                    self.conflicts += 1
+                after = image_id
+            except Exception as exc:  # counted and shown: the run must not hide failures
+                self.errors += 1
+                print(f"labeler error: {type(exc).__name__}: {exc}", file=sys.stderr)
+                time.sleep(0.1)
+
+
+def verify(dataset_id, labelers: list[Labeler]) -> dict:
+    saved = [pair for labeler in labelers for pair in labeler.saved]
+    per_image = Counter(image_id for image_id, _ in saved)
+    twice = [image_id for image_id, n in per_image.items() if n > 1]
+    with session_scope() as session:
+        rows = dict(session.execute(select(ClsLabel.image_id, ClsLabel.class_id)
+                                    .where(ClsLabel.dataset_id == dataset_id)).all())
+        label_count = session.scalar(select(func.count()).select_from(ClsLabel).where(ClsLabel.dataset_id == dataset_id))
+        changes = session.scalar(select(func.count()).select_from(ClsLabelChange)
+                                 .where(ClsLabelChange.dataset_id == dataset_id))
+        mismatches = count_mismatches(session=session)
+        dataset = session.get(ClsDataset, dataset_id)
+        labeled = dataset.labeled_image_count
+    missing = [image_id for image_id, class_id in saved if rows.get(image_id) != class_id]
+    return {"saves": len(saved), "images_saved_twice": len(twice), "saves_missing_or_wrong": len(missing),
+            "label_rows": label_count, "label_changes": changes, "dataset_labeled_count": labeled,
+            "count_mismatches": len(mismatches),
+            "ok": not twice and not missing and label_count == len(saved) == changes == labeled and not mismatches}
+
+
+def part_one(args) -> uuid.UUID:
+    t0 = time.perf_counter()
+    dataset_id, classes = build_dataset(args.images)
+    print(f"built a {args.images:,}-image dataset in {time.perf_counter() - t0:.1f} s")
+    stop = threading.Event()
+    labelers = [Labeler(dataset_id, classes, stop, seed) for seed in range(args.labelers)]
+    started = time.perf_counter()
+    for labeler in labelers:
+        labeler.start()
+    while time.perf_counter() - started < args.seconds and any(t.is_alive() for t in labelers):
+        time.sleep(0.5)
+    stop.set()
+    for labeler in labelers:
+        labeler.join()
+    elapsed = time.perf_counter() - started
+    latencies = [x for labeler in labelers for x in labeler.latencies]
+    saves = sum(len(labeler.saved) for labeler in labelers)
+    print(f"{args.labelers} labelers for {elapsed:.0f} s: {saves:,} saves, {saves / elapsed:.1f} saves/s, "
+          f"save latency p50 {percentile(latencies, 0.5) * 1000:.0f} ms, p95 {percentile(latencies, 0.95) * 1000:.0f} ms, "
+          f"max {max(latencies, default=0) * 1000:.0f} ms; conflicts {sum(t.conflicts for t in labelers)}, "
+          f"errors {sum(t.errors for t in labelers)}")
+    print("verification:", verify(dataset_id, labelers))
+    return dataset_id
+
+
+def part_two(args) -> None:
+    t0 = time.perf_counter()
+    ids = make_images(args.bulk_images, "bulk")
+    print(f"inserted {args.bulk_images:,} library images in {time.perf_counter() - t0:.1f} s")
+    watch_dataset, classes = build_dataset(min(args.images, 5000), name="watched")
+    with session_scope() as session:
+        bulk_dataset = create_dataset(session=session, name="bulk").id
+    stop = threading.Event()
+    watcher = Labeler(watch_dataset, classes, stop, seed=99)
+    watcher.start()
+    storage = get_storage()
+
+    def batched(name: str, fn, size: int = BATCH) -> None:
+        started, before = time.perf_counter(), len(watcher.latencies)
+        for start in range(0, len(ids), size):
+            with session_scope() as session:
+                fn(session, ids[start:start + size])
+        during = watcher.latencies[before:]
+        print(f"{name}: {len(ids):,} images in {time.perf_counter() - started:.1f} s "
+              f"(batches of {size:,}); labeler meanwhile: {len(during)} saves, worst "
+              f"{max(during, default=0) * 1000:.0f} ms, p95 {percentile(during, 0.95) * 1000:.0f} ms")
+
+    batched("tag", lambda s, chunk: update_tags(session=s, image_ids=chunk, add=["bulk-tag"]))
+    batched("add to dataset", lambda s, chunk: add_images_to_dataset(session=s, dataset_id=bulk_dataset,
+                                                                     image_ids=chunk))
+    batched("set label", lambda s, chunk: bulk_set_label(session=s, dataset_id=bulk_dataset, image_ids=chunk,
+                                                         class_id=classes[0]), size=LABEL_BATCH)
+    with session_scope() as session:
+        doomed = matching_image_ids(session=session, filters=ImageFilters(tags=["bulk-tag"]))
+    assert len(doomed) == len(ids), (len(doomed), len(ids))
+    batched("delete by filter (tag)", lambda s, chunk: delete_images(session=s, storage=storage, image_ids=chunk))
+    stop.set()
+    watcher.join()
+    print(f"labeler during all bulk operations: {len(watcher.latencies)} saves, worst "
+          f"{max(watcher.latencies, default=0) * 1000:.0f} ms (target <= 1000 ms), errors {watcher.errors}")
+    with session_scope() as session:
+        mismatches = count_mismatches(session=session)
+        print("counts exact after bulk:", mismatches == [], mismatches[:5],
+              "| images left:", session.scalar(select(func.count()).select_from(ClsImage)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="concurrent labelers and bulk operations")
+    parser.add_argument("--labelers", type=int, default=10)
+    parser.add_argument("--images", type=int, default=10_000)
+    parser.add_argument("--seconds", type=float, default=300)
+    parser.add_argument("--bulk-images", type=int, default=100_000)
+    args = parser.parse_args()
+    if not os.environ.get("DATABASE_URL", "").startswith("postgresql"):
+        sys.exit("set DATABASE_URL to a scratch Postgres database")
+    print("load before:", os.popen("uptime").read().strip())
+    empty_tables()
+    part_one(args)
+    if args.bulk_images:
+        part_two(args)
+    print("load after:", os.popen("uptime").read().strip())
+
+
+if __name__ == "__main__":
+    main()
