@@ -4,8 +4,6 @@ selection (one, page, all matching), bulk actions, an image detail dialog, and t
 from __future__ import annotations
 
 import uuid
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import streamlit as st
 
@@ -13,40 +11,15 @@ from core import limits
 from core.db import session_scope
 from core.errors import UserError
 from core.images import SORTS, ImageFilters
-from pages.ui import current_user, run_action
+from pages.ui import current_user, run_action, storage_urls
 
 SORT_LABELS = {"date_desc": "Newest first", "date_asc": "Oldest first", "name_asc": "Name A–Z",
                "name_desc": "Name Z–A", "size_desc": "Largest first", "size_asc": "Smallest first"}
-# Thumbnails are copied once from storage into Streamlit's static folder and served from there: a
-# stable URL per image (browser-cacheable, no re-encoding, no media-file 404s on fast reruns).
-STATIC_THUMBS = Path(__file__).resolve().parents[1] / "static" / "thumbs"
-_fetcher = ThreadPoolExecutor(max_workers=8, thread_name_prefix="thumbs")
-
-
-# ---------------------------------------------------------------- thumbnails
-
-
-def _cache_thumb(key: str) -> bool:
-    from core.storage import get_storage
-
-    target = STATIC_THUMBS / Path(key).name
-    if target.exists():
-        return True
-    try:
-        data = get_storage().get(key)
-        tmp = target.with_suffix(f".{uuid.uuid4().hex}.tmp")
-        tmp.write_bytes(data)
-        tmp.replace(target)
-        return True
-    except (UserError, OSError):
-        return False
 
 
 def thumbnail_urls(keys: list[str | None]) -> list[str | None]:
-    """Stable /app/static URLs for thumbnail keys (fetched from storage in parallel on first use)."""
-    STATIC_THUMBS.mkdir(parents=True, exist_ok=True)
-    present = list(_fetcher.map(lambda key: bool(key) and _cache_thumb(key), keys))
-    return [f"/app/static/thumbs/{Path(key).name}" if ok else None for key, ok in zip(keys, present, strict=True)]
+    """Stable browser URLs for thumbnail keys (pages.ui.storage_urls): cacheable, no re-encoding."""
+    return storage_urls(keys)
 
 
 def plain(text: str | None) -> str:

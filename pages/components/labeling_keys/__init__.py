@@ -18,12 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import quote
 
 import streamlit as st
-import streamlit.components.v1 as components_v1
 
-from core.labeling import stable_url
+from pages.ui import storage_url
 
 _HERE = Path(__file__).parent
 
@@ -34,29 +32,9 @@ _view = st.components.v2.component(
     isolate_styles=False,  # a shadow root would hide the real key target (text field or not)
 )
 
-_served: dict[str, str] = {}
-
-
-def _local_route(folder: Path) -> str:
-    """Register a storage folder with Streamlit's component file route; returns the URL prefix."""
-    folder.mkdir(parents=True, exist_ok=True)
-    prefix = _served.get(str(folder))
-    if prefix is None:
-        declared = components_v1.declare_component(f"storage_{folder.name}", path=str(folder))
-        prefix = _served[str(folder)] = f"component/{declared.name}"
-    return prefix
-
-
 def image_url(storage, key: str) -> str:
-    """A stable browser URL for a storage key (images/… or thumbs/…)."""
-    url = stable_url(storage, key)
-    if url:
-        return url
-    path = storage.local_path(key)
-    top, _, rest = key.partition("/")
-    if path is None or top not in ("images", "thumbs"):
-        raise ValueError(f"no browser URL for storage key {key!r}")
-    return f"{_local_route(path.parents[len(Path(rest).parts) - 1])}/{quote(rest)}"
+    """A stable browser URL for a storage key (images/… or thumbs/…); see pages.ui.storage_url."""
+    return storage_url(key)
 
 
 def labeling_view(*, data: dict, on_keys: Callable[[], None], key: str = "labeling_view"):
