@@ -102,17 +102,25 @@ def test_manual_labels_survive_a_batch_prediction(stack, checkpoint):
 
 
 def test_overwrite_replaces_manual_labels_and_csv_only_changes_nothing(embedded_stack, checkpoint):
-    from core.auto_label import run_batch_prediction
+    from core.auto_label import read_csv, run_batch_prediction
+    from core.models import ClsTrainedModel
 
-    dataset_id, model_id, ids, _ = setup(embedded_stack, checkpoint)
+    dataset_id, model_id, ids, wrong = setup(embedded_stack, checkpoint)
     before = {k: (v.class_id, v.is_ai_generated) for k, v in labels(embedded_stack, dataset_id).items()}
     out = run_batch_prediction(model=model_id, scope="selection", dataset_id=dataset_id,
                                image_ids=[ids["manual"], ids["new"][0]], export_csv=True)
     assert out["total"] == 2 and out["labeled"] == 0 and "csv_key" in out
     assert {k: (v.class_id, v.is_ai_generated) for k, v in labels(embedded_stack, dataset_id).items()} == before
     out = run_batch_prediction(model=model_id, scope="selection", dataset_id=dataset_id, image_ids=[ids["manual"]],
-                               write_labels=True, overwrite=True, user_id=USER)
-    assert out["labeled"] == 1 and labels(embedded_stack, dataset_id)[ids["manual"]].is_ai_generated
+                               write_labels=True, overwrite=True, user_id=USER, export_csv=True)
+    predicted = read_csv(embedded_stack.storage, out["csv_key"])[0]["predicted"]
+    with embedded_stack.session() as session:
+        mapping = session.get(ClsTrainedModel, model_id).class_mapping
+    expected = next(c for c, i in mapping.items() if f"digit-{i}" == predicted)
+    row = labels(embedded_stack, dataset_id)[ids["manual"]]
+    # overwritten with the prediction (a person's label of the same class stays theirs: labels service rule)
+    assert out["labeled"] == 1 and str(row.class_id) == expected
+    assert row.is_ai_generated or str(row.class_id) == str(wrong)
     out = run_batch_prediction(model=model_id, scope="library", export_csv=True)
     assert out["total"] == 12
 
