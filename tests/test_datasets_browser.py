@@ -64,7 +64,7 @@ def test_select_twenty_and_label_them_with_a_number_key(seeded_app, browser_page
     page.goto(f"{server.url}/datasets?dataset={seeded['dataset']}")
     wait_for_app(page)
     page.get_by_text("0 of 24 images labeled").wait_for(timeout=30000)
-    thumbs = page.locator("img[src*='/app/static/thumbs/']")
+    thumbs = page.locator("img[src*='storage_thumbs']")
     thumbs.first.wait_for()
     assert thumbs.count() == 24
 
