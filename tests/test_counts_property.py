@@ -15,7 +15,6 @@ from core.datasets import (
     add_images_to_dataset,
     create_dataset,
     delete_dataset,
-    detach_images_everywhere,
     remove_images_from_dataset,
 )
 from core.errors import UserError
@@ -98,9 +97,10 @@ def _apply(session, op, counter):
         counter[0] += 1
         create_class(session=session, name=f"new{counter[0]}")
     elif kind == "delete_image":
-        image_id = _choose(images, args[0])
-        detach_images_everywhere(session=session, image_ids=[image_id])
-        session.execute(delete(ClsImage).where(ClsImage.id == image_id))
+        from core.images import delete_images
+        from core.storage import get_storage
+
+        delete_images(session=session, storage=get_storage(), image_ids=[_choose(images, args[0])])
     elif kind == "delete_dataset":
         delete_dataset(session=session, dataset_id=dataset)
 
