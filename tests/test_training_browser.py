@@ -74,11 +74,6 @@ def set_number(page, label: str, value: int) -> None:
 
 
 @pytest.mark.timeout(840)
-@pytest.mark.xfail(strict=False, reason=(
-    "flaky on the shared 2-core dev machine (load average ~14): Streamlit script runs took tens of seconds, "
-    "so clicks landing between two runs were dropped and one attempt hung past 15 min; one attempt went "
-    "through the whole wizard, saw the run complete live with its charts, and failed only on a URL check "
-    "fixed since. Expected to pass on a quiet machine or CI; not confirmed before the deadline."))
 def test_wizard_trains_a_tiny_model_and_its_model_shows_a_confusion_matrix(server, browser_page):
     walk_wizard_to_model(browser_page, server)
 
