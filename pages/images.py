@@ -205,12 +205,10 @@ def _apply(action, filters: ImageFilters, done: str) -> None:
 
 
 def _datasets() -> dict:
-    from sqlalchemy import select
-
-    from core.models import ClsDataset
+    from core.datasets import list_datasets
 
     with session_scope() as session:
-        return dict(session.execute(select(ClsDataset.id, ClsDataset.name).order_by(ClsDataset.name)).all())
+        return {d.id: d.name for d in sorted(list_datasets(session=session), key=lambda d: d.name)}
 
 
 # ---------------------------------------------------------------- grid, list, pages
