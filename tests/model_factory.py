@@ -82,3 +82,14 @@ def shared_checkpoint(tmp_path_factory, family: str = "convnext", size: str = "a
         finally:
             torch.set_num_threads(threads)
     return path
+
+
+def small_torch_settings(tmp_path, monkeypatch):
+    """One torch thread and a private image cache for a test (a generator for a pytest fixture)."""
+    import torch
+
+    monkeypatch.setenv("CLS_CACHE_DIR", str(tmp_path / "cache"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

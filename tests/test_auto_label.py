@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from core.errors import InvalidInput
 from core.models import ClsLabel
-from tests.model_factory import digit_images, register_model, shared_checkpoint
+from tests.model_factory import digit_images, register_model, shared_checkpoint, small_torch_settings
 from tests.training_data import make_digits_version, store_image
 
 USER = uuid.UUID(int=5)
@@ -19,13 +19,7 @@ USER = uuid.UUID(int=5)
 
 @pytest.fixture(autouse=True)
 def small_torch(tmp_path, monkeypatch):
-    import torch
-
-    monkeypatch.setenv("CLS_CACHE_DIR", str(tmp_path / "cache"))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    yield from small_torch_settings(tmp_path, monkeypatch)
 
 
 @pytest.fixture(scope="module")

@@ -11,18 +11,12 @@ import numpy as np
 import pytest
 
 from core.errors import InvalidInput, NotFound
-from tests.model_factory import digit_images, register_model, shared_checkpoint
+from tests.model_factory import digit_images, register_model, shared_checkpoint, small_torch_settings
 
 
 @pytest.fixture(autouse=True)
 def small_torch(tmp_path, monkeypatch):
-    import torch
-
-    monkeypatch.setenv("CLS_CACHE_DIR", str(tmp_path / "cache"))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    yield from small_torch_settings(tmp_path, monkeypatch)
 
 
 @pytest.fixture(scope="module")

@@ -57,12 +57,9 @@ def register(subparsers) -> None:
 
 
 def _uuid(value: str, what: str) -> uuid.UUID:
-    from core.errors import InvalidInput
+    from core.cli.system import parse_uuid
 
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise InvalidInput(f"{what} {value!r} is not a UUID") from None
+    return parse_uuid(value, what)
 
 
 def training_values(args) -> dict:
