@@ -79,7 +79,8 @@ def test_run_trains_records_metrics_and_registers_the_model(stack):
     from core.training import start_run
 
     job_id = start_run(run_id=run_id)
-    assert load_run(stack, run_id)["status"] == "queued"
+    # The embedded in-process pool may already have picked the job up: both states mean "left pending".
+    assert load_run(stack, run_id)["status"] in ("queued", "training")
     stack.drain_jobs()
 
     run = load_run(stack, run_id)
