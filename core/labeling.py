@@ -151,6 +151,39 @@ def image_card(*, session, dataset_id: uuid.UUID, image_id: uuid.UUID) -> ImageC
     )
 
 
+def image_cards(*, session, dataset_id: uuid.UUID, image_ids: list[uuid.UUID]) -> list[ImageCard]:
+    """Cards of several images in two queries, in the order asked (unknown ids left out): the page
+    sends the next images' cards ahead so the browser can show the next one before the save returns."""
+    if not image_ids:
+        return []
+    rows = session.execute(
+        select(ClsDatasetImage, ClsImage)
+        .join(ClsImage, ClsImage.id == ClsDatasetImage.image_id)
+        .where(ClsDatasetImage.dataset_id == dataset_id, ClsDatasetImage.image_id.in_(image_ids))
+    ).all()
+    labels: dict[uuid.UUID, list[LabelView]] = {}
+    for label, cls in session.execute(
+        select(ClsLabel, ClsClass)
+        .join(ClsClass, ClsClass.id == ClsLabel.class_id)
+        .where(ClsLabel.dataset_id == dataset_id, ClsLabel.image_id.in_(image_ids))
+        .order_by(ClsLabel.confidence.desc().nulls_last(), ClsClass.name)
+    ).all():
+        labels.setdefault(label.image_id, []).append(
+            LabelView(class_id=label.class_id, class_name=cls.display_name or cls.name, color=cls.color,
+                      confidence=label.confidence, is_ai_generated=label.is_ai_generated,
+                      ai_model=label.ai_model, is_reviewed=label.is_reviewed))
+    cards = {
+        image.id: ImageCard(
+            dataset_id=dataset_id, image_id=image.id, filename=image.original_filename or image.filename,
+            width=image.width, height=image.height, file_size_bytes=image.file_size_bytes,
+            storage_path=image.storage_path, thumbnail_path=image.thumbnail_path, status=item.status,
+            label_revision=item.label_revision, labeled_by=item.labeled_by,
+            labels=tuple(labels.get(image.id, ())))
+        for item, image in rows
+    }
+    return [cards[image_id] for image_id in image_ids if image_id in cards]
+
+
 def progress(*, session, dataset_id: uuid.UUID) -> Progress:
     """Labeled / total from the dataset's counts (kept in step by every label write)."""
     dataset = _dataset(session, dataset_id)
@@ -318,13 +351,6 @@ def datasets_for_labeling(*, session) -> list[tuple[uuid.UUID, str, int, int]]:
     rows = session.execute(select(ClsDataset.id, ClsDataset.name, ClsDataset.labeled_image_count,
                                   ClsDataset.image_count).order_by(ClsDataset.name)).all()
     return [tuple(row) for row in rows]
-
-
-def image_keys(*, session, image_ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:
-    """Storage keys of some images (the page prefetches the next ones)."""
-    if not image_ids:
-        return {}
-    return dict(session.execute(select(ClsImage.id, ClsImage.storage_path).where(ClsImage.id.in_(image_ids))).all())
 
 
 # ---------------------------------------------------------------- reservations
@@ -570,7 +596,7 @@ def stable_url(storage, key: str, *, expires_s: int = 6 * 3600) -> str | None:
 
 __all__ = [
     "QUEUE_MODES", "RESERVATION_S", "LOW_CONFIDENCE", "ImageCard", "LabelView", "ClassKey", "Progress",
-    "ActionResult", "datasets_for_labeling", "image_keys", "image_card", "progress", "queue_ids", "queue_size", "position", "previous_id", "reserve",
+    "ActionResult", "datasets_for_labeling", "image_card", "image_cards", "progress", "queue_ids", "queue_size", "position", "previous_id", "reserve",
     "release", "next_image", "next_image_and_upcoming", "open_image", "classes_for_labeling", "pinned_class_ids", "set_pins", "save",
     "skip", "clear", "accept_review", "stable_url",
 ]

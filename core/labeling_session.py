@@ -47,6 +47,17 @@ class LabelingState:
         return self.card.image_id if self.card else None
 
 
+def ahead(state: LabelingState) -> list[uuid.UUID]:
+    """The images that the next moves forward (Enter, S, →) will show, in order, as far as they can be
+    known here: the history ahead of the shown image, or else the queue after it. A concurrent
+    labeler may still take one first; the browser then shows what the server answers."""
+    if state.card is None:
+        return []
+    if state.history_pos + 1 < len(state.history):
+        return list(state.history[state.history_pos + 1:])
+    return list(state.upcoming)
+
+
 def start(scope: Scope, *, dataset_id: uuid.UUID, user_id: uuid.UUID, mode: str = "unlabeled",
           image_id: uuid.UUID | None = None, seed: int = 0) -> LabelingState:
     """Open the page: the image asked for (URL) or the first of the queue, reserved for this page."""
@@ -213,8 +224,9 @@ def _transaction(session):
 
 
 def apply_keys(scope: Scope, state: LabelingState, *, batch: dict, classes: list[labeling.ClassKey]) -> int:
-    """Apply a batch {load, seq, image_id, keys} from the browser once, in order. A batch already
-    applied (resent) or typed for another image than the one shown is ignored. Returns keys applied."""
+    """Apply a batch {load, seq, image_id, keys, images} from the browser once, in order. A batch
+    already applied (resent) is ignored; keys typed on another image than the one shown (image_id for
+    the batch, images[i] for each key) are dropped with a warning. Returns keys applied."""
     load, seq = str(batch.get("load", "")), int(batch.get("seq", 0))
     if seq <= state.acks.get(load, 0):  # each page load numbers its batches 1, 2, …: a resend
         return 0
@@ -225,8 +237,15 @@ def apply_keys(scope: Scope, state: LabelingState, *, batch: dict, classes: list
     if shown and state.image_id and shown != str(state.image_id):
         state.message = ("warning", f"{len(keys)} key(s) ignored: they were typed for another image.")
         return 0
+    images = list(batch.get("images") or [])  # the image each key was typed on, where the browser knew it
     applied = 0
-    for key in keys:
+    for index, key in enumerate(keys):
+        typed_on = images[index] if index < len(images) else None
+        if typed_on and state.image_id and typed_on != str(state.image_id):
+            # The browser guessed the next image wrong (another labeler took it, a conflict): these
+            # keys were meant for another image than the one Python shows now.
+            state.message = ("warning", f"{len(keys) - index} key(s) ignored: they were typed for another image.")
+            break
         try:
             with scope() as session:  # one connection per key; each action still commits alone
                 keep_going = apply_key(lambda: _transaction(session), state, key, classes)

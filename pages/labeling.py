@@ -92,25 +92,32 @@ def _on_mode() -> None:
         state.message = ("error", str(exc))
 
 
-def _view_data(state: flow.LabelingState, classes: list[labeling.ClassKey], upcoming: list[str]) -> dict:
+def _card_data(card: labeling.ImageCard, storage) -> dict:
+    dims = f"{card.width}×{card.height}" if card.width else ""
+    return {"id": str(card.image_id), "url": image_url(storage, card.storage_path),
+            "caption": f"{card.filename} · {dims} · {_size(card.file_size_bytes)} · {card.status}",
+            "labels": [{"name": lbl.class_name, "color": lbl.color, "confidence": lbl.confidence,
+                        "ai": lbl.is_ai_generated, "reviewed": lbl.is_reviewed} for lbl in card.labels],
+            "selected": [str(c) for c in card.class_ids]}
+
+
+def _view_data(state: flow.LabelingState, classes: list[labeling.ClassKey],
+               ahead: list[labeling.ImageCard]) -> dict:
     card = state.card
     suggested = {label.class_id: label.confidence for label in (card.labels if card else ())
                  if label.is_ai_generated}
     storage = get_storage()
-    image = None
-    if card:
-        dims = f"{card.width}×{card.height}" if card.width else ""
-        image = {"id": str(card.image_id), "url": image_url(storage, card.storage_path),
-                 "caption": f"{card.filename} · {dims} · {_size(card.file_size_bytes)} · {card.status}"}
+    image = _card_data(card, storage) if card else None
+    next_cards = [_card_data(c, storage) for c in ahead]
     return {
-        "acks": state.acks, "image": image,
+        "acks": state.acks, "image": image, "multi": state.multi, "can_label": user.role in ("labeler", "admin"),
         "empty_text": "Nothing left in this queue." if not card else "",
-        "labels": [{"name": lbl.class_name, "color": lbl.color, "confidence": lbl.confidence,
-                    "ai": lbl.is_ai_generated, "reviewed": lbl.is_reviewed} for lbl in (card.labels if card else ())],
+        "labels": image["labels"] if image else [],
         "selected": [str(c) for c in state.selection],
         "classes": [{"id": str(c.class_id), "name": c.name, "color": c.color, "key": c.key, "count": c.image_count,
                      "pinned": c.pinned, "suggested": suggested.get(c.class_id) or 0} for c in classes],
-        "prefetch": [image_url(storage, key) for key in upcoming],
+        "ahead": next_cards,  # what Enter/S/→ will show next: the browser shows it before the save returns
+        "prefetch": [c["url"] for c in next_cards],
     }
 
 
@@ -127,11 +134,12 @@ def _classes(dataset_id: uuid.UUID, user_id: uuid.UUID) -> list[labeling.ClassKe
         return labeling.classes_for_labeling(session=session, dataset_id=dataset_id, user_id=user_id)
 
 
-def _context(state: flow.LabelingState) -> tuple[labeling.Progress, int | None, list[str]]:
-    """Progress, place and the next images' keys: read again only when the image, its revision or
-    the mode changed (a number key re-renders without touching the database)."""
+def _context(state: flow.LabelingState) -> tuple[labeling.Progress, int | None, list[labeling.ImageCard]]:
+    """Progress, place and the cards of the next images: read again only when the image, its revision,
+    the place in history or the mode changed (a number key re-renders without touching the database)."""
     card = state.card
-    ident = (state.mode, card.image_id, card.label_revision, card.status) if card else (state.mode,)
+    ident = (state.mode, card.image_id, card.label_revision, card.status, state.history_pos,
+             len(state.history), tuple(state.upcoming)) if card else (state.mode,)
     cached = st.session_state.get("labeling_context")
     if cached and cached[0] == ident:
         return cached[1]
@@ -139,9 +147,9 @@ def _context(state: flow.LabelingState) -> tuple[labeling.Progress, int | None, 
         progress = labeling.progress(session=session, dataset_id=state.dataset_id)
         place = labeling.position(session=session, dataset_id=state.dataset_id, image_id=card.image_id) \
             if card and state.mode == "all" else None
-        upcoming = state.upcoming[:PREFETCH] if card else []
-        keys = labeling.image_keys(session=session, image_ids=upcoming)
-    context = (progress, place, [keys[i] for i in upcoming if i in keys])
+        ahead = labeling.image_cards(session=session, dataset_id=state.dataset_id,
+                                     image_ids=flow.ahead(state)[:PREFETCH])
+    context = (progress, place, ahead)
     st.session_state["labeling_context"] = (ident, context)
     return context
 
@@ -153,7 +161,7 @@ def labeling_panel(dataset_id: uuid.UUID) -> None:
         state.leave = False
         st.switch_page("pages/datasets.py", query_params={"dataset": str(dataset_id)})
     classes = _classes(dataset_id, user.id)
-    progress, place, upcoming = _context(state)
+    progress, place, ahead = _context(state)
     st.session_state["labeling_classes"] = classes
     size = _queue_size(dataset_id, state.mode)
     if state.image_id:
@@ -169,7 +177,7 @@ def labeling_panel(dataset_id: uuid.UUID) -> None:
     if state.message:
         kind, text = state.message
         getattr(st, kind if kind in ("info", "warning", "error") else "info")(text)
-    labeling_view(data=_view_data(state, classes, upcoming), on_keys=_on_keys)
+    labeling_view(data=_view_data(state, classes, ahead), on_keys=_on_keys)
 
 
 

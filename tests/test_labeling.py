@@ -278,3 +278,37 @@ def test_key_batches_apply_once_in_order_and_never_to_another_image(db_stack):
     with db_stack.session() as s:
         saved = labels.labels_for_images(session=s, dataset_id=ds, image_ids=images[:3])
     assert [[label.class_id for label in saved[i]] for i in images[:3]] == [[names["1"]], [names["2"]], []]
+
+
+def test_keys_typed_on_a_guessed_image_apply_only_where_the_guess_was_right(db_stack):
+    """The browser shows `ahead` before Python answers and tags each key with the image it was typed
+    on: a right guess applies in order; a wrong one (another page took that image) drops the keys."""
+    from core import labeling_session as flow
+    from core.db import session_scope
+
+    with db_stack.session() as s:
+        ds, images, classes = seed(s, db_stack.storage, images=6)
+        keys = labeling.classes_for_labeling(session=s, dataset_id=ds, user_id=ME)
+    names = {k.key: k.class_id for k in keys}
+    state = flow.start(session_scope, dataset_id=ds, user_id=ME, mode="unlabeled")
+    assert state.image_id == images[0] and flow.ahead(state) == images[1:4]
+    with db_stack.session() as s:
+        cards = labeling.image_cards(session=s, dataset_id=ds, image_ids=flow.ahead(state))
+    assert [c.image_id for c in cards] == images[1:4] and all(not c.labels for c in cards)
+    tags = [str(images[0])] * 2 + [str(images[1])] * 2
+    batch = {"load": "p", "seq": 1, "image_id": tags[0], "keys": ["1", "enter", "2", "enter"], "images": tags}
+    assert flow.apply_keys(session_scope, state, batch=batch, classes=keys) == 4
+    assert state.image_id == images[2] and state.message is None
+    with db_stack.session() as s:  # another page takes the image the browser guesses next
+        assert labeling.reserve(session=s, dataset_id=ds, image_id=images[3], holder=uuid.uuid4())
+    tags = [str(images[2])] * 2 + [str(images[3])] * 2
+    batch = {"load": "p", "seq": 2, "image_id": tags[0], "keys": ["3", "enter", "1", "enter"], "images": tags}
+    assert flow.apply_keys(session_scope, state, batch=batch, classes=keys) == 2
+    assert state.image_id == images[4] and "2 key(s) ignored" in state.message[1]
+    with db_stack.session() as s:
+        saved = labels.labels_for_images(session=s, dataset_id=ds, image_ids=images[:5])
+    assert [[label.class_id for label in saved[i]] for i in images[:5]] == [
+        [names["1"]], [names["2"]], [names["3"]], [], []]
+    # back in history: `ahead` is the history in front of the shown image
+    flow.apply_keys(session_scope, state, classes=keys, batch={"load": "p", "seq": 3, "keys": ["left", "left"]})
+    assert state.image_id == images[1] and flow.ahead(state) == [images[2], images[4]]

@@ -283,3 +283,45 @@ def test_two_labelers_get_different_images_and_never_overwrite(server, chromium_
     assert rows(server, dataset_id)[target] == {"t-two"}
     for page in pages:
         page.context.close()
+
+
+PRESS = """(keys) => {
+  for (const key of keys) {
+    window.dispatchEvent(new KeyboardEvent('keydown', {key, bubbles: true, cancelable: true}));
+  }
+  const s = window.__labelingKeys;
+  return [document.querySelector('.lk-image').dataset.imageId, s.inflight !== null];
+}"""
+
+
+def test_next_image_is_shown_before_the_save_returns_and_python_decides(server, browser_page):
+    """Enter shows the next image from the prefetched queue in the same event (the save is still in
+    flight); when another labeler took that image meanwhile, Python's answer wins and the keys typed
+    on the guessed image are dropped, not applied to another one."""
+    dataset_id, classes = seed(server, "keys-ahead", images=6, classes=["h-one", "h-two"])
+    url = server.env["DATABASE_URL"]
+    with session_scope(url) as session:
+        order = list(session.scalars(select(ClsDatasetImage.image_id).where(ClsDatasetImage.dataset_id == dataset_id)
+                                     .order_by(ClsDatasetImage.added_at, ClsDatasetImage.image_id)))
+    page = browser_page
+    open_labeling(page, server, dataset_id)
+    assert shown_image(page) == str(order[0])
+    shown, in_flight = page.evaluate(PRESS, ["1", "Enter"])
+    assert shown == str(order[1]) and in_flight  # drawn before Python answered
+    assert "h-one" not in page.inner_text(".lk-labels")  # the next image's own (empty) label
+    wait_ack(page)
+    assert shown_image(page) == str(order[1])
+    assert rows(server, dataset_id) == {order[0]: {"h-one"}}
+
+    # Another labeler takes the image after next; the guess (order[2]) is wrong.
+    from core.labeling import reserve
+
+    with session_scope(url) as session:
+        assert reserve(session=session, dataset_id=dataset_id, image_id=order[2], holder=uuid.uuid4())
+    shown, _ = page.evaluate(PRESS, ["2", "Enter", "1", "Enter"])
+    assert shown == str(order[3])  # guessed two ahead
+    wait_idle(page)
+    assert shown_image(page) == str(order[3])  # Python skipped the reserved image
+    assert rows(server, dataset_id) == {order[0]: {"h-one"}, order[1]: {"h-two"}}  # nothing on order[2]/[3]
+    assert "typed for another image" in page.inner_text("[data-testid='stMain']")
+    assert not page.watch.page_errors

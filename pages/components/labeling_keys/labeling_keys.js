@@ -2,6 +2,12 @@
 // the keyboard. Presses are queued here and sent to Python in order, one batch at a time, only after
 // the previous batch's run has finished (Python echoes its sequence number back as data.ack): no press
 // is lost mid-run and none is applied twice. Auto-repeat and keys typed in text fields are ignored.
+// What is shown is the server's last answer with the keys not yet answered played on top of it
+// ("projected"): a class key marks the class at once, and Enter/S/→ show the next image from
+// data.ahead (prefetched) without waiting for the save's round trip. Python stays the authority:
+// each key carries the image it was typed on, and Python drops the keys typed on an image it is not
+// showing, so a wrong guess (another labeler took that image, a conflict, an error) costs
+// a redraw with Python's answer, never a label on the wrong image.
 // Streamlit calls this function again on every run with new data, and keeps only the last cleanup,
 // so the listener and the queue live in one per-window object.
 
@@ -16,7 +22,7 @@ function labelingState() {
     window.__labelingKeys = {
       load: Math.random().toString(36).slice(2) + Date.now().toString(36),
       seq: 0, queue: [], inflight: null, sentAt: 0, owner: null, api: null, root: null,
-      listener: null, timer: null, prefetched: new Map(), sent: 0,
+      listener: null, timer: null, prefetched: new Map(), sent: 0, view: null,
     };
   }
   return window.__labelingKeys;
@@ -38,16 +44,79 @@ function pump(state) {
   }
   if (state.inflight || state.queue.length === 0) return;
   state.seq += 1;
-  state.inflight = {load: state.load, seq: state.seq, image_id: api.data.image ? api.data.image.id : null,
-                    keys: state.queue.splice(0)};
+  const entries = state.queue.splice(0);
+  state.inflight = {load: state.load, seq: state.seq, image_id: entries[0].image, keys: entries.map((e) => e.key),
+                    images: entries.map((e) => e.image)};
+  state.entries = entries;
   state.sentAt = performance.now();
-  state.sent += state.inflight.keys.length;
+  state.sent += entries.length;
   api.setTriggerValue("keys", state.inflight);
 }
 
+function pendingKeys(state) {
+  return [...(state.inflight ? state.entries || [] : []), ...state.queue].map((e) => e.key);
+}
+
+function choose(view, classId, multi) {
+  if (!multi) view.selected = [classId];
+  else if (view.selected.includes(classId)) view.selected = view.selected.filter((c) => c !== classId);
+  else view.selected = [...view.selected, classId];
+}
+
+function advance(view, data) {
+  const next = (data.ahead || [])[view.next];
+  if (!next) return false;
+  view.next += 1;
+  view.image = next;
+  view.labels = next.labels;
+  view.selected = [...next.selected];
+  return true;
+}
+
+// One key on the projected view, as core.labeling_session.apply_key would apply it when all goes
+// well; false where the outcome cannot be known here (the projection stops there).
+function step(view, key, data, byKey) {
+  if (!view.image) return false;
+  if (/^[0-9]$/.test(key)) {
+    if (byKey[key]) choose(view, byKey[key], data.multi);
+    return true;
+  }
+  if (key.startsWith("toggle:")) { choose(view, key.slice(7), data.multi); return true; }
+  if (key.startsWith("pick:")) {
+    const id = key.slice(5);
+    view.selected = data.multi ? [...new Set([...view.selected, id])] : [id];
+    key = "enter";
+  }
+  if (!data.can_label) return false;
+  if (key === "enter") return view.selected.length > 0 && advance(view, data);
+  if (key === "s" || key === "right") return advance(view, data);
+  return false;
+}
+
+function project(data, keys) {
+  const byKey = {};
+  for (const c of data.classes || []) if (c.key) byKey[c.key] = c.id;
+  const view = {image: data.image, labels: data.labels || [], selected: [...(data.selected || [])], next: 0,
+                stopped: false};
+  for (const key of keys) {
+    if (!step(view, key, data, byKey)) { view.stopped = true; break; }
+  }
+  return view;
+}
+
+function redraw(state) {
+  if (!state.api || !state.root) return;
+  state.view = project(state.api.data, pendingKeys(state));
+  render(state.root, state.api.data, state.view);
+}
+
 function push(state, key) {
-  state.queue.push(key);
+  // The image this key was typed on, when the projection knows it (else Python applies it in order).
+  const view = state.view;
+  const image = view && !view.stopped && view.image ? view.image.id : null;
+  state.queue.push({key, image});
   pump(state);
+  redraw(state);
 }
 
 function onKeyDown(event) {
@@ -101,25 +170,25 @@ function build(parent, state) {
   const image = root.querySelector(".lk-image");
   image.addEventListener("click", () => root.querySelector(".lk-frame").classList.toggle("zoomed"));
   const search = root.querySelector(".lk-search");
-  search.addEventListener("input", () => renderClasses(root, state.api.data, search.value));
+  search.addEventListener("input", () => renderClasses(root, state.api.data, state.view, search.value));
   search.addEventListener("keydown", (event) => {
     event.stopPropagation(); // typing here never reaches Streamlit's own shortcuts
     if (event.key === "Enter" && !event.repeat) {
       const top = root.querySelector(".lk-class");
       if (top && search.value.trim()) push(state, "pick:" + top.dataset.classId);
-      search.value = ""; search.blur(); renderClasses(root, state.api.data, "");
+      search.value = ""; search.blur(); renderClasses(root, state.api.data, state.view, "");
     } else if (event.key === "Escape") {
-      search.value = ""; search.blur(); renderClasses(root, state.api.data, "");
+      search.value = ""; search.blur(); renderClasses(root, state.api.data, state.view, "");
     }
   });
   return root;
 }
 
-function renderClasses(root, data, query) {
+function renderClasses(root, data, view, query) {
   const list = root.querySelector(".lk-classes");
   list.replaceChildren();
   const q = (query || "").trim().toLowerCase();
-  const selected = new Set(data.selected || []);
+  const selected = new Set(view ? view.selected : data.selected || []);
   let classes = data.classes || [];
   if (q) {
     classes = classes.filter((c) => c.name.toLowerCase().includes(q));
@@ -143,17 +212,18 @@ function renderClasses(root, data, query) {
   if (classes.length === 0) list.appendChild(el("div", "lk-empty", q ? "No class matches." : "No classes yet."));
 }
 
-function render(root, data) {
+function render(root, data, view) {
   const image = root.querySelector(".lk-image");
   const frame = root.querySelector(".lk-frame");
-  if (data.image) {
-    if (image.dataset.imageId !== data.image.id) {
+  const shown = view.image;
+  if (shown) {
+    if (image.dataset.imageId !== shown.id) {
       frame.classList.remove("zoomed");
-      image.src = data.image.url;
-      image.dataset.imageId = data.image.id;
+      image.src = shown.url;
+      image.dataset.imageId = shown.id;
     }
     image.hidden = false;
-    root.querySelector(".lk-caption").textContent = data.image.caption;
+    root.querySelector(".lk-caption").textContent = shown.caption;
   } else {
     image.hidden = true;
     image.dataset.imageId = "";
@@ -161,7 +231,7 @@ function render(root, data) {
   }
   const labels = root.querySelector(".lk-labels");
   labels.replaceChildren(el("div", "lk-title", "Current label"));
-  for (const label of data.labels || []) {
+  for (const label of view.labels || []) {
     const chip = el("span", "lk-chip", label.name);
     chip.style.borderColor = label.color;
     if (label.confidence !== null && label.confidence !== undefined) {
@@ -170,9 +240,9 @@ function render(root, data) {
     if (label.ai) chip.appendChild(el("span", "lk-badge", label.reviewed ? "AI ✓" : "AI"));
     labels.appendChild(chip);
   }
-  if (!(data.labels || []).length) labels.appendChild(el("span", "lk-none", "none"));
+  if (!(view.labels || []).length) labels.appendChild(el("span", "lk-none", "none"));
   const search = root.querySelector(".lk-search");
-  renderClasses(root, data, search.value);
+  renderClasses(root, data, view, search.value);
   root.dataset.ack = String(data.ack);
 }
 
@@ -193,9 +263,10 @@ export default function (component) {
   let root = parentElement.querySelector(".lk-root");
   if (!root) root = build(parentElement, state);
   state.root = root;
-  render(root, data);
-  prefetch(state, data.prefetch);
+  // Answered: Python's data now includes that batch, so it is no longer played on top.
   if (state.inflight && ((data.acks || {})[state.load] || 0) >= state.inflight.seq) state.inflight = null;
+  redraw(state);
+  prefetch(state, data.prefetch);
   if (!state.listener) {
     state.listener = onKeyDown;
     window.addEventListener("keydown", state.listener, true);
