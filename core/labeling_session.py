@@ -179,6 +179,8 @@ def apply_key(scope: Scope, state: LabelingState, key: str, classes: list[labeli
     """Apply one key; False stops the rest of the batch (an error or a conflict to look at)."""
     if key == "escape":
         state.leave = True
+        with scope() as session:  # leaving: the image shown goes back to the queue for the others now
+            labeling.release(session=session, dataset_id=state.dataset_id, holder=state.holder)
         return False
     if key == "r":
         set_mode(scope, state, state.return_mode if state.mode == "review" else "review")

@@ -312,3 +312,12 @@ def test_keys_typed_on_a_guessed_image_apply_only_where_the_guess_was_right(db_s
     # back in history: `ahead` is the history in front of the shown image
     flow.apply_keys(session_scope, state, classes=keys, batch={"load": "p", "seq": 3, "keys": ["left", "left"]})
     assert state.image_id == images[1] and flow.ahead(state) == [images[2], images[4]]
+
+    def held():
+        with db_stack.session() as s:
+            return len(s.scalars(select(ClsDatasetImage.image_id).where(
+                ClsDatasetImage.dataset_id == ds, ClsDatasetImage.reserved_by == state.holder)).all())
+
+    assert held() == 1
+    flow.apply_keys(session_scope, state, classes=keys, batch={"load": "p", "seq": 4, "keys": ["escape"]})
+    assert state.leave and held() == 0  # Esc gives the image back to the queue at once
