@@ -271,10 +271,37 @@ def toggle_label(*, session: Session, dataset_id, image_id, class_id, user_id=No
 def bulk_set_label(*, session: Session, dataset_id, image_ids, class_id, mode: str = "replace",
                    user_id=None) -> int:
     """One class on many images: `replace` (the image's labels become exactly this class), `add`
-    (multi-label only; single-label datasets replace), `remove`. Returns how many images changed."""
+    (multi-label only; single-label datasets replace), `remove`. Returns how many images changed.
+    One transaction: for thousands of images use core.bulk_actions.set_label (batches)."""
     from core.permissions import require_role
 
     require_role(session=session, user_id=user_id, role="labeler", action="changing labels in bulk")
+    changed = set_label_batch(session=session, dataset_id=dataset_id, image_ids=image_ids, class_id=class_id,
+                              mode=mode, user_id=user_id)
+    if changed and user_id is not None:  # a person's bulk change (imports record their own job)
+        from core.permissions import audit
+
+        audit(session=session, user_id=user_id, action="bulk_set_label", target_type="dataset",
+              target_id=dataset_id, row_count=changed, details={"class_id": str(class_id), "mode": mode})
+    return changed
+
+
+def check_bulk_label(*, session: Session, dataset_id, class_id, mode: str) -> None:
+    """What set_label_batch refuses, checked once before the first batch."""
+    if mode not in BULK_MODES:
+        raise InvalidInput(f"mode must be one of {', '.join(BULK_MODES)}, not {mode!r}")
+    dataset_id, class_id = _as_uuid(dataset_id, "dataset"), _as_uuid(class_id, "class")
+    if session.get(ClsDataset, dataset_id) is None:
+        raise NotFound(f"dataset {dataset_id} does not exist")
+    if mode != "remove":
+        _check_classes(session, [class_id])
+    elif session.get(ClsClass, class_id) is None:
+        raise NotFound(f"class {class_id} does not exist")
+
+
+def set_label_batch(*, session: Session, dataset_id, image_ids, class_id, mode: str = "replace",
+                    user_id=None) -> int:
+    """bulk_set_label's work on one batch, without the role check and audit (the caller's)."""
     if mode not in BULK_MODES:
         raise InvalidInput(f"mode must be one of {', '.join(BULK_MODES)}, not {mode!r}")
     dataset_id, class_id = _as_uuid(dataset_id, "dataset"), _as_uuid(class_id, "class")
@@ -294,29 +321,28 @@ def bulk_set_label(*, session: Session, dataset_id, image_ids, class_id, mode: s
             return current | {class_id}
         return current - {class_id}
 
-    changed = _bulk_apply(session, dataset=dataset, image_ids=ids, target=target, user_id=user_id, reason="bulk")
-    if changed and user_id is not None:  # a person's bulk change (imports record their own job)
-        from core.permissions import audit
-
-        audit(session=session, user_id=user_id, action="bulk_set_label", target_type="dataset",
-              target_id=dataset_id, row_count=changed, details={"class_id": str(class_id), "mode": mode})
-    return changed
+    return _bulk_apply(session, dataset=dataset, image_ids=ids, target=target, user_id=user_id, reason="bulk")
 
 
 def bulk_clear_labels(*, session: Session, dataset_id, image_ids, user_id=None) -> int:
     from core.permissions import require_role
 
     require_role(session=session, user_id=user_id, role="labeler", action="clearing labels in bulk")
-    dataset = lock_dataset(session, _as_uuid(dataset_id, "dataset"))
-    ids = list(dict.fromkeys(_as_uuid(i, "image") for i in image_ids))
-    cleared = _bulk_apply(session, dataset=dataset, image_ids=ids, target=lambda current: set(),
-                          user_id=user_id, reason="bulk")
+    cleared = clear_labels_batch(session=session, dataset_id=dataset_id, image_ids=image_ids, user_id=user_id)
     if cleared and user_id is not None:
         from core.permissions import audit
 
         audit(session=session, user_id=user_id, action="bulk_clear_labels", target_type="dataset",
-              target_id=dataset.id, row_count=cleared)
+              target_id=dataset_id, row_count=cleared)
     return cleared
+
+
+def clear_labels_batch(*, session: Session, dataset_id, image_ids, user_id=None) -> int:
+    """bulk_clear_labels's work on one batch, without the role check and audit (the caller's)."""
+    dataset = lock_dataset(session, _as_uuid(dataset_id, "dataset"))
+    ids = list(dict.fromkeys(_as_uuid(i, "image") for i in image_ids))
+    return _bulk_apply(session, dataset=dataset, image_ids=ids, target=lambda current: set(),
+                       user_id=user_id, reason="bulk")
 
 
 def _write_label_sets(session: Session, *, dataset: ClsDataset, links: dict, current: dict, plans: dict,
@@ -372,15 +398,66 @@ def _bulk_apply(session: Session, *, dataset: ClsDataset, image_ids: list, targe
             current[image_id].add(class_id)
     plans = {i: target(current[i]) for i in image_ids}
     changed = [i for i in image_ids if plans[i] != current[i]]
-    touched = set().union(*(current[i] ^ plans[i] for i in changed)) if changed else set()
-    lock_classes(session, touched)
+    if not changed:
+        return 0
+    touched = set().union(*(current[i] ^ plans[i] for i in changed))
+    had = classes_in_dataset(session, dataset.id, touched)
     _write_label_sets(session, dataset=dataset, links=links, current=current, plans=plans, changed=changed,
                       user_id=user_id, reason=reason)
-    if changed:
-        recount_dataset_counts(session, dataset.id)
-        recount_class_counts(session, touched)
+    apply_label_deltas(session, dataset_id=dataset.id, before={i: current[i] for i in changed},
+                       after={i: plans[i] for i in changed}, had_classes=had)
     session.flush()
     return len(changed)
+
+
+def classes_in_dataset(session: Session, dataset_id: uuid.UUID, class_ids: Iterable[uuid.UUID]) -> set:
+    """Which of these classes at least one label of the dataset uses (one indexed probe per class)."""
+    return {class_id for class_id in class_ids if session.scalar(select(exists().where(
+        ClsLabel.dataset_id == dataset_id, ClsLabel.class_id == class_id)))}
+
+
+def apply_label_deltas(session: Session, *, dataset_id: uuid.UUID, before: dict, after: dict,
+                       had_classes: set) -> None:
+    """Move the counts by what a batch changed, without recounting the whole dataset or class.
+
+    `before`/`after`: each changed image's class set in this dataset (read and written under the
+    dataset and link locks); `had_classes`: which of the touched classes the dataset used before the
+    writes. The touched classes are locked here, after the writes, so their rows are held only until
+    the commit that follows; the "has it in another dataset" probes run after that lock, so they see
+    every concurrent writer of the same class that committed first (READ COMMITTED: a fresh snapshot
+    per statement), and a writer that comes later waits for ours.
+    """
+    added: dict = {}
+    removed: dict = {}
+    for image_id, old in before.items():
+        new = after[image_id]
+        for class_id in new - old:
+            added.setdefault(class_id, []).append(image_id)
+        for class_id in old - new:
+            removed.setdefault(class_id, []).append(image_id)
+    touched = set(added) | set(removed)
+    lock_classes(session, touched)
+    session.flush()
+    for class_id in sorted(touched, key=str):
+        delta = 0
+        for image_ids, sign in ((added.get(class_id, []), 1), (removed.get(class_id, []), -1)):
+            for start in range(0, len(image_ids), 1000):
+                chunk = image_ids[start:start + 1000]
+                elsewhere = set(session.scalars(select(distinct(ClsLabel.image_id)).where(
+                    ClsLabel.class_id == class_id, ClsLabel.image_id.in_(chunk),
+                    ClsLabel.dataset_id != dataset_id)).all())
+                delta += sign * (len(chunk) - len(elsewhere & set(chunk)))
+        if delta:
+            session.execute(update(ClsClass).where(ClsClass.id == class_id)
+                            .values(image_count=ClsClass.image_count + delta))
+    has = classes_in_dataset(session, dataset_id, touched)
+    class_delta = len(has - had_classes) - len((had_classes & touched) - has)
+    labeled_delta = (sum(1 for i in before if after[i] and not before[i])
+                     - sum(1 for i in before if before[i] and not after[i]))
+    if class_delta or labeled_delta:
+        session.execute(update(ClsDataset).where(ClsDataset.id == dataset_id).values(
+            labeled_image_count=ClsDataset.labeled_image_count + labeled_delta,
+            class_count=ClsDataset.class_count + class_delta))
 
 
 # ---------------------------------------------------------------- reading and review
@@ -425,17 +502,25 @@ def skip_image(*, session: Session, dataset_id, image_id, user_id=None) -> ClsDa
 
 
 def delete_labels_of_images(session: Session, *, dataset_id: uuid.UUID, image_ids: list) -> set:
-    """Remove every label of these images in one dataset (dataset and links locked by the caller);
-    returns the classes touched, already locked and recounted."""
-    touched: set = set()
+    """Remove every label of these images in one dataset (dataset and links locked by the caller),
+    moving the dataset's labeled/class counts and the classes' image counts by the difference;
+    returns the classes touched."""
+    before: dict = {}
     for start in range(0, len(image_ids), 1000):
-        touched |= set(session.scalars(select(distinct(ClsLabel.class_id)).where(
-            ClsLabel.dataset_id == dataset_id, ClsLabel.image_id.in_(image_ids[start:start + 1000]))).all())
-    lock_classes(session, touched)
-    for start in range(0, len(image_ids), 1000):
+        for image_id, class_id in session.execute(select(ClsLabel.image_id, ClsLabel.class_id).where(
+                ClsLabel.dataset_id == dataset_id, ClsLabel.image_id.in_(image_ids[start:start + 1000]))):
+            before.setdefault(image_id, set()).add(class_id)
+    if not before:
+        return set()
+    touched = set().union(*before.values())
+    had = classes_in_dataset(session, dataset_id, touched)
+    labeled = list(before)
+    for start in range(0, len(labeled), 1000):
         session.execute(delete(ClsLabel).where(ClsLabel.dataset_id == dataset_id,
-                                               ClsLabel.image_id.in_(image_ids[start:start + 1000])))
-    recount_class_counts(session, touched)
+                                               ClsLabel.image_id.in_(labeled[start:start + 1000]))
+                        .execution_options(synchronize_session=False))
+    apply_label_deltas(session, dataset_id=dataset_id, before=before, after={i: set() for i in before},
+                       had_classes=had)
     return touched
 
 

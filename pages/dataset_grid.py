@@ -101,10 +101,10 @@ def filters_bar(dataset_id: uuid.UUID, classes: list[dict]) -> GridFilters:
 
 
 def _run(dataset_id: uuid.UUID, action, done: str) -> None:
-    """Callback: run `action(session) -> int` in one transaction; clear the selection on success."""
+    """Callback: run `action() -> int` (a core.bulk_actions call: batches, each its own short
+    transaction, so labelers are never held long); clear the selection on success."""
     try:
-        with session_scope() as session:
-            changed = action(session)
+        changed = action()
     except UserError as exc:
         st.session_state[f"dsgrid_error_{dataset_id}"] = str(exc)
         return
@@ -114,17 +114,19 @@ def _run(dataset_id: uuid.UUID, action, done: str) -> None:
 
 def label_selected(dataset: dict, class_row: dict, ids_provider) -> None:
     """Single-label: the class replaces. Multi-label: added, or removed when every selected image has it."""
-    from core.labels import bulk_set_label, labels_for_images
+    from core.bulk_actions import set_label
+    from core.labels import labels_for_images
 
-    def action(session):
+    def action():
         ids = ids_provider()
         mode = "replace"
         if dataset["task_type"] == "multi_label":
-            current = labels_for_images(session=session, dataset_id=dataset["id"], image_ids=ids)
+            with session_scope() as session:
+                current = labels_for_images(session=session, dataset_id=dataset["id"], image_ids=ids)
             have_all = all(any(lab.class_id == class_row["id"] for lab in current[i]) for i in ids)
             mode = "remove" if have_all else "add"
-        return bulk_set_label(session=session, dataset_id=dataset["id"], image_ids=ids, class_id=class_row["id"],
-                              mode=mode, user_id=current_user().id)
+        return set_label(dataset_id=dataset["id"], image_ids=ids, class_id=class_row["id"], mode=mode,
+                         user_id=current_user().id)
 
     _run(dataset["id"], action, f"{{n}} images changed: {_plain(class_row['name'])}")
 
@@ -150,21 +152,19 @@ def confirm_delete(dataset_id: uuid.UUID, ids: list[uuid.UUID]) -> None:
     st.warning(f"Delete {len(ids):,} images from the library? They leave every dataset, with their labels "
                "and files. This cannot be undone.")
     if st.button(f"Delete {len(ids):,} images", type="primary", key="dsgrid_confirm_delete"):
-        from core.datasets import detach_images_everywhere
-        from core.images import delete_images
+        from core.bulk_actions import delete_images
         from core.storage import get_storage
 
-        def action(session):
-            detach_images_everywhere(session=session, image_ids=ids)
-            return delete_images(session=session, storage=get_storage(), image_ids=ids, user_id=current_user().id)
+        def action():
+            return delete_images(image_ids=ids, storage=get_storage(), user_id=current_user().id)
 
         _run(dataset_id, action, "{n} images deleted")
         st.rerun()
 
 
 def bulk_actions(dataset: dict, classes: list[dict], ids_provider, count: int) -> None:
+    from core import bulk_actions as bulk
     from core import datasets as ds
-    from core import labels
 
     dataset_id = dataset["id"]
     user_id = current_user().id
@@ -177,27 +177,26 @@ def bulk_actions(dataset: dict, classes: list[dict], ids_provider, count: int) -
             modes = ["replace"] if dataset["task_type"] == "single_label" else ["add", "remove", "replace"]
             st.radio("How", modes, horizontal=True, key=f"dsb_mode_{dataset_id}")
             st.button(f"Apply to {count:,} images", key=f"dsb_label_go_{dataset_id}", disabled=not names,
-                      on_click=_run, args=(dataset_id, lambda session: labels.bulk_set_label(
-                          session=session, dataset_id=dataset_id, image_ids=ids_provider(),
+                      on_click=_run, args=(dataset_id, lambda: bulk.set_label(
+                          dataset_id=dataset_id, image_ids=ids_provider(),
                           class_id=state[f"dsb_class_{dataset_id}"], mode=state[f"dsb_mode_{dataset_id}"],
                           user_id=user_id), "{n} images labeled"))
         with split_tab:
             st.radio("Split", ["train", "val", "test", "unassigned"], horizontal=True, key=f"dsb_split_{dataset_id}")
             st.button("Apply", key=f"dsb_split_go_{dataset_id}", on_click=_run, args=(
-                dataset_id, lambda session: ds.set_split(session=session, dataset_id=dataset_id,
-                                                         image_ids=ids_provider(),
-                                                         split=state[f"dsb_split_{dataset_id}"]),
+                dataset_id, lambda: bulk.run_in_batches(ids_provider(), lambda session, chunk: ds.set_split(
+                    session=session, dataset_id=dataset_id, image_ids=chunk, split=state[f"dsb_split_{dataset_id}"])),
                 "{n} images moved"))
         with clear_tab:
             st.button(f"Clear the labels of {count:,} images", key=f"dsb_clear_go_{dataset_id}", on_click=_run, args=(
-                dataset_id, lambda session: labels.bulk_clear_labels(session=session, dataset_id=dataset_id,
-                                                                     image_ids=ids_provider(), user_id=user_id),
+                dataset_id, lambda: bulk.clear_labels(dataset_id=dataset_id, image_ids=ids_provider(),
+                                                      user_id=user_id),
                 "{n} images cleared"))
         with remove_tab:
             st.button(f"Remove {count:,} from the dataset", key=f"dsb_remove_go_{dataset_id}",
                       help="The images stay in the library", on_click=_run, args=(
-                          dataset_id, lambda session: ds.remove_images_from_dataset(
-                              session=session, dataset_id=dataset_id, image_ids=ids_provider()),
+                          dataset_id, lambda: bulk.remove_from_dataset(dataset_id=dataset_id,
+                                                                       image_ids=ids_provider()),
                           "{n} images removed from the dataset"))
             if st.button(f"Delete {count:,} images from the library", key=f"dsb_delete_go_{dataset_id}"):
                 confirm_delete(dataset_id, ids_provider())

@@ -125,7 +125,8 @@ def _plain(text: str | None) -> str:
 
 def add_images_section(dataset_id: uuid.UUID) -> None:
     """Add library images by ids or by filters (folder, tags, source, status, file name)."""
-    from core.datasets import add_images_to_dataset, library_image_ids
+    from core.bulk_actions import add_to_dataset  # batches: a labeler of this dataset is never held long
+    from core.datasets import library_image_ids
 
     with st.expander("Add images from the library", icon=":material/add_photo_alternate:"):
         by_ids, by_filters = st.tabs(["By ids", "By filters"])
@@ -135,9 +136,7 @@ def add_images_section(dataset_id: uuid.UUID) -> None:
                 raw = [part.strip() for part in text.replace(",", "\n").splitlines() if part.strip()]
 
                 def act():
-                    with session_scope() as session:
-                        return add_images_to_dataset(session=session, dataset_id=dataset_id, image_ids=raw,
-                                                     user_id=current_user().id)
+                    return add_to_dataset(dataset_id=dataset_id, image_ids=raw, user_id=current_user().id)
 
                 added = run_action(act)
                 if added is not None:
@@ -159,9 +158,9 @@ def add_images_section(dataset_id: uuid.UUID) -> None:
             st.caption(f"{len(ids):,} library images match and are not in this dataset yet.")
             if st.button(f"Add {len(ids):,} images", key=f"dsadd_filters_go_{dataset_id}", disabled=not ids):
                 def act():
-                    with session_scope() as session:
-                        return add_images_to_dataset(session=session, dataset_id=dataset_id, image_ids=ids,
-                                                     user_id=current_user().id)
+                    bar = st.progress(0.0)
+                    return add_to_dataset(dataset_id=dataset_id, image_ids=ids, user_id=current_user().id,
+                                          progress=lambda done, total, message: bar.progress(done / total, message))
 
                 added = run_action(act)
                 if added is not None:

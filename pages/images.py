@@ -141,13 +141,13 @@ def confirm_delete(ids: list[uuid.UUID], what: str) -> None:
     st.warning(f"Delete {len(ids):,} {what}? Their files, dataset memberships and labels go too. "
                "This cannot be undone.")
     if st.button(f"Delete {len(ids):,} images", type="primary", key="img_confirm_delete"):
-        from core.images import delete_images
+        from core.bulk_actions import delete_images
         from core.storage import get_storage
 
-        def act():
-            with session_scope() as session:
-                return delete_images(session=session, storage=get_storage(), image_ids=ids,
-                                     user_id=current_user().id)
+        def act():  # in batches, each its own short transaction (a labeler is never held long)
+            bar = st.progress(0.0)
+            return delete_images(image_ids=ids, storage=get_storage(), user_id=current_user().id,
+                                 progress=lambda done, total, message: bar.progress(done / total, message))
 
         if run_action(act) is not None:
             _clear_selection()
@@ -156,6 +156,7 @@ def confirm_delete(ids: list[uuid.UUID], what: str) -> None:
 
 
 def bulk_actions(filters: ImageFilters, count: int, total: int) -> None:
+    from core import bulk_actions as bulk
     from core import images as lib
 
     with st.popover(f"Bulk actions ({count:,})", disabled=count == 0):
@@ -167,19 +168,22 @@ def bulk_actions(filters: ImageFilters, count: int, total: int) -> None:
             else:
                 chosen = st.selectbox("Dataset", list(datasets), format_func=datasets.get, key="img_bulk_ds")
                 if st.button("Add to dataset", key="img_bulk_ds_go"):
-                    _apply(lambda s, ids: lib.add_to_dataset(session=s, dataset_id=chosen, image_ids=ids,
-                                                             user_id=current_user().id), filters, "added to dataset")
+                    _apply(lambda ids, progress: bulk.add_to_dataset(
+                        dataset_id=chosen, image_ids=ids, user_id=current_user().id, progress=progress),
+                        filters, "added to dataset")
         with tab_folder:
             folder = st.text_input("Folder (empty clears it)", key="img_bulk_folder")
             if st.button("Set folder", key="img_bulk_folder_go"):
-                _apply(lambda s, ids: lib.set_folder(session=s, image_ids=ids, folder=folder), filters, "folder set")
+                _apply(lambda ids, progress: bulk.run_in_batches(ids, lambda s, chunk: lib.set_folder(
+                    session=s, image_ids=chunk, folder=folder), progress=progress), filters, "folder set")
         with tab_tags:
             mode = st.radio("Tags", ["Add", "Remove", "Replace"], horizontal=True, key="img_bulk_tag_mode")
             tags = st.text_input("Tags (comma-separated)", key="img_bulk_tags")
             if st.button(f"{mode} tags", key="img_bulk_tags_go"):
                 values = lib.clean_tags(tags)
                 kwargs = {"Add": {"add": values}, "Remove": {"remove": values}, "Replace": {"replace": values}}[mode]
-                _apply(lambda s, ids: lib.update_tags(session=s, image_ids=ids, **kwargs), filters, "tags updated")
+                _apply(lambda ids, progress: bulk.tag_images(image_ids=ids, progress=progress, **kwargs), filters,
+                       "tags updated")
         with tab_delete:
             if st.button(f"Delete {count:,} selected", key="img_bulk_delete"):
                 confirm_delete(selected_ids(filters), "selected images")
@@ -191,11 +195,12 @@ def bulk_actions(filters: ImageFilters, count: int, total: int) -> None:
 
 
 def _apply(action, filters: ImageFilters, done: str) -> None:
+    """`action(ids, progress)`: a core.bulk_actions call (batches, each its own transaction)."""
     ids = selected_ids(filters)
 
     def act():
-        with session_scope() as session:
-            return action(session, ids)
+        bar = st.progress(0.0)
+        return action(ids, lambda finished, total, message: bar.progress(finished / total, message))
 
     changed = run_action(act)
     if changed is not None:

@@ -78,7 +78,8 @@ def cmd_create(args) -> dict:
 
 
 def cmd_add_images(args) -> dict:
-    from core.datasets import add_images_to_dataset, library_image_ids
+    from core.bulk_actions import add_to_dataset
+    from core.datasets import library_image_ids
     from core.db import session_scope
     from core.users import local_user
 
@@ -99,8 +100,10 @@ def cmd_add_images(args) -> dict:
                     raise InvalidInput(f"image id {value!r} is not a UUID") from None
         else:
             ids = library_image_ids(session=session, **filters)
-        added = add_images_to_dataset(session=session, dataset_id=dataset.id, image_ids=ids,
-                                      user_id=local_user().id, split=args.split)
-        session.refresh(dataset)
-        return {"dataset": dataset.name, "matched": len(ids), "added": added,
-                "already_in_dataset": len(set(ids)) - added, "image_count": dataset.image_count}
+        dataset_id, name = dataset.id, dataset.name
+    # batches, each its own transaction: labelers of the dataset are never held long
+    added = add_to_dataset(dataset_id=dataset_id, image_ids=ids, user_id=local_user().id, split=args.split)
+    with session_scope() as session:
+        image_count = dataset_by_name(session, name).image_count
+    return {"dataset": name, "matched": len(ids), "added": added,
+            "already_in_dataset": len(set(ids)) - added, "image_count": image_count}
