@@ -1,7 +1,6 @@
-"""Faults survived: a worker SIGKILLed mid-import, Redis unreachable at start, Postgres backends
-terminated under a running app, S3 failing mid-batch. Real servers throughout (the production stack);
-the killed-worker training case lives in tests/test_training.py. Batch prediction has no job module yet
-(core/predict.py), so its kill test is not here.
+"""Faults survived: a worker SIGKILLed mid-import and mid-batch-prediction, Redis unreachable at
+start, Postgres backends terminated under a running app, S3 failing mid-batch. Real servers throughout
+(the production stack); the killed-worker training case lives in tests/test_training.py.
 """
 
 from __future__ import annotations
@@ -122,6 +121,57 @@ def test_worker_killed_during_archive_import_then_retry_completes(production_sta
                                  .where(ClsDatasetImage.dataset_id == dataset_id))
         dataset = session.get(ClsDataset, dataset_id)
         assert members == dataset.image_count == dataset.labeled_image_count == total
+
+
+def test_worker_killed_during_batch_prediction_keeps_whole_batches_then_retry_completes(
+        production_stack, tmp_path_factory, monkeypatch):
+    """A real `rq worker` predicts a 640-image dataset with a tiny model, writing AI labels batch by
+    batch (each batch its own transaction), and is SIGKILLed after the first batches landed: the job
+    is reaped failed (never left running), the AI labels written so far are whole batches with exact
+    counts, and the retry labels every image."""
+    from core.auto_label import BATCH, start_batch_prediction
+    from core.labels import count_mismatches
+    from core.models import ClsDataset, ClsJob, ClsLabel, ClsLabelChange
+    from tests.factories import make_class, make_dataset
+    from tests.model_factory import digit_images, register_model, shared_checkpoint
+    from tests.training_data import store_image
+
+    stack, total = production_stack, 640
+    monkeypatch.setenv("CLS_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))  # the worker inherits it
+    checkpoint = shared_checkpoint(tmp_path_factory)
+    images, _ = digit_images(3, 10)
+    with stack.session() as session:
+        class_ids = [make_class(session, f"digit-{i}").id for i in range(3)]
+        dataset_id = make_dataset(session, "predicted").id
+        model_id = register_model(session, stack.storage, checkpoint, class_ids=class_ids)
+        ids = [store_image(session, stack.storage, images[i % len(images)], f"{i:04d}.png") for i in range(total)]
+    from core.bulk_actions import add_to_dataset
+
+    add_to_dataset(dataset_id=dataset_id, image_ids=ids)
+    job_id = start_batch_prediction(model_id=model_id, scope="dataset", dataset_id=dataset_id, write_labels=True)
+    kill_mid_job(stack, "predictions", lambda: count(stack, ClsLabel) >= BATCH)
+    partial = count(stack, ClsLabel)
+    assert 0 < partial < total, "the kill must land mid-prediction"
+    reap_and_check(stack, job_id)
+    with stack.session() as session:
+        assert count_mismatches(session=session) == []
+        dataset = session.get(ClsDataset, dataset_id)
+        # whole batches only: a batch's labels commit together or not at all
+        assert partial % BATCH == 0 and dataset.labeled_image_count == partial
+        assert session.scalar(select(func.count()).select_from(ClsLabelChange)) == partial
+        assert session.scalar(select(func.count()).select_from(ClsLabel)
+                              .where(ClsLabel.is_ai_generated.is_(False))) == 0
+
+    retry = start_batch_prediction(model_id=model_id, scope="dataset", dataset_id=dataset_id, write_labels=True)
+    stack.drain_jobs()
+    with stack.session() as session:
+        job = session.get(ClsJob, retry)
+        assert job.status == "succeeded", job.error
+        assert (job.result["total"], job.result["predicted"], job.result["failed"]) == (total, total, 0)
+        assert count_mismatches(session=session) == []
+        labeled = session.scalar(select(func.count(func.distinct(ClsLabel.image_id)))
+                                 .where(ClsLabel.dataset_id == dataset_id, ClsLabel.is_ai_generated.is_(True)))
+        assert labeled == session.get(ClsDataset, dataset_id).labeled_image_count == total
 
 
 class SlowImages(BaseHTTPRequestHandler):
