@@ -83,7 +83,7 @@ def main() -> None:
     tree_peak_mb = max((mb for _, mb in sampler.samples), default=0)
     load_after = os.getloadavg()
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    limit = bench_ingest.machine_limit(photos or [], os.cpu_count() or 1) if photos else None
+    limit = bench_ingest.machine_limit(photos or [], os.cpu_count() or 1)[0] if photos else None
     kind = "real photos" if photos else f"drawn {args.size}x{args.size} JPEGs"
     print(f"archive: {args.images} {kind} in {args.classes} class folders, {archive_bytes / 1e6:.1f} MB")
     print(f"imported {summary['images_imported']}, labels {summary['labels_written']}, "
