@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -292,11 +293,12 @@ def load_rows(bench_url: str, ids, hashes, fine) -> None:
     raw = engine.raw_connection()
     with raw.cursor() as cursor, cursor.copy(
             "COPY cls_images (id, filename, storage_path, phash, phash_band0, phash_band1, phash_band2, phash256, "
-            "file_hash) FROM STDIN") as copy:
+            "file_hash, created_at) FROM STDIN") as copy:
+        start = datetime(2025, 1, 1, tzinfo=UTC)  # a library built up over time, not one import a moment ago
         for k, image_id in enumerate(ids):
             value = int(hashes[k])
             copy.write_row((image_id, f"{image_id}.jpg", f"images/{image_id}.jpg", f"{value:016x}",
-                            *band_values(value), fine[k], image_id.hex * 2))
+                            *band_values(value), fine[k], image_id.hex * 2, start + timedelta(seconds=30 * k)))
     raw.commit()
     raw.close()
     autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
@@ -306,37 +308,52 @@ def load_rows(bench_url: str, ids, hashes, fine) -> None:
 
 
 def query_timings(engine, ids, source, first_planted) -> None:
-    """duplicates_of on images with a planted copy: wall time, this process's CPU time, and Postgres's
-    own execution time of the candidate query (EXPLAIN ANALYZE); on a shared machine the CPU figures
-    say what the query costs, the wall figures what the contention adds."""
+    """duplicates_of on images with a planted copy, through the in-memory index (the default) and the
+    band-index SQL (use_index=False): wall time, this process's CPU time, whether both give identical
+    results, and Postgres's own execution time of the SQL candidate query (EXPLAIN ANALYZE); on a
+    shared machine the CPU figures say what the query costs, the wall figures what contention adds."""
     from sqlalchemy.orm import Session
 
-    from core.duplicates import duplicates_of
+    from core.duplicates import duplicates_of, library_index
     from core.models import ClsImage
 
     rng = np.random.default_rng(1)
     picks = rng.choice(len(source), 300, replace=False)
-    found, wall, cpu, server = 0, [], [], []
     with Session(engine) as session:
-        for k in picks:
-            image_id = ids[int(source[k])]
-            session.expunge_all()
-            started, cpu_started = time.perf_counter(), time.process_time()
-            matches = duplicates_of(session=session, image_id=image_id, threshold=8, storage=object())
-            wall.append((time.perf_counter() - started) * 1000)
-            cpu.append((time.process_time() - cpu_started) * 1000)
-            found += ids[first_planted + int(k)] in {m["id"] for m in matches}
+        started, cpu_started = time.perf_counter(), time.process_time()
+        library_index(session).refresh(session)
+        print(f"- in-memory index built from {len(library_index(session).index):,} rows in "
+              f"{time.perf_counter() - started:.1f} s wall, {time.process_time() - cpu_started:.1f} s CPU "
+              f"(once per process; later queries refresh it incrementally); load: {load()}")
+        results = {}
+        for use_index in (True, False):
+            found, wall, cpu, answers = 0, [], [], []
+            for k in picks:
+                image_id = ids[int(source[k])]
+                session.expunge_all()
+                started, cpu_started = time.perf_counter(), time.process_time()
+                matches = duplicates_of(session=session, image_id=image_id, threshold=8, storage=object(),
+                                        use_index=use_index)
+                wall.append((time.perf_counter() - started) * 1000)
+                cpu.append((time.process_time() - cpu_started) * 1000)
+                found += ids[first_planted + int(k)] in {m["id"] for m in matches}
+                answers.append(matches)
+            results[use_index] = answers
+            label = "in-memory index" if use_index else "band-index SQL"
+            print(f"- duplicates_of via the {label} (one row by id + candidates + confirmation), threshold 8, "
+                  f"300 images with a planted copy: found {found}/300; wall median {statistics.median(wall):.2f} ms, "
+                  f"p95 {np.percentile(wall, 95):.2f} ms; client CPU median {statistics.median(cpu):.2f} ms; "
+                  f"load: {load()}")
+        print(f"- identical results from both paths: {results[True] == results[False]}")
+        server = []
         for k in picks[:50]:
             phash = session.get(ClsImage, ids[int(source[k])]).phash
             query = select_candidates(session, phash)
             compiled = query.compile(session.bind, compile_kwargs={"literal_binds": True})
             plan = [row[0] for row in session.connection().exec_driver_sql(f"EXPLAIN (ANALYZE, BUFFERS) {compiled}")]
             server.append(float(next(line for line in plan if line.startswith("Execution Time")).split()[2]))
-    print(f"- duplicates_of (one row by id + one candidate query + confirmation), threshold 8, 300 images with a "
-          f"planted copy: found {found}/300; wall median {statistics.median(wall):.2f} ms, p95 "
-          f"{np.percentile(wall, 95):.2f} ms; client CPU median {statistics.median(cpu):.2f} ms; Postgres execution "
-          f"of the candidate query median {statistics.median(server):.2f} ms, p95 {np.percentile(server, 95):.2f} ms; "
-          f"load: {load()}")
+    print(f"- band-index SQL candidate query, Postgres execution median {statistics.median(server):.2f} ms, "
+          f"p95 {np.percentile(server, 95):.2f} ms")
     print("- plan: " + " / ".join(line.strip() for line in plan if "Scan" in line or "BitmapOr" in line))
 
 

@@ -26,7 +26,7 @@ from core.duplicates import (
     near_duplicate_groups,
 )
 from core.errors import InvalidInput, NotFound
-from core.hamming import pairs_within
+from core.hamming import HashIndex, pairs_within
 from core.images import ingest_bytes
 from core.models import ClsImage
 
@@ -113,6 +113,41 @@ def test_pairs_within_finds_exactly_the_brute_force_pairs(threshold):
     assert (d == distance[i, j]).all() and len(i) > 0
 
 
+@pytest.mark.parametrize("threshold", [0, 3, 8, 9, 12])
+def test_hash_index_search_finds_exactly_the_brute_force_matches(threshold):
+    """Band probes (narrow thresholds) and the full pass (wide ones), sorted part and added tail alike."""
+    rng = np.random.default_rng(threshold)
+    hashes = rng.integers(0, 2**64 - 1, 6000, dtype=np.uint64)
+    flips = np.zeros(3000, dtype=np.uint64)
+    for _ in range(threshold // 2 + 1):
+        flips |= np.uint64(1) << rng.integers(0, 64, 3000).astype(np.uint64)
+    hashes[3000:] = hashes[:3000] ^ flips
+    hashes[:40] = rng.integers(0, 2**12, 40, dtype=np.uint64)  # a crowded corner
+    keys = np.arange(len(hashes), dtype=np.int64)
+    index = HashIndex(hashes[:5000], keys[:5000])
+    index.add(hashes[5000:5500], keys[5000:5500])  # stays in the scanned tail
+    index.add(hashes[5500:], keys[5500:])
+    assert len(index) == len(hashes)
+    for query in [*hashes[:20], *hashes[3000:3020], *hashes[5990:]]:
+        found, distances = index.search(int(query), threshold)
+        brute = np.bitwise_count(hashes ^ query)
+        assert sorted(found.tolist()) == np.nonzero(brute <= threshold)[0].tolist()
+        assert (distances == brute[found]).all()
+
+
+def test_hash_index_merges_a_large_tail_and_handles_empty():
+    empty = HashIndex()
+    assert len(empty) == 0 and len(empty.search(0, 8)[0]) == 0
+    rng = np.random.default_rng(5)
+    hashes = rng.integers(0, 2**64 - 1, 10_000, dtype=np.uint64)
+    empty.add(hashes[:100], np.arange(100))
+    empty.add(hashes[100:], np.arange(100, 10_000))
+    assert len(empty.hashes) == 10_000, "a tail over 4096 is merged into the sorted bands"
+    assert empty.search(int(hashes[1234]), 0)[0].tolist() == [1234]
+    with pytest.raises(ValueError):
+        HashIndex(hashes[:3], np.arange(2))
+
+
 def test_near_duplicate_components_groups_ids_and_applies_confirmation():
     a, b, c, d, e = (uuid.uuid4() for _ in range(5))
     base = 0x0F0F_F0F0_1234_5678
@@ -173,6 +208,40 @@ def test_duplicates_of_one_image(stack, library):
     assert {m["id"] for m in found} == {ids[k] for k in ("a_copy", "a_small", "a_bright", "a_crop")}
     assert all(m["confirm_distance"] <= CONFIRM_MAX_DISTANCE for m in found)
     assert packs == [], "a different packshot is not called a duplicate"
+
+
+def test_in_memory_index_gives_the_database_index_results(stack, library):
+    """Every library image and an uploaded edit, at several thresholds: the in-memory index and the
+    band-index SQL agree exactly; the index follows rows added (even committed late) and deleted."""
+    from datetime import timedelta
+
+    from core.duplicates import library_index
+
+    def both(session, **kwargs):
+        fast = duplicates_of(session=session, **kwargs)
+        slow = duplicates_of(session=session, use_index=False, **kwargs)
+        assert fast == slow, kwargs
+        return fast
+
+    ids = library
+    with stack.session() as session:
+        for threshold in (0, 4, 8, 12):
+            for image_id in ids.values():
+                both(session, image_id=image_id, threshold=threshold)
+        assert library_index(session).index is not None and len(library_index(session).index) == len(ids)
+        probe = encoded(photos()[0].crop((0, 0, 320, 300)).resize((240, 225)), "JPEG", quality=50)
+        fast = check_image(session=session, data=probe)
+        assert fast == check_image(session=session, data=probe, use_index=False) and fast["near"]
+    extra = ingest_library(stack, ["a_small"])["a_small"]  # a new row after the index was built
+    with stack.session() as session:
+        late = session.get(ClsImage, extra)
+        late.created_at = late.created_at - timedelta(seconds=20)  # as if its transaction committed late
+    with stack.session() as session:
+        assert extra in {m["id"] for m in both(session, image_id=ids["a"])}
+        session.delete(session.get(ClsImage, ids["a_bright"]))
+        session.flush()
+        found = {m["id"] for m in both(session, image_id=ids["a"])}
+    assert ids["a_bright"] not in found and ids["a_crop"] in found
 
 
 def test_check_image_against_the_library(stack, library):
