@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    DDL,
     JSON,
     BigInteger,
     Boolean,
@@ -24,6 +25,9 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     Uuid,
+    cast,
+    column,
+    event,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -60,9 +64,19 @@ def _in(column: str, values: tuple[str, ...]) -> str:
     return f"{column} IN ({', '.join(repr(v) for v in values)})"
 
 
+POSTGRES_EXTENSIONS = ("pg_trgm",)
+"""Postgres extensions the schema needs (trigram indexes for the Images page search); created before the tables
+by create_all (the listener below) and by the migration (migrations/env.py)."""
+
+
 class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    metadata = MetaData(naming_convention=NAMING_CONVENTION, info={"postgres_extensions": POSTGRES_EXTENSIONS})
     type_annotation_map = {dict[str, Any]: JsonType, list[Any]: JsonType}
+
+
+for _extension in POSTGRES_EXTENSIONS:
+    event.listen(Base.metadata, "before_create",
+                 DDL(f"CREATE EXTENSION IF NOT EXISTS {_extension}").execute_if(dialect="postgresql"))
 
 
 class TimestampMixin:
@@ -98,6 +112,14 @@ class ClsImage(TimestampMixin, Base):
         Index("idx_cls_images_tags", "tags", postgresql_using="gin"),
         Index("idx_cls_images_name", "original_filename"),
         Index("idx_cls_images_size", "file_size_bytes"),
+        # The page's text search (ILIKE '%term%' on the name and on the tags as text, core/images.py)
+        # through trigrams: Postgres only (pg_trgm, see POSTGRES_EXTENSIONS); SQLite scans.
+        # migrations/env.py renders Postgres-only indexes into a block of the migration that runs on
+        # Postgres alone. 100,000 images: search 114 ms → ≈ 35 ms (bench/bench_images_page.py).
+        Index("idx_cls_images_name_trgm", "original_filename", postgresql_using="gin",
+              postgresql_ops={"original_filename": "gin_trgm_ops"}).ddl_if(dialect="postgresql"),
+        Index("idx_cls_images_tags_trgm", cast(column("tags"), Text).label("tags_text"), postgresql_using="gin",
+              postgresql_ops={"tags_text": "gin_trgm_ops"}).ddl_if(dialect="postgresql"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)

@@ -16,9 +16,25 @@ branch_labels: str | Sequence[str] | None = ${repr(branch_labels)}
 depends_on: str | Sequence[str] | None = ${repr(depends_on)}
 
 
+<%
+    postgres_up = context.get("postgres_upgrades", "")
+    postgres_down = context.get("postgres_downgrades", "")
+    def nested(body):
+        return body.replace("\n", "\n    ")
+%>\
 def upgrade() -> None:
     ${upgrades if upgrades else "pass"}
+% if postgres_up and "op." in postgres_up:
+
+    if op.get_bind().dialect.name == "postgresql":  # Postgres-only indexes (migrations/env.py)
+        ${nested(postgres_up)}
+% endif
 
 
 def downgrade() -> None:
+% if postgres_down and "op." in postgres_down:
+    if op.get_bind().dialect.name == "postgresql":
+        ${nested(postgres_down)}
+
+% endif
     ${downgrades if downgrades else "pass"}

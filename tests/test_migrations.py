@@ -37,6 +37,16 @@ def test_upgrade_head_creates_every_table_and_has_no_drift(empty_database, monke
     assert set(Base.metadata.tables) <= tables
     engine.dispose()
     check_drift(empty_database)  # raises when models and migrations disagree
+    engine = create_engine(empty_database)
+    with engine.connect() as connection:
+        if connection.dialect.name == "postgresql":  # the Images page's text search: trigram GIN indexes
+            definitions = dict(connection.execute(text(
+                "SELECT indexname, indexdef FROM pg_indexes WHERE indexname LIKE 'idx_cls_images_%_trgm'")).all())
+            assert set(definitions) == {"idx_cls_images_name_trgm", "idx_cls_images_tags_trgm"}
+            assert all("USING gin" in d and "gin_trgm_ops" in d for d in definitions.values()), definitions
+        else:
+            assert not [i for i in inspect(connection).get_indexes("cls_images") if "trgm" in i["name"]]
+    engine.dispose()
     assert upgrade_head(empty_database) == "0001"  # idempotent
     dispose_engines()
 
