@@ -66,7 +66,7 @@ _FINE_MASK[:8, :8] = False  # the corner the 64-bit pHash is made of
 
 
 def fine_hash(image) -> str:
-    """The 256-bit pHash (64 hex chars) of a decoded thumbnail; ingest may store it as `phash256`."""
+    """The 256-bit pHash (64 hex chars) of a decoded thumbnail; ingest stores it as `phash256`."""
     import imagehash
 
     return str(imagehash.phash(image, hash_size=FINE_HASH_SIZE))
@@ -106,7 +106,8 @@ def check_threshold(threshold: Any) -> int:
 
 def ensure_fine_hashes(*, session: Session, storage, image_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, str]:
     """The 256-bit hash of each image, computed from its thumbnail (or original) and stored where
-    missing. Images whose bytes cannot be read are left out: they cannot be confirmed."""
+    missing (rows ingested before ingest stored it, or written around it). Images whose bytes cannot
+    be read are left out: they cannot be confirmed."""
     found, computed = _fine_hashes(session, storage, image_ids)
     _store_fine_hashes(session, computed)
     return found
@@ -145,7 +146,7 @@ def _hash_stored_image(storage, thumb: str | None, original: str) -> str | None:
             data = storage.get(key)
             if key == thumb:
                 return fine_hash_of_bytes(data)
-            return fine_hash_of_bytes(decode_image(data, max_pixels=limits.MAX_IMAGE_PIXELS).thumbnail)
+            return decode_image(data, max_pixels=limits.MAX_IMAGE_PIXELS).phash256
         except Exception as exc:  # a missing or unreadable object: try the next, else give up
             log.warning("cannot hash %s for duplicate confirmation: %s", key, exc)
     return None
@@ -452,7 +453,7 @@ def check_image(*, session: Session, data: bytes, threshold: int = DEFAULT_THRES
     if len(data) > settings.max_upload_bytes:
         raise InvalidInput(f"file is {len(data):,} bytes, over the limit of {settings.max_upload_bytes:,}")
     decoded = decode_image(data, max_pixels=settings.max_image_pixels)
-    fine = fine_hash_of_bytes(decoded.thumbnail)
+    fine = decoded.phash256 or fine_hash_of_bytes(decoded.thumbnail)
     matches = _matches(session=session, storage=storage, phash=decoded.phash, fine=fine, file_hash=decoded.sha256,
                        threshold=threshold, exclude=None, use_index=use_index)
     return {"file_hash": decoded.sha256, "phash": decoded.phash, "phash256": fine, "threshold": threshold,

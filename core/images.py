@@ -68,6 +68,7 @@ class DecodedImage:
     sha256: str
     phash: str  # 64-bit imagehash.phash as 16 hex chars
     thumbnail: bytes  # JPEG, longest side THUMBNAIL_SIZE
+    phash256: str | None = None  # 256-bit pHash of that JPEG: near duplicates' confirmation (core/duplicates.py)
 
 
 def _register_plugins() -> None:
@@ -140,8 +141,13 @@ def decode_image(data: bytes, *, max_pixels: int, thumb_size: int = limits.THUMB
         raise InvalidInput(f"corrupt or truncated image ({exc})") from None
     if orientation in (5, 6, 7, 8):
         width, height = height, width
+    from core.duplicates import fine_hash_of_bytes
+
+    thumbnail = buffer.getvalue()
+    # From the stored JPEG's bytes, exactly as duplicate grouping would compute it later (so it never has to).
     return DecodedImage(width=width, height=height, format=fmt, ext=FORMAT_EXTENSIONS[fmt], size=len(data),
-                        sha256=hashlib.sha256(data).hexdigest(), phash=phash, thumbnail=buffer.getvalue())
+                        sha256=hashlib.sha256(data).hexdigest(), phash=phash, thumbnail=thumbnail,
+                        phash256=fine_hash_of_bytes(thumbnail))
 
 
 def _bomb_message(width: int, height: int, max_pixels: int) -> str:
@@ -302,7 +308,8 @@ def _row_values(image_id, decoded: DecodedImage, key: str, thumb_key: str, filen
         image_url=storage.url(key) if public else None, storage_path=key, thumbnail_path=thumb_key,
         width=decoded.width, height=decoded.height, file_size_bytes=decoded.size, format=decoded.format,
         source=source, folder=folder, tags=list(tags), status="pending", file_hash=decoded.sha256,
-        phash=decoded.phash, source_type=source_type, source_id=source_id, meta=dict(meta or {}),
+        phash=decoded.phash, phash256=decoded.phash256, source_type=source_type, source_id=source_id,
+        meta=dict(meta or {}),
     )
 
 

@@ -13,7 +13,7 @@ from functools import lru_cache
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageEnhance
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, update
 
 from core.duplicates import (
     CONFIRM_MAX_DISTANCE,
@@ -300,9 +300,21 @@ def test_delete_extras_refuses_and_deletes_nothing(stack, library, problem):
     assert stored_keys(stack.storage) == before
 
 
+def test_ingest_stores_the_confirming_hash_of_the_thumbnail(stack, library):
+    from core.duplicates import fine_hash_of_bytes
+
+    with stack.session() as session:
+        rows = session.scalars(select(ClsImage)).all()
+        assert all(row.phash256 == fine_hash_of_bytes(stack.storage.get(row.thumbnail_path)) for row in rows)
+
+
 def test_confirmation_reads_the_original_when_the_thumbnail_is_gone(stack, library):
+    """Rows without a stored confirming hash (ingested before it was stored) get it from the
+    thumbnail, else the original; with neither they are not confirmed."""
     ids = library
     with stack.session() as session:
+        session.execute(update(ClsImage).where(ClsImage.id.in_([ids["a_small"], ids["a_bright"]]))
+                        .values(phash256=None))
         small = session.get(ClsImage, ids["a_small"])
         stack.storage.delete(small.thumbnail_path)
         bright = session.get(ClsImage, ids["a_bright"])

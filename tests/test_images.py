@@ -160,6 +160,7 @@ def test_unicode_long_and_repeated_names(stack):
             expected = ClsImage(phash=row.phash)
             assert (row.phash_band0, row.phash_band1, row.phash_band2) == (
                 expected.phash_band0, expected.phash_band1, expected.phash_band2)
+            assert len(row.phash256) == 64, "the confirming hash is stored at ingest"
     assert assert_consistent(stack) == 5
 
 
