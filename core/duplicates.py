@@ -2,9 +2,11 @@
 within a Hamming threshold, each candidate confirmed by a second measure), one image checked against
 the library, and deleting the extras of a group.
 
-Candidates come from an index, never an all-pairs scan: the pHash is cut into three indexed bands
-(cls_images.phash_band0..2, see core/hamming.py), so one image is a few hundred index probes and the
-whole library a numpy self-join.
+Candidates come from an index, never an all-pairs scan: the pHash is cut into three bands (see
+core/hamming.py), so one image is a few hundred probes and the whole library a numpy self-join. One
+image is checked against a per-process in-memory copy of every pHash (LibraryIndex: ≈ 4 ms a query at
+1,000,000 images, against ≈ 25 ms for the same probes in SQL); the indexed band columns
+(cls_images.phash_band0..2) serve the SQL path, kept as the fallback and as the reference in tests.
 
 Why a confirmation: on homogeneous collections (packshots on one background, inspection images of one
 part) the 64-bit pHash is dominated by the shared layout; on our edited-real-photo set 42 % of the pairs
