@@ -113,9 +113,14 @@ def test_pairs_within_finds_exactly_the_brute_force_pairs(threshold):
     assert (d == distance[i, j]).all() and len(i) > 0
 
 
+@pytest.mark.parametrize("path", ["band probes", "full pass"])
 @pytest.mark.parametrize("threshold", [0, 3, 8, 9, 12])
-def test_hash_index_search_finds_exactly_the_brute_force_matches(threshold):
-    """Band probes (narrow thresholds) and the full pass (wide ones), sorted part and added tail alike."""
+def test_hash_index_search_finds_exactly_the_brute_force_matches(threshold, path, monkeypatch):
+    """Band probes (what large libraries use at narrow thresholds) and the full pass (small libraries,
+    wide thresholds), in the sorted part and the added tail alike."""
+    import core.hamming
+
+    monkeypatch.setattr(core.hamming, "_PROBE_COST_IN_HASHES", 0 if path == "band probes" else 10**9)
     rng = np.random.default_rng(threshold)
     hashes = rng.integers(0, 2**64 - 1, 6000, dtype=np.uint64)
     flips = np.zeros(3000, dtype=np.uint64)
@@ -210,12 +215,16 @@ def test_duplicates_of_one_image(stack, library):
     assert packs == [], "a different packshot is not called a duplicate"
 
 
-def test_in_memory_index_gives_the_database_index_results(stack, library):
-    """Every library image and an uploaded edit, at several thresholds: the in-memory index and the
-    band-index SQL agree exactly; the index follows rows added (even committed late) and deleted."""
+def test_in_memory_index_gives_the_database_index_results(stack, library, monkeypatch):
+    """Every library image and an uploaded edit, at several thresholds: the in-memory index (on its
+    band-probe path, which a library this small would not take by itself) and the band-index SQL agree
+    exactly; the index follows rows added (even committed late) and deleted."""
     from datetime import timedelta
 
+    import core.hamming
     from core.duplicates import library_index
+
+    monkeypatch.setattr(core.hamming, "_PROBE_COST_IN_HASHES", 0)
 
     def both(session, **kwargs):
         fast = duplicates_of(session=session, **kwargs)
