@@ -55,10 +55,14 @@ def percentile(values: list[float], q: float) -> float:
 
 def empty_tables() -> None:
     Base.metadata.create_all(get_engine())
+    tables = [table.name for table in Base.metadata.sorted_tables if table.name.startswith("cls_")]
     with session_scope() as session:
-        for table in reversed(Base.metadata.sorted_tables):
-            if table.name.startswith("cls_"):
-                session.execute(delete(table))
+        if session.get_bind().dialect.name == "postgresql":  # a row-by-row DELETE runs every cascade
+            session.execute(text(f"TRUNCATE {', '.join(tables)} CASCADE"))
+        else:
+            for table in reversed(Base.metadata.sorted_tables):
+                if table.name in tables:
+                    session.execute(delete(table))
 
 
 def make_images(n: int, folder: str) -> list[uuid.UUID]:
