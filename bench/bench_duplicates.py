@@ -324,7 +324,7 @@ def query_timings(engine, ids, source, first_planted) -> None:
         library_index(session).refresh(session)
         print(f"- in-memory index built from {len(library_index(session).index):,} rows in "
               f"{time.perf_counter() - started:.1f} s wall, {time.process_time() - cpu_started:.1f} s CPU "
-              f"(once per process; later queries refresh it incrementally); load: {load()}")
+              f"(once per process; each query then catches up with rows created since); load: {load()}")
         results = {}
         for use_index in (True, False):
             found, wall, cpu, answers = 0, [], [], []
@@ -340,7 +340,8 @@ def query_timings(engine, ids, source, first_planted) -> None:
                 answers.append(matches)
             results[use_index] = answers
             label = "in-memory index" if use_index else "band-index SQL"
-            print(f"- duplicates_of via the {label} (one row by id + candidates + confirmation), threshold 8, "
+            queries = "two queries" if use_index else "two queries, one of them the band probes"
+            print(f"- duplicates_of via the {label} ({queries}; confirmation), threshold 8, "
                   f"300 images with a planted copy: found {found}/300; wall median {statistics.median(wall):.2f} ms, "
                   f"p95 {np.percentile(wall, 95):.2f} ms; client CPU median {statistics.median(cpu):.2f} ms; "
                   f"load: {load()}")

@@ -4,8 +4,8 @@ the library, and deleting the extras of a group.
 
 Candidates come from an index, never an all-pairs scan: the pHash is cut into three bands (see
 core/hamming.py), so one image is a few hundred probes and the whole library a numpy self-join. One
-image is checked against a per-process in-memory copy of every pHash (LibraryIndex: ≈ 4 ms a query at
-1,000,000 images, against ≈ 25 ms for the same probes in SQL); the indexed band columns
+image is checked against a per-process in-memory copy of every pHash (LibraryIndex: ≈ 2 ms a query at
+1,000,000 images on Postgres, against 6–25 ms for the same probes in SQL); the indexed band columns
 (cls_images.phash_band0..2) serve the SQL path, kept as the fallback and as the reference in tests.
 
 Why a confirmation: on homogeneous collections (packshots on one background, inspection images of one
@@ -257,49 +257,71 @@ INDEX_REBUILD_SECONDS = 3600
 
 class LibraryIndex:
     """Every library pHash of one database in this process's memory (core.hamming.HashIndex), for
-    checking one image against the library without the band-index SQL (≈ 25 ms at 1,000,000 rows on
-    Postgres; this, with the refresh and the row fetch, a few ms: bench/bench_duplicates.py).
+    checking one image against the library without the band-index SQL (bench/bench_duplicates.py).
 
-    Built on first use (seconds per 1,000,000 rows), then refreshed before each query by one indexed
-    query for the rows created since INDEX_LOOKBACK_SECONDS before the previous refresh (normally none),
-    and rebuilt every INDEX_REBUILD_SECONDS. It only proposes candidates: the caller reads them back by
-    id, so images deleted since are dropped and distances are re-checked on the stored pHash.
+    Built on first use (seconds per 1,000,000 rows) and rebuilt every INDEX_REBUILD_SECONDS. In between
+    it catches up as it is used: the caller reads the candidates back by id in one query that also
+    returns every row created since `complete_before` (INDEX_LOOKBACK_SECONDS before the previous
+    catch-up; normally none) and hands those to `absorb`. So images deleted since are dropped, distances
+    are re-checked on the stored pHash, and images added since are both found and remembered.
     Thread-safe (Streamlit serves sessions from threads)."""
 
     def __init__(self) -> None:
         self.index: HashIndex | None = None
         self.complete_before = None  # every row created before this is in the index
-        self.recent: set[uuid.UUID] = set()  # ids in the index created at or after complete_before
+        self.recent: dict[uuid.UUID, Any] = {}  # ids in the index created at or after complete_before
         self.built_at = 0.0
         self.lock = threading.Lock()
 
-    def search(self, session: Session, value: int, threshold: int) -> list[uuid.UUID]:
-        """Ids whose pHash is within `threshold` of `value`, after catching up with the database."""
+    def search(self, session: Session, value: int, threshold: int) -> tuple[list[uuid.UUID], Any, Any]:
+        """(ids whose pHash in memory is within `threshold` of `value`, since, now): the caller also
+        reads the rows created at or after `since` and passes them to `absorb(rows, now)`."""
+        now = _db_now(session)
         with self.lock:
-            self.refresh(session)
+            if self.index is None or time.monotonic() - self.built_at > INDEX_REBUILD_SECONDS:
+                self._rebuild(session, now)
             keys, _distances = self.index.search(value, threshold)
-        return [uuid.UUID(bytes=key.tobytes()) for key in keys]
+            since = self.complete_before
+        return [uuid.UUID(bytes=key.tobytes()) for key in keys], since, now
 
-    def refresh(self, session: Session) -> None:
-        now = datetime.now(UTC)
-        if session.get_bind().dialect.name == "sqlite":  # stored as naive UTC there
-            now = now.replace(tzinfo=None)
-        since = now - timedelta(seconds=INDEX_LOOKBACK_SECONDS)
-        recent_query = select(ClsImage.id, ClsImage.phash).where(ClsImage.phash.is_not(None))
-        if self.index is None or time.monotonic() - self.built_at > INDEX_REBUILD_SECONDS:
-            # The recent ids first: a row committed between the two reads is then read again by the
-            # next refresh (a harmless second entry), never skipped.
-            recent = session.execute(recent_query.where(ClsImage.created_at >= since)).all()
-            self.index, self.built_at = HashIndex(), time.monotonic()
-            everything = select(cast(ClsImage.id, String), ClsImage.phash).where(ClsImage.phash.is_not(None))
-            self.index.add(*_hashes_and_keys(_raw_rows(session, everything)))
-        else:
-            recent = session.execute(recent_query.where(ClsImage.created_at >= self.complete_before)).all()
-            fresh = [(row.id.hex, row.phash) for row in recent if row.id not in self.recent]
+    def absorb(self, rows: Iterable, now) -> None:
+        """Take in rows (with id, phash, created_at) read with `created_at >= since` at time `now`."""
+        with self.lock:
+            fresh = [(row.id.hex, row.phash) for row in rows if row.phash and row.id not in self.recent]
             if fresh:
                 self.index.add(*_hashes_and_keys(fresh))
+            self.complete_before = max(self.complete_before, now - timedelta(seconds=INDEX_LOOKBACK_SECONDS))
+            self.recent.update((row.id, row.created_at) for row in rows if row.phash and row.created_at is not None)
+            self.recent = {key: stamp for key, stamp in self.recent.items() if stamp >= self.complete_before}
+
+    def refresh(self, session: Session) -> None:
+        """Build (or catch up) now, outside a query."""
+        now = _db_now(session)
+        with self.lock:
+            if self.index is None or time.monotonic() - self.built_at > INDEX_REBUILD_SECONDS:
+                self._rebuild(session, now)
+                return
+            since = self.complete_before
+        self.absorb(session.execute(select(ClsImage.id, ClsImage.phash, ClsImage.created_at)
+                                    .where(ClsImage.created_at >= since)).all(), now)
+
+    def _rebuild(self, session: Session, now) -> None:
+        since = now - timedelta(seconds=INDEX_LOOKBACK_SECONDS)
+        # The recent ids first: a row committed between the two reads is then read again by the next
+        # catch-up (a harmless second entry), never skipped.
+        recent = session.execute(select(ClsImage.id, ClsImage.created_at)
+                                 .where(ClsImage.phash.is_not(None), ClsImage.created_at >= since)).all()
+        everything = select(cast(ClsImage.id, String), ClsImage.phash).where(ClsImage.phash.is_not(None))
+        self.index, self.built_at = HashIndex(), time.monotonic()
+        self.index.add(*_hashes_and_keys(_raw_rows(session, everything)))
         self.complete_before = since
-        self.recent = {row.id for row in recent}
+        self.recent = {row.id: row.created_at for row in recent}
+
+
+def _db_now(session: Session):
+    """Now, as created_at values come back from this database (naive UTC on SQLite)."""
+    now = datetime.now(UTC)
+    return now.replace(tzinfo=None) if session.get_bind().dialect.name == "sqlite" else now
 
 
 def _raw_rows(session: Session, query) -> list[tuple]:
@@ -366,23 +388,26 @@ def _band_condition(session: Session, value: int, threshold: int):
 def _candidate_rows(session: Session, columns, file_hash: str | None, value: int | None, threshold: int,
                     use_index: bool) -> tuple[list, list]:
     """(rows with the same SHA-256, rows whose stored pHash may be within `threshold` of `value`).
-    Near candidates come from the in-memory index, read back by id in the same query as the exact
-    matches; with use_index=False (or when the index fails) from the band-index SQL."""
+    With the in-memory index: one query reads back its candidates, the exact matches and the rows
+    created since it last caught up (which it then takes in). With use_index=False (or when the index
+    fails): the band-index SQL."""
     if use_index and value is not None:
         try:
-            candidates = library_index(session).search(session, value, threshold)
+            index = library_index(session)
+            candidates, since, now = index.search(session, value, threshold)
+            conditions = [ClsImage.created_at >= since, ClsImage.id.in_(candidates[:1000])]
+            if file_hash:
+                conditions.append(ClsImage.file_hash == file_hash)
+            rows = session.execute(select(*columns, ClsImage.created_at).where(or_(*conditions))).all()
+            index.absorb([row for row in rows if row.created_at is not None and row.created_at >= since], now)
+            for start in range(1000, len(candidates), 1000):
+                rows += session.execute(select(*columns, ClsImage.created_at)
+                                        .where(ClsImage.id.in_(candidates[start:start + 1000]))).all()
         except Exception:  # the database path below gives the same answer, only slower
             log.exception("in-memory duplicate index failed; using the database index")
         else:
-            rows = []
-            for start in range(0, max(1, len(candidates)), 1000):
-                conditions = [ClsImage.id.in_(candidates[start:start + 1000])] if candidates else []
-                if file_hash and start == 0:
-                    conditions.append(ClsImage.file_hash == file_hash)
-                if conditions:
-                    rows += session.execute(select(*columns).where(or_(*conditions))).all()
-            exact = [row for row in rows if file_hash and row.file_hash == file_hash]
-            return exact, [row for row in rows if not (file_hash and row.file_hash == file_hash)]
+            exact = {row.id: row for row in rows if file_hash and row.file_hash == file_hash}
+            return list(exact.values()), list({row.id: row for row in rows if row.id not in exact}.values())
     exact = session.execute(select(*columns).where(ClsImage.file_hash == file_hash)).all() if file_hash else []
     if value is None:
         return exact, []
@@ -429,7 +454,8 @@ def duplicates_of(*, session: Session, image_id: uuid.UUID, threshold: int = DEF
     """Exact and confirmed near duplicates of one library image (for its detail view). `use_index`:
     candidates from this process's in-memory index (LibraryIndex), else from the band-index SQL."""
     threshold = check_threshold(threshold)
-    image = session.get(ClsImage, image_id)
+    image = session.execute(select(ClsImage.id, ClsImage.phash, ClsImage.phash256, ClsImage.file_hash)
+                            .where(ClsImage.id == image_id)).first()
     if image is None:
         raise NotFound(f"no image {image_id}")
     fine = image.phash256
