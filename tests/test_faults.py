@@ -151,6 +151,7 @@ def test_worker_killed_during_batch_prediction_keeps_whole_batches_then_retry_co
     job_id = start_batch_prediction(model_id=model_id, scope="dataset", dataset_id=dataset_id, write_labels=True)
     kill_mid_job(stack, "predictions", lambda: count(stack, ClsLabel) >= BATCH)
     partial = count(stack, ClsLabel)
+    print(f"killed after {partial} of {total} images were labeled")
     assert 0 < partial < total, "the kill must land mid-prediction"
     reap_and_check(stack, job_id)
     with stack.session() as session:
