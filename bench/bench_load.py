@@ -15,7 +15,7 @@ and that every count is exact (core.labels.count_mismatches).
 
 Part 2: `--bulk-images` library images; tag them, add them to a dataset, set a label, delete by a
 filter, each through core.bulk_actions (what the Images and Datasets pages and the CLI call: batches
-sized to about 0.25 s, one transaction per batch), while labelers keep saving: one on a dataset of its
+sized to about 0.2 s, one transaction per batch), while labelers keep saving: one on a dataset of its
 own with the class the bulk label sets (they share that class's count row), one on the bulk dataset
 itself (it shares the dataset row with every batch). Records their worst and p95 save latency (the
 target: no lock holds a labeler > 1 s). Prints the time of each operation, the latencies, the load.

