@@ -286,7 +286,9 @@ class ClsLabelChange(Base):
     recorded with who, when and old → new, so a team can audit what a model made them change."""
 
     __tablename__ = "cls_label_changes"
-    __table_args__ = (Index("idx_cls_label_changes_dataset", "dataset_id", "created_at"),)
+    # image_id: deleting images checks this foreign key row by row; without an index each check scans the table.
+    __table_args__ = (Index("idx_cls_label_changes_dataset", "dataset_id", "created_at"),
+                      Index("idx_cls_label_changes_image", "image_id"))
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
     dataset_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("cls_datasets.id", ondelete="CASCADE"))

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-27 08:24:43.263952
+Create Date: 2026-11-27 08:47:43.893789
 """
 from collections.abc import Sequence
 
@@ -243,6 +243,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('cls_label_changes', schema=None) as batch_op:
         batch_op.create_index('idx_cls_label_changes_dataset', ['dataset_id', 'created_at'], unique=False)
+        batch_op.create_index('idx_cls_label_changes_image', ['image_id'], unique=False)
 
     op.create_table('cls_labeling_pins',
     sa.Column('id', sa.Uuid(), nullable=False),
@@ -426,6 +427,7 @@ def downgrade() -> None:
     op.drop_table('cls_labels')
     op.drop_table('cls_labeling_pins')
     with op.batch_alter_table('cls_label_changes', schema=None) as batch_op:
+        batch_op.drop_index('idx_cls_label_changes_image')
         batch_op.drop_index('idx_cls_label_changes_dataset')
 
     op.drop_table('cls_label_changes')
