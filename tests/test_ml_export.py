@@ -74,3 +74,38 @@ def test_predictor_names_a_bad_image(exported):
         predictor.predict([exported[3][0], b"garbage"])
     with pytest.raises(InvalidInput, match="image 1: expected image bytes or a PIL image"):
         predictor.predict([42])
+
+
+def test_session_settings_and_torch_threads_are_deliberate(exported):
+    """The predictor's ONNX Runtime settings (bench/bench_inference.py measures them): all graph
+    optimizations, sequential, one inter-op thread, the asked intra-op threads, workers that do not
+    spin unless asked; the torch fallback runs with the asked thread count and restores the global."""
+    import onnxruntime as ort
+    import torch
+
+    from core.ml.inference import Predictor, session_options
+
+    options = session_options(2)
+    assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    assert options.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
+    assert (options.intra_op_num_threads, options.inter_op_num_threads) == (2, 1)
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    with pytest.raises(RuntimeError):  # spin=True leaves ONNX Runtime's default (spinning) in place
+        session_options(2, spin=True).get_session_config_entry("session.intra_op.allow_spinning")
+
+    model, files, _, images = exported
+    names = ["a", "b", "c"]
+    spinning = Predictor(preprocessing=PREP, class_names=names, multi_label=False, onnx_path=files[0], threads=2,
+                         spin=True)
+    quiet = Predictor(preprocessing=PREP, class_names=names, multi_label=False, onnx_path=files[0], threads=2)
+    assert np.array_equal(spinning.predict(images), quiet.predict(images))  # same graph, same numbers
+
+    seen = []
+    hook = model.register_forward_pre_hook(lambda *_: seen.append(torch.get_num_threads()))
+    try:
+        before = torch.get_num_threads()
+        Predictor(preprocessing=PREP, class_names=names, multi_label=False, torch_model=model,
+                  threads=before + 1).predict(images[:1])
+        assert seen == [before + 1] and torch.get_num_threads() == before
+    finally:
+        hook.remove()

@@ -50,12 +50,10 @@ def export_torchscript(model: nn.Module, path: Path, *, image_size: int, in_chan
 
 
 def onnx_session(path: Path, threads: int | None = None):
-    import onnxruntime as ort
+    """A CPU session with the predictor's own settings, so the check runs the graph it will run."""
+    from core.ml.inference import inference_session
 
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    return inference_session(path, threads=threads, providers=["CPUExecutionProvider"])
 
 
 def check_exports(model: nn.Module, batch: torch.Tensor, *, onnx_path: Path | None,

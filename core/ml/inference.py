@@ -1,7 +1,8 @@
 """Predictor: a trained model loaded from storage, `predict(images) -> probabilities`.
 
-ONNX Runtime when the model has an ONNX file (≈1.7× torch at batch 1 on CPU, measured), else torch
-from best.pt. Preprocessing is the model's saved one, through the same timm eval transform that
+ONNX Runtime when the model has an ONNX file (faster than torch eager for every family on this
+CPU; figures and session settings: bench/bench_inference.py, `session_options`), else torch from
+best.pt. Preprocessing is the model's saved one, through the same timm eval transform that
 training evaluated with. Files are downloaded once into `<cache>/models/<id>/`.
 """
 
@@ -54,15 +55,18 @@ def load_checkpoint_model(path: Path):
 
 class Predictor:
     def __init__(self, *, preprocessing: dict[str, Any], class_names: list[str], multi_label: bool,
-                 onnx_path: Path | None = None, torch_model=None, threads: int | None = None):
+                 onnx_path: Path | None = None, torch_model=None, threads: int | None = None,
+                 spin: bool = False):
         if onnx_path is None and torch_model is None:
             raise InvalidInput("a predictor needs an ONNX file or a torch model")
         self.preprocessing, self.class_names, self.multi_label = preprocessing, class_names, multi_label
         self.transform = eval_transform(preprocessing)
         self.session = None
         self.torch_model = torch_model
+        self.threads = threads
         if onnx_path is not None:
-            self.session = inference_session(onnx_path, threads=threads)
+            self.session = inference_session(onnx_path, threads=threads, spin=spin)
+            self.input_name = self.session.get_inputs()[0].name
         self.backend = "onnxruntime" if self.session is not None else "torch"
 
     @classmethod
@@ -102,11 +106,18 @@ class Predictor:
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         if self.session is not None:
-            return self.session.run(None, {self.session.get_inputs()[0].name: batch})[0]
+            return self.session.run(None, {self.input_name: batch})[0]
         import torch
 
-        with torch.no_grad():
-            return self.torch_model(torch.from_numpy(batch)).float().numpy()
+        previous = torch.get_num_threads()
+        if self.threads and self.threads != previous:  # the same deliberate thread count as ONNX Runtime
+            torch.set_num_threads(self.threads)
+        try:
+            with torch.inference_mode():
+                return self.torch_model(torch.from_numpy(batch)).float().numpy()
+        finally:
+            if self.threads and self.threads != previous:
+                torch.set_num_threads(previous)
 
     def predict(self, images: list, batch_size: int = 32) -> np.ndarray:
         """(N, num_classes) probabilities: softmax (single-label) or sigmoid (multi-label)."""
@@ -121,18 +132,39 @@ class Predictor:
         return np.concatenate(out) if out else np.zeros((0, len(self.class_names)), dtype=np.float32)
 
 
-def inference_session(path: Path, threads: int | None = None):
-    """An ONNX Runtime session: CUDA when this onnxruntime build has it, else CPU; `threads` sets
-    intra-op threads (set it deliberately: oversubscribed threads on a shared CPU cost more than one)."""
+def session_options(threads: int | None = None, *, spin: bool = False):
+    """ONNX Runtime session options for inference on a CPU shared with other work (the web app, the
+    database, other jobs): all graph optimizations (ORT_ENABLE_ALL: the NCHWc conv layout is what
+    makes ConvNeXt 2.3x torch at batch 32 on one thread; ORT_ENABLE_EXTENDED, without it, only 1.0x),
+    operators run one after another (sequential, one inter-op thread), `threads` intra-op threads
+    (set it deliberately), and intra-op worker threads that sleep instead of spinning between
+    operators unless `spin`: on a loaded 2-core machine spinning workers fight the other processes
+    and cost up to half the throughput (bench/bench_inference.py measures both)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.inter_op_num_threads = 1
     if threads:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    available = ort.get_available_providers()
-    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-    return ort.InferenceSession(str(path), sess_options=options, providers=providers or None)
+        options.intra_op_num_threads = int(threads)
+    if not spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return options
+
+
+def inference_session(path: Path, threads: int | None = None, *, spin: bool = False,
+                      providers: list[str] | None = None):
+    """An ONNX Runtime session: CUDA when this onnxruntime build has it, else CPU, with
+    `session_options` (threads: intra-op threads; None lets ONNX Runtime use one per core)."""
+    import onnxruntime as ort
+
+    if providers is None:
+        available = ort.get_available_providers()
+        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    return ort.InferenceSession(str(path), sess_options=session_options(threads, spin=spin),
+                                providers=providers or None)
 
 
 _CACHE: dict[tuple, Predictor] = {}
