@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -32,6 +33,34 @@ def _ids(values, what: str) -> list[uuid.UUID]:
         raise InvalidInput(f"{what}: not a list of UUIDs") from None
 
 
+def parse_image_ids(text: str | list[str] | None) -> list[uuid.UUID]:
+    """Image ids pasted or listed by a person (separated by spaces, commas or new lines), each once,
+    in order; a token that is not a UUID is named."""
+    tokens = text if isinstance(text, list) else re.split(r"[\s,;]+", text or "")
+    out: dict[uuid.UUID, None] = {}
+    for token in (t.strip() for t in tokens):
+        if not token:
+            continue
+        try:
+            out[uuid.UUID(token)] = None
+        except ValueError:
+            raise InvalidInput(f"{token[:60]!r} is not an image id (a UUID)") from None
+    return list(out)
+
+
+def selection_ids(*, session, image_ids=None, folders: list[str] | None = None,
+                  tags: list[str] | None = None) -> list[uuid.UUID]:
+    """A selection: the given image ids plus the library's images in any of `folders` and with any
+    of `tags` (both filters when both are given), each once."""
+    from core.images import ImageFilters, matching_image_ids
+
+    chosen = dict.fromkeys(_ids(image_ids or [], "image_ids"))
+    if folders or tags:
+        filters = ImageFilters(folders=list(folders or []), tags=list(tags or []))
+        chosen.update(dict.fromkeys(sorted(matching_image_ids(session=session, filters=filters))))
+    return list(chosen)
+
+
 def check_request(*, scope: str, dataset_id=None, image_ids=None, write_labels: bool = False,
                   export_csv: bool = False) -> None:
     if scope not in SCOPES:
@@ -47,14 +76,21 @@ def check_request(*, scope: str, dataset_id=None, image_ids=None, write_labels: 
 
 
 def target_images(*, session, scope: str, dataset_id=None, image_ids=None) -> list[tuple[uuid.UUID, str, str]]:
-    """(image id, storage key, file name) of the images to predict, in a stable order."""
-    query = select(ClsImage.id, ClsImage.storage_path, ClsImage.original_filename)
+    """(image id, storage key, file name) of the images to predict, in a stable order. A selection
+    with a dataset keeps the selected images that are in that dataset."""
+    query = select(ClsImage.id, ClsImage.storage_path, ClsImage.original_filename, ClsImage.created_at)
     if scope == "dataset" or (scope == "selection" and dataset_id is not None):
         query = query.join(ClsDatasetImage, ClsDatasetImage.image_id == ClsImage.id).where(
             ClsDatasetImage.dataset_id == dataset_id)
-    if scope == "selection":
-        query = query.where(ClsImage.id.in_(_ids(image_ids, "image_ids")))
-    return [(row[0], row[1], row[2] or "") for row in session.execute(query.order_by(ClsImage.created_at, ClsImage.id))]
+    if scope != "selection":
+        rows = session.execute(query.order_by(ClsImage.created_at, ClsImage.id)).all()
+    else:
+        wanted = list(dict.fromkeys(_ids(image_ids, "image_ids")))
+        rows = []
+        for start in range(0, len(wanted), 500):  # bounded IN lists (SQLite's variable limit)
+            rows += session.execute(query.where(ClsImage.id.in_(wanted[start:start + 500]))).all()
+        rows.sort(key=lambda row: (row[3], row[0]))
+    return [(row[0], row[1], row[2] or "") for row in rows]
 
 
 def _protected(session, dataset_id: uuid.UUID, image_ids: list[uuid.UUID]) -> set[uuid.UUID]:
@@ -161,6 +197,8 @@ def run_batch_prediction(*, model, scope: str, dataset_id=None, image_ids=None, 
             progress(min(start + BATCH, len(targets)), len(targets), f"predicted {min(start + BATCH, len(targets))} images")
     result: dict[str, Any] = {"model_id": str(model_id), "scope": scope, "total": len(targets), **counts,
                               "failures": failures}
+    if scope == "selection":  # selected ids that are not in the library (or not in the chosen dataset)
+        result["not_found"] = len(set(_ids(image_ids, "image_ids"))) - len(targets)
     if export_csv:
         key = csv_key(csv_name or uuid.uuid4())
         storage.put(key, buffer.getvalue().encode())

@@ -180,16 +180,29 @@ def _nhwc_reshape(tensor):
     return tensor.permute(0, 3, 1, 2)
 
 
-def cam_target(model) -> tuple[Any, Any]:
-    """(layer, reshape_transform) for grad-cam: the last stage of a CNN; for ViTs (vit, dinov2, clip)
-    the last block's first norm with the prefix (class/register) tokens dropped and the patch tokens
-    laid out on their grid; for Swin the last stage's NHWC output as NCHW."""
+def _deepest_with_a_grid(model, stages, image_size: int | None):
+    """The deepest stage whose output still has at least 2×2 positions at this input size (a 1×1
+    map makes a blank heat map: small inputs through 32× downsampling), from timm's feature_info."""
+    reductions = [info.get("reduction") for info in getattr(model, "feature_info", [])][-len(stages):]
+    if image_size and len(reductions) == len(stages) and all(reductions):
+        for stage, reduction in zip(reversed(stages), reversed(reductions), strict=True):
+            if image_size // reduction >= 2:
+                return stage
+        return stages[0]
+    return stages[-1]
+
+
+def cam_target(model, image_size: int | None = None) -> tuple[Any, Any]:
+    """(layer, reshape_transform) for grad-cam: for ViTs (vit, dinov2, clip) the last block's first
+    norm with the prefix (class/register) tokens dropped and the patch tokens laid out on their grid;
+    for Swin (timm's stages give NHWC maps) a stage's output as NCHW; for CNNs a stage's output. The
+    stage is the last one, or with `image_size` the deepest one whose map is still at least 2×2."""
     if hasattr(model, "patch_embed") and hasattr(model, "blocks"):
         return model.blocks[-1].norm1, _vit_reshape(int(getattr(model, "num_prefix_tokens", 1)))
     if hasattr(model, "layers") and "swin" in type(model).__name__.lower():
-        return model.layers[-1], _nhwc_reshape
+        return _deepest_with_a_grid(model, list(model.layers), image_size), _nhwc_reshape
     if hasattr(model, "stages"):
-        return model.stages[-1], None
+        return _deepest_with_a_grid(model, list(model.stages), image_size), None
     if hasattr(model, "conv_head"):
         return model.conv_head, None
     raise InvalidInput(f"Grad-CAM does not know where to look in a {type(model).__name__}")
@@ -228,7 +241,7 @@ def grad_cam(*, session: Session, storage, model, image: bytes, class_index: int
         class_index = int(np.argmax(probs))
     if not 0 <= int(class_index) < len(row.class_names):
         raise InvalidInput(f"class index {class_index} is out of range (the model has {len(row.class_names)} classes)")
-    layer, reshape = cam_target(net)
+    layer, reshape = cam_target(net, image_size=int(row.preprocessing["size"]))
     with GradCAM(model=net, target_layers=[layer], reshape_transform=reshape) as cam:
         heat = cam(input_tensor=batch, targets=[ClassifierOutputTarget(int(class_index))])[0]
     prep = row.preprocessing

@@ -1,6 +1,7 @@
 """Predict page: predict uploaded images or a URL with a trained model (top-k bars, Grad-CAM with a
-class selector), batch prediction over a dataset or the library (AI labels and/or CSV, with a live
-progress bar), and the label-error review (given vs suggested label; accept, keep or skip)."""
+class selector), batch prediction over a dataset, a selection (folders, tags, pasted image ids) or
+the library (AI labels and/or CSV, with a live progress bar), and the label-error review (given vs
+suggested label or label set; accept, keep or skip)."""
 
 from __future__ import annotations
 
@@ -127,28 +128,62 @@ def batch_tab() -> None:
         return
     with session_scope() as session:
         datasets = {str(d.id): d.name for d in list_datasets(session=session)}
-    scope = st.radio("Predict", ["dataset", "library"], horizontal=True,
-                     format_func={"dataset": "a dataset", "library": "the whole library"}.get)
-    dataset_id = None
+    scope = st.radio("Predict", ["dataset", "selection", "library"], horizontal=True, key="batch_scope",
+                     format_func={"dataset": "a dataset", "selection": "a selection of images",
+                                  "library": "the whole library"}.get)
+    dataset_id, image_ids = None, None
     if scope == "dataset":
         if not datasets:
             st.info("No dataset yet.")
             return
         dataset_id = st.selectbox("Dataset", list(datasets), format_func=datasets.get, key="batch_dataset")
-    write = st.checkbox("Write predictions as AI labels", value=scope == "dataset", disabled=scope == "library",
+    elif scope == "selection":
+        image_ids = selection_inputs()
+        if image_ids is None:
+            return
+        within = st.selectbox("Within dataset", ["", *datasets], format_func=lambda d: datasets.get(d, "(none)"),
+                              key="batch_selection_dataset",
+                              help="Keep the selected images that are in this dataset; AI labels are written there.")
+        dataset_id = within or None
+    can_write = dataset_id is not None
+    write = st.checkbox("Write predictions as AI labels", value=scope == "dataset", disabled=not can_write,
                         help="Labels marked AI-generated with their confidence; they appear in the labeling "
-                             "page's review and low-confidence queues.")
+                             "page's review and low-confidence queues." + ("" if can_write else
+                                                                           " Choose a dataset to write labels."))
     overwrite = st.checkbox("Also replace manual and reviewed labels", value=False, disabled=not write)
-    export = st.checkbox("Export predictions as CSV", value=scope == "library")
+    export = st.checkbox("Export predictions as CSV", value=scope != "dataset")
     if st.button("Start batch prediction", type="primary"):
         job_id = run_action(lambda: start_batch_prediction(
-            model_id=model_id, scope=scope, dataset_id=dataset_id, write_labels=write and scope == "dataset",
-            overwrite=overwrite, export_csv=export, user_id=user.id), "Batch prediction queued")
+            model_id=model_id, scope=scope, dataset_id=dataset_id, image_ids=image_ids,
+            write_labels=write and can_write, overwrite=overwrite, export_csv=export, user_id=user.id),
+            "Batch prediction queued")
         if job_id is not None:
             st.session_state["batch_job"] = job_id
     job_id = st.session_state.get("batch_job")
     if job_id is not None:
         watch_jobs([job_id], on_done=batch_done)
+
+
+def selection_inputs() -> list | None:
+    """A selection: the library's images in chosen folders / with chosen tags, plus pasted image ids
+    (e.g. copied from the Images page). None (with the reason shown) when ids do not parse."""
+    from core.auto_label import parse_image_ids, selection_ids
+    from core.images import image_filter_options
+
+    with session_scope() as session:
+        options = image_filter_options(session=session)
+    left, right = st.columns(2)
+    folders = left.multiselect("Images in folders", options["folders"], key="batch_folders")
+    tags = right.multiselect("…with any of the tags", options["tags"], key="batch_tags")
+    pasted = st.text_area("…and these image ids", key="batch_image_ids", height=80,
+                          placeholder="one per line, or separated by commas")
+    with user_errors():
+        ids = parse_image_ids(pasted)
+        with session_scope() as session:
+            chosen = selection_ids(session=session, image_ids=ids, folders=folders, tags=tags)
+        st.caption(f"{len(chosen)} images selected")
+        return chosen
+    return None
 
 
 def batch_done(jobs) -> None:
@@ -169,9 +204,10 @@ def label_errors_tab() -> None:
     from core.label_errors import decide, pending, start_find, stored_issues
 
     with session_scope() as session:
-        datasets = {str(d.id): d.name for d in list_datasets(session=session) if d.task_type == "single_label"}
+        datasets = {str(d.id): d.name + (" (multi-label)" if d.task_type == "multi_label" else "")
+                    for d in list_datasets(session=session)}
     if not datasets:
-        st.info("No single-label dataset yet.")
+        st.info("No dataset yet.")
         return
     dataset_id = st.selectbox("Dataset", list(datasets), format_func=datasets.get, key="issues_dataset")
     method = st.radio("Out-of-sample probabilities from", ["cv", "model"], horizontal=True,

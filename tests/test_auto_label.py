@@ -152,3 +152,48 @@ def test_cli_predict_batch(embedded_stack, checkpoint, tmp_path, capsys):
     assert len(list(csv.DictReader(out_file.open()))) == 12
     assert labels(embedded_stack, dataset_id)[ids["new"][0]].is_ai_generated
     assert main(["predict-batch", "--model", str(model_id), "--dataset", "missing", "--csv", str(out_file)]) != 0
+
+
+def test_selection_by_ids_folder_and_tag_in_core_and_cli(embedded_stack, checkpoint, tmp_path, capsys):
+    import csv
+    import json
+
+    from core.auto_label import parse_image_ids, selection_ids
+    from core.cli import main
+    from core.images import update_image
+
+    dataset_id, model_id, ids, _ = setup(embedded_stack, checkpoint)
+    new = ids["new"]
+    with embedded_stack.session() as session:
+        for image_id in new[:2]:
+            update_image(session=session, image_id=image_id, folder="batch-a")
+        update_image(session=session, image_id=new[2], tags=["pick"])
+    assert parse_image_ids(f"{new[0]}, {new[1]}\n{new[0]}") == new[:2]  # separators, each once
+    with pytest.raises(InvalidInput, match="'nope' is not an image id"):
+        parse_image_ids(f"{new[0]} nope")
+    with embedded_stack.session() as session:
+        assert set(selection_ids(session=session, folders=["batch-a"])) == set(new[:2])
+        assert selection_ids(session=session, tags=["pick"]) == [new[2]]
+        # folder AND tag: no image is both; the pasted id stays
+        assert selection_ids(session=session, image_ids=[new[3]], folders=["batch-a"], tags=["pick"]) == [new[3]]
+        assert set(selection_ids(session=session, image_ids=[new[3]], folders=["batch-a"])) == {*new[:2], new[3]}
+
+    out_file = tmp_path / "selection.csv"
+    ids_file = tmp_path / "ids.txt"
+    ids_file.write_text(f"{new[3]}\n{uuid.uuid4()}\n")  # one id that is not in the library
+    assert main(["predict-batch", "--model", str(model_id), "--folder", "batch-a", "--tag", "pick",
+                 "--image-ids-file", str(ids_file), "--csv", str(out_file)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["scope"] == "selection" and result["total"] == 1 and result["not_found"] == 1
+    assert main(["predict-batch", "--model", str(model_id), "--folder", "batch-a", "--image-id", str(new[2]),
+                 "--dataset", "auto", "--write-labels", "--csv", str(out_file)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["total"] == 3 and result["labeled"] == 3 and result["not_found"] == 0
+    assert {row["image_id"] for row in csv.DictReader(out_file.open())} == {str(i) for i in new[:3]}
+    after = labels(embedded_stack, dataset_id)
+    assert all(after[i].is_ai_generated for i in new[:3]) and new[3] not in after
+    # no scope, two scopes, an empty selection: refused with a message
+    assert main(["predict-batch", "--model", str(model_id), "--csv", str(out_file)]) != 0
+    assert main(["predict-batch", "--model", str(model_id), "--library", "--tag", "pick", "--csv", str(out_file)]) != 0
+    assert main(["predict-batch", "--model", str(model_id), "--folder", "nowhere", "--csv", str(out_file)]) != 0
+    assert "selection is empty" in capsys.readouterr().err

@@ -1,6 +1,6 @@
 """Prediction with a tiny model trained in the test (ConvNeXt-V2 atto, 32 px digits): top-k, the
-saved thresholds, per-item errors, the default model, URLs under the SSRF rules, Grad-CAM for a CNN
-and a ViT, the cached predictor and the CLI."""
+saved thresholds, per-item errors, the default model, URLs under the SSRF rules, Grad-CAM for a CNN,
+a ViT and a Swin (pretrained=False, trained a step), the cached predictor, the CLI and the page."""
 
 from __future__ import annotations
 
@@ -105,8 +105,8 @@ def test_cached_predictor_is_loaded_once(embedded_stack, checkpoint):
         assert cached_predictor(session=session, storage=embedded_stack.storage, model_id=model_id, threads=1) is not first
 
 
-@pytest.mark.parametrize("family,size", [("convnext", "atto"), ("vit", "tiny")])
-def test_grad_cam_for_a_cnn_and_a_vit(embedded_stack, tmp_path, checkpoint, family, size):
+@pytest.mark.parametrize("family,size", [("convnext", "atto"), ("vit", "tiny"), ("swin", "tiny")])
+def test_grad_cam_for_a_cnn_a_vit_and_a_swin(embedded_stack, tmp_path, checkpoint, family, size):
     from core.predict import grad_cam
     from tests.model_factory import train_checkpoint
 
@@ -121,6 +121,8 @@ def test_grad_cam_for_a_cnn_and_a_vit(embedded_stack, tmp_path, checkpoint, fami
         with pytest.raises(InvalidInput, match="out of range"):
             grad_cam(session=session, storage=embedded_stack.storage, model=model_id, image=image, class_index=7)
     assert top["heatmap"].shape == (32, 32) and 0 <= top["heatmap"].min() and top["heatmap"].max() <= 1
+    # not a blank map: at 32 px the last stage of a CNN or a Swin is 1×1, so the deepest 2×2 stage is used
+    assert top["heatmap"].max() > top["heatmap"].min()
     assert top["overlay"].shape == (32, 32, 3) and top["overlay"].dtype == np.uint8
     assert other["class_index"] != top["class_index"]
 
@@ -152,3 +154,54 @@ def test_predict_page_preselects_the_default_model_and_shows_stored_label_issues
     assert not app.exception, [e.value for e in app.exception]
     assert app.selectbox(key="predict_model").value == str(default) != str(first)
     assert [t.label for t in app.tabs] == ["Predict", "Batch prediction", "Label errors"]
+
+
+def test_predict_page_batch_prediction_over_a_selection(embedded_stack, checkpoint):
+    """The Batch prediction tab's selection scope: folder/tag filters and pasted ids make the
+    selection (count shown), a dataset to write AI labels into, and the job it queues."""
+    from pathlib import Path
+
+    from sqlalchemy import select
+    from streamlit.testing.v1 import AppTest
+
+    from core.classes import create_class
+    from core.datasets import add_images_to_dataset, create_dataset
+    from core.images import update_image
+    from core.models import ClsJob
+    from tests.training_data import store_image
+
+    images, _ = digit_images(3, 1)
+    with embedded_stack.session() as session:  # a model whose outputs are real classes: labels can be written
+        class_ids = [create_class(session=session, name=f"sel-{i}").id for i in range(3)]
+        model_id = register_model(session, embedded_stack.storage, checkpoint, class_ids=class_ids, is_default=True)
+        stored = [store_image(session, embedded_stack.storage, data, f"s{i}.png") for i, data in enumerate(images)]
+        update_image(session=session, image_id=stored[0], folder="inbox")
+        dataset_id = create_dataset(session=session, name="target").id
+        add_images_to_dataset(session=session, dataset_id=dataset_id, image_ids=stored)
+    app = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=60)
+    app.run()
+    app.switch_page("pages/predict.py")
+    app.run()
+    app.radio(key="batch_scope").set_value("selection").run()
+    assert not app.exception, [e.value for e in app.exception]
+    app.multiselect(key="batch_folders").set_value(["inbox"]).run()
+    app.text_area(key="batch_image_ids").set_value(f"{stored[1]}, not-an-id").run()
+    assert any("'not-an-id' is not an image id" in e.value for e in app.error)
+    app.text_area(key="batch_image_ids").set_value(f"{stored[1]}\n{stored[0]}").run()
+    assert any(c.value == "2 images selected" for c in app.caption)
+    app.selectbox(key="batch_selection_dataset").set_value(str(dataset_id)).run()
+    write = next(c for c in app.checkbox if c.label == "Write predictions as AI labels")
+    assert not write.disabled
+    write.check().run()
+    next(b for b in app.button if b.label == "Start batch prediction").click().run()
+    assert not app.exception, [e.value for e in app.exception]
+    with embedded_stack.session() as session:
+        job = session.scalars(select(ClsJob).where(ClsJob.kind == "batch_prediction")).one()
+    assert job.params["scope"] == "selection" and job.params["dataset_id"] == str(dataset_id)
+    assert set(job.params["image_ids"]) == {str(stored[0]), str(stored[1])} and job.params["write_labels"]
+    assert job.params["model"] == str(model_id)
+    embedded_stack.drain_jobs()  # the queued job runs to its end here, not in a later test's time
+    with embedded_stack.session() as session:
+        job = session.get(ClsJob, job.id)
+        assert job.status == "succeeded", job.error
+        assert job.result["total"] == 2 and job.result["labeled"] == 2

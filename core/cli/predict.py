@@ -1,5 +1,6 @@
-"""`predict --model ID|default IMAGE_OR_URL...`, `predict-batch --model ID --dataset NAME
-[--write-labels] [--overwrite] [--csv OUT]`, `label-issues --dataset NAME [--model ID] [--accept IMAGE_ID]`."""
+"""`predict --model ID|default IMAGE_OR_URL...`, `predict-batch --model ID (--dataset NAME | --library |
+a selection: --image-id ID... --image-ids-file FILE --folder F... --tag T... [--dataset NAME])
+[--write-labels] [--overwrite] [--csv OUT]`, `label-issues --dataset NAME [--model ID]`."""
 
 from __future__ import annotations
 
@@ -11,9 +12,15 @@ def register(subparsers) -> None:
     predict.add_argument("--top-k", type=int, default=5)
     predict.set_defaults(handler=cmd_predict)
 
-    batch = subparsers.add_parser("predict-batch", help="predict a dataset; write AI labels and/or a CSV")
+    batch = subparsers.add_parser("predict-batch", help="predict a dataset, a selection of images or the library; "
+                                                        "write AI labels and/or a CSV")
     batch.add_argument("--model", required=True, help="model id, or 'default'")
-    batch.add_argument("--dataset", required=True, help="dataset name")
+    batch.add_argument("--dataset", help="dataset name (with a selection: only its images in this dataset)")
+    batch.add_argument("--library", action="store_true", help="predict every image of the library")
+    batch.add_argument("--image-id", action="append", default=[], metavar="ID", help="select this image (repeat)")
+    batch.add_argument("--image-ids-file", metavar="FILE", help="select the image ids in this file")
+    batch.add_argument("--folder", action="append", default=[], help="select the images in this folder (repeat)")
+    batch.add_argument("--tag", action="append", default=[], help="select the images with this tag (repeat)")
     batch.add_argument("--write-labels", action="store_true", help="write predictions as AI labels")
     batch.add_argument("--overwrite", action="store_true", help="also replace manual and reviewed labels")
     batch.add_argument("--csv", metavar="OUT", help="write the predictions to this CSV file")
@@ -41,14 +48,29 @@ def cmd_predict(args) -> dict:
 def cmd_predict_batch(args) -> dict:
     from pathlib import Path
 
-    from core.auto_label import run_batch_prediction
+    from core.auto_label import parse_image_ids, run_batch_prediction, selection_ids
     from core.datasets import get_dataset_by_name
     from core.db import session_scope
+    from core.errors import InvalidInput
     from core.storage import get_storage
 
+    pasted = parse_image_ids(args.image_id)
+    if args.image_ids_file:
+        try:
+            pasted += parse_image_ids(Path(args.image_ids_file).read_text())
+        except OSError as exc:
+            raise InvalidInput(f"cannot read {args.image_ids_file}: {exc.strerror or exc}") from None
+    selecting = bool(pasted or args.folder or args.tag or args.image_ids_file)
+    if sum([selecting, args.library, bool(args.dataset) and not selecting]) != 1:
+        raise InvalidInput("choose one scope: --dataset NAME, --library, or a selection (--image-id, "
+                           "--image-ids-file, --folder, --tag; with --dataset to keep that dataset's images)")
+    image_ids = None
     with session_scope() as session:
-        dataset_id = get_dataset_by_name(session=session, name=args.dataset).id
-    result = run_batch_prediction(model=args.model, scope="dataset", dataset_id=dataset_id,
+        dataset_id = get_dataset_by_name(session=session, name=args.dataset).id if args.dataset else None
+        if selecting:
+            image_ids = selection_ids(session=session, image_ids=pasted, folders=args.folder, tags=args.tag)
+    scope = "selection" if selecting else "library" if args.library else "dataset"
+    result = run_batch_prediction(model=args.model, scope=scope, dataset_id=dataset_id, image_ids=image_ids,
                                   write_labels=args.write_labels, overwrite=args.overwrite,
                                   export_csv=bool(args.csv))
     if args.csv:
