@@ -27,7 +27,7 @@ from core.errors import InvalidInput, NotFound, UserError
 from core.labels import _as_uuid
 from core.models import SPLITS, ClsAuditEvent, ClsDataset, ClsImage, ClsUser
 
-TARGET_BATCH_S = 0.2
+TARGET_BATCH_S = 0.25
 FIRST_BATCH = 200
 MIN_BATCH = 50
 MAX_BATCH = 5000
