@@ -18,7 +18,10 @@ ONNX_SINGLE_FILE_LIMIT = 1_800_000_000
 
 def export_onnx(model: nn.Module, path: Path, *, image_size: int, in_chans: int) -> list[Path]:
     """torch's dynamo exporter with a dynamic batch axis; returns the files written (model.onnx and,
-    for very large models, model.onnx.data)."""
+    for very large models, model.onnx.data). Measured against the legacy TorchScript exporter
+    (opset 17, constant folding) and a fixed batch: ONNX Runtime runs both graphs at the same speed
+    within noise (ConvNeXt, Swin, DINOv2, batch 1 and 32, CPU time on one thread), so the supported
+    exporter stays."""
     model = model.eval().cpu().float()
     example = torch.randn(2, in_chans, image_size, image_size)
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
