@@ -30,7 +30,7 @@ from core.models import SPLITS, ClsAuditEvent, ClsDataset, ClsImage, ClsUser
 TARGET_BATCH_S = 0.25
 FIRST_BATCH = 200
 MIN_BATCH = 50
-MAX_BATCH = 5000
+MAX_BATCH = 2000
 
 Progress = Callable[[int, int, str], None]
 
@@ -85,7 +85,7 @@ def run_in_batches(ids: list, apply: Callable, *, audit: _Audit | None = None, p
         took = time.perf_counter() - started
         done += len(chunk)
         changed += rows
-        scale = min(2.0, max(0.25, target_s / max(took, 1e-3)))
+        scale = min(1.5, max(0.25, target_s / max(took, 1e-3)))  # grow slowly: timings here are noisy
         size = max(MIN_BATCH, min(MAX_BATCH, int(size * scale)))
         if progress is not None:
             progress(done, len(ids), f"{done:,} of {len(ids):,} {what}")
