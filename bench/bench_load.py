@@ -207,9 +207,10 @@ def part_two(args) -> None:
         started, before = time.perf_counter(), [len(w.latencies) for w in watchers]
         batches: list[tuple[int, float]] = []
         rows = fn(lambda done, total, message: batches.append((done, time.perf_counter())))
-        sizes = [b[0] - a[0] for a, b in zip([(0, started), *batches], batches, strict=False)]
-        # a batch's wall time bounds how long it held the locks a labeler could wait on
-        slowest = max((b[1] - a[1] for a, b in zip([(0, started), *batches], batches, strict=False)), default=0)
+        # the first call (0 done) comes after the up-front checks, then one per batch; a batch's
+        # wall time bounds how long it held the locks a labeler could wait on
+        sizes = [b[0] - a[0] for a, b in zip(batches, batches[1:], strict=False)]
+        slowest = max((b[1] - a[1] for a, b in zip(batches, batches[1:], strict=False)), default=0)
         during = [w.latencies[n:] for w, n in zip(watchers, before, strict=True)]
         print(f"{name}: {len(ids):,} images, {rows:,} changed, in {time.perf_counter() - started:.1f} s "
               f"({len(sizes)} batches, {min(sizes, default=0)}-{max(sizes, default=0)} images, slowest "

@@ -69,6 +69,8 @@ def run_in_batches(ids: list, apply: Callable, *, audit: _Audit | None = None, p
     and the error says how many were done before it."""
     done = changed = 0
     size = max(MIN_BATCH, min(MAX_BATCH, first))
+    if progress is not None and ids:  # the checks are done: the batches start
+        progress(0, len(ids), f"0 of {len(ids):,} {what}")
     while done < len(ids):
         chunk = ids[done:done + size]
         started = time.perf_counter()

@@ -52,7 +52,7 @@ def test_every_bulk_action_keeps_counts_exact_and_audits_once(db_stack, small_ba
         cat, dog = make_class(session, "cat").id, make_class(session, "dog").id
     seen: list[tuple[int, int]] = []
     assert bulk_actions.tag_images(image_ids=ids, add=["x"], progress=lambda d, t, m: seen.append((d, t))) == 600
-    assert len(seen) >= 600 // 80 and seen[-1] == (600, 600)
+    assert seen[0] == (0, 600) and len(seen) >= 1 + 600 // 80 and seen[-1] == (600, 600)
     assert bulk_actions.add_to_dataset(dataset_id=dataset, image_ids=ids) == 600
     assert bulk_actions.add_to_dataset(dataset_id=other, image_ids=ids[:300]) == 300
     assert bulk_actions.add_to_dataset(dataset_id=dataset, image_ids=ids) == 0  # idempotent
