@@ -725,7 +725,7 @@ def update_tags(*, session: Session, image_ids: Iterable[uuid.UUID], add: Iterab
 
 
 def delete_images(*, session: Session, storage, image_ids: Iterable[uuid.UUID], user_id=None) -> int:
-    """Delete images: their rows now (dataset memberships and labels cascade, counts recomputed), their
+    """Delete images: their rows now (dataset memberships and labels cascade, counts moved by what was removed), their
     original and thumbnail objects once the transaction commits. Admins only; audited."""
     from core.permissions import audit, require_role
 
