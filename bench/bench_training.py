@@ -6,7 +6,7 @@ timm model from scratch for the same epochs, batch size and learning rate on the
 are scored on the same test split. Prints accuracy and img/s for each and the ratios ours/reference,
 with the machine's load (`uptime`) beside each figure.
 
-    python bench/bench_training.py --epochs 10 --px 32 --threads 2
+    python bench/bench_training.py --epochs 10 --px 32 --threads 2 [--rounds 3] [--preset light] [--set K=V]
 """
 
 from __future__ import annotations
@@ -54,6 +54,8 @@ def run_ours(args) -> dict:
             "--image-size", str(args.px), "--preset", args.preset, "--set", "pretrained=false",
             "--set", f"batch_size={args.batch}", "--set", f"learning_rate={args.lr}", "--set", "hflip=0",
             "--set", "warmup_epochs=1", "--set", "early_stopping=false"]
+    for setting in args.set:
+        argv += ["--set", setting]
     buffer = io.StringIO()
     started = time.perf_counter()
     with redirect_stdout(buffer):
@@ -137,6 +139,9 @@ def main() -> None:
     parser.add_argument("--preset", default="light")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--per-class", type=int, help="images per digit (default: all, ~180)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the best of each side counts")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra training setting for the platform side (e.g. use_ema=false)")
     args = parser.parse_args()
 
     import torch
@@ -147,16 +152,26 @@ def main() -> None:
         setup(Path(tmp), args.px, args.per_class)
         count = 10 * args.per_class if args.per_class else 1797
         print(f"dataset: digits, {count} images at {args.px}px, version made in {time.perf_counter() - started:.0f}s")
-        reference = run_reference(args)
-        print(f"reference loop: accuracy {reference['accuracy']:.4f}, {reference['images_per_s']:.1f} img/s, "
-              f"{reference['wall_s']:.0f}s  (load {reference['load']})")
-        ours = run_ours(args)
-        print(f"platform CLI:   accuracy {ours['accuracy']:.4f}, {ours['images_per_s']:.1f} img/s, "
-              f"{ours['wall_s']:.0f}s incl. export  (load {ours['load']})")
+        # Rounds alternate the two sides; each side's best round is compared, so a noisy neighbour's
+        # burst on this shared 2-core machine costs one round, not the verdict.
+        references, ours_runs = [], []
+        for round_number in range(1, args.rounds + 1):
+            references.append(run_reference(args))
+            print(f"round {round_number} reference loop: accuracy {references[-1]['accuracy']:.4f}, "
+                  f"{references[-1]['images_per_s']:.1f} img/s, {references[-1]['wall_s']:.0f}s  "
+                  f"(load {references[-1]['load']})")
+            ours_runs.append(run_ours(args))
+            print(f"round {round_number} platform CLI:   accuracy {ours_runs[-1]['accuracy']:.4f}, "
+                  f"{ours_runs[-1]['images_per_s']:.1f} img/s, {ours_runs[-1]['wall_s']:.0f}s incl. export  "
+                  f"(load {ours_runs[-1]['load']})", flush=True)
+        reference = max(references, key=lambda r: r["images_per_s"])
+        ours = max(ours_runs, key=lambda r: r["images_per_s"])
     print(json.dumps({
         "config": vars(args), "reference": reference, "ours": ours,
         "accuracy_ratio": ours["accuracy"] / reference["accuracy"],
         "throughput_ratio": ours["images_per_s"] / reference["images_per_s"],
+        "throughput_ratios_per_round": [o["images_per_s"] / r["images_per_s"]
+                                        for r, o in zip(references, ours_runs, strict=True)],
     }, indent=2, default=str))
 
 
