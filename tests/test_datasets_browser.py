@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from playwright.sync_api import expect
 from sqlalchemy import create_engine, func, select
 
 from core.models import ClsDataset, ClsDatasetVersion, ClsLabel
@@ -81,7 +82,8 @@ def test_select_twenty_and_label_them_with_a_number_key(seeded_app, browser_page
     counts = _query(server, select(ClsDataset.image_count, ClsDataset.labeled_image_count, ClsDataset.class_count))
     assert counts == [(24, 20, 1)]
     chips = page.locator(".ds-chip")
-    assert chips.count() == 20 and set(chips.all_inner_texts()) == {"banana"}
+    expect(chips).to_have_count(20, timeout=20000)  # the grid may still be drawing after the progress text
+    assert set(chips.all_inner_texts()) == {"banana"}
 
     # the freshly labeled images become a version from the Versions tab
     page.get_by_role("tab", name="Versions").click()
