@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from playwright.sync_api import expect
 from sqlalchemy import create_engine, select
 
 from core.models import ClsImage
@@ -58,10 +59,9 @@ def test_upload_filter_select_and_bulk_tag(app_server, browser_page, tmp_path):
     wait_for_app(page)
     page.get_by_text("2 of ").first.wait_for(timeout=20000)
     thumbs = page.locator("img[src*='storage_thumbs']")
-    thumbs.first.wait_for()
-    assert thumbs.count() == 2
-    assert page.evaluate("() => [...document.querySelectorAll(\"img[src*='storage_thumbs']\")]"
-                         ".every(img => img.complete && img.naturalWidth > 0)")
+    expect(thumbs).to_have_count(2, timeout=20000)
+    page.wait_for_function("() => [...document.querySelectorAll(\"img[src*='storage_thumbs']\")]"
+                           ".every(img => img.complete && img.naturalWidth > 0)", timeout=20000)
 
     page.get_by_role("button", name="Select page", exact=True).click()
     wait_for_app(page)
