@@ -122,33 +122,10 @@ def check_mode(mode: str) -> str:
 
 
 def image_card(*, session, dataset_id: uuid.UUID, image_id: uuid.UUID) -> ImageCard:
-    row = session.execute(
-        select(ClsDatasetImage, ClsImage)
-        .join(ClsImage, ClsImage.id == ClsDatasetImage.image_id)
-        .where(ClsDatasetImage.dataset_id == dataset_id, ClsDatasetImage.image_id == image_id)
-    ).one_or_none()
-    if row is None:
+    cards = image_cards(session=session, dataset_id=dataset_id, image_ids=[image_id])
+    if not cards:
         raise NotFound(f"image {image_id} is not in this dataset")
-    item, image = row
-    labels = session.execute(
-        select(ClsLabel, ClsClass)
-        .join(ClsClass, ClsClass.id == ClsLabel.class_id)
-        .where(ClsLabel.dataset_id == dataset_id, ClsLabel.image_id == image_id)
-        .order_by(ClsLabel.confidence.desc().nulls_last(), ClsClass.name)
-    ).all()
-    return ImageCard(
-        dataset_id=dataset_id, image_id=image_id,
-        filename=image.original_filename or image.filename, width=image.width, height=image.height,
-        file_size_bytes=image.file_size_bytes, storage_path=image.storage_path,
-        thumbnail_path=image.thumbnail_path, status=item.status, label_revision=item.label_revision,
-        labeled_by=item.labeled_by,
-        labels=tuple(
-            LabelView(class_id=label.class_id, class_name=cls.display_name or cls.name, color=cls.color,
-                      confidence=label.confidence, is_ai_generated=label.is_ai_generated,
-                      ai_model=label.ai_model, is_reviewed=label.is_reviewed)
-            for label, cls in labels
-        ),
-    )
+    return cards[0]
 
 
 def image_cards(*, session, dataset_id: uuid.UUID, image_ids: list[uuid.UUID]) -> list[ImageCard]:

@@ -45,18 +45,29 @@ def labels_now(stack, dataset_id):
         return {(r.image_id, r.class_id) for r in session.scalars(select(ClsLabel).where(ClsLabel.dataset_id == dataset_id))}
 
 
-def test_flipped_labels_rank_above_clean_ones_and_nothing_changes(embedded_stack, capsys):
+def find_issues_changing_nothing(stack, dataset_id):
     from core.label_errors import find_issues
 
-    dataset_id, flipped = flipped_dataset(embedded_stack)
-    before = labels_now(embedded_stack, dataset_id)
-    with embedded_stack.session() as session:
-        result = find_issues(session=session, storage=embedded_stack.storage, dataset_id=dataset_id)
-    assert labels_now(embedded_stack, dataset_id) == before  # finding changes nothing
-    assert result["checked"] == 160 and result["version"] == 2
+    before = labels_now(stack, dataset_id)
+    with stack.session() as session:
+        result = find_issues(session=session, storage=stack.storage, dataset_id=dataset_id)
+    assert labels_now(stack, dataset_id) == before  # finding changes nothing
+    return result
+
+
+def precision_at_k(result, flipped):
+    """The ranked image ids, k = the number flipped, and the share of the top k that were flipped."""
     ranked = [issue["image_id"] for issue in result["issues"]]
     k = len(flipped)
-    precision = len(set(ranked[:k]) & flipped) / k
+    return ranked, k, len(set(ranked[:k]) & flipped) / k
+
+
+def test_flipped_labels_rank_above_clean_ones_and_nothing_changes(embedded_stack, capsys):
+
+    dataset_id, flipped = flipped_dataset(embedded_stack)
+    result = find_issues_changing_nothing(embedded_stack, dataset_id)
+    assert result["checked"] == 160 and result["version"] == 2
+    ranked, k, precision = precision_at_k(result, flipped)
     recall_all = len(set(ranked) & flipped) / k
     with capsys.disabled():
         print(f"\nlabel-error finder on digits (5 classes, 160 train, {k} flipped): precision@{k} = "
@@ -146,17 +157,12 @@ def flipped_multilabel_dataset(stack, *, classes=5, per_class=40, fraction=0.1, 
 
 
 def test_multi_label_flipped_labels_rank_above_clean_ones_and_accept_sets_the_suggested_set(embedded_stack, capsys):
-    from core.label_errors import decide, find_issues
+    from core.label_errors import decide
 
     dataset_id, flipped = flipped_multilabel_dataset(embedded_stack)
-    before = labels_now(embedded_stack, dataset_id)
-    with embedded_stack.session() as session:
-        result = find_issues(session=session, storage=embedded_stack.storage, dataset_id=dataset_id)
-    assert labels_now(embedded_stack, dataset_id) == before  # finding changes nothing
+    result = find_issues_changing_nothing(embedded_stack, dataset_id)
     assert result["task_type"] == "multi_label" and result["checked"] == 160
-    ranked = [issue["image_id"] for issue in result["issues"]]
-    k = len(flipped)
-    precision = len(set(ranked[:k]) & flipped) / k
+    ranked, k, precision = precision_at_k(result, flipped)
     with capsys.disabled():
         print(f"\nmulti-label label-error finder on digits (5 digits + even/odd, 160 train, {k} digit labels "
               f"flipped): precision@{k} = {precision:.2f}, found {len(ranked)}")

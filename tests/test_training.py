@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from core.errors import Conflict, InvalidInput, NotFound
+from tests.model_factory import small_torch_settings
 from tests.training_data import make_digits_version
 
 TINY = {"model_type": "convnext", "model_size": "atto", "image_size": 32, "pretrained": False, "epochs": 2,
@@ -29,13 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(autouse=True)
 def small_torch(tmp_path, monkeypatch):
-    import torch
-
-    monkeypatch.setenv("CLS_CACHE_DIR", str(tmp_path / "cache"))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    yield from small_torch_settings(tmp_path, monkeypatch)
 
 
 def make_version(stack, **kwargs):
