@@ -2,10 +2,11 @@
 
 import streamlit as st
 
-from pages.ui import current_user, ensure_schema, sidebar_user
+from pages.ui import current_user, disable_nagle, ensure_schema, sidebar_user
 
 st.set_page_config(page_title="Image classification", page_icon="🏷️", layout="wide")
 
+disable_nagle()
 ensure_schema()
 user = current_user()
 sidebar_user(user)

@@ -3,7 +3,8 @@
 
     python bench/bench_streamlit_floor.py
 
-Prints seconds until the page's last element is drawn, and the load. Compare with
+Prints seconds until the page's last element is drawn (median of 5 of each: a browser that never
+opened the app, and a new tab in one that did), and the load. Compare with
 bench/bench_images_page.py --browser (the real page with 48 thumbnails on 100,000 rows).
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,7 +37,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def main() -> None:
+def main(repeats: int = 5) -> None:
     from playwright.sync_api import sync_playwright
 
     from tests.plugins.browser import CHROMIUM, CHROMIUM_ARGS
@@ -53,17 +55,26 @@ def main() -> None:
                 break
             except OSError:
                 time.sleep(0.2)
+        times: dict[str, list[float]] = {}
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-            for label in ("first_visit", "cold", "cold_again"):
-                context = browser.new_context(viewport={"width": 1400, "height": 1000})
-                page = context.new_page()
+
+            def timed(label, page):
                 started = time.perf_counter()
                 page.goto(f"http://127.0.0.1:{port}/")
                 page.wait_for_selector("#done", timeout=60_000)
-                print(f"bare Streamlit page, {label}: {time.perf_counter() - started:.2f} s")
+                times.setdefault(label, []).append(round(time.perf_counter() - started, 2))
+
+            for round_number in range(repeats + 1):
+                context = browser.new_context(viewport={"width": 1400, "height": 1000})
+                timed("first_visit" if round_number == 0 else "fresh_profile", context.new_page())
+                if round_number:  # the same browser again, a new tab: Streamlit's scripts are cached
+                    timed("returning_user", context.new_page())
                 context.close()
             browser.close()
+        for label, values in times.items():
+            print(f"bare Streamlit page, {label}: median {statistics.median(values):.2f} s "
+                  f"(min {min(values):.2f}, max {max(values):.2f}, {len(values)} runs)")
     finally:
         server.terminate()
         server.wait(timeout=10)

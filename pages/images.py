@@ -11,6 +11,7 @@ from core import limits
 from core.db import session_scope
 from core.errors import UserError
 from core.images import SORTS, ImageFilters
+from pages.components.thumbnail_grid import Selection, thumbnail_grid, tile
 from pages.ui import current_user, run_action, storage_urls
 
 SORT_LABELS = {"date_desc": "Newest first", "date_asc": "Oldest first", "name_asc": "Name A–Z",
@@ -86,50 +87,31 @@ def sync_query_params(filters: ImageFilters, sort: str, view: str, page: int) ->
 # ---------------------------------------------------------------- selection
 
 
-def _selected() -> set[str]:
-    return st.session_state.setdefault("img_selected", set())
-
-
-def _toggle(image_id: str) -> None:
-    st.session_state["img_all_matching"] = False
-    (_selected().add if st.session_state.get(f"sel_{image_id}") else _selected().discard)(image_id)
-
-
-def _select_page(ids: list[str], value: bool) -> None:
-    st.session_state["img_all_matching"] = False
-    for image_id in ids:
-        st.session_state[f"sel_{image_id}"] = value
-        (_selected().add if value else _selected().discard)(image_id)
-
-
-def _clear_selection() -> None:
-    for image_id in list(_selected()):
-        st.session_state.pop(f"sel_{image_id}", None)
-    _selected().clear()
-    st.session_state["img_all_matching"] = False
+def _selection() -> Selection:
+    return st.session_state.setdefault("img_selection", Selection())
 
 
 def selected_ids(filters: ImageFilters) -> list[uuid.UUID]:
-    if st.session_state.get("img_all_matching"):
+    if _selection().all_matching:
         from core.images import matching_image_ids
 
         with session_scope() as session:
             return matching_image_ids(session=session, filters=filters)
-    return [uuid.UUID(i) for i in _selected()]
+    return [uuid.UUID(i) for i in _selection().ids]
 
 
 def selection_bar(page_ids: list[str], total: int) -> int:
-    all_matching = st.session_state.get("img_all_matching", False)
-    count = total if all_matching else len(_selected())
+    selection = _selection()
+    count = selection.count(total)
     cols = st.columns([2, 1, 1, 1.4, 1])
-    cols[0].markdown(f"**{count:,} selected**" + (" (all matching)" if all_matching else ""))
-    cols[1].button("Select page", on_click=_select_page, args=(page_ids, True), key="img_sel_page", width="stretch")
-    cols[2].button("Unselect page", on_click=_select_page, args=(page_ids, False), key="img_unsel_page",
+    cols[0].markdown(f"**{count:,} selected**" + (" (all matching)" if selection.all_matching else ""))
+    cols[1].button("Select page", on_click=selection.set_page, args=(page_ids, True), key="img_sel_page",
                    width="stretch")
-    if cols[3].button(f"Select all {total:,} matching", key="img_sel_all", width="stretch"):
-        st.session_state["img_all_matching"] = True
-        st.rerun()
-    cols[4].button("Clear", on_click=_clear_selection, key="img_sel_clear", width="stretch")
+    cols[2].button("Unselect page", on_click=selection.set_page, args=(page_ids, False), key="img_unsel_page",
+                   width="stretch")
+    cols[3].button(f"Select all {total:,} matching", on_click=selection.select_all_matching, key="img_sel_all",
+                   width="stretch")
+    cols[4].button("Clear", on_click=selection.clear, key="img_sel_clear", width="stretch")
     return count
 
 
@@ -150,7 +132,7 @@ def confirm_delete(ids: list[uuid.UUID], what: str) -> None:
                                  progress=lambda done, total, message: bar.progress(done / total, message))
 
         if run_action(act) is not None:
-            _clear_selection()
+            _selection().clear()
             _filter_options.clear()
             st.rerun()
 
@@ -224,26 +206,16 @@ def _open_detail(image_id: str) -> None:
 
 
 def grid(rows, urls) -> None:
-    per_row = 6
-    for start in range(0, len(rows), per_row):
-        cols = st.columns(per_row)
-        for col, row, url in zip(cols, rows[start:start + per_row], urls[start:start + per_row], strict=False):
-            with col.container(border=True):
-                image_id = str(row.id)
-                if url:
-                    st.image(url, width="stretch")
-                else:
-                    st.caption("thumbnail missing")
-                st.session_state.setdefault(f"sel_{image_id}", image_id in _selected())
-                st.checkbox(plain(row.original_filename), key=f"sel_{image_id}", on_change=_toggle, args=(image_id,))
-                st.button("Details", key=f"det_{image_id}", on_click=_open_detail, args=(image_id,), type="tertiary")
+    tiles = [tile(row.id, url, row.original_filename or row.filename) for row, url in zip(rows, urls, strict=True)]
+    thumbnail_grid(key="img_grid", tiles=tiles, selection=_selection(), on_details=_open_detail)
 
 
 def table(rows, urls) -> None:
     import pandas as pd
 
+    selection = _selection()
     frame = pd.DataFrame([{
-        "selected": str(r.id) in _selected(), "thumbnail": u, "file": r.original_filename, "folder": r.folder,
+        "selected": str(r.id) in selection.ids, "thumbnail": u, "file": r.original_filename, "folder": r.folder,
         "tags": ", ".join(r.tags or []), "status": r.status, "source": r.source,
         "size (KB)": round((r.file_size_bytes or 0) / 1024, 1), "pixels": f"{r.width}×{r.height}",
         "added": r.created_at, "id": str(r.id)} for r, u in zip(rows, urls, strict=True)])
@@ -251,10 +223,10 @@ def table(rows, urls) -> None:
         c for c in frame.columns if c != "selected"], column_config={
         "thumbnail": st.column_config.ImageColumn("", width="small"), "id": None,
         "selected": st.column_config.CheckboxColumn("✓", width="small")})
-    for image_id, chosen in zip(edited["id"], edited["selected"], strict=True):
-        if chosen != (image_id in _selected()):
-            st.session_state[f"sel_{image_id}"] = bool(chosen)
-            _toggle(image_id)
+    chosen = [image_id for image_id, on in zip(edited["id"], edited["selected"], strict=True) if on]
+    if set(chosen) != selection.ids & set(edited["id"]):
+        selection.set_page(list(edited["id"]), False)
+        selection.set_page(chosen, True)
 
 
 def pager(total: int, page: int) -> int:
@@ -348,10 +320,8 @@ def _preview_bytes(key: str, size: int | None) -> bytes | None:
 
 
 def _duplicates_of(image_id: uuid.UUID) -> None:
-    try:
-        from core.duplicates import duplicates_of
-    except ImportError:
-        return
+    from core.duplicates import duplicates_of
+
     st.markdown("**Duplicates**")
     with session_scope() as session:
         found = run_action(lambda: duplicates_of(session=session, image_id=image_id))
@@ -376,7 +346,7 @@ def library_tab() -> None:
         st.session_state["img_page"] = int(asked) if asked.isdigit() else 1
     elif st.session_state["img_signature"] != signature:  # new filters or sort: back to page 1
         st.session_state["img_page"] = 1
-        st.session_state["img_all_matching"] = False
+        _selection().all_matching = False
     st.session_state["img_signature"] = signature
     page = st.session_state.get("img_page", 1)
     with session_scope() as session:
@@ -406,15 +376,15 @@ def library_tab() -> None:
 
 def render() -> None:
     st.title("Images")
-    library, duplicates = st.tabs(["Library", "Duplicates"])
-    with library:
-        library_tab()
-    with duplicates:
-        try:
-            from pages.duplicates_view import render_duplicates
-        except ImportError:
-            st.info("Duplicate review is not available yet.")
-        else:
+    # Lazy tabs: only the open tab runs (the Duplicates tab's queries are not the library's cost).
+    library, duplicates = st.tabs(["Library", "Duplicates"], key="img_tab", on_change="rerun")
+    if library.open:
+        with library:
+            library_tab()
+    if duplicates.open:
+        from pages.duplicates_view import render_duplicates
+
+        with duplicates:
             render_duplicates()
 
 

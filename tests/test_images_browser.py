@@ -7,6 +7,7 @@ from playwright.sync_api import expect
 from sqlalchemy import create_engine, select
 
 from core.models import ClsImage
+from tests.apptest_tools import component_data
 from tests.factories import drawn_image_bytes
 from tests.plugins.browser import ROOT, exception_texts, wait_for_app
 
@@ -101,13 +102,55 @@ def test_page_reads_filters_from_url_pages_and_opens_detail(embedded_stack):
     app.run()
     assert not app.exception
     assert any("52 of 53 images" in c.value for c in app.caption)
-    assert len([c for c in app.checkbox if c.key and c.key.startswith("sel_")]) == 48
+    [grid] = component_data(app, "thumbnail_grid")
+    assert len(grid["tiles"]) == 48 and grid["selected"] == []
+    assert {t["caption"] for t in grid["tiles"]} <= {f"p_{i:02d}.png" for i in range(52)}
     app.button(key="img_page_2").click().run()
-    assert len([c for c in app.checkbox if c.key and c.key.startswith("sel_")]) == 4
+    [grid] = component_data(app, "thumbnail_grid")
+    assert len(grid["tiles"]) == 4
     assert app.query_params["page"] == ["2"] or app.query_params["page"] == "2"
+    app.button(key="img_sel_page").click().run()
+    [grid] = component_data(app, "thumbnail_grid")
+    assert sorted(grid["selected"]) == sorted(t["id"] for t in grid["tiles"])
+    assert any("4 selected" in m.value for m in app.markdown)
     app.button(key="img_sel_all").click().run()
     assert any("52 selected" in m.value for m in app.markdown)
+    assert len(component_data(app, "thumbnail_grid")[0]["selected"]) == 4  # every tile shown is selected
     app.query_params["image"] = str(results[0].image_id)
     app.run()
     assert not app.exception
     assert any("detail-ds" in str(frame.value) for frame in app.dataframe)
+
+
+def test_grid_clicks_during_runs_are_kept_shift_selects_a_range_and_details_opens(app_server, browser_page):
+    """Selection happens in the browser (one component for the grid): clicks that land while the previous
+    click's run is still going all count, shift-click selects the range, Details opens the image."""
+    page = browser_page
+    page.goto(f"{app_server.url}/images")
+    wait_for_app(page)
+    tiles = page.locator(".tg-tile")
+    expect(tiles.first).to_be_visible(timeout=20000)
+    assert tiles.count() >= 8
+    boxes = page.locator(".tg-tile input[type=checkbox]")
+    for index in (0, 2, 4):  # no waiting between clicks: each lands during the previous click's run
+        boxes.nth(index).click()
+    expect(page.locator(".tg-tile.selected")).to_have_count(3)
+    page.get_by_text("3 selected").wait_for(timeout=20000)
+    wait_for_app(page)
+    boxes.nth(5).click()
+    boxes.nth(7).click(modifiers=["Shift"])  # 5..7 joins the selection
+    expect(page.locator(".tg-tile.selected")).to_have_count(6)
+    page.get_by_text("6 selected").wait_for(timeout=20000)
+    wait_for_app(page)
+    page.get_by_role("button", name="Clear", exact=True).click()
+    expect(page.locator(".tg-tile.selected")).to_have_count(0)
+    page.get_by_text("0 selected").wait_for(timeout=20000)
+    wait_for_app(page)
+    caption = tiles.nth(1).locator(".tg-name").inner_text()
+    tiles.nth(1).get_by_role("button", name="Details").click()
+    dialog = page.locator("[data-testid='stDialog']")
+    dialog.get_by_text("Datasets").first.wait_for(timeout=20000)
+    assert caption in dialog.inner_text()
+    assert "image=" in page.url
+    assert exception_texts(page) == []
+    assert page.watch.problems() == []

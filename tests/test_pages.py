@@ -48,3 +48,21 @@ def test_dashboard_shows_real_counts(embedded_stack):
     assert metrics["Training runs"] == "0"
     assert str(job_id)  # the job row exists and the page lists it without error
     assert any("succeeded" in p.proto.text for p in app.get("progress"))
+
+
+def test_grid_selection_takes_the_browsers_page_unless_python_changed_it_since():
+    from pages.components.thumbnail_grid import Selection
+
+    selection = Selection(ids={"a", "x"})
+    selection.from_browser({"epoch": 0, "page": ["a", "b", "c"], "selected": ["b", "c"]})
+    assert selection.ids == {"b", "c", "x"}  # the page's ids replaced; ids on other pages kept
+    selection.clear()  # Python changed it: a value the browser sent before that is stale
+    selection.from_browser({"epoch": 0, "page": ["a", "b"], "selected": ["a"]})
+    assert selection.ids == set()
+    selection.from_browser({"epoch": selection.epoch, "page": ["a", "b"], "selected": ["a"]})
+    assert selection.ids == {"a"}
+    selection.select_all_matching()
+    assert selection.count(total=500) == 500
+    selection.from_browser({"epoch": selection.epoch, "page": ["a"], "selected": []})
+    assert not selection.all_matching and selection.count(total=500) == 0
+    selection.from_browser("not a dict")  # ignored
