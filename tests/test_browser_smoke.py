@@ -43,3 +43,28 @@ def test_deep_link_on_a_fresh_server_goes_through_app_py(chromium_browser, tmp_p
         page.close()
     finally:
         stop_app(server)
+
+
+def test_keep_alive_requests_are_not_held_by_nagle(app_server, browser_page):
+    """Streamlit's server leaves Nagle's algorithm on (it binds with proto 0, so asyncio skips
+    TCP_NODELAY): each request after a connection's first then waits ~40 ms for the client's delayed
+    ACK. The app turns it off on its first run (pages.ui.disable_nagle); a thumbnail page makes 48."""
+    import http.client
+    import statistics
+    import time
+    from urllib.parse import urlparse
+
+    browser_page.goto(f"{app_server.url}/images")
+    wait_for_app(browser_page)  # app.py has run in this server process
+    address = urlparse(app_server.url)
+    connection = http.client.HTTPConnection(address.hostname, address.port, timeout=10)
+    timings = []
+    for _ in range(8):
+        started = time.perf_counter()
+        connection.request("GET", "/_stcore/health")
+        response = connection.getresponse()
+        response.read()
+        assert response.status == 200
+        timings.append(time.perf_counter() - started)
+    connection.close()
+    assert statistics.median(timings[1:]) < 0.03, timings  # with Nagle on: ≥ 0.04 s each
