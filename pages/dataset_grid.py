@@ -2,12 +2,13 @@
 (one, page, all matching) and bulk actions. With images selected, a class's number key (1–9, 0)
 labels them all: native `st.button(shortcut=…)`, which ignores keys typed into inputs.
 
-The grid is a fragment: a key press reruns only the grid, not the whole page.
+The grid is a fragment: a key press reruns only the grid, not the whole page. The tiles are one
+component (pages/components/thumbnail_grid): selection happens in the browser, so a click landing
+during a run is kept.
 """
 
 from __future__ import annotations
 
-import html
 import uuid
 
 import streamlit as st
@@ -17,6 +18,7 @@ from core.classes import COLOR_RE
 from core.datasets import GridFilters
 from core.db import session_scope
 from core.errors import UserError
+from pages.components.thumbnail_grid import Selection, thumbnail_grid, tile
 from pages.ui import current_user
 
 KEYS = ("1", "2", "3", "4", "5", "6", "7", "8", "9", "0")
@@ -29,48 +31,21 @@ ANY = "any"
 
 
 def _state(dataset_id: uuid.UUID) -> dict:
-    return st.session_state.setdefault(f"dsgrid_{dataset_id}", {"selected": set(), "all": False, "page": 1})
+    return st.session_state.setdefault(f"dsgrid_{dataset_id}", {"selection": Selection(), "page": 1})
 
 
-def _box_key(image_id) -> str:
-    return f"dspick_{image_id}"
-
-
-def _toggle(dataset_id: uuid.UUID, image_id: str) -> None:
-    state = _state(dataset_id)
-    state["all"] = False
-    (state["selected"].add if st.session_state.get(_box_key(image_id)) else state["selected"].discard)(image_id)
-
-
-def _select_page(dataset_id: uuid.UUID, ids: list[str], value: bool) -> None:
-    state = _state(dataset_id)
-    state["all"] = False
-    for image_id in ids:
-        st.session_state[_box_key(image_id)] = value
-        (state["selected"].add if value else state["selected"].discard)(image_id)
-
-
-def _select_all(dataset_id: uuid.UUID, ids: list[str]) -> None:
-    _select_page(dataset_id, ids, True)
-    _state(dataset_id)["all"] = True
-
-
-def _clear(dataset_id: uuid.UUID) -> None:
-    state = _state(dataset_id)
-    for image_id in list(state["selected"]):
-        st.session_state.pop(_box_key(image_id), None)
-    state["selected"].clear()
-    state["all"] = False
+def _selection(dataset_id: uuid.UUID) -> Selection:
+    return _state(dataset_id)["selection"]
 
 
 def selected_ids(dataset_id: uuid.UUID, filters: GridFilters) -> list[uuid.UUID]:
-    state = _state(dataset_id)
-    if state["all"]:
+    selection = _selection(dataset_id)
+    if selection.all_matching:
         from core.datasets import dataset_image_ids
 
         with session_scope() as session:
             return dataset_image_ids(session=session, dataset_id=dataset_id, filters=filters)
-    return [uuid.UUID(i) for i in state["selected"]]
+    return [uuid.UUID(i) for i in selection.ids]
 
 
 # ---------------------------------------------------------------- filters
@@ -109,7 +84,7 @@ def _run(dataset_id: uuid.UUID, action, done: str) -> None:
         st.session_state[f"dsgrid_error_{dataset_id}"] = str(exc)
         return
     st.session_state[f"dsgrid_toast_{dataset_id}"] = done.format(n=changed)
-    _clear(dataset_id)
+    _selection(dataset_id).clear()
 
 
 def label_selected(dataset: dict, class_row: dict, ids_provider) -> None:
@@ -215,70 +190,31 @@ def _color(value: str | None) -> str:
     return value if value and COLOR_RE.match(value) else "#6B7280"
 
 
-def chips_html(labels: list, classes_by_id: dict, split: str | None, status: str) -> str:
-    """Label chips in class colors, the split badge and the status; names escaped (never raw HTML)."""
-    parts = []
+def tile_chips(labels: list, classes_by_id: dict, split: str | None, status: str) -> list[dict]:
+    """Label chips in class colours (filled), the split and, when notable, the status (outlined). The
+    component writes chip text with textContent, so names are never markup; odd colours are refused."""
+    chips = []
     for label in labels:
         row = classes_by_id.get(label.class_id, {"name": "?", "color": None})
         extra = ""
         if label.is_ai_generated:
             extra = " · AI" + (f" {label.confidence:.0%}" if label.confidence is not None else "")
             extra += " ✓" if label.is_reviewed else ""
-        parts.append(f'<span class="ds-chip" style="background:{_color(row["color"])}">'
-                     f'{html.escape(row["name"])}{html.escape(extra)}</span>')
+        chips.append({"text": f"{row['name']}{extra}", "color": _color(row["color"]), "filled": True})
     split = split or "unassigned"
-    parts.append(f'<span class="ds-split" style="border-color:{SPLIT_COLORS.get(split, "#6B7280")};'
-                 f'color:{SPLIT_COLORS.get(split, "#6B7280")}">{html.escape(split)}</span>')
+    chips.append({"text": split, "color": SPLIT_COLORS.get(split, "#6B7280")})
     if status not in ("labeled", "pending"):
-        parts.append(f'<span class="ds-split">{html.escape(status)}</span>')
-    return '<div class="ds-chips">' + "".join(parts) + "</div>"
-
-
-# A focused checkbox swallows key presses (Streamlit's shortcuts ignore keys aimed at inputs), so after
-# a tile's checkbox is clicked focus leaves it: the next number key reaches the class buttons.
-# Constant code, no user input in it.
-BLUR_CHECKBOXES = """<script>
-if (!window.__dsGridBlur) {
-  window.__dsGridBlur = true;
-  document.addEventListener("click", (event) => {
-    if (!event.target.closest || !event.target.closest(".st-key-dsgrid_tiles")) return;
-    setTimeout(() => {
-      const active = document.activeElement;
-      if (active && active.type === "checkbox") active.blur();
-    }, 0);
-  }, true);
-}
-</script>"""
-
-CSS = """<style>
-.ds-chips{display:flex;flex-wrap:wrap;gap:4px;min-height:1.6em}
-.ds-chip{color:#fff;border-radius:10px;padding:0 8px;font-size:0.78rem;line-height:1.5em;white-space:nowrap}
-.ds-split{border:1px solid #9CA3AF;border-radius:10px;padding:0 6px;font-size:0.72rem;line-height:1.4em}
-</style>"""
+        chips.append({"text": status, "color": "#9CA3AF"})
+    return chips
 
 
 def tiles(dataset_id: uuid.UUID, items: list, classes_by_id: dict) -> None:
-    from pages.images import plain, thumbnail_urls
+    from pages.images import thumbnail_urls
 
-    st.markdown(CSS, unsafe_allow_html=True)
-    st.html(BLUR_CHECKBOXES, unsafe_allow_javascript=True)
     urls = thumbnail_urls([item.thumbnail_path for item in items])
-    state = _state(dataset_id)
-    with st.container(key="dsgrid_tiles"):
-        for start in range(0, len(items), PER_ROW):
-            cols = st.columns(PER_ROW)
-            for col, item, url in zip(cols, items[start:start + PER_ROW], urls[start:start + PER_ROW], strict=False):
-                image_id = str(item.image_id)
-                with col.container(border=True):
-                    if url:
-                        st.image(url, width="stretch")
-                    else:
-                        st.caption("no thumbnail")
-                    st.session_state[_box_key(image_id)] = state["all"] or image_id in state["selected"]
-                    st.checkbox(plain(item.filename), key=_box_key(image_id), on_change=_toggle,
-                                args=(dataset_id, image_id))
-                    st.markdown(chips_html(item.labels, classes_by_id, item.split, item.status),
-                                unsafe_allow_html=True)
+    thumbnail_grid(key=f"dsgrid_tiles_{dataset_id}", selection=_selection(dataset_id), tiles=[
+        tile(item.image_id, url, item.filename, chips=tile_chips(item.labels, classes_by_id, item.split, item.status))
+        for item, url in zip(items, urls, strict=True)])
 
 
 def _turn(dataset_id: uuid.UUID, step: int) -> None:
@@ -326,26 +262,28 @@ def dataset_grid(dataset_id: uuid.UUID) -> None:
                                 f"labeled ({pct:.1f}%) · {dataset['class_count']} classes used")
     filters = filters_bar(dataset_id, classes)
     state = _state(dataset_id)
+    selection = state["selection"]
     if state.get("filters") != filters:  # a new filter starts at page 1 with a fresh "all matching"
-        state["filters"], state["page"], state["all"] = filters, 1, False
+        state["filters"], state["page"] = filters, 1
+        selection.all_matching = False
     with session_scope() as session:
         total, items = grid_page(session=session, dataset_id=dataset_id, filters=filters,
                                  offset=(state["page"] - 1) * limits.PAGE_SIZE, limit=limits.PAGE_SIZE)
     page_ids = [str(item.image_id) for item in items]
-    count = total if state["all"] else len(state["selected"])
+    count = selection.count(total)
 
     def ids_provider() -> list[uuid.UUID]:
         return selected_ids(dataset_id, filters)
 
     cols = st.columns([2, 1, 1, 1.4, 1, 1.3])
-    cols[0].markdown(f"**{count:,} selected**" + (" (all matching)" if state["all"] else ""))
-    cols[1].button("Select page", key=f"dsgrid_selpage_{dataset_id}", on_click=_select_page,
-                   args=(dataset_id, page_ids, True), width="stretch")
-    cols[2].button("Unselect page", key=f"dsgrid_unselpage_{dataset_id}", on_click=_select_page,
-                   args=(dataset_id, page_ids, False), width="stretch")
-    cols[3].button(f"Select all {total:,} matching", key=f"dsgrid_selall_{dataset_id}", on_click=_select_all,
-                   args=(dataset_id, page_ids), width="stretch")
-    cols[4].button("Clear", key=f"dsgrid_clear_{dataset_id}", on_click=_clear, args=(dataset_id,), width="stretch")
+    cols[0].markdown(f"**{count:,} selected**" + (" (all matching)" if selection.all_matching else ""))
+    cols[1].button("Select page", key=f"dsgrid_selpage_{dataset_id}", on_click=selection.set_page,
+                   args=(page_ids, True), width="stretch")
+    cols[2].button("Unselect page", key=f"dsgrid_unselpage_{dataset_id}", on_click=selection.set_page,
+                   args=(page_ids, False), width="stretch")
+    cols[3].button(f"Select all {total:,} matching", key=f"dsgrid_selall_{dataset_id}",
+                   on_click=selection.select_all_matching, width="stretch")
+    cols[4].button("Clear", key=f"dsgrid_clear_{dataset_id}", on_click=selection.clear, width="stretch")
     with cols[5]:
         bulk_actions(dataset, classes, ids_provider, count)
     key_bar(dataset, classes, ids_provider, count)

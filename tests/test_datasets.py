@@ -28,6 +28,7 @@ from core.datasets import (
 from core.errors import Conflict, InvalidInput, NotFound
 from core.labels import count_mismatches, mark_reviewed, set_labels, skip_image
 from core.models import ClsClass, ClsDataset, ClsLabel
+from tests.apptest_tools import component_data
 from tests.factories import make_image_row
 
 
@@ -236,8 +237,8 @@ def test_datasets_page_create_add_label(embedded_stack):
     at.button(key=f"dsadd_filters_go_{dataset_id}").click().run()
     assert [s.value for s in at.success] == ["4 images added."]
     at.run()
-    assert len(at.checkbox) == 4
-    at.checkbox[0].check().run()
+    [grid] = component_data(at, "thumbnail_grid")
+    assert len(grid["tiles"]) == 4
     at.button(key=f"dsgrid_selpage_{dataset_id}").click().run()
     at.button(key=f"dskey_{dataset_id}_2").click().run()
     assert not at.exception
@@ -247,7 +248,7 @@ def test_datasets_page_create_add_label(embedded_stack):
         assert (dataset.image_count, dataset.labeled_image_count, dataset.class_count) == (4, 4, 1)
         assert session.get(ClsClass, dog).image_count == 4
     at.selectbox(key=f"dsf_label_{dataset_id}").set_value("unlabeled").run()
-    assert len(at.checkbox) == 0 and "No images match" in at.info[0].value
+    assert component_data(at, "thumbnail_grid") == [] and "No images match" in at.info[0].value
 
 
 def test_grid_number_key_toggles_a_class_on_multi_label(embedded_stack):
@@ -265,8 +266,13 @@ def test_grid_number_key_toggles_a_class_on_multi_label(embedded_stack):
     at.run()
 
     def press(key: str, picks: list[int]) -> None:
-        for index in picks:
-            at.checkbox(key=f"dspick_{images[index]}").check().run()
+        # What the grid's callback does with the browser's value when tiles are clicked there.
+        selection = at.session_state[f"dsgrid_{dataset_id}"]["selection"]
+        selection.from_browser({"epoch": selection.epoch, "page": [str(i) for i in images],
+                                "selected": [str(images[i]) for i in picks]})
+        at.run()
+        [grid] = component_data(at, "thumbnail_grid")
+        assert sorted(grid["selected"]) == sorted(str(images[i]) for i in picks)
         at.button(key=f"dskey_{dataset_id}_{key}").click().run()
         assert not at.exception
 
@@ -283,15 +289,15 @@ def test_grid_number_key_toggles_a_class_on_multi_label(embedded_stack):
         assert count_mismatches(session=session) == []
 
 
-def test_grid_chips_escape_class_names_and_refuse_odd_colors():
+def test_grid_chips_carry_class_names_as_text_and_refuse_odd_colors():
     from types import SimpleNamespace
 
-    from pages.dataset_grid import chips_html
+    from pages.dataset_grid import tile_chips
 
     class_id = uuid.uuid4()
     label = SimpleNamespace(class_id=class_id, is_ai_generated=True, confidence=0.42, is_reviewed=False)
-    markup = chips_html([label], {class_id: {"name": "<img src=x onerror=alert(1)>", "color": "red;x:url(y)"}},
-                        "val", "review")
-    assert "<img" not in markup and "&lt;img src=x onerror=alert(1)&gt; · AI 42%" in markup
-    assert "background:#6B7280" in markup and "url(y)" not in markup
-    assert ">val<" in markup and ">review<" in markup
+    chips = tile_chips([label], {class_id: {"name": "<img src=x onerror=alert(1)>", "color": "red;x:url(y)"}},
+                       "val", "review")
+    # text, drawn with textContent by the component (tests/test_user_text_browser.py checks it in a browser)
+    assert chips[0] == {"text": "<img src=x onerror=alert(1)> · AI 42%", "color": "#6B7280", "filled": True}
+    assert [c["text"] for c in chips[1:]] == ["val", "review"]

@@ -1,5 +1,6 @@
 """User text is never rendered as HTML: a class and a dataset named with HTML (and an image file,
-tag and folder named so in that dataset) show as text on the pages that list them (a real browser; an executed onerror would add a marker)."""
+tag and folder named so in that dataset) show as text on the pages that list them and in the image
+grids' tiles (a real browser; an executed onerror would add a marker)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ def hostile_app(tmp_path, monkeypatch):
                              tags=["<i>tag</i>"], folder="<u>folder</u>")
         add_to_dataset(session=session, dataset_id=dataset.id, image_ids=[image.image_id])
         set_labels(session=session, dataset_id=dataset.id, image_id=image.image_id, class_ids=[cls.id])
+        server.dataset_id = str(dataset.id)
     dispose_engines()
     yield server
     stop_app(server)
@@ -47,7 +49,10 @@ def hostile_app(tmp_path, monkeypatch):
 def test_html_in_user_text_shows_as_text(hostile_app, browser_page):
     dialogs = []
     browser_page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-    for path, shown in (("classes", XSS_CLASS), ("datasets", PROBE)):
+    # the list pages, the image library's tiles (file name: the part after the last "/", as ingest keeps
+    # it) and the dataset grid's tiles (class chip)
+    for path, shown in (("classes", XSS_CLASS), ("datasets", PROBE), ("images", XSS_FILE.rsplit("/", 1)[-1]),
+                        (f"datasets?dataset={hostile_app.dataset_id}", XSS_CLASS)):
         browser_page.goto(f"{hostile_app.url}/{path}")
         # Wait for the user text itself (wait_for_app's idle check can outlast a busy shared machine).
         browser_page.wait_for_function("text => document.body.innerText.includes(text)", arg=shown,

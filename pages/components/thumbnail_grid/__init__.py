@@ -1,5 +1,5 @@
 """A page of thumbnails as one component (st.components.v2, inline JS/CSS from this folder): image,
-caption, optional chips and badge, a selection box and a Details link per tile.
+caption, optional chips, a selection box and a Details link per tile.
 
 Why not a grid of st.columns with st.image/st.checkbox/st.button per tile? That is ~250 Streamlit
 elements for 48 tiles: measured, their drawing alone took about a second of the Images page's cold
@@ -27,14 +27,12 @@ _grid = st.components.v2.component(
 )
 
 
-def tile(image_id, url: str | None, caption: str, *, chips: list[dict] | None = None,
-         badge: dict | None = None) -> dict:
-    """One tile: `chips` and `badge` are {"text", "color"} dicts (colours as CSS values)."""
+def tile(image_id, url: str | None, caption: str, *, chips: list[dict] | None = None) -> dict:
+    """One tile: `chips` are {"text", "color"} dicts (colours as CSS values; a chip with "filled": True
+    is drawn on its colour). Text is set with textContent: never markup."""
     out = {"id": str(image_id), "url": url, "caption": caption}
     if chips:
         out["chips"] = chips
-    if badge:
-        out["badge"] = badge
     return out
 
 
@@ -74,21 +72,21 @@ class Selection:
         self.all_matching = False
 
 
-def thumbnail_grid(*, key: str, tiles: list[dict], selection: Selection, on_details: Callable[[str], None],
-                   per_row: int = 6) -> None:
+def thumbnail_grid(*, key: str, tiles: list[dict], selection: Selection,
+                   on_details: Callable[[str], None] | None = None, per_row: int = 6) -> None:
     """Mount the grid; `selection` (kept in session state by the caller) follows the user's clicks, and
-    `on_details(id)` runs when a tile's Details link is clicked. Both run as callbacks, before the
-    page's script."""
+    `on_details(id)`, when given, runs when a tile's Details link is clicked. Both run as callbacks,
+    before the script (or fragment) reruns."""
 
     def selection_changed() -> None:
         selection.from_browser((st.session_state.get(key) or {}).get("selection"))
 
     def details_clicked() -> None:
         image_id = (st.session_state.get(key) or {}).get("details")
-        if image_id:
+        if image_id and on_details is not None:
             on_details(str(image_id))
 
     ids = {t["id"] for t in tiles}
     _grid(key=key, data={"tiles": tiles, "selected": sorted(ids if selection.all_matching else ids & selection.ids), "epoch": selection.epoch,
-                         "per_row": per_row},
+                         "per_row": per_row, "details": on_details is not None},
           on_selection_change=selection_changed, on_details_change=details_clicked, height="content")

@@ -25,18 +25,19 @@ function buildTile(tile, grid) {
   } else {
     thumb.appendChild(text("span", "tg-missing", "thumbnail missing"));
   }
-  if (tile.badge) {
-    const badge = text("span", "tg-badge", tile.badge.text);
-    badge.style.background = tile.badge.color || "#6B7280";
-    thumb.appendChild(badge);
-  }
   thumb.addEventListener("click", (event) => grid.toggle(tile.id, event.shiftKey));
   el.appendChild(thumb);
   const pick = text("label", "tg-pick");
   const box = document.createElement("input");
   box.type = "checkbox";
   box.setAttribute("aria-label", `Select ${tile.caption || tile.id}`);
-  box.addEventListener("click", (event) => { event.preventDefault(); grid.toggle(tile.id, event.shiftKey); });
+  box.addEventListener("click", (event) => {
+    event.preventDefault();
+    grid.toggle(tile.id, event.shiftKey);
+    // After a mouse click, focus leaves the box: a focused input would swallow the page's key
+    // shortcuts (the dataset grid's number keys). A keyboard toggle (detail 0) keeps focus.
+    if (event.detail > 0) box.blur();
+  });
   pick.appendChild(box);
   pick.appendChild(text("span", "tg-name", tile.caption || ""));
   pick.title = tile.caption || "";
@@ -44,13 +45,17 @@ function buildTile(tile, grid) {
   if (tile.chips && tile.chips.length) {
     const chips = text("div", "tg-chips");
     for (const chip of tile.chips) {
-      const c = text("span", "tg-chip", chip.text);
-      if (chip.color) c.style.borderColor = chip.color;
+      const c = text("span", chip.filled ? "tg-chip filled" : "tg-chip", chip.text);
+      if (chip.color) {
+        c.style.borderColor = chip.color;
+        if (chip.filled) c.style.background = chip.color;
+        else c.style.color = chip.color;
+      }
       chips.appendChild(c);
     }
     el.appendChild(chips);
   }
-  if (tile.details !== false) {
+  if (grid.withDetails) {
     const details = text("button", "tg-details", "Details");
     details.type = "button";
     details.addEventListener("click", () => grid.details(tile.id));
@@ -96,9 +101,10 @@ export default function (component) {
   }
   const grid = root.__grid;
   grid.api = {setStateValue, setTriggerValue};
+  grid.withDetails = Boolean(data.details);
   root.style.setProperty("--tg-per-row", data.per_row || 6);
   const tiles = data.tiles || [];
-  const signature = JSON.stringify(tiles);
+  const signature = JSON.stringify([tiles, grid.withDetails]);
   if (signature !== grid.signature) {
     root.replaceChildren(...tiles.map((tile) => buildTile(tile, grid)));
     grid.signature = signature;
