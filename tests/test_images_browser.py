@@ -154,3 +154,25 @@ def test_grid_clicks_during_runs_are_kept_shift_selects_a_range_and_details_open
     assert "image=" in page.url
     assert exception_texts(page) == []
     assert page.watch.problems() == []
+
+
+def test_list_view_shows_the_page_as_a_table_with_the_selection(embedded_stack):
+    from streamlit.testing.v1 import AppTest
+
+    from core.images import ingest_many
+
+    results = ingest_many(items=[(f"l_{i}.png", drawn_image_bytes(700 + i, (40, 30))) for i in range(3)],
+                          storage=embedded_stack.storage, folder="listed", workers=1)
+    app = AppTest.from_file(str(ROOT / "pages" / "images.py"), default_timeout=60)
+    app.query_params["view"] = "List"
+    app.query_params["folder"] = "listed"
+    app.run()
+    assert not app.exception
+    assert component_data(app, "thumbnail_grid") == []
+    app.button(key="img_sel_page").click().run()
+    [table] = app.dataframe
+    frame = table.value
+    assert sorted(frame["file"]) == ["l_0.png", "l_1.png", "l_2.png"]
+    assert list(frame["selected"]) == [True, True, True]
+    assert sorted(frame["id"]) == sorted(str(r.image_id) for r in results)
+    assert any("3 selected" in m.value for m in app.markdown)
