@@ -214,8 +214,9 @@ def table(rows, urls) -> None:
     import pandas as pd
 
     selection = _selection()
+    shown_selected = {str(r.id) for r in rows if selection.all_matching or str(r.id) in selection.ids}
     frame = pd.DataFrame([{
-        "selected": str(r.id) in selection.ids, "thumbnail": u, "file": r.original_filename, "folder": r.folder,
+        "selected": str(r.id) in shown_selected, "thumbnail": u, "file": r.original_filename, "folder": r.folder,
         "tags": ", ".join(r.tags or []), "status": r.status, "source": r.source,
         "size (KB)": round((r.file_size_bytes or 0) / 1024, 1), "pixels": f"{r.width}×{r.height}",
         "added": r.created_at, "id": str(r.id)} for r, u in zip(rows, urls, strict=True)])
@@ -224,7 +225,7 @@ def table(rows, urls) -> None:
         "thumbnail": st.column_config.ImageColumn("", width="small"), "id": None,
         "selected": st.column_config.CheckboxColumn("✓", width="small")})
     chosen = [image_id for image_id, on in zip(edited["id"], edited["selected"], strict=True) if on]
-    if set(chosen) != selection.ids & set(edited["id"]):
+    if set(chosen) != shown_selected:
         selection.set_page(list(edited["id"]), False)
         selection.set_page(chosen, True)
 

@@ -86,7 +86,8 @@ def thumbnail_grid(*, key: str, tiles: list[dict], selection: Selection,
         if image_id and on_details is not None:
             on_details(str(image_id))
 
-    ids = {t["id"] for t in tiles}
-    _grid(key=key, data={"tiles": tiles, "selected": sorted(ids if selection.all_matching else ids & selection.ids), "epoch": selection.epoch,
-                         "per_row": per_row, "details": on_details is not None},
+    shown = {t["id"] for t in tiles}
+    selected = shown if selection.all_matching else shown & selection.ids
+    _grid(key=key, data={"tiles": tiles, "selected": sorted(selected), "epoch": selection.epoch, "per_row": per_row,
+                         "details": on_details is not None},
           on_selection_change=selection_changed, on_details_change=details_clicked, height="content")
