@@ -32,7 +32,7 @@ def flipped_dataset(stack, *, classes=5, per_class=40, fraction=0.1, seed=1):
         flipped = set(rng.choice(train, size=round(len(train) * fraction), replace=False).tolist())
         links = {str(r.image_id): r for r in session.scalars(select(ClsLabel).where(ClsLabel.dataset_id == dataset_id))}
         index_of = {c: i for i, c in class_ids.items()}
-        for image_id in flipped:
+        for image_id in sorted(flipped):  # sorted: a set iterates in a per-process hash order
             given = index_of[str(links[image_id].class_id)]
             wrong = (given + int(rng.integers(1, classes))) % classes
             set_labels(session=session, dataset_id=dataset_id, image_id=image_id, class_ids=[class_ids[wrong]])
@@ -145,7 +145,7 @@ def flipped_multilabel_dataset(stack, *, classes=5, per_class=40, fraction=0.1, 
         rng = np.random.default_rng(seed)
         train = sorted(version.train_image_ids)
         flipped = set(rng.choice(train, size=round(len(train) * fraction), replace=False).tolist())
-        for image_id in flipped:
+        for image_id in sorted(flipped):  # sorted: a set iterates in a per-process hash order
             rows = session.scalars(select(ClsLabel).where(ClsLabel.dataset_id == dataset_id,
                                                           ClsLabel.image_id == uuid.UUID(image_id))).all()
             digit = next(r.class_id for r in rows if r.class_id in index_of)

@@ -56,15 +56,18 @@ def make_digits_version(session, storage, *, name: str = "digits", classes: int 
         cut2 = cut1 + max(1, int(len(indices) * split_fractions[1]))
         for position, index in enumerate(indices):
             split = "train" if position < cut1 else "val" if position < cut2 else "test"
-            image_id = store_image(session, storage, digit_png(data[index], size), f"digit_{index}.png")
+            # ids from the dataset and the digit, not uuid4: the manifest (ordered by id), and so the
+            # folds and batches built from it, are the same on every run
+            image_id = store_image(session, storage, digit_png(data[index], size), f"digit_{index}.png",
+                                   image_id=uuid.uuid5(uuid.NAMESPACE_URL, f"digits/{name}/{seed}/{index}"))
             add_images_to_dataset(session=session, dataset_id=dataset.id, image_ids=[image_id], split=split)
             labels = [class_ids[label]] + ([class_ids["even" if label % 2 == 0 else "odd"]] if multi_label else [])
             set_labels(session=session, dataset_id=dataset.id, image_id=image_id, class_ids=labels)
     return create_version(session=session, storage=storage, dataset_id=dataset.id)
 
 
-def store_image(session, storage, data: bytes, filename: str) -> uuid.UUID:
-    image_id = uuid.uuid4()
+def store_image(session, storage, data: bytes, filename: str, image_id: uuid.UUID | None = None) -> uuid.UUID:
+    image_id = image_id or uuid.uuid4()
     key = f"images/{image_id}.png"
     storage.put(key, data)
     session.add(ClsImage(id=image_id, filename=f"{image_id}.png", original_filename=filename, storage_path=key,
