@@ -141,6 +141,10 @@ THUMBS_LOADED = ("() => { const imgs = [...document.querySelectorAll(\"img[src*=
                  " return imgs.length >= 48 && imgs.every(i => i.complete && i.naturalWidth > 0); }")
 
 
+DASHBOARD_DRAWN = ("() => document.body.innerText.includes('Recent jobs')"
+                  " && document.querySelectorAll('[data-testid=stMetric]').length >= 7")
+
+
 def browser_render(repeats: int) -> dict:
     """Seconds until the Images page shows its 48 thumbnails (every one decoded), the thumbnails never
     loaded before (a fresh storage folder, a new browser context each time), on a running server:
@@ -150,7 +154,9 @@ def browser_render(repeats: int) -> dict:
     - returning_user: a new tab straight to /images in a browser that opened the app before (Streamlit's
       hashed scripts are served `immutable, max-age=1 year`, so they are cached), a new session;
     - from_sidebar: on the Dashboard, a click on Images in the sidebar (the usual way in);
-    - warm: /images again in the returning user's browser (thumbnails cached).
+    - warm: /images again in the returning user's browser (thumbnails cached);
+    - dashboard_returning_user: the Dashboard (7 metrics, no images) in a new tab of that browser: the
+      app's own shell (sidebar, session start) without the Images page.
     The first request of the server process (imports, caches) is timed apart: first_visit."""
     import shutil
     import tempfile
@@ -210,6 +216,12 @@ def browser_render(repeats: int) -> dict:
                 page = ctx.new_page()
                 page.goto(f"{server.url}/")
                 page.get_by_text("Recent jobs").wait_for(timeout=60_000)
+                page.close()
+                page = ctx.new_page()  # the app's shell alone, for comparison: the Dashboard in a new tab
+                started = time.perf_counter()
+                page.goto(f"{server.url}/")
+                page.wait_for_function(DASHBOARD_DRAWN, timeout=120_000)
+                times.setdefault("dashboard_returning_user", []).append(round(time.perf_counter() - started, 2))
                 page.close()
                 page = ctx.new_page()
                 timed("returning_user", page)
