@@ -18,7 +18,7 @@ from core.classes import COLOR_RE
 from core.datasets import GridFilters
 from core.db import session_scope
 from core.errors import UserError
-from pages.components.thumbnail_grid import Selection, thumbnail_grid, tile
+from pages.components.thumbnail_grid import Selection, selection_controls, thumbnail_grid, tile
 from pages.ui import current_user
 
 KEYS = ("1", "2", "3", "4", "5", "6", "7", "8", "9", "0")
@@ -270,20 +270,12 @@ def dataset_grid(dataset_id: uuid.UUID) -> None:
         total, items = grid_page(session=session, dataset_id=dataset_id, filters=filters,
                                  offset=(state["page"] - 1) * limits.PAGE_SIZE, limit=limits.PAGE_SIZE)
     page_ids = [str(item.image_id) for item in items]
-    count = selection.count(total)
 
     def ids_provider() -> list[uuid.UUID]:
         return selected_ids(dataset_id, filters)
 
     cols = st.columns([2, 1, 1, 1.4, 1, 1.3])
-    cols[0].markdown(f"**{count:,} selected**" + (" (all matching)" if selection.all_matching else ""))
-    cols[1].button("Select page", key=f"dsgrid_selpage_{dataset_id}", on_click=selection.set_page,
-                   args=(page_ids, True), width="stretch")
-    cols[2].button("Unselect page", key=f"dsgrid_unselpage_{dataset_id}", on_click=selection.set_page,
-                   args=(page_ids, False), width="stretch")
-    cols[3].button(f"Select all {total:,} matching", key=f"dsgrid_selall_{dataset_id}",
-                   on_click=selection.select_all_matching, width="stretch")
-    cols[4].button("Clear", key=f"dsgrid_clear_{dataset_id}", on_click=selection.clear, width="stretch")
+    count = selection_controls(cols, selection, page_ids, total, key=f"dsgrid_{dataset_id}")
     with cols[5]:
         bulk_actions(dataset, classes, ids_provider, count)
     key_bar(dataset, classes, ids_provider, count)

@@ -11,7 +11,7 @@ from core import limits
 from core.db import session_scope
 from core.errors import UserError
 from core.images import SORTS, ImageFilters
-from pages.components.thumbnail_grid import Selection, thumbnail_grid, tile
+from pages.components.thumbnail_grid import Selection, selection_controls, thumbnail_grid, tile
 from pages.ui import current_user, run_action, storage_urls
 
 SORT_LABELS = {"date_desc": "Newest first", "date_asc": "Oldest first", "name_asc": "Name A–Z",
@@ -101,18 +101,7 @@ def selected_ids(filters: ImageFilters) -> list[uuid.UUID]:
 
 
 def selection_bar(page_ids: list[str], total: int) -> int:
-    selection = _selection()
-    count = selection.count(total)
-    cols = st.columns([2, 1, 1, 1.4, 1])
-    cols[0].markdown(f"**{count:,} selected**" + (" (all matching)" if selection.all_matching else ""))
-    cols[1].button("Select page", on_click=selection.set_page, args=(page_ids, True), key="img_sel_page",
-                   width="stretch")
-    cols[2].button("Unselect page", on_click=selection.set_page, args=(page_ids, False), key="img_unsel_page",
-                   width="stretch")
-    cols[3].button(f"Select all {total:,} matching", on_click=selection.select_all_matching, key="img_sel_all",
-                   width="stretch")
-    cols[4].button("Clear", on_click=selection.clear, key="img_sel_clear", width="stretch")
-    return count
+    return selection_controls(st.columns([2, 1, 1, 1.4, 1]), _selection(), page_ids, total, key="img")
 
 
 # ---------------------------------------------------------------- bulk actions

@@ -239,7 +239,7 @@ def test_datasets_page_create_add_label(embedded_stack):
     at.run()
     [grid] = component_data(at, "thumbnail_grid")
     assert len(grid["tiles"]) == 4
-    at.button(key=f"dsgrid_selpage_{dataset_id}").click().run()
+    at.button(key=f"dsgrid_{dataset_id}_sel_page").click().run()
     at.button(key=f"dskey_{dataset_id}_2").click().run()
     assert not at.exception
     assert at.toast[0].value == "4 images changed: dog"

@@ -72,6 +72,21 @@ class Selection:
         self.all_matching = False
 
 
+def selection_controls(cols, selection: Selection, page_ids: list[str], total: int, key: str) -> int:
+    """The count and Select page / Unselect page / Select all matching / Clear, in the first five of
+    `cols` (Streamlit columns); returns how many images are selected."""
+    count = selection.count(total)
+    cols[0].markdown(f"**{count:,} selected**" + (" (all matching)" if selection.all_matching else ""))
+    cols[1].button("Select page", key=f"{key}_sel_page", on_click=selection.set_page, args=(page_ids, True),
+                   width="stretch")
+    cols[2].button("Unselect page", key=f"{key}_unsel_page", on_click=selection.set_page, args=(page_ids, False),
+                   width="stretch")
+    cols[3].button(f"Select all {total:,} matching", key=f"{key}_sel_all", on_click=selection.select_all_matching,
+                   width="stretch")
+    cols[4].button("Clear", key=f"{key}_sel_clear", on_click=selection.clear, width="stretch")
+    return count
+
+
 def thumbnail_grid(*, key: str, tiles: list[dict], selection: Selection,
                    on_details: Callable[[str], None] | None = None, per_row: int = 6) -> None:
     """Mount the grid; `selection` (kept in session state by the caller) follows the user's clicks, and
