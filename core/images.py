@@ -643,8 +643,9 @@ def filter_clauses(session: Session, filters: ImageFilters) -> list:
 
 
 def list_images(*, session: Session, filters: ImageFilters, sort: str = "date_desc", limit: int = limits.PAGE_SIZE,
-                offset: int = 0) -> tuple[list[ClsImage], int]:
-    """One page of the library and the number of images matching the filters."""
+                offset: int = 0, count_limit: int | None = None) -> tuple[list[ClsImage], int]:
+    """One page of the library and the number of images matching the filters. With `count_limit` the
+    counting stops there: the number is count_limit + 1 when more match."""
     if sort not in SORTS:
         raise InvalidInput(f"unknown sort {sort!r}; one of {', '.join(SORTS)}")
     if limit < 1 or limit > 1000 or offset < 0:
@@ -652,7 +653,11 @@ def list_images(*, session: Session, filters: ImageFilters, sort: str = "date_de
     clauses = filter_clauses(session, filters)
     rows = session.scalars(select(ClsImage).where(*clauses).order_by(*SORTS[sort], ClsImage.id)
                            .limit(limit).offset(offset)).all()
-    total = session.scalar(select(func.count()).select_from(ClsImage).where(*clauses))
+    if count_limit is None:
+        total = session.scalar(select(func.count()).select_from(ClsImage).where(*clauses))
+    else:
+        matching = select(ClsImage.id).where(*clauses).limit(count_limit + 1).subquery()
+        total = session.scalar(select(func.count()).select_from(matching))
     return list(rows), int(total or 0)
 
 

@@ -29,6 +29,9 @@ THUMBNAIL_SIZE = 256
 """Longest side of the JPEG thumbnail made at ingest (pixels)."""
 
 PAGE_SIZE = 48
+# The Images page counts matches exactly up to this many past the page shown, then says "N+": an exact
+# count of a broad text search reads every matching row (42 ms for 25,000 of 100,000 images).
+COUNT_AHEAD = 10_000
 """Images per page in grids."""
 
 JOB_HEARTBEAT_S = 10.0

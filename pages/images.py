@@ -100,8 +100,8 @@ def selected_ids(filters: ImageFilters) -> list[uuid.UUID]:
     return [uuid.UUID(i) for i in _selection().ids]
 
 
-def selection_bar(page_ids: list[str], total: int) -> int:
-    return selection_controls(st.columns([2, 1, 1, 1.4, 1]), _selection(), page_ids, total, key="img")
+def selection_bar(page_ids: list[str], total: int, more: bool) -> int:
+    return selection_controls(st.columns([2, 1, 1, 1.4, 1]), _selection(), page_ids, total, key="img", more=more)
 
 
 # ---------------------------------------------------------------- bulk actions
@@ -126,11 +126,12 @@ def confirm_delete(ids: list[uuid.UUID], what: str) -> None:
             st.rerun()
 
 
-def bulk_actions(filters: ImageFilters, count: int, total: int) -> None:
+def bulk_actions(filters: ImageFilters, count: int, total: int, more: bool) -> None:
     from core import bulk_actions as bulk
     from core import images as lib
 
-    with st.popover(f"Bulk actions ({count:,})", disabled=count == 0):
+    plus = "+" if more and _selection().all_matching else ""
+    with st.popover(f"Bulk actions ({count:,}{plus})", disabled=count == 0):
         tab_ds, tab_folder, tab_tags, tab_delete = st.tabs(["Add to dataset", "Folder", "Tags", "Delete"])
         with tab_ds:
             datasets = _datasets()
@@ -158,7 +159,8 @@ def bulk_actions(filters: ImageFilters, count: int, total: int) -> None:
         with tab_delete:
             if st.button(f"Delete {count:,} selected", key="img_bulk_delete"):
                 confirm_delete(selected_ids(filters), "selected images")
-            if st.button(f"Delete all {total:,} matching the filters", key="img_bulk_delete_filtered"):
+            if st.button(f"Delete all {total:,}{'+' if more else ''} matching the filters",
+                         key="img_bulk_delete_filtered"):
                 from core.images import matching_image_ids
 
                 with session_scope() as session:
@@ -219,13 +221,15 @@ def table(rows, urls) -> None:
         selection.set_page(chosen, True)
 
 
-def pager(total: int, page: int) -> int:
-    pages = max(1, -(-total // limits.PAGE_SIZE))
+def pager(total: int, page: int, more: bool = False) -> int:
+    """Page numbers; with `more` the count stopped at `total`, so the last page shown is not the end
+    (paging on counts further)."""
+    pages = max(1, -(-total // limits.PAGE_SIZE), page + 1 if more else 1)
     page = min(max(page, 1), pages)
     if pages > 1:
         shown = sorted({1, pages, *range(max(1, page - 3), min(pages, page + 3) + 1)})
         cols = st.columns(len(shown) + 1)
-        cols[0].caption(f"Page {page} of {pages}")
+        cols[0].caption(f"Page {page} of {pages:,}{'+' if more else ''}")
         for col, number in zip(cols[1:], shown, strict=True):
             if col.button(str(number), key=f"img_page_{number}", type="primary" if number == page else "secondary",
                           width="stretch"):
@@ -340,12 +344,15 @@ def library_tab() -> None:
     st.session_state["img_signature"] = signature
     page = st.session_state.get("img_page", 1)
     with session_scope() as session:
-        rows, total = list_images(session=session, filters=filters, sort=sort,
-                                  offset=(max(page, 1) - 1) * limits.PAGE_SIZE)
-    st.caption(f"{total:,} of {options['total_count']:,} images")
+        offset = (max(page, 1) - 1) * limits.PAGE_SIZE
+        count_limit = offset + limits.COUNT_AHEAD
+        rows, total = list_images(session=session, filters=filters, sort=sort, offset=offset, count_limit=count_limit)
+    more = total > count_limit
+    total = min(total, count_limit)
+    st.caption(f"{total:,}{'+' if more else ''} of {options['total_count']:,} images")
     page_ids = [str(r.id) for r in rows]
-    count = selection_bar(page_ids, total)
-    bulk_actions(filters, count, total)
+    count = selection_bar(page_ids, total, more)
+    bulk_actions(filters, count, total, more)
     urls = thumbnail_urls([r.thumbnail_path for r in rows])
     if not rows:
         st.info("No images match. Import some with the Import button, or loosen the filters.")
@@ -353,7 +360,7 @@ def library_tab() -> None:
         table(rows, urls)
     else:
         grid(rows, urls)
-    page = pager(total, page)
+    page = pager(total, page, more)
     sync_query_params(filters, sort, view, page)
     if st.session_state.get("img_toast"):
         st.toast(st.session_state.pop("img_toast"))

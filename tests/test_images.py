@@ -246,6 +246,9 @@ def test_filters_sort_and_pages(stack):
                                                            key=lambda r: (r.file_size_bytes, r.id))]
         assert names(ImageFilters(), sort="size_asc", limit=2, offset=1) == (by_size[1:3], 5)
         assert names(ImageFilters(statuses=["labeled"]))[1] == 0
+        # a count that stops: limit + 1 means "more than limit"
+        assert [names(ImageFilters(), count_limit=n)[1] for n in (1, 3, 5, 9)] == [2, 4, 5, 5]
+        assert names(ImageFilters(search="cat"), count_limit=1) == (names(ImageFilters(search="cat"))[0], 2)
         assert set(matching_image_ids(session=session, filters=ImageFilters(tags=["cat"]))) == {
             ids["cat_1.png"], ids["cat_2.png"]}
         options = image_filter_options(session=session)

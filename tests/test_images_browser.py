@@ -176,3 +176,28 @@ def test_list_view_shows_the_page_as_a_table_with_the_selection(embedded_stack):
     assert list(frame["selected"]) == [True, True, True]
     assert sorted(frame["id"]) == sorted(str(r.image_id) for r in results)
     assert any("3 selected" in m.value for m in app.markdown)
+
+
+def test_counts_stop_ahead_of_the_page_and_say_so(embedded_stack, monkeypatch):
+    """A broad filter is counted exactly only up to COUNT_AHEAD past the page shown ("N+"); paging on
+    counts further."""
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from core import limits
+    from core.images import ingest_many
+
+    st.cache_data.clear()  # the filter options (library total) are cached per database URL in this process
+    monkeypatch.setattr(limits, "COUNT_AHEAD", 10)
+    ingest_many(items=[(f"c_{i:02d}.png", drawn_image_bytes(800 + i, (40, 30))) for i in range(52)],
+                storage=embedded_stack.storage, folder="counted", workers=1)
+    app = AppTest.from_file(str(ROOT / "pages" / "images.py"), default_timeout=60)
+    app.query_params["folder"] = "counted"
+    app.run()
+    assert not app.exception
+    assert any(c.value == "10+ of 52 images" for c in app.caption), [c.value for c in app.caption]
+    assert any(c.value == "Page 1 of 2+" for c in app.caption)
+    assert app.button(key="img_sel_all").label == "Select all 10+ matching"
+    app.button(key="img_page_2").click().run()
+    assert any(c.value == "52 of 52 images" for c in app.caption)  # page 2 counts up to 48 + 10: exact
+    assert len(component_data(app, "thumbnail_grid")[0]["tiles"]) == 4

@@ -72,17 +72,20 @@ class Selection:
         self.all_matching = False
 
 
-def selection_controls(cols, selection: Selection, page_ids: list[str], total: int, key: str) -> int:
+def selection_controls(cols, selection: Selection, page_ids: list[str], total: int, key: str,
+                       more: bool = False) -> int:
     """The count and Select page / Unselect page / Select all matching / Clear, in the first five of
-    `cols` (Streamlit columns); returns how many images are selected."""
+    `cols` (Streamlit columns); returns how many images are selected. `more`: at least `total` match
+    (the count stopped there)."""
     count = selection.count(total)
-    cols[0].markdown(f"**{count:,} selected**" + (" (all matching)" if selection.all_matching else ""))
+    shown = f"{count:,}+" if more and selection.all_matching else f"{count:,}"
+    cols[0].markdown(f"**{shown} selected**" + (" (all matching)" if selection.all_matching else ""))
     cols[1].button("Select page", key=f"{key}_sel_page", on_click=selection.set_page, args=(page_ids, True),
                    width="stretch")
     cols[2].button("Unselect page", key=f"{key}_unsel_page", on_click=selection.set_page, args=(page_ids, False),
                    width="stretch")
-    cols[3].button(f"Select all {total:,} matching", key=f"{key}_sel_all", on_click=selection.select_all_matching,
-                   width="stretch")
+    cols[3].button(f"Select all {total:,}{'+' if more else ''} matching", key=f"{key}_sel_all",
+                   on_click=selection.select_all_matching, width="stretch")
     cols[4].button("Clear", key=f"{key}_sel_clear", on_click=selection.clear, width="stretch")
     return count
 
