@@ -278,11 +278,14 @@ class LibraryIndex:
         reads the rows created at or after `since` and passes them to `absorb(rows, now)`."""
         now = _db_now(session)
         with self.lock:
-            if self.index is None or time.monotonic() - self.built_at > INDEX_REBUILD_SECONDS:
+            if self._stale():
                 self._rebuild(session, now)
             keys, _distances = self.index.search(value, threshold)
             since = self.complete_before
         return [uuid.UUID(bytes=key.tobytes()) for key in keys], since, now
+
+    def _stale(self) -> bool:
+        return self.index is None or time.monotonic() - self.built_at > INDEX_REBUILD_SECONDS
 
     def absorb(self, rows: Iterable, now) -> None:
         """Take in rows (with id, phash, created_at) read with `created_at >= since` at time `now`."""
@@ -298,7 +301,7 @@ class LibraryIndex:
         """Build (or catch up) now, outside a query."""
         now = _db_now(session)
         with self.lock:
-            if self.index is None or time.monotonic() - self.built_at > INDEX_REBUILD_SECONDS:
+            if self._stale():
                 self._rebuild(session, now)
                 return
             since = self.complete_before

@@ -9,7 +9,7 @@ import uuid
 import streamlit as st
 
 from core.db import session_scope
-from pages.ui import current_user, run_action
+from pages.ui import current_user, plain, run_action
 
 
 def _is_admin() -> bool:
@@ -21,12 +21,6 @@ def _is_admin() -> bool:
 
 
 NO_PARENT = "none"
-
-
-def _plain(text: str | None) -> str:
-    from pages.images import plain
-
-    return plain(text)
 
 
 def _classes() -> list[dict]:
@@ -68,7 +62,7 @@ def create_section(classes: list[dict]) -> None:
 
             created = run_action(act)
             if created is not None:
-                _done(f"Class {_plain(created)} created")
+                _done(f"Class {plain(created)} created")
     with many, st.form("cls_bulk", clear_on_submit=True):
         text = st.text_area("One class name per line", height=140)
         if st.form_submit_button("Create classes", type="primary"):
@@ -84,7 +78,7 @@ def create_section(classes: list[dict]) -> None:
         for error in report["errors"]:
             st.error(f"Line {error['line']}: {error['error']}")
         if report["existing"]:
-            st.info(f"Already there: {_plain(', '.join(report['existing']))}")
+            st.info(f"Already there: {plain(', '.join(report['existing']))}")
 
 
 # ---------------------------------------------------------------- tree, edit, delete
@@ -100,7 +94,7 @@ def confirm_delete(class_row: dict) -> None:
 
     with session_scope() as session:
         count = labels_using(session=session, class_id=class_row["id"])
-    st.warning(f"Delete {_plain(class_row['name'])}? This removes {count:,} labels from the datasets' images "
+    st.warning(f"Delete {plain(class_row['name'])}? This removes {count:,} labels from the datasets' images "
                "(versions already made keep theirs). This cannot be undone.")
     if st.button(f"Delete and remove {count:,} labels", type="primary", key="cls_confirm_delete"):
         def act():
@@ -194,7 +188,7 @@ def merge_section(classes: list[dict]) -> None:
 
             result = run_action(act)
             if result is not None:
-                _done(f"Merged {len(result['merged'])} classes into {_plain(result['target'])}: "
+                _done(f"Merged {len(result['merged'])} classes into {plain(result['target'])}: "
                       f"{result['labels_moved']:,} labels moved, {result['duplicate_labels_dropped']:,} duplicates dropped")
 
 

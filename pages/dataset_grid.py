@@ -19,7 +19,7 @@ from core.datasets import GridFilters
 from core.db import session_scope
 from core.errors import UserError
 from pages.components.thumbnail_grid import Selection, selection_controls, thumbnail_grid, tile
-from pages.ui import current_user
+from pages.ui import current_user, plain, storage_urls
 
 KEYS = ("1", "2", "3", "4", "5", "6", "7", "8", "9", "0")
 PER_ROW = 6
@@ -103,7 +103,7 @@ def label_selected(dataset: dict, class_row: dict, ids_provider) -> None:
         return set_label(dataset_id=dataset["id"], image_ids=ids, class_id=class_row["id"], mode=mode,
                          user_id=current_user().id)
 
-    _run(dataset["id"], action, f"{{n}} images changed: {_plain(class_row['name'])}")
+    _run(dataset["id"], action, f"{{n}} images changed: {plain(class_row['name'])}")
 
 
 def key_bar(dataset: dict, classes: list[dict], ids_provider, count: int) -> None:
@@ -117,8 +117,8 @@ def key_bar(dataset: dict, classes: list[dict], ids_provider, count: int) -> Non
                 else ""))
     cols = st.columns(len(keyed))
     for col, key, class_row in zip(cols, KEYS, keyed, strict=False):
-        col.button(f"{key} · {_plain(class_row['name'])}", key=f"dskey_{dataset['id']}_{key}", shortcut=key,
-                   disabled=count == 0, width="stretch", help=f"Label the selected images {_plain(class_row['name'])}",
+        col.button(f"{key} · {plain(class_row['name'])}", key=f"dskey_{dataset['id']}_{key}", shortcut=key,
+                   disabled=count == 0, width="stretch", help=f"Label the selected images {plain(class_row['name'])}",
                    on_click=label_selected, args=(dataset, class_row, ids_provider))
 
 
@@ -180,12 +180,6 @@ def bulk_actions(dataset: dict, classes: list[dict], ids_provider, count: int) -
 # ---------------------------------------------------------------- tiles
 
 
-def _plain(text: str | None) -> str:
-    from pages.images import plain
-
-    return plain(text)
-
-
 def _color(value: str | None) -> str:
     return value if value and COLOR_RE.match(value) else "#6B7280"
 
@@ -209,9 +203,7 @@ def tile_chips(labels: list, classes_by_id: dict, split: str | None, status: str
 
 
 def tiles(dataset_id: uuid.UUID, items: list, classes_by_id: dict) -> None:
-    from pages.images import thumbnail_urls
-
-    urls = thumbnail_urls([item.thumbnail_path for item in items])
+    urls = storage_urls([item.thumbnail_path for item in items])
     thumbnail_grid(key=f"dsgrid_tiles_{dataset_id}", selection=_selection(dataset_id), tiles=[
         tile(item.image_id, url, item.filename, chips=tile_chips(item.labels, classes_by_id, item.split, item.status))
         for item, url in zip(items, urls, strict=True)])

@@ -3,7 +3,6 @@ reads the state it needs through core and renders; no SQL here."""
 
 from __future__ import annotations
 
-import re
 import uuid
 
 import pandas as pd
@@ -14,7 +13,7 @@ from core.db import session_scope
 from core.errors import UserError
 from core.splits import resolve_threshold
 from core.storage import get_storage
-from pages.ui import current_user, run_action, watch_jobs
+from pages.ui import current_user, plain, run_action, watch_jobs
 
 SPLIT_COLORS = {"train": "#3B82F6", "val": "#F59E0B", "test": "#10B981", "unassigned": "#9CA3AF"}
 SEVERITY_ICONS = {"error": ":material/error:", "warning": ":material/warning:", "info": ":material/info:"}
@@ -26,11 +25,6 @@ FORMAT_HELP = {
 MAX_DISTANCE = 12  # core.duplicates.MAX_THRESHOLD: beyond it 64-bit pHash matches unrelated images
 LINKS_SHOWN = 60
 THUMBS_SHOWN = 8
-
-
-def plain(text: str) -> str:
-    """User text (class names) shown through markdown without being read as markup."""
-    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$:])", r"\\\1", text)
 
 
 def image_links(image_ids: list[str], limit: int = LINKS_SHOWN) -> None:

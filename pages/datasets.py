@@ -9,7 +9,7 @@ import streamlit as st
 
 from core.db import session_scope
 from core.errors import UserError
-from pages.ui import current_user, run_action
+from pages.ui import current_user, plain, run_action
 
 
 def _is_admin() -> bool:
@@ -103,21 +103,15 @@ def list_view() -> None:
     for row in rows:
         with st.container(border=True):
             cols = st.columns([3, 1.2, 1, 1, 2.2, 1])
-            cols[0].markdown(f"**{_plain(row['name'])}**")
+            cols[0].markdown(f"**{plain(row['name'])}**")
             if row["description"]:
-                cols[0].caption(_plain(row["description"]))
+                cols[0].caption(plain(row["description"]))
             cols[1].caption(row["task"])
             cols[2].metric("Images", f"{row['images']:,}")
             cols[3].metric("Classes", row["classes"])
             pct = row["labeled"] / row["images"] if row["images"] else 0.0
             cols[4].progress(pct, text=f"{row['labeled']:,} labeled ({pct:.0%})")
             cols[5].button("Open", key=f"ds_open_{row['id']}", on_click=_open, args=(row["id"],), width="stretch")
-
-
-def _plain(text: str | None) -> str:
-    from pages.images import plain
-
-    return plain(text)
 
 
 # ---------------------------------------------------------------- detail
@@ -171,7 +165,7 @@ def add_images_section(dataset_id: uuid.UUID) -> None:
 def confirm_delete(dataset_id: uuid.UUID, name: str, images: int) -> None:
     from core.datasets import delete_dataset
 
-    st.warning(f"Delete the dataset {_plain(name)} with its {images:,} memberships, labels and versions? "
+    st.warning(f"Delete the dataset {plain(name)} with its {images:,} memberships, labels and versions? "
                "The images stay in the library. This cannot be undone.")
     if st.button("Delete dataset", type="primary", key="ds_confirm_delete"):
         def act():
@@ -226,7 +220,7 @@ def detail_view(dataset_id: uuid.UUID) -> None:
         return
     top = st.columns([1, 6, 1.2, 1.2])
     top[0].button("◀ Datasets", on_click=_close, key="ds_back", type="tertiary")
-    top[1].title(_plain(dataset["name"]), anchor=False)
+    top[1].title(plain(dataset["name"]), anchor=False)
     if top[2].button("Import", icon=":material/upload:", key="ds_import", width="stretch", disabled=not _is_admin()):
         try:
             from pages.import_dialog import open_import_dialog
@@ -236,7 +230,7 @@ def detail_view(dataset_id: uuid.UUID) -> None:
             open_import_dialog(dataset_id=dataset_id)
     top[3].page_link("pages/labeling.py", label="Label", icon=":material/keyboard:",
                      query_params={"dataset": str(dataset_id)}, width="stretch")
-    st.caption(" · ".join(filter(None, [TASK_LABELS[dataset["task_type"]], _plain(dataset["description"])])))
+    st.caption(" · ".join(filter(None, [TASK_LABELS[dataset["task_type"]], plain(dataset["description"])])))
     tabs = st.tabs(["Images", "Splits", "Versions", "Health", "Export", "Settings"], key=f"ds_tabs_{dataset_id}",
                    on_change="rerun")
     with tabs[0]:

@@ -10,16 +10,10 @@ import streamlit as st
 
 from core.db import session_scope
 from core.duplicates import CONFIRM_MAX_DISTANCE, DEFAULT_THRESHOLD, MAX_THRESHOLD
-from pages.ui import current_user, run_action, watch_jobs
+from pages.ui import current_user, run_action, storage_urls, watch_jobs
 
 GROUPS_PER_PAGE = 10
 THUMBS_PER_ROW = 6
-
-
-def _thumbnail_urls(keys: list[str | None]) -> list[str | None]:
-    from pages.images import thumbnail_urls  # deferred: the Images page imports this module
-
-    return thumbnail_urls(keys)
 
 
 def _caption(row: dict) -> str:
@@ -72,7 +66,7 @@ def search_controls() -> None:
 def _group_block(kind: str, group: list[dict]) -> None:
     first = str(group[0]["id"])
     with st.container(border=True):
-        urls = _thumbnail_urls([row["thumbnail_path"] for row in group])
+        urls = storage_urls([row["thumbnail_path"] for row in group])
         for start in range(0, len(group), THUMBS_PER_ROW):
             columns = st.columns(THUMBS_PER_ROW)
             for column, row, url in zip(columns, group[start:start + THUMBS_PER_ROW],

@@ -12,34 +12,20 @@ from core.db import session_scope
 from core.errors import UserError
 from core.images import SORTS, ImageFilters
 from pages.components.thumbnail_grid import Selection, selection_controls, thumbnail_grid, tile
-from pages.ui import current_user, run_action, storage_urls
+from pages.ui import (
+    clear_library_filter_options,
+    current_user,
+    library_filter_options,
+    plain,
+    run_action,
+    storage_urls,
+)
 
 SORT_LABELS = {"date_desc": "Newest first", "date_asc": "Oldest first", "name_asc": "Name A–Z",
                "name_desc": "Name Z–A", "size_desc": "Largest first", "size_asc": "Smallest first"}
 
 
-def thumbnail_urls(keys: list[str | None]) -> list[str | None]:
-    """Stable browser URLs for thumbnail keys (pages.ui.storage_urls): cacheable, no re-encoding."""
-    return storage_urls(keys)
-
-
-def plain(text: str | None) -> str:
-    """User text shown through markdown-rendering widgets, with markdown characters escaped."""
-    out = str(text or "")
-    for char in "\\`*_{}[]()#+-.!|<>~$:":
-        out = out.replace(char, "\\" + char)
-    return out
-
-
 # ---------------------------------------------------------------- filters in the URL
-
-
-@st.cache_data(ttl=60, show_spinner=False)  # cleared by every change made on this page
-def _filter_options(_database_url: str) -> dict:
-    from core.images import image_filter_options
-
-    with session_scope() as session:
-        return image_filter_options(session=session)
 
 
 def filters_bar(options: dict) -> tuple[ImageFilters, str, str]:
@@ -122,7 +108,7 @@ def confirm_delete(ids: list[uuid.UUID], what: str) -> None:
 
         if run_action(act) is not None:
             _selection().clear()
-            _filter_options.clear()
+            clear_library_filter_options()
             st.rerun()
 
 
@@ -178,7 +164,7 @@ def _apply(action, filters: ImageFilters, done: str) -> None:
     changed = run_action(act)
     if changed is not None:
         st.session_state["img_toast"] = f"{changed:,} images: {done}"
-        _filter_options.clear()
+        clear_library_filter_options()
         st.rerun()
 
 
@@ -260,7 +246,7 @@ def image_dialog(image_id: uuid.UUID) -> None:
     image = detail["image"]
     left, right = st.columns([3, 2])
     with left:
-        url = thumbnail_urls([image.thumbnail_path])[0]
+        url = storage_urls([image.thumbnail_path])[0]
         preview = _preview_bytes(image.storage_path, image.file_size_bytes)
         st.image(preview if preview is not None else url, width="stretch")
     with right:
@@ -279,7 +265,7 @@ def image_dialog(image_id: uuid.UUID) -> None:
                                             status=status)
 
                 if run_action(save, success="Saved") is not None:
-                    _filter_options.clear()
+                    clear_library_filter_options()
         if st.button("Delete this image", key=f"del_{image_id}"):
             def delete_one():
                 with session_scope() as session:
@@ -288,7 +274,7 @@ def image_dialog(image_id: uuid.UUID) -> None:
 
             if run_action(delete_one) is not None:
                 st.query_params.pop("image", None)
-                _filter_options.clear()
+                clear_library_filter_options()
             st.rerun()
     st.markdown("**Datasets**")
     st.dataframe(_displayable(detail["datasets"]) or [{"dataset": "in no dataset"}], hide_index=True, width="stretch")
@@ -329,10 +315,9 @@ def _duplicates_of(image_id: uuid.UUID) -> None:
 
 
 def library_tab() -> None:
-    from core.config import get_settings
     from core.images import list_images
 
-    options = _filter_options(get_settings().database_url)
+    options = library_filter_options()
     filters, sort, view = filters_bar(options)
     signature = (filters.to_params(), sort)
     if "img_signature" not in st.session_state:  # first run: the page comes from a shared URL
@@ -353,7 +338,7 @@ def library_tab() -> None:
     page_ids = [str(r.id) for r in rows]
     count = selection_bar(page_ids, total, more)
     bulk_actions(filters, count, total, more)
-    urls = thumbnail_urls([r.thumbnail_path for r in rows])
+    urls = storage_urls([r.thumbnail_path for r in rows])
     if not rows:
         st.info("No images match. Import some with the Import button, or loosen the filters.")
     elif view == "List":

@@ -9,7 +9,7 @@ import streamlit as st
 
 from core.db import session_scope
 from core.storage import get_storage
-from pages.ui import current_user, run_action, user_errors, watch_jobs
+from pages.ui import current_user, library_filter_options, run_action, user_errors, watch_jobs
 
 st.title("Predict")
 st.caption("Predict classes for new images with a trained model, with Grad-CAM.")
@@ -168,10 +168,8 @@ def selection_inputs() -> list | None:
     """A selection: the library's images in chosen folders / with chosen tags, plus pasted image ids
     (e.g. copied from the Images page). None (with the reason shown) when ids do not parse."""
     from core.auto_label import parse_image_ids, selection_ids
-    from core.images import image_filter_options
 
-    with session_scope() as session:
-        options = image_filter_options(session=session)
+    options = library_filter_options()
     left, right = st.columns(2)
     folders = left.multiselect("Images in folders", options["folders"], key="batch_folders")
     tags = right.multiselect("…with any of the tags", options["tags"], key="batch_tags")

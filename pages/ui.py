@@ -219,3 +219,32 @@ def _app_root() -> str:
 
 def storage_urls(keys: list[str | None]) -> list[str | None]:
     return [storage_url(key) if key else None for key in keys]
+
+
+def plain(text: str | None) -> str:
+    """User text shown through markdown-rendering widgets, with markdown characters escaped."""
+    out = str(text or "")
+    for char in "\\`*_{}[]()#+-.!|<>~$:":
+        out = out.replace(char, "\\" + char)
+    return out
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def _library_filter_options(database_url: str) -> dict:
+    from core.db import session_scope
+    from core.images import image_filter_options
+
+    with session_scope() as session:
+        return image_filter_options(session=session)
+
+
+def library_filter_options() -> dict:
+    """The library's statuses, sources, folders, tags and total (core.images.image_filter_options),
+    cached a minute per database; pages that change images call clear_library_filter_options()."""
+    from core.config import get_settings
+
+    return _library_filter_options(get_settings().database_url)
+
+
+def clear_library_filter_options() -> None:
+    _library_filter_options.clear()
