@@ -1,5 +1,8 @@
-"""Who is acting: an OIDC user (Streamlit's st.user, read by the page layer and passed in here) or
-the single local user when no login is configured. Ids are stable UUIDs derived from the e-mail."""
+"""Who is acting: an OIDC user (Streamlit's st.user, read by the page layer and passed in here), the
+single local user when no login is configured, or the operator (the CLI, and jobs it starts: it
+already holds the database credentials). Ids are stable UUIDs derived from the e-mail.
+
+A `User` is the `actor` every writing service takes (core.permissions checks its role)."""
 
 from __future__ import annotations
 
@@ -19,6 +22,12 @@ class User:
     name: str
     role: str
     is_local: bool = False
+    is_operator: bool = False
+
+
+Actor = User  # what services call the one acting; one type for people and the operator
+
+OPERATOR_EMAIL = "operator@cli"
 
 
 def user_id_for(email: str) -> uuid.UUID:
@@ -44,3 +53,26 @@ def local_user() -> User:
 
 def oidc_user(email: str, name: str | None = None) -> User:
     return User(id=user_id_for(email), email=email, name=name or email, role=role_for(email))
+
+
+def operator_user() -> User:
+    """The explicit identity of the CLI and of the jobs it starts: always admin, never implied by a
+    missing argument (there is no `actor=None`)."""
+    return User(id=user_id_for(OPERATOR_EMAIL), email=OPERATOR_EMAIL, name="Operator (CLI)", role="admin",
+                is_operator=True)
+
+
+def actor_from_record(record: dict) -> User:
+    """An actor rebuilt from `actor_record` (job parameters): its role is resolved again when checked."""
+    email = str(record.get("email") or "")
+    if record.get("operator"):
+        return operator_user()
+    if record.get("local"):
+        return local_user() if email == local_user().email else oidc_user(email)
+    return oidc_user(email, record.get("name"))
+
+
+def actor_record(actor: User) -> dict:
+    """What a job stores of the actor who started it (JSON-safe)."""
+    return {"id": str(actor.id), "email": actor.email, "name": actor.name, "local": actor.is_local,
+            "operator": actor.is_operator}

@@ -68,3 +68,64 @@ def test_audit_rows(db_stack):
     with db_stack.session() as session:
         (event,) = recent_audit_events(session=session)
         assert (event.user_email, event.action, event.row_count) == ("boss@acme.com", "delete_images", 12)
+
+
+# The fail-closed primitive every write service uses: @requires + a required keyword `actor`.
+
+def test_requires_checks_the_actor_before_the_body_and_refuses_none(roles):
+    from core.permissions import WRITE_SERVICES, requires
+    from core.users import operator_user
+
+    ran = []
+
+    @requires("admin", "renaming a thing")
+    def rename_thing(*, actor, name):
+        ran.append(name)
+        return name
+
+    assert WRITE_SERVICES[f"{__name__}.{rename_thing.__qualname__}"].role == "admin"
+    assert rename_thing(actor=oidc_user("boss@acme.com"), name="a") == "a"
+    assert rename_thing(actor=operator_user(), name="b") == "b"
+    with pytest.raises(PermissionDenied, match="renaming a thing needs the admin role; you are a labeler"):
+        rename_thing(actor=oidc_user("ann@acme.com"), name="c")
+    with pytest.raises(PermissionDenied, match="no signed-in user"):
+        rename_thing(actor=None, name="d")
+    with pytest.raises(PermissionDenied):
+        rename_thing(name="e")  # a forgotten actor is refused, not allowed
+    with pytest.raises(TypeError, match="must be a core.users.User"):
+        rename_thing(actor="boss@acme.com", name="f")
+    assert ran == ["a", "b"]
+
+
+def test_requires_rejects_a_service_without_a_required_keyword_actor():
+    from core.permissions import requires
+
+    with pytest.raises(TypeError, match="required keyword-only `actor`"):
+        @requires("admin", "x")
+        def optional_actor(*, actor=None):
+            pass
+    with pytest.raises(TypeError, match="required keyword-only `actor`"):
+        @requires("admin", "x")
+        def positional_actor(actor):
+            pass
+
+
+def test_roles_are_resolved_again_at_each_check(roles, monkeypatch):
+    from core.permissions import can_act, require
+
+    ann = oidc_user("ann@acme.com")
+    require(ann, "labeler", "labeling")
+    monkeypatch.setenv("ROLES", "boss@acme.com=admin")  # ann's labeler role removed meanwhile
+    reset_settings_cache()
+    assert not can_act(ann, "labeler")
+    with pytest.raises(PermissionDenied, match="you are a viewer"):
+        require(ann, "labeler", "labeling")
+
+
+def test_actor_record_round_trip_keeps_who_but_not_the_role(roles):
+    from core.users import actor_from_record, actor_record, operator_user
+
+    for actor in (oidc_user("ann@acme.com", "Ann"), local_user(), operator_user()):
+        again = actor_from_record(actor_record(actor))
+        assert (again.id, again.email, again.is_operator, again.is_local) == (
+            actor.id, actor.email, actor.is_operator, actor.is_local)
