@@ -77,7 +77,7 @@ def create_run(*, session: Session, version_id, config: dict[str, Any], user_id:
         if values.get(key) not in (None, actual):
             raise InvalidInput(f"{key} {values[key]!r} does not match the version's {actual!r}")
         values[key] = actual
-    parsed = parse_config(values)
+    parsed = parse_config(recipe_values(values, split_counts=version.split_counts or {}))
     check_fits_dataset(parsed, split_counts=version.split_counts or {})
     if parsed.pretrained_weights and parsed.pretrained_weights.startswith("model:"):
         _check_finetune_source(session, parsed)
@@ -91,6 +91,37 @@ def create_run(*, session: Session, version_id, config: dict[str, Any], user_id:
     session.add(run)
     session.flush()
     return run
+
+
+def recipe_values(values: dict[str, Any], *, split_counts: dict[str, int]) -> dict[str, Any]:
+    """The user's settings with the recipe's choices for the rest (core.ml.recipe), from the version's
+    split sizes and this machine's device; a time budget with no epochs sets the epochs from the
+    throughput measured on a CPU like this one (the worker measures its own before training)."""
+    from core.ml.recipe import apply_recipe, device_fact, epochs_for_budget
+    from core.training_views import GPU_SPEEDUP, estimate_training_seconds
+
+    if values.get("auto_lr") and values.get("learning_rate") is not None:
+        raise InvalidInput("invalid training config: learning_rate and auto_lr: set the rate or let the "
+                           "LR range test find it, not both")
+    device = device_fact(values.get("device") or "auto")
+    train, val = split_counts.get("train", 0), split_counts.get("val", 0)
+    facts = {"train_images": max(train, 1), "num_classes": values["num_classes"], "device": device}
+    budget = None
+    if values.get("time_budget_min") and values.get("epochs") is None and train:
+        provisional = parse_config(apply_recipe({**values, "epochs": 1}, **facts))
+        ips = estimate_training_seconds(provisional, split_counts)["train_images_per_s_cpu"]
+        ips *= GPU_SPEEDUP if device == "cuda" else 1
+        epochs, why = epochs_for_budget(60 * values["time_budget_min"], train_images=train, val_images=val,
+                                        batch_size=provisional.batch_size, train_images_per_s=ips, ema=False)
+        budget = (epochs, f"{why} (estimated; the worker measures again)")
+    return apply_recipe(values, **facts, budget_epochs=budget)
+
+
+def recipe_rows(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The run's recipe as rows: setting, value, chosen by (recipe | you), why."""
+    notes, auto = config.get("recipe_notes") or {}, set(config.get("recipe_auto") or [])
+    return [{"setting": name, "value": config.get(name), "by": "recipe" if name in auto else "you", "why": why}
+            for name, why in notes.items()]
 
 
 def _check_finetune_source(session: Session, config: TrainingConfig) -> None:
@@ -255,8 +286,8 @@ class _RunJob:
         weights_file, finetune_state = self._pretrained_source()
 
         def on_batch(epoch: int, done: int, total: int) -> None:
-            ctx.progress(epoch * total + done, config.epochs * total,
-                         f"epoch {epoch + 1}/{config.epochs} · batch {done}/{total}")
+            epochs = self.config.epochs
+            ctx.progress(epoch * total + done, epochs * total, f"epoch {epoch + 1}/{epochs} · batch {done}/{total}")
 
         def on_epoch(state, payload: dict) -> None:
             self.record_epoch(state, self.save_checkpoint(payload))
@@ -266,7 +297,7 @@ class _RunJob:
                 config, records, class_names=self.class_names, storage=self.storage, workdir=Path(tmp),
                 weights_file=weights_file, finetune_state=finetune_state, resume_payload=resume_payload,
                 exports=tuple(config.export_formats), on_batch=on_batch, on_epoch=on_epoch,
-                on_message=lambda text, done, total: ctx.progress(done, total, text),
+                on_message=lambda text, done, total: ctx.progress(done, total, text), on_config=self.record_config,
             )
             ctx.progress(0, None, "saving the model", force=True)
             model_id, keys = self.register(artifacts)
@@ -345,6 +376,13 @@ class _RunJob:
         finally:
             Path(tmp).unlink(missing_ok=True)
         return key
+
+    def record_config(self, config: TrainingConfig) -> None:
+        """The recipe as settled on the worker (device, time budget, LR range test) goes on the run."""
+        self.config = config
+        with session_scope() as session:
+            run = session.get(ClsTrainingRun, self.run_id)
+            run.config, run.total_epochs = config.model_dump(mode="json"), config.epochs
 
     def record_epoch(self, state, key: str) -> None:
         best = next((h for h in state.history if h["epoch"] == state.best_epoch), None)

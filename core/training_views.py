@@ -248,6 +248,7 @@ def image_thumbs(*, session: Session, image_ids: list[str]) -> dict[str, dict[st
 _CPU_REFERENCE = {
     "vit": (15.0, 5.7), "convnext": (17.0, 3.7), "efficientnet": (7.0, 13.6), "swin": (15.0, 5.7),
     "dinov2": (15.0 / 1.31, 5.7), "clip": (15.0, 5.7),  # dinov2: patch 14 → 1.31× the tokens of patch 16
+    "resnet": (16.0, 11.7),
 }
 GPU_SPEEDUP = 40.0
 """Rough factor between a single modern GPU and the 2-core CPU reference (shown as a range)."""

@@ -39,7 +39,7 @@ def test_multi_label_turns_preset_mixing_off_but_refuses_explicit_mixup():
 
 @pytest.mark.parametrize(("changes", "message"), [
     ({"model_size": "huge"}, "'convnext' has no size 'huge'"),
-    ({"model_type": "resnet"}, "model_type: Input should be 'vit'"),
+    ({"model_type": "resnext"}, "model_type: Input should be 'vit'"),
     ({"model_type": "dinov2", "model_size": "small", "image_size": 100}, "multiple of 14"),
     ({"epochs": 0}, "epochs: Input should be greater than or equal to 1"),
     ({"learning_rate": -1}, "learning_rate: Input should be greater than 0"),

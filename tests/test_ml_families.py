@@ -13,7 +13,7 @@ from core.errors import InvalidInput
 from core.ml.families import FAMILIES, catalogue, check_image_size, create_model, get_spec
 
 SMALLEST = {family: next(iter(sizes)) for family, sizes in FAMILIES.items()}
-TINY_SIZE = {"vit": 32, "convnext": 32, "efficientnet": 32, "swin": 64, "dinov2": 28, "clip": 32}
+TINY_SIZE = {"vit": 32, "convnext": 32, "efficientnet": 32, "swin": 64, "dinov2": 28, "clip": 32, "resnet": 32}
 
 
 @pytest.fixture(autouse=True)
@@ -63,8 +63,8 @@ def test_grayscale_input_builds_with_one_channel():
 
 
 def test_unknown_family_and_size_are_named_with_the_choices():
-    with pytest.raises(InvalidInput, match="unknown model family 'resnet'.*vit, convnext"):
-        get_spec("resnet", "50")
+    with pytest.raises(InvalidInput, match="unknown model family 'resnext'.*vit, convnext"):
+        get_spec("resnext", "50")
     with pytest.raises(InvalidInput, match="'convnext' has no size 'huge'; sizes: atto, femto"):
         get_spec("convnext", "huge")
 

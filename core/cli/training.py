@@ -11,8 +11,8 @@ def register(subparsers) -> None:
     train = subparsers.add_parser("train", help="train a model on a dataset version")
     train.add_argument("--dataset", required=True, help="dataset name")
     train.add_argument("--version", type=int, help="version number (default: the latest; made if none)")
-    train.add_argument("--model", required=True, help="family: vit, convnext, efficientnet, swin, dinov2, clip")
-    train.add_argument("--size", required=True, help="size within the family, e.g. atto, tiny, s, ViT-B-16")
+    train.add_argument("--model", required=True, help="family: vit, convnext, efficientnet, swin, dinov2, clip, resnet")
+    train.add_argument("--size", required=True, help="size within the family, e.g. atto, tiny, s, ViT-B-16, 18")
     train.add_argument("--epochs", type=int)
     train.add_argument("--image-size", type=int)
     train.add_argument("--preset", help="augmentation preset: sota, heavy, medium, light, none")
@@ -82,9 +82,21 @@ def cmd_train(args) -> dict:
     with session_scope() as session:
         version = resolve_version(session=session, storage=get_storage(), dataset_name=args.dataset,
                                   number=args.version)
-        run_id = create_run(session=session, version_id=version.id, config=values, name=args.name).id
+        run = create_run(session=session, version_id=version.id, config=values, name=args.name)
+        run_id = run.id
+        print_recipe(run.config)
     job_id = start_run(run_id=run_id, inline=not args.queue)
     return _run_outcome(run_id, job_id, queued=args.queue)
+
+
+def print_recipe(config: dict) -> None:
+    """The recipe, one setting a line, on stderr (stdout carries the one JSON document)."""
+    import sys
+
+    from core.training import recipe_rows
+
+    for row in recipe_rows(config):
+        print(f"recipe: {row['setting']} = {row['value']}  ({row['by']}: {row['why']})", file=sys.stderr)
 
 
 def _run_outcome(run_id, job_id, *, queued: bool) -> dict:
@@ -95,11 +107,12 @@ def _run_outcome(run_id, job_id, *, queued: bool) -> dict:
     from core.jobs import get_job
     from core.models import ClsTrainedModel
     from core.registry import model_summary
-    from core.training import get_run
+    from core.training import get_run, recipe_rows
 
     with session_scope() as session:
         run = get_run(session=session, run_id=run_id)
         outcome = {"run_id": str(run.id), "job_id": str(job_id), "status": run.status,
+                   "recipe": recipe_rows(run.config or {}),
                    "best": {"epoch": run.best_epoch, "accuracy": run.best_accuracy, "f1": run.best_f1,
                             "top5_accuracy": run.best_top5_accuracy}}
         if queued:

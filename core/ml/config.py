@@ -22,7 +22,7 @@ class TrainingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     # Model
-    model_type: Literal["vit", "convnext", "efficientnet", "swin", "dinov2", "clip"]
+    model_type: Literal["vit", "convnext", "efficientnet", "swin", "dinov2", "clip", "resnet"]
     model_size: str
     pretrained: bool = True
     # Beyond the plan: where pretrained weights come from instead of timm's hub:
@@ -51,7 +51,7 @@ class TrainingConfig(BaseModel):
 
     # LR schedule
     lr_scheduler: Literal["cosine", "step", "plateau", "one_cycle"] = "cosine"
-    warmup_epochs: int = Field(5, ge=0)
+    warmup_epochs: float = Field(5, ge=0)  # fractions allowed: the recipe sets a share of the steps
     llrd_decay: float = Field(0.9, gt=0, le=1)  # layer-wise LR decay; 1 turns it off
 
     # Regularisation (None: the preset's value)
@@ -91,6 +91,13 @@ class TrainingConfig(BaseModel):
     num_workers: int = Field(0, ge=0, le=64)  # 0 + the decoded-image cache is fastest on small CPUs
     cache_images: bool = True
     export_formats: list[Literal["onnx", "torchscript"]] = ["onnx", "torchscript"]
+    # Beyond the plan: the recipe (core.ml.recipe) and budgets
+    recipe: Literal["auto", "full"] = "auto"  # auto: chosen from the facts; full: the fine-tuning recipe
+    recipe_auto: list[str] = []  # the settings the recipe chose (re-chosen on the worker from measured facts)
+    recipe_notes: dict[str, str] = {}  # why, per setting
+    time_budget_min: float | None = Field(None, gt=0, le=7 * 24 * 60)  # wall-clock cap; sets epochs if unset
+    auto_lr: bool = False  # an LR range test picks learning_rate before training
+    lr_range_test: dict[str, Any] | None = None  # its curve and choice, recorded on the run
 
     @model_validator(mode="after")
     def _check_and_fill(self) -> TrainingConfig:

@@ -67,6 +67,12 @@ FAMILIES: dict[str, dict[str, ModelSpec]] = {
         ("ViT-B-16", "vit_base_patch16_clip_224", 86.6),
         ("ViT-L-14", "vit_large_patch14_clip_224", 304.2),
     ], takes_img_size=True),
+    # The baseline every comparison uses: plain batch-norm CNNs that train well from scratch.
+    "resnet": _specs("resnet", "Baseline", [
+        ("18", "resnet18", 11.7),
+        ("34", "resnet34", 21.8),
+        ("50", "resnet50", 25.6),
+    ]),
 }
 
 

@@ -7,6 +7,7 @@ checkpoints, then uploads the files and records the model.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ import torch
 
 from core.errors import InvalidInput
 from core.ml import augment, data, trainer
-from core.ml.config import TrainingConfig
+from core.ml.config import TrainingConfig, parse_config
 from core.ml.families import create_model, get_spec
 from core.ml.losses import build_loss, multi_label_pos_weight
 from core.ml.metrics import final_report
@@ -110,7 +111,13 @@ def run_training(config: TrainingConfig, records: list[data.Record], *, class_na
                  resume_payload: dict | None = None, exports: tuple[str, ...] = ("onnx", "torchscript"),
                  on_message: Callable[[str, int, int], None] | None = None,
                  on_batch: Callable[[int, int, int], None] | None = None,
-                 on_epoch: Callable[[trainer.FitState, dict], None] | None = None) -> Artifacts:
+                 on_epoch: Callable[[trainer.FitState, dict], None] | None = None,
+                 on_config: Callable[[TrainingConfig], None] | None = None,
+                 evaluate_and_export: bool = True) -> Artifacts:
+    """Train one run. A new run first settles its recipe on this machine (device, measured throughput
+    for a time budget, the LR range test) and reports the final config through `on_config`.
+    evaluate_and_export=False (search trials) stops after fitting: no test split is looked at."""
+    started = time.monotonic()
     torch.manual_seed(config.seed)
     splits = data.split_records(records)
     files = data.ImageFiles(storage)
@@ -122,6 +129,13 @@ def run_training(config: TrainingConfig, records: list[data.Record], *, class_na
     cache = data.DecodedCache(files, mode="L" if config.in_chans == 1 else "RGB", max_side=2 * resize,
                               enabled=config.cache_images)
     loaders = make_loaders(config, splits, cache, preprocessing, config.seed)
+    if resume_payload is None:
+        settled = settle_config(config, model, loaders, splits, started, on_message)
+        if settled.augment_settings() != config.augment_settings() or settled.batch_size != config.batch_size:
+            loaders = make_loaders(settled, splits, cache, preprocessing, config.seed)
+        config = settled
+        if on_config:
+            on_config(config)
     parts = trainer.build_parts(model, config, build_loss_for(config, splits["train"]), len(loaders["train"]))
     state = trainer.restore(parts, resume_payload) if resume_payload else trainer.FitState()
 
@@ -129,10 +143,53 @@ def run_training(config: TrainingConfig, records: list[data.Record], *, class_na
         if on_epoch:
             on_epoch(fit_state, trainer.state_to_save(parts, fit_state))
 
-    state = trainer.fit(parts, loaders, config, state, on_batch=on_batch, on_epoch=epoch_done)
+    deadline = started + 60 * config.time_budget_min * BUDGET_FOR_TRAINING if config.time_budget_min else None
+    state = trainer.fit(parts, loaders, config, state, on_batch=on_batch, on_epoch=epoch_done, deadline=deadline)
     best = trainer.best_model(parts, state)
-    return finish(config, best, state, loaders, splits, preprocessing, class_names, workdir, exports,
-                  device=parts.device)
+    if not evaluate_and_export:
+        return Artifacts({}, preprocessing, {}, "val", {}, state, extra={"config": config})
+    artifacts = finish(config, best, state, loaders, splits, preprocessing, class_names, workdir, exports,
+                       device=parts.device)
+    artifacts.extra["config"] = config
+    return artifacts
+
+
+BUDGET_FOR_TRAINING = 0.97
+"""Share of a time budget given to training and validation; the rest is the final evaluation and exports."""
+
+
+def settle_config(config: TrainingConfig, model, loaders: dict[str, Any], splits: dict[str, list[data.Record]],
+                  started: float, on_message: Callable[[str, int, int], None] | None = None) -> TrainingConfig:
+    """The recipe's settings chosen again with this machine's facts: its device, the epochs that fit the
+    time budget at the throughput measured here, and the LR range test's learning rate."""
+    from core.ml import probe, recipe
+
+    device = trainer.pick_device(config.device)
+    budget_epochs = None
+    if config.time_budget_min and "epochs" in config.recipe_auto:
+        if on_message:
+            on_message("measuring throughput for the time budget", 0, 1)
+        probe.warm_cache(loaders["train"].dataset)
+        amp = trainer.autocast_dtype(device, config.mixed_precision)
+        ips = probe.train_throughput(model, loaders["train"], build_loss_for(config, splits["train"]), device=device,
+                                     amp=amp, channels_last=config.model_type in ("efficientnet", "resnet"))
+        remaining = 60 * config.time_budget_min * BUDGET_FOR_TRAINING - (time.monotonic() - started)
+        budget_epochs = recipe.epochs_for_budget(
+            remaining, train_images=len(splits["train"]), val_images=len(splits["val"]),
+            batch_size=config.batch_size, train_images_per_s=ips, ema=config.use_ema)
+    values = recipe.reresolve(config.model_dump(mode="json"), train_images=len(splits["train"]),
+                              num_classes=config.num_classes, device=device.type, budget_epochs=budget_epochs)
+    settled = parse_config(values)
+    if settled.auto_lr:
+        if on_message:
+            on_message("LR range test", 0, 1)
+        test = probe.lr_range_test(model, settled, loaders["train"], build_loss_for(settled, splits["train"]),
+                                   device=device)
+        notes = {**settled.recipe_notes, "learning_rate": (
+            f"LR range test: lowest loss at {test['lowest_loss_lr']:g}, a tenth of it")}
+        settled = parse_config({**settled.model_dump(mode="json"), "learning_rate": test["chosen"],
+                                "lr_range_test": test, "recipe_notes": notes})
+    return settled
 
 
 def finish(config: TrainingConfig, best, state: trainer.FitState, loaders: dict[str, Any],

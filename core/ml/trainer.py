@@ -12,8 +12,6 @@ import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,17 +20,7 @@ from torch import nn
 
 from core.ml.config import TrainingConfig
 from core.ml.metrics import epoch_metrics, is_better
-
-
-@lru_cache(maxsize=1)
-def cpu_has_bf16() -> bool:
-    """bf16 autocast pays on CPUs with native bf16 (AVX512-BF16/AMX: +22–57 % measured); on AVX2
-    it is emulated and slower."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+from core.ml.recipe import cpu_has_bf16, ema_early_share
 
 
 def pick_device(preference: str) -> torch.device:
@@ -118,8 +106,10 @@ def build_mixup(config: TrainingConfig):
 def train_one_epoch(model: nn.Module, loader, optimizer, loss_fn, *, device: torch.device, amp: torch.dtype | None,
                     schedule: LrSchedule, num_updates: int, accumulation: int = 1, clip_norm: float = 0.0,
                     mixup=None, ema=None, scaler=None, channels_last: bool = False,
-                    on_batch: Callable[[int, int], None] | None = None) -> tuple[float, int, int]:
-    """One pass over the train loader; returns (mean loss, images seen, updates so far)."""
+                    on_batch: Callable[[int, int], None] | None = None,
+                    deadline: float | None = None) -> tuple[float, int, int]:
+    """One pass over the train loader, or less once `deadline` (time.monotonic) has passed;
+    returns (mean loss, images seen, updates so far)."""
     model.train()
     total_loss, seen, batches = 0.0, 0, len(loader)
     optimizer.zero_grad(set_to_none=True)
@@ -142,6 +132,8 @@ def train_one_epoch(model: nn.Module, loader, optimizer, loss_fn, *, device: tor
         seen += len(images)
         if on_batch:
             on_batch(index + 1, batches)
+        if deadline is not None and (index + 1) % accumulation == 0 and time.monotonic() > deadline:
+            break
     return total_loss / max(seen, 1), seen, num_updates
 
 
@@ -212,7 +204,7 @@ class TrainParts:
 
 def build_parts(model: nn.Module, config: TrainingConfig, loss_fn: nn.Module, updates_per_epoch: int) -> TrainParts:
     device = pick_device(config.device)
-    channels_last = config.model_type == "efficientnet"  # +5–41 % for batch-norm CNNs on CPU
+    channels_last = config.model_type in ("efficientnet", "resnet")  # +5–41 % for batch-norm CNNs on CPU
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -247,10 +239,25 @@ def restore(parts: TrainParts, saved: dict[str, Any]) -> FitState:
     return FitState(**saved["fit"])
 
 
-def evaluate_epoch(parts: TrainParts, val_loader, config: TrainingConfig) -> tuple[dict[str, float], str, nn.Module]:
-    """Scores of the model and of its EMA on val; returns the better one's (metrics, source, module)."""
+EMA_MOSTLY_INITIAL = 0.5
+"""An EMA with more than this share of its weights from the start of the run is not evaluated."""
+
+
+def ema_ready(parts: TrainParts, state: FitState, config: TrainingConfig) -> float | None:
+    """The EMA's share of early weights (None: no EMA); see core.ml.recipe.ema_early_share."""
+    if parts.ema is None:
+        return None
+    return ema_early_share(state.num_updates, config.ema_decay)
+
+
+def evaluate_epoch(parts: TrainParts, val_loader, config: TrainingConfig,
+                   ema_share: float | None = None) -> tuple[dict[str, float], str, nn.Module]:
+    """Scores of the model and of its EMA on val; returns the better one's (metrics, source, module).
+    An EMA that still holds mostly the run's first weights is not a candidate."""
     multi = config.task_type == "multi_label"
-    candidates = [("model", parts.model)] + ([("ema", parts.ema.module)] if parts.ema is not None else [])
+    candidates = [("model", parts.model)]
+    if parts.ema is not None and ema_share is not None and ema_share <= EMA_MOSTLY_INITIAL:
+        candidates.append(("ema", parts.ema.module))
     best = None
     for source, module in candidates:
         probs, targets, loss = predict_probs(module, val_loader, device=parts.device, amp=parts.amp,
@@ -265,8 +272,9 @@ def evaluate_epoch(parts: TrainParts, val_loader, config: TrainingConfig) -> tup
 
 def fit(parts: TrainParts, loaders: dict[str, Any], config: TrainingConfig, state: FitState, *,
         on_batch: Callable[[int, int, int], None] | None = None,
-        on_epoch: Callable[[FitState], None] | None = None) -> FitState:
-    """Train from `state.epoch` to the end or early stop; `state.best_state` holds the best weights."""
+        on_epoch: Callable[[FitState], None] | None = None, deadline: float | None = None) -> FitState:
+    """Train from `state.epoch` to the end, an early stop or the `deadline` (time.monotonic: the
+    epoch under way ends there and is evaluated); `state.best_state` holds the best weights."""
     for epoch in range(state.epoch, config.epochs):
         set_backbone_trainable(parts.model, epoch >= config.freeze_backbone_epochs)
         started = time.perf_counter()
@@ -276,9 +284,11 @@ def fit(parts: TrainParts, loaders: dict[str, Any], config: TrainingConfig, stat
             clip_norm=config.grad_clip_norm, mixup=parts.mixup, ema=parts.ema, scaler=parts.scaler,
             channels_last=parts.channels_last,
             on_batch=(lambda done, total, e=epoch: on_batch(e, done, total)) if on_batch else None,
+            deadline=deadline,
         )
         train_seconds = time.perf_counter() - started
-        metrics, source, module = evaluate_epoch(parts, loaders["val"], config)
+        ema_share = ema_ready(parts, state, config)
+        metrics, source, module = evaluate_epoch(parts, loaders["val"], config, ema_share)
         value = score(metrics, config.early_stopping_metric)
         parts.schedule.after_epoch(epoch, value)
         improved = is_better(config.early_stopping_metric, value, state.best_score)
@@ -292,11 +302,14 @@ def fit(parts: TrainParts, loaders: dict[str, Any], config: TrainingConfig, stat
             **{f"val_{k}": v for k, v in metrics.items() if k != "loss"},
             "evaluated": source, "lr": parts.optimizer.param_groups[-1]["lr"],
             "train_images_per_s": seen / train_seconds if train_seconds else None,
-            "seconds": time.perf_counter() - started,
+            "seconds": time.perf_counter() - started, "ema_early_share": ema_share,
         })
+        out_of_time = deadline is not None and time.monotonic() > deadline
+        if out_of_time:
+            state.history[-1]["stopped"] = "time budget"
         if on_epoch:
             on_epoch(state)
-        if config.early_stopping and state.bad_epochs >= config.early_stopping_patience:
+        if out_of_time or (config.early_stopping and state.bad_epochs >= config.early_stopping_patience):
             break
     return state
 

@@ -334,7 +334,7 @@ def upgrade() -> None:
     sa.Column('completed_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), server_default=sa.text('(CURRENT_TIMESTAMP)'), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), server_default=sa.text('(CURRENT_TIMESTAMP)'), nullable=False),
-    sa.CheckConstraint("model_type IN ('vit', 'convnext', 'efficientnet', 'swin', 'dinov2', 'clip')", name=op.f('ck_cls_training_runs_model_type')),
+    sa.CheckConstraint("model_type IN ('vit', 'convnext', 'efficientnet', 'swin', 'dinov2', 'clip', 'resnet')", name=op.f('ck_cls_training_runs_model_type')),
     sa.CheckConstraint("status IN ('pending', 'preparing', 'queued', 'training', 'completed', 'failed', 'cancelled')", name=op.f('ck_cls_training_runs_status')),
     sa.CheckConstraint("task_type IN ('single_label', 'multi_label')", name=op.f('ck_cls_training_runs_task_type')),
     sa.ForeignKeyConstraint(['dataset_id'], ['cls_datasets.id'], name=op.f('fk_cls_training_runs_dataset_id_cls_datasets'), ondelete='SET NULL'),
