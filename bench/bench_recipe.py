@@ -215,7 +215,8 @@ def role_search(args) -> dict:
         raise SystemExit(f"search failed (exit {code})")
     outcome = json.loads(buffer.getvalue())
     return {"accuracy": outcome["best_model"]["test_metrics"]["accuracy"], "seconds": time.perf_counter() - started,
-            "trials": outcome["trials"], "best_trial": outcome["best_trial"]}
+            "trials": len(outcome["trials"]), "best_trial": outcome["best_trial"],
+            "trial_rows": outcome["trials"]}
 
 
 # ---------------------------------------------------------------- phases

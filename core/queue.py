@@ -113,8 +113,14 @@ def enqueue(*, kind: str, function: str, queue: str, params: dict[str, Any] | No
         if on_created is not None:
             on_created(session, job)
         job_id = job.id
+    submit_created(job_id, queue)
+    return job_id
+
+
+def submit_created(job_id: uuid.UUID, queue: str) -> None:
+    """Hand a committed cls_jobs row to the backend; if that fails, the row ends failed with why."""
     try:
-        queue_job_id = backend.submit(job_id, queue)
+        queue_job_id = get_backend().submit(job_id, queue)
     except Exception as exc:  # Redis went away between the check and the submit
         with session_scope() as session:
             row = session.get(ClsJob, job_id)
@@ -123,4 +129,3 @@ def enqueue(*, kind: str, function: str, queue: str, params: dict[str, Any] | No
         raise ServiceUnavailable(f"REDIS_URL: could not queue the job ({exc})") from exc
     with session_scope() as session:
         session.get(ClsJob, job_id).queue_job_id = queue_job_id
-    return job_id

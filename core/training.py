@@ -229,8 +229,14 @@ def run_summary(run: ClsTrainingRun) -> dict[str, Any]:
 # ---------------------------------------------------------------- the job body
 
 
-def execute_run(ctx, *, run_id, resume: bool = False) -> dict[str, Any]:
-    """What the training worker runs: marks the run training, trains, records the outcome."""
+class RunStopped(Exception):
+    """Raised by an `after_epoch` hook to end a run early on purpose (a search pruning a weak trial)."""
+
+
+def execute_run(ctx, *, run_id, resume: bool = False, after_epoch=None, final: bool = True) -> dict[str, Any]:
+    """What the training worker runs: marks the run training, trains, records the outcome.
+    after_epoch(state) is called after each recorded epoch (may raise RunStopped); final=False
+    (search trials) keeps the checkpoint but neither evaluates on the test split nor registers a model."""
     with session_scope() as session:
         run = get_run(session=session, run_id=run_id)
         if run.status in FINISHED:
@@ -241,10 +247,14 @@ def execute_run(ctx, *, run_id, resume: bool = False) -> dict[str, Any]:
         if version is None:
             raise NotFound("the run's dataset version was deleted")
         job = _RunJob(run, version, resume=resume)
+    job.after_epoch, job.final = after_epoch, final
     try:
         result = job.train(ctx)
     except JobCancelled:
         _finish(job.run_id, "cancelled", None)
+        raise
+    except RunStopped as exc:
+        _finish(job.run_id, "cancelled", str(exc))
         raise
     except Exception as exc:
         _finish(job.run_id, "failed", str(exc) if isinstance(exc, InvalidInput | NotFound | Conflict)
@@ -275,6 +285,7 @@ class _RunJob:
         self.version_id = version.id
         self.manifest = read_manifest(storage=self.storage, version=version)
         self.checkpoint = run.checkpoint_key if resume else None
+        self.after_epoch, self.final = None, True
 
     def train(self, ctx) -> dict[str, Any]:
         from core.ml import pipeline
@@ -291,6 +302,8 @@ class _RunJob:
 
         def on_epoch(state, payload: dict) -> None:
             self.record_epoch(state, self.save_checkpoint(payload))
+            if self.after_epoch:
+                self.after_epoch(state)
 
         with tempfile.TemporaryDirectory(prefix="cls-run-") as tmp:
             artifacts = pipeline.run_training(
@@ -298,7 +311,11 @@ class _RunJob:
                 weights_file=weights_file, finetune_state=finetune_state, resume_payload=resume_payload,
                 exports=tuple(config.export_formats), on_batch=on_batch, on_epoch=on_epoch,
                 on_message=lambda text, done, total: ctx.progress(done, total, text), on_config=self.record_config,
+                evaluate_and_export=self.final,
             )
+            if not self.final:
+                return {"run_id": str(self.run_id), "best_epoch": artifacts.state.best_epoch,
+                        "best_score": artifacts.state.best_score}
             ctx.progress(0, None, "saving the model", force=True)
             model_id, keys = self.register(artifacts)
         return {"run_id": str(self.run_id), "model_id": str(model_id), "files": keys,

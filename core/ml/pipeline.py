@@ -154,6 +154,27 @@ def run_training(config: TrainingConfig, records: list[data.Record], *, class_na
     return artifacts
 
 
+def evaluate_saved(config: TrainingConfig, records: list[data.Record], fit_state: dict[str, Any], *,
+                   class_names: list[str], storage, workdir: Path,
+                   exports: tuple[str, ...] = ("onnx", "torchscript")) -> Artifacts:
+    """The end of run_training for weights trained earlier (a search's best trial, saved in its
+    checkpoint): the final evaluation on the test split, best.pt and the checked exports."""
+    splits = data.split_records(records)
+    files = data.ImageFiles(storage)
+    files.fetch_all(records)
+    model = build_model(config.model_copy(update={"pretrained": False, "pretrained_weights": None}), None, None)
+    state = trainer.FitState(**fit_state)
+    model.load_state_dict(state.best_state)
+    preprocessing = model_preprocessing(model, config)
+    resize = data.eval_resize(config.image_size, preprocessing["crop_pct"])
+    cache = data.DecodedCache(files, mode="L" if config.in_chans == 1 else "RGB", max_side=2 * resize,
+                              enabled=config.cache_images)
+    loaders = make_loaders(config, splits, cache, preprocessing, config.seed)
+    artifacts = finish(config, model.eval(), state, loaders, splits, preprocessing, class_names, workdir, exports)
+    artifacts.extra["config"] = config
+    return artifacts
+
+
 BUDGET_FOR_TRAINING = 0.97
 """Share of a time budget given to training and validation; the rest is the final evaluation and exports."""
 

@@ -1,0 +1,21 @@
+"""Search jobs (queue "training"): one trial of a hyperparameter search, and registering its best trial."""
+
+from __future__ import annotations
+
+from core.jobs import JobContext
+from core.search_trials import fail_dead_trial, run_trial
+from core.search_trials import register_best_trial as register_best
+
+
+def search_trial(ctx: JobContext, *, study: str, actor: dict, role: str = "trial") -> dict:
+    return run_trial(ctx, study_name=study, actor_record=actor)
+
+
+def register_best_trial(ctx: JobContext, *, study: str, actor: dict, role: str = "register") -> dict:
+    return register_best(ctx, study_name=study, actor_record=actor)
+
+
+def on_job_failed(job_id, params: dict, error: str | None) -> None:
+    """A trial job died outside its control (worker killed → reaper): its trial fails, the search goes on."""
+    if params.get("role") == "trial":
+        fail_dead_trial(job_id, params, error)

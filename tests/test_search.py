@@ -1,0 +1,174 @@
+"""Hyperparameter search (core.search): an Optuna study in the platform's database whose trials are
+jobs on the training queue. Embedded: a whole search in-process to a registered best model. Production
+(Postgres, Redis, S3): trials on two real `rq worker` processes at once, one of them killed with SIGKILL
+mid-trial: its trial ends failed and the study goes on.
+
+Kept tiny (3 digit classes at 32 px, ResNet-18 from scratch, trials of ~10 s, one thread)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from core.errors import Conflict, InvalidInput, PermissionDenied
+from tests.model_factory import small_torch_settings
+from tests.training_data import make_digits_version
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE = {"model_type": "resnet", "model_size": "18", "image_size": 32, "pretrained": False}
+
+
+@pytest.fixture(autouse=True)
+def small_torch(tmp_path, monkeypatch):
+    yield from small_torch_settings(tmp_path, monkeypatch)
+
+
+def make_version(stack, per_class=12):
+    with stack.session() as session:
+        return make_digits_version(session, stack.storage, classes=3, per_class=per_class, size=32).id
+
+
+def wait_for(predicate, timeout=300.0, step=0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError("condition not reached in time")
+
+
+def summary(name):
+    from core.search import load_study, search_summary
+
+    return search_summary(load_study(name))
+
+
+def trials(name):
+    from core.search import load_study, trial_rows
+
+    return trial_rows(load_study(name))
+
+
+def test_search_runs_in_process_to_a_registered_best_model(embedded_stack):
+    from core.registry import get_model
+    from core.search import load_study, register_best, search_figures, start_search
+    from core.users import operator_user
+
+    version_id = make_version(embedded_stack)
+    actor = operator_user()
+    name = start_search(actor=actor, version_id=version_id, base=BASE, budget_min=0.5, trial_min=0.2)
+    wait_for(lambda: summary(name)["status"] == "completed", timeout=240)
+    rows = trials(name)
+    assert len(rows) >= 2 and rows[0]["defaults"] and rows[0]["state"] == "complete"
+    assert {r["state"] for r in rows} <= {"complete", "pruned"}
+    assert summary(name)["best_value"] == max(r["value"] for r in rows if r["state"] == "complete")
+    figures = search_figures(load_study(name))
+    assert figures["history"] is not None
+
+    job_id = register_best(actor=actor, name=name, inline=True)
+    from core.jobs import get_job
+
+    with embedded_stack.session() as session:
+        job = get_job(session=session, job_id=job_id)
+        assert job.status == "succeeded", job.error
+        model = get_model(session=session, model_id=job.result["model_id"])
+        assert model.accuracy is not None and model.timm_name == "resnet18"
+    assert summary(name)["best_model_id"] == job.result["model_id"]
+    with pytest.raises(Conflict, match="no budget left"):
+        from core.search import resume_search
+
+        resume_search(actor=actor, name=name)
+
+
+def test_search_refuses_bad_requests_and_non_admins(embedded_stack, monkeypatch):
+    from core.config import reset_settings_cache
+    from core.search import start_search
+    from core.users import oidc_user, operator_user
+
+    version_id = make_version(embedded_stack, per_class=4)
+    with pytest.raises(InvalidInput, match="budget_min"):
+        start_search(actor=operator_user(), version_id=version_id, base=BASE, budget_min=0)
+    with pytest.raises(InvalidInput, match="a search maximises"):
+        start_search(actor=operator_user(), version_id=version_id, base={**BASE, "early_stopping_metric": "val_loss"},
+                     budget_min=1)
+    monkeypatch.setenv("ROLES", "ann@x.com=labeler")
+    reset_settings_cache()
+    with pytest.raises(PermissionDenied, match="needs the admin role; you are a labeler"):
+        start_search(actor=oidc_user("ann@x.com"), version_id=version_id, base=BASE, budget_min=1)
+    with pytest.raises(PermissionDenied):
+        start_search(actor=None, version_id=version_id, base=BASE, budget_min=1)
+
+
+@pytest.fixture
+def production_stack(request, tmp_path, monkeypatch):
+    from tests.plugins.stack import _apply, _cleanup, make_stack
+
+    built = make_stack("production", request, tmp_path)
+    _apply(monkeypatch, built)
+    yield built
+    _cleanup()
+
+
+def start_worker(stack, tmp_path, name):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "CLS_CACHE_DIR": str(tmp_path / name)}
+    return subprocess.Popen([sys.executable, "-m", "rq.cli", "worker", "--url", stack.redis_url, "--name", name,
+                             "training"], cwd=ROOT, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def oldest_heartbeat_age(stack, job_ids) -> float:
+    from datetime import UTC, datetime
+
+    from core.models import ClsJob
+
+    with stack.session() as session:
+        beats = [session.get(ClsJob, job_id).heartbeat_at for job_id in job_ids]
+    now = datetime.now(UTC)
+    return max((now - (b if b.tzinfo else b.replace(tzinfo=UTC))).total_seconds() for b in beats)
+
+
+def test_trials_run_on_two_rq_workers_and_the_study_survives_a_killed_one(production_stack, tmp_path):
+    from core.jobs import reap_stale_jobs
+    from core.models import ClsJob
+    from core.search import TRIAL_KIND, cancel_search, start_search
+    from core.users import operator_user
+    from tests.test_training import kill_with_children
+
+    stack = production_stack
+    version_id = make_version(stack)
+    name = start_search(actor=operator_user(), version_id=version_id, base=BASE, budget_min=3, trial_min=0.3,
+                        parallel=2)
+    workers = {n: start_worker(stack, tmp_path, n) for n in ("w1", "w2")}
+    try:
+        def running_jobs():
+            with stack.session() as session:
+                return [j for j in session.query(ClsJob).filter_by(kind=TRIAL_KIND, status="running")]
+
+        both = wait_for(lambda: len(running_jobs()) == 2 and running_jobs(), timeout=120)
+        assert len({j.id for j in both}) == 2  # two trials at once, one per worker
+        wait_for(lambda: sum(r["state"] == "running" and r["run_id"] is not None for r in trials(name)) == 2)
+        kill_with_children(workers.pop("w1").pid)
+        # The live worker stamps its heartbeat at least every JOB_HEARTBEAT_S (10 s): once the killed
+        # one's is older than that, reaping at 10.8 s takes the dead job only.
+        wait_for(lambda: oldest_heartbeat_age(stack, [j.id for j in both]) > 11.5, timeout=60, step=0.5)
+        with stack.session() as session:
+            assert reap_stale_jobs(session=session, stale_after_s=10.8) == 1
+        failed = [r for r in trials(name) if r["state"] == "fail"]
+        assert len(failed) == 1 and "stopped responding" in failed[0]["error"]
+        finished_before = sum(r["state"] in ("complete", "pruned") for r in trials(name))
+        # the other worker finishes its trial and takes the replacement job: the study goes on
+        wait_for(lambda: sum(r["state"] in ("complete", "pruned") for r in trials(name)) >= finished_before + 2,
+                 timeout=240)
+        cancel_search(actor=operator_user(), name=name)
+    finally:
+        for worker in workers.values():
+            kill_with_children(worker.pid)
+            worker.wait(timeout=30)
+    states = [r["state"] for r in trials(name)]
+    assert states.count("fail") >= 1 and states.count("complete") >= 1
