@@ -19,7 +19,7 @@ from core.training_views import (
     run_detail,
     run_filter_options,
 )
-from pages import training_wizard
+from pages import training_search, training_wizard
 from pages.training_charts import history_figure
 from pages.ui import current_user
 
@@ -185,6 +185,7 @@ def list_view(user) -> None:
             run_card(row, user)
 
     runs_list()
+    training_search.section(user, go)
 
 
 # ---------------------------------------------------------------- detail
@@ -267,6 +268,10 @@ user = current_user()
 params = st.query_params
 if "run" in params:
     detail_view(params["run"], user)
+elif "search" in params:
+    training_search.detail_view(params["search"], user, go)
+elif "new_search" in params:
+    training_search.new_search_view(user, go)
 elif "new" in params or "clone" in params:
     st.title("Training")
 

@@ -20,8 +20,10 @@ from core.errors import UserError
 from core.ml.augment import PRESET_SETTINGS, PRESETS
 from core.ml.config import TrainingConfig, check_fits_dataset
 from core.ml.families import FAMILIES, catalogue
+from core.ml.recipe import RECIPE_FIELDS
 from core.storage import get_storage
 from core.training_views import estimate_training_seconds, format_duration
+from pages import wizard_recipe
 
 STATE = "wizard"
 STEPS = ("Data", "Model", "Training", "Augmentation", "Advanced", "Review")
@@ -29,7 +31,7 @@ STEP_FIELDS: tuple[tuple[str, ...], ...] = (
     (),
     ("model_type", "model_size", "pretrained", "pretrained_weights"),
     ("epochs", "batch_size", "optimizer", "learning_rate", "weight_decay", "lr_scheduler", "warmup_epochs",
-     "llrd_decay"),
+     "llrd_decay", "recipe", "auto_lr", "time_budget_min"),
     ("augmentation_preset", "image_size"),
     ("use_ema", "ema_decay", "mixed_precision", "gradient_accumulation_steps", "label_smoothing", "mixup_alpha",
      "cutmix_alpha", "drop_path_rate", "class_weights", "focal_loss_gamma", "early_stopping",
@@ -51,7 +53,7 @@ PRETRAINED_SOURCES = {
 
 def default_values() -> dict[str, Any]:
     values = {name: field.default for name, field in TrainingConfig.model_fields.items() if not field.is_required()}
-    return {**values, **WIZARD_DEFAULTS}
+    return {**values, **WIZARD_DEFAULTS, **dict.fromkeys(RECIPE_FIELDS)}  # None: the recipe chooses
 
 
 def new_state(source: str, values: dict[str, Any] | None = None, version_id: str | None = None,
@@ -59,10 +61,16 @@ def new_state(source: str, values: dict[str, Any] | None = None, version_id: str
     for key in [k for k in st.session_state if str(k).startswith("wz_")]:
         del st.session_state[key]
     values = {**default_values(), **(values or {})}
-    override = any(values.get(k) not in (None, PRESETS[values["augmentation_preset"]].settings[k])
-                   for k in REGULARISATION)
+    for key in values.pop("recipe_auto", None) or []:  # a clone lets the recipe choose what it chose
+        values[key] = None
+    for key in ("recipe_notes", "lr_range_test"):
+        values.pop(key, None)
+    if values.get("warmup_epochs") is not None:
+        values["warmup_epochs"] = float(values["warmup_epochs"])
+    preset_key = values["augmentation_preset"] or "light"
+    override = any(values.get(k) not in (None, PRESETS[preset_key].settings[k]) for k in REGULARISATION)
     for key in PRESET_SETTINGS:  # a clone's preset-filled values go back to "the preset's value"
-        if values.get(key) == PRESETS[values["augmentation_preset"]].settings[key] and not (
+        if values.get(key) == PRESETS[preset_key].settings[key] and not (
                 override and key in REGULARISATION):
             values[key] = None
     source_kind = "scratch" if not values.get("pretrained") else (
@@ -95,6 +103,9 @@ def _clone_state(source: str) -> dict[str, Any]:
 
 def config_values(state: dict[str, Any], version: dict[str, Any] | None) -> dict[str, Any]:
     values = dict(state["values"])
+    for key in RECIPE_FIELDS:  # unset: the recipe chooses
+        if values.get(key) is None:
+            values.pop(key, None)
     for key in PRESET_SETTINGS:
         if values.get(key) is None or (key in REGULARISATION and not state["override"]):
             values.pop(key, None)
@@ -116,8 +127,11 @@ def problems(state: dict[str, Any], version: dict[str, Any] | None) -> tuple[lis
     """(step, message) for everything wrong with the config so far, and the parsed config if valid."""
     if version is None:
         return [(0, "Choose a dataset version to train on (or create one from the current labels).")], None
+    from core.training import recipe_values
+
     try:
-        parsed = TrainingConfig(**config_values(state, version))
+        parsed = TrainingConfig(**recipe_values(config_values(state, version),
+                                                split_counts=version["split_counts"] or {}))
     except ValidationError as exc:
         found = []
         for error in exc.errors():
@@ -227,7 +241,7 @@ def _fit_batch_size(state: dict[str, Any], version: dict[str, Any]) -> None:
         st.session_state.pop("wz_batch_size", None)
 
 
-def step_model(state: dict[str, Any]) -> None:
+def step_model(state: dict[str, Any], recipe: dict[str, Any] | None = None) -> None:
     table = pd.DataFrame(catalogue()).rename(columns={"params_m": "params (M)", "use_case": "use case",
                                                       "timm_name": "timm model"})
     st.dataframe(table, hide_index=True, width="stretch", height=260)
@@ -268,49 +282,73 @@ def step_model(state: dict[str, Any]) -> None:
     state["values"]["pretrained_weights"] = f"{source}:{chosen}"
 
 
-def step_training(state: dict[str, Any]) -> None:
+def step_training(state: dict[str, Any], recipe: dict[str, Any] | None) -> None:
+    st.caption("Settings marked *auto* are chosen from the data (pretrained or not, images per class, image "
+               "size, optimizer steps, device); each says why. Override any of them.")
+    _bind(st.radio, "Recipe", "recipe", state, options=["auto", "full"], horizontal=True,
+          format_func={"auto": "Chosen from the data", "full": "Full fine-tuning recipe (pretrained, GPU, long)"}.get)
     a, b = st.columns(2)
     with a:
         _bind(st.number_input, "Epochs", "epochs", state, min_value=1, max_value=10_000, step=1)
         _bind(st.selectbox, "Optimizer", "optimizer", state, options=["adamw", "sgd", "lamb"])
-        _bind(st.number_input, "Learning rate", "learning_rate", state, min_value=1e-7, max_value=10.0,
-              step=1e-5, format="%.1e")
-        _bind(st.number_input, "Weight decay", "weight_decay", state, min_value=0.0, max_value=10.0, step=0.01)
+        if _bind(st.toggle, "Automatic learning rate (LR range test)", "auto_lr", state,
+                 help="A short test before training raises the rate until the loss stops falling."):
+            state["values"]["learning_rate"] = None
+        else:
+            wizard_recipe.field(_bind, st.number_input, "Learning rate", "learning_rate", state, recipe,
+                                min_value=1e-7, max_value=10.0, step=1e-5, format="%.1e")
+        wizard_recipe.field(_bind, st.number_input, "Weight decay", "weight_decay", state, recipe, min_value=0.0,
+                            max_value=10.0, step=0.01)
     with b:
         _bind(st.number_input, "Batch size", "batch_size", state, min_value=1, max_value=4096, step=2)
         _bind(st.selectbox, "LR schedule", "lr_scheduler", state, options=["cosine", "step", "plateau", "one_cycle"])
-        _bind(st.number_input, "Warmup epochs", "warmup_epochs", state, min_value=0, step=1)
-        _bind(st.number_input, "Layer-wise LR decay", "llrd_decay", state, min_value=0.01, max_value=1.0, step=0.05,
-              help="Earlier layers learn with smaller rates (1 turns it off).")
+        wizard_recipe.field(_bind, st.number_input, "Warmup epochs", "warmup_epochs", state, recipe, min_value=0.0,
+                            step=0.1)
+        wizard_recipe.field(_bind, st.number_input, "Layer-wise LR decay", "llrd_decay", state, recipe,
+                            min_value=0.01, max_value=1.0, step=0.05,
+                            help="Earlier layers learn with smaller rates (1 turns it off).")
+    budget = st.number_input("Time budget (minutes, 0 = none)", min_value=0.0, max_value=10080.0, step=5.0,
+                             value=float(state["values"].get("time_budget_min") or 0.0), key="wz__time_budget",
+                             help="Training stops when it is spent; with no epochs of your own, the epochs "
+                                  "are fitted to it from the throughput the worker measures.")
+    state["values"]["time_budget_min"] = budget or None
 
 
-def step_augmentation(state: dict[str, Any]) -> None:
-    presets = list(PRESETS)
-    _bind(st.radio, "Augmentation preset", "augmentation_preset", state, options=presets,
-          format_func=lambda k: PRESETS[k].name,
-          captions=[f"{PRESETS[k].description} · time ×{PRESETS[k].training_time_factor:g} · "
-                    f"expected gain {PRESETS[k].accuracy_boost}" for k in presets])
+def step_augmentation(state: dict[str, Any], recipe: dict[str, Any] | None) -> None:
+    presets = ["auto", *PRESETS]
+    chosen = (recipe or {}).get("augmentation_preset")
+    why = (recipe or {}).get("recipe_notes", {}).get("augmentation_preset", "")
+    if state["values"].get("augmentation_preset") is None:
+        state["values"]["augmentation_preset"] = "auto"
+    picked = _bind(st.radio, "Augmentation preset", "augmentation_preset", state, options=presets,
+                   format_func=lambda k: f"Auto: {PRESETS[chosen].name if chosen else 'chosen from the data'}"
+                   if k == "auto" else PRESETS[k].name,
+                   captions=[why or "chosen from the data"] + [
+                       f"{PRESETS[k].description} · time ×{PRESETS[k].training_time_factor:g} · "
+                       f"expected gain {PRESETS[k].accuracy_boost}" for k in PRESETS])
+    if picked == "auto":
+        state["values"]["augmentation_preset"] = None
     _bind(st.number_input, "Image size (px)", "image_size", state, min_value=16, max_value=2048, step=16,
           help="Images are resized to this square size. Larger sees more detail and trains slower.")
 
 
-def step_advanced(state: dict[str, Any]) -> None:
+def step_advanced(state: dict[str, Any], recipe: dict[str, Any] | None) -> None:
     values = state["values"]
     a, b, c = st.columns(3)
     with a:
         st.markdown("**Speed and stability**")
-        _bind(st.toggle, "EMA of weights", "use_ema", state)
-        if values["use_ema"]:
-            _bind(st.number_input, "EMA decay", "ema_decay", state, min_value=0.5, max_value=0.99999,
-                  step=0.0001, format="%.5f")
-        _bind(st.toggle, "Mixed precision", "mixed_precision", state)
+        if wizard_recipe.field(_bind, st.toggle, "EMA of weights", "use_ema", state, recipe):
+            wizard_recipe.field(_bind, st.number_input, "EMA decay", "ema_decay", state, recipe, min_value=0.5,
+                                max_value=0.99999, step=0.0001, format="%.5f")
+        wizard_recipe.field(_bind, st.toggle, "Mixed precision", "mixed_precision", state, recipe)
         _bind(st.number_input, "Gradient accumulation steps", "gradient_accumulation_steps", state,
               min_value=1, max_value=1024, step=1)
         _bind(st.number_input, "Freeze backbone for epochs", "freeze_backbone_epochs", state, min_value=0, step=1)
     with b:
         st.markdown("**Regularisation**")
-        _bind(st.number_input, "Drop path rate", "drop_path_rate", state, min_value=0.0, max_value=0.95, step=0.05)
-        preset = PRESETS[values["augmentation_preset"]].settings
+        wizard_recipe.field(_bind, st.number_input, "Drop path rate", "drop_path_rate", state, recipe,
+                            min_value=0.0, max_value=0.95, step=0.05)
+        preset = PRESETS[values["augmentation_preset"] or (recipe or {}).get("augmentation_preset") or "light"].settings
         if _bind_state(st.toggle, "Override the preset's smoothing and mixing", "override", state):
             for key, label in (("label_smoothing", "Label smoothing"), ("mixup_alpha", "MixUp alpha"),
                                ("cutmix_alpha", "CutMix alpha")):
@@ -327,12 +365,15 @@ def step_advanced(state: dict[str, Any]) -> None:
               step=0.5, help="0 is plain cross-entropy; 2 focuses on hard examples.")
         _bind(st.toggle, "Early stopping", "early_stopping", state)
         if values["early_stopping"]:
-            _bind(st.number_input, "Patience (epochs)", "early_stopping_patience", state, min_value=1, step=1)
+            wizard_recipe.field(_bind, st.number_input, "Patience (epochs)", "early_stopping_patience", state, recipe,
+                                min_value=1, step=1)
             _bind(st.selectbox, "Metric", "early_stopping_metric", state,
                   options=["val_f1", "val_accuracy", "val_top5", "val_loss", "val_map"])
 
 
 def step_review(state: dict[str, Any], version: dict[str, Any], parsed) -> None:
+    st.markdown("**Recipe** (who chose each setting, and why)")
+    wizard_recipe.table(parsed.model_dump(mode="json"))
     config = parsed.model_dump(mode="json")
     estimate = estimate_training_seconds(parsed, version["split_counts"] or {})
     a, b, c = st.columns(3)
@@ -386,7 +427,7 @@ def render(source: str, user, on_started, on_leave) -> None:
     else:
         version = _load_version(state)
         if step < 5:
-            STEP_RENDERERS[step](state)
+            STEP_RENDERERS[step](state, wizard_recipe.preview(config_values(state, version), version))
     found, parsed = problems(state, version)
     blocking = [message for at, message in found if at <= step]
     if step == 5 and parsed is not None and not blocking:

@@ -84,6 +84,21 @@ def test_search_runs_in_process_to_a_registered_best_model(embedded_stack):
         from core.search import resume_search
 
         resume_search(actor=actor, name=name)
+    check_pages(name, job.result["model_id"])
+
+
+def check_pages(name, model_id):
+    """The Training page lists the search; its page shows the trials, Optuna's figures and the model."""
+    from tests.test_training_pages import page, texts
+
+    app = page("pages/training.py")
+    assert "Hyperparameter searches" in texts(app) and "resnet/18 · budget 0.5 min" in texts(app)
+    assert ":green-badge[completed]" in texts(app)
+    app = page("pages/training.py", search=name)
+    assert ":green-badge[completed]" in texts(app) and "maximising val_f1 on val" in texts(app)
+    assert len(app.dataframe) == 1 and len(app.get("plotly_chart")) >= 1
+    assert any(b.label == "Register the best trial as a model" for b in app.button)
+    assert any(b.label == "Open the registered model" for b in app.button)
 
 
 def test_search_refuses_bad_requests_and_non_admins(embedded_stack, monkeypatch):

@@ -309,9 +309,16 @@ def test_wizard_walks_six_steps_validates_each_and_starts(embedded_stack, record
     assert app.selectbox(key="wz_model_type").value == "convnext"  # the newcomer default
     app.radio(key="wz__pretrained_source").set_value("scratch").run()
     click(app, "wz_next")
-    # training: an odd batch with mixup (the sota preset) and a batch above the train split are refused
-    app.number_input(key="wz_batch_size").set_value(3).run()
-    assert "batch_size 3 must be even" in errors(app) and app.button(key="wz_next").disabled
+    # training: the recipe's choices show with their reasons; an override sticks, Auto goes back
+    assert "**Learning rate**: 0.0013 · *auto*" in texts(app)  # 6e-3 × √(12/256): batch fitted to 12 images
+    assert "from scratch: random layers all learn at the full rate" in texts(app)
+    click(app, "wz_override_learning_rate")
+    assert app.number_input(key="wz_learning_rate").value == pytest.approx(0.0013)
+    app.number_input(key="wz_learning_rate").set_value(0.01).run()
+    click(app, "wz_override_warmup_epochs")
+    click(app, "wz_auto_warmup_epochs")
+    assert "**Warmup epochs**:" in texts(app)
+    # a batch above the train split is refused
     app.number_input(key="wz_batch_size").set_value(40).run()
     assert "larger than the train split (12 images)" in errors(app)
     app.number_input(key="wz_batch_size").set_value(4).run()
@@ -331,6 +338,8 @@ def test_wizard_walks_six_steps_validates_each_and_starts(embedded_stack, record
     config = json.loads(app.code[0].value)
     assert config["image_size"] == 32 and config["epochs"] == 2 and config["pretrained"] is False
     assert config["num_classes"] == 3 and config["augmentation_preset"] == "light"
+    assert config["learning_rate"] == 0.01 and config["recipe_notes"]["learning_rate"] == "set by you"
+    assert config["llrd_decay"] == 1.0 and "llrd_decay" in config["recipe_auto"] and config["use_ema"] is False
     assert "Estimated time" in texts(app)
     app.text_input(key="wz__name").input("my first run").run()
     click(app, "wz_start")

@@ -1,0 +1,71 @@
+"""The recipe in the training wizard: every setting the recipe decides shows its chosen value with one
+line of why, and an Override button that turns it into an ordinary field (and Auto to go back).
+The recipe itself is core.training.recipe_values (core.ml.recipe), given the version's split sizes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from core.errors import UserError
+from core.ml.config import TrainingConfig
+from core.ml.recipe import RECIPE_FIELDS
+
+
+def preview(values: dict[str, Any], version: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The values the recipe would train with now (None while the settings are not yet valid)."""
+    from core.training import recipe_values
+
+    if version is None:
+        return None
+    try:
+        return recipe_values(values, split_counts=version["split_counts"] or {})
+    except UserError:
+        return None
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def _set(state: dict[str, Any], field: str, value: Any) -> None:
+    state["values"][field] = value
+    st.session_state.pop(f"wz_{field}", None)
+
+
+def field(bind, widget, label: str, name: str, state: dict[str, Any], recipe: dict[str, Any] | None, **kwargs):
+    """A recipe setting: "auto" with its value and why, or the user's own widget."""
+    assert name in RECIPE_FIELDS
+    value = state["values"].get(name)
+    text, button = st.columns([5, 1.4], vertical_alignment="bottom")
+    if value is None:
+        chosen = recipe.get(name) if recipe else None
+        why = (recipe or {}).get("recipe_notes", {}).get(name, "")
+        text.markdown(f"**{label}**: {_show(chosen) if chosen is not None else '—'} · *auto*")
+        if why:
+            text.caption(why)
+        fallback = chosen if chosen is not None else TrainingConfig.model_fields[name].default
+        button.button("Override", key=f"wz_override_{name}", on_click=_set, args=(state, name, fallback),
+                      help="Set this value yourself")
+        return chosen
+    with text:
+        bind(widget, label, name, state, **kwargs)
+    button.button("Auto", key=f"wz_auto_{name}", on_click=_set, args=(state, name, None),
+                  help="Let the recipe choose it from the data")
+    return state["values"][name]
+
+
+def table(config: dict[str, Any]) -> None:
+    """The run's recipe: setting, value, who chose it, why."""
+    from core.training import recipe_rows
+
+    rows = recipe_rows(config)
+    if rows:
+        frame = pd.DataFrame([{**row, "value": _show(row["value"])} for row in rows])
+        st.dataframe(frame, hide_index=True, width="stretch")
