@@ -136,14 +136,17 @@ def run_training(config: TrainingConfig, records: list[data.Record], *, class_na
         config = settled
         if on_config:
             on_config(config)
-    parts = trainer.build_parts(model, config, build_loss_for(config, splits["train"]), len(loaders["train"]))
+    deadline = started + 60 * config.time_budget_min * BUDGET_FOR_TRAINING if config.time_budget_min else None
+    fit_start = time.monotonic()
+    clock = (lambda: (time.monotonic() - fit_start) / max(1e-3, deadline - fit_start)) if deadline else None
+    parts = trainer.build_parts(model, config, build_loss_for(config, splits["train"]), len(loaders["train"]),
+                                clock=clock)
     state = trainer.restore(parts, resume_payload) if resume_payload else trainer.FitState()
 
     def epoch_done(fit_state: trainer.FitState) -> None:
         if on_epoch:
             on_epoch(fit_state, trainer.state_to_save(parts, fit_state))
 
-    deadline = started + 60 * config.time_budget_min * BUDGET_FOR_TRAINING if config.time_budget_min else None
     state = trainer.fit(parts, loaders, config, state, on_batch=on_batch, on_epoch=epoch_done, deadline=deadline)
     best = trainer.best_model(parts, state)
     if not evaluate_and_export:

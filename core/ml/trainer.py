@@ -48,10 +48,17 @@ def build_optimizer(model: nn.Module, config: TrainingConfig) -> torch.optim.Opt
 
 class LrSchedule:
     """One interface over timm's schedulers (stepped by update count and epoch) and torch's OneCycleLR
-    (timm has no one-cycle)."""
+    (timm has no one-cycle).
 
-    def __init__(self, optimizer: torch.optim.Optimizer, config: TrainingConfig, updates_per_epoch: int):
+    `clock` (a time budget's elapsed share, 0–1) makes the schedule run at least as fast as the time: a
+    machine slower than its throughput probe (a busy neighbour) still reaches the end of its decay by
+    the deadline instead of being cut off at a high learning rate."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, config: TrainingConfig, updates_per_epoch: int,
+                 clock: Callable[[], float] | None = None):
         self.kind = config.lr_scheduler
+        self.clock = clock if self.kind in ("cosine", "step") else None
+        self.total_updates = config.epochs * updates_per_epoch
         warmup = min(config.warmup_epochs, config.epochs - 1)  # short runs keep at least one epoch of decay
         if self.kind == "one_cycle":
             self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
@@ -73,8 +80,10 @@ class LrSchedule:
     def after_update(self, num_updates: int) -> None:
         if self.kind == "one_cycle":
             self.scheduler.step()
-        else:
-            self.scheduler.step_update(num_updates)
+            return
+        if self.clock is not None:
+            num_updates = max(num_updates, round(min(1.0, self.clock()) * self.total_updates))
+        self.scheduler.step_update(num_updates)
 
     def after_epoch(self, epoch: int, metric: float) -> None:
         if self.kind != "one_cycle":
@@ -202,7 +211,8 @@ class TrainParts:
     channels_last: bool = False
 
 
-def build_parts(model: nn.Module, config: TrainingConfig, loss_fn: nn.Module, updates_per_epoch: int) -> TrainParts:
+def build_parts(model: nn.Module, config: TrainingConfig, loss_fn: nn.Module, updates_per_epoch: int,
+                clock: Callable[[], float] | None = None) -> TrainParts:
     device = pick_device(config.device)
     channels_last = config.model_type in ("efficientnet", "resnet")  # +5–41 % for batch-norm CNNs on CPU
     model.to(device)
@@ -216,7 +226,7 @@ def build_parts(model: nn.Module, config: TrainingConfig, loss_fn: nn.Module, up
 
         ema = ModelEmaV3(model, decay=config.ema_decay, use_warmup=True)
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
-    return TrainParts(model, optimizer, LrSchedule(optimizer, config, updates_per_epoch), loss_fn.to(device),
+    return TrainParts(model, optimizer, LrSchedule(optimizer, config, updates_per_epoch, clock), loss_fn.to(device),
                       device, amp, ema, build_mixup(config), scaler, channels_last)
 
 
