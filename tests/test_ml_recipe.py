@@ -144,3 +144,22 @@ def test_trainer_never_evaluates_an_ema_that_is_mostly_initial(monkeypatch):
     monkeypatch.setattr(trainer, "predict_probs", lambda module, *a, **k: (seen.append(module), original(module, *a, **k))[1])
     state = trainer.fit(parts, loaders, config, trainer.FitState())
     assert all(module is parts.model for module in seen) and {h["evaluated"] for h in state.history} == {"model"}
+
+
+def test_a_time_budget_paces_the_schedule_by_the_clock():
+    """On a machine slower than its probe, the cosine still ends at min_lr by the deadline."""
+    import torch
+
+    from core.ml.config import parse_config
+    from core.ml.trainer import LrSchedule
+
+    config = parse_config({"model_type": "resnet", "model_size": "18", "num_classes": 3, "epochs": 10,
+                           "warmup_epochs": 0.5, "learning_rate": 1e-2, "min_lr": 1e-6})
+    optimizer = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=1e-2)
+    elapsed = {"share": 0.5}
+    schedule = LrSchedule(optimizer, config, updates_per_epoch=10, clock=lambda: elapsed["share"])
+    schedule.after_update(10)  # one epoch of ten done, but half the time gone: the schedule is at half
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.5 * 1e-2, rel=0.1)
+    elapsed["share"] = 1.0
+    schedule.after_update(11)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-6, abs=1e-6)
