@@ -24,6 +24,7 @@ from core.ml.recipe import RECIPE_FIELDS
 from core.storage import get_storage
 from core.training_views import estimate_training_seconds, format_duration
 from pages import wizard_recipe
+from pages.wizard_steps import bind, bind_state, step_advanced, step_augmentation, step_training
 
 STATE = "wizard"
 STEPS = ("Data", "Model", "Training", "Augmentation", "Advanced", "Review")
@@ -148,25 +149,6 @@ def problems(state: dict[str, Any], version: dict[str, Any] | None) -> tuple[lis
     return [], parsed
 
 
-# ---------------------------------------------------------------- widgets bound to the state
-
-
-def _bind(widget, label: str, field: str, state: dict[str, Any], **kwargs):
-    key = f"wz_{field}"
-    if key not in st.session_state:
-        st.session_state[key] = state["values"][field]
-    state["values"][field] = widget(label, key=key, **kwargs)
-    return state["values"][field]
-
-
-def _bind_state(widget, label: str, name: str, state: dict[str, Any], **kwargs):
-    key = f"wz__{name}"
-    if key not in st.session_state:
-        st.session_state[key] = state[name]
-    state[name] = widget(label, key=key, **kwargs)
-    return state[name]
-
-
 # ---------------------------------------------------------------- steps
 
 
@@ -188,7 +170,7 @@ def step_data(state: dict[str, Any], user) -> dict[str, Any] | None:
         return None
     if state["dataset_id"] not in datasets:
         state["dataset_id"] = next(iter(datasets))
-    _bind_state(st.selectbox, "Dataset", "dataset_id", state, options=list(datasets),
+    bind_state(st.selectbox, "Dataset", "dataset_id", state, options=list(datasets),
                 format_func=lambda i: f"{datasets[i][0]} · {datasets[i][1].replace('_', '-')} · "
                                       f"{datasets[i][2]} labeled · {datasets[i][3]} classes")
     versions = _versions(state["dataset_id"])
@@ -214,7 +196,7 @@ def step_data(state: dict[str, Any], user) -> dict[str, Any] | None:
         state["version_id"] = versions[0]["id"]
         st.session_state.pop("wz__version_id", None)
     with left:
-        _bind_state(st.selectbox, "Version", "version_id", state, options=list(by_id),
+        bind_state(st.selectbox, "Version", "version_id", state, options=list(by_id),
                     format_func=lambda i: f"v{by_id[i]['version_number']} · {by_id[i]['labeled_image_count']} "
                                           f"labeled images · {by_id[i]['class_count']} classes · "
                                           f"{by_id[i]['created_at']:%Y-%m-%d %H:%M}")
@@ -247,15 +229,15 @@ def step_model(state: dict[str, Any], recipe: dict[str, Any] | None = None) -> N
     st.dataframe(table, hide_index=True, width="stretch", height=260)
     left, right = st.columns(2)
     with left:
-        _bind(st.selectbox, "Model family", "model_type", state, options=list(FAMILIES))
+        bind(st.selectbox, "Model family", "model_type", state, options=list(FAMILIES))
     sizes = list(FAMILIES[state["values"]["model_type"]])
     if state["values"]["model_size"] not in sizes:
         state["values"]["model_size"] = sizes[0]
         st.session_state.pop("wz_model_size", None)
     with right:
-        _bind(st.selectbox, "Size", "model_size", state, options=sizes,
+        bind(st.selectbox, "Size", "model_size", state, options=sizes,
               format_func=lambda s: f"{s} ({FAMILIES[state['values']['model_type']][s].params_m:g} M params)")
-    source = _bind_state(st.radio, "Pretrained weights", "pretrained_source", state,
+    source = bind_state(st.radio, "Pretrained weights", "pretrained_source", state,
                          options=list(PRETRAINED_SOURCES), format_func=PRETRAINED_SOURCES.get,
                          help="Pretrained weights learn far faster than training from scratch.")
     state["values"]["pretrained"] = source != "scratch"
@@ -282,95 +264,6 @@ def step_model(state: dict[str, Any], recipe: dict[str, Any] | None = None) -> N
     state["values"]["pretrained_weights"] = f"{source}:{chosen}"
 
 
-def step_training(state: dict[str, Any], recipe: dict[str, Any] | None) -> None:
-    st.caption("Settings marked *auto* are chosen from the data (pretrained or not, images per class, image "
-               "size, optimizer steps, device); each says why. Override any of them.")
-    _bind(st.radio, "Recipe", "recipe", state, options=["auto", "full"], horizontal=True,
-          format_func={"auto": "Chosen from the data", "full": "Full fine-tuning recipe (pretrained, GPU, long)"}.get)
-    a, b = st.columns(2)
-    with a:
-        _bind(st.number_input, "Epochs", "epochs", state, min_value=1, max_value=10_000, step=1)
-        _bind(st.selectbox, "Optimizer", "optimizer", state, options=["adamw", "sgd", "lamb"])
-        if _bind(st.toggle, "Automatic learning rate (LR range test)", "auto_lr", state,
-                 help="A short test before training raises the rate until the loss stops falling."):
-            state["values"]["learning_rate"] = None
-        else:
-            wizard_recipe.field(_bind, st.number_input, "Learning rate", "learning_rate", state, recipe,
-                                min_value=1e-7, max_value=10.0, step=1e-5, format="%.1e")
-        wizard_recipe.field(_bind, st.number_input, "Weight decay", "weight_decay", state, recipe, min_value=0.0,
-                            max_value=10.0, step=0.01)
-    with b:
-        _bind(st.number_input, "Batch size", "batch_size", state, min_value=1, max_value=4096, step=2)
-        _bind(st.selectbox, "LR schedule", "lr_scheduler", state, options=["cosine", "step", "plateau", "one_cycle"])
-        wizard_recipe.field(_bind, st.number_input, "Warmup epochs", "warmup_epochs", state, recipe, min_value=0.0,
-                            step=0.1)
-        wizard_recipe.field(_bind, st.number_input, "Layer-wise LR decay", "llrd_decay", state, recipe,
-                            min_value=0.01, max_value=1.0, step=0.05,
-                            help="Earlier layers learn with smaller rates (1 turns it off).")
-    budget = st.number_input("Time budget (minutes, 0 = none)", min_value=0.0, max_value=10080.0, step=5.0,
-                             value=float(state["values"].get("time_budget_min") or 0.0), key="wz__time_budget",
-                             help="Training stops when it is spent; with no epochs of your own, the epochs "
-                                  "are fitted to it from the throughput the worker measures.")
-    state["values"]["time_budget_min"] = budget or None
-
-
-def step_augmentation(state: dict[str, Any], recipe: dict[str, Any] | None) -> None:
-    presets = ["auto", *PRESETS]
-    chosen = (recipe or {}).get("augmentation_preset")
-    why = (recipe or {}).get("recipe_notes", {}).get("augmentation_preset", "")
-    if state["values"].get("augmentation_preset") is None:
-        state["values"]["augmentation_preset"] = "auto"
-    picked = _bind(st.radio, "Augmentation preset", "augmentation_preset", state, options=presets,
-                   format_func=lambda k: f"Auto: {PRESETS[chosen].name if chosen else 'chosen from the data'}"
-                   if k == "auto" else PRESETS[k].name,
-                   captions=[why or "chosen from the data"] + [
-                       f"{PRESETS[k].description} · time ×{PRESETS[k].training_time_factor:g} · "
-                       f"expected gain {PRESETS[k].accuracy_boost}" for k in PRESETS])
-    if picked == "auto":
-        state["values"]["augmentation_preset"] = None
-    _bind(st.number_input, "Image size (px)", "image_size", state, min_value=16, max_value=2048, step=16,
-          help="Images are resized to this square size. Larger sees more detail and trains slower.")
-
-
-def step_advanced(state: dict[str, Any], recipe: dict[str, Any] | None) -> None:
-    values = state["values"]
-    a, b, c = st.columns(3)
-    with a:
-        st.markdown("**Speed and stability**")
-        if wizard_recipe.field(_bind, st.toggle, "EMA of weights", "use_ema", state, recipe):
-            wizard_recipe.field(_bind, st.number_input, "EMA decay", "ema_decay", state, recipe, min_value=0.5,
-                                max_value=0.99999, step=0.0001, format="%.5f")
-        wizard_recipe.field(_bind, st.toggle, "Mixed precision", "mixed_precision", state, recipe)
-        _bind(st.number_input, "Gradient accumulation steps", "gradient_accumulation_steps", state,
-              min_value=1, max_value=1024, step=1)
-        _bind(st.number_input, "Freeze backbone for epochs", "freeze_backbone_epochs", state, min_value=0, step=1)
-    with b:
-        st.markdown("**Regularisation**")
-        wizard_recipe.field(_bind, st.number_input, "Drop path rate", "drop_path_rate", state, recipe,
-                            min_value=0.0, max_value=0.95, step=0.05)
-        preset = PRESETS[values["augmentation_preset"] or (recipe or {}).get("augmentation_preset") or "light"].settings
-        if _bind_state(st.toggle, "Override the preset's smoothing and mixing", "override", state):
-            for key, label in (("label_smoothing", "Label smoothing"), ("mixup_alpha", "MixUp alpha"),
-                               ("cutmix_alpha", "CutMix alpha")):
-                if values.get(key) is None:
-                    values[key] = preset[key]
-                _bind(st.number_input, label, key, state, min_value=0.0, max_value=10.0, step=0.05)
-        else:
-            st.caption(f"From the preset: label smoothing {preset['label_smoothing']}, MixUp "
-                       f"{preset['mixup_alpha']}, CutMix {preset['cutmix_alpha']}.")
-    with c:
-        st.markdown("**Imbalance and stopping**")
-        _bind(st.selectbox, "Class weights", "class_weights", state, options=["balanced", "sqrt", "none"])
-        _bind(st.number_input, "Focal loss gamma", "focal_loss_gamma", state, min_value=0.0, max_value=10.0,
-              step=0.5, help="0 is plain cross-entropy; 2 focuses on hard examples.")
-        _bind(st.toggle, "Early stopping", "early_stopping", state)
-        if values["early_stopping"]:
-            wizard_recipe.field(_bind, st.number_input, "Patience (epochs)", "early_stopping_patience", state, recipe,
-                                min_value=1, step=1)
-            _bind(st.selectbox, "Metric", "early_stopping_metric", state,
-                  options=["val_f1", "val_accuracy", "val_top5", "val_loss", "val_map"])
-
-
 def step_review(state: dict[str, Any], version: dict[str, Any], parsed) -> None:
     st.markdown("**Recipe** (who chose each setting, and why)")
     wizard_recipe.table(parsed.model_dump(mode="json"))
@@ -382,9 +275,9 @@ def step_review(state: dict[str, Any], version: dict[str, Any], parsed) -> None:
                   "split sizes; early stopping can end the run sooner.")
     b.metric("On a GPU worker (rough)", format_duration(estimate["gpu_s"]))
     c.metric("Model", f"{parsed.model_type}/{parsed.model_size}", help=parsed.timm_name)
-    _bind_state(st.text_input, "Run name", "name", state,
+    bind_state(st.text_input, "Run name", "name", state,
                 placeholder=f"{parsed.model_type}-{parsed.model_size} v{version['version_number']}")
-    _bind_state(st.text_area, "Description (optional)", "description", state, height=68)
+    bind_state(st.text_area, "Description (optional)", "description", state, height=68)
     st.markdown("**Config** (copy it with the button in the corner; the CLI takes the same keys with `--set`)")
     st.code(json.dumps(config, indent=2), language="json")
 
