@@ -311,3 +311,27 @@ def test_delete_run_removes_its_checkpoint_but_keeps_the_model(embedded_stack):
     with embedded_stack.session() as session:
         models = list_models(session=session)
         assert len(models) == 1 and models[0].training_run_id is None
+
+
+def test_time_budget_and_lr_range_test_are_settled_on_the_worker_and_recorded(embedded_stack, monkeypatch):
+    """No epochs and a time budget: the worker measures its throughput and fits the epochs; auto_lr: an
+    LR range test picks the rate. Both are recorded on the run with their reasons."""
+    from core.ml import probe
+    from core.training import create_run, start_run
+
+    monkeypatch.setattr(probe, "LR_TEST_STEPS", 30)
+    settings = {k: v for k, v in TINY.items() if k not in ("epochs", "learning_rate")}
+    version_id = make_version(embedded_stack)
+    with embedded_stack.session() as session:
+        run_id = create_run(session=session, version_id=version_id,
+                            config={**settings, "time_budget_min": 0.25, "auto_lr": True}).id
+    start_run(run_id=run_id, inline=True)
+    run = load_run(embedded_stack, run_id)
+    assert run["status"] == "completed", run["error"]
+    assert sum(h["seconds"] for h in run["metrics_history"]) <= 0.25 * 60  # training ended within the budget
+    config = run["config"]
+    assert "epochs" in config["recipe_auto"] and "img/s" in config["recipe_notes"]["epochs"]
+    assert config["epochs"] == run["total_epochs"] >= 1
+    test = config["lr_range_test"]
+    assert len(test["lr"]) == len(test["loss"]) > 10 and config["learning_rate"] == test["chosen"]
+    assert config["recipe_notes"]["learning_rate"].startswith("LR range test: lowest loss at")

@@ -63,7 +63,7 @@ def train_throughput(model: nn.Module, loader, loss_fn, *, device: torch.device,
 
 
 def lr_range_test(model: nn.Module, config: TrainingConfig, loader, loss_fn, *, device: torch.device,
-                  steps: int = LR_TEST_STEPS) -> dict[str, Any]:
+                  steps: int | None = None) -> dict[str, Any]:
     """Leslie Smith's LR range test through torch-lr-finder on a copy of the model: the learning rate
     grows exponentially from 1e-6 to 1 over `steps` batches; the choice is a tenth of the rate at the
     lowest smoothed loss (fastai's rule), the usual point where the loss still falls steeply."""
@@ -77,7 +77,7 @@ def lr_range_test(model: nn.Module, config: TrainingConfig, loader, loss_fn, *, 
         group["lr"] = LR_TEST_RANGE[0]
     finder = LRFinder(probe, optimizer, loss_fn, device=device)
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        finder.range_test(loader, end_lr=LR_TEST_RANGE[1], num_iter=steps, step_mode="exp", smooth_f=0.05,
+        finder.range_test(loader, end_lr=LR_TEST_RANGE[1], num_iter=steps or LR_TEST_STEPS, step_mode="exp", smooth_f=0.05,
                           diverge_th=5)
     lrs, losses = finder.history["lr"], finder.history["loss"]
     return choose_from_curve(lrs, losses)
