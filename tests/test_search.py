@@ -55,14 +55,14 @@ def trials(name):
     return trial_rows(load_study(name))
 
 
-def test_search_runs_in_process_to_a_registered_best_model(embedded_stack):
+def test_search_runs_in_process_to_a_registered_best_model(embedded_stack, capsys):
     from core.registry import get_model
     from core.search import load_study, register_best, search_figures, start_search
     from core.users import operator_user
 
     version_id = make_version(embedded_stack)
     actor = operator_user()
-    name = start_search(actor=actor, version_id=version_id, base=BASE, budget_min=0.5, trial_min=0.2)
+    name = start_search(actor=actor, version_id=version_id, base=BASE, budget_min=0.8, trial_min=0.15)
     wait_for(lambda: summary(name)["status"] == "completed", timeout=240)
     rows = trials(name)
     assert len(rows) >= 2 and rows[0]["defaults"] and rows[0]["state"] == "complete"
@@ -85,6 +85,20 @@ def test_search_runs_in_process_to_a_registered_best_model(embedded_stack):
 
         resume_search(actor=actor, name=name)
     check_pages(name, job.result["model_id"])
+    check_cli(name, capsys)
+
+
+def check_cli(name, capsys):
+    import json
+
+    from core.cli import main
+
+    assert main(["search", "show", name]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["name"] == name and shown["trials"][0]["defaults"] and shown["best_model_id"]
+    assert main(["search", "list"]) == 0
+    assert [s["name"] for s in json.loads(capsys.readouterr().out)["searches"]] == [name]
+    assert main(["search", "cancel", name]) == 2 and "only a running one can be cancelled" in capsys.readouterr().err
 
 
 def check_pages(name, model_id):
@@ -92,7 +106,7 @@ def check_pages(name, model_id):
     from tests.test_training_pages import page, texts
 
     app = page("pages/training.py")
-    assert "Hyperparameter searches" in texts(app) and "resnet/18 · budget 0.5 min" in texts(app)
+    assert "Hyperparameter searches" in texts(app) and "resnet/18 · budget 0.8 min" in texts(app)
     assert ":green-badge[completed]" in texts(app)
     app = page("pages/training.py", search=name)
     assert ":green-badge[completed]" in texts(app) and "maximising val_f1 on val" in texts(app)
