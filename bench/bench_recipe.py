@@ -8,7 +8,7 @@ Phase "pair": for each set, the platform (CLI `train --model resnet --size 18 --
 --set pretrained=false --set time_budget_min=B`, every other setting its default) and the hand loop
 (`hand_loop` below: resnet18, AdamW 2e-3, one warmup epoch, cosine over the budget, light
 augmentation) train at the same time, each pinned to its own core with one thread, on the same split;
-both are scored on the same test split. Phase "search": `train-search --budget-min 2B` on one core,
+both are scored on the same test split. Phase "search": `train-search --budget-min 2B --trial-min B/2` on one core,
 its best trial registered and scored on the test split. The load average is sampled while they run.
 
     python bench/bench_recipe.py --phase pair --budget-min 15 [--sets photos,scans] [--workdir DIR]
@@ -210,7 +210,7 @@ def role_search(args) -> dict:
     buffer, started = io.StringIO(), time.perf_counter()
     with redirect_stdout(buffer):
         code = main(["train-search", "--dataset", args.set, *MODEL, "--budget-min", str(2 * args.budget_min),
-                     "--wait", "--register-best"])
+                     "--trial-min", str(args.trial_min or args.budget_min / 2), "--wait", "--register-best"])
     if code != 0:
         raise SystemExit(f"search failed (exit {code})")
     outcome = json.loads(buffer.getvalue())
@@ -247,7 +247,7 @@ def phase_search(args, sets: list[str], results: dict) -> None:
         for core, kind in enumerate(sets):
             workdir = Path(args.workdir) / kind
             role = [str(Path(__file__)), "--set", kind, "--budget-min", str(args.budget_min), "--workdir",
-                    str(workdir), "--role", "search"]
+                    str(workdir), "--role", "search"] + (["--trial-min", str(args.trial_min)] if args.trial_min else [])
             runs[kind] = cli(workdir, role, core=core % 2)
         found = {kind: finished(process, f"search on {kind}") for kind, process in runs.items()}
     for kind, search in found.items():
@@ -264,6 +264,7 @@ def main() -> None:
     parser.add_argument("--sets", default="photos,scans")
     parser.add_argument("--budget-min", type=float, default=15.0)
     parser.add_argument("--workdir", default="/tmp/bench-recipe")
+    parser.add_argument("--trial-min", type=float, help="search: one trial's budget (default: half the pair's)")
     parser.add_argument("--role", choices=["platform", "hand", "search"], help=argparse.SUPPRESS)
     parser.add_argument("--set", help=argparse.SUPPRESS)
     args = parser.parse_args()
