@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 
 from core.config import get_settings
 from core.db import session_scope
@@ -64,8 +65,11 @@ def study_storage():
     if key not in _storages:
         url, engine_kwargs = optuna_location(database_url)
         if not url.startswith("sqlite"):
-            with session_scope() as session:
-                session.execute(text("CREATE SCHEMA IF NOT EXISTS optuna"))
+            try:
+                with session_scope() as session:
+                    session.execute(text("CREATE SCHEMA IF NOT EXISTS optuna"))
+            except IntegrityError:  # two processes created it at once: it exists
+                pass
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         _storages[key] = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
     return _storages[key]

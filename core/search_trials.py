@@ -115,14 +115,14 @@ def register_best_trial(ctx, *, study_name: str, actor_record: dict) -> dict[str
     from core.ml.data import records_from_manifest
     from core.models import ClsDatasetVersion, ClsTrainingRun
     from core.search import best_trial
-    from core.training import _RunJob
+    from core.training import RunJob
 
     study = load_study(study_name)
     best = best_trial(study)
     with session_scope() as session:
         run = session.get(ClsTrainingRun, uuid.UUID(best.user_attrs["run_id"]))
         version = session.get(ClsDatasetVersion, run.dataset_version_id)
-        job = _RunJob(run, version, resume=False)
+        job = RunJob(run, version, resume=False)
         checkpoint = run.checkpoint_key
     exports = study.user_attrs["base"].get("export_formats") or ["onnx", "torchscript"]
     job.config = parse_config({**job.config.model_dump(mode="json"), "export_formats": exports})

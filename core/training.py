@@ -246,7 +246,7 @@ def execute_run(ctx, *, run_id, resume: bool = False, after_epoch=None, final: b
         version = session.get(ClsDatasetVersion, run.dataset_version_id) if run.dataset_version_id else None
         if version is None:
             raise NotFound("the run's dataset version was deleted")
-        job = _RunJob(run, version, resume=resume)
+        job = RunJob(run, version, resume=resume)
     job.after_epoch, job.final = after_epoch, final
     try:
         result = job.train(ctx)
@@ -271,7 +271,7 @@ def _finish(run_id: uuid.UUID, status: str, error: str | None) -> None:
             run.status, run.completed_at, run.error_message = status, utcnow(), error and error[:4000]
 
 
-class _RunJob:
+class RunJob:
     """The state one job body carries: the run's config, version facts and storage."""
 
     def __init__(self, run: ClsTrainingRun, version: ClsDatasetVersion, *, resume: bool):
