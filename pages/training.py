@@ -19,8 +19,8 @@ from core.training_views import (
     run_detail,
     run_filter_options,
 )
-from pages import training_search, training_wizard
-from pages.training_charts import history_figure
+from pages import training_search, training_wizard, wizard_recipe
+from pages.training_charts import history_figure, lr_range_figure
 from pages.ui import current_user
 
 BADGES = {"pending": "gray", "preparing": "blue", "queued": "blue", "training": "orange",
@@ -254,6 +254,11 @@ def detail_view(run_id: str, user) -> None:
             st.switch_page("pages/models.py", query_params={"model": str(detail["model_id"])})
     with st.container(horizontal=True):
         actions(detail, user, where="detail")
+    with st.expander("Recipe", expanded=False):
+        wizard_recipe.table(detail["config"])
+        if detail["config"].get("lr_range_test"):
+            st.caption("LR range test")
+            st.plotly_chart(lr_range_figure(detail["config"]["lr_range_test"]), key=f"lr_test_{detail['id']}")
     with st.expander("Config"):
         st.code(json.dumps(detail["config"], indent=2), language="json")
     if detail["log_tail"]:

@@ -72,3 +72,12 @@ def threshold_figure(grid: np.ndarray, precision: np.ndarray, recall: np.ndarray
     figure.update_layout(height=360, title=title, xaxis_title="threshold", yaxis={"range": [0, 1.02]},
                          margin={"l": 10, "r": 10, "t": 40 if title else 20, "b": 10})
     return figure
+
+
+def lr_range_figure(test: dict[str, Any]) -> go.Figure:
+    """The LR range test: smoothed loss against the learning rate (log axis), the chosen rate marked."""
+    figure = go.Figure(go.Scatter(x=test["lr"], y=test["loss"], mode="lines", name="loss"))
+    figure.add_vline(x=test["chosen"], line_dash="dash", line_color="red", annotation_text=f"{test['chosen']:g}")
+    figure.update_xaxes(type="log", title_text="learning rate")
+    figure.update_layout(height=320, yaxis_title="smoothed loss", margin={"l": 10, "r": 10, "t": 20, "b": 10})
+    return figure
