@@ -8,7 +8,8 @@ Phase "pair": for each set, the platform (CLI `train --model resnet --size 18 --
 --set pretrained=false --set time_budget_min=B`, every other setting its default) and the hand loop
 (`hand_loop` below: resnet18, AdamW 2e-3, one warmup epoch, cosine over the budget, light
 augmentation) train at the same time, each pinned to its own core with one thread, on the same split;
-both are scored on the same test split. Phase "search": `train-search --budget-min 2B --trial-min B/2` on one core,
+both are scored on the same test split. Phase "search": `train-search --budget-min 2B --trial-min B/3
+--refit-min B` on one core (trials of B/3 for the first B minutes, then the best settings trained for B),
 its best trial registered and scored on the test split. The load average is sampled while they run.
 
     python bench/bench_recipe.py --phase pair --budget-min 15 [--sets photos,scans] [--workdir DIR]
@@ -210,7 +211,8 @@ def role_search(args) -> dict:
     buffer, started = io.StringIO(), time.perf_counter()
     with redirect_stdout(buffer):
         code = main(["train-search", "--dataset", args.set, *MODEL, "--budget-min", str(2 * args.budget_min),
-                     "--trial-min", str(args.trial_min or args.budget_min / 2), "--wait", "--register-best"])
+                     "--trial-min", str(args.trial_min or args.budget_min / 3), "--refit-min", str(args.budget_min),
+                     "--wait", "--register-best"])
     if code != 0:
         raise SystemExit(f"search failed (exit {code})")
     outcome = json.loads(buffer.getvalue())
@@ -264,7 +266,7 @@ def main() -> None:
     parser.add_argument("--sets", default="photos,scans")
     parser.add_argument("--budget-min", type=float, default=15.0)
     parser.add_argument("--workdir", default="/tmp/bench-recipe")
-    parser.add_argument("--trial-min", type=float, help="search: one trial's budget (default: half the pair's)")
+    parser.add_argument("--trial-min", type=float, help="search: one trial's budget (default: a third of the pair's)")
     parser.add_argument("--role", choices=["platform", "hand", "search"], help=argparse.SUPPRESS)
     parser.add_argument("--set", help=argparse.SUPPRESS)
     args = parser.parse_args()

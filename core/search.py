@@ -94,8 +94,10 @@ def _set(study, **attrs: Any) -> None:
 
 @requires("admin", "searching hyperparameters")
 def start_search(*, actor: User, version_id, base: dict[str, Any], budget_min: float, trial_min: float | None = None,
-                 parallel: int = 1, name: str | None = None, seed: int = 0) -> str:
-    """Create the study (its first trial the recipe's defaults) and queue `parallel` trial jobs."""
+                 parallel: int = 1, name: str | None = None, seed: int = 0, refit_min: float = 0.0) -> str:
+    """Create the study (its first trial the recipe's defaults) and queue `parallel` trial jobs.
+    refit_min: the last minutes of the budget train the best settings found once more, that long
+    (short trials find the settings; the refit trains them as long as a normal run would)."""
     import optuna
 
     from core.models import ClsDatasetVersion
@@ -107,8 +109,12 @@ def start_search(*, actor: User, version_id, base: dict[str, Any], budget_min: f
     if not 1 <= parallel <= 64:
         raise InvalidInput(f"parallel {parallel}: between 1 and 64 trial jobs at once")
     trial_min = float(trial_min or max(1.0, budget_min / 4))
-    if not 0 < trial_min <= budget_min:
-        raise InvalidInput(f"trial_min {trial_min:g} must be above 0 and at most the budget ({budget_min:g} min)")
+    refit_min = float(refit_min or 0.0)
+    if not 0 <= refit_min < budget_min:
+        raise InvalidInput(f"refit_min {refit_min:g} must leave part of the budget ({budget_min:g} min) to the trials")
+    if not 0 < trial_min <= budget_min - refit_min:
+        raise InvalidInput(f"trial_min {trial_min:g} must be above 0 and at most the budget less the refit "
+                           f"({budget_min - refit_min:g} min)")
     base = {k: v for k, v in base.items() if k not in SEARCH_SPACE and k not in ("time_budget_min", "epochs")}
     metric = base.get("early_stopping_metric") or "val_f1"
     if metric not in MAXIMISED:
@@ -131,7 +137,7 @@ def start_search(*, actor: User, version_id, base: dict[str, Any], budget_min: f
     lr = float(defaults["learning_rate"])
     _set(study, name=name[:200], dataset_id=dataset_id, version_id=str(version_id), base=base, metric=metric,
          budget_min=budget_min, trial_min=trial_min, parallel=parallel, lr_center=lr, status="running",
-         train_images=train_images,
+         train_images=train_images, refit_min=refit_min, refit=None,
          deadline=time.time() + 60 * budget_min, created_at=time.time(), actor=actor_record(actor))
     study.enqueue_trial({
         "learning_rate": lr, "weight_decay": defaults["weight_decay"],
@@ -152,6 +158,7 @@ def cancel_search(*, actor: User, name: str) -> dict[str, Any]:
     if attrs.get("status") != "running":
         raise Conflict(f"search {attrs.get('name', name)!r} is {attrs.get('status')}; only a running one can be cancelled")
     _set(study, status="cancelled", remaining_s=max(0.0, attrs["deadline"] - time.time()))
+    _drop_waiting(study)
     with session_scope() as session:
         for job in _active_trial_jobs(session, name):
             request_cancel(session=session, job_id=job.id)
@@ -168,7 +175,9 @@ def resume_search(*, actor: User, name: str, budget_min: float | None = None) ->
     seconds = 60 * budget_min if budget_min else attrs.get("remaining_s") or 0.0
     if seconds <= 0:
         raise Conflict(f"search {attrs['name']!r} has no budget left; give more minutes to resume it")
-    _set(study, status="running", deadline=time.time() + seconds, remaining_s=0.0)
+    refit = float(attrs.get("refit_min") or 0.0)
+    _set(study, status="running", deadline=time.time() + seconds, remaining_s=0.0, refit=None,
+         refit_min=refit if 2 * 60 * refit <= seconds else 0.0)
     top_up(name, actor)
     return search_summary(load_study(name))
 
@@ -191,32 +200,65 @@ def register_best(*, actor: User, name: str, inline: bool = False) -> uuid.UUID:
     return job_id
 
 
+def trials_end(attrs: dict[str, Any]) -> float:
+    """When trials stop being started: the deadline, less the refit's minutes until the refit is queued.
+    A trial started in time runs to its own budget, so the search can end a trial's overhead late."""
+    if attrs.get("refit"):
+        return attrs["deadline"]
+    return attrs["deadline"] - 60 * float(attrs.get("refit_min") or 0.0)
+
+
 def top_up(name: str, actor: User, *, exclude: uuid.UUID | None = None) -> int:
-    """Keep `parallel` trial jobs queued or running while the search runs and its budget lasts;
-    mark it completed once the budget is spent and no trial is left. Returns the jobs added."""
+    """Keep `parallel` trial jobs queued or running while the search runs and its budget lasts; then
+    queue the refit of the best settings (if asked for); mark the search completed once nothing is
+    left to run. Returns the jobs added."""
     from core.jobs import create_job
     from core.queue import get_backend, submit_created
 
     study = load_study(name)
     attrs = study.user_attrs
-    running = attrs.get("status") == "running" and time.time() < attrs["deadline"]
+    now, running = time.time(), attrs.get("status") == "running"
     if running:
         get_backend().check()
     with _top_up_lock, session_scope() as session:
         if session.bind.dialect.name == "postgresql":  # one top-up at a time across workers
             session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:n))"), {"n": name})
         active = [j for j in _active_trial_jobs(session, name) if j.id != exclude]
-        if not running:
-            if not active and attrs.get("status") == "running":
-                study.set_user_attr("status", "completed")
-            return 0
+        wanted = 0
+        if running and not attrs.get("refit") and now < trials_end(attrs):
+            wanted = int(attrs["parallel"]) - len(active)
+        elif running and not attrs.get("refit") and attrs.get("refit_min") and not active and now < attrs["deadline"]:
+            wanted = _queue_refit(study)
+        elif running and not active:
+            _drop_waiting(study)
+            study.set_user_attr("status", "completed")
+        params = {"study": name, "actor": actor_record(actor), "role": "trial"}
         created = [create_job(session=session, kind=TRIAL_KIND, queue="training", function=TRIAL_FUNCTION,
-                              params={"study": name, "actor": actor_record(actor), "role": "trial"},
-                              user_id=actor.id).id
-                   for _ in range(int(attrs["parallel"]) - len(active))]
+                              params=params, user_id=actor.id).id for _ in range(max(0, wanted))]
     for job_id in created:
         submit_created(job_id, "training")
     return len(created)
+
+
+def _drop_waiting(study) -> None:
+    """Trials queued in the study that no job will run (a refit the budget left no time for) end failed."""
+    from optuna.trial import TrialState
+
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        study._storage.set_trial_user_attr(trial._trial_id, "error", "not run: the search ended first")
+        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+
+
+def _queue_refit(study) -> int:
+    """The best settings, once more, for the refit's minutes (its trial is marked `refit`)."""
+    try:
+        best = best_trial(study)
+    except Conflict:  # no finished trial to refit
+        study.set_user_attr("status", "completed")
+        return 0
+    study.enqueue_trial(best.params, user_attrs={"refit": True, "refit_of": best.number})
+    study.set_user_attr("refit", "queued")
+    return 1
 
 
 def _active_trial_jobs(session, name: str) -> list[ClsJob]:
@@ -236,12 +278,14 @@ def _uuid(value) -> uuid.UUID:
 
 
 def best_trial(study):
+    """The refit of the best settings when it finished (trained longest), else the best trial."""
     from optuna.trial import TrialState
 
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
     if not done:
         raise Conflict(f"search {study.user_attrs.get('name', study.study_name)!r} has no finished trial yet")
-    return max(done, key=lambda t: t.value)
+    refits = [t for t in done if t.user_attrs.get("refit")]
+    return refits[-1] if refits else max(done, key=lambda t: t.value)
 
 
 def search_summary(study) -> dict[str, Any]:
@@ -251,13 +295,16 @@ def search_summary(study) -> dict[str, Any]:
     trials = study.get_trials(deepcopy=False)
     counts = {state.name.lower(): sum(1 for t in trials if t.state == state) for state in TrialState}
     done = [t for t in trials if t.state == TrialState.COMPLETE]
-    best = max(done, key=lambda t: t.value) if done else None
+    best = best_trial(study) if done else None
     status = attrs.get("status")
-    if status == "running" and time.time() >= attrs.get("deadline", 0):
+    if status == "running" and attrs.get("refit"):
+        status = "refitting"
+    elif status == "running" and time.time() >= attrs.get("deadline", 0):
         status = "finishing" if counts.get("running") else "completed"
     return {
         "name": study.study_name, "title": attrs.get("name"), "status": status, "metric": attrs.get("metric"),
         "budget_min": attrs.get("budget_min"), "trial_min": attrs.get("trial_min"), "parallel": attrs.get("parallel"),
+        "refit_min": attrs.get("refit_min") or 0.0,
         "deadline": attrs.get("deadline"), "created_at": attrs.get("created_at"), "version_id": attrs.get("version_id"),
         "dataset_id": attrs.get("dataset_id"), "model_type": (attrs.get("base") or {}).get("model_type"),
         "model_size": (attrs.get("base") or {}).get("model_size"), "trial_counts": counts,
@@ -283,7 +330,8 @@ def trial_rows(study) -> list[dict[str, Any]]:
                    if trial.datetime_complete and trial.datetime_start else None)
         rows.append({"trial": trial.number, "state": trial.state.name.lower(), "value": trial.value,
                      "epochs": max(trial.intermediate_values, default=None), "seconds": seconds,
-                     "defaults": bool(trial.user_attrs.get("defaults")), "run_id": trial.user_attrs.get("run_id"),
+                     "defaults": bool(trial.user_attrs.get("defaults")), "refit": bool(trial.user_attrs.get("refit")),
+                     "run_id": trial.user_attrs.get("run_id"),
                      "error": trial.user_attrs.get("error"), **trial.params})
     return rows
 

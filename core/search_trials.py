@@ -9,7 +9,7 @@ from typing import Any
 
 from core.db import session_scope
 from core.errors import JobCancelled
-from core.search import SEARCH_SPACE, load_study, top_up
+from core.search import SEARCH_SPACE, load_study, top_up, trials_end
 from core.users import actor_from_record
 
 AUGMENTATIONS = ("light", "medium", "heavy", "sota")
@@ -22,11 +22,11 @@ def suggest(trial, attrs: dict[str, Any]) -> dict[str, Any]:
     most on small data. The first trial is enqueued with the recipe's own values."""
     lr = float(attrs["lr_center"])
     values = {
-        "learning_rate": trial.suggest_float("learning_rate", lr / 4, lr * 4, log=True),
-        "weight_decay": trial.suggest_float("weight_decay", 0.005, 0.2, log=True),
+        "learning_rate": trial.suggest_float("learning_rate", lr / 3, lr * 3, log=True),
+        "weight_decay": trial.suggest_float("weight_decay", 0.01, 0.2, log=True),
         "augmentation_preset": trial.suggest_categorical("augmentation_preset", AUGMENTATIONS),
         "label_smoothing": trial.suggest_float("label_smoothing", 0.0, 0.2),
-        "drop_path_rate": trial.suggest_float("drop_path_rate", 0.0, 0.2),
+        "drop_path_rate": trial.suggest_float("drop_path_rate", 0.0, 0.15),
         "batch_size": trial.suggest_categorical("batch_size", (16, 32, 64)),
     }
     train = int(attrs["train_images"])
@@ -44,14 +44,15 @@ def run_trial(ctx, *, study_name: str, actor_record: dict) -> dict[str, Any]:
     actor = actor_from_record(actor_record)
     study = load_study(study_name)
     attrs = study.user_attrs
-    remaining_min = (attrs["deadline"] - time.time()) / 60
-    if attrs.get("status") != "running" or remaining_min * 60 < MIN_TRIAL_S:
+    remaining_min = (trials_end(attrs) - time.time()) / 60
+    refit = attrs.get("refit") == "queued"  # the refit runs its full minutes once queued
+    if attrs.get("status") != "running" or (remaining_min * 60 < MIN_TRIAL_S and not refit):
         top_up(study_name, actor, exclude=ctx.job_id)
         return {"skipped": "the search is over or cancelled"}
     trial = study.ask()
     trial.set_user_attr("job_id", str(ctx.job_id))
-    values = {**attrs["base"], **suggest(trial, attrs), "export_formats": [],
-              "time_budget_min": round(min(attrs["trial_min"], remaining_min), 3)}
+    budget = attrs["refit_min"] if trial.user_attrs.get("refit") else min(attrs["trial_min"], remaining_min)
+    values = {**attrs["base"], **suggest(trial, attrs), "export_formats": [], "time_budget_min": round(budget, 3)}
     try:
         with session_scope() as session:
             run = create_run(session=session, version_id=attrs["version_id"], config=values, user_id=actor.id,

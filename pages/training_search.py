@@ -15,7 +15,8 @@ from core.ml.families import FAMILIES
 from core.permissions import can_act
 from core.training_views import format_duration
 
-COLORS = {"running": "orange", "finishing": "orange", "completed": "green", "cancelled": "gray"}
+COLORS = {"running": "orange", "finishing": "orange", "refitting": "orange", "completed": "green", "cancelled": "gray"}
+ACTIVE = ("running", "finishing", "refitting")
 REFRESH_S = 3.0
 
 
@@ -79,6 +80,9 @@ def new_search_view(user, go) -> None:
         budget = a.number_input("Budget (minutes, wall clock)", min_value=1.0, max_value=10080.0, value=60.0)
         trial = b.number_input("One trial at most (minutes)", min_value=0.5, max_value=10080.0, value=15.0)
         parallel = c.number_input("Trials at once (training workers)", min_value=1, max_value=64, value=1)
+        refit = st.number_input("Then train the best settings once more (minutes, 0 = no refit)", min_value=0.0,
+                                value=0.0, help="Taken from the end of the budget: short trials find the settings, "
+                                                "the refit trains them as long as a normal run")
         pretrained = st.toggle("Start from pretrained weights (timm's hub)", value=False)
         name = st.text_input("Name (optional)")
         submitted = st.form_submit_button("Start the search", type="primary", disabled=not can_act(user, "admin"))
@@ -88,7 +92,7 @@ def new_search_view(user, go) -> None:
         with session_scope() as session:
             version_id = resolve_version(session=session, storage=get_storage(), dataset_name=dataset).id
         search = start_search(actor=user, version_id=version_id, budget_min=budget, trial_min=min(trial, budget),
-                              parallel=parallel, name=name, base={"model_type": family, "model_size": size.strip(),
+                              parallel=parallel, name=name, refit_min=refit, base={"model_type": family, "model_size": size.strip(),
                                                                   "image_size": int(image_size),
                                                                   "pretrained": pretrained})
     except UserError as exc:
@@ -112,7 +116,7 @@ def detail_view(name: str, user, go) -> None:
     st.caption(f"{summary['model_type']}/{summary['model_size']} · budget {summary['budget_min']:g} min, trials up to "
                f"{summary['trial_min']:g} min, {summary['parallel']} at once · maximising {summary['metric']} on val · "
                f"started {_when(summary['created_at'])}")
-    live(name, summary["status"] in ("running", "finishing"))
+    live(name, summary["status"] in ACTIVE)
     actions(summary, user)
 
 
@@ -140,7 +144,7 @@ def live(name: str, active: bool) -> None:
                 st.plotly_chart(figures[key], key=f"search_{key}_{name}")
             elif key == "importance" and rows:
                 st.caption(f"{caption} appears once two trials with different settings have finished.")
-        if active and summary["status"] not in ("running", "finishing"):
+        if active and summary["status"] not in ACTIVE:
             st.rerun(scope="app")
 
     body()
@@ -153,7 +157,7 @@ def actions(summary: dict, user) -> None:
     name = summary["name"]
     try:
         with st.container(horizontal=True):
-            if summary["status"] == "running" and st.button("Cancel", icon=":material/stop:", disabled=not admin):
+            if summary["status"] in ACTIVE and st.button("Cancel", icon=":material/stop:", disabled=not admin):
                 cancel_search(actor=user, name=name)
                 st.rerun()
             if summary["status"] in ("cancelled", "completed"):

@@ -62,12 +62,18 @@ def test_search_runs_in_process_to_a_registered_best_model(embedded_stack, capsy
 
     version_id = make_version(embedded_stack)
     actor = operator_user()
-    name = start_search(actor=actor, version_id=version_id, base=BASE, budget_min=0.8, trial_min=0.15)
-    wait_for(lambda: summary(name)["status"] == "completed", timeout=240)
+    name = start_search(actor=actor, version_id=version_id, base=BASE, budget_min=1.0, trial_min=0.15,
+                        refit_min=0.25)
+    wait_for(lambda: summary(name)["status"] == "completed", timeout=300)
     rows = trials(name)
-    assert len(rows) >= 2 and rows[0]["defaults"] and rows[0]["state"] == "complete"
+    assert len(rows) >= 3 and rows[0]["defaults"] and rows[0]["state"] == "complete"
     assert {r["state"] for r in rows} <= {"complete", "pruned"}
-    assert summary(name)["best_value"] == max(r["value"] for r in rows if r["state"] == "complete")
+    searched, refit = rows[:-1], rows[-1]  # the last minutes trained the best settings again: the refit
+    assert refit["refit"] and refit["state"] == "complete" and not any(r["refit"] for r in searched)
+    best_searched = max((r for r in searched if r["state"] == "complete"), key=lambda r: r["value"])
+    assert {k: refit[k] for k in ("learning_rate", "augmentation_preset")} == {
+        k: best_searched[k] for k in ("learning_rate", "augmentation_preset")}
+    assert summary(name)["best_trial"] == refit["trial"]
     figures = search_figures(load_study(name))
     assert figures["history"] is not None
 
@@ -106,7 +112,7 @@ def check_pages(name, model_id):
     from tests.test_training_pages import page, texts
 
     app = page("pages/training.py")
-    assert "Hyperparameter searches" in texts(app) and "resnet/18 · budget 0.8 min" in texts(app)
+    assert "Hyperparameter searches" in texts(app) and "resnet/18 · budget 1 min" in texts(app)
     assert ":green-badge[completed]" in texts(app)
     app = page("pages/training.py", search=name)
     assert ":green-badge[completed]" in texts(app) and "maximising val_f1 on val" in texts(app)

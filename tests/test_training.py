@@ -335,3 +335,9 @@ def test_time_budget_and_lr_range_test_are_settled_on_the_worker_and_recorded(em
     test = config["lr_range_test"]
     assert len(test["lr"]) == len(test["loss"]) > 10 and config["learning_rate"] == test["chosen"]
     assert config["recipe_notes"]["learning_rate"].startswith("LR range test: lowest loss at")
+    from tests.test_training_pages import page, texts
+
+    app = page("pages/training.py", run=run_id)  # the run's page shows its recipe and the LR range test
+    assert "LR range test" in texts(app) and len(app.get("plotly_chart")) >= 2
+    recipe = app.dataframe[0].value
+    assert set(recipe["setting"]) >= {"epochs", "learning_rate", "use_ema"} and "you" in set(recipe["by"])

@@ -16,6 +16,8 @@ def register(subparsers) -> None:
     search.add_argument("--budget-min", type=float, required=True, help="wall-clock minutes for the whole search")
     search.add_argument("--trial-min", type=float, help="time budget of one trial (default: a quarter of the budget)")
     search.add_argument("--parallel", type=int, default=1, help="trial jobs at once (one per training worker)")
+    search.add_argument("--refit-min", type=float, default=0.0,
+                        help="the last minutes of the budget train the best settings once more, this long")
     search.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a fixed training setting for every trial, e.g. --set pretrained=false")
     search.add_argument("--name", help="search name")
@@ -56,7 +58,7 @@ def cmd_train_search(args) -> dict:
         version_id = resolve_version(session=session, storage=get_storage(), dataset_name=args.dataset,
                                      number=args.version).id
     name = start_search(actor=operator_user(), version_id=version_id, base=base, budget_min=args.budget_min,
-                        trial_min=args.trial_min, parallel=args.parallel, name=args.name)
+                        trial_min=args.trial_min, parallel=args.parallel, name=args.name, refit_min=args.refit_min)
     if not args.wait:
         return _show(name)
     _wait(name)
