@@ -76,12 +76,31 @@ def study_storage():
 
 
 def load_study(name: str):
+    """The study with the search's sampler and pruner (Optuna keeps neither in its storage). The
+    sampler's seed moves with the trial count, so jobs loading the study anew do not repeat a draw."""
     import optuna
 
+    storage = study_storage()
     try:
-        return optuna.load_study(study_name=name, storage=study_storage())
+        study_id = storage.get_study_id_from_name(name)
     except KeyError:
         raise NotFound(f"no search {name!r}") from None
+    seed = int(storage.get_study_user_attrs(study_id).get("seed", 0)) + storage.get_n_trials(study_id)
+    return optuna.load_study(study_name=name, storage=storage, sampler=sampler(seed), pruner=pruner())
+
+
+def sampler(seed: int):
+    import optuna
+
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=4)
+
+
+def pruner():
+    """Median rule: after two finished trials, a trial whose score at an epoch is below the median of
+    earlier trials at that epoch stops (not in its first two epochs)."""
+    import optuna
+
+    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2)
 
 
 def _set(study, **attrs: Any) -> None:
@@ -130,14 +149,12 @@ def start_search(*, actor: User, version_id, base: dict[str, Any], budget_min: f
         train_images = (version.split_counts or {}).get("train", 0)
     name = (name or "").strip() or f"{base.get('model_type')}-{base.get('model_size')} v{version_number}"
     study_name = f"{STUDY_PREFIX}{uuid.uuid4().hex[:10]}"
-    study = optuna.create_study(
-        study_name=study_name, storage=study_storage(), direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=4),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2))
+    study = optuna.create_study(study_name=study_name, storage=study_storage(), direction="maximize",
+                                sampler=sampler(seed), pruner=pruner())
     lr = float(defaults["learning_rate"])
     _set(study, name=name[:200], dataset_id=dataset_id, version_id=str(version_id), base=base, metric=metric,
          budget_min=budget_min, trial_min=trial_min, parallel=parallel, lr_center=lr, status="running",
-         train_images=train_images, refit_min=refit_min, refit=None,
+         train_images=train_images, refit_min=refit_min, refit=None, seed=seed,
          deadline=time.time() + 60 * budget_min, created_at=time.time(), actor=actor_record(actor))
     study.enqueue_trial({
         "learning_rate": lr, "weight_decay": defaults["weight_decay"],
