@@ -266,6 +266,7 @@ def main() -> None:
     parser.add_argument("--sets", default="photos,scans")
     parser.add_argument("--budget-min", type=float, default=15.0)
     parser.add_argument("--workdir", default="/tmp/bench-recipe")
+    parser.add_argument("--results", help="JSON file the figures accumulate in (default: WORKDIR/results.json)")
     parser.add_argument("--trial-min", type=float, help="search: one trial's budget (default: a third of the pair's)")
     parser.add_argument("--role", choices=["platform", "hand", "search"], help=argparse.SUPPRESS)
     parser.add_argument("--set", help=argparse.SUPPRESS)
@@ -275,7 +276,7 @@ def main() -> None:
                          default=str))
         return
     sets = args.sets.split(",")
-    store = Path(args.workdir) / "results.json"
+    store = Path(args.results or Path(args.workdir) / "results.json")
     results = json.loads(store.read_text()) if store.exists() else {}
     print(f"cpu: {os.cpu_count()} cores; load at start {Path('/proc/loadavg').read_text().strip()}")
     if args.phase in ("pair", "all"):
