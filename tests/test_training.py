@@ -93,7 +93,7 @@ def test_run_trains_records_metrics_and_registers_the_model(stack):
     assert model["timm_name"] == "convnextv2_atto" and model["class_names"] == ["digits-0", "digits-1", "digits-2"]
     assert np.array(model["confusion_matrix"]).shape == (3, 3) and set(model["per_class_metrics"]) == set(
         model["class_names"])
-    assert model["preprocessing"]["size"] == 32 and model["preprocessing"]["crop_pct"] == 0.875
+    assert model["preprocessing"]["size"] == 32 and model["preprocessing"]["crop_pct"] == 1.0  # from scratch: the whole image
     assert stack.storage.exists(model["files"]["checkpoint"])
     predictions = json.loads(stack.storage.get(model["files"]["predictions"]))
     assert len(predictions["splits"]["val"]["probs"]) == 6 and len(predictions["splits"]["test"]["probs"]) == 6
