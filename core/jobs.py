@@ -1,7 +1,8 @@
 """The cls_jobs row of a background job: create, progress, cancel, finish, reap.
 
 `run_job` is what a worker executes (RQ's `rq worker` or the in-process pool): it loads the job
-function by dotted path, gives it a JobContext, and records the outcome. A heartbeat thread stamps
+function by dotted path, gives it a JobContext and the actor who queued the job, and records the
+outcome. A heartbeat thread stamps
 `heartbeat_at`; a running job whose heartbeat stops (worker killed) is marked failed by
 `reap_stale_jobs`, so nothing stays "running" forever.
 """
@@ -172,7 +173,9 @@ def load_function(path: str):
 
 
 def run_job(job_id: str | uuid.UUID) -> dict[str, Any] | None:
-    """Execute one job to its end; the entry point both backends call."""
+    """Execute one job to its end, as the actor who queued it (rebuilt from params["actor"] and
+    passed to the job function, whose declared services check that actor's role now); the entry
+    point both backends call."""
     job_id = uuid.UUID(str(job_id))
     with session_scope() as session:
         job = get_job(session=session, job_id=job_id)

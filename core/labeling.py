@@ -3,7 +3,9 @@ several labelers get different images, progress, the classes a dataset shows (pi
 1–0), and the page's actions (save, skip, clear, accept review) made safe to repeat.
 
 Label writes go through core/labels.py (row lock, revision check, counts); this module decides what
-to write and turns a repeated or stale action into a no-op instead of a second write.
+to write and turns a repeated or stale action into a no-op instead of a second write. Actions and
+reservations need the labeler role (declared); reading the queue and the cards does not, so a viewer
+can look through the images (core.labeling_session reads instead of reserving for them).
 """
 
 from __future__ import annotations
