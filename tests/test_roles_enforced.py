@@ -74,6 +74,21 @@ def test_a_labeler_labels_skips_and_clears_but_a_viewer_only_looks(embedded_stac
     assert count(embedded_stack, ClsLabel) == 0  # cleared
 
 
+def test_a_viewer_browses_the_labeling_queue_without_holding_images(embedded_stack, world):
+    from core import labeling_session as flow
+    from core.db import session_scope
+    from core.models import ClsDatasetImage
+
+    state = flow.start(session_scope, dataset_id=world["dataset"], actor=GUEST, mode="all")
+    assert state.card is not None
+    flow.apply_keys(session_scope, state, batch={"load": "a", "seq": 1, "keys": ["right", "left"]}, classes=[])
+    flow.apply_keys(session_scope, state, batch={"load": "a", "seq": 2, "keys": ["s"]}, classes=[])
+    assert state.message == ("error", "skipping images needs the labeler role; you are a viewer")
+    with embedded_stack.session() as session:
+        assert session.scalars(select(ClsDatasetImage.reserved_by)).all() == [None]  # nothing held
+        assert session.scalar(select(ClsDatasetImage.status)) == "labeled"  # nothing skipped
+
+
 def test_who_did_it_is_recorded_and_destructive_actions_are_audited(embedded_stack, world):
     from core import bulk_actions, classes, datasets
     from core.labels import set_labels
