@@ -22,6 +22,8 @@ import time
 import uuid
 from pathlib import Path
 
+from tests.factories import ADMIN
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -78,8 +80,8 @@ def seed(url: str, storage_url: str, images: int, with_files: int) -> uuid.UUID:
     ids = sorted(uuid.uuid4() for _ in range(images))  # one CURRENT_TIMESTAMP: queue order is id order
     with session_scope(url) as session:
         for name in CLASSES:
-            create_class(session=session, name=name)
-        dataset = create_dataset(session=session, name="bench-50k")
+            create_class(actor=ADMIN, session=session, name=name)
+        dataset = create_dataset(actor=ADMIN, session=session, name="bench-50k")
         rows = []
         for index, image_id in enumerate(ids):
             key = f"images/{image_id}.jpg"
@@ -91,7 +93,7 @@ def seed(url: str, storage_url: str, images: int, with_files: int) -> uuid.UUID:
                          "format": "JPEG", "source": "upload", "status": "pending", "tags": [], "meta": {}})
         for start in range(0, len(rows), 5000):
             session.execute(insert(ClsImage), rows[start:start + 5000])
-        add_images_to_dataset(session=session, dataset_id=dataset.id, image_ids=ids)
+        add_images_to_dataset(actor=ADMIN, session=session, dataset_id=dataset.id, image_ids=ids)
         dataset_id = dataset.id
     # Planner statistics, as autovacuum would have them for a table this size (a fresh bulk load
     # has none, and Postgres then picks the status index and sorts 50,000 rows per query).

@@ -16,7 +16,9 @@ from sqlalchemy.orm import Session
 
 from core.db import session_scope
 from core.models import ClsDataset, Cutout, OdImage, Product, ProductImage
+from core.permissions import requires
 from core.storage import Storage, get_storage
+from core.users import User
 
 DEMO_NAMESPACE = uuid.UUID("0e4bb0d4-7a3c-4d55-b1a8-0b4d7c9f3e21")
 CATEGORIES = {
@@ -133,7 +135,7 @@ def _ensure_od_images(session: Session, storage: Storage, products: list[Product
     return created
 
 
-def _ensure_library(session: Session, storage: Storage, products: list[Product], user_id) -> dict:
+def _ensure_library(session: Session, storage: Storage, products: list[Product], actor: User) -> dict:
     """Classes per category and a labeled demo dataset built from the products' first frames."""
     from core.classes import get_or_create_class
     from core.datasets import add_images_to_dataset, create_dataset
@@ -142,36 +144,33 @@ def _ensure_library(session: Session, storage: Storage, products: list[Product],
 
     dataset = session.scalar(select(ClsDataset).where(ClsDataset.name == DEMO_DATASET))
     if dataset is None:
-        dataset = create_dataset(session=session, name=DEMO_DATASET, task_type="single_label", user_id=user_id,
+        dataset = create_dataset(session=session, actor=actor, name=DEMO_DATASET, task_type="single_label",
                                  description="Packshots of the demo products, labeled by category.")
     colors = {"Beverages": "#EF4444", "Snacks": "#F59E0B", "Dairy": "#3B82F6", "Bakery": "#92400E"}
-    classes = {name: get_or_create_class(session=session, name=name, user_id=user_id, color=colors[name])
+    classes = {name: get_or_create_class(session=session, actor=actor, name=name, color=colors[name])
                for name in CATEGORIES}
     imported = 0
     for index, product in enumerate(products):
         for frame in (0, 2):
             key = f"platform/products/{product.id}/synthetic_{frame}.png"
-            result = ingest_bytes(session=session, storage=storage, data=storage.get(key),
-                                  filename=f"{product.name} frame {frame}.png", user_id=user_id,
+            result = ingest_bytes(session=session, actor=actor, storage=storage, data=storage.get(key),
+                                  filename=f"{product.name} frame {frame}.png",
                                   source="products_import", folder="demo", tags=["demo", product.brand.lower()],
                                   source_type="product", source_id=product.id)
             if result.image_id is None:
                 continue
             imported += result.status == "imported"
-            add_images_to_dataset(session=session, dataset_id=dataset.id, image_ids=[result.image_id],
-                                  user_id=user_id)
+            add_images_to_dataset(session=session, actor=actor, dataset_id=dataset.id, image_ids=[result.image_id])
             # Leave a quarter unlabeled so the labeling queue has work.
             if index % 5 != 4:
-                set_labels(session=session, dataset_id=dataset.id, image_id=result.image_id,
-                           class_ids=[classes[product.category].id], user_id=user_id)
+                set_labels(session=session, actor=actor, dataset_id=dataset.id, image_id=result.image_id,
+                           class_ids=[classes[product.category].id])
     return {"dataset": dataset.name, "classes": len(classes), "library_images_imported": imported}
 
 
-def load_demo(*, products: int = 24) -> dict:
-    from core.users import local_user
-
+@requires("admin", "loading demo data")
+def load_demo(*, actor: User, products: int = 24) -> dict:
     storage = get_storage()
-    user_id = local_user().id
     with session_scope() as session:
         before = session.scalar(select(Product.id).limit(1)) is not None
         rows = _ensure_products(session, storage, products)
@@ -179,6 +178,6 @@ def load_demo(*, products: int = 24) -> dict:
         od_images = _ensure_od_images(session, storage, rows)
     with session_scope() as session:
         rows = list(session.scalars(select(Product).order_by(Product.barcode).limit(products)))
-        library = _ensure_library(session, storage, rows, user_id)
+        library = _ensure_library(session, storage, rows, actor)
     return {"products": len(rows), "already_present": before, "cutouts_created": cutouts,
             "od_images_created": od_images, **library}

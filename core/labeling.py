@@ -3,7 +3,9 @@ several labelers get different images, progress, the classes a dataset shows (pi
 1–0), and the page's actions (save, skip, clear, accept review) made safe to repeat.
 
 Label writes go through core/labels.py (row lock, revision check, counts); this module decides what
-to write and turns a repeated or stale action into a no-op instead of a second write.
+to write and turns a repeated or stale action into a no-op instead of a second write. Actions and
+reservations need the labeler role (declared); reading the queue and the cards does not, so a viewer
+can look through the images (core.labeling_session reads instead of reserving for them).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from sqlalchemy import exists, func, literal, or_, select, tuple_, update
 
 from core.errors import Conflict, InvalidInput, NotFound
 from core.models import ClsClass, ClsDataset, ClsDatasetImage, ClsImage, ClsLabel, ClsLabelingPin, utcnow
+from core.permissions import requires
+from core.users import User
 
 QUEUE_MODES = ("all", "unlabeled", "review", "random", "low_confidence")
 QueueMode = Literal["all", "unlabeled", "review", "random", "low_confidence"]
@@ -333,7 +337,8 @@ def datasets_for_labeling(*, session) -> list[tuple[uuid.UUID, str, int, int]]:
 # ---------------------------------------------------------------- reservations
 
 
-def reserve(*, session, dataset_id: uuid.UUID, image_id: uuid.UUID, holder: uuid.UUID,
+@requires("labeler", "reserving images to label")
+def reserve(*, session, actor: User, dataset_id: uuid.UUID, image_id: uuid.UUID, holder: uuid.UUID,
             ttl_s: int = RESERVATION_S, now: datetime | None = None) -> bool:
     """Claim an image for one labeling page unless another page holds it; True when claimed.
     One conditional UPDATE, so two pages racing for the same image cannot both win."""
@@ -348,7 +353,8 @@ def reserve(*, session, dataset_id: uuid.UUID, image_id: uuid.UUID, holder: uuid
     return result.rowcount == 1
 
 
-def release(*, session, dataset_id: uuid.UUID, holder: uuid.UUID, keep: uuid.UUID | None = None) -> int:
+@requires("labeler", "reserving images to label")
+def release(*, session, actor: User, dataset_id: uuid.UUID, holder: uuid.UUID, keep: uuid.UUID | None = None) -> int:
     """Let go of every image this page holds in the dataset (except `keep`)."""
     conditions = [ClsDatasetImage.dataset_id == dataset_id, ClsDatasetImage.reserved_by == holder]
     if keep is not None:
@@ -360,15 +366,18 @@ def release(*, session, dataset_id: uuid.UUID, holder: uuid.UUID, keep: uuid.UUI
     return result.rowcount
 
 
-def next_image(*, session, dataset_id: uuid.UUID, mode: str, holder: uuid.UUID,
+@requires("labeler", "reserving images to label")
+def next_image(*, session, actor: User, dataset_id: uuid.UUID, mode: str, holder: uuid.UUID,
                after: uuid.UUID | None = None, seed: int = 0, threshold: float = LOW_CONFIDENCE,
                exclude: tuple[uuid.UUID, ...] = (), now: datetime | None = None) -> uuid.UUID | None:
     """The next image of the queue, reserved for this page; None when the queue is empty."""
-    return next_image_and_upcoming(session=session, dataset_id=dataset_id, mode=mode, holder=holder, after=after,
+    return next_image_and_upcoming(session=session, actor=actor, dataset_id=dataset_id, mode=mode, holder=holder,
+                                   after=after,
                                    seed=seed, threshold=threshold, exclude=exclude, now=now)[0]
 
 
-def next_image_and_upcoming(*, session, dataset_id: uuid.UUID, mode: str, holder: uuid.UUID,
+@requires("labeler", "reserving images to label")
+def next_image_and_upcoming(*, session, actor: User, dataset_id: uuid.UUID, mode: str, holder: uuid.UUID,
                             after: uuid.UUID | None = None, seed: int = 0, threshold: float = LOW_CONFIDENCE,
                             exclude: tuple[uuid.UUID, ...] = (), now: datetime | None = None,
                             lookahead: int = 3) -> tuple[uuid.UUID | None, list[uuid.UUID]]:
@@ -380,24 +389,27 @@ def next_image_and_upcoming(*, session, dataset_id: uuid.UUID, mode: str, holder
         if not candidates:
             return None, []
         if mode == "all":  # browsing everything: a held image is shown too (saves still check revisions)
-            if reserve(session=session, dataset_id=dataset_id, image_id=candidates[0], holder=holder, now=now):
-                release(session=session, dataset_id=dataset_id, holder=holder, keep=candidates[0])
+            if reserve(session=session, actor=actor, dataset_id=dataset_id, image_id=candidates[0], holder=holder,
+                       now=now):
+                release(session=session, actor=actor, dataset_id=dataset_id, holder=holder, keep=candidates[0])
             return candidates[0], candidates[1:]
         for index, image_id in enumerate(candidates):
-            if reserve(session=session, dataset_id=dataset_id, image_id=image_id, holder=holder, now=now):
-                release(session=session, dataset_id=dataset_id, holder=holder, keep=image_id)
+            if reserve(session=session, actor=actor, dataset_id=dataset_id, image_id=image_id, holder=holder, now=now):
+                release(session=session, actor=actor, dataset_id=dataset_id, holder=holder, keep=image_id)
                 return image_id, candidates[index + 1:]
         exclude = (*exclude, *candidates)
     return None, []
 
 
-def open_image(*, session, dataset_id: uuid.UUID, image_id: uuid.UUID, holder: uuid.UUID,
+@requires("labeler", "reserving images to label")
+def open_image(*, session, actor: User, dataset_id: uuid.UUID, image_id: uuid.UUID, holder: uuid.UUID,
                reserved: bool = False, now: datetime | None = None) -> ImageCard:
     """Show a chosen image (URL, ←/→ history): reserve it when free, release the page's others
     (`reserved`: next_image already did)."""
     card = image_card(session=session, dataset_id=dataset_id, image_id=image_id)
-    if not reserved and reserve(session=session, dataset_id=dataset_id, image_id=image_id, holder=holder, now=now):
-        release(session=session, dataset_id=dataset_id, holder=holder, keep=image_id)
+    if not reserved and reserve(session=session, actor=actor, dataset_id=dataset_id, image_id=image_id, holder=holder,
+                                now=now):
+        release(session=session, actor=actor, dataset_id=dataset_id, holder=holder, keep=image_id)
     return card
 
 
@@ -425,8 +437,9 @@ def pinned_class_ids(*, session, dataset_id: uuid.UUID, user_id: uuid.UUID) -> l
     return [uuid.UUID(value) for value in row.class_ids] if row else []
 
 
-def set_pins(*, session, dataset_id: uuid.UUID, user_id: uuid.UUID, class_ids: list[uuid.UUID]) -> list[uuid.UUID]:
-    """Pin up to ten classes (in key order) for one user on one dataset."""
+@requires("labeler", "pinning classes")
+def set_pins(*, session, actor: User, dataset_id: uuid.UUID, class_ids: list[uuid.UUID]) -> list[uuid.UUID]:
+    """Pin up to ten classes (in key order) for the actor on one dataset."""
     _dataset(session, dataset_id)
     unique = list(dict.fromkeys(class_ids))
     if len(unique) > KEYED_CLASSES:
@@ -435,10 +448,10 @@ def set_pins(*, session, dataset_id: uuid.UUID, user_id: uuid.UUID, class_ids: l
     missing = [str(class_id) for class_id in unique if class_id not in known]
     if missing:
         raise InvalidInput(f"cannot pin unknown or inactive class(es): {', '.join(missing)}")
-    row = session.scalar(select(ClsLabelingPin).where(ClsLabelingPin.user_id == user_id,
+    row = session.scalar(select(ClsLabelingPin).where(ClsLabelingPin.user_id == actor.id,
                                                       ClsLabelingPin.dataset_id == dataset_id))
     if row is None:
-        row = ClsLabelingPin(user_id=user_id, dataset_id=dataset_id)
+        row = ClsLabelingPin(user_id=actor.id, dataset_id=dataset_id)
         session.add(row)
     row.class_ids = [str(class_id) for class_id in unique]
     session.flush()
@@ -448,14 +461,9 @@ def set_pins(*, session, dataset_id: uuid.UUID, user_id: uuid.UUID, class_ids: l
 # ---------------------------------------------------------------- actions
 
 
-def _may_label(session, user_id: uuid.UUID | None, action: str) -> None:
-    from core.permissions import require_role
-
-    require_role(session=session, user_id=user_id, role="labeler", action=action)
-
-
-def save(*, session, dataset_id: uuid.UUID, image_id: uuid.UUID, class_ids: list[uuid.UUID],
-         shown_revision: int, user_id: uuid.UUID | None, shown: ImageCard | None = None) -> ActionResult:
+@requires("labeler", "labeling")
+def save(*, session, actor: User, dataset_id: uuid.UUID, image_id: uuid.UUID, class_ids: list[uuid.UUID],
+         shown_revision: int, shown: ImageCard | None = None) -> ActionResult:
     """Save & next for the image the page showed at `shown_revision`.
 
     Same labels as stored → nothing written ("unchanged"), so a repeated press never writes twice.
@@ -463,8 +471,6 @@ def save(*, session, dataset_id: uuid.UUID, image_id: uuid.UUID, class_ids: list
     Unreviewed AI labels saved as they are → accepted (marked reviewed). A different label that
     someone saved since the page loaded → "conflict" with the new label; nothing overwritten."""
     from core import labels
-
-    _may_label(session, user_id, "labeling")
 
     if not class_ids:
         raise InvalidInput("pick a class first (number keys or the class list)")
@@ -478,16 +484,16 @@ def save(*, session, dataset_id: uuid.UUID, image_id: uuid.UUID, class_ids: list
     if not fresh and set(card.class_ids) == set(class_ids) and _revision(session, dataset_id, image_id) != shown_revision:
         return _conflict(image_card(session=session, dataset_id=dataset_id, image_id=image_id))
     if set(card.class_ids) == set(class_ids):
-        if card.awaiting_review and user_id is not None:
-            labels.mark_reviewed(session=session, dataset_id=dataset_id, image_id=image_id, user_id=user_id)
+        if card.awaiting_review:
+            labels.mark_reviewed(session=session, actor=actor, dataset_id=dataset_id, image_id=image_id)
             return ActionResult("reviewed", image_card(session=session, dataset_id=dataset_id, image_id=image_id))
         return ActionResult("unchanged", card)
     if card.label_revision != shown_revision:
         return _conflict(card)
     reason = "review" if card.awaiting_review else "manual"
     try:
-        labels.set_labels(session=session, dataset_id=dataset_id, image_id=image_id, class_ids=list(class_ids),
-                          user_id=user_id, expected_revision=shown_revision, reason=reason)
+        labels.set_labels(session=session, actor=actor, dataset_id=dataset_id, image_id=image_id,
+                          class_ids=list(class_ids), expected_revision=shown_revision, reason=reason)
     except Conflict:
         return _conflict(image_card(session=session, dataset_id=dataset_id, image_id=image_id))
     if not fresh:  # the page moves on; the shown card is not read again
@@ -506,23 +512,20 @@ def _conflict(card: ImageCard) -> ActionResult:
                                           "It is shown now; press Enter again to replace it.")
 
 
-def skip(*, session, dataset_id: uuid.UUID, image_id: uuid.UUID, user_id: uuid.UUID | None) -> ActionResult:
+@requires("labeler", "skipping images")
+def skip(*, session, actor: User, dataset_id: uuid.UUID, image_id: uuid.UUID) -> ActionResult:
     from core import labels
-
-    _may_label(session, user_id, "skipping images")
 
     card = image_card(session=session, dataset_id=dataset_id, image_id=image_id)
     if card.status != "skipped" and not card.labels:
-        labels.skip_image(session=session, dataset_id=dataset_id, image_id=image_id, user_id=user_id)
+        labels.skip_image(session=session, actor=actor, dataset_id=dataset_id, image_id=image_id)
         card = image_card(session=session, dataset_id=dataset_id, image_id=image_id)
     return ActionResult("skipped", card)
 
 
-def clear(*, session, dataset_id: uuid.UUID, image_id: uuid.UUID, shown_revision: int,
-          user_id: uuid.UUID | None) -> ActionResult:
+@requires("labeler", "clearing labels")
+def clear(*, session, actor: User, dataset_id: uuid.UUID, image_id: uuid.UUID, shown_revision: int) -> ActionResult:
     from core import labels
-
-    _may_label(session, user_id, "clearing labels")
 
     card = image_card(session=session, dataset_id=dataset_id, image_id=image_id)
     if not card.labels:
@@ -530,21 +533,22 @@ def clear(*, session, dataset_id: uuid.UUID, image_id: uuid.UUID, shown_revision
     if card.label_revision != shown_revision:
         return _conflict(card)
     try:
-        labels.clear_labels(session=session, dataset_id=dataset_id, image_id=image_id, user_id=user_id,
+        labels.clear_labels(session=session, actor=actor, dataset_id=dataset_id, image_id=image_id,
                             expected_revision=shown_revision)
     except Conflict:
         return _conflict(image_card(session=session, dataset_id=dataset_id, image_id=image_id))
     return ActionResult("cleared", image_card(session=session, dataset_id=dataset_id, image_id=image_id))
 
 
-def accept_review(*, session, dataset_id: uuid.UUID, image_id: uuid.UUID, shown_revision: int,
-                  user_id: uuid.UUID) -> ActionResult:
+@requires("labeler", "reviewing labels")
+def accept_review(*, session, actor: User, dataset_id: uuid.UUID, image_id: uuid.UUID,
+                  shown_revision: int) -> ActionResult:
     """Accept the AI label as it is (marks it reviewed); nothing to accept is a clear message."""
     card = image_card(session=session, dataset_id=dataset_id, image_id=image_id)
     if not card.awaiting_review:
         return ActionResult("unchanged", card, "This image has no AI label awaiting review.")
-    return save(session=session, dataset_id=dataset_id, image_id=image_id, class_ids=card.class_ids,
-                shown_revision=shown_revision, user_id=user_id)
+    return save(session=session, actor=actor, dataset_id=dataset_id, image_id=image_id, class_ids=card.class_ids,
+                shown_revision=shown_revision)
 
 
 # ---------------------------------------------------------------- image URLs

@@ -161,7 +161,7 @@ def start_search(*, actor: User, version_id, base: dict[str, Any], budget_min: f
         "augmentation_preset": defaults["augmentation_preset"], "label_smoothing": 0.1,
         "drop_path_rate": defaults["drop_path_rate"], "batch_size": int(base.get("batch_size") or 32),
     }, user_attrs={"defaults": True})
-    top_up(study_name, actor)
+    top_up(actor=actor, name=study_name)
     return study_name
 
 
@@ -178,7 +178,7 @@ def cancel_search(*, actor: User, name: str) -> dict[str, Any]:
     _drop_waiting(study)
     with session_scope() as session:
         for job in _active_trial_jobs(session, name):
-            request_cancel(session=session, job_id=job.id)
+            request_cancel(session=session, actor=actor, job_id=job.id)
     return search_summary(load_study(name))
 
 
@@ -195,7 +195,7 @@ def resume_search(*, actor: User, name: str, budget_min: float | None = None) ->
     refit = float(attrs.get("refit_min") or 0.0)
     _set(study, status="running", deadline=time.time() + seconds, remaining_s=0.0, refit=None,
          refit_min=refit if 2 * 60 * refit <= seconds else 0.0)
-    top_up(name, actor)
+    top_up(actor=actor, name=name)
     return search_summary(load_study(name))
 
 
@@ -206,13 +206,12 @@ def register_best(*, actor: User, name: str, inline: bool = False) -> uuid.UUID:
     from core.queue import enqueue
 
     best_trial(load_study(name))  # refuses a search with no finished trial before any job exists
-    params = {"study": name, "actor": actor_record(actor), "role": "register"}
+    params = {"study": name, "role": "register"}
     if not inline:
-        return enqueue(kind=REGISTER_KIND, function=REGISTER_FUNCTION, queue="training", params=params,
-                       user_id=actor.id)
+        return enqueue(actor=actor, kind=REGISTER_KIND, function=REGISTER_FUNCTION, queue="training", params=params)
     with session_scope() as session:
-        job_id = create_job(session=session, kind=REGISTER_KIND, queue="training", function=REGISTER_FUNCTION,
-                            params=params, user_id=actor.id).id
+        job_id = create_job(session=session, actor=actor, kind=REGISTER_KIND, queue="training",
+                            function=REGISTER_FUNCTION, params=params).id
     run_job(job_id)
     return job_id
 
@@ -225,7 +224,8 @@ def trials_end(attrs: dict[str, Any]) -> float:
     return attrs["deadline"] - 60 * float(attrs.get("refit_min") or 0.0)
 
 
-def top_up(name: str, actor: User, *, exclude: uuid.UUID | None = None) -> int:
+@requires("admin", "searching hyperparameters")
+def top_up(*, actor: User, name: str, exclude: uuid.UUID | None = None) -> int:
     """Keep `parallel` trial jobs queued or running while the search runs and its budget lasts; then
     queue the refit of the best settings (if asked for); mark the search completed once nothing is
     left to run. Returns the jobs added."""
@@ -249,9 +249,9 @@ def top_up(name: str, actor: User, *, exclude: uuid.UUID | None = None) -> int:
         elif running and not active:
             _drop_waiting(study)
             study.set_user_attr("status", "completed")
-        params = {"study": name, "actor": actor_record(actor), "role": "trial"}
-        created = [create_job(session=session, kind=TRIAL_KIND, queue="training", function=TRIAL_FUNCTION,
-                              params=params, user_id=actor.id).id for _ in range(max(0, wanted))]
+        params = {"study": name, "role": "trial"}
+        created = [create_job(session=session, actor=actor, kind=TRIAL_KIND, queue="training",
+                              function=TRIAL_FUNCTION, params=params).id for _ in range(max(0, wanted))]
     for job_id in created:
         submit_created(job_id, "training")
     return len(created)

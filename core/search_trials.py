@@ -9,8 +9,9 @@ from typing import Any
 
 from core.db import session_scope
 from core.errors import JobCancelled
+from core.permissions import requires
 from core.search import SEARCH_SPACE, load_study, top_up, trials_end
-from core.users import actor_from_record
+from core.users import User, actor_from_record
 
 AUGMENTATIONS = ("light", "medium", "heavy", "sota")
 MIN_TRIAL_S = 5.0
@@ -35,19 +36,20 @@ def suggest(trial, attrs: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-def run_trial(ctx, *, study_name: str, actor_record: dict) -> dict[str, Any]:
-    """One trial: ask, train within the trial's time budget (pruned if weak), tell, top up."""
+@requires("admin", "searching hyperparameters")
+def run_trial(ctx, *, actor: User, study_name: str) -> dict[str, Any]:
+    """One trial, as the actor who started the search: ask, train within the trial's time budget
+    (pruned if weak), tell, top up."""
     from optuna.trial import TrialState
 
     from core.training import RunStopped, create_run, execute_run
 
-    actor = actor_from_record(actor_record)
     study = load_study(study_name)
     attrs = study.user_attrs
     remaining_min = (trials_end(attrs) - time.time()) / 60
     refit = attrs.get("refit") == "queued"  # the refit runs its full minutes once queued
     if attrs.get("status") != "running" or (remaining_min * 60 < MIN_TRIAL_S and not refit):
-        top_up(study_name, actor, exclude=ctx.job_id)
+        top_up(actor=actor, name=study_name, exclude=ctx.job_id)
         return {"skipped": "the search is over or cancelled"}
     trial = study.ask()
     trial.set_user_attr("job_id", str(ctx.job_id))
@@ -55,7 +57,7 @@ def run_trial(ctx, *, study_name: str, actor_record: dict) -> dict[str, Any]:
     values = {**attrs["base"], **suggest(trial, attrs), "export_formats": [], "time_budget_min": round(budget, 3)}
     try:
         with session_scope() as session:
-            run = create_run(session=session, version_id=attrs["version_id"], config=values, user_id=actor.id,
+            run = create_run(session=session, actor=actor, version_id=attrs["version_id"], config=values,
                              name=f"{attrs['name']} · trial {trial.number}",
                              description=f"hyperparameter search {study_name}, trial {trial.number}")
             run_id = run.id
@@ -67,23 +69,23 @@ def run_trial(ctx, *, study_name: str, actor_record: dict) -> dict[str, Any]:
             if trial.should_prune():
                 raise RunStopped(f"pruned by the search after epoch {state.epoch}: {metric} below the median")
 
-        result = execute_run(ctx, run_id=run_id, after_epoch=after_epoch, final=False)
+        result = execute_run(ctx, actor=actor, run_id=run_id, after_epoch=after_epoch, final=False)
     except RunStopped:
         study.tell(trial, state=TrialState.PRUNED)
         result = {"pruned": True}
     except JobCancelled:
         trial.set_user_attr("error", "cancelled")
         study.tell(trial, state=TrialState.FAIL)
-        top_up(study_name, actor, exclude=ctx.job_id)
+        top_up(actor=actor, name=study_name, exclude=ctx.job_id)
         raise
     except Exception as exc:
         trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:500])
         study.tell(trial, state=TrialState.FAIL)
-        top_up(study_name, actor, exclude=ctx.job_id)
+        top_up(actor=actor, name=study_name, exclude=ctx.job_id)
         raise
     else:
         study.tell(trial, result["best_score"])
-    top_up(study_name, actor, exclude=ctx.job_id)
+    top_up(actor=actor, name=study_name, exclude=ctx.job_id)
     return {"study": study_name, "trial": trial.number, **result}
 
 
@@ -103,10 +105,11 @@ def fail_dead_trial(job_id, params: dict[str, Any], error: str | None) -> None:
             storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
             if trial.user_attrs.get("run_id"):
                 mark_run_failed(trial.user_attrs["run_id"], error)
-    top_up(params["study"], actor_from_record(params["actor"]), exclude=uuid.UUID(str(job_id)))
+    top_up(actor=actor_from_record(params["actor"]), name=params["study"], exclude=uuid.UUID(str(job_id)))
 
 
-def register_best_trial(ctx, *, study_name: str, actor_record: dict) -> dict[str, Any]:
+@requires("admin", "registering a model")
+def register_best_trial(ctx, *, actor: User, study_name: str) -> dict[str, Any]:
     """The best finished trial's saved weights, evaluated on the test split, exported, registered."""
     import tempfile
     from pathlib import Path
@@ -116,14 +119,14 @@ def register_best_trial(ctx, *, study_name: str, actor_record: dict) -> dict[str
     from core.ml.data import records_from_manifest
     from core.models import ClsDatasetVersion, ClsTrainingRun
     from core.search import best_trial
-    from core.training import RunJob
+    from core.training import _RunJob  # the run job's own upload-and-register path, reused
 
     study = load_study(study_name)
     best = best_trial(study)
     with session_scope() as session:
         run = session.get(ClsTrainingRun, uuid.UUID(best.user_attrs["run_id"]))
         version = session.get(ClsDatasetVersion, run.dataset_version_id)
-        job = RunJob(run, version, resume=False)
+        job = _RunJob(run, version, actor=actor, resume=False)
         checkpoint = run.checkpoint_key
     exports = study.user_attrs["base"].get("export_formats") or ["onnx", "torchscript"]
     job.config = parse_config({**job.config.model_dump(mode="json"), "export_formats": exports})

@@ -22,6 +22,8 @@ from sqlalchemy.orm import Session
 
 from core.errors import InvalidInput, NotFound
 from core.models import SPLITS, ClsClass, ClsDataset, ClsDatasetImage, ClsImage, ClsLabel
+from core.permissions import requires
+from core.users import User
 
 SPLIT_NAMES = ("train", "val", "test")
 DEFAULT_RATIOS = {"train": 0.8, "val": 0.1, "test": 0.1}
@@ -353,7 +355,8 @@ def _run(session: Session, dataset: ClsDataset, *, ratios: dict[str, float], see
     }
 
 
-def auto_split(*, session: Session, dataset_id: uuid.UUID, ratios: dict[str, Any] | None = None,
+@requires("admin", "splitting a dataset")
+def auto_split(*, session: Session, actor: User, dataset_id: uuid.UUID, ratios: dict[str, Any] | None = None,
                seed: int = 0, keep_existing_val_test: bool = False, min_per_class: int = 1,
                near_duplicate_threshold: int | None = None, storage=None) -> dict[str, Any]:
     """Assign every labeled image to train/val/test, stratified by class, reproducibly for a seed.
@@ -373,7 +376,9 @@ def auto_split(*, session: Session, dataset_id: uuid.UUID, ratios: dict[str, Any
                 threshold=threshold, storage=storage)
 
 
-def assign_unassigned(*, session: Session, dataset_id: uuid.UUID, seed: int = 0, storage=None) -> dict[str, Any]:
+@requires("admin", "splitting a dataset")
+def assign_unassigned(*, session: Session, actor: User, dataset_id: uuid.UUID, seed: int = 0,
+                      storage=None) -> dict[str, Any]:
     """Give the labeled images that have no split one, by the dataset's ratios and stratified,
     leaving every assigned image where it is (a new image joins the split of its near duplicates)."""
     dataset = get_dataset(session, dataset_id)
@@ -381,8 +386,9 @@ def assign_unassigned(*, session: Session, dataset_id: uuid.UUID, seed: int = 0,
                 keep=set(SPLIT_NAMES), min_per_class=0, threshold=resolve_threshold(None), storage=storage)
 
 
-def assign_split(*, session: Session, dataset_id: uuid.UUID, image_ids: list[uuid.UUID], split: str,
-                 user_id: uuid.UUID | None = None) -> int:
+@requires("admin", "setting splits")
+def assign_split(*, session: Session, actor: User, dataset_id: uuid.UUID, image_ids: list[uuid.UUID],
+                 split: str) -> int:
     """Put the given images of the dataset in one split (or 'unassigned'); returns how many."""
     get_dataset(session, dataset_id)
     if split not in SPLITS:

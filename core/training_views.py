@@ -16,6 +16,8 @@ from sqlalchemy.orm import Session
 
 from core.errors import NotFound
 from core.models import ClsDataset, ClsDatasetVersion, ClsImage, ClsJob, ClsTrainedModel, ClsTrainingRun
+from core.permissions import requires
+from core.users import User
 
 ACTIVE_RUN_STATUSES = ("pending", "preparing", "queued", "training")
 FINISHED_RUN_STATUSES = ("completed", "failed", "cancelled")
@@ -217,7 +219,9 @@ def model_detail(*, session: Session, model_id: uuid.UUID | str) -> dict[str, An
     return row
 
 
-def describe_model(*, session: Session, model_id: uuid.UUID | str, description: str | None) -> ClsTrainedModel:
+@requires("admin", "describing a model")
+def describe_model(*, session: Session, actor: User, model_id: uuid.UUID | str,
+                   description: str | None) -> ClsTrainedModel:
     """Set a model's description (core.registry renames; this page also describes)."""
     from core.errors import InvalidInput
 

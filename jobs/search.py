@@ -5,14 +5,15 @@ from __future__ import annotations
 from core.jobs import JobContext
 from core.search_trials import fail_dead_trial, run_trial
 from core.search_trials import register_best_trial as register_best
+from core.users import User
 
 
-def search_trial(ctx: JobContext, *, study: str, actor: dict, role: str = "trial") -> dict:
-    return run_trial(ctx, study_name=study, actor_record=actor)
+def search_trial(ctx: JobContext, *, actor: User, study: str, role: str = "trial") -> dict:
+    return run_trial(ctx, actor=actor, study_name=study)
 
 
-def register_best_trial(ctx: JobContext, *, study: str, actor: dict, role: str = "register") -> dict:
-    return register_best(ctx, study_name=study, actor_record=actor)
+def register_best_trial(ctx: JobContext, *, actor: User, study: str, role: str = "register") -> dict:
+    return register_best(ctx, actor=actor, study_name=study)
 
 
 def on_job_failed(job_id, params: dict, error: str | None) -> None:

@@ -13,7 +13,7 @@ from core.db import session_scope
 from core.errors import UserError
 from core.splits import resolve_threshold
 from core.storage import get_storage
-from pages.ui import current_user, plain, run_action, watch_jobs
+from pages.ui import allowed, current_user, plain, refusal, run_action, watch_jobs
 
 SPLIT_COLORS = {"train": "#3B82F6", "val": "#F59E0B", "test": "#10B981", "unassigned": "#9CA3AF"}
 SEVERITY_ICONS = {"error": ":material/error:", "warning": ":material/warning:", "info": ":material/info:"}
@@ -79,7 +79,9 @@ def render_splits(dataset_id: uuid.UUID) -> None:
                         width="stretch", key=f"split-chart-{dataset_id}")
         table = pd.DataFrame(stats["per_class"]).set_index("name")[["train", "val", "test", "unassigned", "total"]]
         st.dataframe(table, width="stretch")
-
+    if not allowed("admin"):
+        st.caption(refusal("admin", "changing splits"))
+        return
     with st.form(f"auto-split-{dataset_id}"):
         st.markdown("**Auto-split** the labeled images, stratified by class; duplicates stay together.")
         ratio_columns = st.columns(3)
@@ -95,7 +97,7 @@ def render_splits(dataset_id: uuid.UUID) -> None:
         if st.form_submit_button("Split", type="primary"):
             with session_scope() as session:
                 summary = run_action(lambda: auto_split(
-                    session=session, dataset_id=dataset_id, ratios=ratios, seed=int(seed),
+                    session=session, actor=current_user(), dataset_id=dataset_id, ratios=ratios, seed=int(seed),
                     keep_existing_val_test=keep, min_per_class=int(minimum),
                     near_duplicate_threshold=int(threshold)))
             if summary is not None:
@@ -120,15 +122,16 @@ def render_splits(dataset_id: uuid.UUID) -> None:
                     st.error(f"not an image id: {exc}")
                 else:
                     with session_scope() as session:
-                        run_action(lambda: assign_split(session=session, dataset_id=dataset_id, image_ids=ids,
-                                                        split=split), success=f"{len(ids)} images → {split}")
+                        run_action(lambda: assign_split(session=session, actor=current_user(), dataset_id=dataset_id,
+                                                        image_ids=ids, split=split),
+                                   success=f"{len(ids)} images → {split}")
 
 
 # ---------------------------------------------------------------- versions
 
 
 def render_versions(dataset_id: uuid.UUID) -> None:
-    from core.versions import compare_versions, create_version, list_versions, unassigned_labeled_count
+    from core.versions import list_versions, unassigned_labeled_count
 
     with session_scope() as session:
         versions = run_action(lambda: [
@@ -138,6 +141,19 @@ def render_versions(dataset_id: uuid.UUID) -> None:
         unsplit = unassigned_labeled_count(session=session, dataset_id=dataset_id)
     if versions is None:
         return
+    if allowed("admin"):
+        _new_version_form(dataset_id, unsplit)
+    else:
+        st.caption(refusal("admin", "creating a version"))
+    if not versions:
+        st.info("No versions yet.")
+        return
+    _versions_table(dataset_id, versions)
+
+
+def _new_version_form(dataset_id: uuid.UUID, unsplit: int) -> None:
+    from core.versions import create_version
+
     with st.form(f"new-version-{dataset_id}"):
         st.markdown("**Create a version**: freezes the class mapping, labels and splits of every labeled image.")
         if unsplit:
@@ -148,14 +164,16 @@ def render_versions(dataset_id: uuid.UUID) -> None:
             user = current_user()
             with session_scope() as session:
                 version = run_action(lambda: create_version(
-                    session=session, storage=get_storage(), dataset_id=dataset_id, user_id=user.id,
+                    session=session, actor=user, storage=get_storage(), dataset_id=dataset_id,
                     notes=notes or None).version_number)
             if version is not None:
                 st.toast(f"Version {version} created")
                 st.rerun()
-    if not versions:
-        st.info("No versions yet.")
-        return
+
+
+def _versions_table(dataset_id: uuid.UUID, versions: list[dict]) -> None:
+    from core.versions import compare_versions
+
     st.dataframe(pd.DataFrame(versions).set_index("version"), width="stretch")
     if len(versions) < 2:
         return
@@ -240,16 +258,19 @@ def render_export(dataset_id: uuid.UUID) -> None:
     if numbers is None:
         return
     job_key = f"export-job-{dataset_id}"
-    with st.form(f"export-{dataset_id}"):
-        fmt = st.radio("format", EXPORT_FORMATS, format_func=lambda f: f"{f}: {FORMAT_HELP[f]}")
-        source = st.selectbox("from", [None, *numbers],
-                              format_func=lambda n: "the current labels" if n is None else f"version {n}")
-        if st.form_submit_button("Export", type="primary"):
-            user = current_user()
-            job_id = run_action(lambda: start_export(dataset_id=dataset_id, fmt=fmt, version_number=source,
-                                                     user_id=user.id))
-            if job_id is not None:
-                st.session_state[job_key] = job_id
+    if allowed("admin"):
+        with st.form(f"export-{dataset_id}"):
+            fmt = st.radio("format", EXPORT_FORMATS, format_func=lambda f: f"{f}: {FORMAT_HELP[f]}")
+            source = st.selectbox("from", [None, *numbers],
+                                  format_func=lambda n: "the current labels" if n is None else f"version {n}")
+            if st.form_submit_button("Export", type="primary"):
+                user = current_user()
+                job_id = run_action(lambda: start_export(actor=user, dataset_id=dataset_id, fmt=fmt,
+                                                         version_number=source))
+                if job_id is not None:
+                    st.session_state[job_key] = job_id
+    else:
+        st.caption(refusal("admin", "making an export (existing ones can be downloaded)"))
     if st.session_state.get(job_key) is not None:
         def finished(_jobs):  # once: forget the job and redraw the list with its download
             st.session_state.pop(job_key, None)

@@ -9,16 +9,7 @@ import streamlit as st
 
 from core.db import session_scope
 from core.errors import UserError
-from pages.ui import current_user, plain, run_action
-
-
-def _is_admin() -> bool:
-    """Whether to offer admin-only actions (core refuses them anyway: this only hides them)."""
-    from core.permissions import can
-
-    with session_scope() as session:
-        return can(session=session, user_id=current_user().id, role="admin")
-
+from pages.ui import allowed, current_user, plain, refusal, run_action
 
 TASK_LABELS = {"single_label": "Single-label", "multi_label": "Multi-label"}
 
@@ -77,7 +68,7 @@ def create_section() -> None:
         if values is not None:
             def act():
                 with session_scope() as session:
-                    return create_dataset(session=session, user_id=current_user().id, **values).id
+                    return create_dataset(session=session, actor=current_user(), **values).id
 
             created = run_action(act)
             if created is not None:
@@ -92,7 +83,10 @@ def list_view() -> None:
     from core.datasets import list_datasets
 
     st.title("Datasets")
-    create_section()
+    if allowed("admin"):
+        create_section()
+    else:
+        st.caption(refusal("admin", "creating, editing and deleting datasets"))
     with session_scope() as session:
         rows = [{"id": d.id, "name": d.name, "description": d.description, "task": TASK_LABELS[d.task_type],
                  "images": d.image_count, "labeled": d.labeled_image_count, "classes": d.class_count,
@@ -130,7 +124,7 @@ def add_images_section(dataset_id: uuid.UUID) -> None:
                 raw = [part.strip() for part in text.replace(",", "\n").splitlines() if part.strip()]
 
                 def act():
-                    return add_to_dataset(dataset_id=dataset_id, image_ids=raw, user_id=current_user().id)
+                    return add_to_dataset(actor=current_user(), dataset_id=dataset_id, image_ids=raw)
 
                 added = run_action(act)
                 if added is not None:
@@ -153,7 +147,7 @@ def add_images_section(dataset_id: uuid.UUID) -> None:
             if st.button(f"Add {len(ids):,} images", key=f"dsadd_filters_go_{dataset_id}", disabled=not ids):
                 def act():
                     bar = st.progress(0.0)
-                    return add_to_dataset(dataset_id=dataset_id, image_ids=ids, user_id=current_user().id,
+                    return add_to_dataset(actor=current_user(), dataset_id=dataset_id, image_ids=ids,
                                           progress=lambda done, total, message: bar.progress(done / total, message))
 
                 added = run_action(act)
@@ -170,7 +164,7 @@ def confirm_delete(dataset_id: uuid.UUID, name: str, images: int) -> None:
     if st.button("Delete dataset", type="primary", key="ds_confirm_delete"):
         def act():
             with session_scope() as session:
-                return delete_dataset(session=session, dataset_id=dataset_id, user_id=current_user().id)
+                return delete_dataset(session=session, actor=current_user(), dataset_id=dataset_id)
 
         if run_action(act) is not None:
             _close()
@@ -180,17 +174,19 @@ def confirm_delete(dataset_id: uuid.UUID, name: str, images: int) -> None:
 def settings_section(dataset: dict) -> None:
     from core.datasets import update_dataset
 
+    if not allowed("admin"):
+        st.caption(refusal("admin", "editing and deleting datasets"))
+        return
     values = settings_form(f"ds_edit_{dataset['id']}", dataset)
     if values is not None:
         def act():
             with session_scope() as session:
-                return update_dataset(session=session, dataset_id=dataset["id"], **values).id
+                return update_dataset(session=session, actor=current_user(), dataset_id=dataset["id"], **values).id
 
         if run_action(act, success="Dataset saved") is not None:
             st.rerun()
     st.divider()
-    if st.button("Delete dataset…", key=f"ds_delete_{dataset['id']}", icon=":material/delete:",
-                 disabled=not _is_admin()):
+    if st.button("Delete dataset…", key=f"ds_delete_{dataset['id']}", icon=":material/delete:"):
         confirm_delete(dataset["id"], dataset["name"], dataset["image_count"])
 
 
@@ -221,7 +217,8 @@ def detail_view(dataset_id: uuid.UUID) -> None:
     top = st.columns([1, 6, 1.2, 1.2])
     top[0].button("◀ Datasets", on_click=_close, key="ds_back", type="tertiary")
     top[1].title(plain(dataset["name"]), anchor=False)
-    if top[2].button("Import", icon=":material/upload:", key="ds_import", width="stretch", disabled=not _is_admin()):
+    if top[2].button("Import", icon=":material/upload:", key="ds_import", width="stretch",
+                     disabled=not allowed("admin"), help=refusal("admin", "importing")):
         try:
             from pages.import_dialog import open_import_dialog
         except ImportError:
@@ -236,7 +233,8 @@ def detail_view(dataset_id: uuid.UUID) -> None:
     with tabs[0]:
         if tabs[0].open:
             dataset_grid(dataset_id)
-            add_images_section(dataset_id)
+            if allowed("admin"):
+                add_images_section(dataset_id)
     for tab, name in zip(tabs[1:5], ("splits", "versions", "health", "export"), strict=True):
         with tab:
             if tab.open:

@@ -18,7 +18,7 @@ from core.db import session_scope
 from core.errors import UserError
 from core.storage import get_storage
 from pages.components.labeling_keys import image_url, labeling_view
-from pages.ui import current_user
+from pages.ui import allowed, current_user, refusal
 
 MODE_NAMES = {"all": "All", "unlabeled": "Unlabeled", "review": "Review", "random": "Random",
               "low_confidence": "Low confidence"}
@@ -57,7 +57,7 @@ def _state(dataset_id: uuid.UUID, image_id: uuid.UUID | None, mode: str | None) 
     if state is not None and state.dataset_id == dataset_id:
         return state
     try:
-        state = flow.start(session_scope, dataset_id=dataset_id, user_id=user.id,
+        state = flow.start(session_scope, dataset_id=dataset_id, actor=user,
                            mode=mode if mode in MODE_NAMES else ("all" if image_id else "unlabeled"),
                            image_id=image_id)
     except UserError as exc:
@@ -110,7 +110,7 @@ def _view_data(state: flow.LabelingState, classes: list[labeling.ClassKey],
     image = _card_data(card, storage) if card else None
     next_cards = [_card_data(c, storage) for c in ahead]
     return {
-        "acks": state.acks, "image": image, "multi": state.multi, "can_label": user.role in ("labeler", "admin"),
+        "acks": state.acks, "image": image, "multi": state.multi, "can_label": allowed("labeler"),
         "empty_text": "Nothing left in this queue." if not card else "",
         "labels": image["labels"] if image else [],
         "selected": [str(c) for c in state.selection],
@@ -174,6 +174,8 @@ def labeling_panel(dataset_id: uuid.UUID) -> None:
     top[1].segmented_control("Queue", list(MODE_NAMES), format_func=MODE_NAMES.get, key="labeling_mode",
                              on_change=_on_mode, label_visibility="collapsed")
     top[2].markdown(f"**{place} / {size}**" if place else f"**{size}** in queue")
+    if refused := refusal("labeler", "labeling"):
+        st.caption(f"{refused} You can look through the images (←, →) but not label them.")
     if state.message:
         kind, text = state.message
         getattr(st, kind if kind in ("info", "warning", "error") else "info")(text)
@@ -184,16 +186,20 @@ def labeling_panel(dataset_id: uuid.UUID) -> None:
 def action_buttons(dataset_id: uuid.UUID) -> None:
     """Mouse controls, outside the fragment so a key press does not re-render them; a click runs
     the same path as its key."""
+    refused = refusal("labeler", "labeling")
     buttons = st.columns(7)
     buttons[0].button("← Prev", on_click=_press, args=("left",), width="stretch")
     buttons[1].button("Next →", on_click=_press, args=("right",), width="stretch")
-    buttons[2].button("Clear (C)", on_click=_press, args=("c",), width="stretch")
-    buttons[3].button("Skip (S)", on_click=_press, args=("s",), width="stretch")
-    buttons[4].button("Save & Next (Enter)", on_click=_press, args=("enter",), type="primary", width="stretch")
-    with buttons[5].popover("Pin classes", width="stretch"):
-        _pins(dataset_id, _classes(dataset_id, user.id))
-    with buttons[6].popover("+ New class", width="stretch"):
-        _new_class()
+    for column, label, key in ((buttons[2], "Clear (C)", "c"), (buttons[3], "Skip (S)", "s")):
+        column.button(label, on_click=_press, args=(key,), width="stretch", disabled=refused is not None, help=refused)
+    buttons[4].button("Save & Next (Enter)", on_click=_press, args=("enter",), type="primary", width="stretch",
+                      disabled=refused is not None, help=refused)
+    if refused is None:
+        with buttons[5].popover("Pin classes", width="stretch"):
+            _pins(dataset_id, _classes(dataset_id, user.id))
+    if allowed("admin"):
+        with buttons[6].popover("+ New class", width="stretch"):
+            _new_class()
 
 
 def _new_class() -> None:
@@ -201,7 +207,7 @@ def _new_class() -> None:
     if st.button("Create", key="labeling_new_class_create"):
         try:
             with session_scope() as session:
-                create_class(session=session, name=name, user_id=user.id)
+                create_class(session=session, actor=user, name=name)
         except UserError as exc:
             st.error(str(exc))
         else:
@@ -218,7 +224,7 @@ def _pins(dataset_id: uuid.UUID, classes: list[labeling.ClassKey]) -> None:
     if st.button("Save pins", key="labeling_pins_save"):
         try:
             with session_scope() as session:
-                labeling.set_pins(session=session, dataset_id=dataset_id, user_id=user.id,
+                labeling.set_pins(session=session, actor=user, dataset_id=dataset_id,
                                   class_ids=[uuid.UUID(c) for c in chosen])
         except UserError as exc:
             st.error(str(exc))

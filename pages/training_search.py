@@ -90,7 +90,7 @@ def new_search_view(user, go) -> None:
         return
     try:
         with session_scope() as session:
-            version_id = resolve_version(session=session, storage=get_storage(), dataset_name=dataset).id
+            version_id = resolve_version(session=session, actor=user, storage=get_storage(), dataset_name=dataset).id
         search = start_search(actor=user, version_id=version_id, budget_min=budget, trial_min=min(trial, budget),
                               parallel=parallel, name=name, refit_min=refit, base={"model_type": family, "model_size": size.strip(),
                                                                   "image_size": int(image_size),

@@ -9,6 +9,7 @@ import uuid
 from PIL import Image, ImageDraw
 
 from core.models import ClsClass, ClsDataset, ClsImage
+from core.users import operator_user
 
 
 def drawn_image_bytes(seed: int = 0, size: tuple[int, int] = (96, 96), fmt: str = "PNG") -> bytes:
@@ -88,3 +89,14 @@ def make_dataset_image(session, storage, dataset: ClsDataset, *, seed: int = 0, 
         session.add(ClsLabel(dataset_id=dataset.id, image_id=image.id, class_id=cls.id))
     session.flush()
     return image
+
+
+ADMIN = operator_user()
+"""Who tests act as unless a test is about roles: the operator (always admin, as the CLI)."""
+
+
+def person(email: str):
+    """A signed-in user (core.users.oidc_user); their role comes from ROLES / DEFAULT_ROLE."""
+    from core.users import oidc_user
+
+    return oidc_user(email)

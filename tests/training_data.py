@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 from core.models import ClsImage
+from tests.factories import ADMIN
 
 
 def digit_png(pixels: np.ndarray, size: int) -> bytes:
@@ -44,11 +45,11 @@ def make_digits_version(session, storage, *, name: str = "digits", classes: int 
     from core.versions import create_version
 
     data, target = digits(classes, per_class)
-    dataset = create_dataset(session=session, name=name, task_type="multi_label" if multi_label else "single_label")
-    class_ids = {label: create_class(session=session, name=f"{name}-{label}").id for label in range(classes)}
+    dataset = create_dataset(actor=ADMIN, session=session, name=name, task_type="multi_label" if multi_label else "single_label")
+    class_ids = {label: create_class(actor=ADMIN, session=session, name=f"{name}-{label}").id for label in range(classes)}
     if multi_label:
-        class_ids["even"] = create_class(session=session, name=f"{name}-even").id
-        class_ids["odd"] = create_class(session=session, name=f"{name}-odd").id
+        class_ids["even"] = create_class(actor=ADMIN, session=session, name=f"{name}-even").id
+        class_ids["odd"] = create_class(actor=ADMIN, session=session, name=f"{name}-odd").id
     rng = np.random.default_rng(seed)
     for label in range(classes):
         indices = rng.permutation(np.flatnonzero(target == label))
@@ -60,10 +61,10 @@ def make_digits_version(session, storage, *, name: str = "digits", classes: int 
             # folds and batches built from it, are the same on every run
             image_id = store_image(session, storage, digit_png(data[index], size), f"digit_{index}.png",
                                    image_id=uuid.uuid5(uuid.NAMESPACE_URL, f"digits/{name}/{seed}/{index}"))
-            add_images_to_dataset(session=session, dataset_id=dataset.id, image_ids=[image_id], split=split)
+            add_images_to_dataset(actor=ADMIN, session=session, dataset_id=dataset.id, image_ids=[image_id], split=split)
             labels = [class_ids[label]] + ([class_ids["even" if label % 2 == 0 else "odd"]] if multi_label else [])
-            set_labels(session=session, dataset_id=dataset.id, image_id=image_id, class_ids=labels)
-    return create_version(session=session, storage=storage, dataset_id=dataset.id)
+            set_labels(actor=ADMIN, session=session, dataset_id=dataset.id, image_id=image_id, class_ids=labels)
+    return create_version(actor=ADMIN, session=session, storage=storage, dataset_id=dataset.id)
 
 
 def store_image(session, storage, data: bytes, filename: str, image_id: uuid.UUID | None = None) -> uuid.UUID:

@@ -77,13 +77,14 @@ def _dataset_id(session, name: str):
 def cmd_split(args) -> dict:
     from core.db import session_scope
     from core.splits import auto_split
+    from core.users import operator_user
 
     given = {flag: getattr(args, flag) for flag in RATIO_FLAGS if getattr(args, flag) is not None}
     with session_scope() as session:
         ratios = None
         if given:  # a partly given set: the missing splits get 0
             ratios = {flag: given.get(flag, 0.0) for flag in RATIO_FLAGS}
-        return auto_split(session=session, dataset_id=_dataset_id(session, args.name), ratios=ratios,
+        return auto_split(session=session, actor=operator_user(), dataset_id=_dataset_id(session, args.name), ratios=ratios,
                           seed=args.seed, keep_existing_val_test=args.keep_val_test,
                           min_per_class=args.min_per_class, near_duplicate_threshold=args.near_duplicate_threshold)
 
@@ -91,10 +92,11 @@ def cmd_split(args) -> dict:
 def cmd_version(args) -> dict:
     from core.db import session_scope
     from core.storage import get_storage
+    from core.users import operator_user
     from core.versions import create_version, version_summary
 
     with session_scope() as session:
-        version = create_version(session=session, storage=get_storage(), dataset_id=_dataset_id(session, args.name),
+        version = create_version(session=session, actor=operator_user(), storage=get_storage(), dataset_id=_dataset_id(session, args.name),
                                  notes=args.notes)
         return version_summary(version)
 

@@ -55,8 +55,8 @@ def cmd_train_search(args) -> dict:
     if args.image_size is not None:
         base["image_size"] = args.image_size
     with session_scope() as session:
-        version_id = resolve_version(session=session, storage=get_storage(), dataset_name=args.dataset,
-                                     number=args.version).id
+        version_id = resolve_version(session=session, actor=operator_user(), storage=get_storage(),
+                                     dataset_name=args.dataset, number=args.version).id
     name = start_search(actor=operator_user(), version_id=version_id, base=base, budget_min=args.budget_min,
                         trial_min=args.trial_min, parallel=args.parallel, name=args.name, refit_min=args.refit_min)
     if not args.wait:
