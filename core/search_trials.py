@@ -53,8 +53,12 @@ def run_trial(ctx, *, actor: User, study_name: str) -> dict[str, Any]:
         return {"skipped": "the search is over or cancelled"}
     trial = study.ask()
     trial.set_user_attr("job_id", str(ctx.job_id))
-    budget = attrs["refit_min"] if trial.user_attrs.get("refit") else min(attrs["trial_min"], remaining_min)
+    refit_trial = bool(trial.user_attrs.get("refit"))
+    budget = attrs["refit_min"] if refit_trial else min(attrs["trial_min"], remaining_min)
     values = {**attrs["base"], **suggest(trial, attrs), "export_formats": [], "time_budget_min": round(budget, 3)}
+    if trial.user_attrs.get("defaults"):  # the recipe's own choice on this worker, from its measured epochs
+        for key in ("augmentation_preset", "drop_path_rate"):
+            values.pop(key)
     try:
         with session_scope() as session:
             run = create_run(session=session, actor=actor, version_id=attrs["version_id"], config=values,
@@ -66,7 +70,7 @@ def run_trial(ctx, *, actor: User, study_name: str) -> dict[str, Any]:
 
         def after_epoch(state) -> None:
             trial.report(float(state.history[-1][metric]), state.epoch)
-            if trial.should_prune():
+            if not refit_trial and trial.should_prune():  # the refit is the result: never pruned
                 raise RunStopped(f"pruned by the search after epoch {state.epoch}: {metric} below the median")
 
         result = execute_run(ctx, actor=actor, run_id=run_id, after_epoch=after_epoch, final=False)
