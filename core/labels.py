@@ -9,9 +9,13 @@ Counts, kept exact in the same transaction as the change that moves them:
 
 Locking: every writer takes row locks in one order — the `cls_datasets` row, then the
 `cls_dataset_images` rows (by image id), then the `cls_classes` rows (by id) — so two labelers never
-interleave on one image and a count delta is computed under the locks that make it exact. Postgres:
-`SELECT … FOR [NO KEY] UPDATE`. SQLite ignores FOR UPDATE; there the dataset "lock" is a no-op UPDATE
-issued before any read, which takes SQLite's single write lock for the whole transaction.
+interleave on one image and a count delta is computed under the locks that make it exact. The
+dataset's lock is an UPDATE bumping its revision (see lock_dataset); the others are
+`SELECT … FOR [NO KEY] UPDATE` (SQLite ignores FOR UPDATE: there the dataset's UPDATE, issued before
+any read, takes the database's single write lock for the whole transaction).
+
+Every class a label uses is in the dataset's label space (core.label_space): the one write path adds
+a class it lacks.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from sqlalchemy import delete, distinct, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from core.errors import Conflict, InvalidInput, NotFound
+from core.label_space import include_classes
 from core.models import ClsClass, ClsDataset, ClsDatasetImage, ClsLabel, ClsLabelChange
 
 BULK_MODES = ("replace", "add", "remove")
@@ -33,21 +38,20 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _is_sqlite(session: Session) -> bool:
-    return session.get_bind().dialect.name == "sqlite"
-
-
 # ---------------------------------------------------------------- locks and counts
 
 
 def lock_dataset(session: Session, dataset_id: uuid.UUID) -> ClsDataset:
-    """Take the dataset's row lock (first in the lock order) and return the fresh row."""
-    if _is_sqlite(session):
-        session.execute(update(ClsDataset).where(ClsDataset.id == dataset_id)
-                        .values(version=ClsDataset.version))
+    """Take the dataset's write lock (first in the lock order) and return the fresh row.
+
+    The lock is an UPDATE that bumps the dataset's revision: every write to a dataset takes this lock,
+    so the revision moves in the write's own transaction and pages that key their caches on it never
+    show numbers older than a committed write. (Postgres: the UPDATE holds the row as FOR NO KEY
+    UPDATE would; SQLite: it takes the database's single write lock before any read.)"""
+    session.execute(update(ClsDataset).where(ClsDataset.id == dataset_id)
+                    .values(revision=ClsDataset.revision + 1).execution_options(synchronize_session=False))
     dataset = session.scalars(
-        select(ClsDataset).where(ClsDataset.id == dataset_id)
-        .with_for_update(key_share=True).execution_options(populate_existing=True)
+        select(ClsDataset).where(ClsDataset.id == dataset_id).execution_options(populate_existing=True)
     ).one_or_none()
     if dataset is None:
         raise NotFound(f"dataset {dataset_id} does not exist")
@@ -188,6 +192,8 @@ def _write_label_set(session: Session, *, dataset: ClsDataset, link: ClsDatasetI
             # overwrites a label a person set
             row.user_id, row.confidence = user_id, confidence
             row.is_ai_generated, row.ai_model = is_ai_generated, ai_model
+    if added:
+        include_classes(session, dataset.id, sorted(added, key=str), user_id=user_id)
     for class_id in sorted(added, key=str):
         session.add(ClsLabel(dataset_id=dataset.id, image_id=link.image_id, class_id=class_id, user_id=user_id,
                              confidence=confidence, is_ai_generated=is_ai_generated, ai_model=ai_model))
@@ -350,6 +356,8 @@ def _write_label_sets(session: Session, *, dataset: ClsDataset, links: dict, cur
     """`_write_label_set` for many images at once, in a few set-based statements per 1,000 images
     (an import labels thousands of images per call). Counts are the caller's (a recount)."""
     now = _now()
+    include_classes(session, dataset.id, sorted({c for i in changed for c in plans[i] - current[i]}, key=str),
+                    user_id=user_id)
     for start in range(0, len(changed), 1000):
         chunk = changed[start:start + 1000]
         removals: dict = {}

@@ -109,6 +109,18 @@ def sidebar_user(user: User) -> None:
             st.button("Log out", on_click=st.logout, key="logout")
 
 
+def end_labeling_elsewhere(page) -> None:
+    """On any page but Labeling, the labeling session's reservations end (the images it showed and
+    prefetched go back to the queue for the others now); coming back claims them again."""
+    state = st.session_state.get("labeling_state")
+    if state is None or page.url_path == "labeling" or not state.held_at:
+        return
+    from core import labeling_session
+    from core.db import session_scope
+
+    labeling_session.end(session_scope, state)
+
+
 def session_user() -> User:
     return current_user()
 
