@@ -22,6 +22,7 @@ from core.archives import SafeZip
 from core.db import session_scope
 from core.errors import InvalidInput, NotFound
 from core.import_batches import ImportItem, ImportSummary, load_dataset, run_items
+from core.label_space import fill_from_import
 from core.models import ClsClass
 
 NEW_CLASS_COLORS = ("#3B82F6", "#EF4444", "#10B981", "#F59E0B", "#8B5CF6", "#EC4899", "#14B8A6", "#F97316",
@@ -172,6 +173,8 @@ def run_archive_import(*, source: str | Path | IO[bytes], dataset_id: str | uuid
                 raise InvalidInput("choose the dataset to import into")
             class_ids = resolve_mapping(session=session, mapping=mapping, source_names=list(layout.class_counts()),
                                         user_id=user_id, summary=summary)
+            fill_from_import(session, dataset[0], [class_ids[name] for name in sorted(class_ids, key=str.lower)
+                                                   if class_ids[name]], user_id=user_id)
         entries = {entry.name: entry for entry in archive.entries}
         items, skipped = [], 0
         for source_item in layout.items:

@@ -138,11 +138,23 @@ def include_classes(session: Session, dataset_id: uuid.UUID, class_ids: Iterable
     return missing
 
 
+def fill_from_import(session: Session, dataset_id: uuid.UUID, class_ids: Iterable[uuid.UUID],
+                     user_id: uuid.UUID | None = None) -> list[uuid.UUID]:
+    """An import's classes join the dataset's space in the import's own order (the archive's classes by
+    name, the catalog's categories), before any image is labeled; the caller checked its role."""
+    from core.labels import lock_dataset
+
+    lock_dataset(session, dataset_id)
+    return include_classes(session, dataset_id, class_ids, user_id=user_id)
+
+
 def replace_in_spaces(session: Session, sources: list[uuid.UUID], target: uuid.UUID) -> None:
     """Merging classes: each space holding a source holds the target instead, at the first source's
     place (once). Bumps those datasets' revisions."""
     from core.labels import lock_dataset
 
+    if session.get(ClsClass, target) is None:
+        return  # the merge refuses an unknown target itself
     rows = session.execute(select(ClsDatasetClass.dataset_id, ClsDatasetClass.class_id, ClsDatasetClass.position)
                            .where(ClsDatasetClass.class_id.in_([*sources, target]))).all()
     by_dataset: dict[uuid.UUID, dict[uuid.UUID, int]] = {}

@@ -229,6 +229,10 @@ def run_source_import(*, kind: str, request: BaseModel | dict, user_id: uuid.UUI
             class_ids[label] = get_or_create_class(session=session, name=label, user_id=user_id).id
             if existed is None:
                 summary.classes_created.append(label.strip())
+        if dataset and class_ids:
+            from core.label_space import fill_from_import
+
+            fill_from_import(session, dataset[0], [class_ids[label] for label in sorted(class_ids)], user_id=user_id)
 
     def loader(key: str) -> Callable[[], bytes]:
         return lambda: storage.get(key)

@@ -105,11 +105,14 @@ def version_warnings(*, session: Session, dataset_id: uuid.UUID, storage=None) -
             "unassigned": sum(1 for fact in labeled if fact.split not in SPLIT_NAMES)}
 
 
-def version_missing_eval(version: ClsDatasetVersion, ratios: dict | None = None) -> list[dict]:
-    """missing_eval_classes for a version's frozen counts (what a training run on it would lack)."""
-    per_class = {name: Counter(counts) for name, counts in (version.per_class_counts or {}).items()}
-    return missing_eval_classes(ratios=ratios or {"train": 1, "val": 0, "test": 0}, per_class=per_class,
-                                split_totals=Counter(version.split_counts or {}))
+def version_missing_eval(version: ClsDatasetVersion | dict) -> list[dict]:
+    """missing_eval_classes for a version's frozen counts (a row or its summary): what a training run on
+    it would lack, for the evaluation splits the version has images in."""
+    per_class_counts = version["per_class_counts"] if isinstance(version, dict) else version.per_class_counts
+    split_counts = version["split_counts"] if isinstance(version, dict) else version.split_counts
+    per_class = {name: Counter(counts) for name, counts in (per_class_counts or {}).items()}
+    return missing_eval_classes(ratios={"train": 1, "val": 0, "test": 0}, per_class=per_class,
+                                split_totals=Counter(split_counts or {}))
 
 
 def warning_lines(warnings: dict[str, Any]) -> list[str]:
