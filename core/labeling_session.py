@@ -44,6 +44,7 @@ class LabelingState:
     upcoming: list[uuid.UUID] = field(default_factory=list)  # the queue after this image (prefetch)
     held_at: float = 0.0  # time.monotonic() of the last claim of this page's window (shown + upcoming)
     exhausted: bool = False  # the queue had nothing more for this page at the last look
+    beats: int = 0  # heartbeats received: the page reads the queue's counts again on each (others' moves)
 
     @property
     def image_id(self) -> uuid.UUID | None:
@@ -181,6 +182,7 @@ def keep_alive(scope: Scope, state: LabelingState, *, idle_ms: float | None) -> 
     """The page's heartbeat. While the labeler is active it keeps the window reserved; an idle page
     lets its leases run out (core.reservations). With nothing shown it looks again: images other
     labelers held come back when their pages move on, close or go idle."""
+    state.beats += 1
     if idle_ms is not None and idle_ms > reservations.IDLE_S * 1000:
         return
     if state.card is None or state.exhausted:

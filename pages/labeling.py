@@ -175,10 +175,11 @@ def _view_data(state: flow.LabelingState, classes: list[labeling.ClassKey], ahea
 def _context(state: flow.LabelingState):
     """Progress, place, classes (with their keys and counts), the next images' cards and the queue's
     counts: read again only when the dataset's revision, the image, the place in history or the mode
-    changed (a number key re-renders without touching the database)."""
+    changed, or a heartbeat came (other labelers' reservations move the counts, not the revision); a
+    number key re-renders without touching the database."""
     card = state.card
     revision = dataset_revision(state.dataset_id)
-    ident = (revision, state.mode, state.exhausted, card.image_id if card else None,
+    ident = (revision, state.beats, state.mode, state.exhausted, card.image_id if card else None,
              card.label_revision if card else None, state.history_pos, len(state.history), tuple(state.upcoming))
     cached = st.session_state.get("labeling_context")
     if cached and cached[0] == ident:

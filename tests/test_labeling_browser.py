@@ -19,7 +19,7 @@ from core.db import dispose_engines, session_scope
 from core.labeling import set_pins
 from core.models import ClsDatasetImage, ClsLabel
 from core.storage import storage_from_url
-from tests.factories import make_image_row
+from tests.factories import add_to_space, make_image_row
 from tests.plugins.browser import start_app, stop_app
 
 
@@ -34,7 +34,8 @@ def seed(server, name: str, *, images: int, classes: list[str], task_type: str =
         dataset = create_dataset(session=session, name=name, task_type=task_type)
         ids = [make_image_row(session, storage, seed=hash((name, i)) % 10_000).id for i in range(images)]
         add_images_to_dataset(session=session, dataset_id=dataset.id, image_ids=ids)
-        # The workspace's classes are shared by every test here: pin this dataset's own to keys 1…
+        add_to_space(session, dataset.id, class_ids.values())  # the dataset's classes (Settings tab)
+        # and this user's pins, in the same order (keys 1, 2, …)
         set_pins(session=session, dataset_id=dataset.id, user_id=local_user_id(), class_ids=list(class_ids.values()))
     return dataset.id, class_ids
 
@@ -313,10 +314,18 @@ def test_next_image_is_shown_before_the_save_returns_and_python_decides(server, 
     assert shown_image(page) == str(order[1])
     assert rows(server, dataset_id) == {order[0]: {"h-one"}}
 
-    # Another labeler takes the image after next; the guess (order[2]) is wrong.
+    # This page's lease on the image after next ran out and another labeler took it: the guess
+    # (order[2]) is wrong. (While the lease holds, no other page can get it: test_labeling_team_browser.)
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
     from core.labeling import reserve
+    from core.models import utcnow
 
     with session_scope(url) as session:
+        session.execute(update(ClsDatasetImage).where(ClsDatasetImage.image_id == order[2])
+                        .values(reserved_until=utcnow() - timedelta(seconds=1)))
         assert reserve(session=session, dataset_id=dataset_id, image_id=order[2], holder=uuid.uuid4())
     shown, _ = page.evaluate(PRESS, ["2", "Enter", "1", "Enter"])
     assert shown == str(order[3])  # guessed two ahead
