@@ -8,20 +8,14 @@ API drives one page at a time), the way tests/test_labeling_browser.py's PRESS d
 
 from __future__ import annotations
 
-import os
-import secrets
 import time
 import uuid
-from pathlib import Path
 
-import pytest
 from sqlalchemy import create_engine, insert, select, text
 
-from core.db import dispose_engines, session_scope
+from core.db import session_scope
 from core.models import ClsDatasetImage, ClsImage, ClsLabel, ClsLabelChange, utcnow
 from tests.factories import drawn_image_bytes
-from tests.plugins.browser import start_app, stop_app
-from tests.plugins.services import PG_ADMIN_URL, require_service
 from tests.test_labeling_browser import wait_for_app
 
 IMAGES = 2000
@@ -48,27 +42,6 @@ TYPE_PAIRS = """([pairs, gap, digits]) => {
   tick();
 }"""
 IDLE = "() => { const s = window.__labelingKeys; return window.__typingDone && s && !s.inflight && s.queue.length === 0; }"
-
-
-@pytest.fixture(scope="module")
-def team_app(tmp_path_factory):
-    """The app on a Postgres database of its own (the session's is emptied between tests)."""
-    require_service("PostgreSQL", PG_ADMIN_URL, 5432)
-    name = f"cls_team_{os.getpid()}_{secrets.token_hex(3)}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    workdir = Path(tmp_path_factory.mktemp("team"))
-    server = start_app(workdir, extra_env={"DATABASE_URL": url, "STORAGE_URL": f"file://{workdir / 'storage'}"})
-    try:
-        yield server, url
-    finally:
-        stop_app(server)
-        dispose_engines()
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def seed(server, url: str) -> tuple[uuid.UUID, dict[str, uuid.UUID]]:
@@ -116,9 +89,9 @@ def queue_count(page) -> int:
     return int(head.split()[-1].replace(",", "").replace("*", ""))
 
 
-def test_two_labelers_typing_at_once_never_collide_and_a_closed_tab_gives_its_images_back(team_app,
+def test_two_labelers_typing_at_once_never_collide_and_a_closed_tab_gives_its_images_back(postgres_app,
                                                                                         chromium_browser):
-    server, url = team_app
+    server, url = postgres_app
     dataset_id, classes = seed(server, url)
     a, b = open_page(chromium_browser, server, dataset_id), open_page(chromium_browser, server, dataset_id)
     started = utcnow()

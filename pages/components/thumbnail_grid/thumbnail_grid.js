@@ -56,7 +56,7 @@ function buildTile(tile, grid) {
     el.appendChild(chips);
   }
   const links = text("div", "tg-links");
-  const copy = text("button", "tg-copy", `${tile.id.slice(0, 8)} ⧉`);
+  const copy = text("button", "tg-copy", `${tile.id.slice(0, 8)} · copy id`);
   copy.type = "button";
   copy.title = `Copy the image id ${tile.id}`;
   copy.addEventListener("click", () => copyText(tile.id, copy));
@@ -74,7 +74,7 @@ function buildTile(tile, grid) {
 // Ids go to the clipboard for "Add by ids", the CLI and the Splits tab. navigator.clipboard needs a
 // secure context (https or localhost); elsewhere a selected text field and execCommand do it.
 function copyText(value, button) {
-  const done = () => { button.textContent = "copied ✓"; setTimeout(() => { button.textContent = `${value.slice(0, 8)} ⧉`; }, 1200); };
+  const done = () => { button.textContent = "copied ✓"; setTimeout(() => { button.textContent = `${value.slice(0, 8)} · copy id`; }, 1200); };
   if (navigator.clipboard && window.isSecureContext) {
     navigator.clipboard.writeText(value).then(done, () => fallbackCopy(value) && done());
   } else if (fallbackCopy(value)) {
