@@ -130,6 +130,10 @@ def run_training(config: TrainingConfig, records: list[data.Record], *, class_na
             on_epoch(fit_state, trainer.state_to_save(parts, fit_state))
 
     state = trainer.fit(parts, loaders, config, state, on_batch=on_batch, on_epoch=epoch_done)
+    if on_message:  # the run page shows this phase, not a finished "training" bar
+        from core.ml import FINISHING_MESSAGE
+
+        on_message(FINISHING_MESSAGE, 0, 0)
     best = trainer.best_model(parts, state)
     return finish(config, best, state, loaders, splits, preprocessing, class_names, workdir, exports,
                   device=parts.device)
