@@ -15,7 +15,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.db import session_scope
+from core.label_space import fill_from_import
 from core.models import ClsDataset, Cutout, OdImage, Product, ProductImage
+from core.permissions import requires
 from core.storage import Storage, get_storage
 
 DEMO_NAMESPACE = uuid.UUID("0e4bb0d4-7a3c-4d55-b1a8-0b4d7c9f3e21")
@@ -147,6 +149,7 @@ def _ensure_library(session: Session, storage: Storage, products: list[Product],
     colors = {"Beverages": "#EF4444", "Snacks": "#F59E0B", "Dairy": "#3B82F6", "Bakery": "#92400E"}
     classes = {name: get_or_create_class(session=session, name=name, user_id=user_id, color=colors[name])
                for name in CATEGORIES}
+    fill_from_import(session, dataset.id, [classes[name].id for name in CATEGORIES])  # the dataset's classes, in order
     imported = 0
     for index, product in enumerate(products):
         for frame in (0, 2):
@@ -167,18 +170,35 @@ def _ensure_library(session: Session, storage: Storage, products: list[Product],
     return {"dataset": dataset.name, "classes": len(classes), "library_images_imported": imported}
 
 
-def load_demo(*, products: int = 24) -> dict:
+def load_demo(*, products: int = 24, progress=None) -> dict:
+    """`progress(done, total, message)`: the job's bar when loaded from the Dashboard."""
     from core.users import local_user
 
+    report = progress or (lambda *args: None)
     storage = get_storage()
     user_id = local_user().id
+    report(0, 2, "drawing products, cutouts and shelf images")
     with session_scope() as session:
         before = session.scalar(select(Product.id).limit(1)) is not None
         rows = _ensure_products(session, storage, products)
         cutouts = _ensure_cutouts(session, storage, rows)
         od_images = _ensure_od_images(session, storage, rows)
+    report(1, 2, "importing the demo dataset")
     with session_scope() as session:
         rows = list(session.scalars(select(Product).order_by(Product.barcode).limit(products)))
         library = _ensure_library(session, storage, rows, user_id)
+    report(2, 2, "done")
     return {"products": len(rows), "already_present": before, "cutouts_created": cutouts,
             "od_images_created": od_images, **library}
+
+
+DEMO_JOB_KIND = "demo_data"
+
+
+@requires("admin", "loading the demo data")
+def start_demo(*, actor, products: int = 24) -> uuid.UUID:
+    """Load the demo data as a job (the Dashboard's one click; the same as `python -m core demo`)."""
+    from core.queue import enqueue
+
+    return enqueue(kind=DEMO_JOB_KIND, function="jobs.demo.load_demo_data", queue="imports",
+                   params={"products": int(products)}, user_id=actor.id)

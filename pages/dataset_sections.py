@@ -69,6 +69,9 @@ def render_splits(dataset_id: uuid.UUID) -> None:
         stats = run_action(lambda: split_stats(session=session, dataset_id=dataset_id))
     if stats is None:
         return
+    if not sum(stats["labeled"].values()):
+        st.info("No labeled images yet: label some (the Label button above) before splitting; images keep the "
+                "split an import gave them.")
     columns = st.columns(4)
     for column, split in zip(columns, ("train", "val", "test", "unassigned"), strict=True):
         wanted = stats["ratios"].get(split)
@@ -221,7 +224,7 @@ def render_versions(dataset_id: uuid.UUID) -> None:
                 st.toast(f"Version {version} created")
                 st.rerun()
     if not versions:
-        st.info("No versions yet.")
+        st.info("No versions yet: create one above. Training reads a version (its labels and splits frozen).")
         return
     st.dataframe(pd.DataFrame(versions).set_index("version"), width="stretch")
     if len(versions) < 2:
