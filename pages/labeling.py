@@ -25,7 +25,7 @@ from pages.freshness import dataset_revision
 from pages.ui import current_user, plain
 
 MODE_NAMES = {"all": "All", "unlabeled": "Unlabeled", "review": "Review", "random": "Random",
-              "low_confidence": "Low conf."}
+              "low_confidence": "Low confidence"}
 MODE_HELP = "All: every image · Unlabeled · Review: AI labels to check · Random · Low conf.: AI labels below 50 %"
 PREFETCH = 3
 
@@ -209,14 +209,15 @@ def labeling_panel(dataset_id: uuid.UUID) -> None:
     if state.image_id:
         st.query_params.update({"dataset": str(dataset_id), "image": str(state.image_id), "mode": state.mode})
 
-    top = st.columns([5, 4, 2], vertical_alignment="center")
+    top = st.columns([3, 2], vertical_alignment="bottom")
     top[0].progress(progress.percent / 100,
                     text=f"{progress.labeled:,} / {progress.total:,} labeled ({progress.percent:.0f}%)")
-    st.session_state["labeling_mode"] = state.mode
-    top[1].segmented_control("Queue", list(MODE_NAMES), format_func=MODE_NAMES.get, key="labeling_mode",
-                             on_change=_on_mode, label_visibility="collapsed", help=MODE_HELP, width="stretch")
     counted = f"**{place:,} / {size:,}**" if place else f"**{size:,}** for you"
-    top[2].markdown(counted + (f" · {held:,} held by others" if held else ""))
+    top[1].markdown(counted + (f" · {held:,} held by others" if held else ""))
+    st.session_state["labeling_mode"] = state.mode
+    # its own row, sized to its options: beside the progress bar it was cut off below ~1500 px
+    st.segmented_control("Queue", list(MODE_NAMES), format_func=MODE_NAMES.get, key="labeling_mode",
+                         on_change=_on_mode, label_visibility="collapsed", help=MODE_HELP)
     if state.message:
         kind, text = state.message
         getattr(st, kind if kind in ("info", "warning", "error") else "info")(text)

@@ -334,3 +334,52 @@ def test_next_image_is_shown_before_the_save_returns_and_python_decides(server, 
     assert rows(server, dataset_id) == {order[0]: {"h-one"}, order[1]: {"h-two"}}  # nothing on order[2]/[3]
     assert "typed for another image" in page.inner_text("[data-testid='stMain']")
     assert not page.watch.page_errors
+
+
+FITS = """() => {
+  // A control is cut off when its label overflows its own box, or when an ancestor that clips
+  // (overflow other than visible) does not contain it whole.
+  const cut = [];
+  const main = document.querySelector("[data-testid='stMain']");
+  const clipped = (el) => {
+    const box = el.getBoundingClientRect();
+    for (let a = el.parentElement; a && a !== document.body; a = a.parentElement) {
+      if (getComputedStyle(a).overflowX !== "visible") {
+        const r = a.getBoundingClientRect();
+        if (box.left < r.left - 1 || box.right > r.right + 1) return true;
+      }
+    }
+    return false;
+  };
+  for (const el of main.querySelectorAll("button, [data-testid='stProgress'], .lk-hint")) {
+    if (!el.getBoundingClientRect().width) continue;
+    const overflowing = [el, ...el.querySelectorAll("p, span, div")].some(
+      (node) => node.scrollWidth > node.clientWidth + 1 && getComputedStyle(node).overflowX !== "visible");
+    if (overflowing || clipped(el)) cut.push(el.innerText.trim().slice(0, 40));
+  }
+  return cut;
+}"""
+
+
+@pytest.mark.parametrize("width", [1280, 1440, 1920])
+def test_controls_fit_and_small_images_fill_the_frame(server, chromium_browser, width):
+    """At 1280–1920 px no control's label is cut off; a 96 px image is scaled up to fill the frame,
+    drawn pixel-sharp (it is scaled more than 3×)."""
+    dataset_id, _ = seed(server, f"fit-{width}", images=3, classes=[f"fit-{width}-a", f"fit-{width}-b"])
+    page = chromium_browser.new_context(viewport={"width": width, "height": 1000}).new_page()
+    try:
+        open_labeling(page, server, dataset_id)
+        page.wait_for_selector("text=Save & Next (Enter)")
+        assert page.evaluate(FITS) == []
+        frame = page.locator(".lk-frame").bounding_box()
+        image = page.locator(".lk-image").bounding_box()
+        natural = page.evaluate("() => [document.querySelector('.lk-image').naturalWidth,"
+                                " getComputedStyle(document.querySelector('.lk-image')).imageRendering]")
+        assert natural[0] == 96 and natural[1] == "pixelated"
+        shown = page.evaluate("""() => { const i = document.querySelector('.lk-image');
+            const scale = Math.min(i.clientWidth / i.naturalWidth, i.clientHeight / i.naturalHeight);
+            return [i.naturalWidth * scale, i.naturalHeight * scale]; }""")
+        assert max(shown[0] / frame["width"], shown[1] / frame["height"]) > 0.98  # fills one side of the frame
+        assert image["width"] <= frame["width"] + 1
+    finally:
+        page.context.close()

@@ -236,7 +236,8 @@ function renderClasses(root, data, view, query) {
     row.setAttribute("role", "option");
     row.appendChild(el("span", "lk-key", c.key || ""));
     const dot = el("span", "lk-dot"); dot.style.background = c.color; row.appendChild(dot);
-    row.appendChild(el("span", "lk-name", c.name + (c.pinned ? " 📌" : "")));
+    row.appendChild(el("span", "lk-name", c.name));
+    if (c.pinned) row.appendChild(el("span", "lk-pin", "pinned"));
     if (c.suggested) row.appendChild(el("span", "lk-ai", `AI ${Math.round(c.suggested * 100)}%`));
     row.appendChild(el("span", "lk-count", String(c.count)));
     row.addEventListener("click", () => push(labelingState(), "toggle:" + c.id));
