@@ -70,6 +70,7 @@ def seed(url: str, storage_url: str, images: int, with_files: int) -> uuid.UUID:
     from core.classes import create_class
     from core.datasets import add_images_to_dataset, create_dataset
     from core.db import session_scope
+    from core.label_space import include_classes
     from core.models import ClsImage
     from core.storage import storage_from_url
     from tests.factories import drawn_image_bytes
@@ -77,9 +78,9 @@ def seed(url: str, storage_url: str, images: int, with_files: int) -> uuid.UUID:
     storage = storage_from_url(storage_url)
     ids = sorted(uuid.uuid4() for _ in range(images))  # one CURRENT_TIMESTAMP: queue order is id order
     with session_scope(url) as session:
-        for name in CLASSES:
-            create_class(session=session, name=name)
+        class_ids = [create_class(session=session, name=name).id for name in CLASSES]
         dataset = create_dataset(session=session, name="bench-50k")
+        include_classes(session, dataset.id, class_ids)  # the dataset's classes: keys 1–5
         rows = []
         for index, image_id in enumerate(ids):
             key = f"images/{image_id}.jpg"

@@ -251,11 +251,16 @@ def _library_filter_options(database_url: str) -> dict:
 
 
 def library_filter_options() -> dict:
-    """The library's statuses, sources, folders, tags and total (core.images.image_filter_options),
-    cached a minute per database; pages that change images call clear_library_filter_options()."""
+    """The library's statuses, sources, folders and tags (core.images.image_filter_options), cached a
+    minute per database (pages that change images call clear_library_filter_options()), and its
+    total, read now (pages.freshness: a number on screen is never kept across runs unkeyed)."""
     from core.config import get_settings
+    from core.db import session_scope
+    from core.stats import library_size
 
-    return _library_filter_options(get_settings().database_url)
+    with session_scope() as session:
+        total = library_size(session=session)
+    return {**_library_filter_options(get_settings().database_url), "total_count": total}
 
 
 def clear_library_filter_options() -> None:
