@@ -80,17 +80,14 @@ def label_space(*, session: Session, dataset_id) -> list[SpaceClass]:
     dataset_id = _uuid(dataset_id, "dataset")
     if session.get(ClsDataset, dataset_id) is None:
         raise NotFound(f"dataset {dataset_id} does not exist")
-    counts = dict(session.execute(
-        select(ClsLabel.class_id, func.count()).where(ClsLabel.dataset_id == dataset_id)
-        .group_by(ClsLabel.class_id)).tuples().all())
     rows = session.execute(
-        select(ClsDatasetClass.class_id, ClsDatasetClass.position, ClsClass.name, ClsClass.display_name,
+        select(ClsDatasetClass.class_id, ClsDatasetClass.image_count, ClsClass.name, ClsClass.display_name,
                ClsClass.color, ClsClass.is_active)
         .join(ClsClass, ClsClass.id == ClsDatasetClass.class_id)
         .where(ClsDatasetClass.dataset_id == dataset_id)
         .order_by(ClsDatasetClass.position, ClsDatasetClass.added_at)).all()
     return [SpaceClass(class_id=r.class_id, name=r.display_name or r.name, color=r.color, is_active=r.is_active,
-                       position=index, image_count=counts.get(r.class_id, 0))
+                       position=index, image_count=r.image_count)
             for index, r in enumerate(rows)]
 
 
@@ -136,6 +133,39 @@ def include_classes(session: Session, dataset_id: uuid.UUID, class_ids: Iterable
         {"id": uuid.uuid4(), "dataset_id": dataset_id, "class_id": class_id, "position": start + 1 + index,
          "user_id": user_id} for index, class_id in enumerate(missing)])
     return missing
+
+
+def move_counts(session: Session, dataset_id: uuid.UUID, deltas: dict[uuid.UUID, int]) -> None:
+    """Move the space's per-class image counts by what a label write changed (same transaction)."""
+    for class_id, delta in sorted(deltas.items(), key=lambda item: str(item[0])):
+        if delta:
+            session.execute(update(ClsDatasetClass)
+                            .where(ClsDatasetClass.dataset_id == dataset_id, ClsDatasetClass.class_id == class_id)
+                            .values(image_count=ClsDatasetClass.image_count + delta)
+                            .execution_options(synchronize_session=False))
+
+
+def recount(session: Session, dataset_id: uuid.UUID) -> None:
+    """Set the space's per-class image counts from the labels (after a merge or a repair)."""
+    counts = dict(session.execute(select(ClsLabel.class_id, func.count()).where(ClsLabel.dataset_id == dataset_id)
+                                  .group_by(ClsLabel.class_id)).tuples().all())
+    include_classes(session, dataset_id, sorted(counts, key=str))
+    for class_id in space_class_ids(session, dataset_id):
+        session.execute(update(ClsDatasetClass)
+                        .where(ClsDatasetClass.dataset_id == dataset_id, ClsDatasetClass.class_id == class_id)
+                        .values(image_count=counts.get(class_id, 0)).execution_options(synchronize_session=False))
+
+
+def count_mismatches(session: Session) -> list[str]:
+    """Space counts that differ from the labels, and label classes missing from their space."""
+    fresh = {(d, c): n for d, c, n in session.execute(
+        select(ClsLabel.dataset_id, ClsLabel.class_id, func.count()).group_by(ClsLabel.dataset_id, ClsLabel.class_id))}
+    stored = {(d, c): n for d, c, n in session.execute(
+        select(ClsDatasetClass.dataset_id, ClsDatasetClass.class_id, ClsDatasetClass.image_count))}
+    problems = [f"dataset {d}: class {c} is labeled but not in its classes" for d, c in fresh if (d, c) not in stored]
+    problems += [f"dataset {d}: class {c} stored {n} images, actual {fresh.get((d, c), 0)}"
+                 for (d, c), n in stored.items() if n != fresh.get((d, c), 0)]
+    return problems
 
 
 def fill_from_import(session: Session, dataset_id: uuid.UUID, class_ids: Iterable[uuid.UUID],

@@ -279,7 +279,22 @@ def queue_size(*, session, dataset_id: uuid.UUID, mode: str = "all", threshold: 
     check_mode(mode)
     if mode == "all":
         return _dataset(session, dataset_id).image_count
-    return session.scalar(_queue_count(dataset_id, mode, threshold).where(unreserved(holder, now or utcnow()))) or 0
+    # the queue minus what others hold: two index reads (a filtered COUNT read every pending row's lease)
+    total = session.scalar(_queue_count(dataset_id, mode, threshold)) or 0
+    return total - queue_held_by_others(session=session, dataset_id=dataset_id, mode=mode, holder=holder,
+                                        threshold=threshold, now=now)
+
+
+def queue_counts(*, session, dataset_id: uuid.UUID, mode: str, holder: uuid.UUID | None,
+                 threshold: float = LOW_CONFIDENCE, now: datetime | None = None) -> tuple[int, int]:
+    """(queue_size, queue_held_by_others) in one go: what this page can get, and what others hold."""
+    check_mode(mode)
+    if mode == "all":
+        return _dataset(session, dataset_id).image_count, 0
+    total = session.scalar(_queue_count(dataset_id, mode, threshold)) or 0
+    held = queue_held_by_others(session=session, dataset_id=dataset_id, mode=mode, holder=holder,
+                                threshold=threshold, now=now)
+    return total - held, held
 
 
 def queue_held_by_others(*, session, dataset_id: uuid.UUID, mode: str, holder: uuid.UUID | None,
@@ -541,7 +556,7 @@ def stable_url(storage, key: str, *, expires_s: int = 6 * 3600) -> str | None:
 __all__ = [
     "QUEUE_MODES", "RESERVATION_S", "LOW_CONFIDENCE", "ImageCard", "LabelView", "ClassKey", "Progress",
     "ActionResult", "datasets_for_labeling", "image_card", "image_cards", "progress", "queue_ids", "queue_size",
-    "queue_held_by_others", "position", "previous_id", "reserve",
+    "queue_held_by_others", "queue_counts", "position", "previous_id", "reserve",
     "release", "next_image", "next_image_and_upcoming", "open_image", "classes_for_labeling", "pinned_class_ids", "set_pins", "save",
     "skip", "clear", "accept_review", "stable_url",
 ]

@@ -6,6 +6,7 @@ Counts, kept exact in the same transaction as the change that moves them:
 - `cls_datasets.class_count`: distinct classes used by the dataset's labels.
 - `cls_classes.image_count`: distinct images carrying the class in any dataset (an image labeled
   "cat" in two datasets counts once).
+- `cls_dataset_classes.image_count`: images of the dataset carrying the class (its label space).
 
 Locking: every writer takes row locks in one order — the `cls_datasets` row, then the
 `cls_dataset_images` rows (by image id), then the `cls_classes` rows (by id) — so two labelers never
@@ -27,6 +28,7 @@ from datetime import UTC, datetime
 from sqlalchemy import delete, distinct, exists, func, select, update
 from sqlalchemy.orm import Session
 
+from core import label_space
 from core.errors import Conflict, InvalidInput, NotFound
 from core.label_space import include_classes
 from core.models import ClsClass, ClsDataset, ClsDatasetImage, ClsLabel, ClsLabelChange
@@ -95,6 +97,7 @@ def recount_dataset_counts(session: Session, dataset_id: uuid.UUID) -> None:
     ).one()
     session.execute(update(ClsDataset).where(ClsDataset.id == dataset_id).values(
         image_count=image_count, labeled_image_count=labeled or 0, class_count=classes or 0))
+    label_space.recount(session, dataset_id)
 
 
 def recount_class_counts(session: Session, class_ids: Iterable[uuid.UUID] | None = None) -> None:
@@ -122,6 +125,7 @@ def _adjust_counts_for_image(session: Session, *, dataset_id: uuid.UUID, image_i
     it gains or loses this image when the image has it in no *other* dataset.
     """
     class_delta = 0
+    label_space.move_counts(session, dataset_id, {**{c: 1 for c in added}, **{c: -1 for c in removed}})
     for class_id, sign in [(c, 1) for c in added] + [(c, -1) for c in removed]:
         in_other_images, in_other_datasets = session.execute(select(
             exists().where(ClsLabel.dataset_id == dataset_id, ClsLabel.class_id == class_id,
@@ -446,6 +450,7 @@ def apply_label_deltas(session: Session, *, dataset_id: uuid.UUID, before: dict,
     touched = set(added) | set(removed)
     lock_classes(session, touched)
     session.flush()
+    label_space.move_counts(session, dataset_id, {c: len(added.get(c, ())) - len(removed.get(c, ())) for c in touched})
     for class_id in sorted(touched, key=str):
         delta = 0
         for image_ids, sign in ((added.get(class_id, []), 1), (removed.get(class_id, []), -1)):
@@ -553,4 +558,4 @@ def count_mismatches(*, session: Session) -> list[str]:
     for row in session.execute(select(ClsClass.id, ClsClass.name, ClsClass.image_count)).all():
         if row.image_count != per_class.get(row.id, 0):
             problems.append(f"class {row.name!r}: stored {row.image_count} images, actual {per_class.get(row.id, 0)}")
-    return problems
+    return problems + label_space.count_mismatches(session)

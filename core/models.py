@@ -228,6 +228,8 @@ class ClsDatasetClass(Base):
     dataset_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("cls_datasets.id", ondelete="CASCADE"))
     class_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("cls_classes.id", ondelete="CASCADE"))
     position: Mapped[int] = mapped_column(Integer)
+    # images of this dataset carrying the class: kept exact by the label write path (core/labels.py)
+    image_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     user_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)  # who added it (None: an import or the migration)
     added_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, server_default=text("CURRENT_TIMESTAMP")
@@ -247,6 +249,8 @@ class ClsDatasetImage(Base):
         # The labeling queue walks (dataset, [status,] added_at, image_id) in order from a cursor.
         Index("idx_cls_dataset_images_queue", "dataset_id", "status", "added_at", "image_id"),
         Index("idx_cls_dataset_images_order", "dataset_id", "added_at", "image_id"),
+        # Beyond the plan: "how many of the queue do other labelers hold now" reads only live leases.
+        Index("idx_cls_dataset_images_reserved", "dataset_id", "reserved_until"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)

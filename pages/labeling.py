@@ -191,9 +191,8 @@ def _context(state: flow.LabelingState):
         classes = labeling.classes_for_labeling(session=session, dataset_id=state.dataset_id, user_id=user.id)
         ahead = labeling.image_cards(session=session, dataset_id=state.dataset_id,
                                      image_ids=flow.ahead(state)[:PREFETCH])
-        size = labeling.queue_size(session=session, dataset_id=state.dataset_id, mode=state.mode, holder=state.holder)
-        held = labeling.queue_held_by_others(session=session, dataset_id=state.dataset_id, mode=state.mode,
-                                             holder=state.holder)
+        size, held = labeling.queue_counts(session=session, dataset_id=state.dataset_id, mode=state.mode,
+                                           holder=state.holder)
     context = (progress, place, classes, ahead, size, held)
     st.session_state["labeling_context"] = (ident, context)
     return context
