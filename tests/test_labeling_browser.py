@@ -370,6 +370,8 @@ def test_controls_fit_and_small_images_fill_the_frame(server, chromium_browser, 
     try:
         open_labeling(page, server, dataset_id)
         page.wait_for_selector("text=Save & Next (Enter)")
+        page.wait_for_function("() => { const i = document.querySelector('.lk-image'); "
+                               "return i.complete && i.naturalWidth > 0; }", timeout=20000)
         assert page.evaluate(FITS) == []
         frame = page.locator(".lk-frame").bounding_box()
         image = page.locator(".lk-image").bounding_box()
