@@ -23,6 +23,8 @@ import time
 import zipfile
 from pathlib import Path
 
+from tests.factories import ADMIN
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
@@ -74,11 +76,11 @@ def main() -> None:
 
     upgrade_head()
     with session_scope() as session:
-        dataset_id = create_dataset(session=session, name=f"bench {time.time():.0f}").id
+        dataset_id = create_dataset(actor=ADMIN, session=session, name=f"bench {time.time():.0f}").id
     load_before = os.getloadavg()
     start = time.perf_counter()
     with bench_ingest.RssSampler() as sampler:  # this process and its decode workers, every 0.2 s
-        summary = run_archive_import(source=archive, dataset_id=dataset_id)
+        summary = run_archive_import(actor=ADMIN, source=archive, dataset_id=dataset_id)
     elapsed = time.perf_counter() - start
     tree_peak_mb = max((mb for _, mb in sampler.samples), default=0)
     load_after = os.getloadavg()

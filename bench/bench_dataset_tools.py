@@ -12,6 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.factories import ADMIN
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -50,8 +52,8 @@ def main(n: int) -> None:
         return result
 
     timed("auto_split (default near-duplicate distance)",
-          lambda s: auto_split(session=s, dataset_id=dataset_id, storage=storage))
-    timed("create_version", lambda s: create_version(session=s, storage=storage, dataset_id=dataset_id))
+          lambda s: auto_split(actor=ADMIN, session=s, dataset_id=dataset_id, storage=storage))
+    timed("create_version", lambda s: create_version(actor=ADMIN, session=s, storage=storage, dataset_id=dataset_id))
     timed("health_check", lambda s: health_check(session=s, dataset_id=dataset_id, storage=storage))
     start = time.perf_counter()
     with session_scope() as session:

@@ -22,6 +22,8 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from tests.factories import ADMIN
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -197,7 +199,7 @@ def end_to_end(paths: list[Path], database_url: str, repeat: int = 1, watch_memo
         rss.__enter__()
     with CpuMeter() as cpu:
         started = time.perf_counter()
-        results = ingest_many(items=items, skip_duplicates=repeat == 1)
+        results = ingest_many(actor=ADMIN, items=items, skip_duplicates=repeat == 1)
         elapsed = time.perf_counter() - started
     if watch_memory:
         rss.__exit__()

@@ -24,6 +24,7 @@ from core.datasets import add_images_to_dataset, create_dataset  # noqa: E402
 from core.db import session_scope  # noqa: E402
 from core.labels import bulk_set_label, count_mismatches, set_labels  # noqa: E402
 from core.models import Base, ClsClass, ClsDataset, ClsImage  # noqa: E402
+from tests.factories import ADMIN
 
 
 def build(n: int):
@@ -34,12 +35,12 @@ def build(n: int):
         for model in reversed(Base.metadata.sorted_tables):
             if model.name.startswith("cls_"):
                 session.execute(delete(model))
-        dataset = create_dataset(session=session, name="bench")
-        classes = [create_class(session=session, name=f"class {i}").id for i in range(10)]
+        dataset = create_dataset(actor=ADMIN, session=session, name="bench")
+        classes = [create_class(actor=ADMIN, session=session, name=f"class {i}").id for i in range(10)]
         ids = [uuid.uuid4() for _ in range(n)]
         session.execute(insert(ClsImage), [{"id": i, "filename": f"{i}.jpg", "storage_path": f"images/{i}.jpg"}
                                            for i in ids])
-        add_images_to_dataset(session=session, dataset_id=dataset.id, image_ids=ids)
+        add_images_to_dataset(actor=ADMIN, session=session, dataset_id=dataset.id, image_ids=ids)
         return dataset.id, classes, ids
 
 
@@ -56,21 +57,21 @@ def main() -> None:
     print(f"built {n} dataset images in {time.perf_counter() - started:.1f}s")
     with session_scope() as session:  # most images labeled already, as on a busy dataset
         for start in range(0, int(n * 0.8), 5000):
-            bulk_set_label(session=session, dataset_id=dataset_id, image_ids=ids[start:start + 5000],
+            bulk_set_label(actor=ADMIN, session=session, dataset_id=dataset_id, image_ids=ids[start:start + 5000],
                            class_id=classes[(start // 5000) % 10])
     single = []
     for _ in range(200):
         image_id, class_id = rng.choice(ids), rng.choice(classes)
         t0 = time.perf_counter()
         with session_scope() as session:
-            set_labels(session=session, dataset_id=dataset_id, image_id=image_id, class_ids=[class_id])
+            set_labels(actor=ADMIN, session=session, dataset_id=dataset_id, image_id=image_id, class_ids=[class_id])
         single.append((time.perf_counter() - t0) * 1000)
     bulk = []
     for _ in range(20):
         start = rng.randrange(0, n - 48)
         t0 = time.perf_counter()
         with session_scope() as session:
-            bulk_set_label(session=session, dataset_id=dataset_id, image_ids=ids[start:start + 48],
+            bulk_set_label(actor=ADMIN, session=session, dataset_id=dataset_id, image_ids=ids[start:start + 48],
                            class_id=rng.choice(classes))
         bulk.append((time.perf_counter() - t0) * 1000)
     with session_scope() as session:

@@ -22,6 +22,8 @@ import time
 import uuid
 from pathlib import Path
 
+from tests.factories import ADMIN
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -70,7 +72,7 @@ def seed(url: str, storage_url: str, images: int, with_files: int) -> uuid.UUID:
     from core.classes import create_class
     from core.datasets import add_images_to_dataset, create_dataset
     from core.db import session_scope
-    from core.label_space import include_classes
+    from core.label_space import add_classes
     from core.models import ClsImage
     from core.storage import storage_from_url
     from tests.factories import drawn_image_bytes
@@ -78,9 +80,10 @@ def seed(url: str, storage_url: str, images: int, with_files: int) -> uuid.UUID:
     storage = storage_from_url(storage_url)
     ids = sorted(uuid.uuid4() for _ in range(images))  # one CURRENT_TIMESTAMP: queue order is id order
     with session_scope(url) as session:
-        class_ids = [create_class(session=session, name=name).id for name in CLASSES]
-        dataset = create_dataset(session=session, name="bench-50k")
-        include_classes(session, dataset.id, class_ids)  # the dataset's classes: keys 1–5
+        class_ids = [create_class(actor=ADMIN, session=session, name=name).id for name in CLASSES]
+        dataset = create_dataset(actor=ADMIN, session=session, name="bench-50k")
+        # the dataset's classes: keys 1–5
+        add_classes(session=session, actor=ADMIN, dataset_id=dataset.id, class_ids=class_ids)
         rows = []
         for index, image_id in enumerate(ids):
             key = f"images/{image_id}.jpg"
@@ -92,7 +95,7 @@ def seed(url: str, storage_url: str, images: int, with_files: int) -> uuid.UUID:
                          "format": "JPEG", "source": "upload", "status": "pending", "tags": [], "meta": {}})
         for start in range(0, len(rows), 5000):
             session.execute(insert(ClsImage), rows[start:start + 5000])
-        add_images_to_dataset(session=session, dataset_id=dataset.id, image_ids=ids)
+        add_images_to_dataset(actor=ADMIN, session=session, dataset_id=dataset.id, image_ids=ids)
         dataset_id = dataset.id
     # Planner statistics, as autovacuum would have them for a table this size (a fresh bulk load
     # has none, and Postgres then picks the status index and sorts 50,000 rows per query).

@@ -44,6 +44,7 @@ from core.images import ImageFilters, matching_image_ids  # noqa: E402
 from core.labels import count_mismatches  # noqa: E402
 from core.models import Base, ClsDataset, ClsImage, ClsLabel, ClsLabelChange  # noqa: E402
 from core.storage import get_storage  # noqa: E402
+from tests.factories import ADMIN
 
 BATCH = 5000
 
@@ -77,12 +78,12 @@ def make_images(n: int, folder: str) -> list[uuid.UUID]:
 def build_dataset(n: int, name: str = "load") -> tuple[uuid.UUID, list[uuid.UUID]]:
     ids = make_images(n, name)
     with session_scope() as session:
-        dataset = create_dataset(session=session, name=name)
-        classes = [create_class(session=session, name=f"{name} class {i}").id for i in range(10)]
+        dataset = create_dataset(actor=ADMIN, session=session, name=name)
+        classes = [create_class(actor=ADMIN, session=session, name=f"{name} class {i}").id for i in range(10)]
         dataset_id = dataset.id
     for start in range(0, n, BATCH):
         with session_scope() as session:
-            add_images_to_dataset(session=session, dataset_id=dataset_id, image_ids=ids[start:start + BATCH])
+            add_images_to_dataset(actor=ADMIN, session=session, dataset_id=dataset_id, image_ids=ids[start:start + BATCH])
     return dataset_id, classes
 
 
@@ -102,7 +103,7 @@ class Labeler(threading.Thread):
         while not self.stop.is_set():
             try:
                 with session_scope() as session:
-                    image_id = labeling.next_image(session=session, dataset_id=self.dataset_id, mode="unlabeled",
+                    image_id = labeling.next_image(actor=ADMIN, session=session, dataset_id=self.dataset_id, mode="unlabeled",
                                                    holder=self.holder, after=after)
                     if image_id is None:
                         return
@@ -112,7 +113,7 @@ class Labeler(threading.Thread):
                 with session_scope() as session:
                     result = labeling.save(session=session, dataset_id=self.dataset_id, image_id=image_id,
                                            class_ids=[class_id], shown_revision=card.label_revision,
-                                           user_id=None, shown=card)
+                                           actor=ADMIN, shown=card)
                 self.latencies.append(time.perf_counter() - started)
                 if result.outcome == "saved":
                     self.saved.append((image_id, class_id))
@@ -193,10 +194,10 @@ def part_two(args) -> None:
     print(f"inserted {args.bulk_images:,} library images in {time.perf_counter() - t0:.1f} s")
     watch_dataset, classes = build_dataset(min(args.images, 5000), name="watched")
     with session_scope() as session:
-        bulk_dataset = create_dataset(session=session, name="bulk").id
+        bulk_dataset = create_dataset(actor=ADMIN, session=session, name="bulk").id
     # the bulk dataset gets a few thousand images of its own first, for a labeler working inside it
     inside = make_images(min(args.images, 5000), "inside")
-    bulk_actions.add_to_dataset(dataset_id=bulk_dataset, image_ids=inside)
+    bulk_actions.add_to_dataset(actor=ADMIN, dataset_id=bulk_dataset, image_ids=inside)
     stop = threading.Event()
     watchers = [Labeler(watch_dataset, classes, stop, seed=99), Labeler(bulk_dataset, classes, stop, seed=98)]
     for watcher in watchers:
@@ -219,14 +220,14 @@ def part_two(args) -> None:
                           f"worst {max(d, default=0) * 1000:.0f} ms, p95 {percentile(d, 0.95) * 1000:.0f} ms"
                           for w, d in zip(watchers, during, strict=True)))
 
-    timed("tag", lambda p: bulk_actions.tag_images(image_ids=ids, add=["bulk-tag"], progress=p))
-    timed("add to dataset", lambda p: bulk_actions.add_to_dataset(dataset_id=bulk_dataset, image_ids=ids, progress=p))
-    timed("set label", lambda p: bulk_actions.set_label(dataset_id=bulk_dataset, image_ids=ids, class_id=classes[0],
+    timed("tag", lambda p: bulk_actions.tag_images(actor=ADMIN, image_ids=ids, add=["bulk-tag"], progress=p))
+    timed("add to dataset", lambda p: bulk_actions.add_to_dataset(actor=ADMIN, dataset_id=bulk_dataset, image_ids=ids, progress=p))
+    timed("set label", lambda p: bulk_actions.set_label(actor=ADMIN, dataset_id=bulk_dataset, image_ids=ids, class_id=classes[0],
                                                         progress=p))
     with session_scope() as session:
         doomed = matching_image_ids(session=session, filters=ImageFilters(tags=["bulk-tag"]))
     assert len(doomed) == len(ids), (len(doomed), len(ids))
-    timed("delete by filter (tag)", lambda p: bulk_actions.delete_images(image_ids=doomed, storage=storage,
+    timed("delete by filter (tag)", lambda p: bulk_actions.delete_images(actor=ADMIN, image_ids=doomed, storage=storage,
                                                                          progress=p))
     stop.set()
     for watcher in watchers:

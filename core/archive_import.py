@@ -22,8 +22,10 @@ from core.archives import SafeZip
 from core.db import session_scope
 from core.errors import InvalidInput, NotFound
 from core.import_batches import ImportItem, ImportSummary, load_dataset, run_items
-from core.label_space import fill_from_import
+from core.label_space import _fill_from_import
 from core.models import ClsClass
+from core.permissions import requires
+from core.users import User
 
 NEW_CLASS_COLORS = ("#3B82F6", "#EF4444", "#10B981", "#F59E0B", "#8B5CF6", "#EC4899", "#14B8A6", "#F97316",
                     "#6366F1", "#84CC16")
@@ -111,8 +113,9 @@ def _existing_classes(session, names: list[str]) -> dict[str, tuple[uuid.UUID, s
     return {name.casefold(): (class_id, name) for class_id, name in rows if name.casefold() in folded}
 
 
-def resolve_mapping(*, session, mapping: list[ClassMapping], source_names: list[str],
-                    user_id: uuid.UUID | None, summary: ImportSummary) -> dict[str, uuid.UUID | None]:
+@requires("admin", "importing")
+def resolve_mapping(*, session, actor: User, mapping: list[ClassMapping], source_names: list[str],
+                    summary: ImportSummary) -> dict[str, uuid.UUID | None]:
     """Source class name → class id (None = skip), creating the new classes the mapping asks for."""
     from core.classes import get_or_create_class
 
@@ -143,8 +146,7 @@ def resolve_mapping(*, session, mapping: list[ClassMapping], source_names: list[
             if problem:
                 raise InvalidInput(f"class mapping for {name[:80]!r}: {problem}")
             existed = session.scalar(select(ClsClass.id).where(ClsClass.name == new_name))
-            row = get_or_create_class(session=session, name=new_name, user_id=user_id,
-                                      color=choice.color or cls["color"])
+            row = get_or_create_class(session=session, actor=actor, name=new_name, color=choice.color or cls["color"])
             if existed is None:
                 summary.classes_created.append(new_name)
             resolved[name] = row.id
@@ -158,9 +160,10 @@ def _uuid(value: str, what: str) -> uuid.UUID:
         raise InvalidInput(f"class mapping for {what!r}: {value!r} is not a class id") from None
 
 
-def run_archive_import(*, source: str | Path | IO[bytes], dataset_id: str | uuid.UUID,
+@requires("admin", "importing")
+def run_archive_import(*, actor: User, source: str | Path | IO[bytes], dataset_id: str | uuid.UUID,
                        class_mapping: list[ClassMapping] | list[dict] = (), skip_duplicates: bool = True,
-                       user_id: uuid.UUID | None = None, progress=None, storage=None) -> dict[str, Any]:
+                       progress=None, storage=None) -> dict[str, Any]:
     """Import every usable image of the archive into the dataset with its mapped labels and split."""
     mapping = [m if isinstance(m, ClassMapping) else ClassMapping(**m) for m in class_mapping]
     summary = ImportSummary()
@@ -171,10 +174,10 @@ def run_archive_import(*, source: str | Path | IO[bytes], dataset_id: str | uuid
             dataset = load_dataset(session=session, dataset_id=dataset_id)
             if dataset is None:
                 raise InvalidInput("choose the dataset to import into")
-            class_ids = resolve_mapping(session=session, mapping=mapping, source_names=list(layout.class_counts()),
-                                        user_id=user_id, summary=summary)
-            fill_from_import(session, dataset[0], [class_ids[name] for name in sorted(class_ids, key=str.lower)
-                                                   if class_ids[name]], user_id=user_id)
+            class_ids = resolve_mapping(session=session, actor=actor, mapping=mapping,
+                                        source_names=list(layout.class_counts()), summary=summary)
+            _fill_from_import(session, dataset[0], [class_ids[name] for name in sorted(class_ids, key=str.lower)
+                                                   if class_ids[name]], user_id=actor.id)
         entries = {entry.name: entry for entry in archive.entries}
         items, skipped = [], 0
         for source_item in layout.items:
@@ -186,8 +189,7 @@ def run_archive_import(*, source: str | Path | IO[bytes], dataset_id: str | uuid
                                     labels=labels or None, split=source_item.split,
                                     meta={"archive_path": source_item.entry}))
         summary.extra = {"format": layout.format, "skipped_by_mapping": skipped}
-        run_items(items, total=len(items), source="dataset_import", summary=summary, dataset=dataset,
-                  user_id=user_id, skip_duplicates=skip_duplicates, storage=storage, progress=progress)
+        run_items(items, actor=actor, total=len(items), source="dataset_import", summary=summary, dataset=dataset, skip_duplicates=skip_duplicates, storage=storage, progress=progress)
     return summary.as_dict()
 
 
@@ -199,8 +201,9 @@ def check_mapping(mapping: list[ClassMapping]) -> None:
             raise InvalidInput(f"new class for {choice.source_name[:80]!r}: {problem}")
 
 
-def start_archive_import(*, source: str | Path | IO[bytes], request: ImportLabeledDatasetRequest,
-                         user_id: uuid.UUID | None = None, storage=None) -> uuid.UUID:
+@requires("admin", "importing")
+def start_archive_import(*, actor: User, source: str | Path | IO[bytes], request: ImportLabeledDatasetRequest,
+                         storage=None) -> uuid.UUID:
     """Check the archive, keep it in storage for the worker, and queue the import job."""
     from core.queue import enqueue
     from core.storage import get_storage
@@ -209,12 +212,9 @@ def start_archive_import(*, source: str | Path | IO[bytes], request: ImportLabel
         pass
     check_mapping(request.class_mapping)
     with session_scope() as session:
-        from core.permissions import require_role
-
-        require_role(session=session, user_id=user_id, role="admin", action="importing")
         load_dataset(session=session, dataset_id=request.dataset_id)
     storage = storage or get_storage()
-    remove_orphan_archives(storage=storage)
+    remove_orphan_archives(actor=actor, storage=storage)
     stored: list[str] = []
 
     def keep_archive(session, job) -> None:
@@ -228,17 +228,17 @@ def start_archive_import(*, source: str | Path | IO[bytes], request: ImportLabel
         stored.append(key)
         job.params = {**job.params, "archive_key": key}
 
-    params = {**request.model_dump(), "user_id": str(user_id) if user_id else None}
     try:
-        return enqueue(kind="dataset_import", function="jobs.dataset_imports.import_archive", queue="imports",
-                       params=params, user_id=user_id, on_created=keep_archive)
+        return enqueue(actor=actor, kind="dataset_import", function="jobs.dataset_imports.import_archive",
+                       queue="imports", params=request.model_dump(), on_created=keep_archive)
     except BaseException:
         for key in stored:
             storage.delete(key)
         raise
 
 
-def remove_orphan_archives(*, storage) -> int:
+@requires("admin", "importing")
+def remove_orphan_archives(*, actor: User, storage) -> int:
     """Delete stored archives whose job is over (a job cancelled before it ran never deletes its own).
     An archive without a job row is left alone: its job may not be committed yet."""
     from core.models import ClsJob
@@ -270,15 +270,16 @@ def fetch_archive(storage, key: str, workdir: Path) -> Path:
     return target
 
 
-def run_stored_archive_import(*, archive_key: str, progress=None, **params) -> dict[str, Any]:
+@requires("admin", "importing")
+def run_stored_archive_import(*, actor: User, archive_key: str, progress=None, **params) -> dict[str, Any]:
+    """The job body: import the stored archive as the actor who queued it, then delete the archive
+    whatever the outcome. A refused actor never gets here; the job's failure hook deletes it then."""
     from core.storage import get_storage
 
     storage = get_storage()
-    user_id = params.pop("user_id", None)
     try:
         with tempfile.TemporaryDirectory(prefix="archive-import-") as workdir:
             path = fetch_archive(storage, archive_key, Path(workdir))
-            return run_archive_import(source=path, user_id=uuid.UUID(user_id) if user_id else None,
-                                      progress=progress, storage=storage, **params)
+            return run_archive_import(actor=actor, source=path, progress=progress, storage=storage, **params)
     finally:
         storage.delete(archive_key)

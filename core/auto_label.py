@@ -2,6 +2,9 @@
 write the predictions as AI labels (is_ai_generated, confidence, ai_model) and/or export them as a
 CSV in storage. Manual and reviewed labels are never overwritten unless `overwrite` is asked; AI
 labels feed the labeling page's review and low-confidence queues.
+
+Roles: predicting (AI labels for review, a CSV) is labeling work (labeler); `overwrite`, which
+replaces labels people set, needs the admin role. Checked when queued and again at every batch.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from sqlalchemy import select
 
 from core.errors import InvalidInput
 from core.models import ClsClass, ClsDatasetImage, ClsImage
+from core.permissions import require, requires
+from core.users import User
 
 SCOPES = ("dataset", "selection", "library")
 BATCH = 32
@@ -116,9 +121,16 @@ def _class_ids(session, row) -> list[uuid.UUID | None]:
     return [by_index.get(i) if by_index.get(i) in active else None for i in range(len(row.class_names))]
 
 
-def run_batch_prediction(*, model, scope: str, dataset_id=None, image_ids=None, write_labels: bool = False,
-                         overwrite: bool = False, export_csv: bool = False, csv_name: str | None = None,
-                         user_id=None, progress: Callable[[int, int, str], None] | None = None,
+def _require_roles(actor: User, overwrite: bool) -> None:
+    require(actor, "labeler", "predicting in batch")
+    if overwrite:
+        require(actor, "admin", "overwriting labels people set")
+
+
+@requires("labeler", "predicting in batch")
+def run_batch_prediction(*, actor: User, model, scope: str, dataset_id=None, image_ids=None,
+                         write_labels: bool = False, overwrite: bool = False, export_csv: bool = False,
+                         csv_name: str | None = None, progress: Callable[[int, int, str], None] | None = None,
                          threads: int | None = None) -> dict[str, Any]:
     """Predict every target image in batches (each batch's labels committed on its own) and return
     counts: predicted, labeled, kept (protected labels left alone), abstained, failed (per-item
@@ -130,12 +142,12 @@ def run_batch_prediction(*, model, scope: str, dataset_id=None, image_ids=None, 
     from core.storage import get_storage
 
     dataset_id = _ids([dataset_id], "dataset_id")[0] if dataset_id is not None else None
-    user_id = _ids([user_id], "user_id")[0] if user_id is not None else None
+    _require_roles(actor, overwrite)
     check_request(scope=scope, dataset_id=dataset_id, image_ids=image_ids, write_labels=write_labels,
                   export_csv=export_csv)
     storage = get_storage()
     with session_scope() as session:
-        row = resolve_model(session=session, model=model, user_id=user_id)
+        row = resolve_model(session=session, model=model, user_id=actor.id)
         model_id, model_name, class_names = row.id, row.name, list(row.class_names)
         thresholds, class_ids = model_thresholds(row), _class_ids(session, row)
         predictor = cached_predictor(session=session, storage=storage, model_id=row.id, threads=threads)
@@ -150,6 +162,7 @@ def run_batch_prediction(*, model, scope: str, dataset_id=None, image_ids=None, 
     writer.writerow(["image_id", "filename", "predicted", "confidence", *class_names])
     for start in range(0, len(targets), BATCH):
         chunk = targets[start:start + BATCH]
+        _require_roles(actor, overwrite)  # again per batch: a role removed meanwhile stops the job
         items = []
         for image_id, key, name in chunk:
             try:
@@ -189,8 +202,8 @@ def run_batch_prediction(*, model, scope: str, dataset_id=None, image_ids=None, 
                         failures.append({"image_id": str(image_id), "filename": name,
                                          "error": "its predicted class no longer exists or is deactivated"})
                     continue
-                set_labels(session=session, dataset_id=dataset_id, image_id=image_id, class_ids=new_ids,
-                           user_id=user_id, confidence=min(max(confidence, 0.0), 1.0), is_ai_generated=True,
+                set_labels(session=session, actor=actor, dataset_id=dataset_id, image_id=image_id, class_ids=new_ids,
+                           confidence=min(max(confidence, 0.0), 1.0), is_ai_generated=True,
                            ai_model=ai_model, reason="ai_label")
                 counts["labeled"] += 1
         if progress is not None:
@@ -200,25 +213,28 @@ def run_batch_prediction(*, model, scope: str, dataset_id=None, image_ids=None, 
     if scope == "selection":  # selected ids that are not in the library (or not in the chosen dataset)
         result["not_found"] = len(set(_ids(image_ids, "image_ids"))) - len(targets)
     if export_csv:
+        _require_roles(actor, overwrite)
         key = csv_key(csv_name or uuid.uuid4())
         storage.put(key, buffer.getvalue().encode())
         result["csv_key"] = key
     return result
 
 
-def start_batch_prediction(*, model_id, scope: str, dataset_id=None, image_ids=None, write_labels: bool = False,
-                           overwrite: bool = False, export_csv: bool = False, user_id=None) -> uuid.UUID:
+@requires("labeler", "predicting in batch")
+def start_batch_prediction(*, actor: User, model_id, scope: str, dataset_id=None, image_ids=None,
+                           write_labels: bool = False, overwrite: bool = False,
+                           export_csv: bool = False) -> uuid.UUID:
     """Check the request and queue it on the predictions queue; returns the job id."""
     from core.queue import enqueue
 
+    _require_roles(actor, overwrite)
     check_request(scope=scope, dataset_id=dataset_id, image_ids=image_ids, write_labels=write_labels,
                   export_csv=export_csv)
     params = {"model": str(model_id), "scope": scope, "dataset_id": str(dataset_id) if dataset_id else None,
               "image_ids": [str(i) for i in image_ids] if image_ids else None, "write_labels": bool(write_labels),
-              "overwrite": bool(overwrite), "export_csv": bool(export_csv),
-              "user_id": str(user_id) if user_id else None}
-    return enqueue(kind="batch_prediction", function="jobs.predictions.batch_predict", queue="predictions",
-                   params=params, user_id=user_id)
+              "overwrite": bool(overwrite), "export_csv": bool(export_csv)}
+    return enqueue(actor=actor, kind="batch_prediction", function="jobs.predictions.batch_predict",
+                   queue="predictions", params=params)
 
 
 def read_csv(storage, key: str) -> list[dict[str, str]]:

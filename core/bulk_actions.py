@@ -5,13 +5,16 @@ transaction, so an action on 100,000 images never holds a lock that a labeler wa
 Batches are sized by time: the first has FIRST_BATCH images, and each next one is resized so that its
 transaction takes about TARGET_BATCH_S (between MIN_BATCH and MAX_BATCH images); a labeler saving on
 the same dataset or with the same class waits for at most one batch. Counts stay exact batch by batch
-(each batch moves them by its own difference, core.labels.apply_label_deltas).
+(each batch moves them by its own difference, core.labels._apply_label_deltas).
 
 An action that stops part-way (an error, the process killed) keeps the batches already committed,
 each consistent; running it again finishes the rest (every action is idempotent: tags already there,
 images already in the dataset or already labeled so, images already deleted are skipped). The audit
 row of a destructive action is written with its first batch and its row count grows with each batch,
 in that batch's transaction, so it always says how many rows were really changed.
+
+Each action declares its role and every batch calls a declared service with the same actor, so the
+role is checked again per batch: a role removed part-way stops the action after the current batch.
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ from sqlalchemy import select, update
 from core.db import session_scope
 from core.errors import InvalidInput, NotFound, UserError
 from core.labels import _as_uuid
-from core.models import SPLITS, ClsAuditEvent, ClsDataset, ClsImage, ClsUser
+from core.models import SPLITS, ClsAuditEvent, ClsDataset, ClsImage
+from core.permissions import requires
+from core.users import User
 
 TARGET_BATCH_S = 0.25
 FIRST_BATCH = 200
@@ -39,8 +44,8 @@ class _Audit:
     """One audit row for the whole action, inserted with the first batch that changed rows and
     incremented by every later one (in each batch's own transaction)."""
 
-    def __init__(self, user_id, action: str, target_type: str, target_id=None, details: dict | None = None):
-        self.user_id, self.action, self.target_type = user_id, action, target_type
+    def __init__(self, actor: User, action: str, target_type: str, target_id=None, details: dict | None = None):
+        self.actor, self.action, self.target_type = actor, action, target_type
         self.target_id = str(target_id) if target_id is not None else None
         self.details, self.id = details or {}, None
 
@@ -48,9 +53,8 @@ class _Audit:
         if not rows:
             return
         if self.id is None:
-            email = session.scalar(select(ClsUser.email).where(ClsUser.id == self.user_id)) if self.user_id else None
             self.id = uuid.uuid4()
-            session.add(ClsAuditEvent(id=self.id, user_id=self.user_id, user_email=email, action=self.action,
+            session.add(ClsAuditEvent(id=self.id, user_id=self.actor.id, user_email=self.actor.email, action=self.action,
                                       target_type=self.target_type, target_id=self.target_id, row_count=rows,
                                       details={**self.details, "batched": True}))
         else:
@@ -94,17 +98,11 @@ def run_in_batches(ids: list, apply: Callable, *, audit: _Audit | None = None, p
     return changed
 
 
-def _require(user_id, role: str, action: str) -> None:
-    from core.permissions import require_role
-
-    with session_scope() as session:
-        require_role(session=session, user_id=user_id, role=role, action=action)
-
-
 # ---------------------------------------------------------------- library images
 
 
-def tag_images(*, image_ids: Iterable, add: Iterable[str] = (), remove: Iterable[str] = (),
+@requires("admin", "tagging images")
+def tag_images(*, actor: User, image_ids: Iterable, add: Iterable[str] = (), remove: Iterable[str] = (),
                replace: Iterable[str] | None = None, progress: Progress | None = None) -> int:
     """core.images.update_tags in batches; returns how many images changed."""
     from core.images import clean_tags, update_tags
@@ -112,16 +110,16 @@ def tag_images(*, image_ids: Iterable, add: Iterable[str] = (), remove: Iterable
     add, remove = clean_tags(list(add)), clean_tags(list(remove))  # refused before the first batch
     replace = clean_tags(list(replace)) if replace is not None else None
     return run_in_batches(_unique_ids(image_ids), lambda session, chunk: update_tags(
-        session=session, image_ids=chunk, add=add, remove=remove, replace=replace), progress=progress)
+        session=session, actor=actor, image_ids=chunk, add=add, remove=remove, replace=replace), progress=progress)
 
 
-def delete_images(*, image_ids: Iterable, storage, user_id=None, progress: Progress | None = None) -> int:
+@requires("admin", "deleting images")
+def delete_images(*, actor: User, image_ids: Iterable, storage, progress: Progress | None = None) -> int:
     """Delete library images in batches (each: out of every dataset with counts kept exact, rows
-    deleted, objects removed once it commits). Admins only; one audit row with the total."""
+    deleted, objects removed once it commits). Admins only (checked again each batch); one audit row
+    with the total."""
     from core.datasets import detach_images_everywhere
     from core.images import _delete_images
-
-    _require(user_id, "admin", "deleting images")
 
     def apply(session, chunk) -> int:
         # Two transactions per batch: the first takes the images out of their datasets (it holds the
@@ -130,10 +128,10 @@ def delete_images(*, image_ids: Iterable, storage, user_id=None, progress: Progr
         # (one query when nothing came back in between), so no membership is ever cascaded away with
         # its counts left behind.
         with session_scope() as first:
-            detach_images_everywhere(session=first, image_ids=chunk)
-        return _delete_images(session=session, storage=storage, image_ids=chunk)
+            detach_images_everywhere(session=first, actor=actor, image_ids=chunk)
+        return _delete_images(session=session, actor=actor, storage=storage, image_ids=chunk)
 
-    return run_in_batches(_unique_ids(image_ids), apply, audit=_Audit(user_id, "delete_images", "image"),
+    return run_in_batches(_unique_ids(image_ids), apply, audit=_Audit(actor, "delete_images", "image"),
                           progress=progress)
 
 
@@ -146,7 +144,8 @@ def _dataset_exists(dataset_id: uuid.UUID) -> None:
             raise NotFound(f"dataset {dataset_id} does not exist")
 
 
-def add_to_dataset(*, dataset_id, image_ids: Iterable, user_id=None, split=None,
+@requires("admin", "adding images to a dataset")
+def add_to_dataset(*, actor: User, dataset_id, image_ids: Iterable, split=None,
                    progress: Progress | None = None) -> int:
     """Add library images to a dataset in batches (those already in it are left); unknown ids are
     refused by name before anything is added. Returns how many were added."""
@@ -166,42 +165,40 @@ def add_to_dataset(*, dataset_id, image_ids: Iterable, user_id=None, split=None,
     if missing:
         raise NotFound(f"{len(missing)} image id(s) are not in the library (first: {missing[0]})")
     return run_in_batches(ids, lambda session, chunk: add_images_to_dataset(
-        session=session, dataset_id=dataset_id, image_ids=chunk, user_id=user_id, split=split), progress=progress)
+        session=session, actor=actor, dataset_id=dataset_id, image_ids=chunk, split=split), progress=progress)
 
 
-def remove_from_dataset(*, dataset_id, image_ids: Iterable, progress: Progress | None = None) -> int:
+@requires("admin", "removing images from a dataset")
+def remove_from_dataset(*, actor: User, dataset_id, image_ids: Iterable, progress: Progress | None = None) -> int:
     """Take images out of a dataset with their labels, in batches; returns how many."""
     from core.datasets import remove_images_from_dataset
 
     dataset_id = _as_uuid(dataset_id, "dataset")
     _dataset_exists(dataset_id)
     return run_in_batches(_unique_ids(image_ids), lambda session, chunk: remove_images_from_dataset(
-        session=session, dataset_id=dataset_id, image_ids=chunk), progress=progress)
+        session=session, actor=actor, dataset_id=dataset_id, image_ids=chunk), progress=progress)
 
 
-def set_label(*, dataset_id, image_ids: Iterable, class_id, mode: str = "replace", user_id=None,
+@requires("labeler", "changing labels in bulk")
+def set_label(*, actor: User, dataset_id, image_ids: Iterable, class_id, mode: str = "replace",
               progress: Progress | None = None) -> int:
-    """core.labels.bulk_set_label in batches (labeler role; one audit row for a person's change)."""
+    """core.labels.bulk_set_label in batches (labeler role, checked again each batch; one audit row)."""
     from core.labels import check_bulk_label, set_label_batch
-
-    _require(user_id, "labeler", "changing labels in bulk")
     dataset_id, class_id = _as_uuid(dataset_id, "dataset"), _as_uuid(class_id, "class")
     with session_scope() as session:
         check_bulk_label(session=session, dataset_id=dataset_id, class_id=class_id, mode=mode)
-    audit = (_Audit(user_id, "bulk_set_label", "dataset", dataset_id, {"class_id": str(class_id), "mode": mode})
-             if user_id is not None else None)
+    audit = _Audit(actor, "bulk_set_label", "dataset", dataset_id, {"class_id": str(class_id), "mode": mode})
     return run_in_batches(_unique_ids(image_ids), lambda session, chunk: set_label_batch(
-        session=session, dataset_id=dataset_id, image_ids=chunk, class_id=class_id, mode=mode, user_id=user_id),
+        session=session, actor=actor, dataset_id=dataset_id, image_ids=chunk, class_id=class_id, mode=mode),
         audit=audit, progress=progress)
 
 
-def clear_labels(*, dataset_id, image_ids: Iterable, user_id=None, progress: Progress | None = None) -> int:
-    """core.labels.bulk_clear_labels in batches (labeler role; one audit row for a person's change)."""
+@requires("labeler", "clearing labels in bulk")
+def clear_labels(*, actor: User, dataset_id, image_ids: Iterable, progress: Progress | None = None) -> int:
+    """core.labels.bulk_clear_labels in batches (labeler role, checked again each batch; one audit row)."""
     from core.labels import clear_labels_batch
-
-    _require(user_id, "labeler", "clearing labels in bulk")
     dataset_id = _as_uuid(dataset_id, "dataset")
     _dataset_exists(dataset_id)
-    audit = _Audit(user_id, "bulk_clear_labels", "dataset", dataset_id) if user_id is not None else None
+    audit = _Audit(actor, "bulk_clear_labels", "dataset", dataset_id)
     return run_in_batches(_unique_ids(image_ids), lambda session, chunk: clear_labels_batch(
-        session=session, dataset_id=dataset_id, image_ids=chunk, user_id=user_id), audit=audit, progress=progress)
+        session=session, actor=actor, dataset_id=dataset_id, image_ids=chunk), audit=audit, progress=progress)

@@ -13,8 +13,10 @@ from sqlalchemy import delete, distinct, func, select, update
 from sqlalchemy.orm import Session
 
 from core.errors import Conflict, InvalidInput, NotFound
-from core.labels import _as_uuid, lock_classes, lock_dataset, recount_class_counts, recount_dataset_counts
-from core.models import ClsAuditEvent, ClsClass, ClsDatasetImage, ClsLabel, ClsLabelChange
+from core.labels import _as_uuid, _recount_class_counts, _recount_dataset_counts, lock_classes, lock_dataset
+from core.models import ClsClass, ClsDatasetImage, ClsLabel, ClsLabelChange
+from core.permissions import audit, requires
+from core.users import User
 
 MAX_NAME_LENGTH = 100
 COLOR_RE = re.compile(r"^#[0-9A-Fa-f]{6}$")
@@ -80,12 +82,13 @@ def _check_parent(session: Session, class_id: uuid.UUID | None, parent_class_id)
     return parent_id
 
 
-def create_class(*, session: Session, name, user_id=None, display_name=None, description=None, color=None,
+@requires("admin", "creating a class")
+def create_class(*, session: Session, actor: User, name, display_name=None, description=None, color=None,
                  parent_class_id=None) -> ClsClass:
     name = clean_name(name)
     if session.scalar(select(ClsClass.id).where(ClsClass.name == name)):
         raise Conflict(f"a class named {name!r} already exists")
-    row = ClsClass(name=name, user_id=user_id, display_name=(display_name or "").strip() or None,
+    row = ClsClass(name=name, user_id=actor.id, display_name=(display_name or "").strip() or None,
                    description=(description or "").strip() or None,
                    color=clean_color(color) or _next_color(session),
                    parent_class_id=_check_parent(session, None, parent_class_id))
@@ -94,7 +97,8 @@ def create_class(*, session: Session, name, user_id=None, display_name=None, des
     return row
 
 
-def get_or_create_class(*, session: Session, name, user_id=None, color=None) -> ClsClass:
+@requires("admin", "creating a class")
+def get_or_create_class(*, session: Session, actor: User, name, color=None) -> ClsClass:
     name = clean_name(name)
     row = session.scalars(select(ClsClass).where(ClsClass.name == name)).one_or_none()
     if row is not None:
@@ -102,7 +106,7 @@ def get_or_create_class(*, session: Session, name, user_id=None, color=None) -> 
     # A savepoint: a concurrent import creating the same name must not abort the caller's transaction.
     try:
         with session.begin_nested():
-            return create_class(session=session, name=name, user_id=user_id, color=color)
+            return create_class(session=session, actor=actor, name=name, color=color)
     except Exception:
         row = session.scalars(select(ClsClass).where(ClsClass.name == name)).one_or_none()
         if row is None:
@@ -110,7 +114,8 @@ def get_or_create_class(*, session: Session, name, user_id=None, color=None) -> 
         return row
 
 
-def bulk_create_classes(*, session: Session, text: str, user_id=None) -> dict:
+@requires("admin", "creating classes")
+def bulk_create_classes(*, session: Session, actor: User, text: str) -> dict:
     """One class per non-empty line; existing names are reported, bad lines explained per line."""
     created, existing, errors = [], [], []
     seen: set[str] = set()
@@ -126,11 +131,12 @@ def bulk_create_classes(*, session: Session, text: str, user_id=None) -> dict:
             existing.append(name)
             continue
         seen.add(name)
-        created.append(create_class(session=session, name=name, user_id=user_id).name)
+        created.append(create_class(session=session, actor=actor, name=name).name)
     return {"created": created, "existing": existing, "errors": errors}
 
 
-def update_class(*, session: Session, class_id, **changes) -> ClsClass:
+@requires("admin", "editing a class")
+def update_class(*, session: Session, actor: User, class_id, **changes) -> ClsClass:
     """Change name, display_name, description, color, parent_class_id or is_active."""
     row = get_class(session=session, class_id=class_id)
     allowed = {"name", "display_name", "description", "color", "parent_class_id", "is_active"}
@@ -205,20 +211,13 @@ def _ancestors(session: Session, row: ClsClass) -> list[uuid.UUID]:
     return found
 
 
-def _audit(session: Session, *, user_id, action: str, target_id, row_count: int, details: dict) -> None:
-    session.add(ClsAuditEvent(user_id=user_id, action=action, target_type="class", target_id=str(target_id),
-                              row_count=row_count, details=details))
-
-
-def merge_classes(*, session: Session, source_ids, target_id, user_id=None) -> dict:
+@requires("admin", "merging classes")
+def merge_classes(*, session: Session, actor: User, source_ids, target_id) -> dict:
     """Move every label of the source classes to the target and delete the sources.
 
     An image that had a source and the target (multi-label) keeps one target label; a single-label
     image has one label before and after. Children of a source move under the target.
     """
-    from core.permissions import require_role
-
-    require_role(session=session, user_id=user_id, role="admin", action="merging classes")
     target_id = _as_uuid(target_id, "target class")
     sources = list(dict.fromkeys(_as_uuid(s, "source class") for s in source_ids))
     if not sources:
@@ -227,9 +226,9 @@ def merge_classes(*, session: Session, source_ids, target_id, user_id=None) -> d
         raise InvalidInput("the target class cannot also be a source")
     for dataset_id in _datasets_using(session, sources):  # lock order: datasets, then classes
         lock_dataset(session, dataset_id)
-    from core.label_space import replace_in_spaces
+    from core.label_space import _replace_in_spaces
 
-    replace_in_spaces(session, sources, target_id)  # the target takes the sources' place in each dataset
+    _replace_in_spaces(session, sources, target_id)  # the target takes the sources' place in each dataset
     classes = lock_classes(session, [*sources, target_id])
     missing = [str(c) for c in [*sources, target_id] if c not in classes]
     if missing:
@@ -258,7 +257,7 @@ def merge_classes(*, session: Session, source_ids, target_id, user_id=None) -> d
         session.execute(update(ClsDatasetImage).where(
             ClsDatasetImage.dataset_id == dataset_id, ClsDatasetImage.image_id == image_id)
             .values(label_revision=ClsDatasetImage.label_revision + 1))
-        session.add(ClsLabelChange(dataset_id=dataset_id, image_id=image_id, user_id=user_id, reason="merge",
+        session.add(ClsLabelChange(dataset_id=dataset_id, image_id=image_id, user_id=actor.id, reason="merge",
                                    old_class_ids=sorted(map(str, class_ids)),
                                    new_class_ids=sorted(map(str, (class_ids - set(sources)) | {target_id}))))
     target = classes[target_id]
@@ -276,21 +275,19 @@ def merge_classes(*, session: Session, source_ids, target_id, user_id=None) -> d
     session.flush()
     datasets = sorted({d for d, _ in before}, key=str)
     for dataset_id in datasets:
-        recount_dataset_counts(session, dataset_id)
-    recount_class_counts(session, [target_id])
-    _audit(session, user_id=user_id, action="merge_classes", target_id=target_id, row_count=moved + dropped,
-           details={"sources": names, "target": classes[target_id].name})
+        _recount_dataset_counts(session, dataset_id)
+    _recount_class_counts(session, [target_id])
+    audit(session=session, actor=actor, action="merge_classes", target_type="class", target_id=target_id,
+          row_count=moved + dropped, details={"sources": names, "target": classes[target_id].name})
     session.flush()
     return {"target": classes[target_id].name, "merged": names, "labels_moved": moved,
             "duplicate_labels_dropped": dropped, "datasets": len(datasets),
             "image_count": classes[target_id].image_count}
 
 
-def delete_class(*, session: Session, class_id, user_id=None) -> int:
+@requires("admin", "deleting a class")
+def delete_class(*, session: Session, actor: User, class_id) -> int:
     """Delete a class and its labels; returns how many labels were removed."""
-    from core.permissions import require_role
-
-    require_role(session=session, user_id=user_id, role="admin", action="deleting a class")
     class_id = _as_uuid(class_id, "class")
     datasets = _datasets_using(session, [class_id])
     for dataset_id in datasets:
@@ -310,10 +307,10 @@ def delete_class(*, session: Session, class_id, user_id=None) -> int:
             ClsDatasetImage.dataset_id == dataset_id, ClsDatasetImage.image_id == image_id).values(**values))
     session.execute(update(ClsClass).where(ClsClass.parent_class_id == class_id)
                     .values(parent_class_id=row.parent_class_id))
-    _audit(session, user_id=user_id, action="delete_class", target_id=class_id, row_count=removed,
-           details={"name": row.name})
+    audit(session=session, actor=actor, action="delete_class", target_type="class", target_id=class_id,
+          row_count=removed, details={"name": row.name})
     session.delete(row)
     session.flush()
     for dataset_id in datasets:
-        recount_dataset_counts(session, dataset_id)
+        _recount_dataset_counts(session, dataset_id)
     return removed

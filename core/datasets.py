@@ -15,15 +15,17 @@ from sqlalchemy.orm import Session
 from core.errors import Conflict, InvalidInput, NotFound
 from core.labels import (
     _as_uuid,
-    delete_labels_of_images,
+    _delete_labels_of_images,
+    _recount_class_counts,
+    _recount_dataset_counts,
     labels_for_images,
     lock_classes,
     lock_dataset,
     lock_links,
-    recount_class_counts,
-    recount_dataset_counts,
 )
-from core.models import SPLITS, TASK_TYPES, ClsAuditEvent, ClsDataset, ClsDatasetImage, ClsImage, ClsLabel
+from core.models import SPLITS, TASK_TYPES, ClsDataset, ClsDatasetImage, ClsImage, ClsLabel
+from core.permissions import audit, requires
+from core.users import User
 
 MAX_NAME_LENGTH = 200
 DEFAULT_SPLIT_RATIOS = {"train": 0.8, "val": 0.1, "test": 0.1}
@@ -76,14 +78,15 @@ def clean_preprocessing(preprocessing) -> dict:
 # ---------------------------------------------------------------- datasets
 
 
-def create_dataset(*, session: Session, name, task_type: str = "single_label", user_id=None, description=None,
+@requires("admin", "creating a dataset")
+def create_dataset(*, session: Session, actor: User, name, task_type: str = "single_label", description=None,
                    split_ratios=None, preprocessing=None) -> ClsDataset:
     name = clean_dataset_name(name)
     if task_type not in TASK_TYPES:
         raise InvalidInput(f"task type must be {' or '.join(TASK_TYPES)}, not {task_type!r}")
     if session.scalar(select(ClsDataset.id).where(ClsDataset.name == name)):
         raise Conflict(f"a dataset named {name!r} already exists")
-    row = ClsDataset(name=name, task_type=task_type, user_id=user_id,
+    row = ClsDataset(name=name, task_type=task_type, user_id=actor.id,
                      description=(description or "").strip() or None,
                      split_ratios=clean_split_ratios(split_ratios), preprocessing=clean_preprocessing(preprocessing))
     session.add(row)
@@ -133,7 +136,8 @@ def list_datasets(*, session: Session) -> list[ClsDataset]:
     return list(session.scalars(select(ClsDataset).order_by(ClsDataset.created_at.desc())).all())
 
 
-def update_dataset(*, session: Session, dataset_id, **changes) -> ClsDataset:
+@requires("admin", "editing a dataset")
+def update_dataset(*, session: Session, actor: User, dataset_id, **changes) -> ClsDataset:
     """Change name, description, task_type, split_ratios or preprocessing."""
     allowed = {"name", "description", "task_type", "split_ratios", "preprocessing"}
     if set(changes) - allowed:
@@ -166,39 +170,38 @@ def update_dataset(*, session: Session, dataset_id, **changes) -> ClsDataset:
     return dataset
 
 
-def delete_dataset(*, session: Session, dataset_id, user_id=None) -> dict:
+@requires("admin", "deleting a dataset")
+def delete_dataset(*, session: Session, actor: User, dataset_id) -> dict:
     """Delete the dataset, its memberships and labels (library images stay)."""
-    from core.permissions import require_role
-
-    require_role(session=session, user_id=user_id, role="admin", action="deleting a dataset")
     dataset = lock_dataset(session, _as_uuid(dataset_id, "dataset"))
     touched = set(session.scalars(select(distinct(ClsLabel.class_id)).where(ClsLabel.dataset_id == dataset.id)).all())
     lock_classes(session, touched)
     labels = session.execute(delete(ClsLabel).where(ClsLabel.dataset_id == dataset.id)).rowcount or 0
     images = dataset.image_count
-    session.add(ClsAuditEvent(user_id=user_id, action="delete_dataset", target_type="dataset",
-                              target_id=str(dataset.id), row_count=images,
-                              details={"name": dataset.name, "labels": labels}))
+    audit(session=session, actor=actor, action="delete_dataset", target_type="dataset", target_id=dataset.id,
+          row_count=images, details={"name": dataset.name, "labels": labels})
     session.delete(dataset)
     session.flush()
-    recount_class_counts(session, touched)
+    _recount_class_counts(session, touched)
     return {"name": dataset.name, "images": images, "labels": labels}
 
 
-def recount_dataset(*, session: Session, dataset_id) -> None:
+@requires("admin", "recounting a dataset")
+def recount_dataset(*, session: Session, actor: User, dataset_id) -> None:
     """Recompute the dataset's counts and its classes' image counts from the rows."""
     dataset_id = _as_uuid(dataset_id, "dataset")
     lock_dataset(session, dataset_id)
     touched = set(session.scalars(select(distinct(ClsLabel.class_id)).where(ClsLabel.dataset_id == dataset_id)).all())
     lock_classes(session, touched)
-    recount_dataset_counts(session, dataset_id)
-    recount_class_counts(session, touched)
+    _recount_dataset_counts(session, dataset_id)
+    _recount_class_counts(session, touched)
 
 
 # ---------------------------------------------------------------- membership
 
 
-def add_images_to_dataset(*, session: Session, dataset_id, image_ids, user_id=None, split=None) -> int:
+@requires("admin", "adding images to a dataset")
+def add_images_to_dataset(*, session: Session, actor: User, dataset_id, image_ids, split=None) -> int:
     """Add library images (those already in the dataset are left as they are); returns how many
     were added. Unknown ids are refused by name and nothing is added."""
     dataset_id = _as_uuid(dataset_id, "dataset")
@@ -227,7 +230,8 @@ def add_images_to_dataset(*, session: Session, dataset_id, image_ids, user_id=No
     return len(new)
 
 
-def remove_images_from_dataset(*, session: Session, dataset_id, image_ids) -> int:
+@requires("admin", "removing images from a dataset")
+def remove_images_from_dataset(*, session: Session, actor: User, dataset_id, image_ids) -> int:
     """Take images out of the dataset with their labels (the library keeps them); returns how many."""
     dataset_id = _as_uuid(dataset_id, "dataset")
     ids = list(dict.fromkeys(_as_uuid(i, "image") for i in image_ids))
@@ -236,7 +240,7 @@ def remove_images_from_dataset(*, session: Session, dataset_id, image_ids) -> in
     present = [i for i in ids if i in links]
     if not present:
         return 0
-    delete_labels_of_images(session, dataset_id=dataset_id, image_ids=present)
+    _delete_labels_of_images(session, dataset_id=dataset_id, image_ids=present)
     removed = 0
     for start in range(0, len(present), 1000):
         removed += session.execute(delete(ClsDatasetImage).where(
@@ -250,7 +254,8 @@ def remove_images_from_dataset(*, session: Session, dataset_id, image_ids) -> in
     return len(present)
 
 
-def detach_images_everywhere(*, session: Session, image_ids) -> int:
+@requires("admin", "deleting images")
+def detach_images_everywhere(*, session: Session, actor: User, image_ids) -> int:
     """Call before deleting library images: takes them out of every dataset with counts kept exact
     (a bare cascade would leave the denormalized counts wrong). Returns memberships removed."""
     ids = list(dict.fromkeys(_as_uuid(i, "image") for i in image_ids))
@@ -258,11 +263,12 @@ def detach_images_everywhere(*, session: Session, image_ids) -> int:
     for start in range(0, len(ids), 1000):
         datasets |= set(session.scalars(select(distinct(ClsDatasetImage.dataset_id))
                                         .where(ClsDatasetImage.image_id.in_(ids[start:start + 1000]))).all())
-    return sum(remove_images_from_dataset(session=session, dataset_id=d, image_ids=ids)
+    return sum(remove_images_from_dataset(session=session, actor=actor, dataset_id=d, image_ids=ids)
                for d in sorted(datasets, key=str))
 
 
-def set_split(*, session: Session, dataset_id, image_ids, split: str) -> int:
+@requires("admin", "setting splits")
+def set_split(*, session: Session, actor: User, dataset_id, image_ids, split: str) -> int:
     """Manual split assignment for some images of the dataset; returns how many rows changed."""
     if split not in SPLITS:
         raise InvalidInput(f"split must be one of {', '.join(SPLITS)}, not {split!r}")

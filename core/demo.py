@@ -15,10 +15,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.db import session_scope
-from core.label_space import fill_from_import
+from core.label_space import _fill_from_import
 from core.models import ClsDataset, Cutout, OdImage, Product, ProductImage
 from core.permissions import requires
 from core.storage import Storage, get_storage
+from core.users import User
 
 DEMO_NAMESPACE = uuid.UUID("0e4bb0d4-7a3c-4d55-b1a8-0b4d7c9f3e21")
 CATEGORIES = {
@@ -135,7 +136,7 @@ def _ensure_od_images(session: Session, storage: Storage, products: list[Product
     return created
 
 
-def _ensure_library(session: Session, storage: Storage, products: list[Product], user_id) -> dict:
+def _ensure_library(session: Session, storage: Storage, products: list[Product], actor: User) -> dict:
     """Classes per category and a labeled demo dataset built from the products' first frames."""
     from core.classes import get_or_create_class
     from core.datasets import add_images_to_dataset, create_dataset
@@ -144,39 +145,37 @@ def _ensure_library(session: Session, storage: Storage, products: list[Product],
 
     dataset = session.scalar(select(ClsDataset).where(ClsDataset.name == DEMO_DATASET))
     if dataset is None:
-        dataset = create_dataset(session=session, name=DEMO_DATASET, task_type="single_label", user_id=user_id,
+        dataset = create_dataset(session=session, actor=actor, name=DEMO_DATASET, task_type="single_label",
                                  description="Packshots of the demo products, labeled by category.")
     colors = {"Beverages": "#EF4444", "Snacks": "#F59E0B", "Dairy": "#3B82F6", "Bakery": "#92400E"}
-    classes = {name: get_or_create_class(session=session, name=name, user_id=user_id, color=colors[name])
+    classes = {name: get_or_create_class(session=session, actor=actor, name=name, color=colors[name])
                for name in CATEGORIES}
-    fill_from_import(session, dataset.id, [classes[name].id for name in CATEGORIES])  # the dataset's classes, in order
+    _fill_from_import(session, dataset.id, [classes[name].id for name in CATEGORIES],  # the dataset's classes, in order
+                     user_id=actor.id)
     imported = 0
     for index, product in enumerate(products):
         for frame in (0, 2):
             key = f"platform/products/{product.id}/synthetic_{frame}.png"
-            result = ingest_bytes(session=session, storage=storage, data=storage.get(key),
-                                  filename=f"{product.name} frame {frame}.png", user_id=user_id,
+            result = ingest_bytes(session=session, actor=actor, storage=storage, data=storage.get(key),
+                                  filename=f"{product.name} frame {frame}.png",
                                   source="products_import", folder="demo", tags=["demo", product.brand.lower()],
                                   source_type="product", source_id=product.id)
             if result.image_id is None:
                 continue
             imported += result.status == "imported"
-            add_images_to_dataset(session=session, dataset_id=dataset.id, image_ids=[result.image_id],
-                                  user_id=user_id)
+            add_images_to_dataset(session=session, actor=actor, dataset_id=dataset.id, image_ids=[result.image_id])
             # Leave a quarter unlabeled so the labeling queue has work.
             if index % 5 != 4:
-                set_labels(session=session, dataset_id=dataset.id, image_id=result.image_id,
-                           class_ids=[classes[product.category].id], user_id=user_id)
+                set_labels(session=session, actor=actor, dataset_id=dataset.id, image_id=result.image_id,
+                           class_ids=[classes[product.category].id])
     return {"dataset": dataset.name, "classes": len(classes), "library_images_imported": imported}
 
 
-def load_demo(*, products: int = 24, progress=None) -> dict:
+@requires("admin", "loading demo data")
+def load_demo(*, actor: User, products: int = 24, progress=None) -> dict:
     """`progress(done, total, message)`: the job's bar when loaded from the Dashboard."""
-    from core.users import local_user
-
     report = progress or (lambda *args: None)
     storage = get_storage()
-    user_id = local_user().id
     report(0, 2, "drawing products, cutouts and shelf images")
     with session_scope() as session:
         before = session.scalar(select(Product.id).limit(1)) is not None
@@ -186,7 +185,7 @@ def load_demo(*, products: int = 24, progress=None) -> dict:
     report(1, 2, "importing the demo dataset")
     with session_scope() as session:
         rows = list(session.scalars(select(Product).order_by(Product.barcode).limit(products)))
-        library = _ensure_library(session, storage, rows, user_id)
+        library = _ensure_library(session, storage, rows, actor)
     report(2, 2, "done")
     return {"products": len(rows), "already_present": before, "cutouts_created": cutouts,
             "od_images_created": od_images, **library}
@@ -195,10 +194,11 @@ def load_demo(*, products: int = 24, progress=None) -> dict:
 DEMO_JOB_KIND = "demo_data"
 
 
-@requires("admin", "loading the demo data")
-def start_demo(*, actor, products: int = 24) -> uuid.UUID:
-    """Load the demo data as a job (the Dashboard's one click; the same as `python -m core demo`)."""
+@requires("admin", "loading demo data")
+def start_demo(*, actor: User, products: int = 24) -> uuid.UUID:
+    """Load the demo data as a job (the Dashboard's one click; the same as `python -m core demo`); the
+    job runs as the actor who asked (its role checked again then)."""
     from core.queue import enqueue
 
-    return enqueue(kind=DEMO_JOB_KIND, function="jobs.demo.load_demo_data", queue="imports",
-                   params={"products": int(products)}, user_id=actor.id)
+    return enqueue(actor=actor, kind=DEMO_JOB_KIND, function="jobs.demo.load_demo_data", queue="imports",
+                   params={"products": int(products)})

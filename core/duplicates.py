@@ -45,6 +45,8 @@ from core.hamming import (
     to_uint64,
 )
 from core.models import ClsImage
+from core.permissions import requires
+from core.users import User
 
 log = logging.getLogger(__name__)
 
@@ -495,7 +497,8 @@ def check_image(*, session: Session, data: bytes, threshold: int = DEFAULT_THRES
 # ---------------------------------------------------------------- clean-up
 
 
-def delete_extras(*, session: Session, storage, group_keep: dict[uuid.UUID, list[uuid.UUID]], user_id=None) -> int:
+@requires("admin", "deleting images")
+def delete_extras(*, session: Session, actor: User, storage, group_keep: dict[uuid.UUID, list[uuid.UUID]]) -> int:
     """Delete the extras of each group (rows now, original and thumbnail objects once the transaction
     commits) and keep one image per group. Refuses, deleting nothing, when a kept image is missing or
     would itself be deleted."""
@@ -514,7 +517,7 @@ def delete_extras(*, session: Session, storage, group_keep: dict[uuid.UUID, list
         present |= set(session.scalars(select(ClsImage.id).where(ClsImage.id.in_(keep_list[start:start + 500]))))
     if missing := kept - present:
         raise NotFound(f"image to keep {sorted(map(str, missing))[0]} no longer exists; nothing was deleted")
-    return delete_images(session=session, storage=storage, image_ids=list(dict.fromkeys(extras)), user_id=user_id)
+    return delete_images(session=session, actor=actor, storage=storage, image_ids=list(dict.fromkeys(extras)))
 
 
 # ---------------------------------------------------------------- the review view's background search
@@ -522,13 +525,28 @@ def delete_extras(*, session: Session, storage, group_keep: dict[uuid.UUID, list
 SEARCH_JOB_KIND = "duplicates"
 
 
-def start_duplicate_search(*, threshold: int = DEFAULT_THRESHOLD, confirm: bool = True, user_id=None) -> uuid.UUID:
+@requires("admin", "searching the library for duplicates")
+def start_duplicate_search(*, actor: User, threshold: int = DEFAULT_THRESHOLD, confirm: bool = True) -> uuid.UUID:
     """Queue the library-wide search (exact and near groups) on the `imports` queue; returns the job id."""
     from core.queue import enqueue
 
     threshold = check_threshold(threshold)
-    return enqueue(kind=SEARCH_JOB_KIND, function="jobs.duplicates.find_duplicates", queue="imports",
-                   params={"threshold": threshold, "confirm": bool(confirm)}, user_id=user_id)
+    return enqueue(actor=actor, kind=SEARCH_JOB_KIND, function="jobs.duplicates.find_duplicates", queue="imports",
+                   params={"threshold": threshold, "confirm": bool(confirm)})
+
+
+@requires("admin", "searching the library for duplicates")
+def run_duplicate_search(*, actor: User, threshold: int, confirm: bool = True, progress=None) -> dict[str, Any]:
+    """The search job's body: exact and near groups of the whole library, as id strings."""
+    from core.db import session_scope
+    from core.storage import get_storage
+
+    with session_scope() as session:
+        exact = exact_duplicate_groups(session=session)
+        near = near_duplicate_groups(session=session, storage=get_storage(), threshold=threshold, confirm=confirm,
+                                     progress=progress)
+    return {"threshold": threshold, "confirmed": confirm, "exact": [[str(i) for i in g] for g in exact],
+            "near": [[str(i) for i in g] for g in near]}
 
 
 def latest_search(*, session: Session) -> dict[str, Any] | None:

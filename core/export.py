@@ -32,7 +32,9 @@ from sqlalchemy.orm import Session
 
 from core.errors import InvalidInput, NotFound
 from core.models import ClsClass, ClsJob
+from core.permissions import requires
 from core.splits import SPLIT_NAMES, dataset_image_facts, get_dataset
+from core.users import User
 
 EXPORT_FORMATS = ("imagefolder", "csv", "multilabel-csv")
 EXPORT_KIND = "dataset_export"
@@ -209,8 +211,8 @@ def write_zip(plan: ExportPlan, *, storage, target: str | Path, progress=None) -
             "bytes": Path(target).stat().st_size}
 
 
-def start_export(*, dataset_id: uuid.UUID, fmt: str, version_number: int | None = None,
-                 user_id: uuid.UUID | None = None) -> uuid.UUID:
+@requires("admin", "exporting a dataset")
+def start_export(*, actor: User, dataset_id: uuid.UUID, fmt: str, version_number: int | None = None) -> uuid.UUID:
     """Check the export can be made, then queue it (queue "imports"); returns the job id."""
     from core.db import session_scope
     from core.queue import enqueue
@@ -219,9 +221,34 @@ def start_export(*, dataset_id: uuid.UUID, fmt: str, version_number: int | None 
     with session_scope() as session:
         collect_export(session=session, storage=get_storage(), dataset_id=dataset_id, fmt=fmt,
                        version_number=version_number)
-    return enqueue(kind=EXPORT_KIND, function="jobs.exports.export_dataset", queue="imports",
-                   params={"dataset_id": str(dataset_id), "fmt": fmt, "version_number": version_number},
-                   user_id=user_id)
+    return enqueue(actor=actor, kind=EXPORT_KIND, function="jobs.exports.export_dataset", queue="imports",
+                   params={"dataset_id": str(dataset_id), "fmt": fmt, "version_number": version_number})
+
+
+@requires("admin", "exporting a dataset")
+def run_export(*, actor: User, job_id: uuid.UUID, dataset_id: uuid.UUID, fmt: str,
+               version_number: int | None = None, progress=None) -> dict[str, Any]:
+    """The export job's body: plan the export, write the ZIP locally, store it as exports/<job id>.zip
+    in one put (the role is checked again before that put)."""
+    import tempfile
+
+    from core.db import session_scope
+    from core.permissions import require
+    from core.storage import get_storage
+
+    storage = get_storage()
+    with session_scope() as session:
+        plan = collect_export(session=session, storage=storage, dataset_id=dataset_id, fmt=fmt,
+                              version_number=version_number)
+    if progress is not None:
+        progress(0, len(plan.items), "writing the archive", force=True)
+    key = export_key(job_id)
+    with tempfile.TemporaryDirectory(prefix="export-") as workdir:
+        path = Path(workdir) / "export.zip"
+        summary = write_zip(plan, storage=storage, target=path, progress=progress)
+        require(actor, "admin", "exporting a dataset")
+        storage.put_file(key, path, "application/zip")
+    return {**summary, "key": key}
 
 
 def export_key(job_id: uuid.UUID) -> str:

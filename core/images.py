@@ -29,6 +29,8 @@ from sqlalchemy.orm import Session
 from core import limits
 from core.errors import InvalidInput, NotFound
 from core.models import IMAGE_SOURCES, IMAGE_STATUSES, ClsClass, ClsDataset, ClsDatasetImage, ClsImage, ClsLabel
+from core.permissions import audit, require, requires
+from core.users import User
 
 log = logging.getLogger(__name__)
 
@@ -346,7 +348,8 @@ def _existing_by_hash(session: Session, hashes: list[str]) -> dict[str, uuid.UUI
     return found
 
 
-def ingest_bytes(*, session: Session, storage, data: bytes, filename: str, user_id=None, source="upload",
+@requires("admin", "importing")
+def ingest_bytes(*, session: Session, actor: User, storage, data: bytes, filename: str, source="upload",
                  folder=None, tags=None, skip_duplicates=True, source_type=None, source_id=None,
                  meta=None) -> IngestResult:
     """Ingest one image in the caller's transaction. Bad bytes give a "rejected" result, not an error."""
@@ -368,7 +371,7 @@ def ingest_bytes(*, session: Session, storage, data: bytes, filename: str, user_
     except Exception as exc:
         return IngestResult("rejected", name, None, None, f"could not store the image ({exc})")
     _objects_follow_transaction(session, storage, [key, thumb_key])
-    session.add(_new_row(image_id, decoded, key, thumb_key, name, user_id=user_id, source=source, folder=folder,
+    session.add(_new_row(image_id, decoded, key, thumb_key, name, user_id=actor.id, source=source, folder=folder,
                          tags=tags, source_type=source_type, source_id=source_id, meta=meta, storage=storage))
     session.flush()
     return IngestResult("imported", name, image_id, None, None)
@@ -412,31 +415,27 @@ def _process_pool(workers: int):
     return ProcessPoolExecutor(max_workers=workers, mp_context=context)
 
 
-def ingest_many(*, items, storage=None, user_id=None, source="upload", folder=None, tags=None,
+@requires("admin", "importing")
+def ingest_many(*, items, actor: User, storage=None, source="upload", folder=None, tags=None,
                 skip_duplicates=True, progress: Callable[[int, int | None], None] | None = None,
                 dataset_id: uuid.UUID | None = None, workers: int | None = None) -> list[IngestResult]:
     """Ingest many images: decoding in a process pool, storing and committing in batches of 64.
 
     Streams: at most a few batches of items are in flight, so memory stays flat for any count.
-    `dataset_id` also adds each imported (or duplicate-matched) image to that dataset.
+    `dataset_id` also adds each imported (or duplicate-matched) image to that dataset. The actor's
+    role is checked again before each batch is committed, so a role removed meanwhile stops it.
     """
     from core.config import get_settings
     from core.storage import get_storage
 
     _check_source(source)
-    if user_id is not None:
-        from core.db import session_scope
-        from core.permissions import require_role
-
-        with session_scope() as session:
-            require_role(session=session, user_id=user_id, role="admin", action="importing")
     storage = storage or get_storage()
     folder, tags = clean_folder(folder), clean_tags(tags)
     settings = get_settings()
     total = len(items) if hasattr(items, "__len__") else None
     workers = workers or max(1, os.cpu_count() or 1)
-    batch_writer = _BatchWriter(storage=storage, skip_duplicates=skip_duplicates, dataset_id=dataset_id,
-                                row_kwargs={"user_id": user_id, "source": source, "folder": folder, "tags": tags})
+    batch_writer = _BatchWriter(actor=actor, storage=storage, skip_duplicates=skip_duplicates, dataset_id=dataset_id,
+                                row_kwargs={"user_id": actor.id, "source": source, "folder": folder, "tags": tags})
     results: list[IngestResult] = []
     inline = workers == 1 or (total is not None and total < 16)
     pool = None if inline else _process_pool(workers)
@@ -501,8 +500,8 @@ def _drain(window: deque, count: int, writer: _BatchWriter, results: list, progr
 class _BatchWriter:
     """Stores one batch's objects (threads: storage is I/O) and commits its rows in one transaction."""
 
-    def __init__(self, *, storage, skip_duplicates: bool, dataset_id, row_kwargs: dict):
-        self.storage, self.skip_duplicates, self.dataset_id = storage, skip_duplicates, dataset_id
+    def __init__(self, *, actor: User, storage, skip_duplicates: bool, dataset_id, row_kwargs: dict):
+        self.actor, self.storage, self.skip_duplicates, self.dataset_id = actor, storage, skip_duplicates, dataset_id
         self.row_kwargs = row_kwargs
         self.seen: dict[str, uuid.UUID] = {}  # hashes imported earlier in this call
         self.threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ingest-store")
@@ -510,6 +509,7 @@ class _BatchWriter:
     def write(self, batch: list[tuple[_Item, tuple[str, Any]]]) -> list[IngestResult]:
         from core.db import session_scope
 
+        require(self.actor, "admin", "importing")  # again per batch: a long import stops when the role goes
         results: list[IngestResult | None] = [None] * len(batch)
         hashes = [decoded.sha256 for _item, (status, decoded) in batch if status == "ok"]
         with session_scope() as session:
@@ -547,8 +547,7 @@ class _BatchWriter:
                     session.execute(insert(ClsImage), [_with_phash_bands(row) for row in rows])
                 if self.dataset_id is not None:
                     ids = [r.image_id for r in results if r is not None and r.image_id is not None]
-                    add_to_dataset(session=session, dataset_id=self.dataset_id, image_ids=ids,
-                                   user_id=self.row_kwargs.get("user_id"))
+                    add_to_dataset(session=session, actor=self.actor, dataset_id=self.dataset_id, image_ids=ids)
         except Exception as exc:  # the whole batch failed to commit: its objects were removed
             log.exception("ingest batch failed")
             for row in rows:
@@ -565,11 +564,12 @@ class _BatchWriter:
             return exc
 
 
-def add_to_dataset(*, session: Session, dataset_id: uuid.UUID, image_ids: list[uuid.UUID], user_id=None) -> int:
+@requires("admin", "adding images to a dataset")
+def add_to_dataset(*, session: Session, actor: User, dataset_id: uuid.UUID, image_ids: list[uuid.UUID]) -> int:
     """Add images to a dataset (skipping ones already in it), counts kept exact: the datasets service."""
     from core.datasets import add_images_to_dataset
 
-    return add_images_to_dataset(session=session, dataset_id=dataset_id, image_ids=list(image_ids), user_id=user_id)
+    return add_images_to_dataset(session=session, actor=actor, dataset_id=dataset_id, image_ids=list(image_ids))
 
 
 # ---------------------------------------------------------------- library queries
@@ -711,7 +711,9 @@ def image_detail(*, session: Session, image_id: uuid.UUID) -> dict[str, Any]:
 _UNSET: Any = object()
 
 
-def update_image(*, session: Session, image_id: uuid.UUID, folder=_UNSET, tags=_UNSET, status=_UNSET) -> ClsImage:
+@requires("admin", "editing images")
+def update_image(*, session: Session, actor: User, image_id: uuid.UUID, folder=_UNSET, tags=_UNSET,
+                 status=_UNSET) -> ClsImage:
     image = get_image(session=session, image_id=image_id)
     if folder is not _UNSET:
         image.folder = clean_folder(folder)
@@ -731,14 +733,16 @@ def _chunks(ids: Iterable[uuid.UUID], size: int = 500) -> Iterator[list[uuid.UUI
         yield ids[start:start + size]
 
 
-def set_folder(*, session: Session, image_ids: Iterable[uuid.UUID], folder: str | None) -> int:
+@requires("admin", "setting folders")
+def set_folder(*, session: Session, actor: User, image_ids: Iterable[uuid.UUID], folder: str | None) -> int:
     folder, count = clean_folder(folder), 0
     for chunk in _chunks(image_ids):
         count += session.execute(update(ClsImage).where(ClsImage.id.in_(chunk)).values(folder=folder)).rowcount
     return count
 
 
-def update_tags(*, session: Session, image_ids: Iterable[uuid.UUID], add: Iterable[str] = (),
+@requires("admin", "tagging images")
+def update_tags(*, session: Session, actor: User, image_ids: Iterable[uuid.UUID], add: Iterable[str] = (),
                 remove: Iterable[str] = (), replace: Iterable[str] | None = None) -> int:
     """Add and remove tags, or replace them all; returns how many images changed."""
     add, remove = clean_tags(list(add)), set(clean_tags(list(remove)))
@@ -756,25 +760,23 @@ def update_tags(*, session: Session, image_ids: Iterable[uuid.UUID], add: Iterab
     return changed
 
 
-def delete_images(*, session: Session, storage, image_ids: Iterable[uuid.UUID], user_id=None) -> int:
+@requires("admin", "deleting images")
+def delete_images(*, session: Session, actor: User, storage, image_ids: Iterable[uuid.UUID]) -> int:
     """Delete images: their rows now (dataset memberships and labels cascade, counts moved by what was removed), their
     original and thumbnail objects once the transaction commits. Admins only; audited."""
-    from core.permissions import audit, require_role
-
-    require_role(session=session, user_id=user_id, role="admin", action="deleting images")
-    deleted = _delete_images(session=session, storage=storage, image_ids=image_ids)
+    deleted = _delete_images(session=session, actor=actor, storage=storage, image_ids=image_ids)
     if deleted:
-        audit(session=session, user_id=user_id, action="delete_images", target_type="image", row_count=deleted)
+        audit(session=session, actor=actor, action="delete_images", target_type="image", row_count=deleted)
     return deleted
 
 
-def _delete_images(*, session: Session, storage, image_ids: Iterable[uuid.UUID]) -> int:
+def _delete_images(*, session: Session, actor: User, storage, image_ids: Iterable[uuid.UUID]) -> int:
     from core.datasets import detach_images_everywhere
 
     ids = list(dict.fromkeys(image_ids))
     # Dataset memberships and their labels go through the datasets service first: it locks the
     # datasets and classes and keeps every denormalized count exact.
-    detach_images_everywhere(session=session, image_ids=ids)
+    detach_images_everywhere(session=session, actor=actor, image_ids=ids)
     deleted = 0
     for chunk in _chunks(ids):
         rows = session.execute(select(ClsImage.id, ClsImage.storage_path, ClsImage.thumbnail_path)

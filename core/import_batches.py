@@ -22,6 +22,8 @@ from sqlalchemy import select
 from core.db import session_scope
 from core.errors import NotFound, UserError
 from core.models import ClsDataset, ClsDatasetImage, ClsLabel
+from core.permissions import requires
+from core.users import User
 
 # One transaction per batch: a crash loses at most this many rows' work (a re-run redoes it), and the
 # label service locks and recounts once per label set per batch, so bigger batches label faster.
@@ -93,9 +95,9 @@ def _batches(items: Iterable[ImportItem], size: int) -> Iterator[list[ImportItem
         yield batch
 
 
-def run_items(items: Iterable[ImportItem], *, total: int, source: str, summary: ImportSummary,
-              dataset: tuple[uuid.UUID, str] | None = None, user_id: uuid.UUID | None = None,
-              skip_duplicates: bool = True, storage=None, folder: str | None = None,
+@requires("admin", "importing")
+def run_items(items: Iterable[ImportItem], *, actor: User, total: int, source: str, summary: ImportSummary,
+              dataset: tuple[uuid.UUID, str] | None = None, skip_duplicates: bool = True, storage=None, folder: str | None = None,
               progress: Progress | None = None) -> ImportSummary:
     """Ingest through the image library's `ingest_many` (decoding on every core, storing in threads,
     a commit per batch), one chunk at a time; then add the chunk's images to the dataset and label
@@ -107,13 +109,13 @@ def run_items(items: Iterable[ImportItem], *, total: int, source: str, summary: 
     done = 0
     with tempfile.TemporaryDirectory(prefix="import-") as spool:
         for chunk in _batches(items, CHUNK_SIZE):
-            placed = _ingest_chunk(chunk, spool=Path(spool), storage=storage, source=source, summary=summary,
-                                   user_id=user_id, skip_duplicates=skip_duplicates, folder=folder,
+            placed = _ingest_chunk(chunk, actor=actor, spool=Path(spool), storage=storage, source=source,
+                                   summary=summary, skip_duplicates=skip_duplicates, folder=folder,
                                    report=lambda n, base=done: _report(progress, base + n, total, summary))
             if dataset is not None:
                 for batch in _batches(placed, BATCH_SIZE):
                     with session_scope() as session:
-                        _place_in_dataset(session, dataset, batch, user_id, summary)
+                        _place_in_dataset(session, dataset, batch, actor, summary)
             done += len(chunk)
             # After the commits, never inside one: the job row update is another transaction, and
             # SQLite has one writer.
@@ -121,8 +123,8 @@ def run_items(items: Iterable[ImportItem], *, total: int, source: str, summary: 
     return summary
 
 
-def _ingest_chunk(chunk: list[ImportItem], *, spool: Path, storage, source: str, summary: ImportSummary,
-                  user_id, skip_duplicates: bool, folder: str | None, report) -> list[tuple[ImportItem, uuid.UUID]]:
+def _ingest_chunk(chunk: list[ImportItem], *, actor: User, spool: Path, storage, source: str, summary: ImportSummary,
+                  skip_duplicates: bool, folder: str | None, report) -> list[tuple[ImportItem, uuid.UUID]]:
     from core.images import ingest_many  # the shared ingest pipeline (image library)
 
     placed = [(item, item.existing_image_id) for item in chunk if item.existing_image_id is not None]
@@ -147,7 +149,7 @@ def _ingest_chunk(chunk: list[ImportItem], *, spool: Path, storage, source: str,
     try:
         # A short chunk as a list: ingest_many then decodes inline instead of starting a process pool.
         work = list(payloads()) if len(chunk) < 16 else payloads()
-        results = ingest_many(items=work, storage=storage, user_id=user_id, source=source, folder=folder,
+        results = ingest_many(items=work, actor=actor, storage=storage, source=source, folder=folder,
                               skip_duplicates=skip_duplicates, progress=lambda n, _total: report(n))
     finally:
         for path in spool.iterdir():
@@ -171,9 +173,9 @@ def _report(progress: Progress | None, done: int, total: int, summary: ImportSum
 
 
 def _place_in_dataset(session, dataset: tuple[uuid.UUID, str], placed: list[tuple[ImportItem, uuid.UUID]],
-                      user_id: uuid.UUID | None, summary: ImportSummary) -> None:
+                      actor: User, summary: ImportSummary) -> None:
     from core.datasets import add_images_to_dataset
-    from core.labels import bulk_set_label
+    from core.labels import set_label_batch
 
     dataset_id, task_type = dataset
     image_ids = list(dict.fromkeys(image_id for _, image_id in placed))
@@ -186,7 +188,7 @@ def _place_in_dataset(session, dataset: tuple[uuid.UUID, str], placed: list[tupl
             by_split.setdefault(item.split, []).append(image_id)
     for split, ids in by_split.items():
         summary.images_added_to_dataset += add_images_to_dataset(
-            session=session, dataset_id=dataset_id, image_ids=ids, user_id=user_id, split=split)
+            session=session, actor=actor, dataset_id=dataset_id, image_ids=ids, split=split)
     current: dict[uuid.UUID, set[uuid.UUID]] = {}
     for image_id, class_id in session.execute(select(ClsLabel.image_id, ClsLabel.class_id).where(
             ClsLabel.dataset_id == dataset_id, ClsLabel.image_id.in_(image_ids))):
@@ -204,12 +206,12 @@ def _place_in_dataset(session, dataset: tuple[uuid.UUID, str], placed: list[tupl
             current[image_id] = set(wanted)
             groups.setdefault(wanted, []).append(image_id)
     # One bulk call per distinct label set (not one set_labels per image): the label service
-    # then locks and recounts once per batch.
+    # then locks and recounts once per batch. The import's job records it (no audit row per batch).
     for label_set, ids in groups.items():
         first, *others = sorted(label_set, key=str)
-        bulk_set_label(session=session, dataset_id=dataset_id, image_ids=ids, class_id=first, mode="replace",
-                       user_id=user_id)
+        set_label_batch(session=session, actor=actor, dataset_id=dataset_id, image_ids=ids, class_id=first,
+                        mode="replace")
         for class_id in others:
-            bulk_set_label(session=session, dataset_id=dataset_id, image_ids=ids, class_id=class_id, mode="add",
-                           user_id=user_id)
+            set_label_batch(session=session, actor=actor, dataset_id=dataset_id, image_ids=ids, class_id=class_id,
+                            mode="add")
         summary.labels_written += len(ids) * len(label_set)

@@ -1,7 +1,8 @@
 """The cls_jobs row of a background job: create, progress, cancel, finish, reap.
 
 `run_job` is what a worker executes (RQ's `rq worker` or the in-process pool): it loads the job
-function by dotted path, gives it a JobContext, and records the outcome. A heartbeat thread stamps
+function by dotted path, gives it a JobContext and the actor who queued the job, and records the
+outcome. A heartbeat thread stamps
 `heartbeat_at`; a running job whose heartbeat stops (worker killed) is marked failed by
 `reap_stale_jobs`, so nothing stays "running" forever.
 """
@@ -22,8 +23,10 @@ from sqlalchemy.orm import Session
 
 from core import limits
 from core.db import session_scope
-from core.errors import JobCancelled, NotFound, UserError
+from core.errors import JobCancelled, NotFound, PermissionDenied, UserError
 from core.models import ClsJob, utcnow
+from core.permissions import require, requires
+from core.users import User, actor_from_record, actor_record
 
 log = logging.getLogger(__name__)
 ACTIVE_STATUSES = ("queued", "running")
@@ -80,9 +83,14 @@ class JobContext:
             raise JobCancelled()
 
 
-def create_job(*, session: Session, kind: str, queue: str, function: str, params: dict[str, Any],
-               user_id: uuid.UUID | None) -> ClsJob:
-    job = ClsJob(kind=kind, queue=queue, function=function, params=params, user_id=user_id, status="queued")
+def create_job(*, session: Session, actor: User, kind: str, queue: str, function: str,
+               params: dict[str, Any]) -> ClsJob:
+    """The job's row, with the actor who started it (`params["actor"]`, core.users.actor_record): the
+    job runs as that actor, whose role is checked again by the services it calls."""
+    if not isinstance(actor, User):
+        raise TypeError("a job is started by an actor (core.users.User)")
+    job = ClsJob(kind=kind, queue=queue, function=function, params={**params, "actor": actor_record(actor)},
+                 user_id=actor.id, status="queued")
     session.add(job)
     session.flush()
     return job
@@ -105,9 +113,13 @@ def list_jobs(*, session: Session, limit: int = 20, kinds: list[str] | None = No
     return list(session.scalars(query))
 
 
-def request_cancel(*, session: Session, job_id: uuid.UUID) -> ClsJob:
-    """Ask a job to stop; a queued job that never started is cancelled at once."""
+@requires("labeler", "cancelling a job")
+def request_cancel(*, session: Session, actor: User, job_id: uuid.UUID) -> ClsJob:
+    """Ask a job to stop; a queued job that never started is cancelled at once. Whoever started a job
+    may cancel it (a labeler their batch prediction); another's job needs the admin role."""
     job = get_job(session=session, job_id=job_id)
+    if job.user_id != actor.id:
+        require(actor, "admin", "cancelling another person's job")
     if job.status == "queued":
         job.status, job.finished_at, job.cancel_requested = "cancelled", utcnow(), True
     elif job.status == "running":
@@ -161,7 +173,9 @@ def load_function(path: str):
 
 
 def run_job(job_id: str | uuid.UUID) -> dict[str, Any] | None:
-    """Execute one job to its end; the entry point both backends call."""
+    """Execute one job to its end, as the actor who queued it (rebuilt from params["actor"] and
+    passed to the job function, whose declared services check that actor's role now); the entry
+    point both backends call."""
     job_id = uuid.UUID(str(job_id))
     with session_scope() as session:
         job = get_job(session=session, job_id=job_id)
@@ -173,13 +187,16 @@ def run_job(job_id: str | uuid.UUID) -> dict[str, Any] | None:
         job.status, job.started_at, job.heartbeat_at = "running", utcnow(), utcnow()
         job.attempts += 1
         function, params = job.function, dict(job.params or {})
+    record = params.pop("actor", None)
 
     stop = threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(job_id, stop), daemon=True)
     beat.start()
     status, result, error = "succeeded", None, None
     try:
-        result = load_function(function)(JobContext(job_id), **params)
+        if not isinstance(record, dict):  # fail closed: a job nobody started does not run
+            raise PermissionDenied("this job records no actor who started it; it was not run")
+        result = load_function(function)(JobContext(job_id), actor=actor_from_record(record), **params)
     except JobCancelled:
         status = "cancelled"
     except UserError as exc:

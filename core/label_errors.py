@@ -27,6 +27,8 @@ from sqlalchemy import select
 
 from core.errors import Conflict, InvalidInput, NotFound
 from core.models import ClsDatasetImage, ClsLabel
+from core.permissions import require, requires
+from core.users import User
 
 FEATURE_SIDE = 16
 ACTIONS = ("accept", "keep", "skip")
@@ -259,7 +261,9 @@ def _model_probs(session, storage, dataset, model_id, index_to_class, progress):
             f"predictions of model {row.name!r} on images it did not train on", list(row.class_names))
 
 
-def find_and_store(*, dataset_id, version_number=None, model_id=None, folds: int = 5, progress=None) -> dict[str, Any]:
+@requires("admin", "finding label errors")
+def find_and_store(*, actor: User, dataset_id, version_number=None, model_id=None, folds: int = 5,
+                   progress=None) -> dict[str, Any]:
     """find_issues, saved for the review view (replacing an earlier result); returns a summary."""
     from core.db import session_scope
     from core.storage import get_storage
@@ -268,18 +272,20 @@ def find_and_store(*, dataset_id, version_number=None, model_id=None, folds: int
     with session_scope() as session:
         result = find_issues(session=session, storage=storage, dataset_id=dataset_id, version_number=version_number,
                              model_id=model_id, folds=folds, progress=progress)
+    require(actor, "admin", "finding label errors")  # again after the search, before the result is stored
     storage.put(issues_key(result["dataset_id"]), json.dumps(result).encode(), "application/json")
     return {"dataset_id": result["dataset_id"], "checked": result["checked"], "found": result["found"],
             "method": result["method"], "key": issues_key(result["dataset_id"])}
 
 
-def start_find(*, dataset_id, version_number=None, model_id=None, folds: int = 5, user_id=None) -> uuid.UUID:
+@requires("admin", "finding label errors")
+def start_find(*, actor: User, dataset_id, version_number=None, model_id=None, folds: int = 5) -> uuid.UUID:
     from core.queue import enqueue
 
-    return enqueue(kind="label_issues", function="jobs.predictions.find_label_issues", queue="predictions",
+    return enqueue(actor=actor, kind="label_issues", function="jobs.predictions.find_label_issues",
+                   queue="predictions",
                    params={"dataset_id": str(_uuid(dataset_id, "dataset")), "version_number": version_number,
-                           "model_id": str(model_id) if model_id else None, "folds": int(folds),
-                           "user_id": str(user_id) if user_id else None}, user_id=user_id)
+                           "model_id": str(model_id) if model_id else None, "folds": int(folds)})
 
 
 def stored_issues(*, storage, dataset_id) -> dict[str, Any] | None:
@@ -292,7 +298,8 @@ def pending(result: dict[str, Any]) -> list[dict[str, Any]]:
     return [issue for issue in result["issues"] if issue["image_id"] not in decided]
 
 
-def decide(*, session, storage, dataset_id, image_id, action: str, user_id=None, confirm_test: bool = False,
+@requires("labeler", "deciding a label-error suggestion")
+def decide(*, session, actor: User, storage, dataset_id, image_id, action: str, confirm_test: bool = False,
            result: dict[str, Any] | None = None) -> dict[str, Any]:
     """The user's click on one suggestion. accept: relabel to the suggested class (recorded in
     cls_label_changes); keep: the given label is confirmed (marked reviewed); skip: nothing changes.
@@ -325,14 +332,14 @@ def decide(*, session, storage, dataset_id, image_id, action: str, user_id=None,
         suggested = issue.get("suggested_class_ids") or [issue["suggested_class_id"]]
         if any(class_id is None for class_id in suggested):
             raise NotFound("the suggested class no longer exists")
-        set_labels(session=session, dataset_id=dataset_id, image_id=image_id, class_ids=suggested,
-                   user_id=user_id, reason="label_error_finder")
+        set_labels(session=session, actor=actor, dataset_id=dataset_id, image_id=image_id, class_ids=suggested,
+                   reason="label_error_finder")
         changed = True
     else:
-        mark_reviewed(session=session, dataset_id=dataset_id, image_id=image_id, user_id=user_id)
+        mark_reviewed(session=session, actor=actor, dataset_id=dataset_id, image_id=image_id)
     if stored is not None:
         stored.setdefault("decisions", {})[str(image_id)] = {
-            "action": action, "user_id": str(user_id) if user_id else None, "split": link.split,
+            "action": action, "user_id": str(actor.id), "split": link.split,
             "at": datetime.now(UTC).isoformat()}
         if result is None:
             storage.put(issues_key(dataset_id), json.dumps(stored).encode(), "application/json")

@@ -8,7 +8,7 @@ only global). The one source, for that dataset, of:
 - the per-class rows of the health check (a class of the space with no image is reported).
 
 Invariant: every class a label of the dataset uses is in its space. Imports and AI labels that bring
-a new class append it (`include_classes`, called by the label write path in core.labels); people
+a new class append it (`_include_classes`, called by the label write path in core.labels); people
 edit the space on the dataset's Settings tab or with `datasets classes NAME`: add an existing or a
 new class, reorder, remove a class no label uses. Every change bumps the dataset's revision (it
 takes the dataset's write lock), so pages redraw their keys.
@@ -114,7 +114,7 @@ def keyed_classes(*, session: Session, dataset_id, user_id: uuid.UUID | None) ->
 # ---------------------------------------------------------------- the invariant
 
 
-def include_classes(session: Session, dataset_id: uuid.UUID, class_ids: Iterable[uuid.UUID],
+def _include_classes(session: Session, dataset_id: uuid.UUID, class_ids: Iterable[uuid.UUID],
                     user_id: uuid.UUID | None = None) -> list[uuid.UUID]:
     """Append the classes the space lacks (in the order given); returns those added. Called inside a
     write that already holds the dataset's lock (a label write, an import), which checked its role."""
@@ -135,7 +135,7 @@ def include_classes(session: Session, dataset_id: uuid.UUID, class_ids: Iterable
     return missing
 
 
-def move_counts(session: Session, dataset_id: uuid.UUID, deltas: dict[uuid.UUID, int]) -> None:
+def _move_counts(session: Session, dataset_id: uuid.UUID, deltas: dict[uuid.UUID, int]) -> None:
     """Move the space's per-class image counts by what a label write changed (same transaction)."""
     for class_id, delta in sorted(deltas.items(), key=lambda item: str(item[0])):
         if delta:
@@ -145,11 +145,11 @@ def move_counts(session: Session, dataset_id: uuid.UUID, deltas: dict[uuid.UUID,
                             .execution_options(synchronize_session=False))
 
 
-def recount(session: Session, dataset_id: uuid.UUID) -> None:
+def _recount(session: Session, dataset_id: uuid.UUID) -> None:
     """Set the space's per-class image counts from the labels (after a merge or a repair)."""
     counts = dict(session.execute(select(ClsLabel.class_id, func.count()).where(ClsLabel.dataset_id == dataset_id)
                                   .group_by(ClsLabel.class_id)).tuples().all())
-    include_classes(session, dataset_id, sorted(counts, key=str))
+    _include_classes(session, dataset_id, sorted(counts, key=str))
     for class_id in space_class_ids(session, dataset_id):
         session.execute(update(ClsDatasetClass)
                         .where(ClsDatasetClass.dataset_id == dataset_id, ClsDatasetClass.class_id == class_id)
@@ -168,17 +168,17 @@ def count_mismatches(session: Session) -> list[str]:
     return problems
 
 
-def fill_from_import(session: Session, dataset_id: uuid.UUID, class_ids: Iterable[uuid.UUID],
+def _fill_from_import(session: Session, dataset_id: uuid.UUID, class_ids: Iterable[uuid.UUID],
                      user_id: uuid.UUID | None = None) -> list[uuid.UUID]:
     """An import's classes join the dataset's space in the import's own order (the archive's classes by
     name, the catalog's categories), before any image is labeled; the caller checked its role."""
     from core.labels import lock_dataset
 
     lock_dataset(session, dataset_id)
-    return include_classes(session, dataset_id, class_ids, user_id=user_id)
+    return _include_classes(session, dataset_id, class_ids, user_id=user_id)
 
 
-def replace_in_spaces(session: Session, sources: list[uuid.UUID], target: uuid.UUID) -> None:
+def _replace_in_spaces(session: Session, sources: list[uuid.UUID], target: uuid.UUID) -> None:
     """Merging classes: each space holding a source holds the target instead, at the first source's
     place (once). Bumps those datasets' revisions."""
     from core.labels import lock_dataset
@@ -230,10 +230,10 @@ def add_classes(*, session: Session, actor, dataset_id, class_ids: Iterable = ()
     dataset = _lock(session, dataset_id)
     ids = _existing_class_ids(session, class_ids)
     for name in new_names:
-        ids.append(get_or_create_class(session=session, name=clean_name(name), user_id=actor.id).id)
+        ids.append(get_or_create_class(session=session, actor=actor, name=clean_name(name)).id)
     if not ids:
         raise InvalidInput("name at least one class to add")
-    added = include_classes(session, dataset.id, ids, user_id=actor.id)
+    added = _include_classes(session, dataset.id, ids, user_id=actor.id)
     session.flush()
     return added
 

@@ -3,7 +3,9 @@ several labelers get different images, progress, the classes a dataset shows (pi
 1–0), and the page's actions (save, skip, clear, accept review) made safe to repeat.
 
 Label writes go through core/labels.py (row lock, revision check, counts); this module decides what
-to write and turns a repeated or stale action into a no-op instead of a second write.
+to write and turns a repeated or stale action into a no-op instead of a second write. Actions and
+reservations need the labeler role (declared); reading the queue and the cards does not, so a viewer
+can look through the images (core.labeling_session reads instead of reserving for them).
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from core import reservations
 from core.errors import Conflict, InvalidInput, NotFound
 from core.label_space import KEYED_CLASSES, ClassKey, keyed_classes, pinned_class_ids, space_class_ids
 from core.models import ClsClass, ClsDataset, ClsDatasetImage, ClsImage, ClsLabel, ClsLabelingPin, utcnow
-from core.reservations import LEASE_S, held_by_others, release, reserve, unreserved
+from core.permissions import requires
+from core.reservations import LEASE_S, held_by_others, unreserved
+from core.users import User
 
 QUEUE_MODES = ("all", "unlabeled", "review", "random", "low_confidence")
 QueueMode = Literal["all", "unlabeled", "review", "random", "low_confidence"]
@@ -347,17 +351,43 @@ def datasets_for_labeling(*, session) -> list[tuple[uuid.UUID, str, int, int]]:
 
 
 # ---------------------------------------------------------------- reservations (core.reservations)
+# The labeling page's own claims, declared: a viewer browses the queue without holding images.
 
 
-def next_image(*, session, dataset_id: uuid.UUID, mode: str, holder: uuid.UUID,
+@requires("labeler", "reserving images to label")
+def reserve(*, session, actor: User, dataset_id: uuid.UUID, image_id: uuid.UUID, holder: uuid.UUID,
+            ttl_s: int = RESERVATION_S, now: datetime | None = None) -> bool:
+    """Claim an image for one labeling page unless another page holds it; True when claimed."""
+    return reservations.reserve(session=session, dataset_id=dataset_id, image_id=image_id, holder=holder,
+                                ttl_s=ttl_s, now=now)
+
+
+@requires("labeler", "reserving images to label")
+def release(*, session, actor: User, dataset_id: uuid.UUID, holder: uuid.UUID,
+            keep: tuple[uuid.UUID, ...] | list[uuid.UUID] = ()) -> int:
+    """Let go of every image this page holds in the dataset (except `keep`)."""
+    return reservations.release(session=session, dataset_id=dataset_id, holder=holder, keep=keep)
+
+
+@requires("labeler", "reserving images to label")
+def hold_window(*, session, actor: User, dataset_id: uuid.UUID, image_ids: list[uuid.UUID],
+                holder: uuid.UUID) -> set[uuid.UUID]:
+    """Claim again (or renew) a page's window where no other page holds it; the ids it holds now."""
+    return reservations.claim(session=session, dataset_id=dataset_id, image_ids=image_ids, holder=holder)
+
+
+@requires("labeler", "reserving images to label")
+def next_image(*, session, actor: User, dataset_id: uuid.UUID, mode: str, holder: uuid.UUID,
                after: uuid.UUID | None = None, seed: int = 0, threshold: float = LOW_CONFIDENCE,
                exclude: tuple[uuid.UUID, ...] = (), now: datetime | None = None) -> uuid.UUID | None:
     """The next image of the queue, reserved for this page; None when the queue is empty."""
-    return next_image_and_upcoming(session=session, dataset_id=dataset_id, mode=mode, holder=holder, after=after,
+    return next_image_and_upcoming(session=session, actor=actor, dataset_id=dataset_id, mode=mode, holder=holder,
+                                   after=after,
                                    seed=seed, threshold=threshold, exclude=exclude, now=now)[0]
 
 
-def next_image_and_upcoming(*, session, dataset_id: uuid.UUID, mode: str, holder: uuid.UUID,
+@requires("labeler", "reserving images to label")
+def next_image_and_upcoming(*, session, actor: User, dataset_id: uuid.UUID, mode: str, holder: uuid.UUID,
                             after: uuid.UUID | None = None, seed: int = 0, threshold: float = LOW_CONFIDENCE,
                             exclude: tuple[uuid.UUID, ...] = (), now: datetime | None = None,
                             lookahead: int = 3) -> tuple[uuid.UUID | None, list[uuid.UUID]]:
@@ -384,7 +414,8 @@ def next_image_and_upcoming(*, session, dataset_id: uuid.UUID, mode: str, holder
     return None, []
 
 
-def open_image(*, session, dataset_id: uuid.UUID, image_id: uuid.UUID, holder: uuid.UUID,
+@requires("labeler", "reserving images to label")
+def open_image(*, session, actor: User, dataset_id: uuid.UUID, image_id: uuid.UUID, holder: uuid.UUID,
                reserved: bool = False, now: datetime | None = None) -> ImageCard:
     """Show a chosen image (URL, ←/→ history): reserve it when free, release the page's others
     (`reserved`: next_image already reserved the window)."""
@@ -404,10 +435,10 @@ def classes_for_labeling(*, session, dataset_id: uuid.UUID, user_id: uuid.UUID) 
     return keyed_classes(session=session, dataset_id=dataset_id, user_id=user_id)
 
 
-def set_pins(*, session, dataset_id: uuid.UUID, user_id: uuid.UUID, class_ids: list[uuid.UUID]) -> list[uuid.UUID]:
-    """Pin up to ten classes of the dataset's label space (in key order) for one user on one dataset:
-    they take keys 1, 2, … wherever this user labels this dataset (grid, Labeling, bulk actions).
-    A user's own preference: anyone who may look at the dataset may set it."""
+@requires("labeler", "pinning classes")
+def set_pins(*, session, actor: User, dataset_id: uuid.UUID, class_ids: list[uuid.UUID]) -> list[uuid.UUID]:
+    """Pin up to ten classes of the dataset's label space (in key order) for the actor on one dataset:
+    they take keys 1, 2, … wherever this user labels this dataset (grid, Labeling, bulk actions)."""
     _dataset(session, dataset_id)
     unique = list(dict.fromkeys(class_ids))
     if len(unique) > KEYED_CLASSES:
@@ -417,10 +448,10 @@ def set_pins(*, session, dataset_id: uuid.UUID, user_id: uuid.UUID, class_ids: l
     missing = [str(class_id) for class_id in unique if class_id not in known or class_id not in space]
     if missing:
         raise InvalidInput(f"cannot pin class(es) outside this dataset's classes or inactive: {', '.join(missing)}")
-    row = session.scalar(select(ClsLabelingPin).where(ClsLabelingPin.user_id == user_id,
+    row = session.scalar(select(ClsLabelingPin).where(ClsLabelingPin.user_id == actor.id,
                                                       ClsLabelingPin.dataset_id == dataset_id))
     if row is None:
-        row = ClsLabelingPin(user_id=user_id, dataset_id=dataset_id)
+        row = ClsLabelingPin(user_id=actor.id, dataset_id=dataset_id)
         session.add(row)
     row.class_ids = [str(class_id) for class_id in unique]
     session.flush()
@@ -430,14 +461,9 @@ def set_pins(*, session, dataset_id: uuid.UUID, user_id: uuid.UUID, class_ids: l
 # ---------------------------------------------------------------- actions
 
 
-def _may_label(session, user_id: uuid.UUID | None, action: str) -> None:
-    from core.permissions import require_role
-
-    require_role(session=session, user_id=user_id, role="labeler", action=action)
-
-
-def save(*, session, dataset_id: uuid.UUID, image_id: uuid.UUID, class_ids: list[uuid.UUID],
-         shown_revision: int, user_id: uuid.UUID | None, shown: ImageCard | None = None) -> ActionResult:
+@requires("labeler", "labeling")
+def save(*, session, actor: User, dataset_id: uuid.UUID, image_id: uuid.UUID, class_ids: list[uuid.UUID],
+         shown_revision: int, shown: ImageCard | None = None) -> ActionResult:
     """Save & next for the image the page showed at `shown_revision`.
 
     Same labels as stored → nothing written ("unchanged"), so a repeated press never writes twice.
@@ -445,8 +471,6 @@ def save(*, session, dataset_id: uuid.UUID, image_id: uuid.UUID, class_ids: list
     Unreviewed AI labels saved as they are → accepted (marked reviewed). A different label that
     someone saved since the page loaded → "conflict" with the new label; nothing overwritten."""
     from core import labels
-
-    _may_label(session, user_id, "labeling")
 
     if not class_ids:
         raise InvalidInput("pick a class first (number keys or the class list)")
@@ -460,16 +484,16 @@ def save(*, session, dataset_id: uuid.UUID, image_id: uuid.UUID, class_ids: list
     if not fresh and set(card.class_ids) == set(class_ids) and _revision(session, dataset_id, image_id) != shown_revision:
         return _conflict(image_card(session=session, dataset_id=dataset_id, image_id=image_id))
     if set(card.class_ids) == set(class_ids):
-        if card.awaiting_review and user_id is not None:
-            labels.mark_reviewed(session=session, dataset_id=dataset_id, image_id=image_id, user_id=user_id)
+        if card.awaiting_review:
+            labels.mark_reviewed(session=session, actor=actor, dataset_id=dataset_id, image_id=image_id)
             return ActionResult("reviewed", image_card(session=session, dataset_id=dataset_id, image_id=image_id))
         return ActionResult("unchanged", card)
     if card.label_revision != shown_revision:
         return _conflict(card)
     reason = "review" if card.awaiting_review else "manual"
     try:
-        labels.set_labels(session=session, dataset_id=dataset_id, image_id=image_id, class_ids=list(class_ids),
-                          user_id=user_id, expected_revision=shown_revision, reason=reason)
+        labels.set_labels(session=session, actor=actor, dataset_id=dataset_id, image_id=image_id,
+                          class_ids=list(class_ids), expected_revision=shown_revision, reason=reason)
     except Conflict:
         return _conflict(image_card(session=session, dataset_id=dataset_id, image_id=image_id))
     if not fresh:  # the page moves on; the shown card is not read again
@@ -488,23 +512,20 @@ def _conflict(card: ImageCard) -> ActionResult:
                                           "It is shown now; press Enter again to replace it.")
 
 
-def skip(*, session, dataset_id: uuid.UUID, image_id: uuid.UUID, user_id: uuid.UUID | None) -> ActionResult:
+@requires("labeler", "skipping images")
+def skip(*, session, actor: User, dataset_id: uuid.UUID, image_id: uuid.UUID) -> ActionResult:
     from core import labels
-
-    _may_label(session, user_id, "skipping images")
 
     card = image_card(session=session, dataset_id=dataset_id, image_id=image_id)
     if card.status != "skipped" and not card.labels:
-        labels.skip_image(session=session, dataset_id=dataset_id, image_id=image_id, user_id=user_id)
+        labels.skip_image(session=session, actor=actor, dataset_id=dataset_id, image_id=image_id)
         card = image_card(session=session, dataset_id=dataset_id, image_id=image_id)
     return ActionResult("skipped", card)
 
 
-def clear(*, session, dataset_id: uuid.UUID, image_id: uuid.UUID, shown_revision: int,
-          user_id: uuid.UUID | None) -> ActionResult:
+@requires("labeler", "clearing labels")
+def clear(*, session, actor: User, dataset_id: uuid.UUID, image_id: uuid.UUID, shown_revision: int) -> ActionResult:
     from core import labels
-
-    _may_label(session, user_id, "clearing labels")
 
     card = image_card(session=session, dataset_id=dataset_id, image_id=image_id)
     if not card.labels:
@@ -512,21 +533,22 @@ def clear(*, session, dataset_id: uuid.UUID, image_id: uuid.UUID, shown_revision
     if card.label_revision != shown_revision:
         return _conflict(card)
     try:
-        labels.clear_labels(session=session, dataset_id=dataset_id, image_id=image_id, user_id=user_id,
+        labels.clear_labels(session=session, actor=actor, dataset_id=dataset_id, image_id=image_id,
                             expected_revision=shown_revision)
     except Conflict:
         return _conflict(image_card(session=session, dataset_id=dataset_id, image_id=image_id))
     return ActionResult("cleared", image_card(session=session, dataset_id=dataset_id, image_id=image_id))
 
 
-def accept_review(*, session, dataset_id: uuid.UUID, image_id: uuid.UUID, shown_revision: int,
-                  user_id: uuid.UUID) -> ActionResult:
+@requires("labeler", "reviewing labels")
+def accept_review(*, session, actor: User, dataset_id: uuid.UUID, image_id: uuid.UUID,
+                  shown_revision: int) -> ActionResult:
     """Accept the AI label as it is (marks it reviewed); nothing to accept is a clear message."""
     card = image_card(session=session, dataset_id=dataset_id, image_id=image_id)
     if not card.awaiting_review:
         return ActionResult("unchanged", card, "This image has no AI label awaiting review.")
-    return save(session=session, dataset_id=dataset_id, image_id=image_id, class_ids=card.class_ids,
-                shown_revision=shown_revision, user_id=user_id)
+    return save(session=session, actor=actor, dataset_id=dataset_id, image_id=image_id, class_ids=card.class_ids,
+                shown_revision=shown_revision)
 
 
 # ---------------------------------------------------------------- image URLs
@@ -557,6 +579,6 @@ __all__ = [
     "QUEUE_MODES", "RESERVATION_S", "LOW_CONFIDENCE", "ImageCard", "LabelView", "ClassKey", "Progress",
     "ActionResult", "datasets_for_labeling", "image_card", "image_cards", "progress", "queue_ids", "queue_size",
     "queue_held_by_others", "queue_counts", "position", "previous_id", "reserve",
-    "release", "next_image", "next_image_and_upcoming", "open_image", "classes_for_labeling", "pinned_class_ids", "set_pins", "save",
+    "release", "hold_window", "next_image", "next_image_and_upcoming", "open_image", "classes_for_labeling", "pinned_class_ids", "set_pins", "save",
     "skip", "clear", "accept_review", "stable_url",
 ]

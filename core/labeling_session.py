@@ -5,6 +5,10 @@ Kept free of Streamlit so it is tested without a browser; the page holds a Label
 session state and hands each batch of keys from the browser to `apply_keys`. Every action that
 writes runs in its own transaction (`scope()`), so a failure loses only that action, and the rest
 of a batch typed ahead is dropped with a message instead of landing on the wrong image.
+
+The state carries the actor; every write goes through a declared core.labeling service with it. Someone
+who may not label (a viewer) browses the same queue read-only: nothing is reserved, and a save, skip or
+clear is refused by core with the role named.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from dataclasses import dataclass, field
 
 from core import labeling, reservations
 from core.errors import UserError
+from core.permissions import can_act
+from core.users import User
 
 Scope = Callable[[], AbstractContextManager]
 
@@ -27,7 +33,7 @@ KEY_ACTIONS = ("enter", "left", "right", "s", "c", "r", "escape")
 @dataclass
 class LabelingState:
     dataset_id: uuid.UUID
-    user_id: uuid.UUID
+    actor: User
     holder: uuid.UUID  # reservation owner: one per open page, so two tabs get different images
     multi: bool
     mode: str = "unlabeled"
@@ -62,13 +68,13 @@ def ahead(state: LabelingState) -> list[uuid.UUID]:
     return list(state.upcoming)
 
 
-def start(scope: Scope, *, dataset_id: uuid.UUID, user_id: uuid.UUID, mode: str = "unlabeled",
+def start(scope: Scope, *, dataset_id: uuid.UUID, actor: User, mode: str = "unlabeled",
           image_id: uuid.UUID | None = None, seed: int = 0) -> LabelingState:
     """Open the page: the image asked for (URL) or the first of the queue, reserved for this page."""
     labeling.check_mode(mode)
     with scope() as session:
         dataset = labeling._dataset(session, dataset_id)
-        state = LabelingState(dataset_id=dataset_id, user_id=user_id, holder=uuid.uuid4(),
+        state = LabelingState(dataset_id=dataset_id, actor=actor, holder=uuid.uuid4(),
                               multi=dataset.task_type == "multi_label", mode=mode,
                               return_mode=mode if mode != "review" else "unlabeled", seed=seed)
     if image_id is not None:
@@ -78,15 +84,25 @@ def start(scope: Scope, *, dataset_id: uuid.UUID, user_id: uuid.UUID, mode: str 
     return state
 
 
+def _reserves(state: LabelingState) -> bool:
+    """Whether this page holds reservations (a labeler's); a viewer only looks (role read each time)."""
+    return can_act(state.actor, "labeler")
+
+
+def _open(session, state: LabelingState, image_id: uuid.UUID, *, reserved: bool = False) -> labeling.ImageCard:
+    if not _reserves(state):
+        return labeling.image_card(session=session, dataset_id=state.dataset_id, image_id=image_id)
+    return labeling.open_image(session=session, actor=state.actor, dataset_id=state.dataset_id, image_id=image_id,
+                               holder=state.holder, reserved=reserved)
+
+
 def _show(scope: Scope, state: LabelingState, image_id: uuid.UUID, *, record: bool = True,
           session=None) -> None:
     if session is None:
         with scope() as session:
-            state.card = labeling.open_image(session=session, dataset_id=state.dataset_id, image_id=image_id,
-                                             holder=state.holder)
+            state.card = _open(session, state, image_id)
     else:  # next_image reserved it in this transaction
-        state.card = labeling.open_image(session=session, dataset_id=state.dataset_id, image_id=image_id,
-                                         holder=state.holder, reserved=True)
+        state.card = _open(session, state, image_id, reserved=True)
     state.selection = list(state.card.class_ids)
     state.held_at = time.monotonic()
     if record:
@@ -102,9 +118,14 @@ def _advance(scope: Scope, state: LabelingState) -> None:
         _show(scope, state, state.history[state.history_pos], record=False)
         return
     with scope() as session:
-        next_id, state.upcoming = labeling.next_image_and_upcoming(
-            session=session, dataset_id=state.dataset_id, mode=state.mode, holder=state.holder,
-            after=state.image_id, seed=state.seed, exclude=tuple(state.history[-1:]))
+        common = {"session": session, "dataset_id": state.dataset_id, "mode": state.mode, "after": state.image_id,
+                  "seed": state.seed, "exclude": tuple(state.history[-1:])}
+        if _reserves(state):
+            next_id, state.upcoming = labeling.next_image_and_upcoming(actor=state.actor, holder=state.holder,
+                                                                       **common)
+        else:
+            found = labeling.queue_ids(limit=4, **common)
+            next_id, state.upcoming = (found[0], found[1:]) if found else (None, [])
         if next_id is not None:
             if state.exhausted and state.message and state.message[0] == "info":
                 state.message = None
@@ -154,8 +175,9 @@ def set_mode(scope: Scope, state: LabelingState, mode: str) -> None:
 
 def end(scope: Scope, state: LabelingState) -> None:
     """The page is left (Esc, another page, the tab closing): its reservations end now."""
-    with scope() as session:
-        reservations.release(session=session, dataset_id=state.dataset_id, holder=state.holder)
+    if _reserves(state):
+        with scope() as session:
+            labeling.release(session=session, actor=state.actor, dataset_id=state.dataset_id, holder=state.holder)
     state.held_at = 0.0
 
 
@@ -163,12 +185,12 @@ def hold(scope: Scope, state: LabelingState) -> bool:
     """Claim this page's window again (shown image + upcoming) after its lease may have run out (an
     idle tab, a return to the page). False when another labeler took the shown image meanwhile: the
     page then moves on to its next image, with a message."""
-    if state.card is None or state.mode == "all":
+    if state.card is None or state.mode == "all" or not _reserves(state):
         return True
     window = [state.card.image_id, *[i for i in state.upcoming if i != state.card.image_id]]
     with scope() as session:
-        held = reservations.claim(session=session, dataset_id=state.dataset_id, image_ids=window,
-                                  holder=state.holder)
+        held = labeling.hold_window(session=session, actor=state.actor, dataset_id=state.dataset_id,
+                                    image_ids=window, holder=state.holder)
     state.held_at = time.monotonic()
     state.upcoming = [i for i in state.upcoming if i in held]
     if state.card.image_id in held:
@@ -211,13 +233,13 @@ def _write(scope: Scope, state: LabelingState, action: str) -> bool:
     common = {"dataset_id": state.dataset_id, "image_id": state.image_id}
     with scope() as session:
         if action == "save":
-            result = labeling.save(session=session, class_ids=state.selection, user_id=state.user_id,
+            result = labeling.save(session=session, actor=state.actor, class_ids=state.selection,
                                    shown_revision=state.card.label_revision, shown=state.card, **common)
         elif action == "skip":
-            result = labeling.skip(session=session, user_id=state.user_id, **common)
+            result = labeling.skip(session=session, actor=state.actor, **common)
         else:
-            result = labeling.clear(session=session, shown_revision=state.card.label_revision,
-                                    user_id=state.user_id, **common)
+            result = labeling.clear(session=session, actor=state.actor, shown_revision=state.card.label_revision,
+                                    **common)
     state.card = result.card
     if result.outcome == "conflict":
         state.selection = list(result.card.class_ids)

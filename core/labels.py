@@ -30,8 +30,10 @@ from sqlalchemy.orm import Session
 
 from core import label_space
 from core.errors import Conflict, InvalidInput, NotFound
-from core.label_space import include_classes
+from core.label_space import _include_classes
 from core.models import ClsClass, ClsDataset, ClsDatasetImage, ClsLabel, ClsLabelChange
+from core.permissions import audit, requires
+from core.users import User
 
 BULK_MODES = ("replace", "add", "remove")
 
@@ -86,7 +88,7 @@ def lock_classes(session: Session, class_ids: Iterable[uuid.UUID]) -> dict[uuid.
     return {row.id: row for row in rows}
 
 
-def recount_dataset_counts(session: Session, dataset_id: uuid.UUID) -> None:
+def _recount_dataset_counts(session: Session, dataset_id: uuid.UUID) -> None:
     """Set the dataset's three counts from fresh COUNTs (caller holds the dataset lock)."""
     session.flush()
     image_count = session.scalar(select(func.count()).select_from(ClsDatasetImage)
@@ -97,10 +99,10 @@ def recount_dataset_counts(session: Session, dataset_id: uuid.UUID) -> None:
     ).one()
     session.execute(update(ClsDataset).where(ClsDataset.id == dataset_id).values(
         image_count=image_count, labeled_image_count=labeled or 0, class_count=classes or 0))
-    label_space.recount(session, dataset_id)
+    label_space._recount(session, dataset_id)
 
 
-def recount_class_counts(session: Session, class_ids: Iterable[uuid.UUID] | None = None) -> None:
+def _recount_class_counts(session: Session, class_ids: Iterable[uuid.UUID] | None = None) -> None:
     """Set classes' image counts from fresh COUNTs (caller holds their locks); None: every class."""
     session.flush()
     ids = None if class_ids is None else sorted(set(class_ids), key=str)
@@ -125,7 +127,7 @@ def _adjust_counts_for_image(session: Session, *, dataset_id: uuid.UUID, image_i
     it gains or loses this image when the image has it in no *other* dataset.
     """
     class_delta = 0
-    label_space.move_counts(session, dataset_id, {**{c: 1 for c in added}, **{c: -1 for c in removed}})
+    label_space._move_counts(session, dataset_id, {**{c: 1 for c in added}, **{c: -1 for c in removed}})
     for class_id, sign in [(c, 1) for c in added] + [(c, -1) for c in removed]:
         in_other_images, in_other_datasets = session.execute(select(
             exists().where(ClsLabel.dataset_id == dataset_id, ClsLabel.class_id == class_id,
@@ -197,7 +199,7 @@ def _write_label_set(session: Session, *, dataset: ClsDataset, link: ClsDatasetI
             row.user_id, row.confidence = user_id, confidence
             row.is_ai_generated, row.ai_model = is_ai_generated, ai_model
     if added:
-        include_classes(session, dataset.id, sorted(added, key=str), user_id=user_id)
+        _include_classes(session, dataset.id, sorted(added, key=str), user_id=user_id)
     for class_id in sorted(added, key=str):
         session.add(ClsLabel(dataset_id=dataset.id, image_id=link.image_id, class_id=class_id, user_id=user_id,
                              confidence=confidence, is_ai_generated=is_ai_generated, ai_model=ai_model))
@@ -221,7 +223,8 @@ def _current_class_ids(session: Session, dataset_id: uuid.UUID, image_id: uuid.U
         ClsLabel.dataset_id == dataset_id, ClsLabel.image_id == image_id)).all())
 
 
-def set_labels(*, session: Session, dataset_id, image_id, class_ids, user_id=None, confidence=None,
+@requires("labeler", "setting labels")
+def set_labels(*, session: Session, actor: User, dataset_id, image_id, class_ids, confidence=None,
                is_ai_generated: bool = False, ai_model=None, expected_revision: int | None = None,
                reason: str = "manual") -> ClsDatasetImage:
     """Make an image's labels exactly `class_ids` (single-label: exactly one; empty clears).
@@ -248,20 +251,22 @@ def set_labels(*, session: Session, dataset_id, image_id, class_ids, user_id=Non
             raise NotFound(f"class {class_id} does not exist")
         if not locked[class_id].is_active:
             raise InvalidInput(f"class {locked[class_id].name!r} is deactivated; reactivate it to label with it")
-    _write_label_set(session, dataset=dataset, link=link, old_rows=old_rows, new_ids=new_ids, user_id=user_id,
+    _write_label_set(session, dataset=dataset, link=link, old_rows=old_rows, new_ids=new_ids, user_id=actor.id,
                      confidence=confidence, is_ai_generated=is_ai_generated, ai_model=ai_model,
                      reason=reason, track_counts=True)
     session.flush()
     return link
 
 
-def clear_labels(*, session: Session, dataset_id, image_id, user_id=None,
+@requires("labeler", "clearing labels")
+def clear_labels(*, session: Session, actor: User, dataset_id, image_id,
                  expected_revision: int | None = None) -> ClsDatasetImage:
-    return set_labels(session=session, dataset_id=dataset_id, image_id=image_id, class_ids=[],
-                      user_id=user_id, expected_revision=expected_revision, reason="manual")
+    return set_labels(session=session, actor=actor, dataset_id=dataset_id, image_id=image_id, class_ids=[],
+                      expected_revision=expected_revision, reason="manual")
 
 
-def toggle_label(*, session: Session, dataset_id, image_id, class_id, user_id=None,
+@requires("labeler", "setting labels")
+def toggle_label(*, session: Session, actor: User, dataset_id, image_id, class_id,
                  expected_revision: int | None = None) -> ClsDatasetImage:
     """Multi-label: add the class if absent, remove it if present. Single-label: set or clear it."""
     dataset_id, image_id = _as_uuid(dataset_id, "dataset"), _as_uuid(image_id, "image")
@@ -274,24 +279,19 @@ def toggle_label(*, session: Session, dataset_id, image_id, class_id, user_id=No
         new_ids = current - {class_id}
     else:
         new_ids = {class_id} if dataset.task_type == "single_label" else current | {class_id}
-    return set_labels(session=session, dataset_id=dataset_id, image_id=image_id, class_ids=sorted(new_ids, key=str),
-                      user_id=user_id, expected_revision=expected_revision)
+    return set_labels(session=session, actor=actor, dataset_id=dataset_id, image_id=image_id,
+                      class_ids=sorted(new_ids, key=str), expected_revision=expected_revision)
 
 
-def bulk_set_label(*, session: Session, dataset_id, image_ids, class_id, mode: str = "replace",
-                   user_id=None) -> int:
+@requires("labeler", "changing labels in bulk")
+def bulk_set_label(*, session: Session, actor: User, dataset_id, image_ids, class_id, mode: str = "replace") -> int:
     """One class on many images: `replace` (the image's labels become exactly this class), `add`
     (multi-label only; single-label datasets replace), `remove`. Returns how many images changed.
     One transaction: for thousands of images use core.bulk_actions.set_label (batches)."""
-    from core.permissions import require_role
-
-    require_role(session=session, user_id=user_id, role="labeler", action="changing labels in bulk")
-    changed = set_label_batch(session=session, dataset_id=dataset_id, image_ids=image_ids, class_id=class_id,
-                              mode=mode, user_id=user_id)
-    if changed and user_id is not None:  # a person's bulk change (imports record their own job)
-        from core.permissions import audit
-
-        audit(session=session, user_id=user_id, action="bulk_set_label", target_type="dataset",
+    changed = set_label_batch(session=session, actor=actor, dataset_id=dataset_id, image_ids=image_ids,
+                              class_id=class_id, mode=mode)
+    if changed:  # a person's bulk change (imports call set_label_batch: their job records them)
+        audit(session=session, actor=actor, action="bulk_set_label", target_type="dataset",
               target_id=dataset_id, row_count=changed, details={"class_id": str(class_id), "mode": mode})
     return changed
 
@@ -309,9 +309,10 @@ def check_bulk_label(*, session: Session, dataset_id, class_id, mode: str) -> No
         raise NotFound(f"class {class_id} does not exist")
 
 
-def set_label_batch(*, session: Session, dataset_id, image_ids, class_id, mode: str = "replace",
-                    user_id=None) -> int:
-    """bulk_set_label's work on one batch, without the role check and audit (the caller's)."""
+@requires("labeler", "changing labels in bulk")
+def set_label_batch(*, session: Session, actor: User, dataset_id, image_ids, class_id, mode: str = "replace") -> int:
+    """bulk_set_label's work on one batch, without the audit (the caller's): a batched action checks
+    the actor again at each batch."""
     if mode not in BULK_MODES:
         raise InvalidInput(f"mode must be one of {', '.join(BULK_MODES)}, not {mode!r}")
     dataset_id, class_id = _as_uuid(dataset_id, "dataset"), _as_uuid(class_id, "class")
@@ -331,28 +332,25 @@ def set_label_batch(*, session: Session, dataset_id, image_ids, class_id, mode: 
             return current | {class_id}
         return current - {class_id}
 
-    return _bulk_apply(session, dataset=dataset, image_ids=ids, target=target, user_id=user_id, reason="bulk")
+    return _bulk_apply(session, dataset=dataset, image_ids=ids, target=target, user_id=actor.id, reason="bulk")
 
 
-def bulk_clear_labels(*, session: Session, dataset_id, image_ids, user_id=None) -> int:
-    from core.permissions import require_role
-
-    require_role(session=session, user_id=user_id, role="labeler", action="clearing labels in bulk")
-    cleared = clear_labels_batch(session=session, dataset_id=dataset_id, image_ids=image_ids, user_id=user_id)
-    if cleared and user_id is not None:
-        from core.permissions import audit
-
-        audit(session=session, user_id=user_id, action="bulk_clear_labels", target_type="dataset",
+@requires("labeler", "clearing labels in bulk")
+def bulk_clear_labels(*, session: Session, actor: User, dataset_id, image_ids) -> int:
+    cleared = clear_labels_batch(session=session, actor=actor, dataset_id=dataset_id, image_ids=image_ids)
+    if cleared:
+        audit(session=session, actor=actor, action="bulk_clear_labels", target_type="dataset",
               target_id=dataset_id, row_count=cleared)
     return cleared
 
 
-def clear_labels_batch(*, session: Session, dataset_id, image_ids, user_id=None) -> int:
-    """bulk_clear_labels's work on one batch, without the role check and audit (the caller's)."""
+@requires("labeler", "clearing labels in bulk")
+def clear_labels_batch(*, session: Session, actor: User, dataset_id, image_ids) -> int:
+    """bulk_clear_labels's work on one batch, without the audit (the caller's)."""
     dataset = lock_dataset(session, _as_uuid(dataset_id, "dataset"))
     ids = list(dict.fromkeys(_as_uuid(i, "image") for i in image_ids))
     return _bulk_apply(session, dataset=dataset, image_ids=ids, target=lambda current: set(),
-                       user_id=user_id, reason="bulk")
+                       user_id=actor.id, reason="bulk")
 
 
 def _write_label_sets(session: Session, *, dataset: ClsDataset, links: dict, current: dict, plans: dict,
@@ -360,7 +358,7 @@ def _write_label_sets(session: Session, *, dataset: ClsDataset, links: dict, cur
     """`_write_label_set` for many images at once, in a few set-based statements per 1,000 images
     (an import labels thousands of images per call). Counts are the caller's (a recount)."""
     now = _now()
-    include_classes(session, dataset.id, sorted({c for i in changed for c in plans[i] - current[i]}, key=str),
+    _include_classes(session, dataset.id, sorted({c for i in changed for c in plans[i] - current[i]}, key=str),
                     user_id=user_id)
     for start in range(0, len(changed), 1000):
         chunk = changed[start:start + 1000]
@@ -413,22 +411,22 @@ def _bulk_apply(session: Session, *, dataset: ClsDataset, image_ids: list, targe
     if not changed:
         return 0
     touched = set().union(*(current[i] ^ plans[i] for i in changed))
-    had = classes_in_dataset(session, dataset.id, touched)
+    had = _classes_in_dataset(session, dataset.id, touched)
     _write_label_sets(session, dataset=dataset, links=links, current=current, plans=plans, changed=changed,
                       user_id=user_id, reason=reason)
-    apply_label_deltas(session, dataset_id=dataset.id, before={i: current[i] for i in changed},
+    _apply_label_deltas(session, dataset_id=dataset.id, before={i: current[i] for i in changed},
                        after={i: plans[i] for i in changed}, had_classes=had)
     session.flush()
     return len(changed)
 
 
-def classes_in_dataset(session: Session, dataset_id: uuid.UUID, class_ids: Iterable[uuid.UUID]) -> set:
+def _classes_in_dataset(session: Session, dataset_id: uuid.UUID, class_ids: Iterable[uuid.UUID]) -> set:
     """Which of these classes at least one label of the dataset uses (one indexed probe per class)."""
     return {class_id for class_id in class_ids if session.scalar(select(exists().where(
         ClsLabel.dataset_id == dataset_id, ClsLabel.class_id == class_id)))}
 
 
-def apply_label_deltas(session: Session, *, dataset_id: uuid.UUID, before: dict, after: dict,
+def _apply_label_deltas(session: Session, *, dataset_id: uuid.UUID, before: dict, after: dict,
                        had_classes: set) -> None:
     """Move the counts by what a batch changed, without recounting the whole dataset or class.
 
@@ -450,7 +448,7 @@ def apply_label_deltas(session: Session, *, dataset_id: uuid.UUID, before: dict,
     touched = set(added) | set(removed)
     lock_classes(session, touched)
     session.flush()
-    label_space.move_counts(session, dataset_id, {c: len(added.get(c, ())) - len(removed.get(c, ())) for c in touched})
+    label_space._move_counts(session, dataset_id, {c: len(added.get(c, ())) - len(removed.get(c, ())) for c in touched})
     for class_id in sorted(touched, key=str):
         delta = 0
         for image_ids, sign in ((added.get(class_id, []), 1), (removed.get(class_id, []), -1)):
@@ -463,7 +461,7 @@ def apply_label_deltas(session: Session, *, dataset_id: uuid.UUID, before: dict,
         if delta:
             session.execute(update(ClsClass).where(ClsClass.id == class_id)
                             .values(image_count=ClsClass.image_count + delta))
-    has = classes_in_dataset(session, dataset_id, touched)
+    has = _classes_in_dataset(session, dataset_id, touched)
     class_delta = len(has - had_classes) - len((had_classes & touched) - has)
     labeled_delta = (sum(1 for i in before if after[i] and not before[i])
                      - sum(1 for i in before if before[i] and not after[i]))
@@ -488,13 +486,14 @@ def labels_for_images(*, session: Session, dataset_id, image_ids) -> dict[uuid.U
     return result
 
 
-def mark_reviewed(*, session: Session, dataset_id, image_id, user_id) -> None:
+@requires("labeler", "reviewing labels")
+def mark_reviewed(*, session: Session, actor: User, dataset_id, image_id) -> None:
     """Accept the image's labels as they are (AI labels become reviewed)."""
     dataset_id, image_id = _as_uuid(dataset_id, "dataset"), _as_uuid(image_id, "image")
     dataset = lock_dataset(session, dataset_id)
     link = _link_or_404(lock_links(session, dataset_id, [image_id]), dataset, image_id)
     result = session.execute(update(ClsLabel).where(ClsLabel.dataset_id == dataset_id, ClsLabel.image_id == image_id)
-                             .values(is_reviewed=True, reviewed_by=user_id, reviewed_at=_now()))
+                             .values(is_reviewed=True, reviewed_by=actor.id, reviewed_at=_now()))
     if not result.rowcount:
         raise InvalidInput(f"image {image_id} has no label to accept")
     link.status = "labeled"
@@ -502,19 +501,20 @@ def mark_reviewed(*, session: Session, dataset_id, image_id, user_id) -> None:
     session.flush()
 
 
-def skip_image(*, session: Session, dataset_id, image_id, user_id=None) -> ClsDatasetImage:
+@requires("labeler", "skipping images")
+def skip_image(*, session: Session, actor: User, dataset_id, image_id) -> ClsDatasetImage:
     """Mark an image skipped (its labels, if any, stay)."""
     dataset_id, image_id = _as_uuid(dataset_id, "dataset"), _as_uuid(image_id, "image")
     dataset = lock_dataset(session, dataset_id)
     link = _link_or_404(lock_links(session, dataset_id, [image_id]), dataset, image_id)
     link.status = "skipped"
-    link.labeled_by, link.labeled_at = user_id, _now()
+    link.labeled_by, link.labeled_at = actor.id, _now()
     link.label_revision = (link.label_revision or 0) + 1
     session.flush()
     return link
 
 
-def delete_labels_of_images(session: Session, *, dataset_id: uuid.UUID, image_ids: list) -> set:
+def _delete_labels_of_images(session: Session, *, dataset_id: uuid.UUID, image_ids: list) -> set:
     """Remove every label of these images in one dataset (dataset and links locked by the caller),
     moving the dataset's labeled/class counts and the classes' image counts by the difference;
     returns the classes touched."""
@@ -526,20 +526,19 @@ def delete_labels_of_images(session: Session, *, dataset_id: uuid.UUID, image_id
     if not before:
         return set()
     touched = set().union(*before.values())
-    had = classes_in_dataset(session, dataset_id, touched)
+    had = _classes_in_dataset(session, dataset_id, touched)
     labeled = list(before)
     for start in range(0, len(labeled), 1000):
         session.execute(delete(ClsLabel).where(ClsLabel.dataset_id == dataset_id,
                                                ClsLabel.image_id.in_(labeled[start:start + 1000]))
                         .execution_options(synchronize_session=False))
-    apply_label_deltas(session, dataset_id=dataset_id, before=before, after={i: set() for i in before},
+    _apply_label_deltas(session, dataset_id=dataset_id, before=before, after={i: set() for i in before},
                        had_classes=had)
     return touched
 
 
 def count_mismatches(*, session: Session) -> list[str]:
     """Every stored count that differs from a fresh COUNT (empty when all are exact)."""
-    session.flush()
     problems = []
     images = dict(session.execute(select(ClsDatasetImage.dataset_id, func.count())
                                   .group_by(ClsDatasetImage.dataset_id)).all())

@@ -9,7 +9,7 @@ the signed-in user, the local user, or `operator_user()` for the CLI and the job
 decorator checks before the service body runs, so before any write; a missing or None actor is
 refused, never taken as "allowed". A service whose role depends on its arguments declares the least
 role and calls `require(actor, role, action)` for the rest. `WRITE_SERVICES` lists every declared
-service, for the test that discovers writers. Pages use `can()` only to hide what core refuses.
+service, for the test that discovers writers. Pages use `can_act()` only to hide what core refuses.
 Destructive actions write one `cls_audit_events` row (who, what, when, how many rows).
 """
 
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -25,10 +24,9 @@ from typing import Any, TypeVar
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.config import get_settings
 from core.errors import PermissionDenied
 from core.models import ClsAuditEvent, ClsUser, utcnow
-from core.users import ROLES, User, local_user, role_for
+from core.users import ROLES, User, role_for
 
 ROLE_RANK = {role: rank for rank, role in enumerate(ROLES)}  # viewer < labeler < admin
 F = TypeVar("F", bound=Callable[..., Any])
@@ -105,36 +103,11 @@ def register_user(*, session: Session, user: User) -> None:
         row.last_seen_at, row.name = utcnow(), user.name
 
 
-def role_of(*, session: Session, user_id: uuid.UUID) -> str:
-    email = session.scalar(select(ClsUser.email).where(ClsUser.id == user_id))
-    if email is None:
-        local = local_user()
-        if user_id == local.id:  # the local user is known without signing in
-            return local.role
-        # An id no sign-in registered: with ROLES configured it gets the least power; without them
-        # every user has DEFAULT_ROLE anyway (one team, no per-person roles), so it gets that.
-        return "viewer" if get_settings().roles.strip() else get_settings().default_role
-    return role_for(email)
-
-
-def require_role(*, session: Session, user_id: uuid.UUID | None, role: str, action: str) -> None:
-    if user_id is None:
-        return
-    have = role_of(session=session, user_id=user_id)
-    if ROLE_RANK[have] < ROLE_RANK[role]:
-        raise PermissionDenied(f"{action} needs the {role} role; you are a {have}")
-
-
-def can(*, session: Session, user_id: uuid.UUID | None, role: str) -> bool:
-    """For pages: hide or disable what the user may not do (core still checks on the action)."""
-    return user_id is None or ROLE_RANK[role_of(session=session, user_id=user_id)] >= ROLE_RANK[role]
-
-
-def audit(*, session: Session, user_id: uuid.UUID | None, action: str, target_type: str | None = None,
+def audit(*, session: Session, actor: User, action: str, target_type: str | None = None,
           target_id: Any = None, row_count: int = 0, details: dict | None = None) -> None:
-    """One row per destructive action, written in the action's own transaction."""
-    email = session.scalar(select(ClsUser.email).where(ClsUser.id == user_id)) if user_id else None
-    session.add(ClsAuditEvent(user_id=user_id, user_email=email, action=action, target_type=target_type,
+    """One row per destructive action (who, what, how many), written in the action's own transaction
+    by the declared service that did it (bookkeeping: the service already checked the actor)."""
+    session.add(ClsAuditEvent(user_id=actor.id, user_email=actor.email, action=action, target_type=target_type,
                               target_id=str(target_id) if target_id is not None else None,
                               row_count=row_count, details=details or {}))
 

@@ -16,6 +16,7 @@ from core.db import session_scope
 from core.errors import InvalidInput, ServiceUnavailable
 from core.jobs import create_job, run_job
 from core.models import JOB_QUEUES, ClsJob, utcnow
+from core.users import User
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +96,12 @@ def reset_backend() -> None:
     _backend, _backend_key = None, None
 
 
-def enqueue(*, kind: str, function: str, queue: str, params: dict[str, Any] | None = None,
-            user_id: uuid.UUID | None = None, on_created=None) -> uuid.UUID:
+def enqueue(*, actor: User, kind: str, function: str, queue: str, params: dict[str, Any] | None = None,
+            on_created=None) -> uuid.UUID:
     """Record a job and hand it to a worker; returns the cls_jobs id.
 
+    A write primitive, like session.add: only declared services call it, having checked `actor`,
+    who is recorded with the job (core.jobs.create_job) and checked again when it runs.
     The backend is checked first, so an unreachable Redis raises before any row exists.
     `on_created(session, job)` runs in the transaction that creates the job row: rows that belong
     to the job (a training run) are created with it or not at all.
@@ -108,8 +111,8 @@ def enqueue(*, kind: str, function: str, queue: str, params: dict[str, Any] | No
     backend = get_backend()
     backend.check()
     with session_scope() as session:
-        job = create_job(session=session, kind=kind, queue=queue, function=function,
-                         params=params or {}, user_id=user_id)
+        job = create_job(session=session, actor=actor, kind=kind, queue=queue, function=function,
+                         params=params or {})
         if on_created is not None:
             on_created(session, job)
         job_id = job.id

@@ -17,6 +17,8 @@ from sqlalchemy.orm import Session
 
 from core.errors import Conflict, InvalidInput, NotFound
 from core.models import ClsDatasetVersion, ClsTrainedModel
+from core.permissions import audit, requires
+from core.users import User
 
 MAX_NAME = 200
 
@@ -50,13 +52,14 @@ def default_model(*, session: Session, user_id: uuid.UUID | None, model_type: st
                                                         ClsTrainedModel.is_default.is_(True)))
 
 
-def create_model_row(*, session: Session, model_id: uuid.UUID, run_id: uuid.UUID, user_id, name: str, version_id,
+@requires("admin", "registering a trained model")
+def create_model_row(*, session: Session, actor: User, model_id: uuid.UUID, run_id: uuid.UUID, name: str, version_id,
                      config, class_names: list[str], class_mapping: dict[str, int], keys: dict[str, str],
                      artifacts) -> ClsTrainedModel:
     """The row of a model whose files are already in storage (core.training uploads them first)."""
     report = artifacts.report
     row = ClsTrainedModel(
-        id=model_id, user_id=user_id, training_run_id=run_id, dataset_version_id=version_id, name=name,
+        id=model_id, user_id=actor.id, training_run_id=run_id, dataset_version_id=version_id, name=name,
         model_type=config.model_type, model_size=config.model_size, timm_name=config.timm_name,
         task_type=config.task_type, checkpoint_url=keys.get("checkpoint"), onnx_url=keys.get("onnx"),
         torchscript_url=keys.get("torchscript"), preprocessing=artifacts.preprocessing,
@@ -92,11 +95,9 @@ def _default_if_first(session: Session, row: ClsTrainedModel) -> None:
     session.refresh(row)
 
 
-def set_default(*, session: Session, model_id, user_id=None) -> ClsTrainedModel:
+@requires("admin", "setting the default model")
+def set_default(*, session: Session, actor: User, model_id) -> ClsTrainedModel:
     """Make this the default of its (user, model type); the previous default loses the flag."""
-    from core.permissions import require_role
-
-    require_role(session=session, user_id=user_id, role="admin", action="setting the default model")
     row = get_model(session=session, model_id=model_id)
     if not row.is_active:
         raise Conflict(f"model {row.name!r} is inactive; activate it before making it the default")
@@ -115,7 +116,8 @@ def set_default(*, session: Session, model_id, user_id=None) -> ClsTrainedModel:
     return row
 
 
-def set_active(*, session: Session, model_id, active: bool) -> ClsTrainedModel:
+@requires("admin", "activating or deactivating a model")
+def set_active(*, session: Session, actor: User, model_id, active: bool) -> ClsTrainedModel:
     """An inactive model is hidden from prediction and cannot stay the default."""
     row = get_model(session=session, model_id=model_id)
     row.is_active = active
@@ -125,7 +127,8 @@ def set_active(*, session: Session, model_id, active: bool) -> ClsTrainedModel:
     return row
 
 
-def rename_model(*, session: Session, model_id, name) -> ClsTrainedModel:
+@requires("admin", "renaming a model")
+def rename_model(*, session: Session, actor: User, model_id, name) -> ClsTrainedModel:
     if not isinstance(name, str) or not name.strip():
         raise InvalidInput("a model name cannot be empty")
     if len(name.strip()) > MAX_NAME:
@@ -143,13 +146,11 @@ def model_keys(row: ClsTrainedModel) -> list[str]:
     return [key for key in keys if key]
 
 
-def delete_model(*, session: Session, storage, model_id, user_id=None) -> dict[str, Any]:
+@requires("admin", "deleting a model")
+def delete_model(*, session: Session, actor: User, storage, model_id) -> dict[str, Any]:
     """The row goes first (flushed), then its files; a storage error rolls the row back."""
-    from core.permissions import audit, require_role
-
-    require_role(session=session, user_id=user_id, role="admin", action="deleting a model")
     row = get_model(session=session, model_id=model_id)
-    audit(session=session, user_id=user_id, action="delete_model", target_type="model", target_id=row.id,
+    audit(session=session, actor=actor, action="delete_model", target_type="model", target_id=row.id,
           row_count=1, details={"name": row.name})
     keys = model_keys(row)
     session.delete(row)
@@ -159,7 +160,17 @@ def delete_model(*, session: Session, storage, model_id, user_id=None) -> dict[s
     return {"deleted": str(row.id), "files": len(keys)}
 
 
-def export_onnx(*, session: Session, storage, model_id) -> ClsTrainedModel:
+@requires("admin", "exporting a model to ONNX")
+def start_onnx_export(*, actor: User, model_id) -> uuid.UUID:
+    """Queue export_onnx on the predictions queue (it loads the model); returns the job id."""
+    from core.queue import enqueue
+
+    return enqueue(actor=actor, kind="export_onnx", function="jobs.model_exports.export_model_onnx",
+                   queue="predictions", params={"model_id": str(_uuid(model_id))})
+
+
+@requires("admin", "exporting a model to ONNX")
+def export_onnx(*, session: Session, actor: User, storage, model_id) -> ClsTrainedModel:
     """ONNX for a model that has none (trained with export_formats without onnx), checked on real
     images of its version; a model that has one is returned as it is."""
     import torch

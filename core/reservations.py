@@ -8,6 +8,8 @@ it every HEARTBEAT_S while the labeler is active. A closed tab stops beating and
 click or pointer move for IDLE_S, or hidden) stops renewing, so its images return to the queue at most
 IDLE_S + LEASE_S (one minute) after the labeler's last move. Leaving the page releases them at once.
 
+The functions here are the lease primitives; pages reach them only through core.labeling's declared
+services (reserve, release, hold_window, next_image…: a labeler's), so a viewer never holds images.
 Claims are single conditional UPDATEs ("free, expired, or already mine"), so two pages racing for an
 image cannot both win (proven on Postgres in tests/test_reservations.py). Reservations are not data
 writes: they never bump a dataset's revision.
@@ -89,20 +91,6 @@ def release(*, session: Session, dataset_id: uuid.UUID | None, holder: uuid.UUID
         conditions.append(ClsDatasetImage.image_id.not_in(list(keep)))
     result = session.execute(
         update(ClsDatasetImage).where(*conditions).values(reserved_by=None, reserved_until=None)
-        .execution_options(synchronize_session=False)
-    )
-    return result.rowcount
-
-
-def renew(*, session: Session, dataset_id: uuid.UUID, holder: uuid.UUID, ttl_s: int = LEASE_S,
-          now: datetime | None = None) -> int:
-    """Extend every lease this page still holds in the dataset (the heartbeat); returns how many."""
-    now = now or utcnow()
-    result = session.execute(
-        update(ClsDatasetImage)
-        .where(ClsDatasetImage.dataset_id == dataset_id, ClsDatasetImage.reserved_by == holder,
-               ClsDatasetImage.reserved_until >= now)
-        .values(reserved_until=now + timedelta(seconds=ttl_s))
         .execution_options(synchronize_session=False)
     )
     return result.rowcount

@@ -24,6 +24,8 @@ from core.db import session_scope
 from core.errors import InvalidInput
 from core.import_batches import ImportItem, ImportSummary, load_dataset, run_items
 from core.models import ClsClass, ClsImage, Cutout, OdImage, Product, ProductImage
+from core.permissions import requires
+from core.users import User
 
 ImageType = Literal["synthetic", "real", "augmented"]
 
@@ -205,8 +207,9 @@ def preview_source_import(*, session: Session, kind: str, request: BaseModel) ->
     }
 
 
-def run_source_import(*, kind: str, request: BaseModel | dict, user_id: uuid.UUID | None = None,
-                      progress=None, storage=None) -> dict[str, Any]:
+@requires("admin", "importing")
+def run_source_import(*, actor: User, kind: str, request: BaseModel | dict, progress=None,
+                      storage=None) -> dict[str, Any]:
     from core.classes import get_or_create_class
     from core.storage import get_storage
 
@@ -226,13 +229,13 @@ def run_source_import(*, kind: str, request: BaseModel | dict, user_id: uuid.UUI
                 summary.error(label[:120], f"{problem}; its images were imported unlabeled")
                 continue
             existed = session.scalar(select(ClsClass.id).where(ClsClass.name == label.strip()))
-            class_ids[label] = get_or_create_class(session=session, name=label, user_id=user_id).id
+            class_ids[label] = get_or_create_class(session=session, actor=actor, name=label).id
             if existed is None:
                 summary.classes_created.append(label.strip())
         if dataset and class_ids:
-            from core.label_space import fill_from_import
+            from core.label_space import _fill_from_import
 
-            fill_from_import(session, dataset[0], [class_ids[label] for label in sorted(class_ids)], user_id=user_id)
+            _fill_from_import(session, dataset[0], [class_ids[label] for label in sorted(class_ids)], user_id=actor.id)
 
     def loader(key: str) -> Callable[[], bytes]:
         return lambda: storage.get(key)
@@ -243,22 +246,20 @@ def run_source_import(*, kind: str, request: BaseModel | dict, user_id: uuid.UUI
                         meta={**row.meta, **({"source_label": row.label} if row.label else {})})
              for row in rows]
     summary.extra = {"source": kind, "matching": matching}
-    run_items(items, total=len(items), source=source, summary=summary, dataset=dataset, user_id=user_id,
+    run_items(items, actor=actor, total=len(items), source=source, summary=summary, dataset=dataset,
               skip_duplicates=request.skip_duplicates, storage=storage, progress=progress)
     return summary.as_dict()
 
 
-def start_source_import(*, kind: str, request: BaseModel, user_id: uuid.UUID | None = None) -> uuid.UUID:
+@requires("admin", "importing")
+def start_source_import(*, actor: User, kind: str, request: BaseModel) -> uuid.UUID:
     """Queue the import as a job (its progress shows in the dialog)."""
-    from core.permissions import require_role
     from core.queue import enqueue
 
     with session_scope() as session:
-        require_role(session=session, user_id=user_id, role="admin", action="importing")
         load_dataset(session=session, dataset_id=request.dataset_id)
-    params = {"kind": kind, "request": request.model_dump(), "user_id": str(user_id) if user_id else None}
-    return enqueue(kind=f"{kind}_import", function="jobs.dataset_imports.import_source", queue="imports",
-                   params=params, user_id=user_id)
+    return enqueue(actor=actor, kind=f"{kind}_import", function="jobs.dataset_imports.import_source",
+                   queue="imports", params={"kind": kind, "request": request.model_dump()})
 
 
 def source_filter_options(*, session: Session) -> dict[str, list[str]]:

@@ -157,5 +157,5 @@ def join_straddling(*, session: Session, actor, dataset_id: uuid.UUID, how: str,
             ClsDatasetImage.dataset_id == dataset_id, ClsDatasetImage.image_id.in_(moved[start:start + 1000]))
             .values(split="train").execution_options(synchronize_session=False))
     if dropped:
-        remove_images_from_dataset(session=session, dataset_id=dataset_id, image_ids=dropped)
+        remove_images_from_dataset(session=session, actor=actor, dataset_id=dataset_id, image_ids=dropped)
     return {"groups": len(straddling), "moved_to_train": len(moved), "removed_from_dataset": len(dropped)}

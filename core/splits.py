@@ -22,6 +22,8 @@ from sqlalchemy.orm import Session
 
 from core.errors import InvalidInput, NotFound
 from core.models import SPLITS, ClsClass, ClsDataset, ClsDatasetImage, ClsImage, ClsLabel
+from core.permissions import requires
+from core.users import User
 
 SPLIT_NAMES = ("train", "val", "test")
 DEFAULT_RATIOS = {"train": 0.8, "val": 0.1, "test": 0.1}
@@ -319,12 +321,11 @@ def _split_units(units: list[_Unit], ratios: dict[str, float], seed: int, min_pe
 
 
 def _write_splits(session: Session, dataset_id: uuid.UUID, current: dict[uuid.UUID, str],
-                  units: list[_Unit]) -> int:
+                  planned: dict[uuid.UUID, str]) -> int:
     by_split: dict[str, list[uuid.UUID]] = defaultdict(list)
-    for unit in units:
-        for image_id in unit.image_ids:
-            if current.get(image_id) != unit.split:
-                by_split[unit.split].append(image_id)
+    for image_id, split in planned.items():
+        if current.get(image_id) != split:
+            by_split[split].append(image_id)
     for split, image_ids in by_split.items():
         for start in range(0, len(image_ids), UPDATE_CHUNK):
             session.execute(
@@ -336,9 +337,10 @@ def _write_splits(session: Session, dataset_id: uuid.UUID, current: dict[uuid.UU
     return sum(len(ids) for ids in by_split.values())
 
 
-def _run(session: Session, dataset: ClsDataset, *, ratios: dict[str, float], seed: int, keep: set[str],
-         min_per_class: int, threshold: int, storage, write: bool = True) -> tuple[dict[str, Any], dict]:
-    from core.labels import lock_dataset
+def _plan(session: Session, dataset: ClsDataset, *, ratios: dict[str, float], seed: int, keep: set[str],
+          min_per_class: int, threshold: int, storage) -> tuple[dict[str, Any], dict, dict]:
+    """Decide every labeled image's split, writing nothing: (summary, {image id: split} planned,
+    {image id: split} now). `changed` counts the images whose split the plan moves."""
     from core.split_checks import straddling_report
 
     facts = dataset_image_facts(session, dataset.id)
@@ -346,29 +348,33 @@ def _run(session: Session, dataset: ClsDataset, *, ratios: dict[str, float], see
     groups = duplicate_groups(labeled, threshold, session=session, storage=storage)
     units = _build_units(labeled, groups, keep)
     unmet = _split_units(units, ratios, seed, min_per_class)
-    if write:
-        lock_dataset(session, dataset.id)  # the write lock (and revision) only for the writes
-        changed = _write_splits(session, dataset.id, {f.image_id: f.split for f in facts}, units)
-    else:
-        changed = sum(1 for u in units for i in u.image_ids if {f.image_id: f.split for f in labeled}[i] != u.split)
+    current = {f.image_id: f.split for f in facts}
     planned = {image_id: unit.split for unit in units for image_id in unit.image_ids}
-    assigned = Counter()
-    for unit in units:
-        assigned[unit.split] += len(unit.image_ids)
+    assigned = Counter(planned.values())
     names = dict(session.execute(select(ClsClass.id, ClsClass.name)).tuples().all())
     for item in unmet:
         item["class"] = names.get(uuid.UUID(item["class_id"]), item["class_id"])
     return {
         "dataset_id": str(dataset.id), "ratios": ratios, "seed": seed, "labeled": len(labeled),
-        "assigned": {s: assigned.get(s, 0) for s in SPLIT_NAMES}, "changed": changed,
+        "assigned": {s: assigned.get(s, 0) for s in SPLIT_NAMES},
+        "changed": sum(1 for image_id, split in planned.items() if current.get(image_id) != split),
         "kept": sum(len(u.image_ids) for u in units if u.fixed),
         "duplicate_groups": len(groups), "near_duplicate_threshold": threshold,
         "straddling_duplicates": straddling_report(labeled, groups, planned),
         "unlabeled_untouched": len(facts) - len(labeled), "unmet_minimums": unmet,
-    }, planned
+    }, planned, current
 
 
-def auto_split(*, session: Session, dataset_id: uuid.UUID, ratios: dict[str, Any] | None = None,
+def _apply(session: Session, dataset: ClsDataset, planned: dict, current: dict) -> None:
+    """Write a plan (the dataset's write lock and revision only around the writes)."""
+    from core.labels import lock_dataset
+
+    lock_dataset(session, dataset.id)
+    _write_splits(session, dataset.id, current, planned)
+
+
+@requires("admin", "splitting a dataset")
+def auto_split(*, session: Session, actor: User, dataset_id: uuid.UUID, ratios: dict[str, Any] | None = None,
                seed: int = 0, keep_existing_val_test: bool = False, min_per_class: int = 1,
                near_duplicate_threshold: int | None = None, storage=None) -> dict[str, Any]:
     """Assign every labeled image to train/val/test, stratified by class, reproducibly for a seed.
@@ -384,31 +390,39 @@ def auto_split(*, session: Session, dataset_id: uuid.UUID, ratios: dict[str, Any
     threshold = resolve_threshold(near_duplicate_threshold)
     normalized = normalize_ratios(ratios if ratios is not None else dataset.split_ratios)
     keep = {"val", "test"} if keep_existing_val_test else set()
-    return _run(session, dataset, ratios=normalized, seed=seed, keep=keep, min_per_class=min_per_class,
-                threshold=threshold, storage=storage)[0]
+    summary, planned, current = _plan(session, dataset, ratios=normalized, seed=seed, keep=keep,
+                                      min_per_class=min_per_class, threshold=threshold, storage=storage)
+    _apply(session, dataset, planned, current)
+    return summary
 
 
-def assign_unassigned(*, session: Session, dataset_id: uuid.UUID, seed: int = 0, storage=None) -> dict[str, Any]:
+@requires("admin", "splitting a dataset")
+def assign_unassigned(*, session: Session, actor: User, dataset_id: uuid.UUID, seed: int = 0,
+                      storage=None) -> dict[str, Any]:
     """Give the labeled images that have no split one, by the dataset's ratios and stratified,
     leaving every assigned image where it is, whoever assigned it (a person, an archive's folders, an
     earlier split): a new image joins the split of its duplicates."""
-    return _unassigned(session, dataset_id, seed, storage, write=True)[0]
+    dataset = get_dataset(session, dataset_id)
+    summary, planned, current = _unassigned(session, dataset, seed, storage)
+    _apply(session, dataset, planned, current)
+    return summary
 
 
 def plan_unassigned(*, session: Session, dataset_id: uuid.UUID, storage=None) -> tuple[dict[str, Any], dict]:
     """What assign_unassigned would do, written nowhere: (summary, {image id: split} of every labeled
     image), for the warnings shown before a version is made."""
-    return _unassigned(session, dataset_id, 0, storage, write=False)
+    summary, planned, _current = _unassigned(session, get_dataset(session, dataset_id), 0, storage)
+    return summary, planned
 
 
-def _unassigned(session: Session, dataset_id: uuid.UUID, seed: int, storage, *, write: bool):
-    dataset = get_dataset(session, dataset_id)
-    return _run(session, dataset, ratios=normalize_ratios(dataset.split_ratios), seed=seed, keep=set(SPLIT_NAMES),
-                min_per_class=0, threshold=resolve_threshold(None), storage=storage, write=write)
+def _unassigned(session: Session, dataset: ClsDataset, seed: int, storage):
+    return _plan(session, dataset, ratios=normalize_ratios(dataset.split_ratios), seed=seed, keep=set(SPLIT_NAMES),
+                 min_per_class=0, threshold=resolve_threshold(None), storage=storage)
 
 
-def assign_split(*, session: Session, dataset_id: uuid.UUID, image_ids: list[uuid.UUID], split: str,
-                 user_id: uuid.UUID | None = None) -> int:
+@requires("admin", "setting splits")
+def assign_split(*, session: Session, actor: User, dataset_id: uuid.UUID, image_ids: list[uuid.UUID],
+                 split: str) -> int:
     """Put the given images of the dataset in one split (or 'unassigned'); returns how many."""
     from core.labels import lock_dataset
 

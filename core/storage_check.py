@@ -14,6 +14,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.models import ClsDatasetVersion, ClsImage, ClsTrainedModel
+from core.permissions import requires
+from core.users import User
 
 # Prefixes whose every object must belong to a row; others (platform/, exports/, cache) are not ours
 # to judge.
@@ -58,7 +60,8 @@ def _object_age(storage, key: str) -> timedelta | None:
     return None
 
 
-def check_storage(*, session: Session, storage, fix: bool = False, grace: timedelta = ORPHAN_GRACE) -> dict:
+def check_storage(*, session: Session, storage) -> dict:
+    """Orphan objects and missing objects (reads only; fix_storage deletes the orphans)."""
     referenced, required = _referenced_keys(session)
     model_prefixes = _model_prefixes(session)
     # Training runs write checkpoints under models/<run>/ before their model row exists.
@@ -74,20 +77,25 @@ def check_storage(*, session: Session, storage, fix: bool = False, grace: timede
                 continue
             orphans.append(key)
     missing = sorted(key for key in required if key not in present)
-    deleted, too_new = [], []
-    if fix:
-        for key in orphans:
-            age = _object_age(storage, key)
-            if age is not None and age < grace:
-                too_new.append(key)
-                continue
-            storage.delete(key)
-            deleted.append(key)
     return {
         "objects_checked": len(present),
         "orphan_objects": orphans,
         "missing_objects": [{"key": key, "needed_by": required[key]} for key in missing],
-        "deleted": deleted,
-        "kept_too_new": too_new,
+        "deleted": [],
+        "kept_too_new": [],
         "ok": not orphans and not missing,
     }
+
+
+@requires("admin", "deleting orphan storage objects")
+def fix_storage(*, session: Session, actor: User, storage, grace: timedelta = ORPHAN_GRACE) -> dict:
+    """check_storage, then delete the orphan objects older than `grace`; returns the report."""
+    report = check_storage(session=session, storage=storage)
+    for key in report["orphan_objects"]:
+        age = _object_age(storage, key)
+        if age is not None and age < grace:
+            report["kept_too_new"].append(key)
+            continue
+        storage.delete(key)
+        report["deleted"].append(key)
+    return report

@@ -23,6 +23,8 @@ from sqlalchemy.orm import Session
 
 from core.errors import Conflict, InvalidInput, NotFound
 from core.models import ClsTrainedModel
+from core.permissions import requires
+from core.users import User
 
 GRID = np.round(np.linspace(0.0, 1.0, 101), 2)
 """Thresholds at which the explorer draws its curves (0.00 … 1.00)."""
@@ -283,22 +285,22 @@ def clean_thresholds(model: ClsTrainedModel, thresholds: dict[str, Any]) -> dict
     return cleaned
 
 
-def save_thresholds(*, session: Session, model_id: uuid.UUID, thresholds: dict[str, Any],
-                    user_id: uuid.UUID | None = None) -> ClsTrainedModel:
+@requires("admin", "saving thresholds")
+def save_thresholds(*, session: Session, actor: User, model_id: uuid.UUID, thresholds: dict[str, Any]) -> ClsTrainedModel:
     """Store checked thresholds on the model (replacing earlier ones); prediction applies them."""
     model = session.get(ClsTrainedModel, model_id)
     if model is None:
         raise NotFound(f"no trained model {model_id}")
     cleaned = clean_thresholds(model, thresholds)
     cleaned["saved_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-    if user_id is not None:
-        cleaned["saved_by"] = str(user_id)
+    cleaned["saved_by"] = str(actor.id)
     model.thresholds = cleaned  # a new dict, so the JSON column is marked changed
     session.flush()
     return model
 
 
-def clear_thresholds(*, session: Session, model_id: uuid.UUID) -> ClsTrainedModel:
+@requires("admin", "clearing thresholds")
+def clear_thresholds(*, session: Session, actor: User, model_id: uuid.UUID) -> ClsTrainedModel:
     model = session.get(ClsTrainedModel, model_id)
     if model is None:
         raise NotFound(f"no trained model {model_id}")

@@ -19,10 +19,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.db import session_scope
-from core.errors import Conflict, InvalidInput, JobCancelled, NotFound
+from core.errors import Conflict, InvalidInput, JobCancelled, NotFound, UserError
 from core.ml.config import TrainingConfig, check_fits_dataset, parse_config
 from core.models import ClsDatasetVersion, ClsTrainingRun, utcnow
+from core.permissions import audit, require, requires
 from core.storage import get_storage
+from core.users import User
 
 JOB_FUNCTION = "jobs.training.train_run"
 ACTIVE = ("pending", "preparing", "queued", "training")
@@ -51,8 +53,9 @@ def list_runs(*, session: Session, limit: int = 50) -> list[ClsTrainingRun]:
     return list(session.scalars(select(ClsTrainingRun).order_by(ClsTrainingRun.created_at.desc()).limit(limit)))
 
 
-def resolve_version(*, session: Session, storage, dataset_name: str, number: int | None = None,
-                    user_id: uuid.UUID | None = None) -> ClsDatasetVersion:
+@requires("admin", "creating a dataset version")
+def resolve_version(*, session: Session, actor: User, storage, dataset_name: str,
+                    number: int | None = None) -> ClsDatasetVersion:
     """Version `number` of the named dataset; without a number its latest, made now if it has none."""
     from core.datasets import get_dataset_by_name
     from core.versions import create_version, get_version
@@ -63,10 +66,11 @@ def resolve_version(*, session: Session, storage, dataset_name: str, number: int
     except NotFound:
         if number is not None:
             raise
-        return create_version(session=session, storage=storage, dataset_id=dataset.id, user_id=user_id)
+        return create_version(session=session, actor=actor, storage=storage, dataset_id=dataset.id)
 
 
-def create_run(*, session: Session, version_id, config: dict[str, Any], user_id: uuid.UUID | None = None,
+@requires("admin", "training a model")
+def create_run(*, session: Session, actor: User, version_id, config: dict[str, Any],
                name: str | None = None, description: str | None = None) -> ClsTrainingRun:
     """Validate the config against the version (classes, task, split sizes) and record a pending run."""
     version = session.get(ClsDatasetVersion, _uuid(version_id, "version id"))
@@ -83,7 +87,7 @@ def create_run(*, session: Session, version_id, config: dict[str, Any], user_id:
         _check_finetune_source(session, parsed)
     name = (name or "").strip() or f"{parsed.model_type}-{parsed.model_size} v{version.version_number}"
     run = ClsTrainingRun(
-        user_id=user_id, name=name[:200], description=description, dataset_id=version.dataset_id,
+        user_id=actor.id, name=name[:200], description=description, dataset_id=version.dataset_id,
         dataset_version_id=version.id, model_type=parsed.model_type, model_size=parsed.model_size,
         task_type=parsed.task_type, num_classes=parsed.num_classes, config=parsed.model_dump(mode="json"),
         status="pending", total_epochs=parsed.epochs, metrics_history=[],
@@ -101,14 +105,13 @@ def _check_finetune_source(session: Session, config: TrainingConfig) -> None:
         raise InvalidInput(f"pretrained_weights: model {source.name!r} is a {source.timm_name}, not a {config.timm_name}")
 
 
-def start_run(*, run_id, user_id: uuid.UUID | None = None, inline: bool = False, resume: bool = False) -> uuid.UUID:
+@requires("admin", "training a model")
+def start_run(*, actor: User, run_id, inline: bool = False, resume: bool = False) -> uuid.UUID:
     """Hand the run to a training worker (or, inline, run it here and now); returns the job id."""
     from core.jobs import create_job, run_job
-    from core.permissions import require_role
     from core.queue import enqueue
 
     with session_scope() as session:
-        require_role(session=session, user_id=user_id, role="admin", action="training a model")
         run = get_run(session=session, run_id=run_id)
         allowed = ("failed", "cancelled") if resume else ("pending",)
         if run.status not in allowed:
@@ -126,15 +129,15 @@ def start_run(*, run_id, user_id: uuid.UUID | None = None, inline: bool = False,
 
     if inline:
         with session_scope() as session:
-            job = create_job(session=session, kind="training", queue="training", function=JOB_FUNCTION,
-                             params=params, user_id=user_id)
+            job = create_job(session=session, actor=actor, kind="training", queue="training", function=JOB_FUNCTION,
+                             params=params)
             attach(session, job)
             job_id = job.id
         run_job(job_id)
         return job_id
     try:
-        return enqueue(kind="training", function=JOB_FUNCTION, queue="training", params=params,
-                       user_id=user_id, on_created=attach)
+        return enqueue(actor=actor, kind="training", function=JOB_FUNCTION, queue="training", params=params,
+                       on_created=attach)
     except Exception as exc:
         with session_scope() as session:
             row = session.get(ClsTrainingRun, run_uuid)
@@ -142,26 +145,25 @@ def start_run(*, run_id, user_id: uuid.UUID | None = None, inline: bool = False,
         raise
 
 
-def cancel_run(*, session: Session, run_id) -> ClsTrainingRun:
+@requires("admin", "cancelling a training run")
+def cancel_run(*, session: Session, actor: User, run_id) -> ClsTrainingRun:
     """Cancel at once if it never reached a worker; else ask the worker, which stops between batches."""
     from core.jobs import request_cancel
 
     run = get_run(session=session, run_id=run_id)
     if run.status not in ACTIVE:
         raise Conflict(f"run {run.name!r} is already {run.status}")
-    job = request_cancel(session=session, job_id=run.job_id) if run.job_id else None
+    job = request_cancel(session=session, actor=actor, job_id=run.job_id) if run.job_id else None
     if job is None or job.status == "cancelled":
         run.status, run.completed_at = "cancelled", utcnow()
     return run
 
 
-def delete_run(*, session: Session, storage, run_id, user_id=None) -> None:
+@requires("admin", "deleting a training run")
+def delete_run(*, session: Session, actor: User, storage, run_id) -> None:
     """Delete a finished run and its checkpoint; its trained models stay in the registry."""
-    from core.permissions import audit, require_role
-
-    require_role(session=session, user_id=user_id, role="admin", action="deleting a training run")
     run = get_run(session=session, run_id=run_id)
-    audit(session=session, user_id=user_id, action="delete_run", target_type="training_run", target_id=run.id,
+    audit(session=session, actor=actor, action="delete_run", target_type="training_run", target_id=run.id,
           row_count=1, details={"name": run.name})
     if run.status in ACTIVE:
         raise Conflict(f"run {run.name!r} is {run.status}; cancel it before deleting")
@@ -173,7 +175,8 @@ def delete_run(*, session: Session, storage, run_id, user_id=None) -> None:
 
 
 def mark_run_failed(run_id, error: str | None) -> None:
-    """A run whose job died outside its control (worker killed, reaper) ends failed, never 'training'."""
+    """A run whose job died outside its control (worker killed, reaper) or was refused (its starter's
+    role removed) ends failed with the job's error, never 'training' or 'queued' (bookkeeping)."""
     with session_scope() as session:
         run = session.get(ClsTrainingRun, _uuid(run_id, "run id"))
         if run is not None and run.status in ACTIVE:
@@ -198,8 +201,11 @@ def run_summary(run: ClsTrainingRun) -> dict[str, Any]:
 # ---------------------------------------------------------------- the job body
 
 
-def execute_run(ctx, *, run_id, resume: bool = False) -> dict[str, Any]:
-    """What the training worker runs: marks the run training, trains, records the outcome."""
+@requires("admin", "training a model")
+def execute_run(ctx, *, actor: User, run_id, resume: bool = False) -> dict[str, Any]:
+    """What the training worker runs as the actor who started it: marks the run training, trains,
+    records the outcome. The role is checked again after every epoch (roles come from configuration:
+    cheap), before its checkpoint is stored, so a role removed meanwhile stops the run there."""
     with session_scope() as session:
         run = get_run(session=session, run_id=run_id)
         if run.status in FINISHED:
@@ -209,15 +215,14 @@ def execute_run(ctx, *, run_id, resume: bool = False) -> dict[str, Any]:
         version = session.get(ClsDatasetVersion, run.dataset_version_id) if run.dataset_version_id else None
         if version is None:
             raise NotFound("the run's dataset version was deleted")
-        job = _RunJob(run, version, resume=resume)
+        job = _RunJob(run, version, actor=actor, resume=resume)
     try:
         result = job.train(ctx)
     except JobCancelled:
         _finish(job.run_id, "cancelled", None)
         raise
     except Exception as exc:
-        _finish(job.run_id, "failed", str(exc) if isinstance(exc, InvalidInput | NotFound | Conflict)
-                else f"{type(exc).__name__}: {exc}")
+        _finish(job.run_id, "failed", str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}")
         raise
     _finish(job.run_id, "completed", None)
     return result
@@ -233,10 +238,10 @@ def _finish(run_id: uuid.UUID, status: str, error: str | None) -> None:
 class _RunJob:
     """The state one job body carries: the run's config, version facts and storage."""
 
-    def __init__(self, run: ClsTrainingRun, version: ClsDatasetVersion, *, resume: bool):
+    def __init__(self, run: ClsTrainingRun, version: ClsDatasetVersion, *, actor: User, resume: bool):
         from core.versions import read_manifest
 
-        self.run_id, self.user_id, self.name = run.id, run.user_id, run.name
+        self.run_id, self.actor, self.name = run.id, actor, run.name
         self.config = parse_config(run.config)
         self.storage = get_storage()
         self.class_names = list(version.class_names)
@@ -259,6 +264,7 @@ class _RunJob:
                          f"epoch {epoch + 1}/{config.epochs} · batch {done}/{total}")
 
         def on_epoch(state, payload: dict) -> None:
+            require(self.actor, "admin", "training a model")
             self.record_epoch(state, self.save_checkpoint(payload))
 
         with tempfile.TemporaryDirectory(prefix="cls-run-") as tmp:
@@ -315,6 +321,8 @@ class _RunJob:
         """Upload the files, then the row; a failed insert removes the files again."""
         from core.registry import create_model_row
 
+        require(self.actor, "admin", "training a model")  # before the first upload
+
         model_id = uuid.uuid4()
         names = {"checkpoint": "best.pt", "onnx": "model.onnx", "onnx_data": "model.onnx.data",
                  "torchscript": "model.ts", "predictions": "predictions.json"}
@@ -323,7 +331,7 @@ class _RunJob:
             for kind, path in artifacts.files.items():
                 self.storage.put_file(keys[kind], path)
             with session_scope() as session:
-                create_model_row(session=session, model_id=model_id, run_id=self.run_id, user_id=self.user_id,
+                create_model_row(session=session, actor=self.actor, model_id=model_id, run_id=self.run_id,
                                  name=self.name, version_id=self.version_id, config=self.config,
                                  class_names=self.class_names, class_mapping=self.class_mapping,
                                  keys=keys, artifacts=artifacts)

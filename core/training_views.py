@@ -17,7 +17,9 @@ from sqlalchemy.orm import Session
 from core.errors import NotFound
 from core.ml import FINISHING_MESSAGE
 from core.models import ClsDataset, ClsDatasetVersion, ClsImage, ClsJob, ClsTrainedModel, ClsTrainingRun
+from core.permissions import requires
 from core.registry import top5_or_none
+from core.users import User
 
 ACTIVE_RUN_STATUSES = ("pending", "preparing", "queued", "training")
 FINISHED_RUN_STATUSES = ("completed", "failed", "cancelled")
@@ -225,7 +227,9 @@ def model_detail(*, session: Session, model_id: uuid.UUID | str) -> dict[str, An
     return row
 
 
-def describe_model(*, session: Session, model_id: uuid.UUID | str, description: str | None) -> ClsTrainedModel:
+@requires("admin", "describing a model")
+def describe_model(*, session: Session, actor: User, model_id: uuid.UUID | str,
+                   description: str | None) -> ClsTrainedModel:
     """Set a model's description (core.registry renames; this page also describes)."""
     from core.errors import InvalidInput
 

@@ -23,6 +23,8 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 from core import limits
 from core.errors import InvalidInput
+from core.permissions import requires
+from core.users import User
 
 log = logging.getLogger(__name__)
 MAX_URLS = 10_000
@@ -191,7 +193,8 @@ def _read_body(response, max_bytes: int, deadline: float, timeout_s: float) -> b
     return bytes(body)
 
 
-def import_urls(*, urls: list[str], user_id=None, folder=None, tags=None, skip_duplicates=True,
+@requires("admin", "importing")
+def import_urls(*, actor: User, urls: list[str], folder=None, tags=None, skip_duplicates=True,
                 dataset_id: uuid.UUID | None = None, progress: Callable[[int, int], None] | None = None,
                 allow_list: list[str] | None = None, timeout_s: float | None = None,
                 max_bytes: int | None = None, threads: int = 4) -> dict:
@@ -225,13 +228,13 @@ def import_urls(*, urls: list[str], user_id=None, folder=None, tags=None, skip_d
                                 "error": str(outcome)})
             else:
                 with session_scope() as session:
-                    result = ingest_bytes(session=session, storage=storage, data=outcome.data,
-                                          filename=outcome.filename, user_id=user_id, source="url_import",
+                    result = ingest_bytes(session=session, actor=actor, storage=storage, data=outcome.data,
+                                          filename=outcome.filename, source="url_import",
                                           folder=folder, tags=tags, skip_duplicates=skip_duplicates,
                                           meta={"url": url[:2000]})
                     if dataset_id is not None and result.image_id is not None:
-                        add_to_dataset(session=session, dataset_id=dataset_id, image_ids=[result.image_id],
-                                       user_id=user_id)
+                        add_to_dataset(session=session, actor=actor, dataset_id=dataset_id,
+                                       image_ids=[result.image_id])
                 results.append({"url": url, **result.as_dict()})
             if progress is not None:
                 progress(len(results), len(urls))
@@ -239,23 +242,20 @@ def import_urls(*, urls: list[str], user_id=None, folder=None, tags=None, skip_d
     return {**counts, "total": len(urls), "results": results}
 
 
-def start_url_import(*, text: str, user_id: uuid.UUID | None = None, folder: str | None = None,
+@requires("admin", "importing")
+def start_url_import(*, actor: User, text: str, folder: str | None = None,
                      tags: list[str] | None = None, skip_duplicates: bool = True,
                      dataset_id: uuid.UUID | None = None) -> uuid.UUID:
     """Parse pasted URLs/CSV and queue the job; bad lines are reported in its result."""
-    from core.db import session_scope
     from core.images import clean_folder, clean_tags
-    from core.permissions import require_role
     from core.queue import enqueue
 
-    with session_scope() as session:
-        require_role(session=session, user_id=user_id, role="admin", action="importing")
     urls, rejected = parse_url_list(text)
     if not urls:
         reasons = "; ".join(r["error"] for r in rejected[:3])
         raise InvalidInput("no valid http(s) URL given" + (f" ({reasons})" if reasons else ""))
-    params = {"urls": urls, "user_id": str(user_id) if user_id else None, "folder": clean_folder(folder),
+    params = {"urls": urls, "folder": clean_folder(folder),
               "tags": clean_tags(tags), "skip_duplicates": skip_duplicates,
               "dataset_id": str(dataset_id) if dataset_id else None, "rejected": rejected}
-    return enqueue(kind="url_import", function="jobs.imports.import_urls", queue="imports", params=params,
-                   user_id=user_id)
+    return enqueue(actor=actor, kind="url_import", function="jobs.imports.import_urls", queue="imports",
+                   params=params)

@@ -30,7 +30,9 @@ from sqlalchemy.orm import Session
 
 from core.errors import Conflict, InvalidInput, NotFound
 from core.models import ClsClass, ClsDatasetImage, ClsDatasetVersion
+from core.permissions import requires
 from core.splits import SPLIT_NAMES, assign_unassigned, dataset_image_facts, get_dataset
+from core.users import User
 
 MAX_NOTES = 2000
 
@@ -62,13 +64,14 @@ def class_order(session: Session, dataset_id: uuid.UUID, used: set[uuid.UUID]) -
     return [rows[class_id] for class_id in order] + stray
 
 
-def create_version(*, session: Session, storage, dataset_id: uuid.UUID, user_id: uuid.UUID | None = None,
+@requires("admin", "creating a dataset version")
+def create_version(*, session: Session, actor: User, storage, dataset_id: uuid.UUID,
                    notes: str | None = None) -> ClsDatasetVersion:
     """Snapshot every labeled image of the dataset (labels, split, class mapping) as the next version."""
     if notes is not None and len(notes) > MAX_NOTES:
         raise InvalidInput(f"notes are {len(notes)} characters; at most {MAX_NOTES} are allowed")
     dataset = _lock_dataset(session, dataset_id)
-    assign_unassigned(session=session, dataset_id=dataset_id, storage=storage)
+    assign_unassigned(session=session, actor=actor, dataset_id=dataset_id, storage=storage)
     facts = dataset_image_facts(session, dataset_id)
     labeled = [fact for fact in facts if fact.class_ids]
     if not labeled:
@@ -104,7 +107,7 @@ def create_version(*, session: Session, storage, dataset_id: uuid.UUID, user_id:
     number = (session.scalar(select(func.max(ClsDatasetVersion.version_number))
                              .where(ClsDatasetVersion.dataset_id == dataset_id)) or 0) + 1
     version = ClsDatasetVersion(
-        id=uuid.uuid4(), dataset_id=dataset_id, version_number=number, user_id=user_id,
+        id=uuid.uuid4(), dataset_id=dataset_id, version_number=number, user_id=actor.id,
         task_type=dataset.task_type, image_count=len(facts), labeled_image_count=len(labeled),
         class_count=len(class_names), class_mapping={str(c): i for c, i in mapping.items()},
         class_names=class_names, split_counts={s: len(by_split[s]) for s in SPLIT_NAMES},

@@ -6,16 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from core.jobs import JobContext
+from core.users import User
 
 
-def find_duplicates(ctx: JobContext, *, threshold: int, confirm: bool = True) -> dict[str, Any]:
-    from core.db import session_scope
-    from core.duplicates import exact_duplicate_groups, near_duplicate_groups
-    from core.storage import get_storage
+def find_duplicates(ctx: JobContext, *, actor: User, threshold: int, confirm: bool = True) -> dict[str, Any]:
+    from core.duplicates import run_duplicate_search
 
-    with session_scope() as session:
-        exact = exact_duplicate_groups(session=session)
-        near = near_duplicate_groups(session=session, storage=get_storage(), threshold=threshold, confirm=confirm,
-                                     progress=ctx.progress)
-    return {"threshold": threshold, "confirmed": confirm, "exact": [[str(i) for i in g] for g in exact],
-            "near": [[str(i) for i in g] for g in near]}
+    return run_duplicate_search(actor=actor, threshold=threshold, confirm=confirm, progress=ctx.progress)

@@ -1,27 +1,15 @@
-"""Dataset export job (queue "imports"): plan the export, write the ZIP locally, store it as
-exports/<job id>.zip in one put."""
+"""Dataset export job (queue "imports"): core.export.run_export as the actor who asked for it."""
 
 from __future__ import annotations
 
-import tempfile
 import uuid
-from pathlib import Path
 
-from core.db import session_scope
-from core.export import collect_export, export_key, write_zip
+from core.export import run_export
 from core.jobs import JobContext
-from core.storage import get_storage
+from core.users import User
 
 
-def export_dataset(ctx: JobContext, *, dataset_id: str, fmt: str, version_number: int | None = None) -> dict:
-    storage = get_storage()
-    with session_scope() as session:
-        plan = collect_export(session=session, storage=storage, dataset_id=uuid.UUID(dataset_id), fmt=fmt,
-                              version_number=version_number)
-    ctx.progress(0, len(plan.items), "writing the archive", force=True)
-    key = export_key(ctx.job_id)
-    with tempfile.TemporaryDirectory(prefix="export-") as workdir:
-        path = Path(workdir) / "export.zip"
-        summary = write_zip(plan, storage=storage, target=path, progress=ctx.progress)
-        storage.put_file(key, path, "application/zip")
-    return {**summary, "key": key}
+def export_dataset(ctx: JobContext, *, actor: User, dataset_id: str, fmt: str,
+                   version_number: int | None = None) -> dict:
+    return run_export(actor=actor, job_id=ctx.job_id, dataset_id=uuid.UUID(dataset_id), fmt=fmt,
+                      version_number=version_number, progress=ctx.progress)

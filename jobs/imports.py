@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 
 from core.jobs import JobContext
+from core.users import User
 
 
-def import_urls(ctx: JobContext, *, urls: list[str], user_id: str | None = None, folder: str | None = None,
+def import_urls(ctx: JobContext, *, actor: User, urls: list[str], folder: str | None = None,
                 tags: list[str] | None = None, skip_duplicates: bool = True, dataset_id: str | None = None,
                 rejected: list[dict] | None = None) -> dict:
     """Download and ingest a list of URLs; `rejected` carries lines refused before the job started."""
@@ -15,8 +16,8 @@ def import_urls(ctx: JobContext, *, urls: list[str], user_id: str | None = None,
 
     ctx.progress(0, len(urls), "downloading")
     summary = run_import(
-        urls=urls, user_id=uuid.UUID(user_id) if user_id else None, folder=folder, tags=tags,
-        skip_duplicates=skip_duplicates, dataset_id=uuid.UUID(dataset_id) if dataset_id else None,
+        actor=actor, urls=urls, folder=folder, tags=tags, skip_duplicates=skip_duplicates,
+        dataset_id=uuid.UUID(dataset_id) if dataset_id else None,
         progress=lambda done, total: ctx.progress(done, total, f"{done}/{total} URLs"),
     )
     if rejected:
@@ -24,4 +25,3 @@ def import_urls(ctx: JobContext, *, urls: list[str], user_id: str | None = None,
         summary["rejected"] += len(rejected)
         summary["total"] += len(rejected)
     return summary
-

@@ -6,12 +6,13 @@ from core.db import session_scope
 from core.jobs import JobContext
 from core.registry import export_onnx
 from core.storage import get_storage
+from core.users import User
 
 
-def export_model_onnx(ctx: JobContext, *, model_id: str) -> dict:
+def export_model_onnx(ctx: JobContext, *, actor: User, model_id: str) -> dict:
     ctx.progress(0, 1, "exporting to ONNX")
     with session_scope() as session:
-        row = export_onnx(session=session, storage=get_storage(), model_id=model_id)
+        row = export_onnx(session=session, actor=actor, storage=get_storage(), model_id=model_id)
         result = {"model_id": str(row.id), "onnx": row.onnx_url, "check": dict(row.export_check or {})}
     ctx.progress(1, 1, "ONNX exported and checked")
     return result

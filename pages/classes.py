@@ -9,16 +9,7 @@ import uuid
 import streamlit as st
 
 from core.db import session_scope
-from pages.ui import current_user, plain, run_action
-
-
-def _is_admin() -> bool:
-    """Whether to offer admin-only actions (core refuses them anyway: this only hides them)."""
-    from core.permissions import can
-
-    with session_scope() as session:
-        return can(session=session, user_id=current_user().id, role="admin")
-
+from pages.ui import allowed, current_user, plain, refusal, run_action
 
 NO_PARENT = "none"
 
@@ -56,9 +47,9 @@ def create_section(classes: list[dict]) -> None:
         if st.form_submit_button("Create class", type="primary"):
             def act():
                 with session_scope() as session:
-                    return create_class(session=session, name=name, display_name=display, description=description,
-                                        color=color, parent_class_id=None if parent == NO_PARENT else parent,
-                                        user_id=current_user().id).name
+                    return create_class(session=session, actor=current_user(), name=name, display_name=display,
+                                        description=description, color=color,
+                                        parent_class_id=None if parent == NO_PARENT else parent).name
 
             created = run_action(act)
             if created is not None:
@@ -68,7 +59,7 @@ def create_section(classes: list[dict]) -> None:
         if st.form_submit_button("Create classes", type="primary"):
             def act():
                 with session_scope() as session:
-                    return bulk_create_classes(session=session, text=text, user_id=current_user().id)
+                    return bulk_create_classes(session=session, actor=current_user(), text=text)
 
             result = run_action(act)
             if result is not None:
@@ -99,7 +90,7 @@ def confirm_delete(class_row: dict) -> None:
     if st.button(f"Delete and remove {count:,} labels", type="primary", key="cls_confirm_delete"):
         def act():
             with session_scope() as session:
-                return delete_class(session=session, class_id=class_row["id"], user_id=current_user().id)
+                return delete_class(session=session, actor=current_user(), class_id=class_row["id"])
 
         removed = run_action(act)
         if removed is not None:
@@ -124,7 +115,8 @@ def edit_dialog(class_row: dict, classes: list[dict]) -> None:
         if st.form_submit_button("Save", type="primary"):
             def act():
                 with session_scope() as session:
-                    return update_class(session=session, class_id=class_row["id"], name=name, display_name=display,
+                    return update_class(session=session, actor=current_user(), class_id=class_row["id"], name=name,
+                                        display_name=display,
                                         description=description, color=color, is_active=active,
                                         parent_class_id=None if parent == NO_PARENT else parent).name
 
@@ -142,7 +134,7 @@ def tree(classes: list[dict]) -> None:
     if not classes:
         st.info("No classes yet. Create one above or paste a list.")
         return
-    admin = _is_admin()
+    refused = refusal("admin", "editing and deleting classes")
     for row in classes:
         cols = st.columns([5, 1.2, 1, 0.8, 0.8])
         indent = "&nbsp;" * 6 * row["depth"]
@@ -156,9 +148,9 @@ def tree(classes: list[dict]) -> None:
         cols[0].markdown(chip, unsafe_allow_html=True)
         cols[1].markdown(f"{row['image_count']:,} images")
         cols[2].button("Edit", key=f"cls_edit_{row['id']}", type="tertiary", on_click=_open_dialog,
-                       args=("edit", row["id"]))
+                       args=("edit", row["id"]), disabled=refused is not None, help=refused)
         cols[3].button("Delete", key=f"cls_del_{row['id']}", type="tertiary", on_click=_open_dialog,
-                       args=("delete", row["id"]), disabled=not admin, help=None if admin else "admins only")
+                       args=("delete", row["id"]), disabled=refused is not None, help=refused)
 
 
 def _open_dialog(kind: str, class_id: uuid.UUID) -> None:
@@ -179,12 +171,11 @@ def merge_section(classes: list[dict]) -> None:
         sources = cols[0].multiselect("Merge these", list(names), format_func=names.get, key="cls_merge_sources")
         target = cols[1].selectbox("Into", [c for c in names if c not in sources], format_func=names.get,
                                    key="cls_merge_target", index=None)
-        if st.button("Merge", key="cls_merge_go", disabled=not sources or target is None or not _is_admin()):
+        if st.button("Merge", key="cls_merge_go", disabled=not sources or target is None):
             def act():
                 with session_scope() as session:
-                    return merge_classes(session=session, source_ids=[uuid.UUID(s) for s in sources],
-                                         target_id=uuid.UUID(target),
-                                         user_id=current_user().id)
+                    return merge_classes(session=session, actor=current_user(),
+                                         source_ids=[uuid.UUID(s) for s in sources], target_id=uuid.UUID(target))
 
             result = run_action(act)
             if result is not None:
@@ -199,11 +190,14 @@ def render() -> None:
     if toast := st.session_state.pop("cls_toast", None):
         st.toast(toast)
     classes = _classes()
-    create_section(classes)
-    merge_section(classes)
+    if allowed("admin"):
+        create_section(classes)
+        merge_section(classes)
+    else:
+        st.caption(refusal("admin", "creating, editing, merging and deleting classes"))
     st.subheader(f"{len(classes)} classes")
     tree(classes)
-    if dialog := st.session_state.get("cls_dialog"):  # kept until done or dismissed
+    if (dialog := st.session_state.get("cls_dialog")) and allowed("admin"):  # kept until done or dismissed
         kind, class_id = dialog
         row = next((c for c in classes if c["id"] == class_id), None)
         if row is not None:

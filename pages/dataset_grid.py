@@ -20,7 +20,7 @@ from core.db import session_scope
 from core.errors import UserError
 from pages.components.thumbnail_grid import Selection, selection_controls, thumbnail_grid, tile
 from pages.freshness import rerun_app
-from pages.ui import current_user, plain, storage_urls
+from pages.ui import allowed, current_user, plain, refusal, storage_urls
 
 PER_ROW = 6
 SPLIT_COLORS = {"train": "#2563EB", "val": "#D97706", "test": "#7C3AED", "unassigned": "#6B7280"}
@@ -100,8 +100,8 @@ def label_selected(dataset: dict, class_row: dict, ids_provider) -> None:
                 current = labels_for_images(session=session, dataset_id=dataset["id"], image_ids=ids)
             have_all = all(any(lab.class_id == class_row["id"] for lab in current[i]) for i in ids)
             mode = "remove" if have_all else "add"
-        return set_label(dataset_id=dataset["id"], image_ids=ids, class_id=class_row["id"], mode=mode,
-                         user_id=current_user().id)
+        return set_label(actor=current_user(), dataset_id=dataset["id"], image_ids=ids, class_id=class_row["id"],
+                         mode=mode)
 
     _run(dataset["id"], action, f"{{n}} images changed: {plain(class_row['name'])}")
 
@@ -116,11 +116,15 @@ def key_bar(dataset: dict, keyed: list[dict], ids_provider, count: int) -> None:
     st.caption("Label the selection: press a class's number key" +
                (" (adds it, or removes it when all selected images have it)" if dataset["task_type"] == "multi_label"
                 else ""))
+    refused = refusal("labeler", "labeling")
+    if refused:
+        st.caption(refused)
     cols = st.columns(len(keyed))
     for col, class_row in zip(cols, keyed, strict=True):
         key = class_row["key"]
         col.button(f"{key} · {plain(class_row['name'])}", key=f"dskey_{dataset['id']}_{key}", shortcut=key,
-                   disabled=count == 0, width="stretch", help=f"Label the selected images {plain(class_row['name'])}",
+                   disabled=count == 0 or refused is not None, width="stretch",
+                   help=refused or f"Label the selected images {plain(class_row['name'])}",
                    on_click=label_selected, args=(dataset, class_row, ids_provider))
 
 
@@ -133,50 +137,66 @@ def confirm_delete(dataset_id: uuid.UUID, ids: list[uuid.UUID]) -> None:
         from core.storage import get_storage
 
         def action():
-            return delete_images(image_ids=ids, storage=get_storage(), user_id=current_user().id)
+            return delete_images(actor=current_user(), image_ids=ids, storage=get_storage())
 
         _run(dataset_id, action, "{n} images deleted")
         st.rerun()
 
 
 def bulk_actions(dataset: dict, classes: list[dict], ids_provider, count: int) -> None:
+    """Labeling actions for labelers; splits, removal and deletion for admins; nothing for viewers."""
+    if not allowed("labeler"):
+        return
+    with st.popover(f"Bulk actions ({count:,})", disabled=count == 0):
+        admin = allowed("admin")
+        tabs = st.tabs(["Set label", "Clear labels", *(["Set split", "Remove"] if admin else [])])
+        _label_tabs(dataset, classes, ids_provider, count, tabs[:2])
+        if admin:
+            _admin_tabs(dataset, ids_provider, count, tabs[2:])
+
+
+def _label_tabs(dataset: dict, classes: list[dict], ids_provider, count: int, tabs) -> None:
+    from core import bulk_actions as bulk
+
+    dataset_id, actor, state = dataset["id"], current_user(), st.session_state
+    label_tab, clear_tab = tabs
+    with label_tab:
+        names = {c["id"]: (f"{c['key']} · " if c["key"] else "") + c["name"] for c in classes}  # keyed order
+        st.selectbox("Class", list(names), format_func=names.get, key=f"dsb_class_{dataset_id}")
+        modes = ["replace"] if dataset["task_type"] == "single_label" else ["add", "remove", "replace"]
+        st.radio("How", modes, horizontal=True, key=f"dsb_mode_{dataset_id}")
+        st.button(f"Apply to {count:,} images", key=f"dsb_label_go_{dataset_id}", disabled=not names,
+                  on_click=_run, args=(dataset_id, lambda: bulk.set_label(
+                      actor=actor, dataset_id=dataset_id, image_ids=ids_provider(),
+                      class_id=state[f"dsb_class_{dataset_id}"], mode=state[f"dsb_mode_{dataset_id}"]),
+                      "{n} images labeled"))
+    with clear_tab:
+        st.button(f"Clear the labels of {count:,} images", key=f"dsb_clear_go_{dataset_id}", on_click=_run, args=(
+            dataset_id, lambda: bulk.clear_labels(actor=actor, dataset_id=dataset_id, image_ids=ids_provider()),
+            "{n} images cleared"))
+
+
+def _admin_tabs(dataset: dict, ids_provider, count: int, tabs) -> None:
     from core import bulk_actions as bulk
     from core import datasets as ds
 
-    dataset_id = dataset["id"]
-    user_id = current_user().id
-    state = st.session_state
-    with st.popover(f"Bulk actions ({count:,})", disabled=count == 0):
-        label_tab, split_tab, clear_tab, remove_tab = st.tabs(["Set label", "Set split", "Clear labels", "Remove"])
-        with label_tab:
-            names = {c["id"]: (f"{c['key']} · " if c["key"] else "") + c["name"] for c in classes}
-            st.selectbox("Class", list(names), format_func=names.get, key=f"dsb_class_{dataset_id}")
-            modes = ["replace"] if dataset["task_type"] == "single_label" else ["add", "remove", "replace"]
-            st.radio("How", modes, horizontal=True, key=f"dsb_mode_{dataset_id}")
-            st.button(f"Apply to {count:,} images", key=f"dsb_label_go_{dataset_id}", disabled=not names,
-                      on_click=_run, args=(dataset_id, lambda: bulk.set_label(
-                          dataset_id=dataset_id, image_ids=ids_provider(),
-                          class_id=state[f"dsb_class_{dataset_id}"], mode=state[f"dsb_mode_{dataset_id}"],
-                          user_id=user_id), "{n} images labeled"))
-        with split_tab:
-            st.radio("Split", ["train", "val", "test", "unassigned"], horizontal=True, key=f"dsb_split_{dataset_id}")
-            st.button("Apply", key=f"dsb_split_go_{dataset_id}", on_click=_run, args=(
-                dataset_id, lambda: bulk.run_in_batches(ids_provider(), lambda session, chunk: ds.set_split(
-                    session=session, dataset_id=dataset_id, image_ids=chunk, split=state[f"dsb_split_{dataset_id}"])),
-                "{n} images moved"))
-        with clear_tab:
-            st.button(f"Clear the labels of {count:,} images", key=f"dsb_clear_go_{dataset_id}", on_click=_run, args=(
-                dataset_id, lambda: bulk.clear_labels(dataset_id=dataset_id, image_ids=ids_provider(),
-                                                      user_id=user_id),
-                "{n} images cleared"))
-        with remove_tab:
-            st.button(f"Remove {count:,} from the dataset", key=f"dsb_remove_go_{dataset_id}",
-                      help="The images stay in the library", on_click=_run, args=(
-                          dataset_id, lambda: bulk.remove_from_dataset(dataset_id=dataset_id,
-                                                                       image_ids=ids_provider()),
-                          "{n} images removed from the dataset"))
-            if st.button(f"Delete {count:,} images from the library", key=f"dsb_delete_go_{dataset_id}"):
-                confirm_delete(dataset_id, ids_provider())
+    dataset_id, actor, state = dataset["id"], current_user(), st.session_state
+    split_tab, remove_tab = tabs
+    with split_tab:
+        st.radio("Split", ["train", "val", "test", "unassigned"], horizontal=True, key=f"dsb_split_{dataset_id}")
+        st.button("Apply", key=f"dsb_split_go_{dataset_id}", on_click=_run, args=(
+            dataset_id, lambda: bulk.run_in_batches(ids_provider(), lambda session, chunk: ds.set_split(
+                session=session, actor=actor, dataset_id=dataset_id, image_ids=chunk,
+                split=state[f"dsb_split_{dataset_id}"])),
+            "{n} images moved"))
+    with remove_tab:
+        st.button(f"Remove {count:,} from the dataset", key=f"dsb_remove_go_{dataset_id}",
+                  help="The images stay in the library", on_click=_run, args=(
+                      dataset_id, lambda: bulk.remove_from_dataset(actor=actor, dataset_id=dataset_id,
+                                                                   image_ids=ids_provider()),
+                      "{n} images removed from the dataset"))
+        if st.button(f"Delete {count:,} images from the library", key=f"dsb_delete_go_{dataset_id}"):
+            confirm_delete(dataset_id, ids_provider())
 
 
 # ---------------------------------------------------------------- tiles

@@ -13,7 +13,7 @@ from core.db import session_scope
 from core.errors import UserError
 from core.splits import resolve_threshold
 from core.storage import get_storage
-from pages.ui import current_user, plain, run_action, watch_jobs
+from pages.ui import allowed, current_user, plain, refusal, run_action, watch_jobs
 
 SPLIT_COLORS = {"train": "#3B82F6", "val": "#F59E0B", "test": "#10B981", "unassigned": "#9CA3AF"}
 SEVERITY_ICONS = {"error": ":material/error:", "warning": ":material/warning:", "info": ":material/info:"}
@@ -82,7 +82,10 @@ def render_splits(dataset_id: uuid.UUID) -> None:
                         width="stretch", key=f"split-chart-{dataset_id}")
         table = pd.DataFrame(stats["per_class"]).set_index("name")[["train", "val", "test", "unassigned", "total"]]
         st.dataframe(table, width="stretch")
-
+    straddling_section(dataset_id)  # everyone sees it; joining is an admin's
+    if not allowed("admin"):
+        st.caption(refusal("admin", "changing splits"))
+        return
     with st.form(f"auto-split-{dataset_id}"):
         st.markdown("**Auto-split** the labeled images, stratified by class; duplicates stay together.")
         ratio_columns = st.columns(3)
@@ -98,7 +101,7 @@ def render_splits(dataset_id: uuid.UUID) -> None:
         if st.form_submit_button("Split", type="primary"):
             with session_scope() as session:
                 summary = run_action(lambda: auto_split(
-                    session=session, dataset_id=dataset_id, ratios=ratios, seed=int(seed),
+                    session=session, actor=current_user(), dataset_id=dataset_id, ratios=ratios, seed=int(seed),
                     keep_existing_val_test=keep, min_per_class=int(minimum),
                     near_duplicate_threshold=int(threshold)))
             if summary is not None:
@@ -111,7 +114,6 @@ def render_splits(dataset_id: uuid.UUID) -> None:
                    f"({summary['changed']} changed, {summary['duplicate_groups']} duplicate groups kept together).")
         for item in summary["unmet_minimums"]:
             st.warning(plain(f"Class {item['class']!r} has {item['have']} {item['split']} images; wanted {item['want']}."))
-    straddling_section(dataset_id)
 
     with st.expander("Assign a split by hand"):
         with st.form(f"manual-split-{dataset_id}"):
@@ -124,8 +126,9 @@ def render_splits(dataset_id: uuid.UUID) -> None:
                     st.error(f"not an image id: {exc}")
                 else:
                     with session_scope() as session:
-                        run_action(lambda: assign_split(session=session, dataset_id=dataset_id, image_ids=ids,
-                                                        split=split), success=f"{len(ids)} images → {split}")
+                        run_action(lambda: assign_split(session=session, actor=current_user(), dataset_id=dataset_id,
+                                                        image_ids=ids, split=split),
+                                   success=f"{len(ids)} images → {split}")
 
 
 def _by_revision(dataset_id: uuid.UUID, name: str, read):
@@ -157,7 +160,6 @@ def _join(dataset_id: uuid.UUID, how: str) -> None:
 
 def straddling_section(dataset_id: uuid.UUID) -> None:
     """Near-duplicate groups across splits: reported, and joined only when asked (splits are the user's)."""
-    from core.permissions import can_act
     from core.split_checks import straddling_duplicates
 
     report = _by_revision(dataset_id, "straddling", lambda session: straddling_duplicates(
@@ -177,7 +179,7 @@ def straddling_section(dataset_id: uuid.UUID) -> None:
                                                         for m in group)))
         if len(report["examples"]) < report["count"]:
             st.caption(f"… and {report['count'] - len(report['examples'])} more groups.")
-        admin = can_act(current_user(), "admin")
+        admin = allowed("admin")
         cols = st.columns(2)
         cols[0].button("Join them into train", key=f"join-train-{dataset_id}", disabled=not admin,
                        on_click=_join, args=(dataset_id, "train"), help="Every member of these groups goes to train")
@@ -191,7 +193,7 @@ def straddling_section(dataset_id: uuid.UUID) -> None:
 
 
 def render_versions(dataset_id: uuid.UUID) -> None:
-    from core.versions import compare_versions, create_version, list_versions, unassigned_labeled_count
+    from core.versions import list_versions, unassigned_labeled_count
 
     with session_scope() as session:
         versions = run_action(lambda: [
@@ -201,7 +203,19 @@ def render_versions(dataset_id: uuid.UUID) -> None:
         unsplit = unassigned_labeled_count(session=session, dataset_id=dataset_id)
     if versions is None:
         return
+    if allowed("admin"):
+        _new_version_form(dataset_id, unsplit)
+    else:
+        st.caption(refusal("admin", "creating a version"))
+    if not versions:
+        st.info("No versions yet: create one above. Training reads a version (its labels and splits frozen).")
+        return
+    _versions_table(dataset_id, versions)
+
+
+def _new_version_form(dataset_id: uuid.UUID, unsplit: int) -> None:
     from core.split_checks import version_warnings, warning_lines
+    from core.versions import create_version
 
     warnings = _by_revision(dataset_id, "version-warnings", lambda session: version_warnings(
         session=session, dataset_id=dataset_id, storage=get_storage()))
@@ -218,14 +232,16 @@ def render_versions(dataset_id: uuid.UUID) -> None:
             user = current_user()
             with session_scope() as session:
                 version = run_action(lambda: create_version(
-                    session=session, storage=get_storage(), dataset_id=dataset_id, user_id=user.id,
+                    session=session, actor=user, storage=get_storage(), dataset_id=dataset_id,
                     notes=notes or None).version_number)
             if version is not None:
                 st.toast(f"Version {version} created")
                 st.rerun()
-    if not versions:
-        st.info("No versions yet: create one above. Training reads a version (its labels and splits frozen).")
-        return
+
+
+def _versions_table(dataset_id: uuid.UUID, versions: list[dict]) -> None:
+    from core.versions import compare_versions
+
     st.dataframe(pd.DataFrame(versions).set_index("version"), width="stretch")
     if len(versions) < 2:
         return
@@ -310,16 +326,19 @@ def render_export(dataset_id: uuid.UUID) -> None:
     if numbers is None:
         return
     job_key = f"export-job-{dataset_id}"
-    with st.form(f"export-{dataset_id}"):
-        fmt = st.radio("format", EXPORT_FORMATS, format_func=lambda f: f"{f}: {FORMAT_HELP[f]}")
-        source = st.selectbox("from", [None, *numbers],
-                              format_func=lambda n: "the current labels" if n is None else f"version {n}")
-        if st.form_submit_button("Export", type="primary"):
-            user = current_user()
-            job_id = run_action(lambda: start_export(dataset_id=dataset_id, fmt=fmt, version_number=source,
-                                                     user_id=user.id))
-            if job_id is not None:
-                st.session_state[job_key] = job_id
+    if allowed("admin"):
+        with st.form(f"export-{dataset_id}"):
+            fmt = st.radio("format", EXPORT_FORMATS, format_func=lambda f: f"{f}: {FORMAT_HELP[f]}")
+            source = st.selectbox("from", [None, *numbers],
+                                  format_func=lambda n: "the current labels" if n is None else f"version {n}")
+            if st.form_submit_button("Export", type="primary"):
+                user = current_user()
+                job_id = run_action(lambda: start_export(actor=user, dataset_id=dataset_id, fmt=fmt,
+                                                         version_number=source))
+                if job_id is not None:
+                    st.session_state[job_key] = job_id
+    else:
+        st.caption(refusal("admin", "making an export (existing ones can be downloaded)"))
     if st.session_state.get(job_key) is not None:
         def finished(_jobs):  # once: forget the job and redraw the list with its download
             st.session_state.pop(job_key, None)

@@ -9,16 +9,7 @@ import streamlit as st
 
 from core.db import session_scope
 from core.errors import UserError
-from pages.ui import current_user, plain, run_action
-
-
-def _is_admin() -> bool:
-    """Whether to offer admin-only actions (core refuses them anyway: this only hides them)."""
-    from core.permissions import can
-
-    with session_scope() as session:
-        return can(session=session, user_id=current_user().id, role="admin")
-
+from pages.ui import allowed, current_user, plain, refusal, run_action
 
 TASK_LABELS = {"single_label": "Single-label", "multi_label": "Multi-label"}
 
@@ -77,7 +68,7 @@ def create_section() -> None:
         if values is not None:
             def act():
                 with session_scope() as session:
-                    return create_dataset(session=session, user_id=current_user().id, **values).id
+                    return create_dataset(session=session, actor=current_user(), **values).id
 
             created = run_action(act)
             if created is not None:
@@ -92,7 +83,10 @@ def list_view() -> None:
     from core.datasets import list_datasets
 
     st.title("Datasets")
-    create_section()
+    if allowed("admin"):
+        create_section()
+    else:
+        st.caption(refusal("admin", "creating, editing and deleting datasets"))
     with session_scope() as session:
         rows = [{"id": d.id, "name": d.name, "description": d.description, "task": TASK_LABELS[d.task_type],
                  "images": d.image_count, "labeled": d.labeled_image_count, "classes": d.class_count,
@@ -120,12 +114,12 @@ def list_view() -> None:
 def _add_images(dataset_id: uuid.UUID, ids_provider, asked: int | None = None) -> None:
     """Callback: add library images (in batches: a labeler of this dataset is never held long); the
     outcome waits in session state, and the grid, drawn after this, already counts them."""
-    from core.bulk_actions import add_to_dataset  # batches: a labeler of this dataset is never held long
+    from core.bulk_actions import add_to_dataset
 
     key = f"dsadd_message_{dataset_id}"
     try:
         ids = ids_provider()
-        added = add_to_dataset(dataset_id=dataset_id, image_ids=ids, user_id=current_user().id)
+        added = add_to_dataset(actor=current_user(), dataset_id=dataset_id, image_ids=ids)
     except UserError as exc:
         st.session_state[key] = ("error", str(exc))
         return
@@ -141,7 +135,7 @@ def _pasted_ids(dataset_id: uuid.UUID) -> list[str]:
 
 def add_images_section(dataset_id: uuid.UUID) -> None:
     """Add library images by filters (folder, tags, source, status, file name) or by pasted ids (each
-    tile's id copies with one click)."""
+    tile's id copies with one click). Admins only (core refuses others)."""
     from core.datasets import library_image_ids
 
     message = st.session_state.pop(f"dsadd_message_{dataset_id}", None)
@@ -149,6 +143,9 @@ def add_images_section(dataset_id: uuid.UUID) -> None:
                      expanded=message is not None):
         if message:
             getattr(st, message[0])(message[1])
+        refused = refusal("admin", "adding images to a dataset")
+        if refused:
+            st.caption(refused)
         by_filters, by_ids = st.tabs(["By filters", "By ids"])
         with by_filters:
             cols = st.columns(5)
@@ -169,13 +166,15 @@ def add_images_section(dataset_id: uuid.UUID) -> None:
 
             count = len(matching())
             st.caption(f"{count:,} library images match and are not in this dataset yet.")
-            st.button(f"Add {count:,} images", key=f"dsadd_filters_go_{dataset_id}", disabled=not count,
-                      type="primary", on_click=_add_images, args=(dataset_id, matching))
+            st.button(f"Add {count:,} images", key=f"dsadd_filters_go_{dataset_id}",
+                      disabled=not count or refused is not None, type="primary",
+                      on_click=_add_images, args=(dataset_id, matching))
         with by_ids:
             st.text_area("Image ids (one per line or comma-separated; copy them from a tile's id)",
                          key=f"dsadd_ids_{dataset_id}")
-            st.button("Add these images", key=f"dsadd_ids_go_{dataset_id}", on_click=lambda: _add_images(
-                dataset_id, lambda: _pasted_ids(dataset_id), len(_pasted_ids(dataset_id))))
+            st.button("Add these images", key=f"dsadd_ids_go_{dataset_id}", disabled=refused is not None,
+                      on_click=lambda: _add_images(dataset_id, lambda: _pasted_ids(dataset_id),
+                                                   len(_pasted_ids(dataset_id))))
 
 
 @st.dialog("Delete dataset")
@@ -187,7 +186,7 @@ def confirm_delete(dataset_id: uuid.UUID, name: str, images: int) -> None:
     if st.button("Delete dataset", type="primary", key="ds_confirm_delete"):
         def act():
             with session_scope() as session:
-                return delete_dataset(session=session, dataset_id=dataset_id, user_id=current_user().id)
+                return delete_dataset(session=session, actor=current_user(), dataset_id=dataset_id)
 
         if run_action(act) is not None:
             _close()
@@ -201,17 +200,19 @@ def settings_section(dataset: dict) -> None:
     render_label_space(dataset["id"])
     st.divider()
 
+    if not allowed("admin"):
+        st.caption(refusal("admin", "editing and deleting datasets"))
+        return
     values = settings_form(f"ds_edit_{dataset['id']}", dataset)
     if values is not None:
         def act():
             with session_scope() as session:
-                return update_dataset(session=session, dataset_id=dataset["id"], **values).id
+                return update_dataset(session=session, actor=current_user(), dataset_id=dataset["id"], **values).id
 
         if run_action(act, success="Dataset saved") is not None:
             st.rerun()
     st.divider()
-    if st.button("Delete dataset…", key=f"ds_delete_{dataset['id']}", icon=":material/delete:",
-                 disabled=not _is_admin()):
+    if st.button("Delete dataset…", key=f"ds_delete_{dataset['id']}", icon=":material/delete:"):
         confirm_delete(dataset["id"], dataset["name"], dataset["image_count"])
 
 
@@ -242,7 +243,8 @@ def detail_view(dataset_id: uuid.UUID) -> None:
     st.button("All datasets", on_click=_close, key="ds_back", type="tertiary", icon=":material/arrow_back:")
     with st.container(horizontal=True, vertical_alignment="center"):
         st.title(plain(dataset["name"]), anchor=False, width="stretch")
-        if st.button("Import", icon=":material/upload:", key="ds_import", disabled=not _is_admin()):
+        if st.button("Import", icon=":material/upload:", key="ds_import", disabled=not allowed("admin"),
+                     help=refusal("admin", "importing")):
             from pages.import_dialog import open_import_dialog
 
             open_import_dialog(dataset_id=dataset_id)
@@ -254,7 +256,8 @@ def detail_view(dataset_id: uuid.UUID) -> None:
     with tabs[0]:
         if tabs[0].open:
             dataset_grid(dataset_id)
-            add_images_section(dataset_id)
+            if allowed("admin"):
+                add_images_section(dataset_id)
     for tab, name in zip(tabs[1:5], ("splits", "versions", "health", "export"), strict=True):
         with tab:
             if tab.open:

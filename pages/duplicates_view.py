@@ -10,7 +10,7 @@ import streamlit as st
 
 from core.db import session_scope
 from core.duplicates import CONFIRM_MAX_DISTANCE, DEFAULT_THRESHOLD, MAX_THRESHOLD
-from pages.ui import current_user, run_action, storage_urls, watch_jobs
+from pages.ui import allowed, current_user, refusal, run_action, storage_urls, watch_jobs
 
 GROUPS_PER_PAGE = 10
 THUMBS_PER_ROW = 6
@@ -58,9 +58,10 @@ def search_controls() -> None:
                             help="Keep a candidate pair only when a 256-bit pHash of the thumbnails agrees too "
                                  f"(≤ {CONFIRM_MAX_DISTANCE} of its 192 mid-frequency bits differ). Without it, "
                                  "similar but different images (packshots on one background) are grouped.")
-    if right.button("Find duplicates", type="primary", key="dup_find"):
-        user_id = current_user().id
-        run_action(lambda: start_duplicate_search(threshold=threshold, confirm=confirm, user_id=user_id))
+    refused = refusal("admin", "searching the library for duplicates")
+    if right.button("Find duplicates", type="primary", key="dup_find", disabled=refused is not None, help=refused):
+        actor = current_user()
+        run_action(lambda: start_duplicate_search(actor=actor, threshold=threshold, confirm=confirm))
 
 
 def _group_block(kind: str, group: list[dict]) -> None:
@@ -78,8 +79,9 @@ def _group_block(kind: str, group: list[dict]) -> None:
         ids = [str(row["id"]) for row in group]
         names = {str(row["id"]): row["original_filename"] or str(row["id"]) for row in group}
         left, right = st.columns([4, 1])
-        left.radio("Keep", ids, format_func=lambda i: names[i], horizontal=True, key=f"dup_keep_{kind}_{first}")
-        right.checkbox("Delete the others", key=f"dup_pick_{kind}_{first}")
+        if allowed("admin"):
+            left.radio("Keep", ids, format_func=lambda i: names[i], horizontal=True, key=f"dup_keep_{kind}_{first}")
+            right.checkbox("Delete the others", key=f"dup_pick_{kind}_{first}")
 
 
 def _picked(kind: str, groups: list[list[dict]]) -> dict[uuid.UUID, list[uuid.UUID]]:
@@ -96,6 +98,9 @@ def delete_bar(kind: str, groups: list[list[dict]]) -> None:
     from core.duplicates import delete_extras
     from core.storage import get_storage
 
+    if not allowed("admin"):
+        st.caption(refusal("admin", "deleting images"))
+        return
     chosen = _picked(kind, groups)
     count = sum(len(extras) for extras in chosen.values())
     if not chosen:
@@ -111,8 +116,8 @@ def delete_bar(kind: str, groups: list[list[dict]]) -> None:
     if yes.button(f"Yes, delete {count} images", type="primary", key="dup_delete_yes"):
         def act():
             with session_scope() as session:
-                return delete_extras(session=session, storage=get_storage(), group_keep=chosen,
-                                     user_id=current_user().id)
+                return delete_extras(session=session, actor=current_user(), storage=get_storage(),
+                                     group_keep=chosen)
 
         deleted = run_action(act)
         st.session_state["dup_confirm_delete"] = False

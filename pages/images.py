@@ -13,10 +13,12 @@ from core.errors import UserError
 from core.images import SORTS, ImageFilters
 from pages.components.thumbnail_grid import Selection, selection_controls, thumbnail_grid, tile
 from pages.ui import (
+    allowed,
     clear_library_filter_options,
     current_user,
     library_filter_options,
     plain,
+    refusal,
     run_action,
     storage_urls,
 )
@@ -37,7 +39,8 @@ def filters_bar(options: dict) -> tuple[ImageFilters, str, str]:
     sort = top[1].selectbox("Sort", list(SORTS), index=list(SORTS).index(sort_default) if sort_default in SORTS else 0,
                             format_func=SORT_LABELS.get, key="img_sort")
     view = top[2].segmented_control("View", ["Grid", "List"], default=params.get("view", "Grid"), key="img_view")
-    if top[3].button("Import", icon=":material/upload:", type="primary", key="img_import", width="stretch"):
+    if top[3].button("Import", icon=":material/upload:", type="primary", key="img_import", width="stretch",
+                     disabled=not allowed("admin"), help=refusal("admin", "importing")):
         from pages.import_dialog import open_import_dialog
 
         open_import_dialog()
@@ -103,7 +106,7 @@ def confirm_delete(ids: list[uuid.UUID], what: str) -> None:
 
         def act():  # in batches, each its own short transaction (a labeler is never held long)
             bar = st.progress(0.0)
-            return delete_images(image_ids=ids, storage=get_storage(), user_id=current_user().id,
+            return delete_images(actor=current_user(), image_ids=ids, storage=get_storage(),
                                  progress=lambda done, total, message: bar.progress(done / total, message))
 
         if run_action(act) is not None:
@@ -116,6 +119,8 @@ def bulk_actions(filters: ImageFilters, count: int, total: int, more: bool) -> N
     from core import bulk_actions as bulk
     from core import images as lib
 
+    if not allowed("admin"):  # every bulk action here changes the library: admins only
+        return
     plus = "+" if more and _selection().all_matching else ""
     with st.popover(f"Bulk actions ({count:,}{plus})", disabled=count == 0):
         tab_ds, tab_folder, tab_tags, tab_delete = st.tabs(["Add to dataset", "Folder", "Tags", "Delete"])
@@ -127,21 +132,22 @@ def bulk_actions(filters: ImageFilters, count: int, total: int, more: bool) -> N
                 chosen = st.selectbox("Dataset", list(datasets), format_func=datasets.get, key="img_bulk_ds")
                 if st.button("Add to dataset", key="img_bulk_ds_go"):
                     _apply(lambda ids, progress: bulk.add_to_dataset(
-                        dataset_id=chosen, image_ids=ids, user_id=current_user().id, progress=progress),
+                        actor=current_user(), dataset_id=chosen, image_ids=ids, progress=progress),
                         filters, "added to dataset")
         with tab_folder:
             folder = st.text_input("Folder (empty clears it)", key="img_bulk_folder")
             if st.button("Set folder", key="img_bulk_folder_go"):
                 _apply(lambda ids, progress: bulk.run_in_batches(ids, lambda s, chunk: lib.set_folder(
-                    session=s, image_ids=chunk, folder=folder), progress=progress), filters, "folder set")
+                    session=s, actor=current_user(), image_ids=chunk, folder=folder), progress=progress), filters,
+                    "folder set")
         with tab_tags:
             mode = st.radio("Tags", ["Add", "Remove", "Replace"], horizontal=True, key="img_bulk_tag_mode")
             tags = st.text_input("Tags (comma-separated)", key="img_bulk_tags")
             if st.button(f"{mode} tags", key="img_bulk_tags_go"):
                 values = lib.clean_tags(tags)
                 kwargs = {"Add": {"add": values}, "Remove": {"remove": values}, "Replace": {"replace": values}}[mode]
-                _apply(lambda ids, progress: bulk.tag_images(image_ids=ids, progress=progress, **kwargs), filters,
-                       "tags updated")
+                _apply(lambda ids, progress: bulk.tag_images(actor=current_user(), image_ids=ids, progress=progress,
+                                                             **kwargs), filters, "tags updated")
         with tab_delete:
             if st.button(f"Delete {count:,} selected", key="img_bulk_delete"):
                 confirm_delete(selected_ids(filters), "selected images")
@@ -233,9 +239,7 @@ def _close_detail() -> None:
 
 @st.dialog("Image", width="large", on_dismiss=_close_detail)
 def image_dialog(image_id: uuid.UUID) -> None:
-    from core.images import delete_images, image_detail, update_image
-    from core.models import IMAGE_STATUSES
-    from core.storage import get_storage
+    from core.images import image_detail
 
     try:
         with session_scope() as session:
@@ -254,33 +258,48 @@ def image_dialog(image_id: uuid.UUID) -> None:
         st.caption(f"{image.width}×{image.height} · {image.format} · {(image.file_size_bytes or 0) / 1024:,.1f} KB · "
                    f"{image.source} · added {image.created_at:%Y-%m-%d %H:%M}")
         st.caption(f"SHA-256 {image.file_hash[:16]}… · pHash {image.phash}")
-        with st.form(f"edit_{image_id}"):
-            folder = st.text_input("Folder", value=image.folder or "")
-            tags = st.text_input("Tags (comma-separated)", value=", ".join(image.tags or []))
-            status = st.selectbox("Status", IMAGE_STATUSES, index=IMAGE_STATUSES.index(image.status))
-            if st.form_submit_button("Save"):
-                def save():
-                    with session_scope() as session:
-                        return update_image(session=session, image_id=image_id, folder=folder, tags=tags,
-                                            status=status)
-
-                if run_action(save, success="Saved") is not None:
-                    clear_library_filter_options()
-        if st.button("Delete this image", key=f"del_{image_id}"):
-            def delete_one():
-                with session_scope() as session:
-                    return delete_images(session=session, storage=get_storage(), image_ids=[image_id],
-                                         user_id=current_user().id)
-
-            if run_action(delete_one) is not None:
-                st.query_params.pop("image", None)
-                clear_library_filter_options()
-            st.rerun()
+        if allowed("admin"):
+            _edit_image(image)
+        else:
+            st.caption(f"Folder: {plain(image.folder or '—')} · tags: {plain(', '.join(image.tags or []) or '—')} · "
+                       f"status: {image.status}")
+            st.caption(refusal("admin", "editing and deleting images"))
     st.markdown("**Datasets**")
     st.dataframe(_displayable(detail["datasets"]) or [{"dataset": "in no dataset"}], hide_index=True, width="stretch")
     st.markdown("**Labels**")
     st.dataframe(_displayable(detail["labels"]) or [{"labels": "none"}], hide_index=True, width="stretch")
     _duplicates_of(image_id)
+
+
+def _edit_image(image) -> None:
+    """Folder, tags, status and delete (admins)."""
+    from core.images import delete_images, update_image
+    from core.models import IMAGE_STATUSES
+    from core.storage import get_storage
+
+    image_id = image.id
+    with st.form(f"edit_{image_id}"):
+        folder = st.text_input("Folder", value=image.folder or "")
+        tags = st.text_input("Tags (comma-separated)", value=", ".join(image.tags or []))
+        status = st.selectbox("Status", IMAGE_STATUSES, index=IMAGE_STATUSES.index(image.status))
+        if st.form_submit_button("Save"):
+            def save():
+                with session_scope() as session:
+                    return update_image(session=session, actor=current_user(), image_id=image_id, folder=folder,
+                                        tags=tags, status=status)
+
+            if run_action(save, success="Saved") is not None:
+                clear_library_filter_options()
+    if st.button("Delete this image", key=f"del_{image_id}"):
+        def delete_one():
+            with session_scope() as session:
+                return delete_images(session=session, actor=current_user(), storage=get_storage(),
+                                     image_ids=[image_id])
+
+        if run_action(delete_one) is not None:
+            st.query_params.pop("image", None)
+            clear_library_filter_options()
+        st.rerun()
 
 
 def _displayable(rows: list[dict]) -> list[dict]:

@@ -71,7 +71,7 @@ def _resolve_dataset(prefix: str, picked: str | None) -> str | None:
 
     name, task = st.session_state[f"{prefix}_create"]
     with session_scope() as session:
-        return str(create_dataset(session=session, name=name, task_type=task, user_id=current_user().id).id)
+        return str(create_dataset(session=session, actor=current_user(), name=name, task_type=task).id)
 
 
 def _watch(prefix: str) -> None:
@@ -167,7 +167,7 @@ def _start_archive(upload, mapping: list, picked: str, skip: bool) -> None:
         target = _resolve_dataset("archive", picked)
         request = ImportLabeledDatasetRequest(dataset_id=target, class_mapping=mapping, skip_duplicates=skip)
         st.session_state["archive_job"] = start_archive_import(
-            source=io.BytesIO(upload.getvalue()), request=request, user_id=current_user().id)
+            actor=current_user(), source=io.BytesIO(upload.getvalue()), request=request)
     except UserError as exc:
         st.error(str(exc))
 
@@ -208,8 +208,7 @@ def _preview_and_import(kind: str, request, dataset_id: uuid.UUID | None) -> Non
                  disabled=not preview["images"]):
         try:
             request.dataset_id = _resolve_dataset(kind, picked)
-            st.session_state[f"{kind}_job"] = start_source_import(kind=kind, request=request,
-                                                                  user_id=current_user().id)
+            st.session_state[f"{kind}_job"] = start_source_import(actor=current_user(), kind=kind, request=request)
         except UserError as exc:
             st.error(str(exc))
     _watch(kind)

@@ -18,11 +18,10 @@ from core import labeling, reservations
 from core import labeling_session as flow
 from core.db import session_scope
 from core.errors import UserError
-from core.permissions import can_act
 from core.storage import get_storage
 from pages.components.labeling_keys import image_url, labeling_view
 from pages.freshness import dataset_revision
-from pages.ui import current_user, plain
+from pages.ui import allowed, current_user, plain, refusal
 
 MODE_NAMES = {"all": "All", "unlabeled": "Unlabeled", "review": "Review", "random": "Random",
               "low_confidence": "Low confidence"}
@@ -86,7 +85,7 @@ def _state(dataset_id: uuid.UUID, image_id: uuid.UUID | None, mode: str | None) 
     if state is not None:  # another dataset now: the old one's reservations end
         _leave()
     try:
-        state = flow.start(session_scope, dataset_id=dataset_id, user_id=user.id,
+        state = flow.start(session_scope, dataset_id=dataset_id, actor=user,
                            mode=mode if mode in MODE_NAMES else ("all" if image_id else "unlabeled"),
                            image_id=image_id)
     except UserError as exc:
@@ -158,7 +157,7 @@ def _view_data(state: flow.LabelingState, classes: list[labeling.ClassKey], ahea
     image = _card_data(card, storage) if card else None
     next_cards = [_card_data(c, storage) for c in ahead]
     return {
-        "acks": state.acks, "image": image, "multi": state.multi, "can_label": can_act(user, "labeler"),
+        "acks": state.acks, "image": image, "multi": state.multi, "can_label": allowed("labeler"),
         "empty_text": _empty_text(state, held),
         "no_classes_text": "This dataset has no classes yet: an admin adds them on the dataset's Settings tab."
         if not classes else "",
@@ -217,6 +216,8 @@ def labeling_panel(dataset_id: uuid.UUID) -> None:
     # its own row, sized to its options: beside the progress bar it was cut off below ~1500 px
     st.segmented_control("Queue", list(MODE_NAMES), format_func=MODE_NAMES.get, key="labeling_mode",
                          on_change=_on_mode, label_visibility="collapsed", help=MODE_HELP)
+    if refused := refusal("labeler", "labeling"):
+        st.caption(f"{refused} You can look through the images (←, →) but not label them.")
     if state.message:
         kind, text = state.message
         getattr(st, kind if kind in ("info", "warning", "error") else "info")(text)
@@ -226,15 +227,18 @@ def labeling_panel(dataset_id: uuid.UUID) -> None:
 def action_buttons(dataset_id: uuid.UUID) -> None:
     """Mouse controls, outside the fragment so a key press does not re-render them; a click runs
     the same path as its key. A horizontal container wraps them instead of cutting their labels."""
+    refused = refusal("labeler", "labeling")
     with st.container(horizontal=True, gap="small"):
         st.button("← Prev", on_click=_press, args=("left",))
         st.button("Next →", on_click=_press, args=("right",))
-        st.button("Clear (C)", on_click=_press, args=("c",))
-        st.button("Skip (S)", on_click=_press, args=("s",))
-        st.button("Save & Next (Enter)", on_click=_press, args=("enter",), type="primary")
-        with st.popover("Pin classes"):
-            _pins(dataset_id)
-        if can_act(user, "admin"):
+        st.button("Clear (C)", on_click=_press, args=("c",), disabled=refused is not None, help=refused)
+        st.button("Skip (S)", on_click=_press, args=("s",), disabled=refused is not None, help=refused)
+        st.button("Save & Next (Enter)", on_click=_press, args=("enter",), type="primary",
+                  disabled=refused is not None, help=refused)
+        if refused is None:
+            with st.popover("Pin classes"):
+                _pins(dataset_id)
+        if allowed("admin"):
             with st.popover("+ Class"):
                 _add_class(dataset_id)
 
@@ -273,7 +277,7 @@ def _pins(dataset_id: uuid.UUID) -> None:
     if st.button("Save pins", key="labeling_pins_save"):
         try:
             with session_scope() as session:
-                labeling.set_pins(session=session, dataset_id=dataset_id, user_id=user.id,
+                labeling.set_pins(session=session, actor=user, dataset_id=dataset_id,
                                   class_ids=[uuid.UUID(c) for c in chosen])
         except UserError as exc:
             st.error(str(exc))

@@ -11,15 +11,7 @@ from core.models import MODEL_TYPES
 from core.storage import get_storage
 from core.training_views import list_models, model_detail
 from pages.models_detail import detail_tabs
-from pages.ui import current_user, run_action
-
-
-def _is_admin() -> bool:
-    """Whether to offer admin-only actions (core refuses them anyway: this only hides them)."""
-    from core.permissions import can
-
-    with session_scope() as session:
-        return can(session=session, user_id=current_user().id, role="admin")
+from pages.ui import allowed, current_user, refusal, run_action
 
 
 def go(**params: str) -> None:
@@ -64,8 +56,8 @@ def model_card(row: dict, user) -> None:
             if st.button("Predict", key=f"predict_{row['id']}", icon=":material/online_prediction:",
                          disabled=not row["is_active"]):
                 predict_with(row["id"])
-            if not row["is_default"] and row["is_active"] and st.button(
-                    "Set default", key=f"default_{row['id']}", icon=":material/star:", disabled=not _is_admin()):
+            if not row["is_default"] and row["is_active"] and allowed("admin") and st.button(
+                    "Set default", key=f"default_{row['id']}", icon=":material/star:"):
                 if run_action(lambda: _set_default(row["id"]), f"{row['name']} is now the default {row['model_type']}"):
                     st.rerun()
 
@@ -95,7 +87,7 @@ def _set_default(model_id) -> bool:
     from core.registry import set_default
 
     with session_scope() as session:
-        set_default(session=session, model_id=model_id, user_id=current_user().id)
+        set_default(session=session, actor=current_user(), model_id=model_id)
     return True
 
 
@@ -103,7 +95,7 @@ def _set_active(model_id, active: bool) -> bool:
     from core.registry import set_active
 
     with session_scope() as session:
-        set_active(session=session, model_id=model_id, active=active)
+        set_active(session=session, actor=current_user(), model_id=model_id, active=active)
     return True
 
 
@@ -112,8 +104,8 @@ def _rename(model_id, name: str, description: str) -> bool:
     from core.training_views import describe_model
 
     with session_scope() as session:
-        rename_model(session=session, model_id=model_id, name=name)
-        describe_model(session=session, model_id=model_id, description=description)
+        rename_model(session=session, actor=current_user(), model_id=model_id, name=name)
+        describe_model(session=session, actor=current_user(), model_id=model_id, description=description)
     return True
 
 
@@ -121,11 +113,14 @@ def _delete(model_id) -> bool:
     from core.registry import delete_model
 
     with session_scope() as session:
-        delete_model(session=session, storage=get_storage(), model_id=model_id, user_id=current_user().id)
+        delete_model(session=session, actor=current_user(), storage=get_storage(), model_id=model_id)
     return True
 
 
 def manage(detail: dict, user) -> None:
+    if not allowed("admin"):
+        st.caption(refusal("admin", "activating, renaming, setting the default and deleting models"))
+        return
     model_id = detail["id"]
     with st.container(horizontal=True):
         if detail["is_active"]:
@@ -136,7 +131,7 @@ def manage(detail: dict, user) -> None:
             if run_action(lambda: _set_active(model_id, True), "Model activated"):
                 st.rerun()
         if not detail["is_default"] and st.button("Set as default", icon=":material/star:",
-                                                  disabled=not detail["is_active"] or not _is_admin(),
+                                                  disabled=not detail["is_active"],
                                                   help=f"One default per model type ({detail['model_type']})"):
             if run_action(lambda: _set_default(model_id), "Default model set"):
                 st.rerun()
@@ -149,7 +144,7 @@ def manage(detail: dict, user) -> None:
     with st.popover("Delete model", icon=":material/delete:"):
         st.write("Delete this model and its files (checkpoint, ONNX, TorchScript, stored predictions)? "
                  "Its training run stays.")
-        if st.button("Delete model", type="primary", key="delete_model", disabled=not _is_admin()):
+        if st.button("Delete model", type="primary", key="delete_model"):
             if run_action(lambda: _delete(model_id), "Model deleted"):
                 go()
 

@@ -15,7 +15,7 @@ from core.errors import UserError
 from core.storage import get_storage
 from core.thresholds import DEFAULT_TARGET_ACCURACY, SplitPredictions, explorer, load_predictions, scores_at
 from pages.training_charts import confusion_figure, threshold_figure
-from pages.ui import run_action, watch_jobs
+from pages.ui import refusal, run_action, watch_jobs
 
 MISCLASSIFIED_SHOWN = 48
 
@@ -148,11 +148,12 @@ def _abstain_threshold(detail: dict, part: SplitPredictions, names: list[str], s
                                      extra={"answered": curves["coverage"], "accuracy of answered": curves["accuracy"]}),
                     key="th_chart")
     st.dataframe(pd.DataFrame(scores_at(part, names, {"abstain": chosen})), hide_index=True, width="stretch")
+    refused = refusal("admin", "saving thresholds")
     with st.container(horizontal=True):
-        if st.button("Save threshold", type="primary", key="th_save"):
+        if st.button("Save threshold", type="primary", key="th_save", disabled=refused is not None, help=refused):
             _save(detail, {"abstain": chosen, "target_accuracy": target, "split": "val", "method": "abstain"}, user)
-        if saved and st.button("Clear saved threshold", key="th_clear"):
-            _clear(detail)
+        if saved and st.button("Clear saved threshold", key="th_clear", disabled=refused is not None, help=refused):
+            _clear(detail, user)
     if saved:
         st.caption(f"Saved: abstain below {saved['abstain']:.2f} ({saved.get('saved_at', '')}).")
 
@@ -175,13 +176,14 @@ def _multi_label_thresholds(detail: dict, part: SplitPredictions, names: list[st
     st.plotly_chart(threshold_figure(report["grid"], curves["precision"][c], curves["recall"][c], curves["f1"][c],
                                      chosen=chosen[view], title=view), key="th_chart")
     st.dataframe(pd.DataFrame(scores_at(part, names, {"per_class": chosen})), hide_index=True, width="stretch")
+    refused = refusal("admin", "saving thresholds")
     with st.container(horizontal=True):
-        if st.button("Save thresholds", type="primary", key="th_save"):
+        if st.button("Save thresholds", type="primary", key="th_save", disabled=refused is not None, help=refused):
             _save(detail, {"per_class": chosen, "split": "val", "method": "per_class"}, user)
-        if st.button("Save the F1-optimal thresholds", key="th_optimal"):
+        if st.button("Save the F1-optimal thresholds", key="th_optimal", disabled=refused is not None, help=refused):
             _save(detail, {"per_class": optimal, "split": "val", "method": "f1_optimal"}, user)
-        if saved and st.button("Clear saved thresholds", key="th_clear"):
-            _clear(detail)
+        if saved and st.button("Clear saved thresholds", key="th_clear", disabled=refused is not None, help=refused):
+            _clear(detail, user)
 
 
 def _save(detail: dict, thresholds: dict, user) -> None:
@@ -189,19 +191,19 @@ def _save(detail: dict, thresholds: dict, user) -> None:
 
     def action():
         with session_scope() as session:
-            save_thresholds(session=session, model_id=detail["id"], thresholds=thresholds, user_id=user.id)
+            save_thresholds(session=session, actor=user, model_id=detail["id"], thresholds=thresholds)
         return True
 
     if run_action(action, "Thresholds saved; prediction uses them now"):
         st.rerun()
 
 
-def _clear(detail: dict) -> None:
+def _clear(detail: dict, user) -> None:
     from core.thresholds import clear_thresholds
 
     def action():
         with session_scope() as session:
-            clear_thresholds(session=session, model_id=detail["id"])
+            clear_thresholds(session=session, actor=user, model_id=detail["id"])
         return True
 
     if run_action(action, "Saved thresholds cleared"):
@@ -241,12 +243,12 @@ def files_tab(detail: dict, user) -> None:
 
 def export_onnx_button(detail: dict, user) -> None:
     job_key = f"onnx_job_{detail['id']}"
-    if st.button("Export ONNX", icon=":material/output:", help="Export and check an ONNX file now (a background job)"):
-        from core.queue import enqueue
+    refused = refusal("admin", "exporting a model to ONNX")
+    if st.button("Export ONNX", icon=":material/output:", disabled=refused is not None,
+                 help=refused or "Export and check an ONNX file now (a background job)"):
+        from core.registry import start_onnx_export
 
-        job_id = run_action(lambda: enqueue(kind="export_onnx", function="jobs.model_exports.export_model_onnx",
-                                            queue="predictions", params={"model_id": str(detail["id"])},
-                                            user_id=user.id))
+        job_id = run_action(lambda: start_onnx_export(actor=user, model_id=detail["id"]))
         if job_id:
             st.session_state[job_key] = job_id
     if job_key in st.session_state:

@@ -9,7 +9,7 @@ import streamlit as st
 
 from core.db import session_scope
 from core.storage import get_storage
-from pages.ui import current_user, library_filter_options, run_action, user_errors, watch_jobs
+from pages.ui import current_user, library_filter_options, refusal, run_action, user_errors, watch_jobs
 
 st.title("Predict")
 st.caption("Predict classes for new images with a trained model, with Grad-CAM.")
@@ -150,12 +150,15 @@ def batch_tab() -> None:
                         help="Labels marked AI-generated with their confidence; they appear in the labeling "
                              "page's review and low-confidence queues." + ("" if can_write else
                                                                            " Choose a dataset to write labels."))
-    overwrite = st.checkbox("Also replace manual and reviewed labels", value=False, disabled=not write)
+    no_overwrite = refusal("admin", "replacing labels people set")
+    overwrite = st.checkbox("Also replace manual and reviewed labels", value=False,
+                            disabled=not write or no_overwrite is not None, help=no_overwrite)
     export = st.checkbox("Export predictions as CSV", value=scope != "dataset")
-    if st.button("Start batch prediction", type="primary"):
+    refused = refusal("labeler", "batch prediction")
+    if st.button("Start batch prediction", type="primary", disabled=refused is not None, help=refused):
         job_id = run_action(lambda: start_batch_prediction(
-            model_id=model_id, scope=scope, dataset_id=dataset_id, image_ids=image_ids,
-            write_labels=write and can_write, overwrite=overwrite, export_csv=export, user_id=user.id),
+            actor=user, model_id=model_id, scope=scope, dataset_id=dataset_id, image_ids=image_ids,
+            write_labels=write and can_write, overwrite=overwrite, export_csv=export),
             "Batch prediction queued")
         if job_id is not None:
             st.session_state["batch_job"] = job_id
@@ -212,8 +215,10 @@ def label_errors_tab() -> None:
                       format_func={"cv": "cross-validation on the train split (fast)",
                                    "model": "a trained model (images it did not train on)"}.get)
     model_id = choose_model("issues_model") if method == "model" else None
-    if st.button("Find label errors", help="Ranks likely mistakes; nothing changes until you click accept."):
-        job_id = run_action(lambda: start_find(dataset_id=dataset_id, model_id=model_id, user_id=user.id))
+    refused = refusal("admin", "finding label errors")
+    if st.button("Find label errors", disabled=refused is not None,
+                 help=refused or "Ranks likely mistakes; nothing changes until you click accept."):
+        job_id = run_action(lambda: start_find(actor=user, dataset_id=dataset_id, model_id=model_id))
         if job_id is not None:
             st.session_state["issues_job"] = job_id
     if st.session_state.get("issues_job") is not None:
@@ -245,13 +250,17 @@ def label_errors_tab() -> None:
 
             def click(action: str):
                 with session_scope() as session:
-                    return decide(session=session, storage=storage, dataset_id=dataset_id,
-                                  image_id=issue["image_id"], action=action, user_id=user.id, confirm_test=confirm)
+                    return decide(session=session, actor=user, storage=storage, dataset_id=dataset_id,
+                                  image_id=issue["image_id"], action=action, confirm_test=confirm)
 
-            if accept.button("Accept suggestion", type="primary", key=f"accept_{issue['image_id']}"):
+            undecidable = refusal("labeler", "deciding a label-error suggestion")
+            if undecidable:
+                st.caption(undecidable)
+            if accept.button("Accept suggestion", type="primary", key=f"accept_{issue['image_id']}",
+                             disabled=undecidable is not None):
                 if run_action(lambda: click("accept"), f"Relabeled as {issue['suggested']}") is not None:
                     st.rerun()
-            if keep.button("Keep given label", key=f"keep_{issue['image_id']}"):
+            if keep.button("Keep given label", key=f"keep_{issue['image_id']}", disabled=undecidable is not None):
                 if run_action(lambda: click("keep"), "Kept") is not None:
                     st.rerun()
             if skip.button("Skip", key=f"skip_{issue['image_id']}"):

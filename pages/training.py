@@ -21,7 +21,7 @@ from core.training_views import (
 )
 from pages import training_wizard
 from pages.training_charts import history_figure
-from pages.ui import current_user
+from pages.ui import allowed, current_user, refusal
 
 BADGES = {"pending": "gray", "preparing": "blue", "queued": "blue", "training": "orange",
           "completed": "green", "failed": "red", "cancelled": "gray"}
@@ -55,7 +55,7 @@ def cancel(run_id: uuid.UUID) -> None:
     from core.training import cancel_run
 
     with session_scope() as session:
-        cancel_run(session=session, run_id=run_id)
+        cancel_run(session=session, actor=current_user(), run_id=run_id)
     st.toast("Cancel requested; the worker stops between batches.")
 
 
@@ -63,7 +63,7 @@ def delete(run_id: uuid.UUID) -> None:
     from core.training import delete_run
 
     with session_scope() as session:
-        delete_run(session=session, storage=get_storage(), run_id=run_id, user_id=current_user().id)
+        delete_run(session=session, actor=current_user(), storage=get_storage(), run_id=run_id)
     st.toast("Run and its checkpoint deleted.")
 
 
@@ -77,23 +77,25 @@ def retry(run_id: uuid.UUID, user) -> uuid.UUID:
         status, has_checkpoint = run.status, bool(run.checkpoint_key)
         version_id, config, name = run.dataset_version_id, dict(run.config), run.name
     if status == "pending":
-        start_run(run_id=run_id, user_id=user.id)
+        start_run(actor=user, run_id=run_id)
         return run_id
     if status in ("failed", "cancelled") and has_checkpoint:
-        start_run(run_id=run_id, user_id=user.id, resume=True)
+        start_run(actor=user, run_id=run_id, resume=True)
         return run_id
     if version_id is None:
         raise UserError("the run's dataset version was deleted; clone it into the wizard and pick a version")
     with session_scope() as session:
-        new_run = create_run(session=session, version_id=version_id, config=config, user_id=user.id,
+        new_run = create_run(session=session, actor=user, version_id=version_id, config=config,
                              name=f"{name} (retry)")
         new_id = new_run.id
-    start_run(run_id=new_id, user_id=user.id)
+    start_run(actor=user, run_id=new_id)
     return new_id
 
 
 def actions(row: dict, user, *, where: str) -> None:
-    """Cancel / retry / clone / delete buttons of one run (in the list or on its page)."""
+    """Cancel / retry / clone / delete buttons of one run (in the list or on its page); admins only."""
+    if not allowed("admin"):
+        return
     run_id, status = row["id"], row["status"]
     key = f"{where}_{run_id}"
     try:
@@ -156,7 +158,8 @@ def list_view(user) -> None:
     head, new = st.columns([4, 1])
     head.caption("Training runs on your dataset versions: status, progress and best metrics. "
                  "Open a run for its live charts.")
-    if new.button("New training run", type="primary", icon=":material/add:"):
+    if new.button("New training run", type="primary", icon=":material/add:", disabled=not allowed("admin"),
+                  help=refusal("admin", "training a model")):
         st.session_state.pop(training_wizard.STATE, None)
         go(new=1)
     with session_scope() as session:
@@ -267,6 +270,9 @@ user = current_user()
 params = st.query_params
 if "run" in params:
     detail_view(params["run"], user)
+elif ("new" in params or "clone" in params) and not allowed("admin"):
+    st.title("Training")
+    st.caption(refusal("admin", "training a model"))
 elif "new" in params or "clone" in params:
     st.title("Training")
 

@@ -186,8 +186,8 @@ def step_data(state: dict[str, Any], user) -> dict[str, Any] | None:
 
         try:
             with session_scope() as session:
-                made = create_version(session=session, storage=get_storage(),
-                                      dataset_id=uuid.UUID(state["dataset_id"]), user_id=user.id)
+                made = create_version(session=session, actor=user, storage=get_storage(),
+                                      dataset_id=uuid.UUID(state["dataset_id"]))
                 state["version_id"] = str(made.id)
             st.session_state.pop("wz__version_id", None)
             st.rerun()
@@ -427,15 +427,16 @@ def _start(state: dict[str, Any], version: dict[str, Any], parsed, user, on_star
 
     try:
         with session_scope() as session:
-            run = create_run(session=session, version_id=version["id"], config=parsed.model_dump(mode="json"),
-                             user_id=user.id, name=state["name"] or None, description=state["description"] or None)
+            run = create_run(session=session, actor=user, version_id=version["id"],
+                             config=parsed.model_dump(mode="json"), name=state["name"] or None,
+                             description=state["description"] or None)
             run_id = run.id
     except UserError as exc:
         st.error(str(exc))
         return
     error = None
     try:
-        start_run(run_id=run_id, user_id=user.id)
+        start_run(actor=user, run_id=run_id)
     except UserError as exc:  # no worker queue reachable: the run stays pending and can be started later
         error = str(exc)
     st.session_state.pop(STATE, None)

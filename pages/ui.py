@@ -101,11 +101,13 @@ def current_user() -> User:
 
 
 def sidebar_user(user: User) -> None:
+    from core.permissions import current_role
+
     with st.sidebar:
         if user.is_local:
-            st.caption(f"Local user ({user.role}); no login configured.")
+            st.caption(f"Local user ({current_role(user)}); no login configured.")
         else:
-            st.caption(f"Signed in as {user.email} ({user.role})")
+            st.caption(f"Signed in as {user.email} ({current_role(user)})")
             st.button("Log out", on_click=st.logout, key="logout")
 
 
@@ -119,6 +121,24 @@ def end_labeling_elsewhere(page) -> None:
     from core.db import session_scope
 
     labeling_session.end(session_scope, state)
+
+
+def allowed(role: str) -> bool:
+    """Whether the signed-in user holds `role` now: pages hide or disable what they may not do
+    (core refuses it anyway, with the same words)."""
+    from core.permissions import can_act
+
+    return can_act(current_user(), role)
+
+
+def refusal(role: str, action: str) -> str | None:
+    """The one-line reason a control is disabled ("deleting a class needs the admin role; you are a
+    viewer"), or None when the signed-in user may use it."""
+    from core.permissions import current_role
+
+    if allowed(role):
+        return None
+    return f"{action[:1].upper()}{action[1:]} needs the {role} role; you are a {current_role(current_user())}."
 
 
 def session_user() -> User:

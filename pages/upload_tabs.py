@@ -64,7 +64,7 @@ def upload_tab(dataset_id: uuid.UUID | None = None) -> None:
 
         files, refused = refuse_oversized(files, get_settings().max_upload_bytes)
         try:
-            results = ingest_many(items=[(f.name, f.getvalue()) for f in files], user_id=current_user().id,
+            results = ingest_many(items=[(f.name, f.getvalue()) for f in files], actor=current_user(),
                                   folder=folder or None, tags=tags, skip_duplicates=skip,
                                   progress=progress, dataset_id=dataset_id)
         except UserError as exc:
@@ -86,7 +86,7 @@ def url_tab(dataset_id: uuid.UUID | None = None) -> None:
         body = text + "\n" + (csv_file.getvalue().decode("utf-8", errors="replace") if csv_file else "")
         try:
             st.session_state["url_job"] = start_url_import(
-                text=body, user_id=current_user().id, folder=folder or None, tags=tags, skip_duplicates=skip,
+                actor=current_user(), text=body, folder=folder or None, tags=tags, skip_duplicates=skip,
                 dataset_id=dataset_id)
         except UserError as exc:
             st.error(str(exc))

@@ -8,8 +8,9 @@ import uuid
 
 from PIL import Image, ImageDraw
 
-from core.label_space import include_classes
+from core.label_space import _include_classes
 from core.models import ClsClass, ClsDataset, ClsImage
+from core.users import operator_user
 
 
 def drawn_image_bytes(seed: int = 0, size: tuple[int, int] = (96, 96), fmt: str = "PNG") -> bytes:
@@ -52,7 +53,7 @@ def make_class(session, name: str, color: str = "#3B82F6") -> ClsClass:
 
 def add_to_space(session, dataset_id, class_ids) -> None:
     """Put classes in a dataset's label space (in this order), as an admin's Settings edit would."""
-    include_classes(session, dataset_id, list(class_ids))
+    _include_classes(session, dataset_id, list(class_ids))
     session.flush()
 
 
@@ -92,8 +93,19 @@ def make_dataset_image(session, storage, dataset: ClsDataset, *, seed: int = 0, 
     session.add(ClsDatasetImage(dataset_id=dataset.id, image_id=image.id, split=split,
                                 status="labeled" if classes else "pending"))
     session.flush()
-    include_classes(session, dataset.id, [cls.id for cls in classes])  # labels' classes are in the space
+    _include_classes(session, dataset.id, [cls.id for cls in classes])  # labels' classes are in the space
     for cls in classes:
         session.add(ClsLabel(dataset_id=dataset.id, image_id=image.id, class_id=cls.id))
     session.flush()
     return image
+
+
+ADMIN = operator_user()
+"""Who tests act as unless a test is about roles: the operator (always admin, as the CLI)."""
+
+
+def person(email: str):
+    """A signed-in user (core.users.oidc_user); their role comes from ROLES / DEFAULT_ROLE."""
+    from core.users import oidc_user
+
+    return oidc_user(email)

@@ -1,19 +1,20 @@
-"""Job functions used by the queue tests (workers import them by dotted path)."""
+"""Job functions used by the queue tests (workers import them by dotted path). Like every job
+function they take the actor who queued the job (core.jobs.run_job passes it)."""
 
 import time
 
 
-def add_numbers(ctx, *, a: int, b: int) -> dict:
+def add_numbers(ctx, *, actor, a: int, b: int) -> dict:
     ctx.progress(0, 2, "adding")
     ctx.progress(2, 2, "done")
     return {"sum": a + b}
 
 
-def fail_with_message(ctx, *, message: str) -> dict:
+def fail_with_message(ctx, *, actor, message: str) -> dict:
     raise ValueError(message)
 
 
-def wait_for_cancel(ctx, *, steps: int = 200, delay_s: float = 0.05) -> dict:
+def wait_for_cancel(ctx, *, actor, steps: int = 200, delay_s: float = 0.05) -> dict:
     for step in range(steps):
         ctx.progress(step, steps, force=True)
         time.sleep(delay_s)

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from core.archive_import import ClassMapping, ImportLabeledDatasetRequest, preview_archive, run_archive_import
 from core.archive_layouts import class_name_problem, decode_csv, detect_layout
 from core.errors import InvalidInput
-from tests.factories import drawn_image_bytes
+from tests.factories import ADMIN, drawn_image_bytes
 
 
 def build_zip(files: dict[str, bytes | str]) -> bytes:
@@ -185,7 +185,7 @@ def test_folder_per_class_import_as_a_job_then_rerun_adds_nothing(stack):
     request = ImportLabeledDatasetRequest(dataset_id=str(dataset_id))
     results = []
     for _ in range(2):
-        job_id = start_archive_import(source=io.BytesIO(archive), request=request)
+        job_id = start_archive_import(actor=ADMIN, source=io.BytesIO(archive), request=request)
         stack.drain_jobs()
         with stack.session() as session:
             job = session.get(ClsJob, job_id)
@@ -218,7 +218,7 @@ def test_split_folders_keep_their_split(embedded_stack):
                          "test/dogs/d.jpg": jpeg(4)})
     with embedded_stack.session() as session:
         dataset_id = make_dataset(session, "split").id
-    summary = run_archive_import(source=io.BytesIO(archive), dataset_id=dataset_id)
+    summary = run_archive_import(actor=ADMIN, source=io.BytesIO(archive), dataset_id=dataset_id)
     assert summary["format"] == "split_folders" and summary["images_imported"] == 4
     with embedded_stack.session() as session:
         assert dataset_state(session, dataset_id) == {
@@ -235,7 +235,7 @@ def test_multilabel_csv_into_multi_label_dataset(stack):
     })
     with stack.session() as session:
         dataset_id = make_dataset(session, "multi", task_type="multi_label").id
-    summary = run_archive_import(source=io.BytesIO(archive), dataset_id=dataset_id)
+    summary = run_archive_import(actor=ADMIN, source=io.BytesIO(archive), dataset_id=dataset_id)
     assert summary["format"] == "multilabel_csv"
     assert (summary["images_imported"], summary["labels_written"]) == (3, 3)
     assert sorted(e["error"].split(":")[0] for e in summary["errors"]) == ["not listed in the CSV; imported unlabeled",
@@ -252,7 +252,7 @@ def test_label_csv_multi_labels_refused_in_single_label_dataset(embedded_stack):
                          "a.jpg": jpeg(1), "b.jpg": jpeg(2)})
     with embedded_stack.session() as session:
         dataset_id = make_dataset(session, "single").id
-    summary = run_archive_import(source=io.BytesIO(archive), dataset_id=dataset_id)
+    summary = run_archive_import(actor=ADMIN, source=io.BytesIO(archive), dataset_id=dataset_id)
     assert summary["format"] == "label_csv" and summary["images_imported"] == 2
     assert [e["file"] for e in summary["errors"]] == ["a.jpg"]
     assert "single-label" in summary["errors"][0]["error"]
@@ -278,7 +278,7 @@ def test_mapping_to_existing_new_and_skip_and_bad_class_names(stack):
                ClassMapping(source_name="birds", create_new=True, color="#112233", new_name="Aves"),
                ClassMapping(source_name="fish", skip=True),
                ClassMapping(source_name="<b onclick=x>", create_new=True, new_name="bold")]
-    summary = run_archive_import(source=io.BytesIO(archive), dataset_id=dataset_id, class_mapping=mapping)
+    summary = run_archive_import(actor=ADMIN, source=io.BytesIO(archive), dataset_id=dataset_id, class_mapping=mapping)
     assert summary["images_imported"] == 4 and summary["skipped_by_mapping"] == 3
     assert sorted(summary["classes_created"]) == ["Aves", "bold"]
     refused = {e["file"]: e["error"] for e in summary["errors"]}
@@ -293,7 +293,7 @@ def test_mapping_to_existing_new_and_skip_and_bad_class_names(stack):
 
     html = [ClassMapping(source_name="birds", create_new=True, new_name="<script>x</script>")]
     with pytest.raises(InvalidInput, match="HTML"):
-        run_archive_import(source=io.BytesIO(archive), dataset_id=dataset_id, class_mapping=html)
+        run_archive_import(actor=ADMIN, source=io.BytesIO(archive), dataset_id=dataset_id, class_mapping=html)
 
 
 @pytest.mark.parametrize("payload, message", [(b"plain text", "not a ZIP"), (None, "encrypted")])
@@ -308,7 +308,7 @@ def test_bad_archive_is_refused_before_any_job(embedded_stack, payload, message)
     with embedded_stack.session() as session:
         dataset_id = make_dataset(session, "refused").id
     with pytest.raises(InvalidInput, match=message):
-        start_archive_import(source=io.BytesIO(payload), request=ImportLabeledDatasetRequest(dataset_id=str(dataset_id)))
+        start_archive_import(actor=ADMIN, source=io.BytesIO(payload), request=ImportLabeledDatasetRequest(dataset_id=str(dataset_id)))
     with embedded_stack.session() as session:
         assert session.scalar(select(func.count()).select_from(ClsJob)) == 0
     assert stored_keys(embedded_stack) == []
@@ -387,10 +387,10 @@ def test_archive_of_a_job_cancelled_before_it_ran_is_removed_later(embedded_stac
     with embedded_stack.session() as session:
         dataset_id = make_dataset(session, "orphans").id
         never_ran = create_job(session=session, kind="dataset_import", queue="imports",
-                               function="jobs.dataset_imports.import_archive", params={}, user_id=None)
-        request_cancel(session=session, job_id=never_ran.id)
+                               function="jobs.dataset_imports.import_archive", params={}, actor=ADMIN)
+        request_cancel(actor=ADMIN, session=session, job_id=never_ran.id)
     embedded_stack.storage.put(f"imports/{never_ran.id}.zip", b"left behind")
-    start_archive_import(source=io.BytesIO(build_zip({"cats/a.jpg": jpeg(1)})),
+    start_archive_import(actor=ADMIN, source=io.BytesIO(build_zip({"cats/a.jpg": jpeg(1)})),
                          request=ImportLabeledDatasetRequest(dataset_id=str(dataset_id)))
     embedded_stack.drain_jobs()
     assert [k for k in stored_keys(embedded_stack) if k.startswith("imports/")] == []
@@ -414,5 +414,5 @@ def test_start_refuses_a_mapping_that_creates_a_bad_class(embedded_stack):
     request = ImportLabeledDatasetRequest(dataset_id=str(dataset_id), class_mapping=[
         ClassMapping(source_name="cats", create_new=True, new_name="   ")])
     with pytest.raises(InvalidInput, match="new class for 'cats': class name is empty"):
-        start_archive_import(source=io.BytesIO(build_zip({"cats/a.jpg": jpeg(1)})), request=request)
+        start_archive_import(actor=ADMIN, source=io.BytesIO(build_zip({"cats/a.jpg": jpeg(1)})), request=request)
     assert stored_keys(embedded_stack) == []

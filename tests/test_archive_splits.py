@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance
 
+from tests.factories import ADMIN
 from tests.model_factory import small_torch_settings
 
 SOURCES = {  # class: (photo names, grayscale)
@@ -121,8 +122,9 @@ def test_archive_splits_survive_import_version_and_training(embedded_stack, tmp_
     expected = expected_counts(items)
     assert expected == {"train": 24, "val": 10, "test": 9}
     with stack.session() as session:
-        dataset_id = create_dataset(session=session, name=f"photos-{task_type}", task_type=task_type).id
-    summary = run_archive_import(source=archive, dataset_id=dataset_id, skip_duplicates=False, storage=stack.storage)
+        dataset_id = create_dataset(session=session, actor=ADMIN, name=f"photos-{task_type}", task_type=task_type).id
+    summary = run_archive_import(actor=ADMIN, source=archive, dataset_id=dataset_id, skip_duplicates=False,
+                                 storage=stack.storage)
     assert not summary["errors"], summary["errors"]
 
     def splits_by_file() -> dict[str, str]:
@@ -147,7 +149,7 @@ def test_archive_splits_survive_import_version_and_training(embedded_stack, tmp_
     assert straddling["count"] >= len(PLANTED)
 
     with stack.session() as session:
-        version = create_version(session=session, storage=stack.storage, dataset_id=dataset_id)
+        version = create_version(session=session, actor=ADMIN, storage=stack.storage, dataset_id=dataset_id)
         version_id, class_names = version.id, list(version.class_names)
         assert version.split_counts == expected  # version: not one image moved
         manifest = read_manifest(storage=stack.storage, version=version)
@@ -156,8 +158,8 @@ def test_archive_splits_survive_import_version_and_training(embedded_stack, tmp_
     assert class_names == sorted(archive_classes)  # the label space: the archive's classes in its (name) order
 
     with stack.session() as session:
-        run_id = create_run(session=session, version_id=version_id, config=TINY).id
-    start_run(run_id=run_id, inline=True)
+        run_id = create_run(session=session, actor=ADMIN, version_id=version_id, config=TINY).id
+    start_run(actor=ADMIN, run_id=run_id, inline=True)
     with stack.session() as session:
         run = get_run(session=session, run_id=run_id)
         assert run.status == "completed", run.error_message

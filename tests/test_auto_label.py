@@ -11,10 +11,11 @@ from sqlalchemy import select
 
 from core.errors import InvalidInput
 from core.models import ClsLabel
+from tests.factories import ADMIN, person
 from tests.model_factory import digit_images, register_model, shared_checkpoint, small_torch_settings
 from tests.training_data import make_digits_version, store_image
 
-USER = uuid.UUID(int=5)
+USER = person("user@acme.com")
 
 
 @pytest.fixture(autouse=True)
@@ -41,17 +42,17 @@ def setup(stack, checkpoint):
         model_id = register_model(session, stack.storage, checkpoint, class_ids=class_ids)
         images, _ = digit_images(3, 2, offset=30)
         new = [store_image(session, stack.storage, data, f"new{i}.png") for i, data in enumerate(images)]
-        add_images_to_dataset(session=session, dataset_id=version.dataset_id, image_ids=new)
+        add_images_to_dataset(actor=ADMIN, session=session, dataset_id=version.dataset_id, image_ids=new)
         labeled = sorted(version.train_image_ids + version.val_image_ids)
         manual, reviewed, ai = (uuid.UUID(i) for i in labeled[:3])
         wrong = class_ids[2]
         for image_id in (reviewed, ai):  # an AI save keeps a person's label of the same class: start empty
-            clear_labels(session=session, dataset_id=version.dataset_id, image_id=image_id)
-        set_labels(session=session, dataset_id=version.dataset_id, image_id=manual, class_ids=[wrong], user_id=USER)
-        set_labels(session=session, dataset_id=version.dataset_id, image_id=reviewed, class_ids=[wrong],
+            clear_labels(actor=ADMIN, session=session, dataset_id=version.dataset_id, image_id=image_id)
+        set_labels(session=session, dataset_id=version.dataset_id, image_id=manual, class_ids=[wrong], actor=USER)
+        set_labels(actor=ADMIN, session=session, dataset_id=version.dataset_id, image_id=reviewed, class_ids=[wrong],
                    is_ai_generated=True, confidence=0.9, ai_model="old")
-        mark_reviewed(session=session, dataset_id=version.dataset_id, image_id=reviewed, user_id=USER)
-        set_labels(session=session, dataset_id=version.dataset_id, image_id=ai, class_ids=[wrong],
+        mark_reviewed(session=session, dataset_id=version.dataset_id, image_id=reviewed, actor=USER)
+        set_labels(actor=ADMIN, session=session, dataset_id=version.dataset_id, image_id=ai, class_ids=[wrong],
                    is_ai_generated=True, confidence=0.99, ai_model="old")
         return version.dataset_id, model_id, {"manual": manual, "reviewed": reviewed, "ai": ai, "new": new}, wrong
 
@@ -69,7 +70,7 @@ def test_manual_labels_survive_a_batch_prediction(stack, checkpoint):
     dataset_id, model_id, ids, wrong = setup(stack, checkpoint)
     before = labels(stack, dataset_id)
     job_id = start_batch_prediction(model_id=model_id, scope="dataset", dataset_id=dataset_id, write_labels=True,
-                                    export_csv=True, user_id=USER)
+                                    export_csv=True, actor=USER)
     stack.drain_jobs()
     with stack.session() as session:
         job = get_job(session=session, job_id=job_id)
@@ -101,12 +102,12 @@ def test_overwrite_replaces_manual_labels_and_csv_only_changes_nothing(embedded_
 
     dataset_id, model_id, ids, wrong = setup(embedded_stack, checkpoint)
     before = {k: (v.class_id, v.is_ai_generated) for k, v in labels(embedded_stack, dataset_id).items()}
-    out = run_batch_prediction(model=model_id, scope="selection", dataset_id=dataset_id,
+    out = run_batch_prediction(actor=ADMIN, model=model_id, scope="selection", dataset_id=dataset_id,
                                image_ids=[ids["manual"], ids["new"][0]], export_csv=True)
     assert out["total"] == 2 and out["labeled"] == 0 and "csv_key" in out
     assert {k: (v.class_id, v.is_ai_generated) for k, v in labels(embedded_stack, dataset_id).items()} == before
     out = run_batch_prediction(model=model_id, scope="selection", dataset_id=dataset_id, image_ids=[ids["manual"]],
-                               write_labels=True, overwrite=True, user_id=USER, export_csv=True)
+                               write_labels=True, overwrite=True, actor=USER, export_csv=True)
     predicted = read_csv(embedded_stack.storage, out["csv_key"])[0]["predicted"]
     with embedded_stack.session() as session:
         mapping = session.get(ClsTrainedModel, model_id).class_mapping
@@ -115,7 +116,7 @@ def test_overwrite_replaces_manual_labels_and_csv_only_changes_nothing(embedded_
     # overwritten with the prediction (a person's label of the same class stays theirs: labels service rule)
     assert out["labeled"] == 1 and str(row.class_id) == expected
     assert row.is_ai_generated or str(row.class_id) == str(wrong)
-    out = run_batch_prediction(model=model_id, scope="library", export_csv=True)
+    out = run_batch_prediction(actor=ADMIN, model=model_id, scope="library", export_csv=True)
     assert out["total"] == 12
 
 
@@ -133,7 +134,7 @@ def test_bad_requests(embedded_stack, checkpoint):
         with pytest.raises(InvalidInput, match=message):
             check_request(**kwargs)
     with pytest.raises(InvalidInput, match="no images"):
-        run_batch_prediction(model=model_id, scope="selection", dataset_id=dataset_id, image_ids=[uuid.uuid4()],
+        run_batch_prediction(actor=ADMIN, model=model_id, scope="selection", dataset_id=dataset_id, image_ids=[uuid.uuid4()],
                              export_csv=True)
 
 
@@ -166,8 +167,8 @@ def test_selection_by_ids_folder_and_tag_in_core_and_cli(embedded_stack, checkpo
     new = ids["new"]
     with embedded_stack.session() as session:
         for image_id in new[:2]:
-            update_image(session=session, image_id=image_id, folder="batch-a")
-        update_image(session=session, image_id=new[2], tags=["pick"])
+            update_image(actor=ADMIN, session=session, image_id=image_id, folder="batch-a")
+        update_image(actor=ADMIN, session=session, image_id=new[2], tags=["pick"])
     assert parse_image_ids(f"{new[0]}, {new[1]}\n{new[0]}") == new[:2]  # separators, each once
     with pytest.raises(InvalidInput, match="'nope' is not an image id"):
         parse_image_ids(f"{new[0]} nope")

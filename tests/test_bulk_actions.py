@@ -13,8 +13,7 @@ from sqlalchemy import func, insert, select, text
 
 from core import bulk_actions
 from core.models import ClsAuditEvent, ClsDatasetImage, ClsImage, ClsLabel
-
-ADMIN = uuid.UUID(int=77)
+from tests.factories import ADMIN
 
 
 def make_images(stack, n: int, folder: str = "bulk") -> list[uuid.UUID]:
@@ -51,23 +50,23 @@ def test_every_bulk_action_keeps_counts_exact_and_audits_once(db_stack, small_ba
         other = make_dataset(session, "other").id
         cat, dog = make_class(session, "cat").id, make_class(session, "dog").id
     seen: list[tuple[int, int]] = []
-    assert bulk_actions.tag_images(image_ids=ids, add=["x"], progress=lambda d, t, m: seen.append((d, t))) == 600
+    assert bulk_actions.tag_images(actor=ADMIN, image_ids=ids, add=["x"], progress=lambda d, t, m: seen.append((d, t))) == 600
     assert seen[0] == (0, 600) and len(seen) >= 1 + 600 // 80 and seen[-1] == (600, 600)
-    assert bulk_actions.add_to_dataset(dataset_id=dataset, image_ids=ids) == 600
-    assert bulk_actions.add_to_dataset(dataset_id=other, image_ids=ids[:300]) == 300
-    assert bulk_actions.add_to_dataset(dataset_id=dataset, image_ids=ids) == 0  # idempotent
-    assert bulk_actions.set_label(dataset_id=dataset, image_ids=ids, class_id=cat, user_id=ADMIN) == 600
+    assert bulk_actions.add_to_dataset(actor=ADMIN, dataset_id=dataset, image_ids=ids) == 600
+    assert bulk_actions.add_to_dataset(actor=ADMIN, dataset_id=other, image_ids=ids[:300]) == 300
+    assert bulk_actions.add_to_dataset(actor=ADMIN, dataset_id=dataset, image_ids=ids) == 0  # idempotent
+    assert bulk_actions.set_label(dataset_id=dataset, image_ids=ids, class_id=cat, actor=ADMIN) == 600
     assert bulk_actions.set_label(dataset_id=dataset, image_ids=ids[::2], class_id=dog, mode="add",
-                                  user_id=ADMIN) == 300
-    assert bulk_actions.set_label(dataset_id=other, image_ids=ids[:300], class_id=cat) == 300
+                                  actor=ADMIN) == 300
+    assert bulk_actions.set_label(actor=ADMIN, dataset_id=other, image_ids=ids[:300], class_id=cat) == 300
     assert mismatches(stack) == []
     assert bulk_actions.set_label(dataset_id=dataset, image_ids=ids[:100], class_id=cat, mode="remove",
-                                  user_id=ADMIN) == 100
-    assert bulk_actions.clear_labels(dataset_id=dataset, image_ids=ids[100:200], user_id=ADMIN) == 100
+                                  actor=ADMIN) == 100
+    assert bulk_actions.clear_labels(dataset_id=dataset, image_ids=ids[100:200], actor=ADMIN) == 100
     assert mismatches(stack) == []
-    assert bulk_actions.remove_from_dataset(dataset_id=dataset, image_ids=ids[200:350]) == 150
+    assert bulk_actions.remove_from_dataset(actor=ADMIN, dataset_id=dataset, image_ids=ids[200:350]) == 150
     assert mismatches(stack) == []
-    assert bulk_actions.delete_images(image_ids=ids[250:], storage=stack.storage, user_id=ADMIN) == 350
+    assert bulk_actions.delete_images(image_ids=ids[250:], storage=stack.storage, actor=ADMIN) == 350
     assert mismatches(stack) == []
     with stack.session() as session:
         assert session.scalar(select(func.count()).select_from(ClsImage)) == 250
@@ -75,10 +74,10 @@ def test_every_bulk_action_keeps_counts_exact_and_audits_once(db_stack, small_ba
                               .where(ClsDatasetImage.dataset_id == dataset)) == 200  # 0-199 stay
         events = session.execute(select(ClsAuditEvent.action, ClsAuditEvent.row_count)
                                  .order_by(ClsAuditEvent.created_at)).all()
-    # one row per action with the total (the unaudited set_label without a user wrote none)
+    # one row per action with the total (every action is someone's: each is audited)
     assert [tuple(e) for e in events] == [("bulk_set_label", 600), ("bulk_set_label", 300),
-                                          ("bulk_set_label", 100), ("bulk_clear_labels", 100),
-                                          ("delete_images", 350)]
+                                          ("bulk_set_label", 300), ("bulk_set_label", 100),
+                                          ("bulk_clear_labels", 100), ("delete_images", 350)]
 
 
 def test_refusals_come_before_the_first_batch(db_stack):
@@ -91,11 +90,11 @@ def test_refusals_come_before_the_first_batch(db_stack):
         dataset = make_dataset(session, "d").id
         cat = make_class(session, "cat").id
     with pytest.raises(NotFound, match="not in the library"):
-        bulk_actions.add_to_dataset(dataset_id=dataset, image_ids=[*ids, uuid.uuid4()])
+        bulk_actions.add_to_dataset(actor=ADMIN, dataset_id=dataset, image_ids=[*ids, uuid.uuid4()])
     with pytest.raises(InvalidInput, match="mode"):
-        bulk_actions.set_label(dataset_id=dataset, image_ids=ids, class_id=cat, mode="swap")
+        bulk_actions.set_label(actor=ADMIN, dataset_id=dataset, image_ids=ids, class_id=cat, mode="swap")
     with pytest.raises(InvalidInput):
-        bulk_actions.tag_images(image_ids=ids, add=["x" * 500])
+        bulk_actions.tag_images(actor=ADMIN, image_ids=ids, add=["x" * 500])
     with stack.session() as session:
         assert session.scalar(select(func.count()).select_from(ClsDatasetImage)) == 0
 
@@ -110,7 +109,7 @@ def test_a_stopped_action_keeps_its_committed_batches_and_a_rerun_finishes(db_st
     with stack.session() as session:
         dataset = make_dataset(session, "d").id
         cat = make_class(session, "cat").id
-    bulk_actions.add_to_dataset(dataset_id=dataset, image_ids=ids)
+    bulk_actions.add_to_dataset(actor=ADMIN, dataset_id=dataset, image_ids=ids)
     real, calls = labels.set_label_batch, []
 
     def failing_third(**kwargs):
@@ -121,14 +120,14 @@ def test_a_stopped_action_keeps_its_committed_batches_and_a_rerun_finishes(db_st
 
     monkeypatch.setattr(labels, "set_label_batch", failing_third)
     with pytest.raises(InvalidInput, match="stopped after .* of 300 images"):
-        bulk_actions.set_label(dataset_id=dataset, image_ids=ids, class_id=cat, user_id=ADMIN)
+        bulk_actions.set_label(dataset_id=dataset, image_ids=ids, class_id=cat, actor=ADMIN)
     assert mismatches(stack) == []
     with stack.session() as session:
         kept = session.scalar(select(func.count()).select_from(ClsLabel))
         audited = session.scalar(select(ClsAuditEvent.row_count))
     assert 0 < kept < 300 and audited == kept  # the audit row says what was really changed
     monkeypatch.setattr(labels, "set_label_batch", real)
-    assert bulk_actions.set_label(dataset_id=dataset, image_ids=ids, class_id=cat, user_id=ADMIN) == 300 - kept
+    assert bulk_actions.set_label(dataset_id=dataset, image_ids=ids, class_id=cat, actor=ADMIN) == 300 - kept
     assert mismatches(stack) == []
 
 
@@ -148,8 +147,8 @@ def test_labeler_is_never_held_over_a_second_by_large_bulk_actions(postgres_stac
         bulk = make_dataset(session, "bulk").id
         watched = make_dataset(session, "watched").id
         cat, dog = make_class(session, "cat").id, make_class(session, "dog").id
-    bulk_actions.add_to_dataset(dataset_id=bulk, image_ids=own[:200])
-    bulk_actions.add_to_dataset(dataset_id=watched, image_ids=own[200:])
+    bulk_actions.add_to_dataset(actor=ADMIN, dataset_id=bulk, image_ids=own[:200])
+    bulk_actions.add_to_dataset(actor=ADMIN, dataset_id=watched, image_ids=own[200:])
     stop = threading.Event()
     latencies: dict[str, list[float]] = {"same dataset": [], "same class": []}
     errors: list[BaseException] = []
@@ -163,7 +162,7 @@ def test_labeler_is_never_held_over_a_second_by_large_bulk_actions(postgres_stac
                 with session_scope() as session:
                     # a lock held on the labeler for more than a second fails its save (LockNotAvailable)
                     session.execute(text("SET LOCAL lock_timeout = '1s'"))
-                    set_labels(session=session, dataset_id=dataset_id, image_id=image_id, class_ids=[class_id])
+                    set_labels(actor=ADMIN, session=session, dataset_id=dataset_id, image_id=image_id, class_ids=[class_id])
             except BaseException as exc:  # noqa: BLE001 (reported below)
                 errors.append(exc)
                 return
@@ -178,10 +177,10 @@ def test_labeler_is_never_held_over_a_second_by_large_bulk_actions(postgres_stac
     timings = {}
     try:
         for name, action in [
-            ("add", lambda: bulk_actions.add_to_dataset(dataset_id=bulk, image_ids=ids)),
-            ("label", lambda: bulk_actions.set_label(dataset_id=bulk, image_ids=ids, class_id=cat, user_id=ADMIN)),
+            ("add", lambda: bulk_actions.add_to_dataset(actor=ADMIN, dataset_id=bulk, image_ids=ids)),
+            ("label", lambda: bulk_actions.set_label(dataset_id=bulk, image_ids=ids, class_id=cat, actor=ADMIN)),
             ("delete", lambda: bulk_actions.delete_images(image_ids=ids[: n // 4], storage=stack.storage,
-                                                          user_id=ADMIN)),
+                                                          actor=ADMIN)),
         ]:
             started = time.perf_counter()
             action()

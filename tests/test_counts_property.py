@@ -20,7 +20,7 @@ from core.datasets import (
 from core.errors import UserError
 from core.labels import bulk_clear_labels, bulk_set_label, clear_labels, set_labels, toggle_label
 from core.models import ClsClass, ClsDataset, ClsDatasetImage, ClsImage, ClsLabel, ClsLabelChange
-from tests.factories import make_image_row
+from tests.factories import ADMIN, make_image_row
 
 N_IMAGES = 4
 pick = st.integers(min_value=0, max_value=20)
@@ -48,13 +48,13 @@ operations = st.one_of(label_ops, label_ops, other_ops)
 def _reset(session, storage):
     for model in (ClsLabelChange, ClsLabel, ClsDatasetImage, ClsDataset, ClsClass, ClsImage):
         session.execute(delete(model))
-    create_dataset(session=session, name="single", task_type="single_label")
-    create_dataset(session=session, name="multi", task_type="multi_label")
+    create_dataset(actor=ADMIN, session=session, name="single", task_type="single_label")
+    create_dataset(actor=ADMIN, session=session, name="multi", task_type="multi_label")
     for name in ("a", "b", "c"):
-        create_class(session=session, name=name)
+        create_class(actor=ADMIN, session=session, name=name)
     images = [make_image_row(session, storage, seed=seed).id for seed in range(N_IMAGES)]
     for dataset in session.scalars(select(ClsDataset)).all():  # start with shared images: more overlap
-        add_images_to_dataset(session=session, dataset_id=dataset.id, image_ids=images[:3])
+        add_images_to_dataset(actor=ADMIN, session=session, dataset_id=dataset.id, image_ids=images[:3])
 
 
 def _ids(session, model):
@@ -72,37 +72,37 @@ def _apply(session, op, counter):
     kind, *args = op
     dataset = _choose(datasets, args[0]) if kind not in ("merge", "delete_class", "create_class", "delete_image") else None
     if kind == "add":
-        add_images_to_dataset(session=session, dataset_id=dataset, image_ids=[_choose(images, i) for i in args[1]])
+        add_images_to_dataset(actor=ADMIN, session=session, dataset_id=dataset, image_ids=[_choose(images, i) for i in args[1]])
     elif kind == "remove":
-        remove_images_from_dataset(session=session, dataset_id=dataset, image_ids=[_choose(images, i) for i in args[1]])
+        remove_images_from_dataset(actor=ADMIN, session=session, dataset_id=dataset, image_ids=[_choose(images, i) for i in args[1]])
     elif kind == "set" and classes:
-        set_labels(session=session, dataset_id=dataset, image_id=_choose(images, args[1]),
+        set_labels(actor=ADMIN, session=session, dataset_id=dataset, image_id=_choose(images, args[1]),
                    class_ids=[_choose(classes, i) for i in args[2]])
     elif kind == "clear":
-        clear_labels(session=session, dataset_id=dataset, image_id=_choose(images, args[1]))
+        clear_labels(actor=ADMIN, session=session, dataset_id=dataset, image_id=_choose(images, args[1]))
     elif kind == "toggle" and classes:
-        toggle_label(session=session, dataset_id=dataset, image_id=_choose(images, args[1]),
+        toggle_label(actor=ADMIN, session=session, dataset_id=dataset, image_id=_choose(images, args[1]),
                      class_id=_choose(classes, args[2]))
     elif kind == "bulk" and classes:
-        bulk_set_label(session=session, dataset_id=dataset, image_ids=[_choose(images, i) for i in args[1]],
+        bulk_set_label(actor=ADMIN, session=session, dataset_id=dataset, image_ids=[_choose(images, i) for i in args[1]],
                        class_id=_choose(classes, args[2]), mode=args[3])
     elif kind == "bulk_clear":
-        bulk_clear_labels(session=session, dataset_id=dataset, image_ids=[_choose(images, i) for i in args[1]])
+        bulk_clear_labels(actor=ADMIN, session=session, dataset_id=dataset, image_ids=[_choose(images, i) for i in args[1]])
     elif kind == "merge" and classes:
-        merge_classes(session=session, source_ids=[_choose(classes, i) for i in args[0]],
+        merge_classes(actor=ADMIN, session=session, source_ids=[_choose(classes, i) for i in args[0]],
                       target_id=_choose(classes, args[1]))
     elif kind == "delete_class" and classes:
-        delete_class(session=session, class_id=_choose(classes, args[0]))
+        delete_class(actor=ADMIN, session=session, class_id=_choose(classes, args[0]))
     elif kind == "create_class":
         counter[0] += 1
-        create_class(session=session, name=f"new{counter[0]}")
+        create_class(actor=ADMIN, session=session, name=f"new{counter[0]}")
     elif kind == "delete_image":
         from core.images import delete_images
         from core.storage import get_storage
 
-        delete_images(session=session, storage=get_storage(), image_ids=[_choose(images, args[0])])
+        delete_images(actor=ADMIN, session=session, storage=get_storage(), image_ids=[_choose(images, args[0])])
     elif kind == "delete_dataset":
-        delete_dataset(session=session, dataset_id=dataset)
+        delete_dataset(actor=ADMIN, session=session, dataset_id=dataset)
 
 
 def _check(session):

@@ -29,12 +29,12 @@ from core.errors import Conflict, InvalidInput, NotFound
 from core.labels import count_mismatches, mark_reviewed, set_labels, skip_image
 from core.models import ClsClass, ClsDataset, ClsLabel
 from tests.apptest_tools import component_data
-from tests.factories import add_to_space, make_image_row
+from tests.factories import ADMIN, add_to_space, make_image_row
 
 
 def test_create_get_list(db_stack):
     with db_stack.session() as session:
-        created = create_dataset(session=session, name=" shelf ", task_type="multi_label", description=" d ",
+        created = create_dataset(actor=ADMIN, session=session, name=" shelf ", task_type="multi_label", description=" d ",
                                  split_ratios={"train": 0.7, "val": 0.2, "test": 0.1},
                                  preprocessing={"image_size": 256})
         assert get_dataset_by_name(session=session, name="shelf").id == created.id
@@ -56,22 +56,22 @@ def test_create_get_list(db_stack):
 ])
 def test_create_bad_input(db_stack, kwargs, error, message):
     with pytest.raises(error, match=message), db_stack.session() as session:
-        create_dataset(session=session, **kwargs)
+        create_dataset(actor=ADMIN, session=session, **kwargs)
 
 
 def test_duplicate_and_unknown_names(db_stack):
     with db_stack.session() as session:
-        create_dataset(session=session, name="a")
+        create_dataset(actor=ADMIN, session=session, name="a")
     with pytest.raises(Conflict), db_stack.session() as session:
-        create_dataset(session=session, name="a")
+        create_dataset(actor=ADMIN, session=session, name="a")
     with pytest.raises(NotFound, match="no dataset named"), db_stack.session() as session:
         get_dataset_by_name(session=session, name="b")
 
 
 def _world(stack, task_type="single_label", images=4):
     with stack.session() as session:
-        dataset = create_dataset(session=session, name="ds", task_type=task_type)
-        classes = [create_class(session=session, name=n).id for n in ("cat", "dog")]
+        dataset = create_dataset(actor=ADMIN, session=session, name="ds", task_type=task_type)
+        classes = [create_class(actor=ADMIN, session=session, name=n).id for n in ("cat", "dog")]
         add_to_space(session, dataset.id, classes)  # the dataset's classes: cat = key 1, dog = key 2
         image_ids = [make_image_row(session, stack.storage, seed=i, folder="f" if i % 2 else None,
                                     tags=["even"] if i % 2 == 0 else []).id for i in range(images)]
@@ -81,16 +81,16 @@ def _world(stack, task_type="single_label", images=4):
 def test_add_is_idempotent_and_refuses_unknown_ids(stack):
     dataset_id, _, images = _world(stack)
     with stack.session() as session:
-        assert add_images_to_dataset(session=session, dataset_id=dataset_id, image_ids=images[:3], split="train") == 3
-        assert add_images_to_dataset(session=session, dataset_id=dataset_id, image_ids=images) == 1
+        assert add_images_to_dataset(actor=ADMIN, session=session, dataset_id=dataset_id, image_ids=images[:3], split="train") == 3
+        assert add_images_to_dataset(actor=ADMIN, session=session, dataset_id=dataset_id, image_ids=images) == 1
         assert session.get(ClsDataset, dataset_id).image_count == 4
         assert split_counts(session=session, dataset_id=dataset_id) == {"train": 3, "unassigned": 1}
     with pytest.raises(NotFound, match="not in the library"), stack.session() as session:
-        add_images_to_dataset(session=session, dataset_id=dataset_id, image_ids=[images[0], uuid.uuid4()])
+        add_images_to_dataset(actor=ADMIN, session=session, dataset_id=dataset_id, image_ids=[images[0], uuid.uuid4()])
     with pytest.raises(InvalidInput, match="not a valid id"), stack.session() as session:
-        add_images_to_dataset(session=session, dataset_id=dataset_id, image_ids=["../etc"])
+        add_images_to_dataset(actor=ADMIN, session=session, dataset_id=dataset_id, image_ids=["../etc"])
     with pytest.raises(InvalidInput, match="split"), stack.session() as session:
-        add_images_to_dataset(session=session, dataset_id=dataset_id, image_ids=images, split="holdout")
+        add_images_to_dataset(actor=ADMIN, session=session, dataset_id=dataset_id, image_ids=images, split="holdout")
     with stack.session() as session:
         assert session.get(ClsDataset, dataset_id).image_count == 4
 
@@ -98,17 +98,17 @@ def test_add_is_idempotent_and_refuses_unknown_ids(stack):
 def test_remove_and_detach_keep_counts(stack):
     dataset_id, (cat, dog), images = _world(stack)
     with stack.session() as session:
-        other = create_dataset(session=session, name="other").id
-        add_images_to_dataset(session=session, dataset_id=dataset_id, image_ids=images)
-        add_images_to_dataset(session=session, dataset_id=other, image_ids=images[:2])
+        other = create_dataset(actor=ADMIN, session=session, name="other").id
+        add_images_to_dataset(actor=ADMIN, session=session, dataset_id=dataset_id, image_ids=images)
+        add_images_to_dataset(actor=ADMIN, session=session, dataset_id=other, image_ids=images[:2])
         for image_id in images:
-            set_labels(session=session, dataset_id=dataset_id, image_id=image_id, class_ids=[cat])
-        set_labels(session=session, dataset_id=other, image_id=images[0], class_ids=[dog])
-        assert remove_images_from_dataset(session=session, dataset_id=dataset_id, image_ids=images[2:]) == 2
-        assert remove_images_from_dataset(session=session, dataset_id=dataset_id, image_ids=images[2:]) == 0
+            set_labels(actor=ADMIN, session=session, dataset_id=dataset_id, image_id=image_id, class_ids=[cat])
+        set_labels(actor=ADMIN, session=session, dataset_id=other, image_id=images[0], class_ids=[dog])
+        assert remove_images_from_dataset(actor=ADMIN, session=session, dataset_id=dataset_id, image_ids=images[2:]) == 2
+        assert remove_images_from_dataset(actor=ADMIN, session=session, dataset_id=dataset_id, image_ids=images[2:]) == 0
         assert count_mismatches(session=session) == []
         assert session.get(ClsClass, cat).image_count == 2
-        assert detach_images_everywhere(session=session, image_ids=images[:1]) == 2
+        assert detach_images_everywhere(actor=ADMIN, session=session, image_ids=images[:1]) == 2
         assert count_mismatches(session=session) == []
         assert session.get(ClsClass, dog).image_count == 0
 
@@ -116,15 +116,15 @@ def test_remove_and_detach_keep_counts(stack):
 def test_update_and_delete(stack):
     dataset_id, (cat, dog), images = _world(stack, task_type="multi_label")
     with stack.session() as session:
-        add_images_to_dataset(session=session, dataset_id=dataset_id, image_ids=images)
-        set_labels(session=session, dataset_id=dataset_id, image_id=images[0], class_ids=[cat, dog])
-        update_dataset(session=session, dataset_id=dataset_id, name="renamed", description="x")
+        add_images_to_dataset(actor=ADMIN, session=session, dataset_id=dataset_id, image_ids=images)
+        set_labels(actor=ADMIN, session=session, dataset_id=dataset_id, image_id=images[0], class_ids=[cat, dog])
+        update_dataset(actor=ADMIN, session=session, dataset_id=dataset_id, name="renamed", description="x")
         with pytest.raises(Conflict, match="several labels"):
-            update_dataset(session=session, dataset_id=dataset_id, task_type="single_label")
+            update_dataset(actor=ADMIN, session=session, dataset_id=dataset_id, task_type="single_label")
         with pytest.raises(InvalidInput, match="cannot change"):
-            update_dataset(session=session, dataset_id=dataset_id, image_count=5)
+            update_dataset(actor=ADMIN, session=session, dataset_id=dataset_id, image_count=5)
     with stack.session() as session:
-        result = delete_dataset(session=session, dataset_id=dataset_id)
+        result = delete_dataset(actor=ADMIN, session=session, dataset_id=dataset_id)
         assert result == {"name": "renamed", "images": 4, "labels": 2}
     with stack.session() as session:
         assert session.scalar(select(func.count()).select_from(ClsLabel)) == 0
@@ -135,29 +135,29 @@ def test_update_and_delete(stack):
 def test_set_split_and_recount(stack):
     dataset_id, _, images = _world(stack)
     with stack.session() as session:
-        add_images_to_dataset(session=session, dataset_id=dataset_id, image_ids=images)
-        assert set_split(session=session, dataset_id=dataset_id, image_ids=images[:2], split="val") == 2
-        assert set_split(session=session, dataset_id=dataset_id, image_ids=images[:2], split="val") == 0
+        add_images_to_dataset(actor=ADMIN, session=session, dataset_id=dataset_id, image_ids=images)
+        assert set_split(actor=ADMIN, session=session, dataset_id=dataset_id, image_ids=images[:2], split="val") == 2
+        assert set_split(actor=ADMIN, session=session, dataset_id=dataset_id, image_ids=images[:2], split="val") == 0
         with pytest.raises(InvalidInput, match="split"):
-            set_split(session=session, dataset_id=dataset_id, image_ids=images, split="holdout")
+            set_split(actor=ADMIN, session=session, dataset_id=dataset_id, image_ids=images, split="holdout")
         session.get(ClsDataset, dataset_id).image_count = 99  # a count gone wrong by hand
         session.flush()
-        recount_dataset(session=session, dataset_id=dataset_id)
+        recount_dataset(actor=ADMIN, session=session, dataset_id=dataset_id)
         assert count_mismatches(session=session) == []
 
 
 def test_grid_filters(stack):
     dataset_id, (cat, dog), images = _world(stack, images=6)
     with stack.session() as session:
-        add_images_to_dataset(session=session, dataset_id=dataset_id, image_ids=images)
-        set_labels(session=session, dataset_id=dataset_id, image_id=images[0], class_ids=[cat])
-        set_labels(session=session, dataset_id=dataset_id, image_id=images[1], class_ids=[dog],
+        add_images_to_dataset(actor=ADMIN, session=session, dataset_id=dataset_id, image_ids=images)
+        set_labels(actor=ADMIN, session=session, dataset_id=dataset_id, image_id=images[0], class_ids=[cat])
+        set_labels(actor=ADMIN, session=session, dataset_id=dataset_id, image_id=images[1], class_ids=[dog],
                    is_ai_generated=True, confidence=0.9, ai_model="m")
-        set_labels(session=session, dataset_id=dataset_id, image_id=images[2], class_ids=[dog],
+        set_labels(actor=ADMIN, session=session, dataset_id=dataset_id, image_id=images[2], class_ids=[dog],
                    is_ai_generated=True, confidence=0.4, ai_model="m")
-        mark_reviewed(session=session, dataset_id=dataset_id, image_id=images[1], user_id=None)
-        skip_image(session=session, dataset_id=dataset_id, image_id=images[3])
-        set_split(session=session, dataset_id=dataset_id, image_ids=images[4:], split="test")
+        mark_reviewed(session=session, dataset_id=dataset_id, image_id=images[1], actor=ADMIN)
+        skip_image(actor=ADMIN, session=session, dataset_id=dataset_id, image_id=images[3])
+        set_split(actor=ADMIN, session=session, dataset_id=dataset_id, image_ids=images[4:], split="test")
 
         def ids(**kwargs):
             return set(dataset_image_ids(session=session, dataset_id=dataset_id, filters=GridFilters(**kwargs)))
@@ -182,7 +182,7 @@ def test_library_filters(stack):
         assert set(library_image_ids(session=session, folder="f")) == {images[1], images[3]}
         assert set(library_image_ids(session=session, tags=["even"])) == {images[0], images[2]}
         assert set(library_image_ids(session=session, search="img_3")) == {images[3]}
-        add_images_to_dataset(session=session, dataset_id=dataset_id, image_ids=images[:1])
+        add_images_to_dataset(actor=ADMIN, session=session, dataset_id=dataset_id, image_ids=images[:1])
         assert images[0] not in library_image_ids(session=session, not_in_dataset=dataset_id)
 
 
@@ -223,8 +223,8 @@ def test_datasets_page_create_add_label(embedded_stack):
     with embedded_stack.session() as session:
         for seed in range(5):
             make_image_row(session, embedded_stack.storage, seed=seed, folder="shelf" if seed < 4 else None)
-        bird = create_class(session=session, name="bird").id
-        dog = create_class(session=session, name="dog").id
+        bird = create_class(actor=ADMIN, session=session, name="bird").id
+        dog = create_class(actor=ADMIN, session=session, name="dog").id
     at = AppTest.from_file("../app.py", default_timeout=60)
     at.run()
     at.switch_page("pages/datasets.py").run()
@@ -260,8 +260,8 @@ def test_grid_number_key_toggles_a_class_on_multi_label(embedded_stack):
 
     dataset_id, (cat, dog), images = _world(embedded_stack, task_type="multi_label", images=3)
     with embedded_stack.session() as session:
-        add_images_to_dataset(session=session, dataset_id=dataset_id, image_ids=images)
-        set_labels(session=session, dataset_id=dataset_id, image_id=images[0], class_ids=[dog])
+        add_images_to_dataset(actor=ADMIN, session=session, dataset_id=dataset_id, image_ids=images)
+        set_labels(actor=ADMIN, session=session, dataset_id=dataset_id, image_id=images[0], class_ids=[dog])
     at = AppTest.from_file("../app.py", default_timeout=60)
     at.run()
     at.switch_page("pages/datasets.py")

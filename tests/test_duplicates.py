@@ -29,6 +29,7 @@ from core.errors import InvalidInput, NotFound
 from core.hamming import HashIndex, pairs_within
 from core.images import ingest_bytes
 from core.models import ClsImage
+from tests.factories import ADMIN
 
 
 def encoded(image: Image.Image, fmt: str = "PNG", **save) -> bytes:
@@ -76,7 +77,7 @@ def ingest_library(stack, names: list[str] | None = None) -> dict[str, uuid.UUID
         for name, data in library_images().items():
             if names is not None and name not in names:
                 continue
-            result = ingest_bytes(session=session, storage=stack.storage, data=data, filename=f"{name}.png",
+            result = ingest_bytes(actor=ADMIN, session=session, storage=stack.storage, data=data, filename=f"{name}.png",
                                   skip_duplicates=False)
             assert result.status == "imported", result.error
             ids[name] = result.image_id
@@ -284,7 +285,7 @@ def test_delete_extras_removes_rows_and_both_objects(stack, library):
     with stack.session() as session:
         rows = {r.id: (r.storage_path, r.thumbnail_path) for r in session.scalars(select(ClsImage))}
     with stack.session() as session:
-        deleted = delete_extras(session=session, storage=stack.storage,
+        deleted = delete_extras(actor=ADMIN, session=session, storage=stack.storage,
                                 group_keep={ids["a"]: [ids["a_copy"], ids["a_small"]], ids["pack1"]: [ids["pack2"]]})
     assert deleted == 3
     gone = {ids["a_copy"], ids["a_small"], ids["pack2"]}
@@ -303,7 +304,7 @@ def test_delete_extras_refuses_and_deletes_nothing(stack, library, problem):
     else:
         group_keep, error = {uuid.uuid4(): [ids["a_copy"]]}, NotFound
     with pytest.raises(error, match="nothing was deleted"), stack.session() as session:
-        delete_extras(session=session, storage=stack.storage, group_keep=group_keep)
+        delete_extras(actor=ADMIN, session=session, storage=stack.storage, group_keep=group_keep)
     with stack.session() as session:
         assert session.scalar(select(func.count()).select_from(ClsImage)) == len(ids)
     assert stored_keys(stack.storage) == before

@@ -15,7 +15,7 @@ from core.export import collect_export, combined_csv, export_key, list_exports, 
 from core.labels import set_labels
 from core.models import ClsClass, ClsDatasetImage, ClsImage, ClsJob, ClsLabel
 from core.versions import create_version
-from tests.factories import make_class, make_dataset, make_dataset_image
+from tests.factories import ADMIN, make_class, make_dataset, make_dataset_image
 
 SPLITS = ["train", "train", "train", "val", "test"]
 
@@ -93,9 +93,9 @@ def test_csv_layouts(embedded_stack, tmp_path):
 def test_export_of_a_version_ignores_later_edits(stack, tmp_path):
     dataset_id, images, classes = _dataset(stack)
     with stack.session() as session:
-        create_version(session=session, storage=stack.storage, dataset_id=dataset_id)
+        create_version(actor=ADMIN, session=session, storage=stack.storage, dataset_id=dataset_id)
     with stack.session() as session:
-        set_labels(session=session, dataset_id=dataset_id, image_id=images[0], class_ids=[classes["dog"]])
+        set_labels(actor=ADMIN, session=session, dataset_id=dataset_id, image_id=images[0], class_ids=[classes["dog"]])
     old = _export(stack, tmp_path, dataset_id, "csv", version_number=1)
     new = _export(stack, tmp_path, dataset_id, "csv")
     key = images[0].hex[:12]
@@ -108,7 +108,7 @@ def test_export_of_a_version_ignores_later_edits(stack, tmp_path):
 
 def test_export_runs_as_a_job_and_stores_the_zip(stack):
     dataset_id, _, _ = _dataset(stack)
-    job_id = start_export(dataset_id=dataset_id, fmt="imagefolder")
+    job_id = start_export(actor=ADMIN, dataset_id=dataset_id, fmt="imagefolder")
     stack.drain_jobs()
     with stack.session() as session:
         job = session.get(ClsJob, job_id)
@@ -129,7 +129,7 @@ def test_refusals(stack, tmp_path):
             with pytest.raises(InvalidInput, match="several labels.*multilabel-csv"):
                 collect_export(session=session, storage=stack.storage, dataset_id=dataset_id, fmt=fmt)
         with pytest.raises(InvalidInput, match="unknown export format 'coco'"):
-            start_export(dataset_id=dataset_id, fmt="coco")
+            start_export(actor=ADMIN, dataset_id=dataset_id, fmt="coco")
         with pytest.raises(NotFound, match="no version 3"):
             collect_export(session=session, storage=stack.storage, dataset_id=dataset_id, fmt="csv", version_number=3)
         session.execute(ClsLabel.__table__.delete().where(ClsLabel.image_id == images[0],
@@ -167,7 +167,7 @@ def test_round_trip_through_the_archive_import(stack, tmp_path, fmt):
             session.execute(table.__table__.delete().where(column.in_(images)))
         target = make_dataset(session, "round trip", task_type=task_type)
         target_id = target.id
-    summary = archive_import.run_archive_import(source=archive.filename, dataset_id=target_id)
+    summary = archive_import.run_archive_import(actor=ADMIN, source=archive.filename, dataset_id=target_id)
     assert summary["images_imported"] == 10 and summary["error_count"] == 0, summary["errors"]
     assert summary["classes_created"] == []  # mapped onto the same-named existing classes
     with stack.session() as session:
@@ -184,10 +184,10 @@ def test_round_trip_through_the_archive_import(stack, tmp_path, fmt):
 def test_a_missing_image_file_fails_the_job_with_its_name_and_stores_nothing(stack):
     dataset_id, images, _ = _dataset(stack)
     with stack.session() as session:
-        create_version(session=session, storage=stack.storage, dataset_id=dataset_id)
+        create_version(actor=ADMIN, session=session, storage=stack.storage, dataset_id=dataset_id)
         gone = session.get(ClsImage, images[3])
         stack.storage.delete(gone.storage_path)
-    job_id = start_export(dataset_id=dataset_id, fmt="csv", version_number=1)
+    job_id = start_export(actor=ADMIN, dataset_id=dataset_id, fmt="csv", version_number=1)
     stack.drain_jobs()
     with stack.session() as session:
         job = session.get(ClsJob, job_id)

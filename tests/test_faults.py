@@ -19,19 +19,9 @@ import pytest
 from sqlalchemy import func, select, text
 
 from core.errors import ServiceUnavailable
-from tests.factories import drawn_image_bytes
+from tests.factories import ADMIN, drawn_image_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def production_stack(request, tmp_path, monkeypatch):
-    from tests.plugins.stack import _apply, _cleanup, make_stack
-
-    built = make_stack("production", request, tmp_path)
-    _apply(monkeypatch, built)
-    yield built
-    _cleanup()
 
 
 def kill_with_children(pid: int) -> None:
@@ -76,7 +66,7 @@ def reap_and_check(stack, job_id) -> dict:
     the killed batch committed) are found and removed by the storage check."""
     from core.jobs import reap_stale_jobs
     from core.models import ClsJob
-    from core.storage_check import check_storage
+    from core.storage_check import check_storage, fix_storage
 
     time.sleep(1.0)
     with stack.session() as session:
@@ -85,7 +75,7 @@ def reap_and_check(stack, job_id) -> dict:
     with stack.session() as session:
         job = session.get(ClsJob, job_id)
         assert job.status == "failed" and "can be retried" in job.error
-        report = check_storage(session=session, storage=stack.storage, fix=True, grace=timedelta(0))
+        report = fix_storage(session=session, actor=ADMIN, storage=stack.storage, grace=timedelta(0))
         assert report["missing_objects"] == []
         after = check_storage(session=session, storage=stack.storage)
         assert after["ok"], after
@@ -103,14 +93,14 @@ def test_worker_killed_during_archive_import_then_retry_completes(production_sta
     with stack.session() as session:
         dataset_id = make_dataset(session, "killed").id
     request = ImportLabeledDatasetRequest(dataset_id=str(dataset_id))
-    job_id = start_archive_import(source=io.BytesIO(archive), request=request)
+    job_id = start_archive_import(actor=ADMIN, source=io.BytesIO(archive), request=request)
     kill_mid_job(stack, "imports", lambda: count(stack, ClsImage) > 0)
     partial = count(stack, ClsImage)
     assert 0 < partial < total, "the kill must land mid-import"
     reap_and_check(stack, job_id)
     assert list(stack.storage.list_keys("imports/")) == []  # the failure hook removed the stored archive
 
-    retry = start_archive_import(source=io.BytesIO(archive), request=request)
+    retry = start_archive_import(actor=ADMIN, source=io.BytesIO(archive), request=request)
     stack.drain_jobs()
     with stack.session() as session:
         job = session.get(ClsJob, retry)
@@ -147,8 +137,8 @@ def test_worker_killed_during_batch_prediction_keeps_whole_batches_then_retry_co
         ids = [store_image(session, stack.storage, images[i % len(images)], f"{i:04d}.png") for i in range(total)]
     from core.bulk_actions import add_to_dataset
 
-    add_to_dataset(dataset_id=dataset_id, image_ids=ids)
-    job_id = start_batch_prediction(model_id=model_id, scope="dataset", dataset_id=dataset_id, write_labels=True)
+    add_to_dataset(actor=ADMIN, dataset_id=dataset_id, image_ids=ids)
+    job_id = start_batch_prediction(actor=ADMIN, model_id=model_id, scope="dataset", dataset_id=dataset_id, write_labels=True)
     kill_mid_job(stack, "predictions", lambda: count(stack, ClsLabel) >= BATCH)
     partial = count(stack, ClsLabel)
     print(f"killed after {partial} of {total} images were labeled")
@@ -163,7 +153,7 @@ def test_worker_killed_during_batch_prediction_keeps_whole_batches_then_retry_co
         assert session.scalar(select(func.count()).select_from(ClsLabel)
                               .where(ClsLabel.is_ai_generated.is_(False))) == 0
 
-    retry = start_batch_prediction(model_id=model_id, scope="dataset", dataset_id=dataset_id, write_labels=True)
+    retry = start_batch_prediction(actor=ADMIN, model_id=model_id, scope="dataset", dataset_id=dataset_id, write_labels=True)
     stack.drain_jobs()
     with stack.session() as session:
         job = session.get(ClsJob, retry)
@@ -201,11 +191,11 @@ def test_worker_killed_during_url_import_then_retry_completes(production_stack, 
     stack, total = production_stack, 80
     urls = "\n".join(f"http://127.0.0.1:{httpd.server_address[1]}/{i}.png" for i in range(total))
     try:
-        job_id = start_url_import(text=urls)
+        job_id = start_url_import(actor=ADMIN, text=urls)
         kill_mid_job(stack, "imports", lambda: count(stack, ClsImage) >= 3)
         assert count(stack, ClsImage) < total, "the kill must land mid-import"
         reap_and_check(stack, job_id)
-        retry = start_url_import(text=urls)
+        retry = start_url_import(actor=ADMIN, text=urls)
         stack.drain_jobs()
     finally:
         httpd.shutdown()
@@ -233,9 +223,9 @@ def test_redis_unreachable_at_start_is_a_clear_error_and_nothing_is_created(prod
     reset_backend()
     archive = build_zip({"a/x.png": drawn_image_bytes(1, (32, 32)), "b/y.png": drawn_image_bytes(2, (32, 32))})
     with pytest.raises(ServiceUnavailable, match="cannot reach Redis.*not started"):
-        start_archive_import(source=io.BytesIO(archive), request=ImportLabeledDatasetRequest(dataset_id=str(dataset_id)))
+        start_archive_import(actor=ADMIN, source=io.BytesIO(archive), request=ImportLabeledDatasetRequest(dataset_id=str(dataset_id)))
     with pytest.raises(ServiceUnavailable, match="cannot reach Redis"):
-        start_url_import(text="http://example.com/a.png\n")
+        start_url_import(actor=ADMIN, text="http://example.com/a.png\n")
     with stack.session() as session:
         assert session.scalar(select(func.count()).select_from(ClsJob)) == 0
         assert session.scalar(select(func.count()).select_from(ClsTrainingRun)) == 0
@@ -253,12 +243,12 @@ def test_training_start_with_redis_down_leaves_the_run_startable(production_stac
     stack = production_stack
     with stack.session() as session:
         version = make_digits_version(session, stack.storage, classes=2, per_class=4, size=16)
-        run_id = create_run(session=session, version_id=version.id, config=TINY).id
+        run_id = create_run(actor=ADMIN, session=session, version_id=version.id, config=TINY).id
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:9/0")
     reset_settings_cache()
     reset_backend()
     with pytest.raises(ServiceUnavailable, match="cannot reach Redis"):
-        start_run(run_id=run_id)
+        start_run(actor=ADMIN, run_id=run_id)
     with stack.session() as session:
         assert get_run(session=session, run_id=run_id).status == "pending"
         assert session.scalar(select(func.count()).select_from(ClsJob)) == 0
@@ -329,14 +319,14 @@ def test_s3_errors_during_ingest_leave_no_row_without_object_nor_object_without_
         config=Config(retries={"max_attempts": 1}, connect_timeout=1)))
     storage = FailingAfter(live, dead, good_puts=20)
     items = [{"data": drawn_image_bytes(i, (32, 32)), "filename": f"{i}.png"} for i in range(30)]
-    results = ingest_many(items=items, storage=storage, workers=1)
+    results = ingest_many(actor=ADMIN, items=items, storage=storage, workers=1)
     statuses = [r.status for r in results]
     assert 0 < statuses.count("imported") < 30 and "rejected" in statuses
     assert all("could not store" in r.error for r in results if r.status == "rejected")
     assert assert_consistent(stack) == statuses.count("imported")
     with stack.session() as session:
         assert check_storage(session=session, storage=live)["ok"]
-    again = ingest_many(items=items, storage=live, workers=1)  # S3 back: a retry imports the rest
+    again = ingest_many(actor=ADMIN, items=items, storage=live, workers=1)  # S3 back: a retry imports the rest
     assert {r.status for r in again} <= {"imported", "duplicate"}
     assert assert_consistent(stack) == 30
 

@@ -27,7 +27,7 @@ from core.images import (
     update_tags,
 )
 from core.models import ClsDataset, ClsDatasetImage, ClsImage
-from tests.factories import drawn_image_bytes, make_class, make_dataset
+from tests.factories import ADMIN, drawn_image_bytes, make_class, make_dataset
 
 
 def encoded(image: Image.Image, fmt: str, **save) -> bytes:
@@ -89,8 +89,8 @@ BAD_INPUTS = {
 def test_bad_file_is_rejected_with_reason_and_nothing_stored(stack, case):
     data, reason = BAD_INPUTS[case]
     with stack.session() as session:
-        bad = ingest_bytes(session=session, storage=stack.storage, data=data, filename=f"{case}.jpg")
-        good = ingest_bytes(session=session, storage=stack.storage, data=GOOD, filename="good.jpg")
+        bad = ingest_bytes(actor=ADMIN, session=session, storage=stack.storage, data=data, filename=f"{case}.jpg")
+        good = ingest_bytes(actor=ADMIN, session=session, storage=stack.storage, data=GOOD, filename="good.jpg")
     assert bad.status == "rejected" and reason in bad.error and bad.image_id is None
     assert good.status == "imported"
     assert assert_consistent(stack) == 1
@@ -115,7 +115,7 @@ def test_unusual_but_valid_images_are_imported(stack, case):
     make, (width, height) = ODD_GOOD_INPUTS[case]
     data = make()
     with stack.session() as session:
-        result = ingest_bytes(session=session, storage=stack.storage, data=data, filename=f"{case}.img")
+        result = ingest_bytes(actor=ADMIN, session=session, storage=stack.storage, data=data, filename=f"{case}.img")
     assert result.status == "imported", result.error
     with stack.session() as session:
         row = session.get(ClsImage, result.image_id)
@@ -136,7 +136,7 @@ def test_heic_when_the_plugin_is_installed(stack):
     pytest.importorskip("pillow_heif")
     data = encoded(Image.new("RGB", (32, 24), (10, 200, 10)), "HEIF")
     with stack.session() as session:
-        result = ingest_bytes(session=session, storage=stack.storage, data=data, filename="phone.heic")
+        result = ingest_bytes(actor=ADMIN, session=session, storage=stack.storage, data=data, filename="phone.heic")
         row = session.get(ClsImage, result.image_id)
         assert (result.status, row.format, row.storage_path.endswith(".heic")) == ("imported", "HEIF", True)
 
@@ -146,7 +146,7 @@ def test_unicode_long_and_repeated_names(stack):
     items = [("çiçek 🌸 фото.png", drawn_image_bytes(10)), (long_name, drawn_image_bytes(11)),
              ("same.png", drawn_image_bytes(12)), ("same.png", drawn_image_bytes(13)),
              ("../../etc/passwd\x00.png", drawn_image_bytes(14))]
-    results = ingest_many(items=items, storage=stack.storage)
+    results = ingest_many(actor=ADMIN, items=items, storage=stack.storage)
     assert [r.status for r in results] == ["imported"] * 5
     assert results[0].filename == "çiçek 🌸 фото.png"
     assert len(results[1].filename) <= 255 and results[1].filename.endswith(".png")
@@ -177,7 +177,7 @@ def test_batch_with_every_bad_input_imports_the_rest_in_the_process_pool(stack, 
         items.append((path.name, path))
     items.append(("copy_of_good_0.png", drawn_image_bytes(100)))  # same bytes as a file in this batch
     seen = []
-    results = ingest_many(items=items, storage=stack.storage, folder="batch", tags=["a", "b"], workers=2,
+    results = ingest_many(actor=ADMIN, items=items, storage=stack.storage, folder="batch", tags=["a", "b"], workers=2,
                           progress=lambda done, total: seen.append((done, total)))
     by_status = {s: [r for r in results if r.status == s] for s in ("imported", "duplicate", "rejected")}
     assert len(by_status["imported"]) == 14 and len(by_status["rejected"]) == len(BAD_INPUTS)
@@ -192,10 +192,10 @@ def test_batch_with_every_bad_input_imports_the_rest_in_the_process_pool(stack, 
 def test_exact_duplicates_skipped_or_kept(stack):
     data = drawn_image_bytes(5)
     with stack.session() as session:
-        first = ingest_bytes(session=session, storage=stack.storage, data=data, filename="a.png")
+        first = ingest_bytes(actor=ADMIN, session=session, storage=stack.storage, data=data, filename="a.png")
     with stack.session() as session:
-        again = ingest_bytes(session=session, storage=stack.storage, data=data, filename="b.png")
-        forced = ingest_bytes(session=session, storage=stack.storage, data=data, filename="c.png",
+        again = ingest_bytes(actor=ADMIN, session=session, storage=stack.storage, data=data, filename="b.png")
+        forced = ingest_bytes(actor=ADMIN, session=session, storage=stack.storage, data=data, filename="c.png",
                               skip_duplicates=False)
     assert (again.status, again.duplicate_of, again.image_id) == ("duplicate", first.image_id, first.image_id)
     assert forced.status == "imported" and forced.image_id != first.image_id
@@ -204,7 +204,7 @@ def test_exact_duplicates_skipped_or_kept(stack):
 
 def test_rollback_removes_the_stored_objects(stack):
     with pytest.raises(RuntimeError), stack.session() as session:
-        result = ingest_bytes(session=session, storage=stack.storage, data=drawn_image_bytes(6), filename="x.png")
+        result = ingest_bytes(actor=ADMIN, session=session, storage=stack.storage, data=drawn_image_bytes(6), filename="x.png")
         assert result.status == "imported"
         raise RuntimeError("the caller's transaction fails after the ingest")
     assert assert_consistent(stack) == 0
@@ -212,9 +212,9 @@ def test_rollback_removes_the_stored_objects(stack):
 
 def test_bad_arguments_raise(stack):
     with stack.session() as session, pytest.raises(InvalidInput, match="source"):
-        ingest_bytes(session=session, storage=stack.storage, data=GOOD, filename="a.jpg", source="nowhere")
+        ingest_bytes(actor=ADMIN, session=session, storage=stack.storage, data=GOOD, filename="a.jpg", source="nowhere")
     with pytest.raises(InvalidInput, match="tag"):
-        ingest_many(items=[("a.jpg", GOOD)], storage=stack.storage, tags=["x" * 500])
+        ingest_many(actor=ADMIN, items=[("a.jpg", GOOD)], storage=stack.storage, tags=["x" * 500])
 
 
 def _library(stack):
@@ -224,7 +224,7 @@ def _library(stack):
     ids = {}
     for seed, (name, folder, tags, source) in enumerate(specs):
         with stack.session() as session:
-            result = ingest_bytes(session=session, storage=stack.storage, data=drawn_image_bytes(seed, (40 + seed, 40)),
+            result = ingest_bytes(actor=ADMIN, session=session, storage=stack.storage, data=drawn_image_bytes(seed, (40 + seed, 40)),
                                   filename=name, folder=folder, tags=tags, source=source)
             ids[name] = result.image_id
     return ids
@@ -287,12 +287,12 @@ def test_bulk_folder_tags_and_edit(stack):
     ids = _library(stack)
     with stack.session() as session:
         every = list(ids.values())
-        assert set_folder(session=session, image_ids=every[:2], folder=" archive/ ") == 2
-        assert update_tags(session=session, image_ids=every, add=["new"], remove=["cat"]) == 5
-        assert update_tags(session=session, image_ids=[ids["dog.png"]], replace=["only"]) == 1
-        update_image(session=session, image_id=ids["car.png"], status="review", tags="a, b ,a", folder="")
+        assert set_folder(actor=ADMIN, session=session, image_ids=every[:2], folder=" archive/ ") == 2
+        assert update_tags(actor=ADMIN, session=session, image_ids=every, add=["new"], remove=["cat"]) == 5
+        assert update_tags(actor=ADMIN, session=session, image_ids=[ids["dog.png"]], replace=["only"]) == 1
+        update_image(actor=ADMIN, session=session, image_id=ids["car.png"], status="review", tags="a, b ,a", folder="")
         with pytest.raises(InvalidInput):
-            update_image(session=session, image_id=ids["car.png"], status="bogus")
+            update_image(actor=ADMIN, session=session, image_id=ids["car.png"], status="bogus")
     with stack.session() as session:
         assert session.get(ClsImage, ids["cat_1.png"]).tags == ["cute", "new"]
         assert session.get(ClsImage, ids["cat_1.png"]).folder == "archive"
@@ -306,19 +306,19 @@ def test_delete_removes_rows_objects_memberships_and_fixes_counts(stack):
     with stack.session() as session:
         dataset = make_dataset(session, "pets")
         cls = make_class(session, "cat")
-        add_to_dataset(session=session, dataset_id=dataset.id, image_ids=list(ids.values()))
+        add_to_dataset(actor=ADMIN, session=session, dataset_id=dataset.id, image_ids=list(ids.values()))
         # through the labels service: counts are kept by every writer (a delete moves them by its
         # difference, it does not recount a hand-inserted row)
         from core.labels import set_labels
 
-        set_labels(session=session, dataset_id=dataset.id, image_id=ids["cat_1.png"], class_ids=[cls.id])
+        set_labels(actor=ADMIN, session=session, dataset_id=dataset.id, image_id=ids["cat_1.png"], class_ids=[cls.id])
         detail = image_detail(session=session, image_id=ids["cat_1.png"])
         assert detail["datasets"][0]["name"] == "pets" and detail["labels"][0]["class"] == "cat"
         assert dataset.labeled_image_count == 1
         dataset_id = dataset.id
     with stack.session() as session:
         doomed = matching_image_ids(session=session, filters=ImageFilters(tags=["cat"]))
-        assert delete_images(session=session, storage=stack.storage, image_ids=doomed) == 2
+        assert delete_images(actor=ADMIN, session=session, storage=stack.storage, image_ids=doomed) == 2
     assert assert_consistent(stack) == 3
     with stack.session() as session:
         dataset = session.get(ClsDataset, dataset_id)
@@ -329,7 +329,7 @@ def test_delete_removes_rows_objects_memberships_and_fixes_counts(stack):
 def test_delete_rolled_back_keeps_objects(stack):
     ids = _library(stack)
     with pytest.raises(RuntimeError), stack.session() as session:
-        delete_images(session=session, storage=stack.storage, image_ids=list(ids.values()))
+        delete_images(actor=ADMIN, session=session, storage=stack.storage, image_ids=list(ids.values()))
         raise RuntimeError("abort")
     assert assert_consistent(stack) == 5
 
@@ -338,8 +338,8 @@ def test_ingest_into_dataset(stack):
     with stack.session() as session:
         dataset_id = make_dataset(session, "target").id
     data = [(f"{i}.png", drawn_image_bytes(200 + i)) for i in range(3)]
-    ingest_many(items=data, storage=stack.storage, dataset_id=dataset_id)
-    results = ingest_many(items=data[:1], storage=stack.storage, dataset_id=dataset_id)  # duplicate: no double add
+    ingest_many(actor=ADMIN, items=data, storage=stack.storage, dataset_id=dataset_id)
+    results = ingest_many(actor=ADMIN, items=data[:1], storage=stack.storage, dataset_id=dataset_id)  # duplicate: no double add
     assert results[0].status == "duplicate"
     with stack.session() as session:
         assert session.get(ClsDataset, dataset_id).image_count == 3
@@ -395,6 +395,6 @@ def test_broken_process_pool_falls_back_to_in_process(embedded_stack, monkeypatc
     monkeypatch.setattr(core.images, "_process_pool", lambda workers: ProcessPoolExecutor(
         max_workers=workers, mp_context=multiprocessing.get_context("forkserver"), initializer=_die))
     items = [(f"{i}.png", drawn_image_bytes(700 + i, (32, 32))) for i in range(20)]
-    results = ingest_many(items=items, storage=embedded_stack.storage, workers=2)
+    results = ingest_many(actor=ADMIN, items=items, storage=embedded_stack.storage, workers=2)
     assert [r.status for r in results] == ["imported"] * 20
     assert assert_consistent(embedded_stack) == 20

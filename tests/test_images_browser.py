@@ -8,7 +8,7 @@ from sqlalchemy import create_engine, select
 
 from core.models import ClsImage
 from tests.apptest_tools import component_data
-from tests.factories import drawn_image_bytes
+from tests.factories import ADMIN, drawn_image_bytes
 from tests.plugins.browser import ROOT, exception_texts, wait_for_app
 
 pytestmark = pytest.mark.timeout(300)
@@ -89,14 +89,14 @@ def test_page_reads_filters_from_url_pages_and_opens_detail(embedded_stack):
     from core.images import ingest_many
     from tests.factories import make_dataset
 
-    results = ingest_many(items=[(f"p_{i:02d}.png", drawn_image_bytes(500 + i, (40, 30))) for i in range(52)],
+    results = ingest_many(actor=ADMIN, items=[(f"p_{i:02d}.png", drawn_image_bytes(500 + i, (40, 30))) for i in range(52)],
                           storage=embedded_stack.storage, folder="many", workers=1)
-    ingest_many(items=[("other.png", drawn_image_bytes(600))], storage=embedded_stack.storage, folder="else")
+    ingest_many(actor=ADMIN, items=[("other.png", drawn_image_bytes(600))], storage=embedded_stack.storage, folder="else")
     with embedded_stack.session() as session:
         dataset = make_dataset(session, "detail-ds")
         from core.images import add_to_dataset
 
-        add_to_dataset(session=session, dataset_id=dataset.id, image_ids=[results[0].image_id])
+        add_to_dataset(actor=ADMIN, session=session, dataset_id=dataset.id, image_ids=[results[0].image_id])
     app = AppTest.from_file(str(ROOT / "pages" / "images.py"), default_timeout=60)
     app.query_params["folder"] = "many"
     app.run()
@@ -161,7 +161,7 @@ def test_list_view_shows_the_page_as_a_table_with_the_selection(embedded_stack):
 
     from core.images import ingest_many
 
-    results = ingest_many(items=[(f"l_{i}.png", drawn_image_bytes(700 + i, (40, 30))) for i in range(3)],
+    results = ingest_many(actor=ADMIN, items=[(f"l_{i}.png", drawn_image_bytes(700 + i, (40, 30))) for i in range(3)],
                           storage=embedded_stack.storage, folder="listed", workers=1)
     app = AppTest.from_file(str(ROOT / "pages" / "images.py"), default_timeout=60)
     app.query_params["view"] = "List"
@@ -189,7 +189,7 @@ def test_counts_stop_ahead_of_the_page_and_say_so(embedded_stack, monkeypatch):
 
     st.cache_data.clear()  # the filter options (library total) are cached per database URL in this process
     monkeypatch.setattr(limits, "COUNT_AHEAD", 10)
-    ingest_many(items=[(f"c_{i:02d}.png", drawn_image_bytes(800 + i, (40, 30))) for i in range(52)],
+    ingest_many(actor=ADMIN, items=[(f"c_{i:02d}.png", drawn_image_bytes(800 + i, (40, 30))) for i in range(52)],
                 storage=embedded_stack.storage, folder="counted", workers=1)
     app = AppTest.from_file(str(ROOT / "pages" / "images.py"), default_timeout=60)
     app.query_params["folder"] = "counted"

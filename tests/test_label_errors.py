@@ -12,9 +12,10 @@ from sqlalchemy import select
 
 from core.errors import Conflict, InvalidInput, NotFound
 from core.models import ClsDatasetImage, ClsLabel, ClsLabelChange
+from tests.factories import ADMIN, person
 from tests.training_data import make_digits_version
 
-USER = uuid.UUID(int=7)
+USER = person("user@acme.com")
 
 
 def flipped_dataset(stack, *, classes=5, per_class=40, fraction=0.1, seed=1):
@@ -35,8 +36,8 @@ def flipped_dataset(stack, *, classes=5, per_class=40, fraction=0.1, seed=1):
         for image_id in sorted(flipped):  # sorted: a set iterates in a per-process hash order
             given = index_of[str(links[image_id].class_id)]
             wrong = (given + int(rng.integers(1, classes))) % classes
-            set_labels(session=session, dataset_id=dataset_id, image_id=image_id, class_ids=[class_ids[wrong]])
-        create_version(session=session, storage=stack.storage, dataset_id=dataset_id)
+            set_labels(actor=ADMIN, session=session, dataset_id=dataset_id, image_id=image_id, class_ids=[class_ids[wrong]])
+        create_version(actor=ADMIN, session=session, storage=stack.storage, dataset_id=dataset_id)
     return dataset_id, flipped
 
 
@@ -85,7 +86,7 @@ def test_accept_keep_skip_guard_rails_and_the_change_record(embedded_stack, caps
     from core.label_errors import decide, find_and_store, stored_issues
 
     dataset_id, _ = flipped_dataset(embedded_stack, per_class=20, fraction=0.15)
-    summary = find_and_store(dataset_id=dataset_id)
+    summary = find_and_store(actor=ADMIN, dataset_id=dataset_id)
     assert summary["found"] >= 3
     assert main(["label-issues", "--dataset", "noisy", "--limit", "2"]) == 0
     printed = json.loads(capsys.readouterr().out)
@@ -94,24 +95,24 @@ def test_accept_keep_skip_guard_rails_and_the_change_record(embedded_stack, caps
     first, second, third = result["issues"][:3]
     with embedded_stack.session() as session:
         out = decide(session=session, storage=embedded_stack.storage, dataset_id=dataset_id,
-                     image_id=first["image_id"], action="accept", user_id=USER)
+                     image_id=first["image_id"], action="accept", actor=USER)
     assert out["changed"] and out["new"] == first["suggested"]
     with embedded_stack.session() as session:
         change = session.scalars(select(ClsLabelChange).where(ClsLabelChange.image_id == uuid.UUID(first["image_id"]),
                                                               ClsLabelChange.reason == "label_error_finder")).one()
-        assert change.user_id == USER and change.old_class_ids == [first["given_class_id"]]
+        assert change.user_id == USER.id and change.old_class_ids == [first["given_class_id"]]
         assert change.new_class_ids == [first["suggested_class_id"]] and change.created_at is not None
         decide(session=session, storage=embedded_stack.storage, dataset_id=dataset_id, image_id=second["image_id"],
-               action="keep", user_id=USER)
+               action="keep", actor=USER)
         kept = session.scalars(select(ClsLabel).where(ClsLabel.image_id == uuid.UUID(second["image_id"]))).one()
         assert kept.is_reviewed and str(kept.class_id) == second["given_class_id"]
-        assert decide(session=session, storage=embedded_stack.storage, dataset_id=dataset_id,
+        assert decide(actor=ADMIN, session=session, storage=embedded_stack.storage, dataset_id=dataset_id,
                       image_id=third["image_id"], action="skip")["changed"] is False
     stored = stored_issues(storage=embedded_stack.storage, dataset_id=dataset_id)
     assert set(stored["decisions"]) == {first["image_id"], second["image_id"]}
     with embedded_stack.session() as session, pytest.raises(Conflict, match="changed since"):
         decide(session=session, storage=embedded_stack.storage, dataset_id=dataset_id, image_id=first["image_id"],
-               action="accept", user_id=USER)  # already changed: a second accept is refused
+               action="accept", actor=USER)  # already changed: a second accept is refused
 
     # a test-split image: refused without confirmation, accepted with it and recorded with its split
     with embedded_stack.session() as session:
@@ -119,10 +120,10 @@ def test_accept_keep_skip_guard_rails_and_the_change_record(embedded_stack, caps
         link.split = "test"
     with embedded_stack.session() as session, pytest.raises(InvalidInput, match="test split"):
         decide(session=session, storage=embedded_stack.storage, dataset_id=dataset_id, image_id=third["image_id"],
-               action="accept", user_id=USER)
+               action="accept", actor=USER)
     with embedded_stack.session() as session:
         out = decide(session=session, storage=embedded_stack.storage, dataset_id=dataset_id,
-                     image_id=third["image_id"], action="accept", user_id=USER, confirm_test=True)
+                     image_id=third["image_id"], action="accept", actor=USER, confirm_test=True)
     assert out["split"] == "test"
     with embedded_stack.session() as session:
         assert session.scalars(select(ClsLabelChange.split).where(
@@ -151,8 +152,8 @@ def flipped_multilabel_dataset(stack, *, classes=5, per_class=40, fraction=0.1, 
             digit = next(r.class_id for r in rows if r.class_id in index_of)
             parity = [r.class_id for r in rows if r.class_id not in index_of]
             wrong = digit_ids[(index_of[digit] + int(rng.integers(1, classes))) % classes]
-            set_labels(session=session, dataset_id=dataset_id, image_id=image_id, class_ids=[wrong, *parity])
-        create_version(session=session, storage=stack.storage, dataset_id=dataset_id)
+            set_labels(actor=ADMIN, session=session, dataset_id=dataset_id, image_id=image_id, class_ids=[wrong, *parity])
+        create_version(actor=ADMIN, session=session, storage=stack.storage, dataset_id=dataset_id)
     return dataset_id, flipped
 
 
@@ -171,7 +172,7 @@ def test_multi_label_flipped_labels_rank_above_clean_ones_and_accept_sets_the_su
     assert len(issue["given_class_ids"]) == 2 and ", " in issue["given"]
     with embedded_stack.session() as session:
         out = decide(session=session, storage=embedded_stack.storage, dataset_id=dataset_id,
-                     image_id=issue["image_id"], action="accept", user_id=USER, result=result)
+                     image_id=issue["image_id"], action="accept", actor=USER, result=result)
     assert out["changed"] and out["new"] == issue["suggested"]
     with embedded_stack.session() as session:
         now = set(map(str, session.scalars(select(ClsLabel.class_id).where(
@@ -187,8 +188,8 @@ def test_bad_requests(embedded_stack):
     from core.label_errors import decide, find_issues
 
     with embedded_stack.session() as session:
-        plain = create_dataset(session=session, name="empty").id
-        multi = create_dataset(session=session, name="multi", task_type="multi_label").id
+        plain = create_dataset(actor=ADMIN, session=session, name="empty").id
+        multi = create_dataset(actor=ADMIN, session=session, name="multi", task_type="multi_label").id
     with embedded_stack.session() as session:
         with pytest.raises(NotFound, match="no version"):
             find_issues(session=session, storage=embedded_stack.storage, dataset_id=plain)
@@ -197,8 +198,8 @@ def test_bad_requests(embedded_stack):
         with pytest.raises(InvalidInput, match="not a UUID"):
             find_issues(session=session, storage=embedded_stack.storage, dataset_id="nope")
         with pytest.raises(InvalidInput, match="action"):
-            decide(session=session, storage=embedded_stack.storage, dataset_id=plain, image_id=uuid.uuid4(),
+            decide(actor=ADMIN, session=session, storage=embedded_stack.storage, dataset_id=plain, image_id=uuid.uuid4(),
                    action="delete")
         with pytest.raises(NotFound, match="not among"):
-            decide(session=session, storage=embedded_stack.storage, dataset_id=plain, image_id=uuid.uuid4(),
+            decide(actor=ADMIN, session=session, storage=embedded_stack.storage, dataset_id=plain, image_id=uuid.uuid4(),
                    action="accept")

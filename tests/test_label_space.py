@@ -37,7 +37,7 @@ def test_admins_add_reorder_and_remove_unused_classes(stack, monkeypatch):
         assert _space_names(session, dataset_id) == ["apple", "zebra", "mango"]
     with stack.session() as session:
         image = make_dataset_image(session, stack.storage, session.get(ClsDataset, dataset_id), seed=1)
-        labels.set_labels(session=session, dataset_id=dataset_id, image_id=image.id, class_ids=[zebra.id])
+        labels.set_labels(session=session, actor=ADMIN, dataset_id=dataset_id, image_id=image.id, class_ids=[zebra.id])
         revision = session.get(ClsDataset, dataset_id).revision
     with pytest.raises(Conflict, match="still uses 'zebra' \\(1 labels\\)"), stack.session() as session:
         label_space.remove_classes(session=session, actor=ADMIN, dataset_id=dataset_id, class_ids=[zebra.id])
@@ -65,9 +65,9 @@ def test_every_label_write_keeps_its_class_in_the_space(db_stack):
         dataset = make_dataset(session, "writes", task_type="multi_label")
         a, b, c = (make_class(session, n) for n in ("a", "b", "c"))
         images = [make_dataset_image(session, db_stack.storage, dataset, seed=i).id for i in range(3)]
-        labels.set_labels(session=session, dataset_id=dataset.id, image_id=images[0], class_ids=[b.id],
+        labels.set_labels(session=session, actor=ADMIN, dataset_id=dataset.id, image_id=images[0], class_ids=[b.id],
                           is_ai_generated=True, confidence=0.7, ai_model="m")
-        labels.set_label_batch(session=session, dataset_id=dataset.id, image_ids=images[1:], class_id=a.id,
+        labels.set_label_batch(session=session, actor=ADMIN, dataset_id=dataset.id, image_ids=images[1:], class_id=a.id,
                                mode="add")
         assert _space_names(session, dataset.id) == ["b", "a"]
         assert [k.name for k in label_space.keyed_classes(session=session, dataset_id=dataset.id, user_id=None)] \
@@ -88,7 +88,7 @@ def test_versions_export_and_health_follow_the_space(stack):
             make_dataset_image(session, stack.storage, dataset, seed=seed, classes=[cls], split=split)
         dataset_id = dataset.id
     with stack.session() as session:
-        version = create_version(session=session, storage=stack.storage, dataset_id=dataset_id)
+        version = create_version(session=session, actor=ADMIN, storage=stack.storage, dataset_id=dataset_id)
         assert version.class_names == ["zebra", "apple"]  # the space's order; a class with no image left out
         plan = collect_export(session=session, storage=stack.storage, dataset_id=dataset_id, fmt="multilabel-csv")
         header = next(csv.reader(io.StringIO(next(iter(plan.csv_files.values())))))
@@ -108,5 +108,5 @@ def test_merging_classes_puts_the_target_in_the_sources_place(db_stack):
         label_space.add_classes(session=session, actor=ADMIN, dataset_id=dataset.id,
                                 class_ids=[first.id, source.id])
         make_dataset_image(session, db_stack.storage, dataset, seed=1, classes=[source])
-        merge_classes(session=session, source_ids=[source.id], target_id=target.id)
+        merge_classes(session=session, actor=ADMIN, source_ids=[source.id], target_id=target.id)
         assert _space_names(session, dataset.id) == ["first", "target"]

@@ -19,7 +19,7 @@ from core.db import dispose_engines, session_scope
 from core.labeling import set_pins
 from core.models import ClsDatasetImage, ClsLabel
 from core.storage import storage_from_url
-from tests.factories import add_to_space, make_image_row
+from tests.factories import ADMIN, add_to_space, make_image_row
 from tests.plugins.browser import start_app, stop_app
 
 
@@ -30,21 +30,21 @@ def seed(server, name: str, *, images: int, classes: list[str], task_type: str =
     with session_scope(url) as session:
         class_ids = {}
         for class_name in classes:
-            class_ids[class_name] = create_class(session=session, name=class_name).id
-        dataset = create_dataset(session=session, name=name, task_type=task_type)
+            class_ids[class_name] = create_class(actor=ADMIN, session=session, name=class_name).id
+        dataset = create_dataset(actor=ADMIN, session=session, name=name, task_type=task_type)
         ids = [make_image_row(session, storage, seed=hash((name, i)) % 10_000).id for i in range(images)]
-        add_images_to_dataset(session=session, dataset_id=dataset.id, image_ids=ids)
+        add_images_to_dataset(actor=ADMIN, session=session, dataset_id=dataset.id, image_ids=ids)
         add_to_space(session, dataset.id, class_ids.values())  # the dataset's classes (Settings tab)
         # and this user's pins, in the same order (keys 1, 2, …)
-        set_pins(session=session, dataset_id=dataset.id, user_id=local_user_id(), class_ids=list(class_ids.values()))
+        set_pins(session=session, dataset_id=dataset.id, actor=local_user(), class_ids=list(class_ids.values()))
     return dataset.id, class_ids
 
 
-def local_user_id():
-    from core.config import Settings
-    from core.users import user_id_for
+def local_user():
+    """The app's local user (no login configured): the pins are theirs."""
+    from core.users import local_user as app_local_user
 
-    return user_id_for(Settings().local_user_email)
+    return app_local_user()
 
 
 def rows(server, dataset_id):
@@ -218,7 +218,7 @@ def test_queue_modes_and_review_accept(server, browser_page):
         order = list(session.scalars(select(ClsDatasetImage.image_id).where(ClsDatasetImage.dataset_id == dataset_id)
                                      .order_by(ClsDatasetImage.added_at, ClsDatasetImage.image_id)))
         for image_id, conf in ((order[1], 0.3), (order[3], 0.9)):
-            labels.set_labels(session=session, dataset_id=dataset_id, image_id=image_id,
+            labels.set_labels(actor=ADMIN, session=session, dataset_id=dataset_id, image_id=image_id,
                               class_ids=[classes["r-one"]], confidence=conf, is_ai_generated=True, ai_model="m")
     page = browser_page
     open_labeling(page, server, dataset_id, mode="review")
@@ -274,7 +274,7 @@ def test_two_labelers_get_different_images_and_never_overwrite(server, chromium_
     with session_scope(server.env["DATABASE_URL"]) as session:
         revision = session.scalar(select(ClsDatasetImage.label_revision).where(
             ClsDatasetImage.dataset_id == dataset_id, ClsDatasetImage.image_id == target))
-        labels.set_labels(session=session, dataset_id=dataset_id, image_id=target, class_ids=[classes["t-two"]],
+        labels.set_labels(actor=ADMIN, session=session, dataset_id=dataset_id, image_id=target, class_ids=[classes["t-two"]],
                           expected_revision=revision)
     b.keyboard.press("1")
     b.keyboard.press("Enter")
@@ -326,7 +326,7 @@ def test_next_image_is_shown_before_the_save_returns_and_python_decides(server, 
     with session_scope(url) as session:
         session.execute(update(ClsDatasetImage).where(ClsDatasetImage.image_id == order[2])
                         .values(reserved_until=utcnow() - timedelta(seconds=1)))
-        assert reserve(session=session, dataset_id=dataset_id, image_id=order[2], holder=uuid.uuid4())
+        assert reserve(actor=ADMIN, session=session, dataset_id=dataset_id, image_id=order[2], holder=uuid.uuid4())
     shown, _ = page.evaluate(PRESS, ["2", "Enter", "1", "Enter"])
     assert shown == str(order[3])  # guessed two ahead
     wait_idle(page)

@@ -15,7 +15,7 @@ from sqlalchemy import create_engine, insert, select, text
 
 from core.db import session_scope
 from core.models import ClsDatasetImage, ClsImage, ClsLabel, ClsLabelChange, utcnow
-from tests.factories import drawn_image_bytes
+from tests.factories import ADMIN, drawn_image_bytes
 from tests.test_labeling_browser import wait_for_app
 
 IMAGES = 2000
@@ -47,15 +47,15 @@ IDLE = "() => { const s = window.__labelingKeys; return window.__typingDone && s
 def seed(server, url: str) -> tuple[uuid.UUID, dict[str, uuid.UUID]]:
     from core.classes import create_class
     from core.datasets import add_images_to_dataset, create_dataset
-    from core.label_space import include_classes
+    from core.label_space import add_classes
     from core.storage import storage_from_url
 
     storage = storage_from_url(server.env["STORAGE_URL"])
     ids = sorted(uuid.uuid4() for _ in range(IMAGES))
     with session_scope(url) as session:
-        classes = {name: create_class(session=session, name=name).id for name in CLASSES}
-        dataset = create_dataset(session=session, name="team-2000")
-        include_classes(session, dataset.id, list(classes.values()))
+        classes = {name: create_class(actor=ADMIN, session=session, name=name).id for name in CLASSES}
+        dataset = create_dataset(actor=ADMIN, session=session, name="team-2000")
+        add_classes(session=session, actor=ADMIN, dataset_id=dataset.id, class_ids=list(classes.values()))
         rows = []
         for index, image_id in enumerate(ids):
             key = f"images/{image_id}.png"
@@ -64,7 +64,7 @@ def seed(server, url: str) -> tuple[uuid.UUID, dict[str, uuid.UUID]]:
                          "storage_path": key, "width": 64, "height": 64, "file_size_bytes": 2000, "format": "PNG",
                          "source": "upload", "status": "pending", "tags": [], "meta": {}})
         session.execute(insert(ClsImage), rows)
-        add_images_to_dataset(session=session, dataset_id=dataset.id, image_ids=ids)
+        add_images_to_dataset(actor=ADMIN, session=session, dataset_id=dataset.id, image_ids=ids)
         dataset_id = dataset.id
     engine = create_engine(url, isolation_level="AUTOCOMMIT")
     with engine.connect() as connection:

@@ -24,15 +24,15 @@ from core.labels import (
     toggle_label,
 )
 from core.models import ClsClass, ClsDataset, ClsDatasetImage, ClsLabel, ClsLabelChange
-from tests.factories import make_image_row
+from tests.factories import ADMIN, make_image_row
 
 
 def _world(stack, *, task_type="single_label", images=3, classes=("cat", "dog", "bird")):
     with stack.session() as session:
-        dataset = create_dataset(session=session, name=f"ds-{task_type}", task_type=task_type)
-        class_ids = [create_class(session=session, name=name).id for name in classes]
+        dataset = create_dataset(actor=ADMIN, session=session, name=f"ds-{task_type}", task_type=task_type)
+        class_ids = [create_class(actor=ADMIN, session=session, name=name).id for name in classes]
         image_ids = [make_image_row(session, stack.storage, seed=i).id for i in range(images)]
-        add_images_to_dataset(session=session, dataset_id=dataset.id, image_ids=image_ids)
+        add_images_to_dataset(actor=ADMIN, session=session, dataset_id=dataset.id, image_ids=image_ids)
         return dataset.id, class_ids, image_ids
 
 
@@ -44,10 +44,10 @@ def _label_rows(session, dataset_id, image_id):
 def test_single_label_replaces_and_counts_follow(stack):
     dataset_id, (cat, dog, _), images = _world(stack)
     with stack.session() as session:
-        link = set_labels(session=session, dataset_id=dataset_id, image_id=images[0], class_ids=[cat], user_id=None)
+        link = set_labels(session=session, dataset_id=dataset_id, image_id=images[0], class_ids=[cat], actor=ADMIN)
         assert link.status == "labeled" and link.label_revision == 1
-        set_labels(session=session, dataset_id=dataset_id, image_id=images[0], class_ids=[dog])
-        set_labels(session=session, dataset_id=dataset_id, image_id=images[1], class_ids=[dog])
+        set_labels(actor=ADMIN, session=session, dataset_id=dataset_id, image_id=images[0], class_ids=[dog])
+        set_labels(actor=ADMIN, session=session, dataset_id=dataset_id, image_id=images[1], class_ids=[dog])
     with stack.session() as session:
         assert _label_rows(session, dataset_id, images[0]) == [dog]
         dataset = session.get(ClsDataset, dataset_id)
@@ -61,15 +61,15 @@ def test_single_label_replaces_and_counts_follow(stack):
 def test_single_label_refuses_two_classes(stack):
     dataset_id, (cat, dog, _), images = _world(stack)
     with pytest.raises(InvalidInput, match="single-label"), stack.session() as session:
-        set_labels(session=session, dataset_id=dataset_id, image_id=images[0], class_ids=[cat, dog])
+        set_labels(actor=ADMIN, session=session, dataset_id=dataset_id, image_id=images[0], class_ids=[cat, dog])
 
 
 def test_multi_label_set_becomes_exactly_the_given_classes(stack):
     dataset_id, (cat, dog, bird), images = _world(stack, task_type="multi_label")
     with stack.session() as session:
-        set_labels(session=session, dataset_id=dataset_id, image_id=images[0], class_ids=[cat, dog, cat])
-        set_labels(session=session, dataset_id=dataset_id, image_id=images[0], class_ids=[dog, bird])
-        toggle_label(session=session, dataset_id=dataset_id, image_id=images[0], class_id=dog)
+        set_labels(actor=ADMIN, session=session, dataset_id=dataset_id, image_id=images[0], class_ids=[cat, dog, cat])
+        set_labels(actor=ADMIN, session=session, dataset_id=dataset_id, image_id=images[0], class_ids=[dog, bird])
+        toggle_label(actor=ADMIN, session=session, dataset_id=dataset_id, image_id=images[0], class_id=dog)
     with stack.session() as session:
         assert _label_rows(session, dataset_id, images[0]) == [bird]
         assert session.get(ClsDataset, dataset_id).class_count == 1
@@ -79,14 +79,14 @@ def test_multi_label_set_becomes_exactly_the_given_classes(stack):
 def test_class_image_count_counts_an_image_once_across_datasets(stack):
     dataset_id, (cat, *_), images = _world(stack)
     with stack.session() as session:
-        other = create_dataset(session=session, name="other", task_type="multi_label")
-        add_images_to_dataset(session=session, dataset_id=other.id, image_ids=images[:1])
-        set_labels(session=session, dataset_id=dataset_id, image_id=images[0], class_ids=[cat])
-        set_labels(session=session, dataset_id=other.id, image_id=images[0], class_ids=[cat])
+        other = create_dataset(actor=ADMIN, session=session, name="other", task_type="multi_label")
+        add_images_to_dataset(actor=ADMIN, session=session, dataset_id=other.id, image_ids=images[:1])
+        set_labels(actor=ADMIN, session=session, dataset_id=dataset_id, image_id=images[0], class_ids=[cat])
+        set_labels(actor=ADMIN, session=session, dataset_id=other.id, image_id=images[0], class_ids=[cat])
         assert session.get(ClsClass, cat).image_count == 1
-        clear_labels(session=session, dataset_id=dataset_id, image_id=images[0])
+        clear_labels(actor=ADMIN, session=session, dataset_id=dataset_id, image_id=images[0])
         assert session.get(ClsClass, cat).image_count == 1
-        clear_labels(session=session, dataset_id=other.id, image_id=images[0])
+        clear_labels(actor=ADMIN, session=session, dataset_id=other.id, image_id=images[0])
         assert session.get(ClsClass, cat).image_count == 0
         assert count_mismatches(session=session) == []
 
@@ -94,9 +94,9 @@ def test_class_image_count_counts_an_image_once_across_datasets(stack):
 def test_stale_revision_is_a_conflict(stack):
     dataset_id, (cat, dog, _), images = _world(stack)
     with stack.session() as session:
-        set_labels(session=session, dataset_id=dataset_id, image_id=images[0], class_ids=[cat], expected_revision=0)
+        set_labels(actor=ADMIN, session=session, dataset_id=dataset_id, image_id=images[0], class_ids=[cat], expected_revision=0)
     with pytest.raises(Conflict, match="someone else"), stack.session() as session:
-        set_labels(session=session, dataset_id=dataset_id, image_id=images[0], class_ids=[dog], expected_revision=0)
+        set_labels(actor=ADMIN, session=session, dataset_id=dataset_id, image_id=images[0], class_ids=[dog], expected_revision=0)
     with stack.session() as session:
         assert _label_rows(session, dataset_id, images[0]) == [cat]
 
@@ -113,36 +113,36 @@ def test_bad_references(stack):
     ]
     for kwargs, error, message in cases:
         with pytest.raises(error, match=message), stack.session() as session:
-            set_labels(session=session, dataset_id=dataset_id, **kwargs)
+            set_labels(actor=ADMIN, session=session, dataset_id=dataset_id, **kwargs)
     with stack.session() as session:
         session.get(ClsClass, cat).is_active = False
     with pytest.raises(InvalidInput, match="deactivated"), stack.session() as session:
-        set_labels(session=session, dataset_id=dataset_id, image_id=images[0], class_ids=[cat])
+        set_labels(actor=ADMIN, session=session, dataset_id=dataset_id, image_id=images[0], class_ids=[cat])
 
 
 def test_bulk_modes(stack):
     dataset_id, (cat, dog, _), images = _world(stack, task_type="multi_label", images=4)
     with stack.session() as session:
-        assert bulk_set_label(session=session, dataset_id=dataset_id, image_ids=images, class_id=cat) == 4
-        assert bulk_set_label(session=session, dataset_id=dataset_id, image_ids=images[:2], class_id=dog,
+        assert bulk_set_label(actor=ADMIN, session=session, dataset_id=dataset_id, image_ids=images, class_id=cat) == 4
+        assert bulk_set_label(actor=ADMIN, session=session, dataset_id=dataset_id, image_ids=images[:2], class_id=dog,
                               mode="add") == 2
-        assert bulk_set_label(session=session, dataset_id=dataset_id, image_ids=images, class_id=cat,
+        assert bulk_set_label(actor=ADMIN, session=session, dataset_id=dataset_id, image_ids=images, class_id=cat,
                               mode="remove") == 4
-        assert bulk_set_label(session=session, dataset_id=dataset_id, image_ids=images, class_id=cat,
+        assert bulk_set_label(actor=ADMIN, session=session, dataset_id=dataset_id, image_ids=images, class_id=cat,
                               mode="remove") == 0
         labels = labels_for_images(session=session, dataset_id=dataset_id, image_ids=images)
         assert [[label.class_id for label in labels[i]] for i in images] == [[dog], [dog], [], []]
-        assert bulk_clear_labels(session=session, dataset_id=dataset_id, image_ids=images) == 2
+        assert bulk_clear_labels(actor=ADMIN, session=session, dataset_id=dataset_id, image_ids=images) == 2
         assert count_mismatches(session=session) == []
         with pytest.raises(InvalidInput, match="mode"):
-            bulk_set_label(session=session, dataset_id=dataset_id, image_ids=images, class_id=cat, mode="swap")
+            bulk_set_label(actor=ADMIN, session=session, dataset_id=dataset_id, image_ids=images, class_id=cat, mode="swap")
 
 
 def test_bulk_add_on_single_label_replaces(stack):
     dataset_id, (cat, dog, _), images = _world(stack)
     with stack.session() as session:
-        bulk_set_label(session=session, dataset_id=dataset_id, image_ids=images, class_id=cat)
-        bulk_set_label(session=session, dataset_id=dataset_id, image_ids=images, class_id=dog, mode="add")
+        bulk_set_label(actor=ADMIN, session=session, dataset_id=dataset_id, image_ids=images, class_id=cat)
+        bulk_set_label(actor=ADMIN, session=session, dataset_id=dataset_id, image_ids=images, class_id=dog, mode="add")
         labels = labels_for_images(session=session, dataset_id=dataset_id, image_ids=images)
         assert all([label.class_id for label in labels[i]] == [dog] for i in images)
         assert count_mismatches(session=session) == []
@@ -151,23 +151,23 @@ def test_bulk_add_on_single_label_replaces(stack):
 def test_review_and_skip(stack):
     dataset_id, (cat, *_), images = _world(stack)
     with stack.session() as session:
-        set_labels(session=session, dataset_id=dataset_id, image_id=images[0], class_ids=[cat], confidence=0.7,
+        set_labels(actor=ADMIN, session=session, dataset_id=dataset_id, image_id=images[0], class_ids=[cat], confidence=0.7,
                    is_ai_generated=True, ai_model="m1", reason="prediction")
-        mark_reviewed(session=session, dataset_id=dataset_id, image_id=images[0], user_id=None)
+        mark_reviewed(session=session, dataset_id=dataset_id, image_id=images[0], actor=ADMIN)
         label = labels_for_images(session=session, dataset_id=dataset_id, image_ids=[images[0]])[images[0]][0]
         assert label.is_ai_generated and label.is_reviewed and label.reviewed_at is not None
         with pytest.raises(InvalidInput, match="no label"):
-            mark_reviewed(session=session, dataset_id=dataset_id, image_id=images[1], user_id=None)
-        assert skip_image(session=session, dataset_id=dataset_id, image_id=images[1]).status == "skipped"
+            mark_reviewed(session=session, dataset_id=dataset_id, image_id=images[1], actor=ADMIN)
+        assert skip_image(actor=ADMIN, session=session, dataset_id=dataset_id, image_id=images[1]).status == "skipped"
         # a manual save over an AI label makes it manual
-        set_labels(session=session, dataset_id=dataset_id, image_id=images[0], class_ids=[cat])
+        set_labels(actor=ADMIN, session=session, dataset_id=dataset_id, image_id=images[0], class_ids=[cat])
         label = labels_for_images(session=session, dataset_id=dataset_id, image_ids=[images[0]])[images[0]][0]
         assert not label.is_ai_generated
 
 
 def _hold_lock_then_commit(stack, dataset_id, image_id, class_id, started: threading.Event, hold_s: float):
     with stack.session() as session:
-        set_labels(session=session, dataset_id=dataset_id, image_id=image_id, class_ids=[class_id])
+        set_labels(actor=ADMIN, session=session, dataset_id=dataset_id, image_id=image_id, class_ids=[class_id])
         started.set()
         time.sleep(hold_s)
 
@@ -182,7 +182,7 @@ def test_two_users_labeling_one_image_at_once_leave_one_label(postgres_stack):
     assert started.wait(10)
     began = time.monotonic()
     with postgres_stack.session() as session:
-        set_labels(session=session, dataset_id=dataset_id, image_id=images[0], class_ids=[dog])
+        set_labels(actor=ADMIN, session=session, dataset_id=dataset_id, image_id=images[0], class_ids=[dog])
     waited = time.monotonic() - began
     worker.join()
     assert waited > 0.3, "the second save did not wait for the first one's lock"
@@ -203,7 +203,7 @@ def test_two_users_with_revisions_one_is_told(postgres_stack):
         barrier.wait()
         try:
             with postgres_stack.session() as session:
-                set_labels(session=session, dataset_id=dataset_id, image_id=images[0], class_ids=[class_id],
+                set_labels(actor=ADMIN, session=session, dataset_id=dataset_id, image_id=images[0], class_ids=[class_id],
                            expected_revision=0)
             results[name] = "saved"
         except Conflict as exc:
@@ -229,7 +229,7 @@ def test_many_concurrent_savers_keep_counts_exact(postgres_stack):
         try:
             for step in range(6):
                 with postgres_stack.session() as session:
-                    set_labels(session=session, dataset_id=dataset_id, image_id=images[(offset + step) % 4],
+                    set_labels(actor=ADMIN, session=session, dataset_id=dataset_id, image_id=images[(offset + step) % 4],
                                class_ids=[classes[(offset * step) % 3]])
         except Exception as exc:  # surfaced below
             errors.append(exc)

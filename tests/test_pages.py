@@ -5,6 +5,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from tests.factories import ADMIN
+
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = ["pages/dashboard.py", "pages/images.py", "pages/classes.py", "pages/datasets.py",
          "pages/labeling.py", "pages/training.py", "pages/models.py", "pages/predict.py"]
@@ -30,7 +32,7 @@ def test_page_renders_on_empty_workspace(embedded_stack, page):
 def test_page_renders_with_demo_data(embedded_stack, page):
     from core.demo import load_demo
 
-    load_demo(products=4)
+    load_demo(actor=ADMIN, products=4)
     app = render(page)
     assert not app.exception, [e.value for e in app.exception]
 
@@ -39,8 +41,8 @@ def test_dashboard_shows_real_counts(embedded_stack):
     from core.demo import load_demo
     from core.queue import enqueue
 
-    load_demo(products=4)
-    job_id = enqueue(kind="test", function="tests.fixtures.add_numbers", queue="imports", params={"a": 1, "b": 2})
+    load_demo(actor=ADMIN, products=4)
+    job_id = enqueue(actor=ADMIN, kind="test", function="tests.fixtures.add_numbers", queue="imports", params={"a": 1, "b": 2})
     embedded_stack.drain_jobs()
     app = render("pages/dashboard.py")
     metrics = {m.label: m.value for m in app.metric}

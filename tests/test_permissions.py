@@ -4,8 +4,8 @@ import pytest
 
 from core.config import reset_settings_cache
 from core.errors import PermissionDenied
-from core.permissions import audit, can, recent_audit_events, register_user, require_role
-from core.users import local_user, oidc_user
+from core.permissions import audit, can_act, recent_audit_events, register_user, require
+from core.users import local_user, oidc_user, operator_user
 
 
 @pytest.fixture
@@ -17,54 +17,43 @@ def roles(monkeypatch):
     reset_settings_cache()
 
 
-def test_roles_by_email_then_domain_then_default(db_stack, roles):
+def test_roles_by_email_then_domain_then_default(roles):
     boss, labeler, guest, stranger = (oidc_user(e) for e in
                                       ("boss@acme.com", "ann@acme.com", "guest@acme.com", "x@other.org"))
     assert (boss.role, labeler.role, guest.role, stranger.role) == ("admin", "labeler", "viewer", "viewer")
-    with db_stack.session() as session:
-        for user in (boss, labeler, guest, stranger):
-            register_user(session=session, user=user)
-    with db_stack.session() as session:
-        require_role(session=session, user_id=boss.id, role="admin", action="delete images")
-        require_role(session=session, user_id=labeler.id, role="labeler", action="save a label")
-        with pytest.raises(PermissionDenied, match="delete images needs the admin role; you are a labeler"):
-            require_role(session=session, user_id=labeler.id, role="admin", action="delete images")
-        with pytest.raises(PermissionDenied, match="needs the labeler role; you are a viewer"):
-            require_role(session=session, user_id=guest.id, role="labeler", action="save a label")
-        assert can(session=session, user_id=labeler.id, role="labeler")
-        assert not can(session=session, user_id=stranger.id, role="labeler")
+    require(boss, "admin", "deleting images")
+    require(labeler, "labeler", "saving a label")
+    with pytest.raises(PermissionDenied, match="deleting images needs the admin role; you are a labeler"):
+        require(labeler, "admin", "deleting images")
+    with pytest.raises(PermissionDenied, match="needs the labeler role; you are a viewer"):
+        require(guest, "labeler", "saving a label")
+    assert can_act(labeler, "labeler") and not can_act(stranger, "labeler") and not can_act(None, "viewer")
 
 
-def test_unknown_user_id_is_a_viewer_but_local_user_uses_default_role(db_stack, monkeypatch):
-    import uuid
-
-    monkeypatch.setenv("ROLES", "boss@acme.com=admin")  # per-person roles configured; DEFAULT_ROLE admin
-    reset_settings_cache()
-    with db_stack.session() as session:
-        with pytest.raises(PermissionDenied):
-            require_role(session=session, user_id=uuid.uuid4(), role="labeler", action="label")
-        require_role(session=session, user_id=local_user().id, role="admin", action="train")
-    reset_settings_cache()
-
-
-def test_without_roles_configured_an_unregistered_id_has_the_default_role(db_stack, monkeypatch):
-    import uuid
-
+def test_the_local_user_has_the_default_role_unless_roles_name_it(monkeypatch):
     monkeypatch.delenv("ROLES", raising=False)
     monkeypatch.setenv("DEFAULT_ROLE", "labeler")
     reset_settings_cache()
-    with db_stack.session() as session:
-        require_role(session=session, user_id=uuid.uuid4(), role="labeler", action="label")
-        with pytest.raises(PermissionDenied, match="needs the admin role; you are a labeler"):
-            require_role(session=session, user_id=uuid.uuid4(), role="admin", action="delete images")
+    require(local_user(), "labeler", "labeling")
+    with pytest.raises(PermissionDenied, match="needs the admin role; you are a labeler"):
+        require(local_user(), "admin", "deleting images")
+    monkeypatch.setenv("ROLES", f"{local_user().email}=admin")
     reset_settings_cache()
+    require(local_user(), "admin", "deleting images")
+    reset_settings_cache()
+
+
+def test_the_operator_is_admin_whatever_the_configuration(roles, monkeypatch):
+    monkeypatch.setenv("ROLES", "operator@cli=viewer")  # no setting makes the CLI a viewer
+    reset_settings_cache()
+    require(operator_user(), "admin", "training a model")
 
 
 def test_audit_rows(db_stack):
     user = oidc_user("boss@acme.com")
     with db_stack.session() as session:
         register_user(session=session, user=user)
-        audit(session=session, user_id=user.id, action="delete_images", target_type="image", row_count=12)
+        audit(session=session, actor=user, action="delete_images", target_type="image", row_count=12)
     with db_stack.session() as session:
         (event,) = recent_audit_events(session=session)
         assert (event.user_email, event.action, event.row_count) == ("boss@acme.com", "delete_images", 12)

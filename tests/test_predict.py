@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from core.errors import InvalidInput, NotFound
+from tests.factories import ADMIN
 from tests.model_factory import digit_images, register_model, shared_checkpoint, small_torch_settings
 
 
@@ -87,7 +88,7 @@ def test_default_model_inactive_model_and_bad_input(embedded_stack, checkpoint):
             predict_items(session=session, storage=embedded_stack.storage, model=model_id, items=[])
         with pytest.raises(InvalidInput, match="not a UUID"):
             resolve_model(session=session, model="nope")
-        set_active(session=session, model_id=model_id, active=False)
+        set_active(actor=ADMIN, session=session, model_id=model_id, active=False)
     with embedded_stack.session() as session, pytest.raises(InvalidInput, match="inactive"):
         resolve_model(session=session, model=model_id)
     items = read_inputs(["http://127.0.0.1:1/x.png", "/no/such/file.png", "ftp://x/y"], allow_list=[])
@@ -172,12 +173,12 @@ def test_predict_page_batch_prediction_over_a_selection(embedded_stack, checkpoi
 
     images, _ = digit_images(3, 1)
     with embedded_stack.session() as session:  # a model whose outputs are real classes: labels can be written
-        class_ids = [create_class(session=session, name=f"sel-{i}").id for i in range(3)]
+        class_ids = [create_class(actor=ADMIN, session=session, name=f"sel-{i}").id for i in range(3)]
         model_id = register_model(session, embedded_stack.storage, checkpoint, class_ids=class_ids, is_default=True)
         stored = [store_image(session, embedded_stack.storage, data, f"s{i}.png") for i, data in enumerate(images)]
-        update_image(session=session, image_id=stored[0], folder="inbox")
-        dataset_id = create_dataset(session=session, name="target").id
-        add_images_to_dataset(session=session, dataset_id=dataset_id, image_ids=stored)
+        update_image(actor=ADMIN, session=session, image_id=stored[0], folder="inbox")
+        dataset_id = create_dataset(actor=ADMIN, session=session, name="target").id
+        add_images_to_dataset(actor=ADMIN, session=session, dataset_id=dataset_id, image_ids=stored)
     app = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=60)
     app.run()
     app.switch_page("pages/predict.py")

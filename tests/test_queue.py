@@ -12,6 +12,7 @@ from core.errors import InvalidInput, ServiceUnavailable
 from core.jobs import get_job, reap_stale_jobs, request_cancel, run_job
 from core.models import ClsJob, utcnow
 from core.queue import enqueue
+from tests.factories import ADMIN
 
 
 def _job(job_id):
@@ -20,7 +21,7 @@ def _job(job_id):
 
 
 def test_job_succeeds_with_result_and_progress(stack):
-    job_id = enqueue(kind="test", function="tests.fixtures.add_numbers", queue="imports",
+    job_id = enqueue(actor=ADMIN, kind="test", function="tests.fixtures.add_numbers", queue="imports",
                      params={"a": 2, "b": 3})
     stack.drain_jobs()
     job = _job(job_id)
@@ -32,7 +33,7 @@ def test_job_succeeds_with_result_and_progress(stack):
 
 
 def test_job_that_raises_ends_failed_with_error_text(stack):
-    job_id = enqueue(kind="test", function="tests.fixtures.fail_with_message", queue="training",
+    job_id = enqueue(actor=ADMIN, kind="test", function="tests.fixtures.fail_with_message", queue="training",
                      params={"message": "the disk is full"})
     stack.drain_jobs()
     job = _job(job_id)
@@ -41,12 +42,12 @@ def test_job_that_raises_ends_failed_with_error_text(stack):
 
 
 def test_queued_job_cancelled_before_start_never_runs(stack):
-    job_id = enqueue(kind="test", function="tests.fixtures.add_numbers", queue="predictions",
+    job_id = enqueue(actor=ADMIN, kind="test", function="tests.fixtures.add_numbers", queue="predictions",
                      params={"a": 1, "b": 1}) if stack.redis_url else None
     if job_id is None:
         pytest.skip("in-process jobs start at once; covered by test_running_job_is_cancelled")
     with session_scope() as session:
-        request_cancel(session=session, job_id=job_id)
+        request_cancel(actor=ADMIN, session=session, job_id=job_id)
     stack.drain_jobs()
     job = _job(job_id)
     assert job.status == "cancelled"
@@ -54,13 +55,13 @@ def test_queued_job_cancelled_before_start_never_runs(stack):
 
 
 def test_running_job_is_cancelled_between_steps(embedded_stack):
-    job_id = enqueue(kind="test", function="tests.fixtures.wait_for_cancel", queue="imports",
+    job_id = enqueue(actor=ADMIN, kind="test", function="tests.fixtures.wait_for_cancel", queue="imports",
                      params={"steps": 400, "delay_s": 0.02})
     deadline = time.monotonic() + 10
     while _job(job_id).status != "running" and time.monotonic() < deadline:
         time.sleep(0.05)
     with session_scope() as session:
-        request_cancel(session=session, job_id=job_id)
+        request_cancel(actor=ADMIN, session=session, job_id=job_id)
     started = time.monotonic()
     embedded_stack.drain_jobs()
     assert time.monotonic() - started < 5
@@ -70,7 +71,7 @@ def test_running_job_is_cancelled_between_steps(embedded_stack):
 def test_rq_running_job_is_cancelled(stack):
     if not stack.redis_url:
         pytest.skip("RQ variant")
-    job_id = enqueue(kind="test", function="tests.fixtures.wait_for_cancel", queue="imports",
+    job_id = enqueue(actor=ADMIN, kind="test", function="tests.fixtures.wait_for_cancel", queue="imports",
                      params={"steps": 400, "delay_s": 0.02})
 
     def cancel_when_running():
@@ -78,7 +79,7 @@ def test_rq_running_job_is_cancelled(stack):
         while _job(job_id).status != "running" and time.monotonic() < deadline:
             time.sleep(0.05)
         with session_scope() as session:
-            request_cancel(session=session, job_id=job_id)
+            request_cancel(actor=ADMIN, session=session, job_id=job_id)
 
     canceller = threading.Thread(target=cancel_when_running)
     canceller.start()
@@ -89,11 +90,11 @@ def test_rq_running_job_is_cancelled(stack):
 
 def test_unknown_queue_is_refused(embedded_stack):
     with pytest.raises(InvalidInput):
-        enqueue(kind="test", function="tests.fixtures.add_numbers", queue="gpu", params={})
+        enqueue(actor=ADMIN, kind="test", function="tests.fixtures.add_numbers", queue="gpu", params={})
 
 
 def test_job_functions_outside_jobs_are_refused(embedded_stack):
-    job_id = enqueue(kind="test", function="os.system", queue="imports", params={"command": "true"})
+    job_id = enqueue(actor=ADMIN, kind="test", function="os.system", queue="imports", params={"command": "true"})
     embedded_stack.drain_jobs()
     job = _job(job_id)
     assert job.status == "failed" and "not in jobs/" in job.error
@@ -107,7 +108,7 @@ def test_redis_unreachable_gives_clear_error_and_no_row(embedded_stack, monkeypa
     reset_settings_cache()
     reset_backend()
     with pytest.raises(ServiceUnavailable, match="REDIS_URL"):
-        enqueue(kind="test", function="tests.fixtures.add_numbers", queue="imports", params={"a": 1, "b": 2})
+        enqueue(actor=ADMIN, kind="test", function="tests.fixtures.add_numbers", queue="imports", params={"a": 1, "b": 2})
     with session_scope() as session:
         assert session.scalar(select(func.count()).select_from(ClsJob)) == 0
 
@@ -127,7 +128,7 @@ def test_reaper_marks_silent_running_jobs_failed(db_stack):
 
 
 def test_run_job_twice_does_not_rerun(embedded_stack):
-    job_id = enqueue(kind="test", function="tests.fixtures.add_numbers", queue="imports", params={"a": 1, "b": 1})
+    job_id = enqueue(actor=ADMIN, kind="test", function="tests.fixtures.add_numbers", queue="imports", params={"a": 1, "b": 1})
     embedded_stack.drain_jobs()
     assert run_job(job_id) == {"sum": 2}
     assert _job(job_id).attempts == 1

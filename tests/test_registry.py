@@ -20,6 +20,7 @@ from core.registry import (
     set_active,
     set_default,
 )
+from tests.factories import ADMIN
 
 USER = uuid.UUID(int=1)
 
@@ -44,8 +45,8 @@ def test_one_default_per_user_and_model_type(db_stack):
         vit = add_model(session, model_type="vit")
         other_user = add_model(session, user_id=uuid.UUID(int=2))
         for model_id in (first, vit, other_user):
-            set_default(session=session, model_id=model_id)
-        set_default(session=session, model_id=second)
+            set_default(actor=ADMIN, session=session, model_id=model_id)
+        set_default(actor=ADMIN, session=session, model_id=second)
         assert default_model(session=session, user_id=USER, model_type="convnext").id == second
         assert not get_model(session=session, model_id=first).is_default
         assert get_model(session=session, model_id=vit).is_default  # another type keeps its default
@@ -63,24 +64,24 @@ def test_the_partial_unique_index_refuses_a_second_default(db_stack):
 def test_deactivate_clears_default_and_inactive_cannot_become_default(db_stack):
     with db_stack.session() as session:
         model_id = add_model(session)
-        set_default(session=session, model_id=model_id)
-        row = set_active(session=session, model_id=model_id, active=False)
+        set_default(actor=ADMIN, session=session, model_id=model_id)
+        row = set_active(actor=ADMIN, session=session, model_id=model_id, active=False)
         assert not row.is_active and not row.is_default
         with pytest.raises(Conflict, match="inactive; activate it before"):
-            set_default(session=session, model_id=model_id)
+            set_default(actor=ADMIN, session=session, model_id=model_id)
         assert [m.id for m in list_models(session=session, active_only=True)] == []
-        set_active(session=session, model_id=model_id, active=True)
-        assert set_default(session=session, model_id=model_id).is_default
+        set_active(actor=ADMIN, session=session, model_id=model_id, active=True)
+        assert set_default(actor=ADMIN, session=session, model_id=model_id).is_default
 
 
 def test_rename_checks_the_name(db_stack):
     with db_stack.session() as session:
         model_id = add_model(session)
-        assert rename_model(session=session, model_id=model_id, name="  shelf v2 ").name == "shelf v2"
+        assert rename_model(actor=ADMIN, session=session, model_id=model_id, name="  shelf v2 ").name == "shelf v2"
         with pytest.raises(InvalidInput, match="cannot be empty"):
-            rename_model(session=session, model_id=model_id, name="   ")
+            rename_model(actor=ADMIN, session=session, model_id=model_id, name="   ")
         with pytest.raises(InvalidInput, match="at most 200 characters"):
-            rename_model(session=session, model_id=model_id, name="x" * 201)
+            rename_model(actor=ADMIN, session=session, model_id=model_id, name="x" * 201)
 
 
 def test_delete_removes_row_and_files(stack):
@@ -88,7 +89,7 @@ def test_delete_removes_row_and_files(stack):
         model_id = add_model(session, stack.storage)
         keys = [k for k in model_summary(get_model(session=session, model_id=model_id))["files"].values() if k]
         assert all(stack.storage.exists(k) for k in keys) and len(keys) == 3
-        assert delete_model(session=session, storage=stack.storage, model_id=model_id)["files"] == 4
+        assert delete_model(actor=ADMIN, session=session, storage=stack.storage, model_id=model_id)["files"] == 4
     assert not any(stack.storage.exists(k) for k in keys)
     with stack.session() as session, pytest.raises(NotFound):
         get_model(session=session, model_id=model_id)
@@ -99,7 +100,7 @@ def test_unknown_and_malformed_ids(db_stack):
         with pytest.raises(NotFound, match="no trained model"):
             get_model(session=session, model_id=uuid.uuid4())
         with pytest.raises(InvalidInput, match="'abc' is not a UUID"):
-            set_default(session=session, model_id="abc")
+            set_default(actor=ADMIN, session=session, model_id="abc")
         add_model(session, model_type="vit")
         add_model(session)
         assert [m.model_type for m in list_models(session=session, model_type="vit")] == ["vit"]
@@ -116,7 +117,7 @@ def _register(session, *, model_type="convnext", num_classes=3, top5=0.9):
     report = {"accuracy": 0.8, "f1": 0.7, "top5": top5, "precision": 0.7, "recall": 0.7,
               "confusion_matrix": [], "per_class": {}}
     artifacts = SimpleNamespace(report=report, preprocessing={}, export_check={}, evaluated_split="test")
-    return create_model_row(session=session, model_id=uuid.uuid4(), run_id=None, user_id=USER, name="run",
+    return create_model_row(session=session, actor=ADMIN, model_id=uuid.uuid4(), run_id=None, name="run",
                             version_id=None, config=config, class_names=[], class_mapping={}, keys={},
                             artifacts=artifacts)
 
@@ -126,12 +127,12 @@ def test_the_first_completed_model_of_a_group_becomes_its_default(db_stack):
         first = _register(session).id
         second = _register(session).id
         vit = _register(session, model_type="vit").id
-        assert default_model(session=session, user_id=USER, model_type="convnext").id == first
+        assert default_model(session=session, user_id=ADMIN.id, model_type="convnext").id == first
         assert not get_model(session=session, model_id=second).is_default  # later: only when set
         assert get_model(session=session, model_id=vit).is_default  # the first of its own group
-        set_default(session=session, model_id=second)
+        set_default(actor=ADMIN, session=session, model_id=second)
         third = _register(session).id
-        assert default_model(session=session, user_id=USER, model_type="convnext").id == second
+        assert default_model(session=session, user_id=ADMIN.id, model_type="convnext").id == second
         assert not get_model(session=session, model_id=third).is_default
 
 

@@ -13,7 +13,7 @@ from core import labeling, reservations
 from core import labeling_session as flow
 from core.db import session_scope
 from core.models import ClsDatasetImage, utcnow
-from tests.test_labeling import ME, OTHER, seed
+from tests.test_labeling import ME_USER, OTHER_USER, seed
 
 
 def _held(dataset_id, holder) -> set:
@@ -34,7 +34,7 @@ def _lapse(dataset_id, holder) -> None:
 def test_heartbeat_keeps_an_active_window_and_lets_an_idle_one_lapse(db_stack):
     with db_stack.session() as s:
         ds, images, _ = seed(s, db_stack.storage, images=10)
-    page = flow.start(session_scope, dataset_id=ds, user_id=ME, mode="unlabeled")
+    page = flow.start(session_scope, dataset_id=ds, actor=ME_USER, mode="unlabeled")
     assert _held(ds, page.holder) == set(images[:4])
     with session_scope() as session:
         before = session.scalar(select(ClsDatasetImage.reserved_until).where(ClsDatasetImage.image_id == images[0]))
@@ -48,18 +48,18 @@ def test_heartbeat_keeps_an_active_window_and_lets_an_idle_one_lapse(db_stack):
         still = session.scalar(select(ClsDatasetImage.reserved_until).where(ClsDatasetImage.image_id == images[0]))
     assert still == after  # idle: not renewed, so the lease runs out LEASE_S after the last renewal
     _lapse(ds, page.holder)
-    other = flow.start(session_scope, dataset_id=ds, user_id=OTHER, mode="unlabeled")
+    other = flow.start(session_scope, dataset_id=ds, actor=OTHER_USER, mode="unlabeled")
     assert other.image_id == images[0]  # the idle page's images are the other labeler's now
 
 
 def test_a_page_back_from_idle_moves_on_when_its_image_was_taken_and_drops_the_keys(db_stack):
     with db_stack.session() as s:
         ds, images, classes = seed(s, db_stack.storage, images=10)
-        keys = labeling.classes_for_labeling(session=s, dataset_id=ds, user_id=ME)
-    page = flow.start(session_scope, dataset_id=ds, user_id=ME, mode="unlabeled")
+        keys = labeling.classes_for_labeling(session=s, dataset_id=ds, user_id=ME_USER.id)
+    page = flow.start(session_scope, dataset_id=ds, actor=ME_USER, mode="unlabeled")
     _lapse(ds, page.holder)
     page.held_at -= reservations.LEASE_S  # as if the tab had been idle that long
-    other = flow.start(session_scope, dataset_id=ds, user_id=OTHER, mode="unlabeled")
+    other = flow.start(session_scope, dataset_id=ds, actor=OTHER_USER, mode="unlabeled")
     assert other.image_id == images[0]
     batch = {"load": "p", "seq": 1, "image_id": str(images[0]), "keys": ["1", "enter"],
              "images": [str(images[0])] * 2}
@@ -74,7 +74,7 @@ def test_a_page_back_from_idle_moves_on_when_its_image_was_taken_and_drops_the_k
 def test_leaving_ends_the_window_and_coming_back_claims_it_again(db_stack):
     with db_stack.session() as s:
         ds, images, _ = seed(s, db_stack.storage, images=6)
-    page = flow.start(session_scope, dataset_id=ds, user_id=ME, mode="unlabeled")
+    page = flow.start(session_scope, dataset_id=ds, actor=ME_USER, mode="unlabeled")
     flow.end(session_scope, page)
     assert _held(ds, page.holder) == set() and page.held_at == 0
     assert flow.hold(session_scope, page) and _held(ds, page.holder) == set(images[:4])
@@ -85,8 +85,8 @@ def test_leaving_ends_the_window_and_coming_back_claims_it_again(db_stack):
 def test_queue_count_and_nothing_left_agree_and_a_waiting_page_gets_freed_images(db_stack):
     with db_stack.session() as s:
         ds, images, _ = seed(s, db_stack.storage, images=4)
-    first = flow.start(session_scope, dataset_id=ds, user_id=ME, mode="unlabeled")
-    second = flow.start(session_scope, dataset_id=ds, user_id=OTHER, mode="unlabeled")
+    first = flow.start(session_scope, dataset_id=ds, actor=ME_USER, mode="unlabeled")
+    second = flow.start(session_scope, dataset_id=ds, actor=OTHER_USER, mode="unlabeled")
     assert second.card is None and second.exhausted
     with session_scope() as session:
         assert labeling.queue_size(session=session, dataset_id=ds, mode="unlabeled", holder=second.holder) == 0

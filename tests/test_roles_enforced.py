@@ -1,39 +1,48 @@
-"""The services check roles themselves: a viewer and a labeler are refused each admin action with the
-role named, a viewer is refused labeling, nothing changes on a refusal, and destructive actions by an
-admin leave an audit row (who, what, how many)."""
+"""Roles held in practice: what each role may do, actions whose role depends on their arguments, audit
+rows with who did it, and a role removed while work is under way: a queued job (on RQ with a real
+worker process, and in-process) fails with the refusal and writes nothing; a long import, a bulk
+action and a training run stop at their next batch or epoch.
+
+(That every declared service refuses a viewer and a labeler is tests/test_write_access.py.)"""
 
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
 from core.config import reset_settings_cache
 from core.errors import PermissionDenied
-from core.models import ClsAuditEvent, ClsClass, ClsDataset, ClsImage, ClsJob
-from core.permissions import register_user
+from core.models import ClsAuditEvent, ClsClass, ClsImage, ClsJob, ClsLabel
 from core.users import oidc_user
-from tests.factories import make_class, make_dataset, make_dataset_image, make_image_row
+from tests.factories import drawn_image_bytes, make_class, make_dataset, make_dataset_image, make_image_row
+
+ROOT = Path(__file__).resolve().parents[1]
+BOSS, ANN, GUEST = oidc_user("boss@acme.com"), oidc_user("ann@acme.com"), oidc_user("guest@acme.com")
 
 
-@pytest.fixture
-def people(embedded_stack, monkeypatch):
-    monkeypatch.setenv("ROLES", "boss@acme.com=admin,ann@acme.com=labeler")
+def set_roles(monkeypatch, roles: str) -> None:
+    """Roles come from configuration and are read again at every check (a change applies at once)."""
+    monkeypatch.setenv("ROLES", roles)
     monkeypatch.setenv("DEFAULT_ROLE", "viewer")
     reset_settings_cache()
-    users = {role: oidc_user(email) for role, email in
-             (("admin", "boss@acme.com"), ("labeler", "ann@acme.com"), ("viewer", "guest@acme.com"))}
-    with embedded_stack.session() as session:
-        for user in users.values():
-            register_user(session=session, user=user)
-    yield {role: user.id for role, user in users.items()}
+
+
+@pytest.fixture
+def team(monkeypatch):
+    set_roles(monkeypatch, "boss@acme.com=admin,ann@acme.com=labeler")
+    yield
     reset_settings_cache()
 
 
 @pytest.fixture
-def world(embedded_stack):
+def world(embedded_stack, team):
     with embedded_stack.session() as session:
         dataset = make_dataset(session, "pets")
         cat, dog = make_class(session, "cat"), make_class(session, "dog")
@@ -42,115 +51,246 @@ def world(embedded_stack):
         return {"dataset": dataset.id, "cat": cat.id, "dog": dog.id, "image": image.id, "spare": spare.id}
 
 
-def admin_actions(stack, w):
-    from core import classes, datasets, images, labels
-    from core.archive_import import ImportLabeledDatasetRequest, start_archive_import
-    from core.url_import import start_url_import
-    from tests.test_archive_import import build_zip
-
-    def in_session(fn):
-        def run(user_id):
-            with stack.session() as session:
-                return fn(session, user_id)
-        return run
-
-    archive = build_zip({"cats/a.png": b"x"})
-    return {
-        "deleting images": in_session(lambda s, u: images.delete_images(session=s, storage=stack.storage,
-                                                                         image_ids=[w["spare"]], user_id=u)),
-        "deleting a class": in_session(lambda s, u: classes.delete_class(session=s, class_id=w["dog"], user_id=u)),
-        "merging classes": in_session(lambda s, u: classes.merge_classes(session=s, source_ids=[w["dog"]],
-                                                                         target_id=w["cat"], user_id=u)),
-        "deleting a dataset": in_session(lambda s, u: datasets.delete_dataset(session=s, dataset_id=w["dataset"],
-                                                                              user_id=u)),
-        "importing": lambda u: start_archive_import(source=io.BytesIO(archive), user_id=u,
-                                                    request=ImportLabeledDatasetRequest(dataset_id=str(w["dataset"]))),
-        "importing urls": lambda u: start_url_import(text="http://example.com/a.png", user_id=u),
-        "importing uploads": lambda u: images.ingest_many(items=[("a.png", b"x")], storage=stack.storage, user_id=u),
-        "changing labels in bulk": in_session(lambda s, u: labels.bulk_set_label(
-            session=s, dataset_id=w["dataset"], image_ids=[w["image"]], class_id=w["dog"], user_id=u)),
-    }
+def count(stack, model) -> int:
+    with stack.session() as session:
+        return session.scalar(select(func.count()).select_from(model))
 
 
-@pytest.mark.parametrize("role", ["viewer", "labeler"])
-def test_admin_actions_refused_with_the_role_named_and_nothing_changed(embedded_stack, people, world, role):
-    for name, action in admin_actions(embedded_stack, world).items():
-        if role == "labeler" and name == "changing labels in bulk":
-            continue  # labelers may
-        needed = "labeler" if name == "changing labels in bulk" else "admin"
-        with pytest.raises(PermissionDenied, match=f"needs the {needed} role; you are a {role}"):
-            action(people[role])
-    with embedded_stack.session() as session:
-        assert session.scalar(select(func.count()).select_from(ClsImage)) == 2
-        assert session.scalar(select(func.count()).select_from(ClsClass)) == 2
-        assert session.scalar(select(func.count()).select_from(ClsDataset)) == 1
-        assert session.scalar(select(func.count()).select_from(ClsJob)) == 0
-        assert session.scalar(select(func.count()).select_from(ClsAuditEvent)) == 0
-
-
-def test_training_and_models_refused_for_a_labeler(embedded_stack, people):
-    from core.registry import delete_model, set_default
-    from core.training import delete_run, start_run
-
-    labeler, missing = people["labeler"], uuid.uuid4()
-    with pytest.raises(PermissionDenied, match="training a model needs the admin role; you are a labeler"):
-        start_run(run_id=missing, user_id=labeler)
-    with embedded_stack.session() as session:
-        for action, call in (("deleting a training run", lambda: delete_run(session=session, storage=None,
-                                                                              run_id=missing, user_id=labeler)),
-                             ("setting the default model", lambda: set_default(session=session, model_id=missing,
-                                                                               user_id=labeler)),
-                             ("deleting a model", lambda: delete_model(session=session, storage=None,
-                                                                      model_id=missing, user_id=labeler))):
-            with pytest.raises(PermissionDenied, match=f"{action} needs the admin role"):
-                call()
-
-
-def test_viewer_cannot_label_skip_or_clear_but_a_labeler_can(embedded_stack, people, world):
+def test_a_labeler_labels_skips_and_clears_but_a_viewer_only_looks(embedded_stack, world):
     from core import labeling
 
     common = {"dataset_id": world["dataset"], "image_id": world["image"]}
     with embedded_stack.session() as session:
-        for call in (lambda: labeling.save(session=session, class_ids=[world["dog"]], shown_revision=0,
-                                           user_id=people["viewer"], **common),
-                     lambda: labeling.skip(session=session, user_id=people["viewer"], **common),
-                     lambda: labeling.clear(session=session, shown_revision=0, user_id=people["viewer"], **common)):
-            with pytest.raises(PermissionDenied, match="needs the labeler role; you are a viewer"):
-                call()
+        card = labeling.image_card(session=session, **common)  # a viewer reads
+        with pytest.raises(PermissionDenied, match="labeling needs the labeler role; you are a viewer"):
+            labeling.save(session=session, actor=GUEST, class_ids=[world["dog"]], shown_revision=0, **common)
     with embedded_stack.session() as session:
-        card = labeling.image_card(session=session, **common)
-        result = labeling.save(session=session, class_ids=[world["dog"]], shown_revision=card.label_revision,
-                               user_id=people["labeler"], **common)
-        assert result.outcome == "saved", result.outcome
+        saved = labeling.save(session=session, actor=ANN, class_ids=[world["dog"]],
+                              shown_revision=card.label_revision, **common)
+        assert saved.outcome == "saved"
+        assert labeling.clear(session=session, actor=ANN, shown_revision=saved.card.label_revision,
+                              **common).outcome == "cleared"
+        assert labeling.skip(session=session, actor=ANN, **common).outcome == "skipped"
+    assert count(embedded_stack, ClsLabel) == 0  # cleared
 
 
-def test_admin_destructive_actions_are_audited(embedded_stack, people, world):
-    boss = people["admin"]
-    actions = admin_actions(embedded_stack, world)
-    actions["changing labels in bulk"](boss)
-    actions["deleting images"](boss)
-    actions["merging classes"](boss)
-    actions["deleting a dataset"](boss)
+def test_a_viewer_browses_the_labeling_queue_without_holding_images(embedded_stack, world):
+    from core import labeling_session as flow
+    from core.db import session_scope
+    from core.models import ClsDatasetImage
+
+    state = flow.start(session_scope, dataset_id=world["dataset"], actor=GUEST, mode="all")
+    assert state.card is not None
+    flow.apply_keys(session_scope, state, batch={"load": "a", "seq": 1, "keys": ["right", "left"]}, classes=[])
+    flow.apply_keys(session_scope, state, batch={"load": "a", "seq": 2, "keys": ["s"]}, classes=[])
+    assert state.message == ("error", "skipping images needs the labeler role; you are a viewer")
+    with embedded_stack.session() as session:
+        assert session.scalars(select(ClsDatasetImage.reserved_by)).all() == [None]  # nothing held
+        assert session.scalar(select(ClsDatasetImage.status)) == "labeled"  # nothing skipped
+
+
+def test_who_did_it_is_recorded_and_destructive_actions_are_audited(embedded_stack, world):
+    from core import bulk_actions, classes, datasets
+    from core.labels import set_labels
+
+    with embedded_stack.session() as session:
+        set_labels(session=session, actor=ANN, dataset_id=world["dataset"], image_id=world["image"],
+                   class_ids=[world["dog"]])
+        created = classes.create_class(session=session, actor=BOSS, name="bird")
+        assert created.user_id == BOSS.id
+    bulk_actions.set_label(actor=ANN, dataset_id=world["dataset"], image_ids=[world["image"]], class_id=world["cat"])
+    bulk_actions.delete_images(actor=BOSS, image_ids=[world["spare"]], storage=embedded_stack.storage)
+    with embedded_stack.session() as session:
+        classes.merge_classes(session=session, actor=BOSS, source_ids=[world["dog"]], target_id=world["cat"])
+        datasets.delete_dataset(session=session, actor=BOSS, dataset_id=world["dataset"])
     with embedded_stack.session() as session:
         events = {e.action: e for e in session.scalars(select(ClsAuditEvent))}
-    assert {"bulk_set_label", "delete_images", "merge_classes", "delete_dataset"} <= set(events)
-    assert events["delete_images"].row_count == 1 and events["delete_images"].user_email == "boss@acme.com"
-    assert events["bulk_set_label"].row_count == 1
+    assert set(events) == {"bulk_set_label", "delete_images", "merge_classes", "delete_dataset"}
+    assert (events["bulk_set_label"].user_email, events["bulk_set_label"].row_count) == ("ann@acme.com", 1)
+    assert (events["delete_images"].user_email, events["delete_images"].row_count) == ("boss@acme.com", 1)
 
 
-def test_pages_disable_admin_actions_for_a_viewer(embedded_stack, monkeypatch, world):
-    from streamlit.testing.v1 import AppTest
+# ---------------------------------------------------------------- roles that depend on the arguments
 
-    from tests.test_pages import ROOT
 
-    for default_role, disabled in (("viewer", True), ("admin", False)):
-        monkeypatch.setenv("DEFAULT_ROLE", default_role)  # the local user's role (no ROLES match)
-        reset_settings_cache()
-        app = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
-        app.run()
-        app.switch_page("pages/classes.py")
-        app.run()
-        assert not app.exception, [e.value for e in app.exception]
-        deletes = [b for b in app.button if b.key and b.key.startswith("cls_del_")]
-        assert deletes and all(b.disabled == disabled for b in deletes), default_role
+def test_batch_prediction_needs_the_admin_role_only_to_overwrite_peoples_labels(embedded_stack, world):
+    from core.auto_label import start_batch_prediction
+
+    request = {"model_id": "default", "scope": "dataset", "dataset_id": world["dataset"], "write_labels": True}
+    with pytest.raises(PermissionDenied, match="overwriting labels people set needs the admin role; you are a labeler"):
+        start_batch_prediction(actor=ANN, overwrite=True, **request)
+    with pytest.raises(PermissionDenied, match="predicting in batch needs the labeler role; you are a viewer"):
+        start_batch_prediction(actor=GUEST, **request)
+    assert count(embedded_stack, ClsJob) == 0
+    job_id = start_batch_prediction(actor=ANN, **request)
+    embedded_stack.drain_jobs()
+    with embedded_stack.session() as session:
+        job = session.get(ClsJob, job_id)
+        assert job.user_id == ANN.id and job.params["actor"]["email"] == "ann@acme.com"
+        assert "no default model" in job.error  # it ran as ann (a labeler may predict), and failed on the model
+
+
+def test_a_job_is_cancelled_by_whoever_started_it_or_an_admin(embedded_stack, world):
+    from core.jobs import create_job, request_cancel
+
+    with embedded_stack.session() as session:
+        boss_job = create_job(session=session, actor=BOSS, kind="test", queue="imports",
+                              function="tests.fixtures.add_numbers", params={"a": 1, "b": 2}).id
+        ann_job = create_job(session=session, actor=ANN, kind="test", queue="imports",
+                             function="tests.fixtures.add_numbers", params={"a": 1, "b": 2}).id
+    with embedded_stack.session() as session:
+        with pytest.raises(PermissionDenied, match="cancelling another person's job needs the admin role"):
+            request_cancel(session=session, actor=ANN, job_id=boss_job)
+        assert request_cancel(session=session, actor=ANN, job_id=ann_job).status == "cancelled"
+        assert request_cancel(session=session, actor=BOSS, job_id=boss_job).status == "cancelled"
+
+
+# ---------------------------------------------------------------- a role removed while work is under way
+
+
+def _queue_url_import(actor) -> uuid.UUID:
+    from core.url_import import start_url_import
+
+    # a loopback URL: had the job run past its role check, the import would refuse it, never fetch it
+    return start_url_import(actor=actor, text="http://127.0.0.1:9/never-fetched.png")
+
+
+def _refused_and_nothing_written(stack, job_id) -> None:
+    with stack.session() as session:
+        job = session.get(ClsJob, job_id)
+        assert job.status == "failed", (job.status, job.error)
+        assert job.error == "importing needs the admin role; you are a viewer"
+        assert job.result is None
+    assert count(stack, ClsImage) == 0 and count(stack, ClsClass) == 0
+
+
+def test_a_queued_job_runs_as_its_starter_and_fails_when_the_role_was_removed_rq(production_stack, monkeypatch):
+    """RQ with a real worker process (`rq worker --burst`) after the starter lost the admin role."""
+    set_roles(monkeypatch, "boss@acme.com=admin")
+    job_id = _queue_url_import(BOSS)
+    with production_stack.session() as session:
+        assert session.get(ClsJob, job_id).params["actor"]["email"] == "boss@acme.com"
+    set_roles(monkeypatch, "")  # boss is now a viewer (DEFAULT_ROLE)
+    worker = subprocess.run([sys.executable, "-m", "rq.cli", "worker", "--burst", "--url", production_stack.redis_url,
+                             "imports"], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            capture_output=True, text=True, timeout=120)
+    assert worker.returncode == 0, worker.stderr[-2000:]
+    _refused_and_nothing_written(production_stack, job_id)
     reset_settings_cache()
+
+
+def test_a_queued_job_fails_when_the_role_was_removed_in_process(embedded_stack, monkeypatch):
+    """The in-process backend runs core.jobs.run_job in a thread; here it is called after the change."""
+    from core.jobs import create_job, run_job
+
+    set_roles(monkeypatch, "boss@acme.com=admin")
+    with embedded_stack.session() as session:
+        job_id = create_job(session=session, actor=BOSS, kind="url_import", queue="imports",
+                            function="jobs.imports.import_urls",
+                            params={"urls": ["http://127.0.0.1:9/never-fetched.png"]}).id
+    set_roles(monkeypatch, "")
+    run_job(job_id)
+    _refused_and_nothing_written(embedded_stack, job_id)
+    reset_settings_cache()
+
+
+def test_a_job_without_a_recorded_actor_never_runs(embedded_stack):
+    from core.jobs import run_job
+
+    with embedded_stack.session() as session:
+        job = ClsJob(kind="test", queue="imports", function="tests.fixtures.add_numbers", params={"a": 1, "b": 2},
+                     status="queued")
+        session.add(job)
+        session.flush()
+        job_id = job.id
+    assert run_job(job_id) is None
+    with embedded_stack.session() as session:
+        job = session.get(ClsJob, job_id)
+        assert (job.status, job.result) == ("failed", None)
+        assert "records no actor" in job.error
+
+
+def test_an_import_stops_at_the_next_batch_when_the_role_is_removed(embedded_stack, monkeypatch):
+    from core.images import ingest_many
+
+    set_roles(monkeypatch, "boss@acme.com=admin")
+    # ingest_many commits in batches of 64: 136 items are written as 64, then 72
+    items = [(f"img_{i}.png", drawn_image_bytes(1000 + i, (24, 24))) for i in range(136)]
+
+    def demote_after_first_batch(done, total):
+        set_roles(monkeypatch, "")
+
+    with pytest.raises(PermissionDenied, match="importing needs the admin role; you are a viewer"):
+        ingest_many(items=items, actor=BOSS, storage=embedded_stack.storage, workers=1,
+                    progress=demote_after_first_batch)
+    assert count(embedded_stack, ClsImage) == 64  # the first batch (committed before the change) only
+    reset_settings_cache()
+
+
+def test_a_bulk_action_stops_at_the_next_batch_when_the_role_is_removed(embedded_stack, monkeypatch):
+    from core import bulk_actions
+
+    set_roles(monkeypatch, "ann@acme.com=labeler")
+    with embedded_stack.session() as session:
+        dataset = make_dataset(session, "big")
+        cat = make_class(session, "cat")
+        ids = [make_dataset_image(session, embedded_stack.storage, dataset, seed=i).id for i in range(250)]
+        dataset_id, cat_id = dataset.id, cat.id
+    seen = []
+
+    def demote_after_first_batch(done, total, message):
+        seen.append(done)
+        if done:
+            set_roles(monkeypatch, "")
+
+    with pytest.raises(PermissionDenied, match="you are a viewer .*stopped after 200 of 250 images"):
+        bulk_actions.set_label(actor=ANN, dataset_id=dataset_id, image_ids=ids, class_id=cat_id,
+                               progress=demote_after_first_batch)
+    assert seen == [0, 200]  # the first batch (bulk_actions.FIRST_BATCH) ran, the second was refused
+    with embedded_stack.session() as session:
+        assert session.scalar(select(func.count()).select_from(ClsLabel)) == 200
+        (event,) = session.scalars(select(ClsAuditEvent)).all()
+        assert event.row_count == 200  # the audit row says what the batches that ran changed
+    reset_settings_cache()
+
+
+def test_training_stops_after_the_epoch_in_which_the_role_was_removed(embedded_stack, monkeypatch, tmp_path):
+    from core import training
+    from core.models import ClsTrainedModel
+    from tests.model_factory import small_torch_settings
+    from tests.test_training import TINY
+    from tests.training_data import make_digits_version
+
+    settings = small_torch_settings(tmp_path, monkeypatch)
+    next(settings)
+    set_roles(monkeypatch, "boss@acme.com=admin")
+    with embedded_stack.session() as session:
+        version = make_digits_version(session, embedded_stack.storage, classes=3, per_class=6, size=32)
+        run_id = training.create_run(session=session, actor=BOSS, version_id=version.id,
+                                     config={**TINY, "epochs": 3}).id
+    recorded = training._RunJob.record_epoch
+
+    def record_then_demote(self, state, key):
+        recorded(self, state, key)
+        set_roles(monkeypatch, "")  # boss loses the admin role during the run
+
+    monkeypatch.setattr(training._RunJob, "record_epoch", record_then_demote)
+    training.start_run(actor=BOSS, run_id=run_id, inline=True)
+    with embedded_stack.session() as session:
+        run = training.get_run(session=session, run_id=run_id)
+        assert (run.status, run.current_epoch) == ("failed", 1)
+        assert run.error_message == "training a model needs the admin role; you are a viewer"
+        assert session.scalar(select(func.count()).select_from(ClsTrainedModel)) == 0
+    reset_settings_cache()
+    next(settings, None)
+
+
+def test_archive_import_job_is_refused_for_a_viewer_before_anything_is_stored(embedded_stack, world):
+    from core.archive_import import ImportLabeledDatasetRequest, start_archive_import
+    from tests.test_archive_import import build_zip
+
+    with pytest.raises(PermissionDenied, match="importing needs the admin role; you are a labeler"):
+        start_archive_import(actor=ANN, source=io.BytesIO(build_zip({"cats/a.png": drawn_image_bytes(1)})),
+                             request=ImportLabeledDatasetRequest(dataset_id=str(world["dataset"])))
+    assert list(embedded_stack.storage.list_keys("imports/")) == []
+    assert count(embedded_stack, ClsJob) == 0

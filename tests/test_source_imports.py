@@ -22,7 +22,7 @@ from core.source_imports import (
     spread,
     start_source_import,
 )
-from tests.factories import drawn_image_bytes, make_dataset
+from tests.factories import ADMIN, drawn_image_bytes, make_dataset
 from tests.test_archive_import import dataset_state
 
 PRODUCTS = [  # name, brand, category, status
@@ -95,7 +95,7 @@ def test_products_import_by_category_job_then_rerun_adds_nothing(stack):
                                         image_types=["synthetic"], dataset_id=str(dataset_id))
     results = []
     for _ in range(2):
-        job_id = start_source_import(kind="products", request=request)
+        job_id = start_source_import(actor=ADMIN, kind="products", request=request)
         stack.drain_jobs()
         with stack.session() as session:
             job = session.get(ClsJob, job_id)
@@ -126,7 +126,7 @@ def test_products_label_strategies(embedded_stack, label_source, classes):
     add_platform_rows(embedded_stack)
     with embedded_stack.session() as session:
         dataset_id = make_dataset(session, "strategies").id
-    summary = run_source_import(kind="products", request={
+    summary = run_source_import(actor=ADMIN, kind="products", request={
         "label_source": label_source, "image_types": ["real", "augmented"], "dataset_id": str(dataset_id)})
     assert summary["images_imported"] == 6 and set(summary["classes_created"]) == classes
     with embedded_stack.session() as session:
@@ -141,7 +141,7 @@ def test_products_without_dataset_import_unlabeled_and_missing_object_is_reporte
         frame = session.scalars(select(ProductImage).where(ProductImage.product_id == ids["Chips"],
                                                            ProductImage.image_type == "real")).one()
         embedded_stack.storage.delete(frame.storage_key)
-    summary = run_source_import(kind="products", request=ImportFromProductsRequest(
+    summary = run_source_import(actor=ADMIN, kind="products", request=ImportFromProductsRequest(
         product_ids=[str(ids["Chips"]), str(ids["Cola 1L"])], image_types=["real"]))
     assert summary["images_imported"] == 1 and summary["classes_created"] == []
     assert summary["errors"] == [{"file": "Chips_real_0.png", "error": summary["errors"][0]["error"]}]
@@ -160,7 +160,7 @@ def test_duplicate_bytes_are_skipped_but_labeled_and_html_category_refused(embed
                      for n in ("Odd", "Twin"))
         embedded_stack.storage.put(twin.storage_key, embedded_stack.storage.get(odd.storage_key))
         dataset_id = make_dataset(session, "dups").id
-    summary = run_source_import(kind="products", request=ImportFromProductsRequest(
+    summary = run_source_import(actor=ADMIN, kind="products", request=ImportFromProductsRequest(
         image_types=["real"], dataset_id=str(dataset_id)))
     assert (summary["images_imported"], summary["duplicates_skipped"], summary["labels_written"]) == (1, 1, 1)
     assert "HTML" in summary["errors"][0]["error"] and summary["classes_created"] == ["Snacks"]
@@ -174,10 +174,10 @@ def test_cutouts_only_matched_by_category_then_all_by_brand(stack):
         dataset_id = make_dataset(session, "cutouts").id
         preview = preview_source_import(session=session, kind="cutouts", request=ImportFromCutoutsRequest())
     assert (preview["matching"], preview["classes"]) == (3, ["Beverages", "Snacks"])
-    first = run_source_import(kind="cutouts", request=ImportFromCutoutsRequest(
+    first = run_source_import(actor=ADMIN, kind="cutouts", request=ImportFromCutoutsRequest(
         dataset_id=str(dataset_id), filters=CutoutFilters(categories=["Beverages"])))
     assert (first["images_imported"], first["labels_written"]) == (2, 2)
-    second = run_source_import(kind="cutouts", request=ImportFromCutoutsRequest(
+    second = run_source_import(actor=ADMIN, kind="cutouts", request=ImportFromCutoutsRequest(
         only_matched=False, label_source="matched_product_brand", dataset_id=str(dataset_id)))
     assert (second["images_imported"], second["already_imported"], second["labels_written"]) == (4, 2, 3)
     with stack.session() as session:
@@ -193,8 +193,8 @@ def test_od_images_unlabeled_with_folder_filter_and_rerun(stack):
         preview = preview_source_import(session=session, kind="od", request=ImportFromODRequest(
             filters=ODImageFilters(folder="shelves")))
     assert (preview["images_to_import"], preview["classes"]) == (1, [])
-    first = run_source_import(kind="od", request=ImportFromODRequest(dataset_id=str(dataset_id)))
-    again = run_source_import(kind="od", request=ImportFromODRequest(dataset_id=str(dataset_id)))
+    first = run_source_import(actor=ADMIN, kind="od", request=ImportFromODRequest(dataset_id=str(dataset_id)))
+    again = run_source_import(actor=ADMIN, kind="od", request=ImportFromODRequest(dataset_id=str(dataset_id)))
     assert (first["images_imported"], first["images_added_to_dataset"]) == (2, 2)
     assert (again["images_imported"], again["already_imported"], again["images_added_to_dataset"]) == (0, 2, 0)
     with stack.session() as session:
@@ -209,7 +209,7 @@ def test_bad_requests(embedded_stack):
             preview_source_import(session=session, kind="products",
                                   request=ImportFromProductsRequest(product_ids=["nope"]))
     with pytest.raises(NotFound, match="no dataset"):
-        start_source_import(kind="od", request=ImportFromODRequest(dataset_id=str(uuid.uuid4())))
+        start_source_import(actor=ADMIN, kind="od", request=ImportFromODRequest(dataset_id=str(uuid.uuid4())))
     with pytest.raises(ValidationError):
         ImportFromProductsRequest(label_source="colour")
     with pytest.raises(ValidationError):

@@ -48,7 +48,7 @@ def test_straddling_groups_are_reported_then_joined_only_when_asked(stack, how, 
     assert any("'y' has no val or test images" in line for line in lines)
     assert any("1 near-duplicate groups" in line for line in lines)
     with stack.session() as session:  # a version moves nothing
-        version = create_version(session=session, storage=stack.storage, dataset_id=dataset_id)
+        version = create_version(session=session, actor=operator_user(), storage=stack.storage, dataset_id=dataset_id)
         assert version.split_counts == {"train": 9, "val": 2, "test": 2}
     assert _split(stack, copy) == "val"
     from core.config import reset_settings_cache

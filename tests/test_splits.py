@@ -11,7 +11,7 @@ from sqlalchemy import select
 from core.errors import InvalidInput, NotFound
 from core.models import ClsDatasetImage
 from core.splits import assign_split, assign_unassigned, auto_split, normalize_ratios, split_stats
-from tests.factories import make_class, make_dataset, make_dataset_image
+from tests.factories import ADMIN, make_class, make_dataset, make_dataset_image
 
 
 def _splits(session, dataset_id) -> dict[uuid.UUID, str]:
@@ -36,7 +36,7 @@ def _single_label_dataset(stack, per_class=(20, 20, 20)):
 def test_auto_split_is_stratified_and_reproducible(stack):
     dataset_id, members = _single_label_dataset(stack)
     with stack.session() as session:
-        summary = auto_split(session=session, dataset_id=dataset_id, seed=7)
+        summary = auto_split(actor=ADMIN, session=session, dataset_id=dataset_id, seed=7)
     assert summary["assigned"] == {"train": 48, "val": 6, "test": 6}
     with stack.session() as session:
         first = _splits(session, dataset_id)
@@ -44,11 +44,11 @@ def test_auto_split_is_stratified_and_reproducible(stack):
     for name in ("c0", "c1", "c2"):
         assert (per_class[(name, "train")], per_class[(name, "val")], per_class[(name, "test")]) == (16, 2, 2)
     with stack.session() as session:
-        again = auto_split(session=session, dataset_id=dataset_id, seed=7)
+        again = auto_split(actor=ADMIN, session=session, dataset_id=dataset_id, seed=7)
     assert again["changed"] == 0
     with stack.session() as session:
         assert _splits(session, dataset_id) == first
-        auto_split(session=session, dataset_id=dataset_id, seed=8)
+        auto_split(actor=ADMIN, session=session, dataset_id=dataset_id, seed=8)
     with stack.session() as session:
         assert _splits(session, dataset_id) != first
 
@@ -62,7 +62,7 @@ def test_multi_label_split_puts_every_class_in_val_and_test(embedded_stack):
         for seed in range(70):
             make_dataset_image(session, stack.storage, dataset, seed=seed, classes=combos[seed % len(combos)])
         dataset_id = dataset.id
-        summary = auto_split(session=session, dataset_id=dataset_id, ratios={"train": 70, "val": 15, "test": 15})
+        summary = auto_split(actor=ADMIN, session=session, dataset_id=dataset_id, ratios={"train": 70, "val": 15, "test": 15})
     assert summary["unmet_minimums"] == []
     with stack.session() as session:
         stats = split_stats(session=session, dataset_id=dataset_id)
@@ -85,7 +85,7 @@ def test_duplicates_share_one_split(stack):
         groups.append([image.id for image in near])
         dataset_id = dataset.id
     with stack.session() as session:
-        summary = auto_split(session=session, dataset_id=dataset_id, ratios={"train": 0.5, "val": 0.25, "test": 0.25})
+        summary = auto_split(actor=ADMIN, session=session, dataset_id=dataset_id, ratios={"train": 0.5, "val": 0.25, "test": 0.25})
     assert summary["duplicate_groups"] == 13
     with stack.session() as session:
         splits = _splits(session, dataset_id)
@@ -106,7 +106,7 @@ def test_keep_existing_val_test_and_duplicates_follow_them(embedded_stack):
             make_dataset_image(session, stack.storage, dataset, seed=seed, classes=[cls], split="train")
         dataset_id = dataset.id
     with stack.session() as session:
-        summary = auto_split(session=session, dataset_id=dataset_id, keep_existing_val_test=True, seed=3)
+        summary = auto_split(actor=ADMIN, session=session, dataset_id=dataset_id, keep_existing_val_test=True, seed=3)
     assert summary["kept"] == 3  # the two kept images and the copy that joins its original
     with stack.session() as session:
         splits = _splits(session, dataset_id)
@@ -118,7 +118,7 @@ def test_keep_existing_val_test_and_duplicates_follow_them(embedded_stack):
 def test_per_class_minimum_in_val_and_test_where_the_class_has_enough(stack):
     dataset_id, members = _single_label_dataset(stack, per_class=(40, 3, 2))
     with stack.session() as session:
-        summary = auto_split(session=session, dataset_id=dataset_id, ratios={"train": 0.9, "val": 0.05, "test": 0.05})
+        summary = auto_split(actor=ADMIN, session=session, dataset_id=dataset_id, ratios={"train": 0.9, "val": 0.05, "test": 0.05})
     with stack.session() as session:
         splits = _splits(session, dataset_id)
     per_class = Counter((members[i], s) for i, s in splits.items())
@@ -141,7 +141,7 @@ def test_a_class_of_two_near_duplicate_groups_is_not_emptied_into_val(embedded_s
         for seed in range(10, 40):
             make_dataset_image(session, stack.storage, dataset, seed=seed, classes=[many])
         dataset_id = dataset.id
-        summary = auto_split(session=session, dataset_id=dataset_id, seed=1)
+        summary = auto_split(actor=ADMIN, session=session, dataset_id=dataset_id, seed=1)
     unmet = {(item["class"], item["split"]) for item in summary["unmet_minimums"]}
     assert ("few", "test") in unmet or ("few", "val") in unmet
     with stack.session() as session:
@@ -159,7 +159,7 @@ def test_unlabeled_images_are_left_alone_and_assign_unassigned_keeps_the_rest(em
         for seed in range(2, 11):
             make_dataset_image(session, stack.storage, dataset, seed=seed, classes=[cls])
         dataset_id = dataset.id
-        summary = auto_split(session=session, dataset_id=dataset_id)
+        summary = auto_split(actor=ADMIN, session=session, dataset_id=dataset_id)
     assert summary["unlabeled_untouched"] == 1
     with stack.session() as session:
         before = _splits(session, dataset_id)
@@ -168,7 +168,7 @@ def test_unlabeled_images_are_left_alone_and_assign_unassigned_keeps_the_rest(em
                                   classes=[cls])
         copy = make_dataset_image(session, stack.storage, session.get(type(dataset), dataset_id), seed=1,
                                   classes=[cls])
-        assign_unassigned(session=session, dataset_id=dataset_id)
+        assign_unassigned(actor=ADMIN, session=session, dataset_id=dataset_id)
     with stack.session() as session:
         after = _splits(session, dataset_id)
     assert {i: s for i, s in after.items() if i in before} == before
@@ -180,18 +180,18 @@ def test_manual_assignment_and_its_bad_input(stack):
     dataset_id, members = _single_label_dataset(stack, per_class=(3,))
     ids = list(members)
     with stack.session() as session:
-        assert assign_split(session=session, dataset_id=dataset_id, image_ids=ids[:2], split="test") == 2
+        assert assign_split(actor=ADMIN, session=session, dataset_id=dataset_id, image_ids=ids[:2], split="test") == 2
     with stack.session() as session:
         splits = _splits(session, dataset_id)
         assert [splits[i] for i in ids] == ["test", "test", "unassigned"]
         with pytest.raises(InvalidInput, match="unknown split 'holdout'"):
-            assign_split(session=session, dataset_id=dataset_id, image_ids=ids, split="holdout")
+            assign_split(actor=ADMIN, session=session, dataset_id=dataset_id, image_ids=ids, split="holdout")
         with pytest.raises(NotFound, match="1 image\\(s\\) are not in this dataset"):
-            assign_split(session=session, dataset_id=dataset_id, image_ids=[ids[0], uuid.uuid4()], split="val")
+            assign_split(actor=ADMIN, session=session, dataset_id=dataset_id, image_ids=[ids[0], uuid.uuid4()], split="val")
         with pytest.raises(InvalidInput, match="no images"):
-            assign_split(session=session, dataset_id=dataset_id, image_ids=[], split="val")
+            assign_split(actor=ADMIN, session=session, dataset_id=dataset_id, image_ids=[], split="val")
         with pytest.raises(NotFound, match="no dataset"):
-            auto_split(session=session, dataset_id=uuid.uuid4())
+            auto_split(actor=ADMIN, session=session, dataset_id=uuid.uuid4())
     with stack.session() as session:  # the refused calls changed nothing
         assert [_splits(session, dataset_id)[i] for i in ids] == ["test", "test", "unassigned"]
 
@@ -218,17 +218,17 @@ def test_bad_seed_and_minimum_are_refused(embedded_stack):
     dataset_id, _ = _single_label_dataset(embedded_stack, per_class=(2,))
     with embedded_stack.session() as session:
         with pytest.raises(InvalidInput, match="seed"):
-            auto_split(session=session, dataset_id=dataset_id, seed=-1)
+            auto_split(actor=ADMIN, session=session, dataset_id=dataset_id, seed=-1)
         with pytest.raises(InvalidInput, match="min_per_class"):
-            auto_split(session=session, dataset_id=dataset_id, min_per_class=-2)
+            auto_split(actor=ADMIN, session=session, dataset_id=dataset_id, min_per_class=-2)
         with pytest.raises(InvalidInput, match="threshold must be a whole number from 0 to"):
-            auto_split(session=session, dataset_id=dataset_id, near_duplicate_threshold=99)
+            auto_split(actor=ADMIN, session=session, dataset_id=dataset_id, near_duplicate_threshold=99)
 
 
 def test_split_stats_per_class(stack):
     dataset_id, members = _single_label_dataset(stack, per_class=(10, 10))
     with stack.session() as session:
-        auto_split(session=session, dataset_id=dataset_id, ratios={"train": 0.6, "val": 0.2, "test": 0.2})
+        auto_split(actor=ADMIN, session=session, dataset_id=dataset_id, ratios={"train": 0.6, "val": 0.2, "test": 0.2})
     with stack.session() as session:
         stats = split_stats(session=session, dataset_id=dataset_id)
     assert [(r["name"], r["train"], r["val"], r["test"], r["total"]) for r in stats["per_class"]] == [
@@ -250,8 +250,8 @@ def test_near_duplicates_within_the_threshold_share_one_split(stack):
         dataset_id = dataset.id
     ratios = {"train": 0.5, "val": 0.25, "test": 0.25}
     with stack.session() as session:
-        exact_only = auto_split(session=session, dataset_id=dataset_id, ratios=ratios, near_duplicate_threshold=0)
-        near = auto_split(session=session, dataset_id=dataset_id, ratios=ratios)  # the default distance
+        exact_only = auto_split(actor=ADMIN, session=session, dataset_id=dataset_id, ratios=ratios, near_duplicate_threshold=0)
+        near = auto_split(actor=ADMIN, session=session, dataset_id=dataset_id, ratios=ratios)  # the default distance
     assert (exact_only["duplicate_groups"], near["duplicate_groups"]) == (0, 8)
     with stack.session() as session:
         splits = _splits(session, dataset_id)
@@ -264,7 +264,7 @@ def test_small_datasets_get_exactly_the_planned_split_sizes(embedded_stack):
     """iterstrat alone returns 0 images when asked for 1 of 6; the split repairs its sizes."""
     dataset_id, _ = _single_label_dataset(embedded_stack, per_class=(2, 2, 2))
     with embedded_stack.session() as session:
-        summary = auto_split(session=session, dataset_id=dataset_id, ratios={"train": 0.8, "val": 0.1, "test": 0.1})
+        summary = auto_split(actor=ADMIN, session=session, dataset_id=dataset_id, ratios={"train": 0.8, "val": 0.1, "test": 0.1})
         assert summary["assigned"] == {"train": 5, "val": 1, "test": 0}
-        summary = auto_split(session=session, dataset_id=dataset_id, ratios={"train": 0.5, "val": 0.25, "test": 0.25})
+        summary = auto_split(actor=ADMIN, session=session, dataset_id=dataset_id, ratios={"train": 0.5, "val": 0.25, "test": 0.25})
         assert summary["assigned"] == {"train": 3, "val": 2, "test": 1}

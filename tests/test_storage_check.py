@@ -2,8 +2,8 @@
 
 from datetime import timedelta
 
-from core.storage_check import check_storage
-from tests.factories import make_image_row
+from core.storage_check import check_storage, fix_storage
+from tests.factories import ADMIN, make_image_row
 
 
 def test_reports_and_fixes_orphans(stack):
@@ -21,11 +21,11 @@ def test_reports_and_fixes_orphans(stack):
     assert not report["ok"]
 
     with stack.session() as session:
-        young = check_storage(session=session, storage=stack.storage, fix=True)
+        young = fix_storage(session=session, actor=ADMIN, storage=stack.storage)
     assert young["deleted"] == [] and young["kept_too_new"] == ["images/orphan.png"]
 
     with stack.session() as session:
-        fixed = check_storage(session=session, storage=stack.storage, fix=True, grace=timedelta(0))
+        fixed = fix_storage(session=session, actor=ADMIN, storage=stack.storage, grace=timedelta(0))
     assert fixed["deleted"] == ["images/orphan.png"]
     assert not stack.storage.exists("images/orphan.png")
     assert stack.storage.exists(kept.storage_path)

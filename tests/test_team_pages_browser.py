@@ -12,7 +12,7 @@ import pytest
 from playwright.sync_api import expect
 
 from core.db import session_scope
-from tests.factories import drawn_image_bytes
+from tests.factories import ADMIN, drawn_image_bytes
 from tests.plugins.browser import wait_for_app
 
 pytestmark = pytest.mark.timeout(420)
@@ -22,17 +22,17 @@ def seed(server, url: str) -> dict:
     from core.classes import create_class
     from core.datasets import create_dataset
     from core.images import ingest_bytes
-    from core.label_space import include_classes
+    from core.label_space import add_classes
     from core.storage import storage_from_url
 
     storage = storage_from_url(server.env["STORAGE_URL"])
     with session_scope(url) as session:
-        create_class(session=session, name="Bakery")  # the workspace's, not this dataset's
-        circle, square = (create_class(session=session, name=n).id for n in ("circle", "square"))
-        dataset = create_dataset(session=session, name="shapes")
-        include_classes(session, dataset.id, [circle, square])
+        create_class(actor=ADMIN, session=session, name="Bakery")  # the workspace's, not this dataset's
+        circle, square = (create_class(actor=ADMIN, session=session, name=n).id for n in ("circle", "square"))
+        dataset = create_dataset(actor=ADMIN, session=session, name="shapes")
+        add_classes(session=session, actor=ADMIN, dataset_id=dataset.id, class_ids=[circle, square])
         for i in range(6):
-            image = ingest_bytes(session=session, storage=storage, data=drawn_image_bytes(700 + i, (64, 64)),
+            image = ingest_bytes(actor=ADMIN, session=session, storage=storage, data=drawn_image_bytes(700 + i, (64, 64)),
                                  filename=f"shape_{i}.png")
             from core.models import ClsImage
 

@@ -18,6 +18,7 @@ from core.thresholds import (
     scores_at,
     single_label_curves,
 )
+from tests.factories import ADMIN
 
 
 def test_multi_label_curves_count_by_hand():
@@ -145,10 +146,10 @@ def test_save_thresholds_replaces_and_reads_back(db_stack):
     with db_stack.session() as session:
         model_id = _model_row(session)
     with db_stack.session() as session:
-        save_thresholds(session=session, model_id=model_id,
+        save_thresholds(actor=ADMIN, session=session, model_id=model_id,
                         thresholds={"per_class": {"a": 0.3, "b": 0.7}, "split": "val", "method": "f1_optimal"})
     with db_stack.session() as session:
-        save_thresholds(session=session, model_id=model_id, thresholds={"per_class": {"a": 0.4, "b": 0.6}})
+        save_thresholds(actor=ADMIN, session=session, model_id=model_id, thresholds={"per_class": {"a": 0.4, "b": 0.6}})
     from core.models import ClsTrainedModel
 
     with db_stack.session() as session:
@@ -159,9 +160,9 @@ def test_save_thresholds_replaces_and_reads_back(db_stack):
 def test_save_thresholds_bad_input_changes_nothing(db_stack):
     with db_stack.session() as session:
         model_id = _model_row(session, "single_label")
-        save_thresholds(session=session, model_id=model_id, thresholds={"abstain": 0.4})
+        save_thresholds(actor=ADMIN, session=session, model_id=model_id, thresholds={"abstain": 0.4})
     with pytest.raises(InvalidInput), db_stack.session() as session:
-        save_thresholds(session=session, model_id=model_id, thresholds={"abstain": 2})
+        save_thresholds(actor=ADMIN, session=session, model_id=model_id, thresholds={"abstain": 2})
     from core.models import ClsTrainedModel
 
     with db_stack.session() as session:
@@ -169,7 +170,7 @@ def test_save_thresholds_bad_input_changes_nothing(db_stack):
     import uuid
 
     with pytest.raises(NotFound), db_stack.session() as session:
-        save_thresholds(session=session, model_id=uuid.uuid4(), thresholds={"abstain": 0.4})
+        save_thresholds(actor=ADMIN, session=session, model_id=uuid.uuid4(), thresholds={"abstain": 0.4})
 
 
 def test_the_suggestion_never_answers_nothing_and_says_why_when_none_fits():

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from core.errors import Conflict, InvalidInput, NotFound
+from tests.factories import ADMIN
 from tests.model_factory import small_torch_settings
 from tests.training_data import make_digits_version
 
@@ -43,7 +44,7 @@ def create(stack, version_id, **changes):
     from core.training import create_run
 
     with stack.session() as session:
-        return create_run(session=session, version_id=version_id, config={**TINY, **changes}).id
+        return create_run(actor=ADMIN, session=session, version_id=version_id, config={**TINY, **changes}).id
 
 
 def load_run(stack, run_id):
@@ -73,7 +74,7 @@ def test_run_trains_records_metrics_and_registers_the_model(stack):
     assert load_run(stack, run_id)["status"] == "pending"
     from core.training import start_run
 
-    job_id = start_run(run_id=run_id)
+    job_id = start_run(actor=ADMIN, run_id=run_id)
     # The embedded in-process pool may already have picked the job up: both states mean "left pending".
     assert load_run(stack, run_id)["status"] in ("queued", "training")
     stack.drain_jobs()
@@ -121,7 +122,7 @@ def test_multi_label_run_reports_map(embedded_stack):
 
     version_id = make_version(embedded_stack, multi_label=True)
     run_id = create(embedded_stack, version_id, epochs=1, multi_label_loss="asymmetric")
-    start_run(run_id=run_id, inline=True)
+    start_run(actor=ADMIN, run_id=run_id, inline=True)
     run = load_run(embedded_stack, run_id)
     assert run["status"] == "completed", run["error"]
     assert run["task_type"] == "multi_label" and run["num_classes"] == 5
@@ -134,7 +135,7 @@ def test_cancel_stops_a_training_run_within_seconds(embedded_stack):
     from core.training import cancel_run, start_run
 
     run_id = create(embedded_stack, make_version(embedded_stack), epochs=200)
-    job_id = start_run(run_id=run_id)
+    job_id = start_run(actor=ADMIN, run_id=run_id)
     wait_for(lambda: load_run(embedded_stack, run_id)["status"] == "training")
 
     def progressed() -> bool:
@@ -144,7 +145,7 @@ def test_cancel_stops_a_training_run_within_seconds(embedded_stack):
     wait_for(progressed)
     asked = time.monotonic()
     with embedded_stack.session() as session:
-        cancel_run(session=session, run_id=run_id)
+        cancel_run(actor=ADMIN, session=session, run_id=run_id)
     get_backend().wait(job_id, timeout=120)
     assert time.monotonic() - asked < 30
     run = load_run(embedded_stack, run_id)
@@ -158,12 +159,12 @@ def test_cancel_before_a_worker_takes_it(stack):
     version_id = make_version(stack)
     pending = create(stack, version_id)
     with stack.session() as session:
-        assert cancel_run(session=session, run_id=pending).status == "cancelled"
+        assert cancel_run(actor=ADMIN, session=session, run_id=pending).status == "cancelled"
     if stack.name == "production":  # RQ: queued with no worker running
         queued = create(stack, version_id)
-        job_id = start_run(run_id=queued)
+        job_id = start_run(actor=ADMIN, run_id=queued)
         with stack.session() as session:
-            assert cancel_run(session=session, run_id=queued).status == "cancelled"
+            assert cancel_run(actor=ADMIN, session=session, run_id=queued).status == "cancelled"
         stack.drain_jobs()
         with stack.session() as session:
             assert get_job(session=session, job_id=job_id).status == "cancelled"
@@ -188,19 +189,19 @@ def test_bad_run_requests_are_refused_with_reasons(embedded_stack):
         create(embedded_stack, version_id, pretrained_weights=f"model:{uuid.uuid4()}")
     run_id = create(embedded_stack, version_id)
     with pytest.raises(Conflict, match="only a failed or cancelled run can be resumed"):
-        start_run(run_id=run_id, resume=True)
+        start_run(actor=ADMIN, run_id=run_id, resume=True)
     with embedded_stack.session() as session, pytest.raises(Conflict, match="cancel it before deleting"):
-        delete_run(session=session, storage=embedded_stack.storage, run_id=run_id)
-    start_run(run_id=run_id, inline=True)
+        delete_run(actor=ADMIN, session=session, storage=embedded_stack.storage, run_id=run_id)
+    start_run(actor=ADMIN, run_id=run_id, inline=True)
     with pytest.raises(Conflict, match="is completed; only a pending run can be started"):
-        start_run(run_id=run_id)
+        start_run(actor=ADMIN, run_id=run_id)
 
 
 def test_missing_pretrained_weights_fail_the_run_with_a_message(embedded_stack):
     from core.training import start_run
 
     run_id = create(embedded_stack, make_version(embedded_stack), pretrained_weights="file:/nonexistent/w.safetensors")
-    start_run(run_id=run_id, inline=True)
+    start_run(actor=ADMIN, run_id=run_id, inline=True)
     run = load_run(embedded_stack, run_id)
     assert run["status"] == "failed" and "pretrained_weights: no file /nonexistent/w.safetensors" in run["error"]
 
@@ -212,16 +213,6 @@ def kill_with_children(pid: int) -> None:
     os.kill(pid, signal.SIGKILL)
 
 
-@pytest.fixture
-def production_stack(request, tmp_path, monkeypatch):
-    from tests.plugins.stack import _apply, _cleanup, make_stack
-
-    built = make_stack("production", request, tmp_path)
-    _apply(monkeypatch, built)
-    yield built
-    _cleanup()
-
-
 def test_killed_worker_leaves_the_run_failed_and_it_resumes_from_its_checkpoint(production_stack, tmp_path):
     """A real `rq worker` process trains on Postgres/Redis/S3 and is killed with SIGKILL after its
     first checkpoint; the reaper marks the job and the run failed; resume finishes the run."""
@@ -230,7 +221,7 @@ def test_killed_worker_leaves_the_run_failed_and_it_resumes_from_its_checkpoint(
 
     stack = production_stack
     run_id = create(stack, make_version(stack), epochs=3)
-    start_run(run_id=run_id)
+    start_run(actor=ADMIN, run_id=run_id)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "CLS_CACHE_DIR": str(tmp_path / "w")}
     worker = subprocess.Popen([sys.executable, "-m", "rq.cli", "worker", "--url", stack.redis_url, "training"],
                               cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
@@ -247,7 +238,7 @@ def test_killed_worker_leaves_the_run_failed_and_it_resumes_from_its_checkpoint(
     failed = load_run(stack, run_id)
     assert failed["status"] == "failed" and "worker stopped responding" in failed["error"]
 
-    start_run(run_id=run_id, resume=True, inline=True)
+    start_run(actor=ADMIN, run_id=run_id, resume=True, inline=True)
     done = load_run(stack, run_id)
     assert done["status"] == "completed", done["error"]
     assert [h["epoch"] for h in done["metrics_history"]] == [1, 2, 3]
@@ -290,12 +281,12 @@ def test_resolve_version_makes_one_when_the_dataset_has_none(embedded_stack):
 
     version_id = make_version(embedded_stack)
     with embedded_stack.session() as session:
-        assert resolve_version(session=session, storage=embedded_stack.storage, dataset_name="digits").id == version_id
+        assert resolve_version(actor=ADMIN, session=session, storage=embedded_stack.storage, dataset_name="digits").id == version_id
         with pytest.raises(NotFound, match="has no version 9"):
-            resolve_version(session=session, storage=embedded_stack.storage, dataset_name="digits", number=9)
-        create_dataset(session=session, name="empty")
+            resolve_version(actor=ADMIN, session=session, storage=embedded_stack.storage, dataset_name="digits", number=9)
+        create_dataset(actor=ADMIN, session=session, name="empty")
         with pytest.raises(InvalidInput, match="no labeled images"):
-            resolve_version(session=session, storage=embedded_stack.storage, dataset_name="empty")
+            resolve_version(actor=ADMIN, session=session, storage=embedded_stack.storage, dataset_name="empty")
 
 
 def test_delete_run_removes_its_checkpoint_but_keeps_the_model(embedded_stack):
@@ -303,10 +294,10 @@ def test_delete_run_removes_its_checkpoint_but_keeps_the_model(embedded_stack):
     from core.training import delete_run, start_run
 
     run_id = create(embedded_stack, make_version(embedded_stack), epochs=1)
-    start_run(run_id=run_id, inline=True)
+    start_run(actor=ADMIN, run_id=run_id, inline=True)
     key = load_run(embedded_stack, run_id)["checkpoint_key"]
     with embedded_stack.session() as session:
-        delete_run(session=session, storage=embedded_stack.storage, run_id=run_id)
+        delete_run(actor=ADMIN, session=session, storage=embedded_stack.storage, run_id=run_id)
     assert not embedded_stack.storage.exists(key)
     with embedded_stack.session() as session:
         models = list_models(session=session)

@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.ml.config import parse_config
 from core.models import ClsJob, ClsTrainedModel, ClsTrainingRun, utcnow
-from tests.factories import make_class, make_dataset, make_dataset_image
+from tests.factories import ADMIN, make_class, make_dataset, make_dataset_image
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ("circle", "square", "triangle")
@@ -32,7 +32,7 @@ def seed_version(session, storage, *, task_type="single_label"):
         labels = [classes[i % 3]] + ([classes[(i + 1) % 3]] if task_type == "multi_label" and i % 2 else [])
         split = ("train", "train", "train", "train", "val", "test")[i % 6]
         make_dataset_image(session, storage, dataset, seed=i, classes=labels, split=split)
-    return create_version(session=session, storage=storage, dataset_id=dataset.id)
+    return create_version(actor=ADMIN, session=session, storage=storage, dataset_id=dataset.id)
 
 
 def history(epochs: int) -> list[dict]:

@@ -13,7 +13,7 @@ from core.errors import InvalidInput
 from core.jobs import get_job
 from core.models import ClsImage
 from core.url_import import fetch_url, import_urls, parse_url_list, start_url_import, vetted_address
-from tests.factories import drawn_image_bytes
+from tests.factories import ADMIN, drawn_image_bytes
 
 IMAGE = drawn_image_bytes(7, (64, 48), "PNG")
 
@@ -99,7 +99,7 @@ REFUSED = {
 def test_bad_url_is_refused_and_the_rest_imported(stack, server, silent_port, case):
     template, allow, reason = REFUSED[case]
     bad = template.format(server=server, silent=silent_port)
-    summary = import_urls(urls=[bad, f"{server}/photo%20one.png"], allow_list=allow, timeout_s=1.5,
+    summary = import_urls(actor=ADMIN, urls=[bad, f"{server}/photo%20one.png"], allow_list=allow, timeout_s=1.5,
                           max_bytes=300_000)
     bad_result, good_result = summary["results"]
     assert bad_result["status"] == "rejected" and reason in bad_result["error"], bad_result
@@ -117,9 +117,9 @@ def test_bad_url_is_refused_and_the_rest_imported(stack, server, silent_port, ca
 
 
 def test_good_url_with_redirect_imports_with_its_name(stack, server):
-    summary = import_urls(urls=[f"{server}/to-image"], allow_list=ALLOW_LOCAL, folder="web", tags=["u"])
+    summary = import_urls(actor=ADMIN, urls=[f"{server}/to-image"], allow_list=ALLOW_LOCAL, folder="web", tags=["u"])
     assert (summary["imported"], summary["results"][0]["filename"]) == (1, "photo one.png")
-    again = import_urls(urls=[f"{server}/photo%20one.png"], allow_list=ALLOW_LOCAL)
+    again = import_urls(actor=ADMIN, urls=[f"{server}/photo%20one.png"], allow_list=ALLOW_LOCAL)
     assert again["duplicate"] == 1
     with stack.session() as session:
         row = session.scalars(select(ClsImage)).one()
@@ -151,7 +151,7 @@ def test_url_import_job_on_the_queue(stack, server, monkeypatch):
     monkeypatch.setenv("URL_ALLOW_LIST", "127.0.0.1")
     reset_settings_cache()
     text = f"{server}/photo%20one.png\nhttp://169.254.169.254/latest/\nftp://nope/x.png\n"
-    job_id = start_url_import(text=text, folder="jobbed")
+    job_id = start_url_import(actor=ADMIN, text=text, folder="jobbed")
     stack.drain_jobs()
     with stack.session() as session:
         job = get_job(session=session, job_id=job_id)
@@ -159,4 +159,4 @@ def test_url_import_job_on_the_queue(stack, server, monkeypatch):
         assert (job.result["imported"], job.result["rejected"], job.result["total"]) == (1, 2, 3)
         assert job.progress_done == job.progress_total == 2
     with pytest.raises(InvalidInput, match="no valid"):
-        start_url_import(text="gopher://x\n")
+        start_url_import(actor=ADMIN, text="gopher://x\n")

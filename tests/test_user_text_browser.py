@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.factories import ADMIN
 from tests.plugins.browser import start_app, stop_app
 
 XSS_CLASS = "<img src=x onerror=alert(1)>"
@@ -32,12 +33,12 @@ def hostile_app(tmp_path, monkeypatch):
     dispose_engines()
     reset_storage_cache()
     with session_scope() as session:
-        cls = create_class(session=session, name=XSS_CLASS, description=PROBE, display_name=PROBE)
-        dataset = create_dataset(session=session, name=PROBE, description=PROBE)
-        image = ingest_bytes(session=session, storage=get_storage(), data=drawn_image_bytes(3), filename=XSS_FILE,
+        cls = create_class(actor=ADMIN, session=session, name=XSS_CLASS, description=PROBE, display_name=PROBE)
+        dataset = create_dataset(actor=ADMIN, session=session, name=PROBE, description=PROBE)
+        image = ingest_bytes(actor=ADMIN, session=session, storage=get_storage(), data=drawn_image_bytes(3), filename=XSS_FILE,
                              tags=["<i>tag</i>"], folder="<u>folder</u>")
-        add_to_dataset(session=session, dataset_id=dataset.id, image_ids=[image.image_id])
-        set_labels(session=session, dataset_id=dataset.id, image_id=image.image_id, class_ids=[cls.id])
+        add_to_dataset(actor=ADMIN, session=session, dataset_id=dataset.id, image_ids=[image.image_id])
+        set_labels(actor=ADMIN, session=session, dataset_id=dataset.id, image_id=image.image_id, class_ids=[cls.id])
         server.dataset_id = str(dataset.id)
     dispose_engines()
     yield server

@@ -12,7 +12,7 @@ from core.errors import Conflict, InvalidInput, NotFound
 from core.labels import set_labels
 from core.models import ClsDatasetImage, ClsDatasetVersion, ClsLabel
 from core.versions import compare_versions, create_version, get_version, list_versions, read_manifest
-from tests.factories import make_class, make_dataset, make_dataset_image
+from tests.factories import ADMIN, make_class, make_dataset, make_dataset_image
 
 
 def _dataset(stack, *, task_type="single_label"):
@@ -34,7 +34,7 @@ def _dataset(stack, *, task_type="single_label"):
 def test_create_version_writes_the_manifest_contract(stack):
     dataset_id, images, classes = _dataset(stack)
     with stack.session() as session:
-        version = create_version(session=session, storage=stack.storage, dataset_id=dataset_id, notes="first")
+        version = create_version(actor=ADMIN, session=session, storage=stack.storage, dataset_id=dataset_id, notes="first")
         version_id = version.id
     with stack.session() as session:
         version = session.get(ClsDatasetVersion, version_id)
@@ -65,16 +65,16 @@ def test_create_version_writes_the_manifest_contract(stack):
 def test_later_edits_never_change_a_version_and_compare_shows_them(stack):
     dataset_id, images, classes = _dataset(stack)
     with stack.session() as session:
-        v1 = create_version(session=session, storage=stack.storage, dataset_id=dataset_id)
+        v1 = create_version(actor=ADMIN, session=session, storage=stack.storage, dataset_id=dataset_id)
         v1_id, v1_sha = v1.id, v1.manifest_sha256
     with stack.session() as session:
         before = read_manifest(storage=stack.storage, version=session.get(ClsDatasetVersion, v1_id))
-        set_labels(session=session, dataset_id=dataset_id, image_id=images[0], class_ids=[classes["apple"]])
-        set_labels(session=session, dataset_id=dataset_id, image_id=images[1], class_ids=[])
+        set_labels(actor=ADMIN, session=session, dataset_id=dataset_id, image_id=images[0], class_ids=[classes["apple"]])
+        set_labels(actor=ADMIN, session=session, dataset_id=dataset_id, image_id=images[1], class_ids=[])
         session.execute(ClsDatasetImage.__table__.update().where(
             ClsDatasetImage.image_id == images[2]).values(split="test"))
     with stack.session() as session:
-        v2 = create_version(session=session, storage=stack.storage, dataset_id=dataset_id)
+        v2 = create_version(actor=ADMIN, session=session, storage=stack.storage, dataset_id=dataset_id)
         assert v2.version_number == 2
     with stack.session() as session:
         v1 = session.get(ClsDatasetVersion, v1_id)
@@ -97,27 +97,27 @@ def test_refusals(stack):
         empty_id = empty.id
     with stack.session() as session:
         with pytest.raises(InvalidInput, match="has no labeled images"):
-            create_version(session=session, storage=stack.storage, dataset_id=empty_id)
+            create_version(actor=ADMIN, session=session, storage=stack.storage, dataset_id=empty_id)
         with pytest.raises(NotFound, match="has no versions yet"):
             get_version(session=session, dataset_id=empty_id)
         with pytest.raises(NotFound, match="no dataset"):
-            create_version(session=session, storage=stack.storage, dataset_id=uuid.uuid4())
+            create_version(actor=ADMIN, session=session, storage=stack.storage, dataset_id=uuid.uuid4())
         with pytest.raises(InvalidInput, match="notes are"):
-            create_version(session=session, storage=stack.storage, dataset_id=empty_id, notes="x" * 5000)
+            create_version(actor=ADMIN, session=session, storage=stack.storage, dataset_id=empty_id, notes="x" * 5000)
 
     dataset_id, images, classes = _dataset(stack)
     with stack.session() as session:  # a second label written behind the service's back
         session.add(ClsLabel(dataset_id=dataset_id, image_id=images[0], class_id=classes["apple"]))
     with stack.session() as session:
         with pytest.raises(InvalidInput, match=f"several labels.*{images[0]}"):
-            create_version(session=session, storage=stack.storage, dataset_id=dataset_id)
+            create_version(actor=ADMIN, session=session, storage=stack.storage, dataset_id=dataset_id)
     with stack.session() as session:
         assert session.scalars(select(ClsDatasetVersion)).all() == []
         assert not list(stack.storage.list_keys("versions/"))
         session.execute(ClsLabel.__table__.delete().where(
             ClsLabel.image_id == images[0], ClsLabel.class_id == classes["apple"]))
     with stack.session() as session:
-        version = create_version(session=session, storage=stack.storage, dataset_id=dataset_id)
+        version = create_version(actor=ADMIN, session=session, storage=stack.storage, dataset_id=dataset_id)
         with pytest.raises(NotFound, match="has no version 7"):
             get_version(session=session, dataset_id=dataset_id, number=7)
         with pytest.raises(InvalidInput, match="whole number"):
@@ -133,7 +133,7 @@ def test_multi_label_manifest_lists_every_label(embedded_stack):
         dataset = make_dataset(session, "ml", task_type="multi_label")
         a, b = make_class(session, "a"), make_class(session, "b")
         both = make_dataset_image(session, stack.storage, dataset, seed=1, classes=[b, a], split="train")
-        version = create_version(session=session, storage=stack.storage, dataset_id=dataset.id)
+        version = create_version(actor=ADMIN, session=session, storage=stack.storage, dataset_id=dataset.id)
         [line] = read_manifest(storage=stack.storage, version=version)
     assert line["image_id"] == str(both.id) and line["labels"] == [0, 1]
     assert version.per_class_counts == {"a": {"train": 1, "val": 0, "test": 0}, "b": {"train": 1, "val": 0, "test": 0}}
@@ -147,7 +147,7 @@ def test_concurrent_versions_take_consecutive_numbers(postgres_stack):
     def make():
         try:
             with stack.session() as session:
-                numbers.append(create_version(session=session, storage=stack.storage,
+                numbers.append(create_version(actor=ADMIN, session=session, storage=stack.storage,
                                               dataset_id=dataset_id).version_number)
         except Exception as exc:  # reported below: the test fails with it
             errors.append(exc)

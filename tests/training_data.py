@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 from core.models import ClsImage
+from tests.factories import ADMIN
 
 
 def digit_png(pixels: np.ndarray, size: int) -> bytes:
@@ -40,18 +41,18 @@ def make_digits_version(session, storage, *, name: str = "digits", classes: int 
     multi_label: each image also gets the label 'even'/'odd' (a real second attribute)."""
     from core.classes import create_class
     from core.datasets import add_images_to_dataset, create_dataset
-    from core.label_space import include_classes
+    from core.label_space import _include_classes
     from core.labels import set_labels
     from core.versions import create_version
 
     data, target = digits(classes, per_class)
-    dataset = create_dataset(session=session, name=name, task_type="multi_label" if multi_label else "single_label")
-    class_ids = {label: create_class(session=session, name=f"{name}-{label}").id for label in range(classes)}
+    dataset = create_dataset(actor=ADMIN, session=session, name=name, task_type="multi_label" if multi_label else "single_label")
+    class_ids = {label: create_class(actor=ADMIN, session=session, name=f"{name}-{label}").id for label in range(classes)}
     if multi_label:
-        class_ids["even"] = create_class(session=session, name=f"{name}-even").id
-        class_ids["odd"] = create_class(session=session, name=f"{name}-odd").id
+        class_ids["even"] = create_class(actor=ADMIN, session=session, name=f"{name}-even").id
+        class_ids["odd"] = create_class(actor=ADMIN, session=session, name=f"{name}-odd").id
     # the dataset's classes in this order: the digits 0…, then even and odd (the version's indices)
-    include_classes(session, dataset.id, list(class_ids.values()))
+    _include_classes(session, dataset.id, list(class_ids.values()))
     rng = np.random.default_rng(seed)
     for label in range(classes):
         indices = rng.permutation(np.flatnonzero(target == label))
@@ -63,10 +64,10 @@ def make_digits_version(session, storage, *, name: str = "digits", classes: int 
             # folds and batches built from it, are the same on every run
             image_id = store_image(session, storage, digit_png(data[index], size), f"digit_{index}.png",
                                    image_id=uuid.uuid5(uuid.NAMESPACE_URL, f"digits/{name}/{seed}/{index}"))
-            add_images_to_dataset(session=session, dataset_id=dataset.id, image_ids=[image_id], split=split)
+            add_images_to_dataset(actor=ADMIN, session=session, dataset_id=dataset.id, image_ids=[image_id], split=split)
             labels = [class_ids[label]] + ([class_ids["even" if label % 2 == 0 else "odd"]] if multi_label else [])
-            set_labels(session=session, dataset_id=dataset.id, image_id=image_id, class_ids=labels)
-    return create_version(session=session, storage=storage, dataset_id=dataset.id)
+            set_labels(actor=ADMIN, session=session, dataset_id=dataset.id, image_id=image_id, class_ids=labels)
+    return create_version(actor=ADMIN, session=session, storage=storage, dataset_id=dataset.id)
 
 
 def store_image(session, storage, data: bytes, filename: str, image_id: uuid.UUID | None = None) -> uuid.UUID:

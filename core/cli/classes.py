@@ -42,10 +42,11 @@ def cmd_list(args) -> dict:
 def cmd_create(args) -> dict:
     from core.classes import create_class, get_class_by_name
     from core.db import session_scope
+    from core.users import operator_user
 
     with session_scope() as session:
         parent = get_class_by_name(session=session, name=args.parent).id if args.parent else None
-        created = [create_class(session=session, name=name, color=args.color, display_name=args.display_name,
+        created = [create_class(session=session, actor=operator_user(), name=name, color=args.color, display_name=args.display_name,
                                 description=args.description, parent_class_id=parent) for name in args.names]
         return {"created": [class_dict(row) for row in created]}
 
@@ -53,9 +54,9 @@ def cmd_create(args) -> dict:
 def cmd_merge(args) -> dict:
     from core.classes import get_class_by_name, merge_classes
     from core.db import session_scope
-    from core.users import local_user
+    from core.users import operator_user
 
     with session_scope() as session:
         sources = [get_class_by_name(session=session, name=name).id for name in args.sources]
         target = get_class_by_name(session=session, name=args.into).id
-        return merge_classes(session=session, source_ids=sources, target_id=target, user_id=local_user().id)
+        return merge_classes(session=session, actor=operator_user(), source_ids=sources, target_id=target)

@@ -78,13 +78,14 @@ def _dataset_id(session, name: str):
 def cmd_split(args) -> dict:
     from core.db import session_scope
     from core.splits import auto_split
+    from core.users import operator_user
 
     given = {flag: getattr(args, flag) for flag in RATIO_FLAGS if getattr(args, flag) is not None}
     with session_scope() as session:
         ratios = None
         if given:  # a partly given set: the missing splits get 0
             ratios = {flag: given.get(flag, 0.0) for flag in RATIO_FLAGS}
-        return auto_split(session=session, dataset_id=_dataset_id(session, args.name), ratios=ratios,
+        return auto_split(session=session, actor=operator_user(), dataset_id=_dataset_id(session, args.name), ratios=ratios,
                           seed=args.seed, keep_existing_val_test=args.keep_val_test,
                           min_per_class=args.min_per_class, near_duplicate_threshold=args.near_duplicate_threshold)
 
@@ -93,6 +94,7 @@ def cmd_version(args) -> dict:
     from core.db import session_scope
     from core.split_checks import version_warnings, warning_lines
     from core.storage import get_storage
+    from core.users import operator_user
     from core.versions import create_version, version_summary
 
     storage = get_storage()
@@ -102,7 +104,8 @@ def cmd_version(args) -> dict:
     for line in warning_lines(warnings):  # said before the version is made
         sys.stderr.write(f"warning: {line}\n")
     with session_scope() as session:
-        version = create_version(session=session, storage=storage, dataset_id=dataset_id, notes=args.notes)
+        version = create_version(session=session, actor=operator_user(), storage=storage, dataset_id=dataset_id,
+                                 notes=args.notes)
         return {**version_summary(version), "warnings": warnings}
 
 

@@ -64,7 +64,7 @@ def cmd_list(args) -> dict:
 def cmd_create(args) -> dict:
     from core.datasets import create_dataset
     from core.db import session_scope
-    from core.users import local_user
+    from core.users import operator_user
 
     ratios = None
     given = {key: getattr(args, key) for key in ("train", "val", "test") if getattr(args, key) is not None}
@@ -72,8 +72,8 @@ def cmd_create(args) -> dict:
         ratios = {"train": 0.0, "val": 0.0, "test": 0.0, **given}
     preprocessing = {"image_size": args.image_size} if args.image_size is not None else None
     with session_scope() as session:
-        row = create_dataset(session=session, name=args.name, task_type=args.task, description=args.description,
-                             split_ratios=ratios, preprocessing=preprocessing, user_id=local_user().id)
+        row = create_dataset(session=session, actor=operator_user(), name=args.name, task_type=args.task,
+                             description=args.description, split_ratios=ratios, preprocessing=preprocessing)
         return dataset_dict(row)
 
 
@@ -81,7 +81,7 @@ def cmd_add_images(args) -> dict:
     from core.bulk_actions import add_to_dataset
     from core.datasets import library_image_ids
     from core.db import session_scope
-    from core.users import local_user
+    from core.users import operator_user
 
     filters = {"folder": args.folder, "tags": args.tag, "source": args.source, "status": args.status,
                "search": args.search}
@@ -102,7 +102,7 @@ def cmd_add_images(args) -> dict:
             ids = library_image_ids(session=session, **filters)
         dataset_id, name = dataset.id, dataset.name
     # batches, each its own transaction: labelers of the dataset are never held long
-    added = add_to_dataset(dataset_id=dataset_id, image_ids=ids, user_id=local_user().id, split=args.split)
+    added = add_to_dataset(actor=operator_user(), dataset_id=dataset_id, image_ids=ids, split=args.split)
     with session_scope() as session:
         image_count = dataset_by_name(session, name).image_count
     return {"dataset": name, "matched": len(ids), "added": added,

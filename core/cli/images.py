@@ -80,10 +80,11 @@ def image_files(paths: list[str]) -> tuple[list[Path], list[dict]]:
 def cmd_add(args) -> dict:
     from core.db import check_connection
     from core.images import ingest_many
+    from core.users import operator_user
 
     check_connection()
     files, missing = image_files(args.paths)
-    results = [r.as_dict() for r in ingest_many(items=[(p.name, p) for p in files], folder=args.folder,
+    results = [r.as_dict() for r in ingest_many(items=[(p.name, p) for p in files], actor=operator_user(), folder=args.folder,
                                                  tags=args.tags, skip_duplicates=not args.keep_duplicates,
                                                  dataset_id=_dataset_id(args.dataset))]
     for result, path in zip(results, files, strict=True):
@@ -94,6 +95,7 @@ def cmd_add(args) -> dict:
 def cmd_import_urls(args) -> dict:
     from core.db import check_connection
     from core.url_import import import_urls, parse_url_list
+    from core.users import operator_user
 
     text = "\n".join(args.urls)
     if args.file:
@@ -105,7 +107,7 @@ def cmd_import_urls(args) -> dict:
     if not urls and not rejected:
         raise InvalidInput("give URLs as arguments or --file")
     check_connection()
-    summary = import_urls(urls=urls, folder=args.folder, tags=args.tags, skip_duplicates=not args.keep_duplicates,
+    summary = import_urls(actor=operator_user(), urls=urls, folder=args.folder, tags=args.tags, skip_duplicates=not args.keep_duplicates,
                           dataset_id=_dataset_id(args.dataset)) if urls else {"results": []}
     return _summary(rejected + summary["results"])
 

@@ -66,18 +66,13 @@ def _source_options(parser) -> None:
     parser.set_defaults(handler=cmd_source)
 
 
-def _user_id():
-    from core.users import local_user
-
-    return local_user().id
-
-
 def _dataset_id(args) -> str | None:
     """The named dataset's id; with --create, made when missing."""
     if not args.dataset:
         return None
     from core.datasets import create_dataset, get_dataset_by_name
     from core.db import session_scope
+    from core.users import operator_user
 
     with session_scope() as session:
         try:
@@ -85,7 +80,7 @@ def _dataset_id(args) -> str | None:
         except NotFound:
             if not args.create:
                 raise NotFound(f"no dataset named {args.dataset!r}; add --create to make it") from None
-        return str(create_dataset(session=session, name=args.dataset, task_type=args.task, user_id=_user_id()).id)
+        return str(create_dataset(session=session, actor=operator_user(), name=args.dataset, task_type=args.task).id)
 
 
 def _archive_path(value: str) -> Path:
@@ -124,11 +119,12 @@ def _mapping(args) -> list:
 
 def cmd_zip(args) -> dict:
     from core.archive_import import run_archive_import
+    from core.users import operator_user
 
     path = _archive_path(args.file)
     mapping = _mapping(args)
-    return run_archive_import(source=path, dataset_id=_dataset_id(args), class_mapping=mapping,
-                              skip_duplicates=not args.keep_duplicates, user_id=_user_id(), progress=_progress)
+    return run_archive_import(actor=operator_user(), source=path, dataset_id=_dataset_id(args), class_mapping=mapping,
+                              skip_duplicates=not args.keep_duplicates, progress=_progress)
 
 
 def _request(args):
@@ -161,6 +157,7 @@ def cmd_source(args) -> dict:
 
     from core.db import session_scope
     from core.source_imports import preview_source_import, run_source_import
+    from core.users import operator_user
 
     try:
         request = _request(args)
@@ -171,7 +168,7 @@ def cmd_source(args) -> dict:
         with session_scope() as session:
             return preview_source_import(session=session, kind=args.import_command, request=request)
     request.dataset_id = _dataset_id(args)
-    return run_source_import(kind=args.import_command, request=request, user_id=_user_id(), progress=_progress)
+    return run_source_import(actor=operator_user(), kind=args.import_command, request=request, progress=_progress)
 
 
 def _progress(done: int, total: int | None = None, message: str | None = None) -> None:

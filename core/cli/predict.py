@@ -53,6 +53,7 @@ def cmd_predict_batch(args) -> dict:
     from core.db import session_scope
     from core.errors import InvalidInput
     from core.storage import get_storage
+    from core.users import operator_user
 
     pasted = parse_image_ids(args.image_id)
     if args.image_ids_file:
@@ -70,7 +71,7 @@ def cmd_predict_batch(args) -> dict:
         if selecting:
             image_ids = selection_ids(session=session, image_ids=pasted, folders=args.folder, tags=args.tag)
     scope = "selection" if selecting else "library" if args.library else "dataset"
-    result = run_batch_prediction(model=args.model, scope=scope, dataset_id=dataset_id, image_ids=image_ids,
+    result = run_batch_prediction(actor=operator_user(), model=args.model, scope=scope, dataset_id=dataset_id, image_ids=image_ids,
                                   write_labels=args.write_labels, overwrite=args.overwrite,
                                   export_csv=bool(args.csv))
     if args.csv:

@@ -18,8 +18,11 @@ def register(subparsers) -> None:
 def cmd_check(args) -> dict:
     from core.db import session_scope
     from core.storage import get_storage
-    from core.storage_check import check_storage
+    from core.storage_check import check_storage, fix_storage
+    from core.users import operator_user
 
     with session_scope() as session:
-        return check_storage(session=session, storage=get_storage(), fix=args.fix,
-                             grace=timedelta(minutes=args.grace_minutes))
+        if args.fix:
+            return fix_storage(session=session, actor=operator_user(), storage=get_storage(),
+                               grace=timedelta(minutes=args.grace_minutes))
+        return check_storage(session=session, storage=get_storage())

@@ -63,9 +63,10 @@ def cmd_migrate(args) -> dict:
 def cmd_demo(args) -> dict:
     from core.db import check_connection
     from core.demo import load_demo
+    from core.users import operator_user
 
     check_connection()
-    return load_demo(products=args.products)
+    return load_demo(actor=operator_user(), products=args.products)
 
 
 def cmd_check(args) -> dict:
@@ -108,9 +109,10 @@ def cmd_jobs_show(args) -> dict:
 def cmd_jobs_cancel(args) -> dict:
     from core.db import session_scope
     from core.jobs import request_cancel
+    from core.users import operator_user
 
     with session_scope() as session:
-        return job_dict(request_cancel(session=session, job_id=parse_uuid(args.job_id, "job id")))
+        return job_dict(request_cancel(session=session, actor=operator_user(), job_id=parse_uuid(args.job_id, "job id")))
 
 
 def cmd_jobs_reap(args) -> dict:

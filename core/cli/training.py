@@ -77,14 +77,15 @@ def cmd_train(args) -> dict:
     from core.db import session_scope
     from core.storage import get_storage
     from core.training import create_run, resolve_version, start_run
+    from core.users import operator_user
 
-    values = training_values(args)
+    values, operator = training_values(args), operator_user()
     with session_scope() as session:
-        version = resolve_version(session=session, storage=get_storage(), dataset_name=args.dataset,
+        version = resolve_version(session=session, actor=operator, storage=get_storage(), dataset_name=args.dataset,
                                   number=args.version)
-        run_id = create_run(session=session, version_id=version.id, config=values, name=args.name).id
+        run_id = create_run(session=session, actor=operator, version_id=version.id, config=values, name=args.name).id
         missing = _warn_missing_eval(version)
-    job_id = start_run(run_id=run_id, inline=not args.queue)
+    job_id = start_run(actor=operator, run_id=run_id, inline=not args.queue)
     return {**_run_outcome(run_id, job_id, queued=args.queue), "warnings": {"missing_eval": missing}}
 
 
@@ -154,16 +155,18 @@ def cmd_runs_show(args) -> dict:
 def cmd_runs_cancel(args) -> dict:
     from core.db import session_scope
     from core.training import cancel_run, run_summary
+    from core.users import operator_user
 
     with session_scope() as session:
-        return run_summary(cancel_run(session=session, run_id=_uuid(args.run_id, "run id")))
+        return run_summary(cancel_run(session=session, actor=operator_user(), run_id=_uuid(args.run_id, "run id")))
 
 
 def cmd_runs_resume(args) -> dict:
     from core.training import start_run
+    from core.users import operator_user
 
     run_id = _uuid(args.run_id, "run id")
-    job_id = start_run(run_id=run_id, inline=not args.queue, resume=True)
+    job_id = start_run(actor=operator_user(), run_id=run_id, inline=not args.queue, resume=True)
     return _run_outcome(run_id, job_id, queued=args.queue)
 
 
@@ -171,9 +174,10 @@ def cmd_runs_delete(args) -> dict:
     from core.db import session_scope
     from core.storage import get_storage
     from core.training import delete_run
+    from core.users import operator_user
 
     with session_scope() as session:
-        delete_run(session=session, storage=get_storage(), run_id=_uuid(args.run_id, "run id"))
+        delete_run(session=session, actor=operator_user(), storage=get_storage(), run_id=_uuid(args.run_id, "run id"))
     return {"deleted": args.run_id}
 
 
@@ -202,39 +206,48 @@ def cmd_models_show(args) -> dict:
 
 def cmd_models_set_default(args) -> dict:
     from core.registry import set_default
+    from core.users import operator_user
 
-    return _model_command(args, lambda s, i: set_default(session=s, model_id=i))
+    return _model_command(args, lambda s, i: set_default(session=s, actor=operator_user(), model_id=i))
 
 
 def cmd_models_activate(args) -> dict:
     from core.registry import set_active
+    from core.users import operator_user
 
-    return _model_command(args, lambda s, i: set_active(session=s, model_id=i, active=True))
+    return _model_command(args, lambda s, i: set_active(session=s, actor=operator_user(), model_id=i, active=True))
 
 
 def cmd_models_deactivate(args) -> dict:
     from core.registry import set_active
+    from core.users import operator_user
 
-    return _model_command(args, lambda s, i: set_active(session=s, model_id=i, active=False))
+    return _model_command(args, lambda s, i: set_active(session=s, actor=operator_user(), model_id=i, active=False))
 
 
 def cmd_models_rename(args) -> dict:
     from core.registry import rename_model
+    from core.users import operator_user
 
-    return _model_command(args, lambda s, i: rename_model(session=s, model_id=i, name=args.name))
+    return _model_command(args, lambda s, i: rename_model(session=s, actor=operator_user(), model_id=i,
+                                                          name=args.name))
 
 
 def cmd_models_delete(args) -> dict:
     from core.db import session_scope
     from core.registry import delete_model
     from core.storage import get_storage
+    from core.users import operator_user
 
     with session_scope() as session:
-        return delete_model(session=session, storage=get_storage(), model_id=_uuid(args.model_id, "model id"))
+        return delete_model(session=session, actor=operator_user(), storage=get_storage(),
+                            model_id=_uuid(args.model_id, "model id"))
 
 
 def cmd_models_export_onnx(args) -> dict:
     from core.registry import export_onnx
     from core.storage import get_storage
+    from core.users import operator_user
 
-    return _model_command(args, lambda s, i: export_onnx(session=s, storage=get_storage(), model_id=i))
+    return _model_command(args, lambda s, i: export_onnx(session=s, actor=operator_user(), storage=get_storage(),
+                                                         model_id=i))

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from core.errors import InvalidInput, UserError
 from core.models import ClsImage, ClsJob
-from tests.factories import drawn_image_bytes, make_dataset
+from tests.factories import ADMIN, drawn_image_bytes, make_dataset
 from tests.hostile.tally import TALLY
 from tests.test_archives import patch_headers
 from tests.test_images import BAD_INPUTS, ODD_GOOD_INPUTS, assert_consistent
@@ -30,7 +30,7 @@ def test_every_bad_image_beside_every_odd_good_one(stack):
     names = [("çiçek 🌸 фото.png", drawn_image_bytes(10)), ("ü" * 400 + ".png", drawn_image_bytes(11)),
              ("same.png", drawn_image_bytes(12)), ("same.png", drawn_image_bytes(13)),
              ("../../etc/passwd\x00.png", drawn_image_bytes(14)), ("<img src=x onerror=alert(1)>.png", drawn_image_bytes(15))]
-    results = ingest_many(items=bad + good + names, storage=stack.storage, workers=1)
+    results = ingest_many(actor=ADMIN, items=bad + good + names, storage=stack.storage, workers=1)
     TALLY.tried += len(results)
     for (name, _data), result in zip(bad, results, strict=False):
         reason = BAD_INPUTS[name.removesuffix(".jpg")][1]
@@ -51,7 +51,7 @@ def test_every_refused_url_in_one_job_with_the_good_one(stack, server, silent_po
     loopback = {case for case, (_t, allow, _r) in REFUSED.items() if not allow}
     for allow, cases in ((["127.0.0.1"], sorted(set(REFUSED) - loopback)), ([], sorted(loopback))):
         urls = [REFUSED[case][0].format(server=server, silent=silent_port) for case in cases]
-        summary = import_urls(urls=[*urls, good], allow_list=allow, timeout_s=1.5, max_bytes=300_000)
+        summary = import_urls(actor=ADMIN, urls=[*urls, good], allow_list=allow, timeout_s=1.5, max_bytes=300_000)
         TALLY.tried += len(urls) + 1
         for case, result in zip(cases, summary["results"], strict=False):
             assert result["status"] == "rejected" and REFUSED[case][2] in result["error"], (case, result)
@@ -105,7 +105,7 @@ def test_hostile_archive_entries_each_reported_and_good_ones_imported(stack, mon
     data, bad, good = hostile_archive()
     with stack.session() as session:
         dataset_id = make_dataset(session, "hostile").id
-    summary = run_archive_import(source=io.BytesIO(data), dataset_id=dataset_id)
+    summary = run_archive_import(actor=ADMIN, source=io.BytesIO(data), dataset_id=dataset_id)
     TALLY.tried += len(bad) + len(good)
     errors = {e["file"]: e["error"] for e in summary["errors"]}
     for name, fragment in bad.items():
@@ -138,7 +138,7 @@ def test_hostile_csv_archives_import_with_messages(embedded_stack, case):
     preview = preview_archive(io.BytesIO(data))
     with embedded_stack.session() as session:
         dataset_id = make_dataset(session, f"csv {case}").id
-    summary = run_archive_import(source=io.BytesIO(data), dataset_id=dataset_id,
+    summary = run_archive_import(actor=ADMIN, source=io.BytesIO(data), dataset_id=dataset_id,
                                  class_mapping=preview["default_mapping"])
     TALLY.tried += 1
     messages = " | ".join(f"{e['file']}: {e['error']}" for e in summary["errors"])
@@ -185,7 +185,7 @@ def test_whole_archive_refusals_before_any_job(embedded_stack, monkeypatch, case
         dataset_id = make_dataset(session, "whole").id
     TALLY.tried += 1
     with pytest.raises(InvalidInput, match=message) as refused:
-        start_archive_import(source=io.BytesIO(make()), request=ImportLabeledDatasetRequest(dataset_id=str(dataset_id)))
+        start_archive_import(actor=ADMIN, source=io.BytesIO(make()), request=ImportLabeledDatasetRequest(dataset_id=str(dataset_id)))
     assert isinstance(refused.value, UserError) and "\n" not in str(refused.value)
     with embedded_stack.session() as session:
         assert session.scalar(select(func.count()).select_from(ClsJob)) == 0

@@ -65,11 +65,26 @@ def redis_server_url():
     base = REDIS_URL.rstrip("/")
     if base.count("/") > 2:
         base = base.rsplit("/", 1)[0]
-    db = 1 + (os.getpid() % 15)
+    db, claims = _claim_redis_db(Redis.from_url(f"{base}/0"))
     url = f"{base}/{db}"
     Redis.from_url(url).flushdb()
     yield url
     Redis.from_url(url).flushdb()
+    claims.delete(f"cls-test-db:{db}")
+
+
+def _claim_redis_db(claims):
+    """Databases 1-15, one per test session at a time: a claim key in database 0 (SET NX, expiring),
+    so parallel sessions never flush each other's queues (pid % 15 could pick the same one)."""
+    token = f"{os.getpid()}-{secrets.token_hex(4)}"
+    for _ in range(600):
+        for db in range(1, 16):
+            if claims.set(f"cls-test-db:{db}", token, nx=True, ex=4 * 3600):
+                return db, claims
+        import time
+
+        time.sleep(1)
+    pytest.fail("no free Redis database 1-15 for this test session (15 sessions running?)")
 
 
 @pytest.fixture(scope="session")

@@ -166,6 +166,15 @@ def embedded_stack(request, tmp_path, monkeypatch):
 
 
 @pytest.fixture
+def production_stack(request, tmp_path, monkeypatch):
+    """Postgres, S3 over HTTP and Redis/RQ only (tests whose point is the production set-up)."""
+    built = make_stack("production", request, tmp_path)
+    _apply(monkeypatch, built)
+    yield built
+    _cleanup()
+
+
+@pytest.fixture
 def postgres_stack(request, tmp_path, monkeypatch):
     """Postgres + local storage + in-process jobs: for concurrency tests (SQLite ignores FOR UPDATE)."""
     pg_url = request.getfixturevalue("postgres_server_url")
