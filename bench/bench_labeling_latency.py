@@ -22,10 +22,10 @@ import time
 import uuid
 from pathlib import Path
 
-from tests.factories import ADMIN
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from tests.factories import ADMIN  # noqa: E402  (the repository on the path first)
 
 ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 CLASSES = ["apple", "banana", "cherry", "grape", "lemon"]
