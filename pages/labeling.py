@@ -129,7 +129,7 @@ def _on_mode() -> None:
 def _card_data(card: labeling.ImageCard, storage) -> dict:
     dims = f"{card.width}×{card.height}" if card.width else ""
     return {"id": str(card.image_id), "url": image_url(storage, card.storage_path),
-            "caption": f"{card.filename} · {dims} · {_size(card.file_size_bytes)} · {card.status}",
+            "caption": f"{card.filename} · {dims} · {_size(card.file_size_bytes)} · {card.status} · id {card.image_id}",
             "width": card.width, "height": card.height,
             "labels": [{"name": lbl.class_name, "color": lbl.color, "confidence": lbl.confidence,
                         "ai": lbl.is_ai_generated, "reviewed": lbl.is_reviewed} for lbl in card.labels],
