@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from pages.ui import current_user, disable_nagle, ensure_schema, sidebar_user
+from pages.ui import current_user, disable_nagle, end_labeling_elsewhere, ensure_schema, sidebar_user
 
 st.set_page_config(page_title="Image classification", page_icon="🏷️", layout="wide")
 
@@ -24,4 +24,6 @@ PAGES = {
     ],
 }
 
-st.navigation(PAGES).run()
+page = st.navigation(PAGES)
+end_labeling_elsewhere(page)
+page.run()

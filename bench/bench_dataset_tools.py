@@ -12,9 +12,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.factories import ADMIN
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from core.users import operator_user  # noqa: E402  (after the path: run as a script)
+
+ADMIN = operator_user()  # benches act as the operator, like the CLI
 
 
 def main(n: int) -> None:

@@ -22,10 +22,12 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from tests.factories import ADMIN
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from core.users import operator_user  # noqa: E402  (after the path: run as a script)
+
+ADMIN = operator_user()  # benches act as the operator, like the CLI
 
 
 def make_photos(count: int) -> list[Path]:

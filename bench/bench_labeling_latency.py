@@ -22,10 +22,10 @@ import time
 import uuid
 from pathlib import Path
 
-from tests.factories import ADMIN
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from tests.factories import ADMIN  # noqa: E402  (the repository on the path first)
 
 ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 CLASSES = ["apple", "banana", "cherry", "grape", "lemon"]
@@ -72,6 +72,7 @@ def seed(url: str, storage_url: str, images: int, with_files: int) -> uuid.UUID:
     from core.classes import create_class
     from core.datasets import add_images_to_dataset, create_dataset
     from core.db import session_scope
+    from core.label_space import add_classes
     from core.models import ClsImage
     from core.storage import storage_from_url
     from tests.factories import drawn_image_bytes
@@ -79,9 +80,10 @@ def seed(url: str, storage_url: str, images: int, with_files: int) -> uuid.UUID:
     storage = storage_from_url(storage_url)
     ids = sorted(uuid.uuid4() for _ in range(images))  # one CURRENT_TIMESTAMP: queue order is id order
     with session_scope(url) as session:
-        for name in CLASSES:
-            create_class(actor=ADMIN, session=session, name=name)
+        class_ids = [create_class(actor=ADMIN, session=session, name=name).id for name in CLASSES]
         dataset = create_dataset(actor=ADMIN, session=session, name="bench-50k")
+        # the dataset's classes: keys 1–5
+        add_classes(session=session, actor=ADMIN, dataset_id=dataset.id, class_ids=class_ids)
         rows = []
         for index, image_id in enumerate(ids):
             key = f"images/{image_id}.jpg"

@@ -22,6 +22,7 @@ from core.archives import SafeZip
 from core.db import session_scope
 from core.errors import InvalidInput, NotFound
 from core.import_batches import ImportItem, ImportSummary, load_dataset, run_items
+from core.label_space import _fill_from_import
 from core.models import ClsClass
 from core.permissions import requires
 from core.users import User
@@ -175,6 +176,8 @@ def run_archive_import(*, actor: User, source: str | Path | IO[bytes], dataset_i
                 raise InvalidInput("choose the dataset to import into")
             class_ids = resolve_mapping(session=session, actor=actor, mapping=mapping,
                                         source_names=list(layout.class_counts()), summary=summary)
+            _fill_from_import(session, dataset[0], [class_ids[name] for name in sorted(class_ids, key=str.lower)
+                                                   if class_ids[name]], user_id=actor.id)
         entries = {entry.name: entry for entry in archive.entries}
         items, skipped = [], 0
         for source_item in layout.items:

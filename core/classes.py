@@ -226,6 +226,9 @@ def merge_classes(*, session: Session, actor: User, source_ids, target_id) -> di
         raise InvalidInput("the target class cannot also be a source")
     for dataset_id in _datasets_using(session, sources):  # lock order: datasets, then classes
         lock_dataset(session, dataset_id)
+    from core.label_space import _replace_in_spaces
+
+    _replace_in_spaces(session, sources, target_id)  # the target takes the sources' place in each dataset
     classes = lock_classes(session, [*sources, target_id])
     missing = [str(c) for c in [*sources, target_id] if c not in classes]
     if missing:

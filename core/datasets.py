@@ -110,6 +110,28 @@ def get_dataset_by_name(*, session: Session, name) -> ClsDataset:
     return row
 
 
+def dataset_revision(*, session: Session, dataset_id) -> int:
+    """The dataset's revision (bumped by every write to it; pages key their caches on it); -1 if gone."""
+    revision = session.scalar(select(ClsDataset.revision).where(ClsDataset.id == _as_uuid(dataset_id, "dataset")))
+    return -1 if revision is None else revision
+
+
+WRITING_JOB_KINDS = ("dataset_import", "products_import", "cutouts_import", "od_import", "url_import",
+                     "batch_prediction")
+"""Job kinds that add images or labels to the dataset named in their parameters."""
+
+
+def jobs_writing_to(*, session: Session, dataset_id) -> int:
+    """Queued or running jobs that will change this dataset (imports into it, AI labels): while any
+    runs, the dataset's page refreshes its counts by itself."""
+    from core.models import ClsJob
+
+    target = str(_as_uuid(dataset_id, "dataset"))
+    params = session.scalars(select(ClsJob.params).where(ClsJob.status.in_(("queued", "running")),
+                                                         ClsJob.kind.in_(WRITING_JOB_KINDS))).all()
+    return sum(1 for p in params if str((p or {}).get("dataset_id")) == target)
+
+
 def list_datasets(*, session: Session) -> list[ClsDataset]:
     return list(session.scalars(select(ClsDataset).order_by(ClsDataset.created_at.desc())).all())
 

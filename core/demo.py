@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.db import session_scope
+from core.label_space import _fill_from_import
 from core.models import ClsDataset, Cutout, OdImage, Product, ProductImage
 from core.permissions import requires
 from core.storage import Storage, get_storage
@@ -149,6 +150,8 @@ def _ensure_library(session: Session, storage: Storage, products: list[Product],
     colors = {"Beverages": "#EF4444", "Snacks": "#F59E0B", "Dairy": "#3B82F6", "Bakery": "#92400E"}
     classes = {name: get_or_create_class(session=session, actor=actor, name=name, color=colors[name])
                for name in CATEGORIES}
+    _fill_from_import(session, dataset.id, [classes[name].id for name in CATEGORIES],  # the dataset's classes, in order
+                     user_id=actor.id)
     imported = 0
     for index, product in enumerate(products):
         for frame in (0, 2):
@@ -169,15 +172,33 @@ def _ensure_library(session: Session, storage: Storage, products: list[Product],
 
 
 @requires("admin", "loading demo data")
-def load_demo(*, actor: User, products: int = 24) -> dict:
+def load_demo(*, actor: User, products: int = 24, progress=None) -> dict:
+    """`progress(done, total, message)`: the job's bar when loaded from the Dashboard."""
+    report = progress or (lambda *args: None)
     storage = get_storage()
+    report(0, 2, "drawing products, cutouts and shelf images")
     with session_scope() as session:
         before = session.scalar(select(Product.id).limit(1)) is not None
         rows = _ensure_products(session, storage, products)
         cutouts = _ensure_cutouts(session, storage, rows)
         od_images = _ensure_od_images(session, storage, rows)
+    report(1, 2, "importing the demo dataset")
     with session_scope() as session:
         rows = list(session.scalars(select(Product).order_by(Product.barcode).limit(products)))
         library = _ensure_library(session, storage, rows, actor)
+    report(2, 2, "done")
     return {"products": len(rows), "already_present": before, "cutouts_created": cutouts,
             "od_images_created": od_images, **library}
+
+
+DEMO_JOB_KIND = "demo_data"
+
+
+@requires("admin", "loading demo data")
+def start_demo(*, actor: User, products: int = 24) -> uuid.UUID:
+    """Load the demo data as a job (the Dashboard's one click; the same as `python -m core demo`); the
+    job runs as the actor who asked (its role checked again then)."""
+    from core.queue import enqueue
+
+    return enqueue(actor=actor, kind=DEMO_JOB_KIND, function="jobs.demo.load_demo_data", queue="imports",
+                   params={"products": int(products)})

@@ -8,7 +8,8 @@
 
 Each split's files sit in a folder named after it, so the archive import (core.archive_import) reads
 the split back from the folder; images without a split sit at the top level (CSV layouts). Only
-labeled images are exported. Original bytes are copied unchanged; entries carry a fixed timestamp, so
+labeled images are exported; the classes (CSV columns, `class_names`) are the dataset's label space
+in its order, or a version's frozen mapping. Original bytes are copied unchanged; entries carry a fixed timestamp, so
 the same state exports to the same bytes. A ZIP is written to a local file first and stored as
 `exports/<job id>.zip` in one put (never half-written).
 """
@@ -98,11 +99,19 @@ def _items_from_version(session: Session, storage, dataset_id: uuid.UUID, number
 
 
 def _items_from_current(session: Session, dataset_id: uuid.UUID):
+    """The current labels; the classes are the dataset's label space in its order (every class a label
+    uses is in it), so a class with no image yet still gets its CSV column."""
+    from core.label_space import space_class_ids
+
     names = dict(session.execute(select(ClsClass.id, ClsClass.name)).tuples().all())
+    order = space_class_ids(session, dataset_id)
+    rank = {class_id: index for index, class_id in enumerate(order)}
     items = [ExportItem(image_id=str(f.image_id), key=f.storage_path, filename=f.original_filename or f.filename,
-                        labels=sorted(names[c] for c in f.class_ids), split=f.split)
+                        labels=[names[c] for c in sorted(f.class_ids, key=lambda c: (rank.get(c, len(rank)), names[c]))],
+                        split=f.split)
              for f in dataset_image_facts(session, dataset_id) if f.class_ids]
-    return sorted({label for item in items for label in item.labels}), items
+    space = [names[c] for c in order]
+    return space + sorted({label for item in items for label in item.labels} - set(space)), items
 
 
 def collect_export(*, session: Session, storage, dataset_id: uuid.UUID, fmt: str,
@@ -127,7 +136,7 @@ def collect_export(*, session: Session, storage, dataset_id: uuid.UUID, fmt: str
             raise InvalidInput(f"{unsplit} of {len(items)} labeled images have no split; the folder layout needs "
                                "every image in a split or none: run split, or export a version")
         folders = defaultdict(set)
-        for name in class_names:
+        for name in {label for item in items for label in item.labels}:
             folders[folder_name(name)].add(name)
         clashing = [sorted(names) for names in folders.values() if len(names) > 1]
         if clashing:

@@ -1,7 +1,8 @@
 """Dataset health check: what would hurt a model trained on this dataset, each finding with the ids of
 the images it is about (the page links them).
 
-Checks: class balance (counts, imbalance ratio), classes under a minimum, unlabeled / skipped /
+Checks: class balance (counts, imbalance ratio), classes under a minimum, classes of the dataset's label
+space with no image, unlabeled / skipped /
 split-less images, several labels in a single-label dataset, exact and near duplicates that sit in
 different splits (leakage) or carry different labels, classes missing from val or test, tiny and
 extreme-aspect images.
@@ -17,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.errors import InvalidInput
+from core.label_space import space_class_ids
 from core.models import ClsClass
 from core.splits import (
     SPLIT_NAMES,
@@ -68,7 +70,7 @@ def health_check(*, session: Session, dataset_id: uuid.UUID, min_images_per_clas
     name_of = {class_id: (classes[class_id].name if class_id in classes else str(class_id))
                for f in labeled for class_id in f.class_ids}
 
-    per_class = _per_class(labeled, classes)
+    per_class = _per_class(labeled, classes, space_class_ids(session, dataset.id))
     findings = _balance_findings(per_class, min_images_per_class)
     findings += _labeling_findings(dataset.task_type, facts)
     findings += _duplicate_findings(labeled, threshold, name_of, session, storage)
@@ -91,11 +93,13 @@ def health_check(*, session: Session, dataset_id: uuid.UUID, min_images_per_clas
     }
 
 
-def _per_class(labeled: list[ImageFacts], classes: dict[uuid.UUID, ClsClass]) -> list[dict[str, Any]]:
-    members: dict[uuid.UUID, list[ImageFacts]] = defaultdict(list)
+def _per_class(labeled: list[ImageFacts], classes: dict[uuid.UUID, ClsClass],
+               space: list[uuid.UUID]) -> list[dict[str, Any]]:
+    """One row per class of the dataset's label space (a class no image has yet: count 0)."""
+    members: dict[uuid.UUID, list[ImageFacts]] = {class_id: [] for class_id in space}
     for fact in labeled:
         for class_id in fact.class_ids:
-            members[class_id].append(fact)
+            members.setdefault(class_id, []).append(fact)
     rows = []
     for class_id, facts in members.items():
         row = classes.get(class_id)
@@ -121,7 +125,12 @@ def _balance_findings(per_class: list[dict], minimum: int) -> list[dict]:
                 "consider more images of the small classes, class weights or a balanced sampler.",
                 smallest["image_ids"], ratio=ratio, **{"class": smallest["name"]}))
     for row in per_class:
-        if row["count"] < minimum:
+        if row["count"] == 0:
+            findings.append(_finding(
+                "empty_class", "info", f"Class {row['name']!r} has no labeled images",
+                "it is one of this dataset's classes, but no image carries it yet: a version leaves it out. "
+                "Label some, or remove it on the Settings tab.", [], **{"class": row["name"]}))
+        elif row["count"] < minimum:
             findings.append(_finding(
                 "small_class", "warning", f"Class {row['name']!r} has only {row['count']} images",
                 f"fewer than {minimum}: too few to learn and to evaluate reliably.", row["image_ids"],
@@ -173,9 +182,10 @@ def _duplicate_findings(labeled: list[ImageFacts], threshold: int, name_of: dict
     findings = []
     for code, groups, severity, title, detail in (
         ("exact_duplicate_leakage", leaking(exact), "error", "identical images sit in different splits",
-         "a copy of a training image in val or test inflates the scores; run split (it keeps copies together)."),
+         "a copy of a training image in val or test inflates the scores; join them on the Splits tab or run split."),
         ("near_duplicate_leakage", leaking(near), "warning", "near-duplicate images sit in different splits",
-         "near copies across splits inflate the scores; run split or move them by hand."),
+         "near copies across splits inflate the scores; join them on the Splits tab (into train, or drop the "
+         "copies), run split, or move them by hand."),
         ("duplicate_label_conflict", conflicting(exact + near), "warning", "duplicates carry different labels",
          "the same picture labeled two ways: at least one label is wrong."),
     ):
@@ -198,7 +208,7 @@ def _split_findings(ratios: dict, labeled: list[ImageFacts], per_class: list[dic
         if normalized[split] <= 0 and split not in present:
             continue  # the dataset does not use this split
         for row in per_class:
-            if row[split] == 0:
+            if row["count"] and row[split] == 0:
                 findings.append(_finding(
                     f"missing_from_{split}", "warning", f"Class {row['name']!r} has no {split} images",
                     f"its {split} metrics will be missing; run split (it keeps a minimum per class) or move "

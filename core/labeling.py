@@ -16,24 +16,24 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import exists, func, literal, or_, select, tuple_, update
+from sqlalchemy import exists, func, literal, select, tuple_
 
+from core import reservations
 from core.errors import Conflict, InvalidInput, NotFound
+from core.label_space import KEYED_CLASSES, ClassKey, keyed_classes, pinned_class_ids, space_class_ids
 from core.models import ClsClass, ClsDataset, ClsDatasetImage, ClsImage, ClsLabel, ClsLabelingPin, utcnow
 from core.permissions import requires
+from core.reservations import LEASE_S, held_by_others, unreserved
 from core.users import User
 
 QUEUE_MODES = ("all", "unlabeled", "review", "random", "low_confidence")
 QueueMode = Literal["all", "unlabeled", "review", "random", "low_confidence"]
 
-RESERVATION_S = 120
-"""How long an image shown to one labeler is kept from the others (seconds); renewed on each action."""
+RESERVATION_S = LEASE_S
+"""How long an image shown to one labeler is kept from the others without renewal (core.reservations)."""
 
 LOW_CONFIDENCE = 0.5
 """Default threshold of the low-confidence queue: AI labels below it, lowest first."""
-
-KEYED_CLASSES = 10
-"""Classes reachable by number keys: 1–9 and 0."""
 
 _RANDOM_SCAN = 256
 """Ids checked per query when walking the seeded random order."""
@@ -74,16 +74,6 @@ class ImageCard:
     @property
     def awaiting_review(self) -> bool:
         return any(label.is_ai_generated and not label.is_reviewed for label in self.labels)
-
-
-@dataclass(frozen=True)
-class ClassKey:
-    class_id: uuid.UUID
-    name: str
-    color: str
-    image_count: int
-    key: str | None  # "1".."9", "0", or None beyond the tenth class
-    pinned: bool
 
 
 @dataclass(frozen=True)
@@ -178,11 +168,6 @@ def _awaiting_review(dataset_id):
     )
 
 
-def _unreserved(holder: uuid.UUID | None, now: datetime):
-    free = or_(ClsDatasetImage.reserved_by.is_(None), ClsDatasetImage.reserved_until < now)
-    return or_(free, ClsDatasetImage.reserved_by == holder) if holder else free
-
-
 def _mode_filter(mode: str, dataset_id: uuid.UUID):
     """The rows a mode walks (before reservations): the queue's definition in one place."""
     if mode == "all":
@@ -247,7 +232,7 @@ def queue_ids(*, session, dataset_id: uuid.UUID, mode: str = "all", after: uuid.
         return _random_ids(session, dataset_id, after, holder, limit, seed, skip, now)
     conditions = [ClsDatasetImage.dataset_id == dataset_id, *_mode_filter(mode, dataset_id)]
     if mode != "all":
-        conditions.append(_unreserved(holder, now))
+        conditions.append(unreserved(holder, now))
     if mode == "low_confidence":
         low = _low_confidence_rows(dataset_id, threshold)
         order = (low.c.conf, ClsDatasetImage.image_id)
@@ -283,7 +268,7 @@ def _random_ids(session, dataset_id, after, holder, limit, seed, skip, now) -> l
         eligible = set(session.scalars(
             select(ClsDatasetImage.image_id).where(
                 ClsDatasetImage.dataset_id == dataset_id, ClsDatasetImage.image_id.in_(chunk),
-                *_mode_filter("random", dataset_id), _unreserved(holder, now))
+                *_mode_filter("random", dataset_id), unreserved(holder, now))
         ))
         found += [image_id for image_id in chunk if image_id in eligible][: limit - len(found)]
         if len(found) >= limit:
@@ -291,17 +276,48 @@ def _random_ids(session, dataset_id, after, holder, limit, seed, skip, now) -> l
     return found
 
 
-def queue_size(*, session, dataset_id: uuid.UUID, mode: str = "all", threshold: float = LOW_CONFIDENCE) -> int:
-    """How many images the queue holds now (reservations not counted out)."""
+def queue_size(*, session, dataset_id: uuid.UUID, mode: str = "all", threshold: float = LOW_CONFIDENCE,
+               holder: uuid.UUID | None = None, now: datetime | None = None) -> int:
+    """How many images of the queue this page can get now: those other pages hold are counted out
+    (mode "all" shows held images too), so the count and "nothing left" agree."""
     check_mode(mode)
     if mode == "all":
         return _dataset(session, dataset_id).image_count
+    # the queue minus what others hold: two index reads (a filtered COUNT read every pending row's lease)
+    total = session.scalar(_queue_count(dataset_id, mode, threshold)) or 0
+    return total - queue_held_by_others(session=session, dataset_id=dataset_id, mode=mode, holder=holder,
+                                        threshold=threshold, now=now)
+
+
+def queue_counts(*, session, dataset_id: uuid.UUID, mode: str, holder: uuid.UUID | None,
+                 threshold: float = LOW_CONFIDENCE, now: datetime | None = None) -> tuple[int, int]:
+    """(queue_size, queue_held_by_others) in one go: what this page can get, and what others hold."""
+    check_mode(mode)
+    if mode == "all":
+        return _dataset(session, dataset_id).image_count, 0
+    total = session.scalar(_queue_count(dataset_id, mode, threshold)) or 0
+    held = queue_held_by_others(session=session, dataset_id=dataset_id, mode=mode, holder=holder,
+                                threshold=threshold, now=now)
+    return total - held, held
+
+
+def queue_held_by_others(*, session, dataset_id: uuid.UUID, mode: str, holder: uuid.UUID | None,
+                         threshold: float = LOW_CONFIDENCE, now: datetime | None = None) -> int:
+    """Images of the queue other labelers hold now (they come back when those pages move on or go idle)."""
+    check_mode(mode)
+    if mode == "all":
+        return 0
+    return session.scalar(_queue_count(dataset_id, mode, threshold)
+                          .where(held_by_others(holder, now or utcnow()))) or 0
+
+
+def _queue_count(dataset_id: uuid.UUID, mode: str, threshold: float):
     query = select(func.count()).select_from(ClsDatasetImage).where(
         ClsDatasetImage.dataset_id == dataset_id, *_mode_filter(mode, dataset_id))
     if mode == "low_confidence":
         low = _low_confidence_rows(dataset_id, threshold)
         query = query.join(low, low.c.image_id == ClsDatasetImage.image_id)
-    return session.scalar(query) or 0
+    return query
 
 
 def position(*, session, dataset_id: uuid.UUID, image_id: uuid.UUID) -> int | None:
@@ -334,36 +350,30 @@ def datasets_for_labeling(*, session) -> list[tuple[uuid.UUID, str, int, int]]:
     return [tuple(row) for row in rows]
 
 
-# ---------------------------------------------------------------- reservations
+# ---------------------------------------------------------------- reservations (core.reservations)
+# The labeling page's own claims, declared: a viewer browses the queue without holding images.
 
 
 @requires("labeler", "reserving images to label")
 def reserve(*, session, actor: User, dataset_id: uuid.UUID, image_id: uuid.UUID, holder: uuid.UUID,
             ttl_s: int = RESERVATION_S, now: datetime | None = None) -> bool:
-    """Claim an image for one labeling page unless another page holds it; True when claimed.
-    One conditional UPDATE, so two pages racing for the same image cannot both win."""
-    now = now or utcnow()
-    result = session.execute(
-        update(ClsDatasetImage)
-        .where(ClsDatasetImage.dataset_id == dataset_id, ClsDatasetImage.image_id == image_id,
-               _unreserved(holder, now))
-        .values(reserved_by=holder, reserved_until=now + timedelta(seconds=ttl_s))
-        .execution_options(synchronize_session=False)
-    )
-    return result.rowcount == 1
+    """Claim an image for one labeling page unless another page holds it; True when claimed."""
+    return reservations.reserve(session=session, dataset_id=dataset_id, image_id=image_id, holder=holder,
+                                ttl_s=ttl_s, now=now)
 
 
 @requires("labeler", "reserving images to label")
-def release(*, session, actor: User, dataset_id: uuid.UUID, holder: uuid.UUID, keep: uuid.UUID | None = None) -> int:
+def release(*, session, actor: User, dataset_id: uuid.UUID, holder: uuid.UUID,
+            keep: tuple[uuid.UUID, ...] | list[uuid.UUID] = ()) -> int:
     """Let go of every image this page holds in the dataset (except `keep`)."""
-    conditions = [ClsDatasetImage.dataset_id == dataset_id, ClsDatasetImage.reserved_by == holder]
-    if keep is not None:
-        conditions.append(ClsDatasetImage.image_id != keep)
-    result = session.execute(
-        update(ClsDatasetImage).where(*conditions).values(reserved_by=None, reserved_until=None)
-        .execution_options(synchronize_session=False)
-    )
-    return result.rowcount
+    return reservations.release(session=session, dataset_id=dataset_id, holder=holder, keep=keep)
+
+
+@requires("labeler", "reserving images to label")
+def hold_window(*, session, actor: User, dataset_id: uuid.UUID, image_ids: list[uuid.UUID],
+                holder: uuid.UUID) -> set[uuid.UUID]:
+    """Claim again (or renew) a page's window where no other page holds it; the ids it holds now."""
+    return reservations.claim(session=session, dataset_id=dataset_id, image_ids=image_ids, holder=holder)
 
 
 @requires("labeler", "reserving images to label")
@@ -381,22 +391,25 @@ def next_image_and_upcoming(*, session, actor: User, dataset_id: uuid.UUID, mode
                             after: uuid.UUID | None = None, seed: int = 0, threshold: float = LOW_CONFIDENCE,
                             exclude: tuple[uuid.UUID, ...] = (), now: datetime | None = None,
                             lookahead: int = 3) -> tuple[uuid.UUID | None, list[uuid.UUID]]:
-    """next_image, plus the candidates after it (unreserved: the page prefetches their images)."""
+    """next_image, plus the images after it that the page prefetches: all of them reserved for this
+    page (its window), so no other labeler receives them while the browser may show them next. The
+    page's other reservations in the dataset end here."""
     now = now or utcnow()
     for _attempt in range(5):  # another page may claim a candidate between our read and our claim
         candidates = queue_ids(session=session, dataset_id=dataset_id, mode=mode, after=after, holder=holder,
                                limit=lookahead + 1, seed=seed, threshold=threshold, exclude=exclude, now=now)
         if not candidates:
+            reservations.release(session=session, dataset_id=dataset_id, holder=holder)
             return None, []
+        held = reservations.claim(session=session, dataset_id=dataset_id, image_ids=candidates, holder=holder,
+                                  now=now)
         if mode == "all":  # browsing everything: a held image is shown too (saves still check revisions)
-            if reserve(session=session, actor=actor, dataset_id=dataset_id, image_id=candidates[0], holder=holder,
-                       now=now):
-                release(session=session, actor=actor, dataset_id=dataset_id, holder=holder, keep=candidates[0])
+            reservations.release(session=session, dataset_id=dataset_id, holder=holder, keep=list(held))
             return candidates[0], candidates[1:]
-        for index, image_id in enumerate(candidates):
-            if reserve(session=session, actor=actor, dataset_id=dataset_id, image_id=image_id, holder=holder, now=now):
-                release(session=session, actor=actor, dataset_id=dataset_id, holder=holder, keep=image_id)
-                return image_id, candidates[index + 1:]
+        window = [image_id for image_id in candidates if image_id in held]
+        if window:
+            reservations.release(session=session, dataset_id=dataset_id, holder=holder, keep=window)
+            return window[0], window[1:]
         exclude = (*exclude, *candidates)
     return None, []
 
@@ -405,11 +418,11 @@ def next_image_and_upcoming(*, session, actor: User, dataset_id: uuid.UUID, mode
 def open_image(*, session, actor: User, dataset_id: uuid.UUID, image_id: uuid.UUID, holder: uuid.UUID,
                reserved: bool = False, now: datetime | None = None) -> ImageCard:
     """Show a chosen image (URL, ←/→ history): reserve it when free, release the page's others
-    (`reserved`: next_image already did)."""
+    (`reserved`: next_image already reserved the window)."""
     card = image_card(session=session, dataset_id=dataset_id, image_id=image_id)
-    if not reserved and reserve(session=session, actor=actor, dataset_id=dataset_id, image_id=image_id, holder=holder,
-                                now=now):
-        release(session=session, actor=actor, dataset_id=dataset_id, holder=holder, keep=image_id)
+    if not reserved and reservations.reserve(session=session, dataset_id=dataset_id, image_id=image_id,
+                                             holder=holder, now=now):
+        reservations.release(session=session, dataset_id=dataset_id, holder=holder, keep=[image_id])
     return card
 
 
@@ -417,37 +430,24 @@ def open_image(*, session, actor: User, dataset_id: uuid.UUID, image_id: uuid.UU
 
 
 def classes_for_labeling(*, session, dataset_id: uuid.UUID, user_id: uuid.UUID) -> list[ClassKey]:
-    """All active classes: this user's pins for this dataset first (in pin order), then by name;
-    the first ten get keys 1–9, 0."""
-    classes = session.scalars(select(ClsClass).where(ClsClass.is_active.is_(True)).order_by(ClsClass.name)).all()
-    pins = pinned_class_ids(session=session, dataset_id=dataset_id, user_id=user_id)
-    rank = {class_id: index for index, class_id in enumerate(pins)}
-    ordered = sorted(classes, key=lambda cls: (0, rank[cls.id]) if cls.id in rank else (1, 0))
-    keys = [str(n % 10) for n in range(1, KEYED_CLASSES + 1)]
-    return [
-        ClassKey(class_id=cls.id, name=cls.display_name or cls.name, color=cls.color, image_count=cls.image_count,
-                 key=keys[index] if index < KEYED_CLASSES else None, pinned=cls.id in rank)
-        for index, cls in enumerate(ordered)
-    ]
-
-
-def pinned_class_ids(*, session, dataset_id: uuid.UUID, user_id: uuid.UUID) -> list[uuid.UUID]:
-    row = session.scalar(select(ClsLabelingPin).where(ClsLabelingPin.user_id == user_id,
-                                                      ClsLabelingPin.dataset_id == dataset_id))
-    return [uuid.UUID(value) for value in row.class_ids] if row else []
+    """The dataset's label space in this user's key order (core.label_space.keyed_classes): the same
+    keys as the dataset grid and the bulk actions."""
+    return keyed_classes(session=session, dataset_id=dataset_id, user_id=user_id)
 
 
 @requires("labeler", "pinning classes")
 def set_pins(*, session, actor: User, dataset_id: uuid.UUID, class_ids: list[uuid.UUID]) -> list[uuid.UUID]:
-    """Pin up to ten classes (in key order) for the actor on one dataset."""
+    """Pin up to ten classes of the dataset's label space (in key order) for the actor on one dataset:
+    they take keys 1, 2, … wherever this user labels this dataset (grid, Labeling, bulk actions)."""
     _dataset(session, dataset_id)
     unique = list(dict.fromkeys(class_ids))
     if len(unique) > KEYED_CLASSES:
         raise InvalidInput(f"pin at most {KEYED_CLASSES} classes (keys 1–9 and 0); got {len(unique)}")
+    space = set(space_class_ids(session, dataset_id))
     known = set(session.scalars(select(ClsClass.id).where(ClsClass.id.in_(unique), ClsClass.is_active.is_(True))))
-    missing = [str(class_id) for class_id in unique if class_id not in known]
+    missing = [str(class_id) for class_id in unique if class_id not in known or class_id not in space]
     if missing:
-        raise InvalidInput(f"cannot pin unknown or inactive class(es): {', '.join(missing)}")
+        raise InvalidInput(f"cannot pin class(es) outside this dataset's classes or inactive: {', '.join(missing)}")
     row = session.scalar(select(ClsLabelingPin).where(ClsLabelingPin.user_id == actor.id,
                                                       ClsLabelingPin.dataset_id == dataset_id))
     if row is None:
@@ -577,7 +577,8 @@ def stable_url(storage, key: str, *, expires_s: int = 6 * 3600) -> str | None:
 
 __all__ = [
     "QUEUE_MODES", "RESERVATION_S", "LOW_CONFIDENCE", "ImageCard", "LabelView", "ClassKey", "Progress",
-    "ActionResult", "datasets_for_labeling", "image_card", "image_cards", "progress", "queue_ids", "queue_size", "position", "previous_id", "reserve",
-    "release", "next_image", "next_image_and_upcoming", "open_image", "classes_for_labeling", "pinned_class_ids", "set_pins", "save",
+    "ActionResult", "datasets_for_labeling", "image_card", "image_cards", "progress", "queue_ids", "queue_size",
+    "queue_held_by_others", "queue_counts", "position", "previous_id", "reserve",
+    "release", "hold_window", "next_image", "next_image_and_upcoming", "open_image", "classes_for_labeling", "pinned_class_ids", "set_pins", "save",
     "skip", "clear", "accept_review", "stable_url",
 ]

@@ -13,12 +13,13 @@ clear is refused by core with the role named.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 
-from core import labeling
+from core import labeling, reservations
 from core.errors import UserError
 from core.permissions import can_act
 from core.users import User
@@ -47,6 +48,9 @@ class LabelingState:
     message: tuple[str, str] | None = None  # (kind: info/warning/error, text)
     leave: bool = False  # Esc: the page goes back to the dataset
     upcoming: list[uuid.UUID] = field(default_factory=list)  # the queue after this image (prefetch)
+    held_at: float = 0.0  # time.monotonic() of the last claim of this page's window (shown + upcoming)
+    exhausted: bool = False  # the queue had nothing more for this page at the last look
+    beats: int = 0  # heartbeats received: the page reads the queue's counts again on each (others' moves)
 
     @property
     def image_id(self) -> uuid.UUID | None:
@@ -100,6 +104,7 @@ def _show(scope: Scope, state: LabelingState, image_id: uuid.UUID, *, record: bo
     else:  # next_image reserved it in this transaction
         state.card = _open(session, state, image_id, reserved=True)
     state.selection = list(state.card.class_ids)
+    state.held_at = time.monotonic()
     if record:
         del state.history[state.history_pos + 1:]
         state.history.append(image_id)
@@ -122,8 +127,12 @@ def _advance(scope: Scope, state: LabelingState) -> None:
             found = labeling.queue_ids(limit=4, **common)
             next_id, state.upcoming = (found[0], found[1:]) if found else (None, [])
         if next_id is not None:
+            if state.exhausted and state.message and state.message[0] == "info":
+                state.message = None
+            state.exhausted = False
             _show(scope, state, next_id, session=session)
             return
+    state.exhausted = True
     state.message = ("info", f"No more images in the {state.mode.replace('_', ' ')} queue.")
     if state.card is not None:
         refresh(scope, state)
@@ -164,6 +173,51 @@ def set_mode(scope: Scope, state: LabelingState, mode: str) -> None:
     _advance(scope, state)
 
 
+def end(scope: Scope, state: LabelingState) -> None:
+    """The page is left (Esc, another page, the tab closing): its reservations end now."""
+    if _reserves(state):
+        with scope() as session:
+            labeling.release(session=session, actor=state.actor, dataset_id=state.dataset_id, holder=state.holder)
+    state.held_at = 0.0
+
+
+def hold(scope: Scope, state: LabelingState) -> bool:
+    """Claim this page's window again (shown image + upcoming) after its lease may have run out (an
+    idle tab, a return to the page). False when another labeler took the shown image meanwhile: the
+    page then moves on to its next image, with a message."""
+    if state.card is None or state.mode == "all" or not _reserves(state):
+        return True
+    window = [state.card.image_id, *[i for i in state.upcoming if i != state.card.image_id]]
+    with scope() as session:
+        held = labeling.hold_window(session=session, actor=state.actor, dataset_id=state.dataset_id,
+                                    image_ids=window, holder=state.holder)
+    state.held_at = time.monotonic()
+    state.upcoming = [i for i in state.upcoming if i in held]
+    if state.card.image_id in held:
+        return True
+    state.message = ("warning", "Another labeler took this image while this page was idle; here is your next one.")
+    _advance(scope, state)
+    return False
+
+
+def keep_alive(scope: Scope, state: LabelingState, *, idle_ms: float | None) -> None:
+    """The page's heartbeat. While the labeler is active it keeps the window reserved; an idle page
+    lets its leases run out (core.reservations). With nothing shown it looks again: images other
+    labelers held come back when their pages move on, close or go idle."""
+    state.beats += 1
+    if idle_ms is not None and idle_ms > reservations.IDLE_S * 1000:
+        return
+    if state.card is None or state.exhausted:
+        if state.mode != "all":
+            _advance(scope, state)
+        return
+    hold(scope, state)
+
+
+def _lease_may_have_lapsed(state: LabelingState) -> bool:
+    return time.monotonic() - state.held_at > reservations.LEASE_S * 0.5
+
+
 def pick(state: LabelingState, class_id: uuid.UUID) -> None:
     """A number key or a click: single-label replaces the pick, multi-label toggles it."""
     if not state.multi:
@@ -200,9 +254,7 @@ def apply_key(scope: Scope, state: LabelingState, key: str, classes: list[labeli
     """Apply one key; False stops the rest of the batch (an error or a conflict to look at)."""
     if key == "escape":
         state.leave = True
-        if _reserves(state):
-            with scope() as session:  # leaving: the image shown goes back to the queue for the others now
-                labeling.release(session=session, actor=state.actor, dataset_id=state.dataset_id, holder=state.holder)
+        end(scope, state)  # leaving: the images shown and prefetched go back to the queue for the others now
         return False
     if key == "r":
         set_mode(scope, state, state.return_mode if state.mode == "review" else "review")
@@ -255,11 +307,20 @@ def apply_keys(scope: Scope, state: LabelingState, *, batch: dict, classes: list
     if seq <= state.acks.get(load, 0):  # each page load numbers its batches 1, 2, …: a resend
         return 0
     state.acks[load] = seq
-    state.message = None
     keys = [str(k) for k in batch.get("keys", [])]
+    if batch.get("leave"):  # the tab is closing or navigating away
+        end(scope, state)
+        return 0
+    if not keys:  # a heartbeat
+        keep_alive(scope, state, idle_ms=batch.get("idle_ms"))
+        return 0
+    state.message = None
     shown = batch.get("image_id")
     if shown and state.image_id and shown != str(state.image_id):
         state.message = ("warning", f"{len(keys)} key(s) ignored: they were typed for another image.")
+        return 0
+    if _lease_may_have_lapsed(state) and not hold(scope, state):
+        state.message = (state.message[0], f"{state.message[1]} ({len(keys)} key(s) typed on it were not applied.)")
         return 0
     images = list(batch.get("images") or [])  # the image each key was typed on, where the browser knew it
     applied = 0

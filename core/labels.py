@@ -6,12 +6,17 @@ Counts, kept exact in the same transaction as the change that moves them:
 - `cls_datasets.class_count`: distinct classes used by the dataset's labels.
 - `cls_classes.image_count`: distinct images carrying the class in any dataset (an image labeled
   "cat" in two datasets counts once).
+- `cls_dataset_classes.image_count`: images of the dataset carrying the class (its label space).
 
 Locking: every writer takes row locks in one order — the `cls_datasets` row, then the
 `cls_dataset_images` rows (by image id), then the `cls_classes` rows (by id) — so two labelers never
-interleave on one image and a count delta is computed under the locks that make it exact. Postgres:
-`SELECT … FOR [NO KEY] UPDATE`. SQLite ignores FOR UPDATE; there the dataset "lock" is a no-op UPDATE
-issued before any read, which takes SQLite's single write lock for the whole transaction.
+interleave on one image and a count delta is computed under the locks that make it exact. The
+dataset's lock is an UPDATE bumping its revision (see lock_dataset); the others are
+`SELECT … FOR [NO KEY] UPDATE` (SQLite ignores FOR UPDATE: there the dataset's UPDATE, issued before
+any read, takes the database's single write lock for the whole transaction).
+
+Every class a label uses is in the dataset's label space (core.label_space): the one write path adds
+a class it lacks.
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ from datetime import UTC, datetime
 from sqlalchemy import delete, distinct, exists, func, select, update
 from sqlalchemy.orm import Session
 
+from core import label_space
 from core.errors import Conflict, InvalidInput, NotFound
+from core.label_space import _include_classes
 from core.models import ClsClass, ClsDataset, ClsDatasetImage, ClsLabel, ClsLabelChange
 from core.permissions import audit, requires
 from core.users import User
@@ -35,21 +42,20 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _is_sqlite(session: Session) -> bool:
-    return session.get_bind().dialect.name == "sqlite"
-
-
 # ---------------------------------------------------------------- locks and counts
 
 
 def lock_dataset(session: Session, dataset_id: uuid.UUID) -> ClsDataset:
-    """Take the dataset's row lock (first in the lock order) and return the fresh row."""
-    if _is_sqlite(session):
-        session.execute(update(ClsDataset).where(ClsDataset.id == dataset_id)
-                        .values(version=ClsDataset.version))
+    """Take the dataset's write lock (first in the lock order) and return the fresh row.
+
+    The lock is an UPDATE that bumps the dataset's revision: every write to a dataset takes this lock,
+    so the revision moves in the write's own transaction and pages that key their caches on it never
+    show numbers older than a committed write. (Postgres: the UPDATE holds the row as FOR NO KEY
+    UPDATE would; SQLite: it takes the database's single write lock before any read.)"""
+    session.execute(update(ClsDataset).where(ClsDataset.id == dataset_id)
+                    .values(revision=ClsDataset.revision + 1).execution_options(synchronize_session=False))
     dataset = session.scalars(
-        select(ClsDataset).where(ClsDataset.id == dataset_id)
-        .with_for_update(key_share=True).execution_options(populate_existing=True)
+        select(ClsDataset).where(ClsDataset.id == dataset_id).execution_options(populate_existing=True)
     ).one_or_none()
     if dataset is None:
         raise NotFound(f"dataset {dataset_id} does not exist")
@@ -93,6 +99,7 @@ def _recount_dataset_counts(session: Session, dataset_id: uuid.UUID) -> None:
     ).one()
     session.execute(update(ClsDataset).where(ClsDataset.id == dataset_id).values(
         image_count=image_count, labeled_image_count=labeled or 0, class_count=classes or 0))
+    label_space._recount(session, dataset_id)
 
 
 def _recount_class_counts(session: Session, class_ids: Iterable[uuid.UUID] | None = None) -> None:
@@ -120,6 +127,7 @@ def _adjust_counts_for_image(session: Session, *, dataset_id: uuid.UUID, image_i
     it gains or loses this image when the image has it in no *other* dataset.
     """
     class_delta = 0
+    label_space._move_counts(session, dataset_id, {**{c: 1 for c in added}, **{c: -1 for c in removed}})
     for class_id, sign in [(c, 1) for c in added] + [(c, -1) for c in removed]:
         in_other_images, in_other_datasets = session.execute(select(
             exists().where(ClsLabel.dataset_id == dataset_id, ClsLabel.class_id == class_id,
@@ -190,6 +198,8 @@ def _write_label_set(session: Session, *, dataset: ClsDataset, link: ClsDatasetI
             # overwrites a label a person set
             row.user_id, row.confidence = user_id, confidence
             row.is_ai_generated, row.ai_model = is_ai_generated, ai_model
+    if added:
+        _include_classes(session, dataset.id, sorted(added, key=str), user_id=user_id)
     for class_id in sorted(added, key=str):
         session.add(ClsLabel(dataset_id=dataset.id, image_id=link.image_id, class_id=class_id, user_id=user_id,
                              confidence=confidence, is_ai_generated=is_ai_generated, ai_model=ai_model))
@@ -348,6 +358,8 @@ def _write_label_sets(session: Session, *, dataset: ClsDataset, links: dict, cur
     """`_write_label_set` for many images at once, in a few set-based statements per 1,000 images
     (an import labels thousands of images per call). Counts are the caller's (a recount)."""
     now = _now()
+    _include_classes(session, dataset.id, sorted({c for i in changed for c in plans[i] - current[i]}, key=str),
+                    user_id=user_id)
     for start in range(0, len(changed), 1000):
         chunk = changed[start:start + 1000]
         removals: dict = {}
@@ -436,6 +448,7 @@ def _apply_label_deltas(session: Session, *, dataset_id: uuid.UUID, before: dict
     touched = set(added) | set(removed)
     lock_classes(session, touched)
     session.flush()
+    label_space._move_counts(session, dataset_id, {c: len(added.get(c, ())) - len(removed.get(c, ())) for c in touched})
     for class_id in sorted(touched, key=str):
         delta = 0
         for image_ids, sign in ((added.get(class_id, []), 1), (removed.get(class_id, []), -1)):
@@ -544,4 +557,4 @@ def count_mismatches(*, session: Session) -> list[str]:
     for row in session.execute(select(ClsClass.id, ClsClass.name, ClsClass.image_count)).all():
         if row.image_count != per_class.get(row.id, 0):
             problems.append(f"class {row.name!r}: stored {row.image_count} images, actual {per_class.get(row.id, 0)}")
-    return problems
+    return problems + label_space.count_mismatches(session)

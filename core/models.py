@@ -206,6 +206,34 @@ class ClsDataset(TimestampMixin, Base):
         server_default=text("""'{"image_size": 224, "normalize": true}'"""),
     )
     version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # Beyond the plan: bumped in the transaction of every write to the dataset (its images, labels,
+    # splits, label space), by taking its write lock (core.labels.lock_dataset); pages include it in
+    # what they cache for the dataset, so no screen shows numbers older than the last write.
+    revision: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+
+class ClsDatasetClass(Base):
+    """Beyond the plan: a dataset's label space, its ordered list of classes (DESIGN.md). The order
+    gives the number keys (after a user's pins), the training class mapping and the export's columns;
+    every class a label of the dataset uses is in it (core.label_space)."""
+
+    __tablename__ = "cls_dataset_classes"
+    __table_args__ = (
+        UniqueConstraint("dataset_id", "class_id", name="uq_cls_dataset_classes_dataset_class"),
+        # deleting or merging a class finds the spaces that hold it
+        Index("idx_cls_dataset_classes_class", "class_id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    dataset_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("cls_datasets.id", ondelete="CASCADE"))
+    class_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("cls_classes.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    # images of this dataset carrying the class: kept exact by the label write path (core/labels.py)
+    image_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    user_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)  # who added it (None: an import or the migration)
+    added_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, server_default=text("CURRENT_TIMESTAMP")
+    )
 
 
 class ClsDatasetImage(Base):
@@ -221,6 +249,8 @@ class ClsDatasetImage(Base):
         # The labeling queue walks (dataset, [status,] added_at, image_id) in order from a cursor.
         Index("idx_cls_dataset_images_queue", "dataset_id", "status", "added_at", "image_id"),
         Index("idx_cls_dataset_images_order", "dataset_id", "added_at", "image_id"),
+        # Beyond the plan: "how many of the queue do other labelers hold now" reads only live leases.
+        Index("idx_cls_dataset_images_reserved", "dataset_id", "reserved_until"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)

@@ -1,6 +1,8 @@
 """Trained models: the registry rows a training run leaves behind, and what a user does with them:
-list, show, set default (one per user and model type: a partial unique index), activate/deactivate,
-rename, delete with files, export ONNX after the fact."""
+list, show, set default (one per user and model type: a partial unique index; the first completed model
+of a group becomes its default, later changes are explicit), activate/deactivate, rename, delete with
+files, export ONNX after the fact. Top-k accuracy is reported only where k is below the number of
+classes (`top5_or_none`): with 5 classes or fewer it is always 100 %."""
 
 from __future__ import annotations
 
@@ -72,7 +74,25 @@ def create_model_row(*, session: Session, actor: User, model_id: uuid.UUID, run_
     )
     session.add(row)
     session.flush()
+    _default_if_first(session, row)
     return row
+
+
+def _default_if_first(session: Session, row: ClsTrainedModel) -> None:
+    """The first completed model of its (user, model type) becomes that group's default, so `predict
+    --model default` works after the first training; later models change the default only when a
+    person sets it. A concurrent first model losing the race (the unique index) just stays non-default."""
+    owner = ClsTrainedModel.user_id.is_(None) if row.user_id is None else ClsTrainedModel.user_id == row.user_id
+    if session.scalar(select(ClsTrainedModel.id).where(owner, ClsTrainedModel.model_type == row.model_type,
+                                                       ClsTrainedModel.is_default.is_(True)).limit(1)):
+        return
+    try:
+        with session.begin_nested():
+            session.execute(update(ClsTrainedModel).where(ClsTrainedModel.id == row.id).values(is_default=True)
+                            .execution_options(synchronize_session=False))
+    except IntegrityError:
+        return
+    session.refresh(row)
 
 
 @requires("admin", "setting the default model")
@@ -192,12 +212,17 @@ def _sample_keys(session: Session, storage, row: ClsTrainedModel, limit: int = 8
     return [line["key"] for line in lines if line["split"] in ("val", "test")][:limit]
 
 
+def top5_or_none(value: float | None, num_classes: int | None) -> float | None:
+    """Top-5 accuracy only where 5 is below the number of classes (else it says nothing: None)."""
+    return value if num_classes and num_classes > 5 else None
+
+
 def model_summary(row: ClsTrainedModel, *, full: bool = False) -> dict[str, Any]:
     summary = {
         "id": str(row.id), "name": row.name, "model_type": row.model_type, "model_size": row.model_size,
         "timm_name": row.timm_name, "task_type": row.task_type, "num_classes": row.num_classes,
-        "accuracy": row.accuracy, "f1_score": row.f1_score, "top5_accuracy": row.top5_accuracy,
-        "is_active": row.is_active, "is_default": row.is_default, "created_at": row.created_at,
+        "accuracy": row.accuracy, "f1_score": row.f1_score,
+        "top5_accuracy": top5_or_none(row.top5_accuracy, row.num_classes), "is_active": row.is_active, "is_default": row.is_default, "created_at": row.created_at,
         "training_run_id": str(row.training_run_id) if row.training_run_id else None,
         "files": {"checkpoint": row.checkpoint_url, "onnx": row.onnx_url, "torchscript": row.torchscript_url,
                   "predictions": row.predictions_key},

@@ -232,6 +232,10 @@ def run_source_import(*, actor: User, kind: str, request: BaseModel | dict, prog
             class_ids[label] = get_or_create_class(session=session, actor=actor, name=label).id
             if existed is None:
                 summary.classes_created.append(label.strip())
+        if dataset and class_ids:
+            from core.label_space import _fill_from_import
+
+            _fill_from_import(session, dataset[0], [class_ids[label] for label in sorted(class_ids)], user_id=actor.id)
 
     def loader(key: str) -> Callable[[], bytes]:
         return lambda: storage.get(key)

@@ -173,22 +173,28 @@ class _Unit:
     split: str | None = None
 
 
-def _build_units(labeled: list[ImageFacts], groups: list[set[uuid.UUID]], keep: set[str]) -> tuple[list[_Unit], int]:
-    """Units of labeled images; a unit with a member in a kept split stays there (the split holding
-    most of its kept members). Returns the units and how many kept images had to move."""
+def _build_units(labeled: list[ImageFacts], groups: list[set[uuid.UUID]], keep: set[str]) -> list[_Unit]:
+    """Units of labeled images. An image in a kept split never moves: it is a unit of its own, fixed
+    where it is. The other members of a duplicate group move as one unit; when the group has kept
+    members they join the split holding most of them (a new copy goes where its duplicates are).
+    Groups whose kept members already straddle splits stay so: they are reported, not moved
+    (core.split_checks offers the explicit join)."""
     group_of = {image_id: n for n, group in enumerate(groups) for image_id in group}
     members: dict[Any, list[ImageFacts]] = defaultdict(list)
     for fact in labeled:
         members[group_of.get(fact.image_id, fact.image_id)].append(fact)
-    units, moved = [], 0
+    units = []
     for facts in members.values():
-        kept = Counter(fact.split for fact in facts if fact.split in keep)
-        fixed = max(sorted(kept), key=lambda s: kept[s]) if kept else None
-        moved += sum(count for split, count in kept.items() if split != fixed)
-        units.append(_Unit(image_ids=[f.image_id for f in facts],
-                           class_ids={c for f in facts for c in f.class_ids}, fixed=fixed))
+        kept = [fact for fact in facts if fact.split in keep]
+        free = [fact for fact in facts if fact.split not in keep]
+        units += [_Unit(image_ids=[fact.image_id], class_ids=set(fact.class_ids), fixed=fact.split) for fact in kept]
+        if free:
+            counts = Counter(fact.split for fact in kept)
+            join = max(sorted(counts), key=lambda s: counts[s]) if counts else None
+            units.append(_Unit(image_ids=[f.image_id for f in free], class_ids={c for f in free for c in f.class_ids},
+                               fixed=join))
     units.sort(key=lambda unit: str(min(unit.image_ids, key=str)))
-    return units, moved
+    return units
 
 
 def _unit_counts(n: int, weights: dict[str, float]) -> dict[str, int]:
@@ -315,12 +321,11 @@ def _split_units(units: list[_Unit], ratios: dict[str, float], seed: int, min_pe
 
 
 def _write_splits(session: Session, dataset_id: uuid.UUID, current: dict[uuid.UUID, str],
-                  units: list[_Unit]) -> int:
+                  planned: dict[uuid.UUID, str]) -> int:
     by_split: dict[str, list[uuid.UUID]] = defaultdict(list)
-    for unit in units:
-        for image_id in unit.image_ids:
-            if current.get(image_id) != unit.split:
-                by_split[unit.split].append(image_id)
+    for image_id, split in planned.items():
+        if current.get(image_id) != split:
+            by_split[split].append(image_id)
     for split, image_ids in by_split.items():
         for start in range(0, len(image_ids), UPDATE_CHUNK):
             session.execute(
@@ -332,27 +337,40 @@ def _write_splits(session: Session, dataset_id: uuid.UUID, current: dict[uuid.UU
     return sum(len(ids) for ids in by_split.values())
 
 
-def _run(session: Session, dataset: ClsDataset, *, ratios: dict[str, float], seed: int, keep: set[str],
-         min_per_class: int, threshold: int, storage) -> dict[str, Any]:
+def _plan(session: Session, dataset: ClsDataset, *, ratios: dict[str, float], seed: int, keep: set[str],
+          min_per_class: int, threshold: int, storage) -> tuple[dict[str, Any], dict, dict]:
+    """Decide every labeled image's split, writing nothing: (summary, {image id: split} planned,
+    {image id: split} now). `changed` counts the images whose split the plan moves."""
+    from core.split_checks import straddling_report
+
     facts = dataset_image_facts(session, dataset.id)
     labeled = [fact for fact in facts if fact.class_ids]
     groups = duplicate_groups(labeled, threshold, session=session, storage=storage)
-    units, moved_kept = _build_units(labeled, groups, keep)
+    units = _build_units(labeled, groups, keep)
     unmet = _split_units(units, ratios, seed, min_per_class)
-    changed = _write_splits(session, dataset.id, {f.image_id: f.split for f in facts}, units)
-    assigned = Counter()
-    for unit in units:
-        assigned[unit.split] += len(unit.image_ids)
+    current = {f.image_id: f.split for f in facts}
+    planned = {image_id: unit.split for unit in units for image_id in unit.image_ids}
+    assigned = Counter(planned.values())
     names = dict(session.execute(select(ClsClass.id, ClsClass.name)).tuples().all())
     for item in unmet:
         item["class"] = names.get(uuid.UUID(item["class_id"]), item["class_id"])
     return {
         "dataset_id": str(dataset.id), "ratios": ratios, "seed": seed, "labeled": len(labeled),
-        "assigned": {s: assigned.get(s, 0) for s in SPLIT_NAMES}, "changed": changed,
+        "assigned": {s: assigned.get(s, 0) for s in SPLIT_NAMES},
+        "changed": sum(1 for image_id, split in planned.items() if current.get(image_id) != split),
         "kept": sum(len(u.image_ids) for u in units if u.fixed),
-        "moved_to_join_duplicates": moved_kept, "duplicate_groups": len(groups), "near_duplicate_threshold": threshold,
+        "duplicate_groups": len(groups), "near_duplicate_threshold": threshold,
+        "straddling_duplicates": straddling_report(labeled, groups, planned),
         "unlabeled_untouched": len(facts) - len(labeled), "unmet_minimums": unmet,
-    }
+    }, planned, current
+
+
+def _apply(session: Session, dataset: ClsDataset, planned: dict, current: dict) -> None:
+    """Write a plan (the dataset's write lock and revision only around the writes)."""
+    from core.labels import lock_dataset
+
+    lock_dataset(session, dataset.id)
+    _write_splits(session, dataset.id, current, planned)
 
 
 @requires("admin", "splitting a dataset")
@@ -372,27 +390,46 @@ def auto_split(*, session: Session, actor: User, dataset_id: uuid.UUID, ratios: 
     threshold = resolve_threshold(near_duplicate_threshold)
     normalized = normalize_ratios(ratios if ratios is not None else dataset.split_ratios)
     keep = {"val", "test"} if keep_existing_val_test else set()
-    return _run(session, dataset, ratios=normalized, seed=seed, keep=keep, min_per_class=min_per_class,
-                threshold=threshold, storage=storage)
+    summary, planned, current = _plan(session, dataset, ratios=normalized, seed=seed, keep=keep,
+                                      min_per_class=min_per_class, threshold=threshold, storage=storage)
+    _apply(session, dataset, planned, current)
+    return summary
 
 
 @requires("admin", "splitting a dataset")
 def assign_unassigned(*, session: Session, actor: User, dataset_id: uuid.UUID, seed: int = 0,
                       storage=None) -> dict[str, Any]:
     """Give the labeled images that have no split one, by the dataset's ratios and stratified,
-    leaving every assigned image where it is (a new image joins the split of its near duplicates)."""
+    leaving every assigned image where it is, whoever assigned it (a person, an archive's folders, an
+    earlier split): a new image joins the split of its duplicates."""
     dataset = get_dataset(session, dataset_id)
-    return _run(session, dataset, ratios=normalize_ratios(dataset.split_ratios), seed=seed,
-                keep=set(SPLIT_NAMES), min_per_class=0, threshold=resolve_threshold(None), storage=storage)
+    summary, planned, current = _unassigned(session, dataset, seed, storage)
+    _apply(session, dataset, planned, current)
+    return summary
+
+
+def plan_unassigned(*, session: Session, dataset_id: uuid.UUID, storage=None) -> tuple[dict[str, Any], dict]:
+    """What assign_unassigned would do, written nowhere: (summary, {image id: split} of every labeled
+    image), for the warnings shown before a version is made."""
+    summary, planned, _current = _unassigned(session, get_dataset(session, dataset_id), 0, storage)
+    return summary, planned
+
+
+def _unassigned(session: Session, dataset: ClsDataset, seed: int, storage):
+    return _plan(session, dataset, ratios=normalize_ratios(dataset.split_ratios), seed=seed, keep=set(SPLIT_NAMES),
+                 min_per_class=0, threshold=resolve_threshold(None), storage=storage)
 
 
 @requires("admin", "setting splits")
 def assign_split(*, session: Session, actor: User, dataset_id: uuid.UUID, image_ids: list[uuid.UUID],
                  split: str) -> int:
     """Put the given images of the dataset in one split (or 'unassigned'); returns how many."""
+    from core.labels import lock_dataset
+
     get_dataset(session, dataset_id)
     if split not in SPLITS:
         raise InvalidInput(f"unknown split {split!r}; one of {', '.join(SPLITS)}")
+    lock_dataset(session, dataset_id)
     wanted = set(image_ids)
     if not wanted:
         raise InvalidInput("no images given")

@@ -32,3 +32,8 @@ def workspace_stats(*, session: Session) -> dict[str, float | int]:
         "active_runs": active_runs,
         "models": models,
     }
+
+
+def library_size(*, session: Session) -> int:
+    """How many images the library holds now (pages read it on every run: it is a number on screen)."""
+    return session.scalar(select(func.count()).select_from(ClsImage)) or 0

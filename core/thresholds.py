@@ -32,6 +32,10 @@ GRID = np.round(np.linspace(0.0, 1.0, 101), 2)
 DEFAULT_TARGET_ACCURACY = 0.9
 """Accuracy on answered images the suggested abstain threshold keeps (single-label)."""
 
+MIN_ANSWERED_SHARE = 0.1
+"""A suggested abstain threshold answers at least this share of the images: one that keeps its target
+by answering a handful (or none) says nothing about the model, so none is suggested then, with why."""
+
 
 @dataclass
 class SplitPredictions:
@@ -180,15 +184,36 @@ def explorer(predictions: SplitPredictions, class_names: list[str], *,
         curves = multi_label_curves(predictions.probs, predictions.targets)
         optimal = f1_optimal_thresholds(predictions.probs, predictions.targets)
         pairs = list(zip(class_names, optimal, strict=True))
-        suggested = {"per_class": {name: (0.5 if t is None else round(t, 4)) for name, t in pairs}}
+        # rounded down to the slider's 0.01: a class then fires on at least the images it fired on at t
+        suggested = {"per_class": {name: (0.5 if t is None else math.floor(t * 100) / 100) for name, t in pairs}}
         untuned = [name for name, t in pairs if t is None]
     else:
         curves = single_label_curves(predictions.probs, predictions.targets)
-        threshold = abstain_threshold(predictions.probs, predictions.targets, target_accuracy)
-        suggested = {"abstain": None if threshold is None else round(threshold, 4)}
+        threshold, reason = suggest_abstain(curves, target_accuracy)
+        suggested = {"abstain": threshold, **({"reason": reason} if reason else {})}
         untuned = []
     return {"grid": GRID, "curves": curves, "suggested": suggested, "untuned_classes": untuned,
             "images": len(predictions.image_ids), "split": predictions.split}
+
+
+def suggest_abstain(curves: dict[str, np.ndarray], target_accuracy: float) -> tuple[float | None, str | None]:
+    """The lowest threshold of the explorer's grid (what its slider can choose) whose answered images are
+    at least `target_accuracy` right while it answers at least MIN_ANSWERED_SHARE of them; else None and
+    why, with the best the model does reach at that coverage."""
+    if not 0 < target_accuracy <= 1:
+        raise InvalidInput(f"target accuracy must be above 0 and at most 1, not {target_accuracy}")
+    coverage, accuracy = curves["coverage"], np.nan_to_num(curves["accuracy"], nan=-1.0)
+    enough = coverage >= MIN_ANSWERED_SHARE - 1e-12
+    good = np.flatnonzero(enough & (accuracy >= target_accuracy - 1e-12))
+    if len(good):
+        return float(GRID[good[0]]), None
+    if not enough.any():
+        return None, "the model answers no image at any threshold"
+    best = int(np.argmax(np.where(enough, accuracy, -1.0)))
+    return None, (f"no threshold keeps {target_accuracy:.0%} of the answered images right while answering at least "
+                  f"{MIN_ANSWERED_SHARE:.0%} of them: the best is {accuracy[best]:.0%} right at threshold "
+                  f"{GRID[best]:.2f} ({coverage[best]:.0%} answered). Lower the target, or improve the model "
+                  "(more images, more epochs).")
 
 
 def scores_at(predictions: SplitPredictions, class_names: list[str], thresholds: dict[str, Any]) -> list[dict]:

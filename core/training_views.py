@@ -15,8 +15,10 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from core.errors import NotFound
+from core.ml import FINISHING_MESSAGE
 from core.models import ClsDataset, ClsDatasetVersion, ClsImage, ClsJob, ClsTrainedModel, ClsTrainingRun
 from core.permissions import requires
+from core.registry import top5_or_none
 from core.users import User
 
 ACTIVE_RUN_STATUSES = ("pending", "preparing", "queued", "training")
@@ -53,6 +55,8 @@ class RunFilters:
 # core.training reports batches as "epoch e/E · batch b/B" with progress counted over the whole run;
 # other steps (downloading images, saving) report their own counts, which say nothing about epochs.
 BATCH_MESSAGE = re.compile(r"epoch (\d+)/(\d+) · batch (\d+)/(\d+)")
+FINISHING_PHASES = (FINISHING_MESSAGE, "saving the model")
+"""Job messages after the last epoch (core.ml.pipeline, core.training): the run's "finishing" phase."""
 
 
 def _progress(run: ClsTrainingRun, job: ClsJob | None, now: datetime) -> dict[str, Any]:
@@ -74,8 +78,10 @@ def _progress(run: ClsTrainingRun, job: ClsJob | None, now: datetime) -> dict[st
     eta = None
     if run.status in ACTIVE_RUN_STATUSES and elapsed and 0.0 < fraction < 1.0:
         eta = elapsed * (1.0 - fraction) / fraction
+    finishing = run.status == "training" and message in FINISHING_PHASES
     return {"epoch": epoch, "epochs_done": run.current_epoch, "total_epochs": total_epochs, "batch": batch_done, "batches": batch_total,
-            "fraction": fraction, "elapsed_s": elapsed, "eta_s": eta, "message": message}
+            "fraction": fraction, "elapsed_s": elapsed, "eta_s": eta, "message": message,
+            "phase": "finishing" if finishing else run.status}
 
 
 def _run_row(run: ClsTrainingRun, dataset_name: str | None, version_number: int | None, job: ClsJob | None,
@@ -85,7 +91,8 @@ def _run_row(run: ClsTrainingRun, dataset_name: str | None, version_number: int 
         "model_type": run.model_type, "model_size": run.model_size, "task_type": run.task_type,
         "num_classes": run.num_classes, "dataset_id": run.dataset_id, "dataset": dataset_name,
         "dataset_version_id": run.dataset_version_id, "version_number": version_number,
-        "best_accuracy": run.best_accuracy, "best_f1": run.best_f1, "best_top5_accuracy": run.best_top5_accuracy,
+        "best_accuracy": run.best_accuracy, "best_f1": run.best_f1,
+        "best_top5_accuracy": top5_or_none(run.best_top5_accuracy, run.num_classes),
         "best_epoch": run.best_epoch, "created_at": _aware(run.created_at), "started_at": _aware(run.started_at),
         "completed_at": _aware(run.completed_at), "error_message": run.error_message, "job_id": run.job_id,
         "has_checkpoint": bool(run.checkpoint_key),
@@ -173,7 +180,8 @@ def _model_row(model: ClsTrainedModel, run_name: str | None, dataset_name: str |
         "id": model.id, "name": model.name, "description": model.description, "model_type": model.model_type,
         "model_size": model.model_size, "timm_name": model.timm_name, "task_type": model.task_type,
         "num_classes": model.num_classes, "class_names": list(model.class_names or []),
-        "accuracy": model.accuracy, "f1_score": model.f1_score, "top5_accuracy": model.top5_accuracy,
+        "accuracy": model.accuracy, "f1_score": model.f1_score,
+        "top5_accuracy": top5_or_none(model.top5_accuracy, model.num_classes),
         "precision_macro": model.precision_macro, "recall_macro": model.recall_macro,
         "is_active": model.is_active, "is_default": model.is_default, "created_at": _aware(model.created_at),
         "training_run_id": model.training_run_id, "run_name": run_name, "dataset": dataset_name,

@@ -1,6 +1,6 @@
 """Dataset versions: immutable snapshots of a dataset's labeled images for training.
 
-A version freezes the class mapping (class id → index, classes in name order), the split and the
+A version freezes the class mapping (class id → index, in the dataset's label-space order), the split and the
 labels of every labeled image into a manifest in storage, `versions/<version_id>/manifest.jsonl`, one
 JSON object per image:
 
@@ -11,8 +11,10 @@ The cls_dataset_versions row holds the mapping, names, counts, image ids per spl
 SHA-256 (read_manifest verifies it). Later label edits never change an existing version.
 
 Labeled images with no split when a version is created are first given one by the dataset's ratios
-(stratified, `splits.assign_unassigned`), leaving every assigned image where it is: a version always
-covers every labeled image, and that assignment is visible in the dataset afterwards.
+(stratified, `splits.assign_unassigned`), leaving every assigned image where it is, whoever assigned
+it (a person, an archive's train/valid/test folders): a version always covers every labeled image and
+never moves one. What would hurt training (classes without val or test images, near duplicates
+across splits) is reported before a version is made (core.split_checks.version_warnings).
 """
 
 from __future__ import annotations
@@ -40,14 +42,26 @@ def manifest_key(version_id: uuid.UUID) -> str:
 
 
 def _lock_dataset(session: Session, dataset_id: uuid.UUID):
-    """Row lock on Postgres so two version creations of one dataset take numbers one after the other
-    (the unique (dataset_id, version_number) constraint backs this up)."""
-    from core.models import ClsDataset
+    """The dataset's write lock (core.labels.lock_dataset), so two version creations of one dataset
+    take numbers one after the other (the unique (dataset_id, version_number) constraint backs this
+    up) and pages see the new version (the lock bumps the dataset's revision)."""
+    from core.labels import lock_dataset
 
-    dataset = session.scalar(select(ClsDataset).where(ClsDataset.id == dataset_id).with_for_update())
-    if dataset is None:
-        raise NotFound(f"no dataset {dataset_id}")
-    return dataset
+    try:
+        return lock_dataset(session, dataset_id)
+    except NotFound:
+        raise NotFound(f"no dataset {dataset_id}") from None
+
+
+def class_order(session: Session, dataset_id: uuid.UUID, used: set[uuid.UUID]) -> list[ClsClass]:
+    """The version's classes: those labeled images use, in the dataset's label-space order (a class of
+    the space with no labeled image is left out: a model cannot learn it)."""
+    from core.label_space import space_class_ids
+
+    rows = {row.id: row for row in session.scalars(select(ClsClass).where(ClsClass.id.in_(used)))}
+    order = [class_id for class_id in space_class_ids(session, dataset_id) if class_id in rows]
+    stray = sorted((rows[c] for c in rows if c not in set(order)), key=lambda row: (row.name, str(row.id)))
+    return [rows[class_id] for class_id in order] + stray
 
 
 @requires("admin", "creating a dataset version")
@@ -72,9 +86,7 @@ def create_version(*, session: Session, actor: User, storage, dataset_id: uuid.U
     if unsplit:  # assign_unassigned gives every labeled image a split; this guards the contract
         raise Conflict(f"{len(unsplit)} labeled image(s) have no split; run split first")
 
-    class_rows = session.scalars(select(ClsClass).where(
-        ClsClass.id.in_({c for fact in labeled for c in fact.class_ids}))).all()
-    ordered = sorted(class_rows, key=lambda row: (row.name, str(row.id)))
+    ordered = class_order(session, dataset_id, {c for fact in labeled for c in fact.class_ids})
     mapping = {row.id: index for index, row in enumerate(ordered)}
     class_names = [row.name for row in ordered]
 

@@ -185,6 +185,8 @@ def merge_section(classes: list[dict]) -> None:
 
 def render() -> None:
     st.title("Classes")
+    st.caption("The workspace's classes. A dataset labels with its own ordered list of them (its keys 1–0): "
+               "add a class to a dataset on that dataset's Settings tab; imports add theirs.")
     if toast := st.session_state.pop("cls_toast", None):
         st.toast(toast)
     classes = _classes()

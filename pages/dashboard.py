@@ -1,17 +1,81 @@
-"""Dashboard: workspace counts and the recent background jobs with their progress."""
+"""Dashboard: workspace counts, the next step (on a fresh install: import images or load the demo
+data with one click, admins only), and the recent background jobs with their progress."""
 
 import streamlit as st
 
 from core.db import session_scope
 from core.jobs import list_jobs, reap_stale_jobs
+from core.permissions import can_act
 from core.stats import workspace_stats
-from pages.ui import job_progress
+from pages.freshness import rerun_app
+from pages.ui import current_user, job_progress, run_action, watch_jobs
+
+DEMO_JOB = "dashboard_demo_job"
+
+user = current_user()
+admin = can_act(user, "admin")
 
 st.title("Dashboard")
 st.caption("Your workspace at a glance: images, classes, datasets, labeling progress, training and models.")
 
 with session_scope() as session:
     stats = workspace_stats(session=session)
+
+
+def start_demo() -> None:
+    from core.demo import start_demo as start
+
+    job_id = run_action(lambda: start(actor=user))
+    if job_id is not None:
+        st.session_state[DEMO_JOB] = job_id
+
+
+def next_step() -> None:
+    """What to do next, from what the workspace holds: one line and the page (or button) for it."""
+    if not stats["images"]:
+        with st.container(border=True):
+            st.subheader("Get started")
+            st.write("The workspace is empty. Bring images in, or look around with demo data first: drawn product "
+                     "packshots, cutouts and shelf photos, and a labeled dataset of four product categories.")
+            cols = st.columns(2)
+            cols[0].page_link("pages/images.py", label="Import your images (Images → Import)",
+                              icon=":material/upload:")
+            if admin:
+                cols[1].button("Load the demo data", type="primary", icon=":material/auto_awesome:",
+                               on_click=start_demo, disabled=DEMO_JOB in st.session_state,
+                               help="The same as `python -m core demo`: runs as a background job.")
+            else:
+                cols[1].caption("An admin can load demo data here (or run `python -m core demo`).")
+        if DEMO_JOB in st.session_state:
+            def finished(_jobs):
+                st.session_state.pop(DEMO_JOB, None)
+                rerun_app()
+
+            watch_jobs([st.session_state[DEMO_JOB]], on_done=finished)
+        return
+    if not stats["datasets"]:
+        text, page, label = ("Next: create a dataset and add images to it.", "pages/datasets.py", "Datasets")
+    elif not stats["dataset_images"]:
+        text, page, label = ("Next: add images to a dataset (its Import button, or from the library).",
+                             "pages/datasets.py", "Datasets")
+    elif stats["labeled_images"] < stats["dataset_images"]:
+        left = stats["dataset_images"] - stats["labeled_images"]
+        text, page, label = (f"Next: label the {left:,} unlabeled dataset images from the keyboard.",
+                             "pages/labeling.py", "Labeling")
+    elif not stats["training_runs"]:
+        text, page, label = ("Next: every dataset image is labeled; train a model.", "pages/training.py", "Training")
+    elif not stats["models"]:
+        text, page, label = ("Next: follow your training run; its model appears on the Models page.",
+                             "pages/training.py", "Training")
+    else:
+        text, page, label = ("Next: predict new images with your models (with Grad-CAM).", "pages/predict.py",
+                             "Predict")
+    cols = st.columns([4, 1], vertical_alignment="center")
+    cols[0].info(text)
+    cols[1].page_link(page, label=f"Go to {label}", icon=":material/arrow_forward:")
+
+
+next_step()
 
 row1 = st.columns(4)
 row1[0].metric("Images", f"{stats['images']:,}")

@@ -19,9 +19,9 @@ from core.datasets import GridFilters
 from core.db import session_scope
 from core.errors import UserError
 from pages.components.thumbnail_grid import Selection, selection_controls, thumbnail_grid, tile
+from pages.freshness import rerun_app
 from pages.ui import allowed, current_user, plain, refusal, storage_urls
 
-KEYS = ("1", "2", "3", "4", "5", "6", "7", "8", "9", "0")
 PER_ROW = 6
 SPLIT_COLORS = {"train": "#2563EB", "val": "#D97706", "test": "#7C3AED", "unassigned": "#6B7280"}
 ANY = "any"
@@ -106,11 +106,12 @@ def label_selected(dataset: dict, class_row: dict, ids_provider) -> None:
     _run(dataset["id"], action, f"{{n}} images changed: {plain(class_row['name'])}")
 
 
-def key_bar(dataset: dict, classes: list[dict], ids_provider, count: int) -> None:
-    """One button per keyed class; its number key labels every selected image."""
-    keyed = [c for c in classes if c["is_active"]][:len(KEYS)]
+def key_bar(dataset: dict, keyed: list[dict], ids_provider, count: int) -> None:
+    """One button per keyed class (the dataset's classes in this user's key order, as on the Labeling
+    page); its number key labels every selected image."""
+    keyed = [c for c in keyed if c["key"]]
     if not keyed:
-        st.caption("No classes yet: create them on the Classes page.")
+        st.caption("This dataset has no classes yet: add them on its Settings tab (or import a labeled archive).")
         return
     st.caption("Label the selection: press a class's number key" +
                (" (adds it, or removes it when all selected images have it)" if dataset["task_type"] == "multi_label"
@@ -119,7 +120,8 @@ def key_bar(dataset: dict, classes: list[dict], ids_provider, count: int) -> Non
     if refused:
         st.caption(refused)
     cols = st.columns(len(keyed))
-    for col, key, class_row in zip(cols, KEYS, keyed, strict=False):
+    for col, class_row in zip(cols, keyed, strict=True):
+        key = class_row["key"]
         col.button(f"{key} · {plain(class_row['name'])}", key=f"dskey_{dataset['id']}_{key}", shortcut=key,
                    disabled=count == 0 or refused is not None, width="stretch",
                    help=refused or f"Label the selected images {plain(class_row['name'])}",
@@ -159,7 +161,7 @@ def _label_tabs(dataset: dict, classes: list[dict], ids_provider, count: int, ta
     dataset_id, actor, state = dataset["id"], current_user(), st.session_state
     label_tab, clear_tab = tabs
     with label_tab:
-        names = {c["id"]: c["name"] for c in classes if c["is_active"]}
+        names = {c["id"]: (f"{c['key']} · " if c["key"] else "") + c["name"] for c in classes}  # keyed order
         st.selectbox("Class", list(names), format_func=names.get, key=f"dsb_class_{dataset_id}")
         modes = ["replace"] if dataset["task_type"] == "single_label" else ["add", "remove", "replace"]
         st.radio("How", modes, horizontal=True, key=f"dsb_mode_{dataset_id}")
@@ -250,24 +252,52 @@ def pager(dataset_id: uuid.UUID, total: int) -> int:
 # ---------------------------------------------------------------- the fragment
 
 
-def _dataset_and_classes(dataset_id: uuid.UUID) -> tuple[dict, list[dict]]:
-    from core.classes import list_classes
+def _dataset_and_classes(dataset_id: uuid.UUID) -> tuple[dict, list[dict], list[dict]]:
+    """The dataset's row, its whole label space (chips, filters) and its classes in this user's key
+    order (core.label_space: the same keys as the Labeling page), read on every run."""
     from core.datasets import get_dataset
+    from core.label_space import keyed_classes, label_space
 
     with session_scope() as session:
         row = get_dataset(session=session, dataset_id=dataset_id)
         dataset = {"id": row.id, "name": row.name, "task_type": row.task_type, "image_count": row.image_count,
                    "labeled_image_count": row.labeled_image_count, "class_count": row.class_count}
-        classes = [{"id": c.id, "name": c.name, "color": c.color, "is_active": c.is_active}
-                   for c in list_classes(session=session)]
-    return dataset, classes
+        space = [{"id": c.class_id, "name": c.name, "color": c.color, "is_active": c.is_active}
+                 for c in label_space(session=session, dataset_id=dataset_id)]
+        keyed = [{"id": c.class_id, "name": c.name, "color": c.color, "key": c.key}
+                 for c in keyed_classes(session=session, dataset_id=dataset_id, user_id=current_user().id)]
+    return dataset, space, keyed
 
 
-@st.fragment
+REFRESH_S = 2.0
+
+
+def _writers(dataset_id: uuid.UUID) -> int:
+    from core.datasets import jobs_writing_to
+
+    with session_scope() as session:
+        return jobs_writing_to(session=session, dataset_id=dataset_id)
+
+
 def dataset_grid(dataset_id: uuid.UUID) -> None:
+    """The grid as a fragment (a key press or a bulk action reruns only it: it holds every number they
+    move). While an import or AI-label job writes into the dataset, it refreshes itself every
+    REFRESH_S and redraws the page once the job ends (pages.freshness)."""
+    busy = _writers(dataset_id) > 0
+
+    @st.fragment(run_every=REFRESH_S if busy else None)
+    def grid() -> None:
+        if busy and not _writers(dataset_id):
+            rerun_app()
+        _grid_body(dataset_id)
+
+    grid()
+
+
+def _grid_body(dataset_id: uuid.UUID) -> None:
     from core.datasets import dataset_grid as grid_page
 
-    dataset, classes = _dataset_and_classes(dataset_id)
+    dataset, classes, keyed = _dataset_and_classes(dataset_id)
     classes_by_id = {c["id"]: c for c in classes}
     pct = 100.0 * dataset["labeled_image_count"] / dataset["image_count"] if dataset["image_count"] else 0.0
     st.progress(pct / 100, text=f"{dataset['labeled_image_count']:,} of {dataset['image_count']:,} images "
@@ -289,8 +319,8 @@ def dataset_grid(dataset_id: uuid.UUID) -> None:
     cols = st.columns([2, 1, 1, 1.4, 1, 1.3])
     count = selection_controls(cols, selection, page_ids, total, key=f"dsgrid_{dataset_id}")
     with cols[5]:
-        bulk_actions(dataset, classes, ids_provider, count)
-    key_bar(dataset, classes, ids_provider, count)
+        bulk_actions(dataset, keyed, ids_provider, count)
+    key_bar(dataset, keyed, ids_provider, count)
     if toast := st.session_state.pop(f"dsgrid_toast_{dataset_id}", None):
         st.toast(toast)
     if error := st.session_state.pop(f"dsgrid_error_{dataset_id}", None):

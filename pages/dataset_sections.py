@@ -69,6 +69,9 @@ def render_splits(dataset_id: uuid.UUID) -> None:
         stats = run_action(lambda: split_stats(session=session, dataset_id=dataset_id))
     if stats is None:
         return
+    if not sum(stats["labeled"].values()):
+        st.info("No labeled images yet: label some (the Label button above) before splitting; images keep the "
+                "split an import gave them.")
     columns = st.columns(4)
     for column, split in zip(columns, ("train", "val", "test", "unassigned"), strict=True):
         wanted = stats["ratios"].get(split)
@@ -79,6 +82,7 @@ def render_splits(dataset_id: uuid.UUID) -> None:
                         width="stretch", key=f"split-chart-{dataset_id}")
         table = pd.DataFrame(stats["per_class"]).set_index("name")[["train", "val", "test", "unassigned", "total"]]
         st.dataframe(table, width="stretch")
+    straddling_section(dataset_id)  # everyone sees it; joining is an admin's
     if not allowed("admin"):
         st.caption(refusal("admin", "changing splits"))
         return
@@ -127,6 +131,64 @@ def render_splits(dataset_id: uuid.UUID) -> None:
                                    success=f"{len(ids)} images → {split}")
 
 
+def _by_revision(dataset_id: uuid.UUID, name: str, read):
+    """A slow read (duplicate search) kept in session state until the dataset's revision moves
+    (pages.freshness)."""
+    from pages.freshness import dataset_revision
+
+    key = f"{name}-{dataset_id}"
+    revision = dataset_revision(dataset_id)
+    cached = st.session_state.get(key)
+    if cached is None or cached[0] != revision:
+        with session_scope() as session:
+            cached = st.session_state[key] = (revision, run_action(lambda: read(session)))
+    return cached[1]
+
+
+def _join(dataset_id: uuid.UUID, how: str) -> None:
+    from core.split_checks import join_straddling
+
+    def act():
+        with session_scope() as session:
+            return join_straddling(session=session, actor=current_user(), dataset_id=dataset_id, how=how,
+                                   storage=get_storage())
+
+    done = run_action(act)
+    if done is not None:
+        st.session_state[f"split-joined-{dataset_id}"] = done
+
+
+def straddling_section(dataset_id: uuid.UUID) -> None:
+    """Near-duplicate groups across splits: reported, and joined only when asked (splits are the user's)."""
+    from core.split_checks import straddling_duplicates
+
+    report = _by_revision(dataset_id, "straddling", lambda session: straddling_duplicates(
+        session=session, dataset_id=dataset_id, storage=get_storage()))
+    if joined := st.session_state.pop(f"split-joined-{dataset_id}", None):
+        st.success(f"Joined {joined['groups']} groups: {joined['moved_to_train']} images moved to train, "
+                   f"{joined['removed_from_dataset']} removed from the dataset.")
+    if not report or not report["count"]:
+        st.caption("No near-duplicate group sits in more than one split.")
+        return
+    with st.container(border=True):
+        st.warning(f"{report['count']} near-duplicate groups ({report['images']} images) sit in more than one split: "
+                   "a copy of a training image in val or test inflates the scores. Splits are yours, so nothing "
+                   "moved them; join them here.")
+        for number, group in enumerate(report["examples"], start=1):
+            st.caption(plain(f"{number}. " + " · ".join(f"{m['filename']} ({m['split']}, {m['image_id'][:8]})"
+                                                        for m in group)))
+        if len(report["examples"]) < report["count"]:
+            st.caption(f"… and {report['count'] - len(report['examples'])} more groups.")
+        admin = allowed("admin")
+        cols = st.columns(2)
+        cols[0].button("Join them into train", key=f"join-train-{dataset_id}", disabled=not admin,
+                       on_click=_join, args=(dataset_id, "train"), help="Every member of these groups goes to train")
+        cols[1].button("Drop the copies", key=f"join-drop-{dataset_id}", disabled=not admin,
+                       on_click=_join, args=(dataset_id, "drop"),
+                       help="Keep each group's members in its first split (train, then val, then test); remove "
+                            "the others from this dataset (they stay in the library)")
+
+
 # ---------------------------------------------------------------- versions
 
 
@@ -146,19 +208,25 @@ def render_versions(dataset_id: uuid.UUID) -> None:
     else:
         st.caption(refusal("admin", "creating a version"))
     if not versions:
-        st.info("No versions yet.")
+        st.info("No versions yet: create one above. Training reads a version (its labels and splits frozen).")
         return
     _versions_table(dataset_id, versions)
 
 
 def _new_version_form(dataset_id: uuid.UUID, unsplit: int) -> None:
+    from core.split_checks import version_warnings, warning_lines
     from core.versions import create_version
 
+    warnings = _by_revision(dataset_id, "version-warnings", lambda session: version_warnings(
+        session=session, dataset_id=dataset_id, storage=get_storage()))
     with st.form(f"new-version-{dataset_id}"):
-        st.markdown("**Create a version**: freezes the class mapping, labels and splits of every labeled image.")
+        st.markdown("**Create a version**: freezes the class mapping (the dataset's classes in order), labels and "
+                    "splits of every labeled image.")
         if unsplit:
             st.caption(f"{unsplit} labeled images have no split: the version assigns them by the dataset's "
                        "ratios first (stratified; assigned images stay where they are).")
+        for line in warning_lines(warnings or {}):
+            st.warning(plain(line[0].upper() + line[1:] + "."))
         notes = st.text_input("notes", max_chars=2000)
         if st.form_submit_button("Create version", type="primary"):
             user = current_user()

@@ -111,24 +111,42 @@ def list_view() -> None:
 # ---------------------------------------------------------------- detail
 
 
+def _add_images(dataset_id: uuid.UUID, ids_provider, asked: int | None = None) -> None:
+    """Callback: add library images (in batches: a labeler of this dataset is never held long); the
+    outcome waits in session state, and the grid, drawn after this, already counts them."""
+    from core.bulk_actions import add_to_dataset
+
+    key = f"dsadd_message_{dataset_id}"
+    try:
+        ids = ids_provider()
+        added = add_to_dataset(actor=current_user(), dataset_id=dataset_id, image_ids=ids)
+    except UserError as exc:
+        st.session_state[key] = ("error", str(exc))
+        return
+    already = (asked if asked is not None else len(ids)) - added
+    st.session_state[key] = ("success", f"{added:,} images added." + (f" ({already:,} were already in the dataset.)"
+                                                                      if already else ""))
+
+
+def _pasted_ids(dataset_id: uuid.UUID) -> list[str]:
+    text = st.session_state.get(f"dsadd_ids_{dataset_id}") or ""
+    return list(dict.fromkeys(part.strip() for part in text.replace(",", "\n").splitlines() if part.strip()))
+
+
 def add_images_section(dataset_id: uuid.UUID) -> None:
-    """Add library images by ids or by filters (folder, tags, source, status, file name)."""
-    from core.bulk_actions import add_to_dataset  # batches: a labeler of this dataset is never held long
+    """Add library images by filters (folder, tags, source, status, file name) or by pasted ids (each
+    tile's id copies with one click). Admins only (core refuses others)."""
     from core.datasets import library_image_ids
 
-    with st.expander("Add images from the library", icon=":material/add_photo_alternate:"):
-        by_ids, by_filters = st.tabs(["By ids", "By filters"])
-        with by_ids:
-            text = st.text_area("Image ids (one per line or comma-separated)", key=f"dsadd_ids_{dataset_id}")
-            if st.button("Add these images", key=f"dsadd_ids_go_{dataset_id}"):
-                raw = [part.strip() for part in text.replace(",", "\n").splitlines() if part.strip()]
-
-                def act():
-                    return add_to_dataset(actor=current_user(), dataset_id=dataset_id, image_ids=raw)
-
-                added = run_action(act)
-                if added is not None:
-                    st.success(f"{added:,} added ({len(set(raw)) - added:,} were already in the dataset).")
+    message = st.session_state.pop(f"dsadd_message_{dataset_id}", None)
+    with st.expander("Add images from the library", icon=":material/add_photo_alternate:",
+                     expanded=message is not None):
+        if message:
+            getattr(st, message[0])(message[1])
+        refused = refusal("admin", "adding images to a dataset")
+        if refused:
+            st.caption(refused)
+        by_filters, by_ids = st.tabs(["By filters", "By ids"])
         with by_filters:
             cols = st.columns(5)
             filters = {"folder": cols[0].text_input("Folder", key=f"dsadd_folder_{dataset_id}").strip() or None,
@@ -141,18 +159,22 @@ def add_images_section(dataset_id: uuid.UUID) -> None:
                        "status": cols[3].selectbox("Status", ["", "pending", "labeled", "review", "completed",
                                                               "skipped"], key=f"dsadd_status_{dataset_id}") or None,
                        "search": cols[4].text_input("File name contains", key=f"dsadd_q_{dataset_id}").strip() or None}
-            with session_scope() as session:
-                ids = library_image_ids(session=session, not_in_dataset=dataset_id, **filters)
-            st.caption(f"{len(ids):,} library images match and are not in this dataset yet.")
-            if st.button(f"Add {len(ids):,} images", key=f"dsadd_filters_go_{dataset_id}", disabled=not ids):
-                def act():
-                    bar = st.progress(0.0)
-                    return add_to_dataset(actor=current_user(), dataset_id=dataset_id, image_ids=ids,
-                                          progress=lambda done, total, message: bar.progress(done / total, message))
 
-                added = run_action(act)
-                if added is not None:
-                    st.success(f"{added:,} images added.")
+            def matching() -> list[uuid.UUID]:
+                with session_scope() as session:
+                    return library_image_ids(session=session, not_in_dataset=dataset_id, **filters)
+
+            count = len(matching())
+            st.caption(f"{count:,} library images match and are not in this dataset yet.")
+            st.button(f"Add {count:,} images", key=f"dsadd_filters_go_{dataset_id}",
+                      disabled=not count or refused is not None, type="primary",
+                      on_click=_add_images, args=(dataset_id, matching))
+        with by_ids:
+            st.text_area("Image ids (one per line or comma-separated; copy them from a tile's id)",
+                         key=f"dsadd_ids_{dataset_id}")
+            st.button("Add these images", key=f"dsadd_ids_go_{dataset_id}", disabled=refused is not None,
+                      on_click=lambda: _add_images(dataset_id, lambda: _pasted_ids(dataset_id),
+                                                   len(_pasted_ids(dataset_id))))
 
 
 @st.dialog("Delete dataset")
@@ -173,6 +195,10 @@ def confirm_delete(dataset_id: uuid.UUID, name: str, images: int) -> None:
 
 def settings_section(dataset: dict) -> None:
     from core.datasets import update_dataset
+    from pages.dataset_classes import render_label_space
+
+    render_label_space(dataset["id"])
+    st.divider()
 
     if not allowed("admin"):
         st.caption(refusal("admin", "editing and deleting datasets"))
@@ -214,19 +240,16 @@ def detail_view(dataset_id: uuid.UUID) -> None:
         st.error(str(exc))
         st.button("All datasets", on_click=_close, key="ds_back_missing")
         return
-    top = st.columns([1, 6, 1.2, 1.2])
-    top[0].button("◀ Datasets", on_click=_close, key="ds_back", type="tertiary")
-    top[1].title(plain(dataset["name"]), anchor=False)
-    if top[2].button("Import", icon=":material/upload:", key="ds_import", width="stretch",
-                     disabled=not allowed("admin"), help=refusal("admin", "importing")):
-        try:
+    st.button("All datasets", on_click=_close, key="ds_back", type="tertiary", icon=":material/arrow_back:")
+    with st.container(horizontal=True, vertical_alignment="center"):
+        st.title(plain(dataset["name"]), anchor=False, width="stretch")
+        if st.button("Import", icon=":material/upload:", key="ds_import", disabled=not allowed("admin"),
+                     help=refusal("admin", "importing")):
             from pages.import_dialog import open_import_dialog
-        except ImportError:
-            st.toast("Import is not available yet.")
-        else:
+
             open_import_dialog(dataset_id=dataset_id)
-    top[3].page_link("pages/labeling.py", label="Label", icon=":material/keyboard:",
-                     query_params={"dataset": str(dataset_id)}, width="stretch")
+        if st.button("Label", icon=":material/keyboard:", key="ds_label", type="primary"):
+            st.switch_page("pages/labeling.py", query_params={"dataset": str(dataset_id)})
     st.caption(" · ".join(filter(None, [TASK_LABELS[dataset["task_type"]], plain(dataset["description"])])))
     tabs = st.tabs(["Images", "Splits", "Versions", "Health", "Export", "Settings"], key=f"ds_tabs_{dataset_id}",
                    on_change="rerun")

@@ -358,8 +358,11 @@ def library_tab() -> None:
     count = selection_bar(page_ids, total, more)
     bulk_actions(filters, count, total, more)
     urls = storage_urls([r.thumbnail_path for r in rows])
-    if not rows:
-        st.info("No images match. Import some with the Import button, or loosen the filters.")
+    if not rows and not options["total_count"]:
+        st.info("The library is empty. Bring images in with the **Import** button (upload, URLs, a labeled archive, "
+                "the product catalog), or load the demo data from the Dashboard (admins).")
+    elif not rows:
+        st.info("No images match. Loosen the filters, or import more with the Import button.")
     elif view == "List":
         table(rows, urls)
     else:

@@ -10,7 +10,8 @@ from pages.import_tabs import cutouts_tab, labeled_dataset_tab, od_images_tab, p
 from pages.upload_tabs import upload_tab, url_tab
 
 
-@st.dialog("Import images", width="large")
+# Closing the dialog reruns the page behind it, so its counts show what the import changed.
+@st.dialog("Import images", width="large", on_dismiss="rerun")
 def open_import_dialog(dataset_id: uuid.UUID | None = None) -> None:
     upload, url, labeled, products, cutouts, od = st.tabs(
         ["Upload", "URL", "Labeled Dataset", "Products", "Cutouts", "OD Images"])

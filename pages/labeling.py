@@ -2,7 +2,10 @@
 
 Reached from a dataset (`?dataset=<id>&image=<id>`). Only the labeling part reruns on a key press
 (a fragment); keys come from the browser-side queue in pages/components/labeling_keys and are
-applied in order by core.labeling_session, one transaction per action.
+applied in order by core.labeling_session, one transaction per action. The classes and their keys
+are the dataset's label space in this user's key order (core.label_space), the same as on the
+dataset grid. Every number on the page is read inside the fragment, keyed on the dataset's revision
+(pages.freshness), so none is older than the last save.
 """
 
 from __future__ import annotations
@@ -11,17 +14,18 @@ import uuid
 
 import streamlit as st
 
-from core import labeling
+from core import labeling, reservations
 from core import labeling_session as flow
-from core.classes import create_class
 from core.db import session_scope
 from core.errors import UserError
 from core.storage import get_storage
 from pages.components.labeling_keys import image_url, labeling_view
-from pages.ui import allowed, current_user, refusal
+from pages.freshness import dataset_revision
+from pages.ui import allowed, current_user, plain, refusal
 
 MODE_NAMES = {"all": "All", "unlabeled": "Unlabeled", "review": "Review", "random": "Random",
               "low_confidence": "Low confidence"}
+MODE_HELP = "All: every image · Unlabeled · Review: AI labels to check · Random · Low conf.: AI labels below 50 %"
 PREFETCH = 3
 
 user = current_user()
@@ -40,22 +44,46 @@ def _size(n: int | None) -> str:
     return f"{n / 1024:.0f} KB" if n < 1024 * 1024 else f"{n / 1024 / 1024:.1f} MB"
 
 
-def _pick_dataset() -> uuid.UUID | None:
+def _choose(dataset_id: str | None) -> None:
+    """The picker's callback: open that dataset (a fresh labeling state)."""
+    _leave()
+    if dataset_id:
+        st.query_params.clear()
+        st.query_params["dataset"] = dataset_id
+
+
+def _leave() -> None:
+    """End this page's labeling state (its reservations go back to the queue)."""
+    state = st.session_state.pop("labeling_state", None)
+    st.session_state.pop("labeling_context", None)
+    if state is not None:
+        flow.end(session_scope, state)
+
+
+def _pick_dataset() -> None:
+    """No dataset chosen yet: the datasets with their progress (read now, so never stale)."""
     with session_scope() as session:
         datasets = labeling.datasets_for_labeling(session=session)
     if not datasets:
-        st.info("No datasets yet: create one on the Datasets page, then label it here.")
-        return None
-    names = {str(d[0]): f"{d[1]} ({d[2]}/{d[3]} labeled)" for d in datasets}
-    chosen = st.selectbox("Dataset", list(names), format_func=names.get, index=None,
-                          placeholder="Choose a dataset to label")
-    return _uuid(chosen)
+        st.info("No datasets yet. Create one on the **Datasets** page, add images to it, then label it here.")
+        st.page_link("pages/datasets.py", label="Go to Datasets", icon=":material/dataset:")
+        return
+    names = {str(d[0]): f"{d[1]} ({d[2]:,}/{d[3]:,} labeled)" for d in datasets}
+    picked = st.selectbox("Dataset", list(names), format_func=names.get, index=None,
+                          placeholder="Choose a dataset to label", key="labeling_pick")
+    if picked:
+        _choose(picked)
+        st.rerun()
 
 
 def _state(dataset_id: uuid.UUID, image_id: uuid.UUID | None, mode: str | None) -> flow.LabelingState | None:
     state = st.session_state.get("labeling_state")
     if state is not None and state.dataset_id == dataset_id:
+        if not state.held_at:  # back from another page, which ended its reservations: claim them again
+            flow.hold(session_scope, state)
         return state
+    if state is not None:  # another dataset now: the old one's reservations end
+        _leave()
     try:
         state = flow.start(session_scope, dataset_id=dataset_id, actor=user,
                            mode=mode if mode in MODE_NAMES else ("all" if image_id else "unlabeled"),
@@ -67,19 +95,25 @@ def _state(dataset_id: uuid.UUID, image_id: uuid.UUID | None, mode: str | None) 
     return state
 
 
+def _shown_classes() -> list[labeling.ClassKey]:
+    """The classes (and keys) the page showed last: the keys the labeler pressed refer to them."""
+    cached = st.session_state.get("labeling_context")
+    return cached[1][2] if cached else []
+
+
 def _on_keys() -> None:
-    """A batch of keys from the browser: apply it before the fragment renders."""
+    """A batch of keys (or a heartbeat) from the browser: apply it before the fragment renders."""
     state: flow.LabelingState = st.session_state["labeling_state"]
     batch = st.session_state["labeling_view"].get("keys")
     if isinstance(batch, dict):
-        flow.apply_keys(session_scope, state, batch=batch, classes=st.session_state.get("labeling_classes", []))
+        flow.apply_keys(session_scope, state, batch=batch, classes=_shown_classes())
 
 
 def _press(key: str) -> None:
     """A button: the same path as a key, for the image shown."""
     state: flow.LabelingState = st.session_state["labeling_state"]
     st.session_state["labeling_button_seq"] = st.session_state.get("labeling_button_seq", 0) + 1
-    flow.apply_keys(session_scope, state, classes=st.session_state.get("labeling_classes", []),
+    flow.apply_keys(session_scope, state, classes=_shown_classes(),
                     batch={"load": "buttons", "seq": st.session_state["labeling_button_seq"],
                            "image_id": str(state.image_id) if state.image_id else None, "keys": [key]})
 
@@ -95,14 +129,27 @@ def _on_mode() -> None:
 def _card_data(card: labeling.ImageCard, storage) -> dict:
     dims = f"{card.width}×{card.height}" if card.width else ""
     return {"id": str(card.image_id), "url": image_url(storage, card.storage_path),
-            "caption": f"{card.filename} · {dims} · {_size(card.file_size_bytes)} · {card.status}",
+            "caption": f"{card.filename} · {dims} · {_size(card.file_size_bytes)} · {card.status} · id {card.image_id}",
+            "width": card.width, "height": card.height,
             "labels": [{"name": lbl.class_name, "color": lbl.color, "confidence": lbl.confidence,
                         "ai": lbl.is_ai_generated, "reviewed": lbl.is_reviewed} for lbl in card.labels],
             "selected": [str(c) for c in card.class_ids]}
 
 
-def _view_data(state: flow.LabelingState, classes: list[labeling.ClassKey],
-               ahead: list[labeling.ImageCard]) -> dict:
+def _empty_text(state: flow.LabelingState, held: int) -> str:
+    if state.card is not None:
+        return ""
+    text = f"Nothing left for you in the {MODE_NAMES[state.mode]} queue."
+    if held:
+        text += (f" {held:,} more are open in other labelers' pages; they come back here when those pages move "
+                 "on, close or sit idle for a minute.")
+    elif state.mode != "all":
+        text += " Choose another queue above, or go back to the dataset (Esc)."
+    return text
+
+
+def _view_data(state: flow.LabelingState, classes: list[labeling.ClassKey], ahead: list[labeling.ImageCard],
+               held: int) -> dict:
     card = state.card
     suggested = {label.class_id: label.confidence for label in (card.labels if card else ())
                  if label.is_ai_generated}
@@ -111,35 +158,28 @@ def _view_data(state: flow.LabelingState, classes: list[labeling.ClassKey],
     next_cards = [_card_data(c, storage) for c in ahead]
     return {
         "acks": state.acks, "image": image, "multi": state.multi, "can_label": allowed("labeler"),
-        "empty_text": "Nothing left in this queue." if not card else "",
+        "empty_text": _empty_text(state, held),
+        "no_classes_text": "This dataset has no classes yet: an admin adds them on the dataset's Settings tab."
+        if not classes else "",
         "labels": image["labels"] if image else [],
         "selected": [str(c) for c in state.selection],
         "classes": [{"id": str(c.class_id), "name": c.name, "color": c.color, "key": c.key, "count": c.image_count,
                      "pinned": c.pinned, "suggested": suggested.get(c.class_id) or 0} for c in classes],
         "ahead": next_cards,  # what Enter/S/→ will show next: the browser shows it before the save returns
         "prefetch": [c["url"] for c in next_cards],
+        "heartbeat_ms": reservations.HEARTBEAT_S * 1000,
     }
 
 
-@st.cache_data(ttl=3, show_spinner=False)
-def _queue_size(dataset_id: uuid.UUID, mode: str) -> int:
-    """A COUNT over the dataset: refreshed every few seconds, not on every key."""
-    with session_scope() as session:
-        return labeling.queue_size(session=session, dataset_id=dataset_id, mode=mode)
-
-
-@st.cache_data(ttl=2, show_spinner=False)
-def _classes(dataset_id: uuid.UUID, user_id: uuid.UUID) -> list[labeling.ClassKey]:
-    with session_scope() as session:
-        return labeling.classes_for_labeling(session=session, dataset_id=dataset_id, user_id=user_id)
-
-
-def _context(state: flow.LabelingState) -> tuple[labeling.Progress, int | None, list[labeling.ImageCard]]:
-    """Progress, place and the cards of the next images: read again only when the image, its revision,
-    the place in history or the mode changed (a number key re-renders without touching the database)."""
+def _context(state: flow.LabelingState):
+    """Progress, place, classes (with their keys and counts), the next images' cards and the queue's
+    counts: read again only when the dataset's revision, the image, the place in history or the mode
+    changed, or a heartbeat came (other labelers' reservations move the counts, not the revision); a
+    number key re-renders without touching the database."""
     card = state.card
-    ident = (state.mode, card.image_id, card.label_revision, card.status, state.history_pos,
-             len(state.history), tuple(state.upcoming)) if card else (state.mode,)
+    revision = dataset_revision(state.dataset_id)
+    ident = (revision, state.beats, state.mode, state.exhausted, card.image_id if card else None,
+             card.label_revision if card else None, state.history_pos, len(state.history), tuple(state.upcoming))
     cached = st.session_state.get("labeling_context")
     if cached and cached[0] == ident:
         return cached[1]
@@ -147,9 +187,12 @@ def _context(state: flow.LabelingState) -> tuple[labeling.Progress, int | None, 
         progress = labeling.progress(session=session, dataset_id=state.dataset_id)
         place = labeling.position(session=session, dataset_id=state.dataset_id, image_id=card.image_id) \
             if card and state.mode == "all" else None
+        classes = labeling.classes_for_labeling(session=session, dataset_id=state.dataset_id, user_id=user.id)
         ahead = labeling.image_cards(session=session, dataset_id=state.dataset_id,
                                      image_ids=flow.ahead(state)[:PREFETCH])
-    context = (progress, place, ahead)
+        size, held = labeling.queue_counts(session=session, dataset_id=state.dataset_id, mode=state.mode,
+                                           holder=state.holder)
+    context = (progress, place, classes, ahead, size, held)
     st.session_state["labeling_context"] = (ident, context)
     return context
 
@@ -160,65 +203,75 @@ def labeling_panel(dataset_id: uuid.UUID) -> None:
     if state.leave:
         state.leave = False
         st.switch_page("pages/datasets.py", query_params={"dataset": str(dataset_id)})
-    classes = _classes(dataset_id, user.id)
-    progress, place, ahead = _context(state)
-    st.session_state["labeling_classes"] = classes
-    size = _queue_size(dataset_id, state.mode)
+    progress, place, classes, ahead, size, held = _context(state)
     if state.image_id:
         st.query_params.update({"dataset": str(dataset_id), "image": str(state.image_id), "mode": state.mode})
 
-    top = st.columns([3, 3, 1], vertical_alignment="center")
+    top = st.columns([3, 2], vertical_alignment="bottom")
     top[0].progress(progress.percent / 100,
-                    text=f"{progress.labeled} / {progress.total} labeled ({progress.percent:.0f}%)")
+                    text=f"{progress.labeled:,} / {progress.total:,} labeled ({progress.percent:.0f}%)")
+    counted = f"**{place:,} / {size:,}**" if place else f"**{size:,}** for you"
+    top[1].markdown(counted + (f" · {held:,} held by others" if held else ""))
     st.session_state["labeling_mode"] = state.mode
-    top[1].segmented_control("Queue", list(MODE_NAMES), format_func=MODE_NAMES.get, key="labeling_mode",
-                             on_change=_on_mode, label_visibility="collapsed")
-    top[2].markdown(f"**{place} / {size}**" if place else f"**{size}** in queue")
+    # its own row, sized to its options: beside the progress bar it was cut off below ~1500 px
+    st.segmented_control("Queue", list(MODE_NAMES), format_func=MODE_NAMES.get, key="labeling_mode",
+                         on_change=_on_mode, label_visibility="collapsed", help=MODE_HELP)
     if refused := refusal("labeler", "labeling"):
         st.caption(f"{refused} You can look through the images (←, →) but not label them.")
     if state.message:
         kind, text = state.message
         getattr(st, kind if kind in ("info", "warning", "error") else "info")(text)
-    labeling_view(data=_view_data(state, classes, ahead), on_keys=_on_keys)
-
+    labeling_view(data=_view_data(state, classes, ahead, held), on_keys=_on_keys)
 
 
 def action_buttons(dataset_id: uuid.UUID) -> None:
     """Mouse controls, outside the fragment so a key press does not re-render them; a click runs
-    the same path as its key."""
+    the same path as its key. A horizontal container wraps them instead of cutting their labels."""
     refused = refusal("labeler", "labeling")
-    buttons = st.columns(7)
-    buttons[0].button("← Prev", on_click=_press, args=("left",), width="stretch")
-    buttons[1].button("Next →", on_click=_press, args=("right",), width="stretch")
-    for column, label, key in ((buttons[2], "Clear (C)", "c"), (buttons[3], "Skip (S)", "s")):
-        column.button(label, on_click=_press, args=(key,), width="stretch", disabled=refused is not None, help=refused)
-    buttons[4].button("Save & Next (Enter)", on_click=_press, args=("enter",), type="primary", width="stretch",
-                      disabled=refused is not None, help=refused)
-    if refused is None:
-        with buttons[5].popover("Pin classes", width="stretch"):
-            _pins(dataset_id, _classes(dataset_id, user.id))
-    if allowed("admin"):
-        with buttons[6].popover("+ New class", width="stretch"):
-            _new_class()
+    with st.container(horizontal=True, gap="small"):
+        st.button("← Prev", on_click=_press, args=("left",))
+        st.button("Next →", on_click=_press, args=("right",))
+        st.button("Clear (C)", on_click=_press, args=("c",), disabled=refused is not None, help=refused)
+        st.button("Skip (S)", on_click=_press, args=("s",), disabled=refused is not None, help=refused)
+        st.button("Save & Next (Enter)", on_click=_press, args=("enter",), type="primary",
+                  disabled=refused is not None, help=refused)
+        if refused is None:
+            with st.popover("Pin classes"):
+                _pins(dataset_id)
+        if allowed("admin"):
+            with st.popover("+ Class"):
+                _add_class(dataset_id)
 
 
-def _new_class() -> None:
-    name = st.text_input("Class name", key="labeling_new_class", max_chars=200)
-    if st.button("Create", key="labeling_new_class_create"):
+def _add_class(dataset_id: uuid.UUID) -> None:
+    """Add a class to this dataset's classes: an existing one, or a new one by name (admins)."""
+    from core.classes import list_classes
+    from core.label_space import add_classes, space_class_ids
+
+    with session_scope() as session:
+        inside = set(space_class_ids(session, dataset_id))
+        others = {str(c.id): c.name for c in list_classes(session=session) if c.id not in inside and c.is_active}
+    existing = st.selectbox("Existing class", list(others), format_func=others.get, index=None,
+                            placeholder="Choose a class of the workspace", key="labeling_add_existing")
+    name = st.text_input("…or a new class", key="labeling_new_class", max_chars=100)
+    if st.button("Add to this dataset", key="labeling_add_class", disabled=not (existing or name.strip())):
         try:
             with session_scope() as session:
-                create_class(session=session, actor=user, name=name)
+                add_classes(session=session, actor=user, dataset_id=dataset_id,
+                            class_ids=[existing] if existing else [], new_names=[name] if name.strip() else [])
         except UserError as exc:
             st.error(str(exc))
         else:
-            _classes.clear()
-            st.session_state.pop("labeling_new_class", None)
+            for key in ("labeling_new_class", "labeling_add_existing", "labeling_context"):
+                st.session_state.pop(key, None)
             st.rerun()
 
 
-def _pins(dataset_id: uuid.UUID, classes: list[labeling.ClassKey]) -> None:
+def _pins(dataset_id: uuid.UUID) -> None:
+    classes = _shown_classes()
     names = {str(c.class_id): c.name for c in classes}
     pinned = [str(c.class_id) for c in classes if c.pinned]
+    st.caption("Your own key order for this dataset (here, on its grid and in its bulk actions).")
     chosen = st.multiselect("Classes on keys 1–0, in order", list(names), default=pinned, format_func=names.get,
                             max_selections=labeling.KEYED_CLASSES, key="labeling_pins")
     if st.button("Save pins", key="labeling_pins_save"):
@@ -229,15 +282,30 @@ def _pins(dataset_id: uuid.UUID, classes: list[labeling.ClassKey]) -> None:
         except UserError as exc:
             st.error(str(exc))
         else:
-            _classes.clear()
+            st.session_state.pop("labeling_context", None)  # pins are no dataset write: no revision to follow
             st.rerun()
+
+
+def header(dataset_id: uuid.UUID) -> None:
+    """The dataset being labeled (by name: its numbers live in the panel below) and a way to another."""
+    with session_scope() as session:
+        datasets = {str(d[0]): d[1] for d in labeling.datasets_for_labeling(session=session)}
+    cols = st.columns([3, 1], vertical_alignment="bottom")
+    cols[0].markdown(f"### {plain(datasets.get(str(dataset_id), 'Labeling'))}")
+    with cols[1].popover("Another dataset", width="stretch"):
+        for other_id, name in datasets.items():
+            if other_id != str(dataset_id):
+                st.button(name, key=f"labeling_switch_{other_id}", on_click=_choose, args=(other_id,),
+                          type="tertiary")
 
 
 st.title("Labeling")
 remembered = st.session_state.get("labeling_state")
-dataset_id = (_uuid(st.query_params.get("dataset")) or (remembered.dataset_id if remembered else None)
-              or _pick_dataset())
-if dataset_id is not None:
+dataset_id = _uuid(st.query_params.get("dataset")) or (remembered.dataset_id if remembered else None)
+if dataset_id is None:
+    _pick_dataset()
+else:
+    header(dataset_id)
     state = _state(dataset_id, _uuid(st.query_params.get("image")), st.query_params.get("mode"))
     if state is not None:
         labeling_panel(dataset_id)

@@ -122,10 +122,12 @@ def _abstain_threshold(detail: dict, part: SplitPredictions, names: list[str], s
     report = explorer(part, names, target_accuracy=target)
     suggested = report["suggested"]["abstain"]
     if suggested is None:
-        st.warning(f"No threshold reaches {target:.0%} accuracy on the validation split.")
+        st.warning(f"No threshold suggested: {report['suggested'].get('reason') or 'none reaches the target'}.")
     else:
-        st.write(f"Suggested abstain threshold: **{suggested:.2f}** (the lowest that keeps {target:.0%} of the "
-                 "answered images right).")
+        at = int(round(suggested * 100))
+        st.write(f"Suggested abstain threshold: **{suggested:.2f}**: the lowest that keeps {target:.0%} of the "
+                 f"answered images right; it answers {report['curves']['coverage'][at]:.0%} of the validation "
+                 "images.")
     start = float(saved.get("abstain", suggested if suggested is not None else 0.0))
     chosen = st.slider("Abstain below top probability", 0.0, 1.0, round(start, 2), 0.01, key="th_abstain")
     curves, grid = report["curves"], report["grid"]

@@ -134,7 +134,7 @@ def batch_tab() -> None:
     dataset_id, image_ids = None, None
     if scope == "dataset":
         if not datasets:
-            st.info("No dataset yet.")
+            st.info("No dataset yet: create one on the Datasets page (or predict a selection or the library).")
             return
         dataset_id = st.selectbox("Dataset", list(datasets), format_func=datasets.get, key="batch_dataset")
     elif scope == "selection":
@@ -208,7 +208,7 @@ def label_errors_tab() -> None:
         datasets = {str(d.id): d.name + (" (multi-label)" if d.task_type == "multi_label" else "")
                     for d in list_datasets(session=session)}
     if not datasets:
-        st.info("No dataset yet.")
+        st.info("No dataset yet: label errors are found in a labeled dataset; create one on the Datasets page.")
         return
     dataset_id = st.selectbox("Dataset", list(datasets), format_func=datasets.get, key="issues_dataset")
     method = st.radio("Out-of-sample probabilities from", ["cv", "model"], horizontal=True,

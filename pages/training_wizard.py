@@ -211,7 +211,16 @@ def step_data(state: dict[str, Any], user) -> dict[str, Any] | None:
                               for name, n in (version["per_class_counts"] or {}).items()])
     if not per_class.empty:
         st.dataframe(per_class, hide_index=True, width="stretch")
+    eval_warnings(version)
     return version
+
+
+def eval_warnings(version: dict[str, Any]) -> None:
+    """Classes of the version without val or test images, said before a run is started."""
+    from core.split_checks import version_missing_eval, warning_lines
+
+    for line in warning_lines({"missing_eval": version_missing_eval(version)}):
+        st.warning(line[0].upper() + line[1:] + "; fix the splits and make a new version to measure it.")
 
 
 def _fit_batch_size(state: dict[str, Any], version: dict[str, Any]) -> None:
@@ -275,6 +284,7 @@ def step_review(state: dict[str, Any], version: dict[str, Any], parsed) -> None:
                   "split sizes; early stopping can end the run sooner.")
     b.metric("On a GPU worker (rough)", format_duration(estimate["gpu_s"]))
     c.metric("Model", f"{parsed.model_type}/{parsed.model_size}", help=parsed.timm_name)
+    eval_warnings(version)
     bind_state(st.text_input, "Run name", "name", state,
                 placeholder=f"{parsed.model_type}-{parsed.model_size} v{version['version_number']}")
     bind_state(st.text_area, "Description (optional)", "description", state, height=68)

@@ -111,6 +111,18 @@ def sidebar_user(user: User) -> None:
             st.button("Log out", on_click=st.logout, key="logout")
 
 
+def end_labeling_elsewhere(page) -> None:
+    """On any page but Labeling, the labeling session's reservations end (the images it showed and
+    prefetched go back to the queue for the others now); coming back claims them again."""
+    state = st.session_state.get("labeling_state")
+    if state is None or page.url_path == "labeling" or not state.held_at:
+        return
+    from core import labeling_session
+    from core.db import session_scope
+
+    labeling_session.end(session_scope, state)
+
+
 def allowed(role: str) -> bool:
     """Whether the signed-in user holds `role` now: pages hide or disable what they may not do
     (core refuses it anyway, with the same words)."""
@@ -259,11 +271,16 @@ def _library_filter_options(database_url: str) -> dict:
 
 
 def library_filter_options() -> dict:
-    """The library's statuses, sources, folders, tags and total (core.images.image_filter_options),
-    cached a minute per database; pages that change images call clear_library_filter_options()."""
+    """The library's statuses, sources, folders and tags (core.images.image_filter_options), cached a
+    minute per database (pages that change images call clear_library_filter_options()), and its
+    total, read now (pages.freshness: a number on screen is never kept across runs unkeyed)."""
     from core.config import get_settings
+    from core.db import session_scope
+    from core.stats import library_size
 
-    return _library_filter_options(get_settings().database_url)
+    with session_scope() as session:
+        total = library_size(session=session)
+    return {**_library_filter_options(get_settings().database_url), "total_count": total}
 
 
 def clear_library_filter_options() -> None:

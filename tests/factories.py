@@ -8,6 +8,7 @@ import uuid
 
 from PIL import Image, ImageDraw
 
+from core.label_space import _include_classes
 from core.models import ClsClass, ClsDataset, ClsImage
 from core.users import operator_user
 
@@ -50,6 +51,12 @@ def make_class(session, name: str, color: str = "#3B82F6") -> ClsClass:
     return row
 
 
+def add_to_space(session, dataset_id, class_ids) -> None:
+    """Put classes in a dataset's label space (in this order), as an admin's Settings edit would."""
+    _include_classes(session, dataset_id, list(class_ids))
+    session.flush()
+
+
 def make_dataset(session, name: str, task_type: str = "single_label") -> ClsDataset:
     row = ClsDataset(name=name, task_type=task_type)
     session.add(row)
@@ -85,6 +92,8 @@ def make_dataset_image(session, storage, dataset: ClsDataset, *, seed: int = 0, 
         image.phash = image_phash(drawn_image_bytes(seed))
     session.add(ClsDatasetImage(dataset_id=dataset.id, image_id=image.id, split=split,
                                 status="labeled" if classes else "pending"))
+    session.flush()
+    _include_classes(session, dataset.id, [cls.id for cls in classes])  # labels' classes are in the space
     for cls in classes:
         session.add(ClsLabel(dataset_id=dataset.id, image_id=image.id, class_id=cls.id))
     session.flush()

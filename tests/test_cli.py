@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, func, select, text
 
+from core.migrate import head_revision
 from core.models import ClsClass, ClsImage, Cutout, OdImage, Product, ProductImage
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +49,7 @@ def counts(url: str) -> dict[str, int]:
 
 
 def test_migrate_then_demo_twice(empty_env):
-    assert run_cli(empty_env, "migrate")["revision"] == "0001"
+    assert run_cli(empty_env, "migrate")["revision"] == head_revision()
     first = run_cli(empty_env, "demo", "--products", "8")
     assert first["products"] == 8 and first["already_present"] is False
     after_first = counts(empty_env["DATABASE_URL"])

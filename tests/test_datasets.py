@@ -29,7 +29,7 @@ from core.errors import Conflict, InvalidInput, NotFound
 from core.labels import count_mismatches, mark_reviewed, set_labels, skip_image
 from core.models import ClsClass, ClsDataset, ClsLabel
 from tests.apptest_tools import component_data
-from tests.factories import ADMIN, make_image_row
+from tests.factories import ADMIN, add_to_space, make_image_row
 
 
 def test_create_get_list(db_stack):
@@ -72,6 +72,7 @@ def _world(stack, task_type="single_label", images=4):
     with stack.session() as session:
         dataset = create_dataset(actor=ADMIN, session=session, name="ds", task_type=task_type)
         classes = [create_class(actor=ADMIN, session=session, name=n).id for n in ("cat", "dog")]
+        add_to_space(session, dataset.id, classes)  # the dataset's classes: cat = key 1, dog = key 2
         image_ids = [make_image_row(session, stack.storage, seed=i, folder="f" if i % 2 else None,
                                     tags=["even"] if i % 2 == 0 else []).id for i in range(images)]
         return dataset.id, classes, image_ids
@@ -222,7 +223,7 @@ def test_datasets_page_create_add_label(embedded_stack):
     with embedded_stack.session() as session:
         for seed in range(5):
             make_image_row(session, embedded_stack.storage, seed=seed, folder="shelf" if seed < 4 else None)
-        create_class(actor=ADMIN, session=session, name="bird")
+        bird = create_class(actor=ADMIN, session=session, name="bird").id
         dog = create_class(actor=ADMIN, session=session, name="dog").id
     at = AppTest.from_file("../app.py", default_timeout=60)
     at.run()
@@ -233,6 +234,8 @@ def test_datasets_page_create_add_label(embedded_stack):
     with embedded_stack.session() as session:
         dataset_id = get_dataset_by_name(session=session, name="shelves").id
     assert at.query_params["dataset"] == str(dataset_id)
+    with embedded_stack.session() as session:  # an admin gives the dataset its classes (Settings tab)
+        add_to_space(session, dataset_id, [bird, dog])
     at.text_input(key=f"dsadd_folder_{dataset_id}").input("shelf").run()
     at.button(key=f"dsadd_filters_go_{dataset_id}").click().run()
     assert [s.value for s in at.success] == ["4 images added."]
@@ -281,7 +284,7 @@ def test_grid_number_key_toggles_a_class_on_multi_label(embedded_stack):
             rows = session.execute(select(ClsLabel.image_id, ClsLabel.class_id)).all()
         return [{c for i, c in rows if i == image_id} for image_id in images]
 
-    press("1", [0, 1])  # classes sort by name: 1 = cat, 2 = dog
+    press("1", [0, 1])  # the dataset's classes in order: 1 = cat, 2 = dog
     assert label_sets() == [{cat, dog}, {cat}, set()]
     press("1", [0, 1])
     assert label_sets() == [{dog}, set(), set()]

@@ -22,12 +22,14 @@ from core.classes import create_class
 from core.datasets import add_images_to_dataset, create_dataset
 from core.db import session_scope
 from core.images import ingest_bytes
+from core.label_space import add_classes
 from core.storage import get_storage
 from tests.factories import ADMIN, drawn_image_bytes
 
 with session_scope() as session:
     dataset = create_dataset(session=session, actor=ADMIN, name="grid test")
     classes = [create_class(session=session, actor=ADMIN, name=name).id for name in ("apple", "banana")]
+    add_classes(session=session, actor=ADMIN, dataset_id=dataset.id, class_ids=classes)  # the dataset's classes: apple = 1, banana = 2
     ids = [ingest_bytes(session=session, actor=ADMIN, storage=get_storage(), data=drawn_image_bytes(500 + i, (64, 48)),
                         filename=f"fruit_{i:02d}.png").image_id for i in range(24)]
     add_images_to_dataset(session=session, actor=ADMIN, dataset_id=dataset.id, image_ids=ids)

@@ -369,8 +369,9 @@ def test_cli_prints_groups_as_json(embedded_stack, capsys, tmp_path):
     code, out, _ = run_cli(capsys, "--threshold", "8")
     document = json.loads(out)
     assert code == 0 and document["threshold"] == 8 and document["confirmed"] is True
-    assert document["exact_groups"] == [[str(ids["a"]), str(ids["a_copy"])]]
-    assert set(document["near_groups"][0]) == {str(i) for i in ids.values()} and document["near_extras"] == 3
+    assert [[m["id"] for m in g] for g in document["exact_groups"]] == [[str(ids["a"]), str(ids["a_copy"])]]
+    assert all(m["file"] for g in document["exact_groups"] for m in g)  # named by file, not bare ids
+    assert {m["id"] for m in document["near_groups"][0]} == {str(i) for i in ids.values()} and document["near_extras"] == 3
     code, out, _ = run_cli(capsys, "--exact-only")
     assert code == 0 and set(json.loads(out)) == {"exact_groups", "exact_extras"}
     probe = tmp_path / "probe.jpg"

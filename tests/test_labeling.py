@@ -7,12 +7,12 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from core import labeling, labels
 from core.errors import InvalidInput
 from core.models import ClsDataset, ClsDatasetImage, ClsLabel, utcnow
-from tests.factories import ADMIN, make_class, make_dataset, make_image_row, person
+from tests.factories import ADMIN, add_to_space, make_class, make_dataset, make_image_row, person
 
 ME, OTHER = uuid.UUID(int=1), uuid.UUID(int=2)  # reservation holders (one per open page)
 ME_USER, OTHER_USER = person("me@acme.com"), person("other@acme.com")
@@ -29,6 +29,7 @@ def seed(session, storage, *, images: int = 6, classes: int = 3, task_type: str 
         image_ids.append(image.id)
     dataset.image_count = images
     session.flush()
+    add_to_space(session, dataset.id, [c.id for c in class_rows])
     return dataset.id, image_ids, [c.id for c in class_rows]
 
 
@@ -74,37 +75,49 @@ def test_random_mode_is_seeded_and_unlabeled_only(db_stack):
 
 
 def test_two_labelers_get_different_images_and_reservations_expire(db_stack):
+    """A page holds the image it shows and the ones it prefetched (its window of 4): the other page's
+    queue skips all of them."""
     with db_stack.session() as s:
-        ds, images, _ = seed(s, db_stack.storage, images=3)
+        ds, images, _ = seed(s, db_stack.storage, images=10)
     with db_stack.session() as s:
-        mine = labeling.next_image(actor=ADMIN, session=s, dataset_id=ds, mode="unlabeled", holder=ME)
-        theirs = labeling.next_image(actor=ADMIN, session=s, dataset_id=ds, mode="unlabeled", holder=OTHER)
-    assert mine == images[0] and theirs == images[1]
-    with db_stack.session() as s:  # moving on releases what this page held
-        nxt = labeling.next_image(actor=ADMIN, session=s, dataset_id=ds, mode="unlabeled", holder=ME, after=mine)
-        assert nxt == images[2]
-        assert labeling.queue_ids(session=s, dataset_id=ds, mode="unlabeled", holder=OTHER, after=theirs) == [images[0]]
+        mine, my_next = labeling.next_image_and_upcoming(actor=ADMIN, session=s, dataset_id=ds, mode="unlabeled",
+                                                         holder=ME)
+        theirs, their_next = labeling.next_image_and_upcoming(actor=ADMIN, session=s, dataset_id=ds, mode="unlabeled",
+                                                              holder=OTHER)
+    assert [mine, *my_next] == images[:4] and [theirs, *their_next] == images[4:8]
+    with db_stack.session() as s:  # moving on: the window slides over the other page's images
+        nxt, upcoming = labeling.next_image_and_upcoming(actor=ADMIN, session=s, dataset_id=ds, mode="unlabeled",
+                                                         holder=ME, after=mine)
+        assert [nxt, *upcoming] == [images[1], images[2], images[3], images[8]]
+        assert labeling.queue_ids(session=s, dataset_id=ds, mode="unlabeled", holder=OTHER, after=theirs,
+                                  limit=10) == [*images[5:8], images[9], images[0]]
+        assert labeling.queue_size(session=s, dataset_id=ds, mode="unlabeled", holder=OTHER) == 6
+        assert labeling.queue_held_by_others(session=s, dataset_id=ds, mode="unlabeled", holder=OTHER) == 4
         later = utcnow() + timedelta(seconds=labeling.RESERVATION_S + 1)
         assert labeling.reserve(actor=ADMIN, session=s, dataset_id=ds, image_id=nxt, holder=OTHER, now=later)
         assert not labeling.reserve(actor=ADMIN, session=s, dataset_id=ds, image_id=nxt, holder=ME, now=later)
         # "all" mode shows every image, held or not
-        assert labeling.queue_ids(session=s, dataset_id=ds, mode="all", holder=ME, limit=5) == images
+        assert labeling.queue_ids(session=s, dataset_id=ds, mode="all", holder=ME, limit=10) == images
 
 
 def test_racing_pages_never_claim_the_same_image(postgres_stack):
     with postgres_stack.session() as s:
-        ds, images, _ = seed(s, postgres_stack.storage, images=8)
-    claimed, barrier = [], threading.Barrier(4)
+        ds, images, _ = seed(s, postgres_stack.storage, images=16)
+    windows, barrier = [], threading.Barrier(4)
 
     def claim():
         barrier.wait()
         with postgres_stack.session() as s:
-            claimed.append(labeling.next_image(actor=ADMIN, session=s, dataset_id=ds, mode="unlabeled", holder=uuid.uuid4()))
+            first, upcoming = labeling.next_image_and_upcoming(actor=ADMIN, session=s, dataset_id=ds,
+                                                               mode="unlabeled", holder=uuid.uuid4())
+            windows.append([first, *upcoming])
 
     threads = [threading.Thread(target=claim) for _ in range(4)]
     [t.start() for t in threads]
     [t.join() for t in threads]
-    assert None not in claimed and len(set(claimed)) == 4
+    shown = [window[0] for window in windows]
+    held = [image_id for window in windows for image_id in window]
+    assert None not in shown and len(set(held)) == len(held), windows
 
 
 def test_save_is_idempotent_and_never_overwrites_silently(stack):
@@ -188,8 +201,12 @@ def test_classes_pinned_first_get_the_number_keys(db_stack):
     with db_stack.session() as s:
         ds, _, _ = seed(s, db_stack.storage, classes=0)
         classes = [make_class(s, f"c{i:02d}").id for i in range(12)]
+        make_class(s, "not-in-this-dataset")
+        assert labeling.classes_for_labeling(session=s, dataset_id=ds, user_id=ME_USER.id) == []
+        add_to_space(s, ds, classes)
         keys = labeling.classes_for_labeling(session=s, dataset_id=ds, user_id=ME_USER.id)
         assert [k.key for k in keys] == list("1234567890") + [None, None]
+        assert [k.class_id for k in keys] == classes  # the space's order, not the workspace's
         labeling.set_pins(session=s, dataset_id=ds, actor=ME_USER, class_ids=[classes[11], classes[5]])
         keys = labeling.classes_for_labeling(session=s, dataset_id=ds, user_id=ME_USER.id)
         assert [k.class_id for k in keys[:3]] == [classes[11], classes[5], classes[0]]
@@ -198,7 +215,7 @@ def test_classes_pinned_first_get_the_number_keys(db_stack):
         assert labeling.classes_for_labeling(session=s, dataset_id=ds, user_id=OTHER_USER.id)[0].class_id == classes[0]
         with pytest.raises(InvalidInput, match="at most 10"):
             labeling.set_pins(session=s, dataset_id=ds, actor=ME_USER, class_ids=classes[:11])
-        with pytest.raises(InvalidInput, match="unknown or inactive"):
+        with pytest.raises(InvalidInput, match="outside this dataset's classes"):
             labeling.set_pins(session=s, dataset_id=ds, actor=ME_USER, class_ids=[uuid.uuid4()])
 
 
@@ -300,7 +317,9 @@ def test_keys_typed_on_a_guessed_image_apply_only_where_the_guess_was_right(db_s
     batch = {"load": "p", "seq": 1, "image_id": tags[0], "keys": ["1", "enter", "2", "enter"], "images": tags}
     assert flow.apply_keys(session_scope, state, batch=batch, classes=keys) == 4
     assert state.image_id == images[2] and state.message is None
-    with db_stack.session() as s:  # another page takes the image the browser guesses next
+    with db_stack.session() as s:  # this page's lease on the guessed image ran out and another page took it
+        s.execute(update(ClsDatasetImage).where(ClsDatasetImage.dataset_id == ds, ClsDatasetImage.image_id == images[3])
+                  .values(reserved_until=utcnow() - timedelta(seconds=1)))
         assert labeling.reserve(actor=ADMIN, session=s, dataset_id=ds, image_id=images[3], holder=uuid.uuid4())
     tags = [str(images[2])] * 2 + [str(images[3])] * 2
     batch = {"load": "p", "seq": 2, "image_id": tags[0], "keys": ["3", "enter", "1", "enter"], "images": tags}

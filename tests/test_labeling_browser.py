@@ -19,7 +19,7 @@ from core.db import dispose_engines, session_scope
 from core.labeling import set_pins
 from core.models import ClsDatasetImage, ClsLabel
 from core.storage import storage_from_url
-from tests.factories import ADMIN, make_image_row
+from tests.factories import ADMIN, add_to_space, make_image_row
 from tests.plugins.browser import start_app, stop_app
 
 
@@ -34,7 +34,8 @@ def seed(server, name: str, *, images: int, classes: list[str], task_type: str =
         dataset = create_dataset(actor=ADMIN, session=session, name=name, task_type=task_type)
         ids = [make_image_row(session, storage, seed=hash((name, i)) % 10_000).id for i in range(images)]
         add_images_to_dataset(actor=ADMIN, session=session, dataset_id=dataset.id, image_ids=ids)
-        # The workspace's classes are shared by every test here: pin this dataset's own to keys 1…
+        add_to_space(session, dataset.id, class_ids.values())  # the dataset's classes (Settings tab)
+        # and this user's pins, in the same order (keys 1, 2, …)
         set_pins(session=session, dataset_id=dataset.id, actor=local_user(), class_ids=list(class_ids.values()))
     return dataset.id, class_ids
 
@@ -313,10 +314,18 @@ def test_next_image_is_shown_before_the_save_returns_and_python_decides(server, 
     assert shown_image(page) == str(order[1])
     assert rows(server, dataset_id) == {order[0]: {"h-one"}}
 
-    # Another labeler takes the image after next; the guess (order[2]) is wrong.
+    # This page's lease on the image after next ran out and another labeler took it: the guess
+    # (order[2]) is wrong. (While the lease holds, no other page can get it: test_labeling_team_browser.)
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
     from core.labeling import reserve
+    from core.models import utcnow
 
     with session_scope(url) as session:
+        session.execute(update(ClsDatasetImage).where(ClsDatasetImage.image_id == order[2])
+                        .values(reserved_until=utcnow() - timedelta(seconds=1)))
         assert reserve(actor=ADMIN, session=session, dataset_id=dataset_id, image_id=order[2], holder=uuid.uuid4())
     shown, _ = page.evaluate(PRESS, ["2", "Enter", "1", "Enter"])
     assert shown == str(order[3])  # guessed two ahead
@@ -325,3 +334,54 @@ def test_next_image_is_shown_before_the_save_returns_and_python_decides(server, 
     assert rows(server, dataset_id) == {order[0]: {"h-one"}, order[1]: {"h-two"}}  # nothing on order[2]/[3]
     assert "typed for another image" in page.inner_text("[data-testid='stMain']")
     assert not page.watch.page_errors
+
+
+FITS = """() => {
+  // A control is cut off when its label overflows its own box, or when an ancestor that clips
+  // (overflow other than visible) does not contain it whole.
+  const cut = [];
+  const main = document.querySelector("[data-testid='stMain']");
+  const clipped = (el) => {
+    const box = el.getBoundingClientRect();
+    for (let a = el.parentElement; a && a !== document.body; a = a.parentElement) {
+      if (getComputedStyle(a).overflowX !== "visible") {
+        const r = a.getBoundingClientRect();
+        if (box.left < r.left - 1 || box.right > r.right + 1) return true;
+      }
+    }
+    return false;
+  };
+  for (const el of main.querySelectorAll("button, [data-testid='stProgress'], .lk-hint")) {
+    if (!el.getBoundingClientRect().width) continue;
+    const overflowing = [el, ...el.querySelectorAll("p, span, div")].some(
+      (node) => node.scrollWidth > node.clientWidth + 1 && getComputedStyle(node).overflowX !== "visible");
+    if (overflowing || clipped(el)) cut.push(el.innerText.trim().slice(0, 40));
+  }
+  return cut;
+}"""
+
+
+@pytest.mark.parametrize("width", [1280, 1440, 1920])
+def test_controls_fit_and_small_images_fill_the_frame(server, chromium_browser, width):
+    """At 1280–1920 px no control's label is cut off; a 96 px image is scaled up to fill the frame,
+    drawn pixel-sharp (it is scaled more than 3×)."""
+    dataset_id, _ = seed(server, f"fit-{width}", images=3, classes=[f"fit-{width}-a", f"fit-{width}-b"])
+    page = chromium_browser.new_context(viewport={"width": width, "height": 1000}).new_page()
+    try:
+        open_labeling(page, server, dataset_id)
+        page.wait_for_selector("text=Save & Next (Enter)")
+        page.wait_for_function("() => { const i = document.querySelector('.lk-image'); "
+                               "return i.complete && i.naturalWidth > 0; }", timeout=20000)
+        assert page.evaluate(FITS) == []
+        frame = page.locator(".lk-frame").bounding_box()
+        image = page.locator(".lk-image").bounding_box()
+        natural = page.evaluate("() => [document.querySelector('.lk-image').naturalWidth,"
+                                " getComputedStyle(document.querySelector('.lk-image')).imageRendering]")
+        assert natural[0] == 96 and natural[1] == "pixelated"
+        shown = page.evaluate("""() => { const i = document.querySelector('.lk-image');
+            const scale = Math.min(i.clientWidth / i.naturalWidth, i.clientHeight / i.naturalHeight);
+            return [i.naturalWidth * scale, i.naturalHeight * scale]; }""")
+        assert max(shown[0] / frame["width"], shown[1] / frame["height"]) > 0.98  # fills one side of the frame
+        assert image["width"] <= frame["width"] + 1
+    finally:
+        page.context.close()

@@ -6,7 +6,7 @@ from sqlalchemy.exc import IntegrityError
 
 from core.config import reset_settings_cache
 from core.db import dispose_engines
-from core.migrate import check_drift, upgrade_head
+from core.migrate import check_drift, head_revision, upgrade_head
 from core.models import Base
 
 
@@ -31,7 +31,7 @@ def empty_database(request, tmp_path):
 def test_upgrade_head_creates_every_table_and_has_no_drift(empty_database, monkeypatch):
     monkeypatch.setenv("DATABASE_URL", empty_database)
     reset_settings_cache()
-    assert upgrade_head(empty_database) == "0001"
+    assert upgrade_head(empty_database) == head_revision()
     engine = create_engine(empty_database)
     tables = set(inspect(engine).get_table_names())
     assert set(Base.metadata.tables) <= tables
@@ -47,7 +47,7 @@ def test_upgrade_head_creates_every_table_and_has_no_drift(empty_database, monke
         else:
             assert not [i for i in inspect(connection).get_indexes("cls_images") if "trgm" in i["name"]]
     engine.dispose()
-    assert upgrade_head(empty_database) == "0001"  # idempotent
+    assert upgrade_head(empty_database) == head_revision()  # idempotent
     dispose_engines()
 
 
@@ -76,3 +76,54 @@ def test_check_constraints_hold(db_stack):
     with pytest.raises(IntegrityError):
         with db_stack.session() as session:
             session.add(ClsImage(filename="x.png", storage_path="images/x.png", source="ftp"))
+
+
+def test_0002_gives_existing_datasets_the_classes_their_labels_use(empty_database, monkeypatch):
+    """A database at 0001 with labels: after the upgrade each dataset's label space holds exactly the
+    classes its labels use, in name order, and every dataset starts at revision 0."""
+    import uuid
+
+    from alembic import command
+
+    from core.migrate import alembic_config
+
+    monkeypatch.setenv("DATABASE_URL", empty_database)
+    reset_settings_cache()
+    command.upgrade(alembic_config(empty_database), "0001")
+    engine = create_engine(empty_database)
+    ids = {name: uuid.uuid4() for name in ("ds1", "ds2", "zebra", "apple", "mole", "img1", "img2")}
+    sqlite = engine.dialect.name == "sqlite"
+
+    def key(name):  # how SQLAlchemy's Uuid stores it: hex text on SQLite, uuid on Postgres
+        return ids[name].hex if sqlite else ids[name]
+
+    with engine.begin() as connection:
+        for name in ("ds1", "ds2"):
+            connection.execute(text("INSERT INTO cls_datasets (id, name) VALUES (:id, :name)"),
+                               {"id": key(name), "name": name})
+        for name in ("zebra", "apple", "mole"):
+            connection.execute(text("INSERT INTO cls_classes (id, name) VALUES (:id, :name)"),
+                               {"id": key(name), "name": name})
+        for image in ("img1", "img2"):
+            connection.execute(text("INSERT INTO cls_images (id, filename, storage_path, source) "
+                                    "VALUES (:id, :f, :f, 'upload')"), {"id": key(image), "f": f"images/{image}.png"})
+        for dataset, image, cls in (("ds1", "img1", "zebra"), ("ds1", "img2", "apple"), ("ds1", "img2", "zebra"),
+                                    ("ds2", "img1", "mole")):
+            connection.execute(text("INSERT INTO cls_labels (id, dataset_id, image_id, class_id) "
+                                    "VALUES (:id, :d, :i, :c)"),
+                               {"id": uuid.uuid4().hex if sqlite else uuid.uuid4(), "d": key(dataset), "i": key(image),
+                                "c": key(cls)})
+    engine.dispose()
+    assert upgrade_head(empty_database) == head_revision()
+    from sqlalchemy.orm import Session
+
+    from core.label_space import space_class_ids
+    from core.models import ClsDataset
+
+    engine = create_engine(empty_database)
+    with Session(engine) as session:
+        assert space_class_ids(session, ids["ds1"]) == [ids["apple"], ids["zebra"]]
+        assert space_class_ids(session, ids["ds2"]) == [ids["mole"]]
+        assert {d.revision for d in session.query(ClsDataset)} == {0}
+    engine.dispose()
+    dispose_engines()

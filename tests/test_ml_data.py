@@ -113,7 +113,10 @@ def test_metrics_single_and_multi_label():
     probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.5, 0.4, 0.1], [0.1, 0.2, 0.7]])
     targets = np.array([0, 1, 1, 2])
     scores = epoch_metrics(probs, targets, multi_label=False)
-    assert scores["accuracy"] == 0.75 and scores["top5"] == 1.0
+    assert scores["accuracy"] == 0.75 and scores["top5"] is None  # 3 classes: every class is in the top 5
+    seven = np.eye(7)[[0, 1, 2, 3, 4, 5, 6, 0]] * 0.4 + 0.6 / 7
+    seven[7] = [0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.79]  # true class 0 ranked last of 7: outside the top 5
+    assert epoch_metrics(seven, np.array([0, 1, 2, 3, 4, 5, 6, 0]), multi_label=False)["top5"] == 7 / 8
     report = final_report(probs, targets, multi_label=False, class_names=["a", "b", "c"])
     assert report["confusion_matrix"] == [[1, 0, 0], [1, 1, 0], [0, 0, 1]]
     assert report["per_class"]["b"] == {"precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3), "support": 2}

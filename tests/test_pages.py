@@ -52,6 +52,29 @@ def test_dashboard_shows_real_counts(embedded_stack):
     assert any("succeeded" in p.proto.text for p in app.get("progress"))
 
 
+def test_an_empty_workspace_offers_the_demo_data_in_one_click_then_names_the_next_step(embedded_stack):
+    """A fresh install: the Dashboard offers Import and (admins) the demo data; the click runs the same
+    loader as `python -m core demo` as a job; afterwards it names the next step instead."""
+    from sqlalchemy import select
+
+    from core.label_space import label_space
+    from core.models import ClsDataset
+
+    app = render("pages/dashboard.py")
+    assert "Get started" in [h.value for h in app.subheader]
+    [button] = [b for b in app.button if b.label == "Load the demo data"]
+    button.click().run()
+    assert not app.exception, [e.value for e in app.exception]
+    embedded_stack.drain_jobs()
+    app.run()
+    assert "Get started" not in [h.value for h in app.subheader]
+    assert any(text.value.startswith("Next: label the") for text in app.info)
+    with embedded_stack.session() as session:
+        dataset_id = session.scalar(select(ClsDataset.id))
+        assert [c.name for c in label_space(session=session, dataset_id=dataset_id)] == [
+            "Beverages", "Snacks", "Dairy", "Bakery"]  # the demo dataset's classes, in category order
+
+
 def test_grid_selection_takes_the_browsers_page_unless_python_changed_it_since():
     from pages.components.thumbnail_grid import Selection
 

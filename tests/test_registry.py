@@ -104,3 +104,39 @@ def test_unknown_and_malformed_ids(db_stack):
         add_model(session, model_type="vit")
         add_model(session)
         assert [m.model_type for m in list_models(session=session, model_type="vit")] == ["vit"]
+
+
+def _register(session, *, model_type="convnext", num_classes=3, top5=0.9):
+    """A model row as a finished training run registers it (core.registry.create_model_row)."""
+    from types import SimpleNamespace
+
+    from core.registry import create_model_row
+
+    config = SimpleNamespace(model_type=model_type, model_size="atto", timm_name="convnextv2_atto",
+                             task_type="single_label", num_classes=num_classes)
+    report = {"accuracy": 0.8, "f1": 0.7, "top5": top5, "precision": 0.7, "recall": 0.7,
+              "confusion_matrix": [], "per_class": {}}
+    artifacts = SimpleNamespace(report=report, preprocessing={}, export_check={}, evaluated_split="test")
+    return create_model_row(session=session, actor=ADMIN, model_id=uuid.uuid4(), run_id=None, name="run",
+                            version_id=None, config=config, class_names=[], class_mapping={}, keys={},
+                            artifacts=artifacts)
+
+
+def test_the_first_completed_model_of_a_group_becomes_its_default(db_stack):
+    with db_stack.session() as session:
+        first = _register(session).id
+        second = _register(session).id
+        vit = _register(session, model_type="vit").id
+        assert default_model(session=session, user_id=ADMIN.id, model_type="convnext").id == first
+        assert not get_model(session=session, model_id=second).is_default  # later: only when set
+        assert get_model(session=session, model_id=vit).is_default  # the first of its own group
+        set_default(actor=ADMIN, session=session, model_id=second)
+        third = _register(session).id
+        assert default_model(session=session, user_id=ADMIN.id, model_type="convnext").id == second
+        assert not get_model(session=session, model_id=third).is_default
+
+
+def test_top5_is_reported_only_above_five_classes(db_stack):
+    with db_stack.session() as session:
+        small, large = _register(session, num_classes=3, top5=1.0), _register(session, num_classes=12, top5=0.8)
+        assert model_summary(small)["top5_accuracy"] is None and model_summary(large)["top5_accuracy"] == 0.8

@@ -90,7 +90,8 @@ def test_explorer_and_scores_at_for_both_tasks():
     single = SplitPredictions("val", ["a", "b", "c"], np.array([[0.9, 0.1], [0.4, 0.6], [0.7, 0.3]]),
                               np.array([0, 1, 1]), multi_label=False)
     report = explorer(single, ["cat", "dog"], target_accuracy=1.0)
-    assert report["suggested"] == {"abstain": 0.9} and len(report["grid"]) == len(GRID)
+    # the lowest grid threshold answering only the right 0.9 image (the slider's 0.01 steps)
+    assert report["suggested"] == {"abstain": 0.71} and len(report["grid"]) == len(GRID)
     rows = scores_at(single, ["cat", "dog"], {"abstain": 0.0})
     assert [r["class"] for r in rows] == ["cat", "dog"] and rows[1]["recall"] == 0.5
     assert list(single.wrong()) == [2]
@@ -170,3 +171,21 @@ def test_save_thresholds_bad_input_changes_nothing(db_stack):
 
     with pytest.raises(NotFound), db_stack.session() as session:
         save_thresholds(actor=ADMIN, session=session, model_id=uuid.uuid4(), thresholds={"abstain": 0.4})
+
+
+def test_the_suggestion_never_answers_nothing_and_says_why_when_none_fits():
+    """A small, unsure model: its only confident image is right, the rest are coin flips. A threshold
+    answering that one image "keeps 90 %" but says nothing: none is suggested, and the reason names
+    the best the model reaches at a useful coverage."""
+    rng = np.random.default_rng(0)
+    top = np.concatenate([[0.97], rng.uniform(0.34, 0.45, 59)])
+    probs = np.stack([top, (1 - top) / 2, (1 - top) / 2], axis=1)
+    targets = np.concatenate([[0], rng.integers(0, 3, 59)])
+    single = SplitPredictions("val", [str(i) for i in range(60)], probs, targets, multi_label=False)
+    report = explorer(single, ["a", "b", "c"], target_accuracy=0.9)
+    assert report["suggested"]["abstain"] is None
+    assert "answering at least 10%" in report["suggested"]["reason"] and "right at threshold" in report["suggested"]["reason"]
+    for target in (0.3, 0.5, 0.6):  # whatever is suggested answers at least a tenth of the images
+        suggested = explorer(single, ["a", "b", "c"], target_accuracy=target)["suggested"]["abstain"]
+        if suggested is not None:
+            assert (probs.max(axis=1) >= suggested).mean() >= 0.1

@@ -427,7 +427,8 @@ def test_threshold_explorer_saves_the_abstain_threshold(seeded):
     stack, ids = seeded
     app = page("pages/models.py", model=ids["model"])
     app.slider(key="th_target").set_value(1.0).run()
-    assert "Suggested abstain threshold: **0.80**" in texts(app)
+    # the lowest slider value answering only the right images (the exact cut is 0.80; 0.61 answers the same)
+    assert "Suggested abstain threshold: **0.61**" in texts(app) and "it answers 67% of the validation" in texts(app)
     app.slider(key="th_abstain").set_value(0.85).run()
     assert "Answered 0%" in texts(app)
     app.slider(key="th_abstain").set_value(0.7).run()

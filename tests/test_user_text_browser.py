@@ -51,13 +51,15 @@ def test_html_in_user_text_shows_as_text(hostile_app, browser_page):
     dialogs = []
     browser_page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
     # the list pages, the image library's tiles (file name: the part after the last "/", as ingest keeps
-    # it) and the dataset grid's tiles (class chip)
-    for path, shown in (("classes", XSS_CLASS), ("datasets", PROBE), ("images", XSS_FILE.rsplit("/", 1)[-1]),
-                        (f"datasets?dataset={hostile_app.dataset_id}", XSS_CLASS)):
+    # it) and the dataset grid's tiles (class chip: the class's display name, as on the Labeling page)
+    body = "text => document.body.innerText.includes(text)"
+    chip = "text => [...document.querySelectorAll('.tg-chip')].some(c => c.textContent.includes(text))"
+    for path, shown, where in (("classes", XSS_CLASS, body), ("datasets", PROBE, body),
+                               ("images", XSS_FILE.rsplit("/", 1)[-1], body),
+                               (f"datasets?dataset={hostile_app.dataset_id}", PROBE, chip)):
         browser_page.goto(f"{hostile_app.url}/{path}")
         # Wait for the user text itself (wait_for_app's idle check can outlast a busy shared machine).
-        browser_page.wait_for_function("text => document.body.innerText.includes(text)", arg=shown,
-                                       timeout=120_000)
+        browser_page.wait_for_function(where, arg=shown, timeout=120_000)
         browser_page.wait_for_timeout(1000)
         injected = browser_page.evaluate(
             "() => document.querySelectorAll(\"img[src='x'], img[src='y'], img[src='z']\").length"

@@ -16,7 +16,7 @@ from tests.factories import ADMIN, make_class, make_dataset, make_dataset_image
 
 
 def _dataset(stack, *, task_type="single_label"):
-    """Two classes (zebra before apple in creation order, so index order is by name), 6 labeled
+    """Two classes (zebra labeled first, so zebra comes first in the dataset's label space), 6 labeled
     images with splits, 2 labeled without a split, 1 unlabeled."""
     with stack.session() as session:
         dataset = make_dataset(session, "vs", task_type=task_type)
@@ -39,8 +39,8 @@ def test_create_version_writes_the_manifest_contract(stack):
     with stack.session() as session:
         version = session.get(ClsDatasetVersion, version_id)
         assert version.version_number == 1
-        assert version.class_names == ["apple", "zebra"]
-        assert version.class_mapping == {str(classes["apple"]): 0, str(classes["zebra"]): 1}
+        assert version.class_names == ["zebra", "apple"]  # the label space's order
+        assert version.class_mapping == {str(classes["zebra"]): 0, str(classes["apple"]): 1}
         assert version.manifest_key == f"versions/{version_id}/manifest.jsonl"
         assert (version.image_count, version.labeled_image_count, version.class_count) == (9, 8, 2)
         assert sum(version.split_counts.values()) == 8
@@ -49,9 +49,9 @@ def test_create_version_writes_the_manifest_contract(stack):
         by_id = {line["image_id"]: line for line in lines}
         first = by_id[str(images[0])]
         assert set(first) == {"image_id", "key", "sha256", "filename", "labels", "split"}
-        assert first["labels"] == [1] and first["split"] == "train" and first["filename"] == "img_0.png"
+        assert first["labels"] == [0] and first["split"] == "train" and first["filename"] == "img_0.png"
         assert stack.storage.get(first["key"]) and len(first["sha256"]) == 64
-        assert by_id[str(images[4])] == {**by_id[str(images[4])], "labels": [0], "split": "test"}
+        assert by_id[str(images[4])] == {**by_id[str(images[4])], "labels": [1], "split": "test"}
         # The two labeled images without a split were given one, and the dataset shows it.
         assert {by_id[str(images[6])]["split"], by_id[str(images[7])]["split"]} <= {"train", "val", "test"}
         splits = dict(session.execute(select(ClsDatasetImage.image_id, ClsDatasetImage.split)).tuples().all())
@@ -59,7 +59,7 @@ def test_create_version_writes_the_manifest_contract(stack):
         assert splits[images["unlabeled"]] == "unassigned"
         assert sorted(version.train_image_ids + version.val_image_ids + version.test_image_ids) == sorted(by_id)
         assert version.per_class_counts["apple"] == {
-            s: sum(1 for line in lines if line["labels"] == [0] and line["split"] == s) for s in ("train", "val", "test")}
+            s: sum(1 for line in lines if line["labels"] == [1] and line["split"] == s) for s in ("train", "val", "test")}
 
 
 def test_later_edits_never_change_a_version_and_compare_shows_them(stack):

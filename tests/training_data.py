@@ -41,6 +41,7 @@ def make_digits_version(session, storage, *, name: str = "digits", classes: int 
     multi_label: each image also gets the label 'even'/'odd' (a real second attribute)."""
     from core.classes import create_class
     from core.datasets import add_images_to_dataset, create_dataset
+    from core.label_space import _include_classes
     from core.labels import set_labels
     from core.versions import create_version
 
@@ -50,6 +51,8 @@ def make_digits_version(session, storage, *, name: str = "digits", classes: int 
     if multi_label:
         class_ids["even"] = create_class(actor=ADMIN, session=session, name=f"{name}-even").id
         class_ids["odd"] = create_class(actor=ADMIN, session=session, name=f"{name}-odd").id
+    # the dataset's classes in this order: the digits 0…, then even and odd (the version's indices)
+    _include_classes(session, dataset.id, list(class_ids.values()))
     rng = np.random.default_rng(seed)
     for label in range(classes):
         indices = rng.permutation(np.flatnonzero(target == label))

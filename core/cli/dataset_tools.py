@@ -7,6 +7,7 @@ in COMMAND_MODULES).
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from core.errors import InvalidInput
@@ -91,14 +92,21 @@ def cmd_split(args) -> dict:
 
 def cmd_version(args) -> dict:
     from core.db import session_scope
+    from core.split_checks import version_warnings, warning_lines
     from core.storage import get_storage
     from core.users import operator_user
     from core.versions import create_version, version_summary
 
+    storage = get_storage()
     with session_scope() as session:
-        version = create_version(session=session, actor=operator_user(), storage=get_storage(), dataset_id=_dataset_id(session, args.name),
+        dataset_id = _dataset_id(session, args.name)
+        warnings = version_warnings(session=session, dataset_id=dataset_id, storage=storage)
+    for line in warning_lines(warnings):  # said before the version is made
+        sys.stderr.write(f"warning: {line}\n")
+    with session_scope() as session:
+        version = create_version(session=session, actor=operator_user(), storage=storage, dataset_id=dataset_id,
                                  notes=args.notes)
-        return version_summary(version)
+        return {**version_summary(version), "warnings": warnings}
 
 
 def cmd_versions(args) -> dict:

@@ -1,5 +1,5 @@
-"""`python -m core duplicates`: exact and near-duplicate groups of the library, or one file checked
-against it (`--check FILE`)."""
+"""`python -m core duplicates`: exact and near-duplicate groups of the library (each member by id, file
+name and folder), or one file checked against it (`--check FILE`)."""
 
 from __future__ import annotations
 
@@ -36,10 +36,27 @@ def cmd_duplicates(args) -> dict:
                                           storage=get_storage())
     with session_scope() as session:
         exact = duplicates.exact_duplicate_groups(session=session)
-        result = {"exact_groups": exact, "exact_extras": sum(len(g) - 1 for g in exact)}
+        result = {"exact_groups": _named(session, exact), "exact_extras": sum(len(g) - 1 for g in exact)}
         if not args.exact_only:
             near = duplicates.near_duplicate_groups(session=session, storage=get_storage(), threshold=threshold,
                                                     confirm=not args.no_confirm)
-            result.update(threshold=threshold, confirmed=not args.no_confirm, near_groups=near,
+            result.update(threshold=threshold, confirmed=not args.no_confirm, near_groups=_named(session, near),
                           near_extras=sum(len(g) - 1 for g in near))
     return result
+
+
+def _named(session, groups: list[list]) -> list[list[dict]]:
+    """Each member by id with its file name and folder, so a group can be read without another lookup."""
+    from sqlalchemy import select
+
+    from core.models import ClsImage
+
+    ids = [image_id for group in groups for image_id in group]
+    names: dict = {}
+    for start in range(0, len(ids), 1000):
+        for image_id, original, stored, folder in session.execute(
+                select(ClsImage.id, ClsImage.original_filename, ClsImage.filename, ClsImage.folder)
+                .where(ClsImage.id.in_(ids[start:start + 1000]))):
+            names[image_id] = {"file": original or stored, "folder": folder}
+    return [[{"id": str(image_id), **names.get(image_id, {"file": None, "folder": None})} for image_id in group]
+            for group in groups]

@@ -86,8 +86,21 @@ def cmd_train(args) -> dict:
         run = create_run(session=session, actor=operator, version_id=version.id, config=values, name=args.name)
         run_id = run.id
         print_recipe(run.config)
+        missing = _warn_missing_eval(version)
     job_id = start_run(actor=operator, run_id=run_id, inline=not args.queue)
-    return _run_outcome(run_id, job_id, queued=args.queue)
+    return {**_run_outcome(run_id, job_id, queued=args.queue), "warnings": {"missing_eval": missing}}
+
+
+def _warn_missing_eval(version) -> list[dict]:
+    """Classes of the version with no val or test image: said on stderr before the run starts."""
+    import sys
+
+    from core.split_checks import version_missing_eval, warning_lines
+
+    missing = version_missing_eval(version)
+    for line in warning_lines({"missing_eval": missing}):
+        sys.stderr.write(f"warning: {line}\n")
+    return missing
 
 
 def print_recipe(config: dict) -> None:

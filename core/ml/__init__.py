@@ -5,3 +5,7 @@ augmentation presets (config, augment), manifest data (data), losses, metrics, t
 Modules that need torch import it where they are used by training only (losses, trainer, pipeline,
 export); the rest defer it, so the app and the CLI start without loading torch.
 """
+
+FINISHING_MESSAGE = "final evaluation, export and checks"
+"""A training job's message between its last epoch and the model's upload: the run page shows it as its
+own phase (core.training_views), not as a finished "training" bar."""

@@ -126,6 +126,9 @@ class TrainingConfig(BaseModel):
             )
         if multi and self.early_stopping_metric in ("val_accuracy", "val_top5"):
             raise ValueError(f"{self.early_stopping_metric} is a single-label metric; use val_f1, val_map or val_loss")
+        if self.early_stopping_metric == "val_top5" and self.num_classes <= 5:
+            raise ValueError(f"val_top5 is measured only with more than 5 classes (this version has "
+                             f"{self.num_classes}); use val_f1, val_accuracy or val_loss")
         if not multi and self.early_stopping_metric == "val_map":
             raise ValueError("val_map is a multi-label metric; use val_f1, val_accuracy, val_top5 or val_loss")
         if self.pretrained_weights and not self.pretrained_weights.startswith(("file:", "storage:", "model:")):

@@ -39,8 +39,8 @@ def epoch_metrics(probs: np.ndarray, targets: np.ndarray, *, multi_label: bool) 
             }
         predicted = probs.argmax(axis=1)
         labels = list(range(classes))
-        top5 = float(top_k_accuracy_score(targets, probs, k=min(5, classes), labels=labels)) if classes > 2 \
-            else float(accuracy_score(targets, predicted))
+        # top-5 says something only with more than 5 classes (else every true class is in the top 5)
+        top5 = float(top_k_accuracy_score(targets, probs, k=5, labels=labels)) if classes > 5 else None
         return {
             "accuracy": float(accuracy_score(targets, predicted)),
             "top5": top5,

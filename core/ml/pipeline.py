@@ -148,6 +148,10 @@ def run_training(config: TrainingConfig, records: list[data.Record], *, class_na
             on_epoch(fit_state, trainer.state_to_save(parts, fit_state))
 
     state = trainer.fit(parts, loaders, config, state, on_batch=on_batch, on_epoch=epoch_done, deadline=deadline)
+    if on_message:  # the run page shows this phase, not a finished "training" bar
+        from core.ml import FINISHING_MESSAGE
+
+        on_message(FINISHING_MESSAGE, 0, 0)
     best = trainer.best_model(parts, state)
     if not evaluate_and_export:
         return Artifacts({}, preprocessing, {}, "val", {}, state, extra={"config": config})

@@ -106,6 +106,36 @@ def chromium_browser():
 
 
 @pytest.fixture(scope="module")
+def postgres_app(tmp_path_factory):
+    """The app on a Postgres database of its own (the session's database is emptied between tests),
+    local storage and in-process jobs; yields (server, database URL). Concurrency is proven here."""
+    import secrets
+
+    from sqlalchemy import create_engine, text
+
+    from tests.plugins.services import PG_ADMIN_URL, require_service
+
+    require_service("PostgreSQL", PG_ADMIN_URL, 5432)
+    name = f"cls_app_{os.getpid()}_{secrets.token_hex(3)}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    workdir = tmp_path_factory.mktemp("pg-app")
+    server = start_app(workdir, extra_env={"DATABASE_URL": url, "STORAGE_URL": f"file://{workdir / 'storage'}"})
+    try:
+        yield server, url
+    finally:
+        from core.db import dispose_engines
+
+        stop_app(server)
+        dispose_engines()
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="module")
 def app_server(tmp_path_factory):
     """The app on an embedded stack with the demo data loaded."""
     workdir = tmp_path_factory.mktemp("app")

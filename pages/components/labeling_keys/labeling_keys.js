@@ -10,6 +10,9 @@
 // a redraw with Python's answer, never a label on the wrong image.
 // Streamlit calls this function again on every run with new data, and keeps only the last cleanup,
 // so the listener and the queue live in one per-window object.
+// Reservations (core.reservations): a batch with no keys is the page's heartbeat, sent every
+// data.heartbeat_ms when nothing else was sent, with how long the labeler has been idle (Python
+// renews the page's reservations only while they are active); closing the tab sends {leave: true}.
 
 const KEYMAP = {
   Enter: "enter", ArrowLeft: "left", a: "left", A: "left", ArrowRight: "right", d: "right", D: "right",
@@ -23,6 +26,7 @@ function labelingState() {
       load: Math.random().toString(36).slice(2) + Date.now().toString(36),
       seq: 0, queue: [], inflight: null, sentAt: 0, owner: null, api: null, root: null,
       listener: null, timer: null, prefetched: new Map(), sent: 0, view: null,
+      lastSent: performance.now(), lastActive: performance.now(), activity: null,
     };
   }
   return window.__labelingKeys;
@@ -34,6 +38,17 @@ function isTextField(el) {
   return tag === "input" || tag === "textarea" || tag === "select" || el.isContentEditable;
 }
 
+function send(state, batch, entries) {
+  state.inflight = batch;
+  state.entries = entries;
+  state.sentAt = state.lastSent = performance.now();
+  state.api.setTriggerValue("keys", batch);
+}
+
+function idleMs(state) {
+  return document.hidden ? 1e9 : Math.round(performance.now() - state.lastActive);
+}
+
 function pump(state) {
   const api = state.api;
   if (!api) return;
@@ -42,15 +57,32 @@ function pump(state) {
     state.sentAt = performance.now();
     return;
   }
-  if (state.inflight || state.queue.length === 0) return;
+  if (state.inflight) return;
+  if (state.queue.length === 0) {
+    const every = (api.data && api.data.heartbeat_ms) || 0;
+    if (every && performance.now() - state.lastSent >= every) {
+      state.seq += 1;
+      send(state, {load: state.load, seq: state.seq, keys: [], idle_ms: idleMs(state)}, []);
+    }
+    return;
+  }
   state.seq += 1;
   const entries = state.queue.splice(0);
-  state.inflight = {load: state.load, seq: state.seq, image_id: entries[0].image, keys: entries.map((e) => e.key),
-                    images: entries.map((e) => e.image)};
-  state.entries = entries;
-  state.sentAt = performance.now();
   state.sent += entries.length;
-  api.setTriggerValue("keys", state.inflight);
+  send(state, {load: state.load, seq: state.seq, image_id: entries[0].image, keys: entries.map((e) => e.key),
+               images: entries.map((e) => e.image)}, entries);
+}
+
+function leave() {
+  // The tab closes or navigates away: its reservations end now (best effort; the lease ends them anyway).
+  const state = labelingState();
+  if (!state.api) return;
+  state.seq += 1;
+  state.api.setTriggerValue("keys", {load: state.load, seq: state.seq, keys: [], leave: true});
+}
+
+function active() {
+  labelingState().lastActive = performance.now();
 }
 
 function pendingKeys(state) {
@@ -129,6 +161,7 @@ function onKeyDown(event) {
   else if (event.key === "?") key = "?";
   else if (event.key === "/") key = "/";
   else key = KEYMAP[event.key] || null;
+  active();
   if (!key) return;
   // Ours: Streamlit's own c (clear caches) and r (rerun) must not see it.
   event.preventDefault();
@@ -203,13 +236,14 @@ function renderClasses(root, data, view, query) {
     row.setAttribute("role", "option");
     row.appendChild(el("span", "lk-key", c.key || ""));
     const dot = el("span", "lk-dot"); dot.style.background = c.color; row.appendChild(dot);
-    row.appendChild(el("span", "lk-name", c.name + (c.pinned ? " 📌" : "")));
+    row.appendChild(el("span", "lk-name", c.name));
+    if (c.pinned) row.appendChild(el("span", "lk-pin", "pinned"));
     if (c.suggested) row.appendChild(el("span", "lk-ai", `AI ${Math.round(c.suggested * 100)}%`));
     row.appendChild(el("span", "lk-count", String(c.count)));
     row.addEventListener("click", () => push(labelingState(), "toggle:" + c.id));
     list.appendChild(row);
   }
-  if (classes.length === 0) list.appendChild(el("div", "lk-empty", q ? "No class matches." : "No classes yet."));
+  if (classes.length === 0) list.appendChild(el("div", "lk-empty", q ? "No class matches." : (data.no_classes_text || "No classes yet.")));
 }
 
 function render(root, data, view) {
@@ -219,6 +253,9 @@ function render(root, data, view) {
   if (shown) {
     if (image.dataset.imageId !== shown.id) {
       frame.classList.remove("zoomed");
+      // Small images fill the frame too; scaled up 3× or more they are drawn pixel-sharp, not blurred.
+      const side = Math.max(shown.width || 0, shown.height || 0);
+      frame.classList.toggle("tiny", side > 0 && side * 3 <= Math.min(frame.clientWidth, frame.clientHeight));
       image.src = shown.url;
       image.dataset.imageId = shown.id;
     }
@@ -270,6 +307,8 @@ export default function (component) {
   if (!state.listener) {
     state.listener = onKeyDown;
     window.addEventListener("keydown", state.listener, true);
+    for (const name of ["pointermove", "pointerdown", "wheel"]) window.addEventListener(name, active, {passive: true});
+    window.addEventListener("pagehide", leave);
     state.timer = setInterval(() => pump(state), 500);
   }
   pump(state);
@@ -278,6 +317,8 @@ export default function (component) {
   return () => {
     if (state.owner !== token) return; // a newer mount owns the listener now
     window.removeEventListener("keydown", state.listener, true);
+    for (const name of ["pointermove", "pointerdown", "wheel"]) window.removeEventListener(name, active);
+    window.removeEventListener("pagehide", leave);
     clearInterval(state.timer);
     state.listener = null; state.root = null; state.api = null; state.inflight = null;
   };

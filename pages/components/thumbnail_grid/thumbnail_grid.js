@@ -55,13 +55,45 @@ function buildTile(tile, grid) {
     }
     el.appendChild(chips);
   }
+  const links = text("div", "tg-links");
+  const copy = text("button", "tg-copy", `${tile.id.slice(0, 8)} · copy id`);
+  copy.type = "button";
+  copy.title = `Copy the image id ${tile.id}`;
+  copy.addEventListener("click", () => copyText(tile.id, copy));
+  links.appendChild(copy);
   if (grid.withDetails) {
     const details = text("button", "tg-details", "Details");
     details.type = "button";
     details.addEventListener("click", () => grid.details(tile.id));
-    el.appendChild(details);
+    links.appendChild(details);
   }
+  el.appendChild(links);
   return el;
+}
+
+// Ids go to the clipboard for "Add by ids", the CLI and the Splits tab. navigator.clipboard needs a
+// secure context (https or localhost); elsewhere a selected text field and execCommand do it.
+function copyText(value, button) {
+  const done = () => { button.textContent = "copied ✓"; setTimeout(() => { button.textContent = `${value.slice(0, 8)} · copy id`; }, 1200); };
+  if (navigator.clipboard && window.isSecureContext) {
+    navigator.clipboard.writeText(value).then(done, () => fallbackCopy(value) && done());
+  } else if (fallbackCopy(value)) {
+    done();
+  }
+}
+
+function fallbackCopy(value) {
+  const field = document.createElement("textarea");
+  field.value = value;
+  field.setAttribute("readonly", "");
+  field.style.position = "fixed";
+  field.style.opacity = "0";
+  document.body.appendChild(field);
+  field.select();
+  let ok = false;
+  try { ok = document.execCommand("copy"); } catch (error) { ok = false; }
+  field.remove();
+  return ok;
 }
 
 function makeGrid(root) {
