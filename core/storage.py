@@ -135,7 +135,9 @@ class S3Storage:
             "s3",
             endpoint_url=endpoint_url,
             region_name=region,
-            config=Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5, read_timeout=60),
+            # a pool as wide as the parallel fetch of a run's images (core.ml.data.FETCH_THREADS)
+            config=Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=5, read_timeout=60,
+                          max_pool_connections=32),
         )
 
     def _key(self, key: str) -> str:

@@ -138,3 +138,61 @@ def test_every_preset_transforms_a_real_image(preset):
     assert eval_transform(prep)(image).shape == (3, 32, 32)
     gray = {**prep, "mean": [0.5], "std": [0.5], "in_chans": 1}
     assert train_transform(gray, PRESETS[preset].settings)(image.convert("L")).shape == (1, 32, 32)
+
+
+def _png_records(count: int, size: int = 24):
+    pixels, _ = digits(10, 20)
+    pngs = list({digit_png(p, size): None for p in pixels})[:count]  # distinct bytes
+    assert len(pngs) == count
+    return pngs, [data.Record(str(i), f"cache-test/{i}.png", hashlib.sha256(png).hexdigest(), (0,), "train")
+                  for i, png in enumerate(pngs)]
+
+
+def test_a_second_run_on_the_worker_reads_no_object_again(s3_server, tmp_path):
+    """Real S3 protocol (moto's server over HTTP): the first run fetches in parallel threads, each
+    object once; a second run (a new ImageFiles on the same cache) reads nothing from the store."""
+    from core.storage import S3Storage
+
+    store = S3Storage("cls-test", prefix=f"cache-{tmp_path.name}", endpoint_url=s3_server, region="us-east-1")
+    pngs, records = _png_records(40)
+    for png, record in zip(pngs, records, strict=True):
+        store.put(record.key, png)
+    steps = []
+    first = data.ImageFiles(store, tmp_path, threads=8)
+    first.fetch_all(records + records[:5], on_step=lambda done, total: steps.append((done, total)))
+    unique = len({r.sha256 for r in records})
+    assert first.downloads == unique and steps[-1] == (unique, unique)
+    second = data.ImageFiles(store, tmp_path, threads=8)
+    second.fetch_all(records)
+    assert second.downloads == 0
+    assert all(second.path(r).read_bytes() == png for r, png in zip(records, pngs, strict=True))
+
+
+def test_the_cache_drops_the_least_recently_used_files_beyond_its_bound(tmp_path):
+    import os
+
+    pngs, records = _png_records(12)
+    store = MemoryStore({r.key: png for r, png in zip(records, pngs, strict=True)})
+    size = max(len(png) for png in pngs)
+    warm = data.ImageFiles(store, tmp_path, threads=1)
+    warm.fetch_all(records[:6])
+    for age, record in enumerate(records[:6]):  # records[0] used longest ago
+        os.utime(warm.path(record), (1_000_000 + age, 1_000_000 + age))
+    os.utime(warm.path(records[5]), (1_000_000, 1_000_000))  # ... then records[5] is the oldest use
+    data.ImageFiles(store, tmp_path, threads=1).path(records[1])  # a hit makes records[1] recent
+    bounded = data.ImageFiles(store, tmp_path, max_bytes=8 * size, threads=1)
+    bounded.fetch_all(records[6:9])
+    kept = {p.name for p in tmp_path.glob("*/*")}
+    assert bounded.cached_bytes() <= 8 * size and len(kept) <= 8
+    assert records[1].sha256 in kept  # recently used
+    assert records[5].sha256 not in kept and records[0].sha256 not in kept  # the two oldest uses went
+    assert all(r.sha256 in kept for r in records[6:9])  # this run's own files are never evicted
+
+
+def test_a_failed_object_is_raised_after_the_others_are_cached(tmp_path):
+    pngs, records = _png_records(6)
+    store = MemoryStore({r.key: png for r, png in zip(records, pngs, strict=True) if r.image_id != "3"})
+    files = data.ImageFiles(store, tmp_path, threads=4)
+    with pytest.raises(KeyError):
+        files.fetch_all(records)
+    assert files.downloads == 5

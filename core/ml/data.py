@@ -12,7 +12,9 @@ import io
 import math
 import os
 import tempfile
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,20 +63,41 @@ def split_records(records: list[Record]) -> dict[str, list[Record]]:
     return {split: [r for r in records if r.split == split] for split in ("train", "val", "test")}
 
 
+CACHE_MAX_BYTES = int(os.environ.get("CLS_CACHE_MAX_BYTES", 50 * 1024**3))
+"""Most disk the download cache may hold; the least recently used images go first beyond it."""
+
+FETCH_THREADS = int(os.environ.get("CLS_FETCH_THREADS", 16))
+"""Parallel object-store reads when a run fetches its images (S3 latency, not bandwidth, dominates)."""
+
+
 class ImageFiles:
     """Downloads each image once into `<cache>/images/<sha[:2]>/<sha>`, checked against its SHA-256;
-    a local store's own file is used in place."""
+    a local store's own file is used in place.
 
-    def __init__(self, storage, root: Path | None = None):
+    The cache is content-addressed, so runs and versions share it, and size-bounded: a file's mtime
+    is its last use, and when the cache grows past `max_bytes` the least recently used files go,
+    never one this instance has handed out (the current run's working set)."""
+
+    def __init__(self, storage, root: Path | None = None, *, max_bytes: int | None = None,
+                 threads: int | None = None):
         self.storage = storage
         self.root = Path(root) if root is not None else cache_dir() / "images"
+        self.max_bytes = CACHE_MAX_BYTES if max_bytes is None else max_bytes
+        self.threads = max(1, FETCH_THREADS if threads is None else threads)
+        self.downloads = 0  # objects read from the store by this instance
+        self.pinned: set[str] = set()
+        self._lock = threading.Lock()
+        self._size: int | None = None  # bytes in the cache, scanned once then tracked
 
     def path(self, record: Record) -> Path:
         local = self.storage.local_path(record.key)
         if local is not None and local.exists():
             return local
         target = self.root / record.sha256[:2] / record.sha256
+        with self._lock:
+            self.pinned.add(record.sha256)
         if target.exists():
+            _touch(target)
             return target
         data = self.storage.get(record.key)
         if hashlib.sha256(data).hexdigest() != record.sha256:
@@ -84,13 +107,86 @@ class ImageFiles:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         os.replace(tmp, target)
+        with self._lock:
+            self.downloads += 1
+            if self._size is not None:
+                self._size += len(data)
+        self._evict_if_over()
         return target
 
     def fetch_all(self, records: list[Record], on_step: Callable[[int, int], None] | None = None) -> None:
-        for done, record in enumerate(records, 1):
-            self.path(record)
-            if on_step:
-                on_step(done, len(records))
+        """Every record's file, read from the store in parallel threads; the first error is raised
+        after the others finished (their files stay cached for the next try)."""
+        unique = list({record.sha256: record for record in records}.values())
+        total = len(unique)
+        if self.threads == 1 or total < 2:
+            for done, record in enumerate(unique, 1):
+                self.path(record)
+                if on_step:
+                    on_step(done, total)
+            return
+        first_error: BaseException | None = None
+        with ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="fetch") as pool:
+            futures = [pool.submit(self.path, record) for record in unique]
+            for done, future in enumerate(as_completed(futures), 1):
+                error = future.exception()
+                if error is not None and first_error is None:
+                    first_error = error
+                if on_step:
+                    on_step(done, total)
+        if first_error is not None:
+            raise first_error
+
+    def cached_bytes(self) -> int:
+        with self._lock:
+            if self._size is None:
+                self._size = sum(size for _, size, _ in _cache_entries(self.root))
+            return self._size
+
+    def _evict_if_over(self) -> None:
+        if self.cached_bytes() <= self.max_bytes:
+            return
+        with self._lock:
+            entries = sorted(_cache_entries(self.root))  # oldest use first; rescanned: other processes share it
+            total = sum(size for _, size, _ in entries)
+            goal = int(self.max_bytes * 0.9)  # free a margin so the next download does not evict again
+            for _, size, path in entries:
+                if total <= goal:
+                    break
+                if path.name in self.pinned:
+                    continue
+                try:
+                    path.unlink()
+                    total -= size
+                except FileNotFoundError:  # another process evicted it first
+                    total -= size
+            self._size = total
+
+
+def _touch(path: Path) -> None:
+    """Marks a cache hit as the file's latest use (the LRU order is the mtime order)."""
+    try:
+        os.utime(path)
+    except OSError:  # a read-only cache still serves; only its eviction order is older
+        pass
+
+
+def _cache_entries(root: Path) -> list[tuple[float, int, Path]]:
+    entries = []
+    if not root.exists():
+        return entries
+    for shard in os.scandir(root):
+        if not shard.is_dir():
+            continue
+        for entry in os.scandir(shard.path):
+            if entry.name.startswith(".tmp-") or not entry.is_file():
+                continue
+            try:
+                stat = entry.stat()
+            except FileNotFoundError:
+                continue
+            entries.append((stat.st_mtime, stat.st_size, Path(entry.path)))
+    return entries
 
 
 class DecodedCache:
