@@ -11,7 +11,7 @@ WORKDIR /app
 COPY requirements.txt .
 RUN pip install -r requirements.txt
 
-COPY app.py alembic.ini ./
+COPY app.py serve.py alembic.ini ./
 COPY core core
 COPY pages pages
 COPY jobs jobs
@@ -19,7 +19,7 @@ COPY migrations migrations
 COPY .streamlit .streamlit
 # Bytecode now (PYTHONDONTWRITEBYTECODE stops it at run time): 0.3 s of compiling the app's 87 modules
 # would otherwise fall on every process's first request.
-RUN python -m compileall -q app.py core pages jobs migrations
+RUN python -m compileall -q app.py serve.py core pages jobs migrations
 
 RUN useradd --create-home --uid 1000 platform && mkdir -p /app/data && chown platform /app/data
 USER platform
@@ -27,4 +27,4 @@ USER platform
 EXPOSE 8501
 HEALTHCHECK CMD curl -fs http://127.0.0.1:8501/_stcore/health || exit 1
 # Migrations run before the app serves anything.
-CMD ["sh", "-c", "python -m core migrate && exec streamlit run app.py --server.headless true --server.address 0.0.0.0 --server.port 8501"]
+CMD ["sh", "-c", "python -m core migrate && exec streamlit run serve.py --server.headless true --server.address 0.0.0.0 --server.port 8501"]

@@ -16,7 +16,7 @@ browser:
 
 run: install
 	$(PYTHON) -m core migrate
-	$(PYTHON) -m streamlit run app.py --server.headless true
+	$(PYTHON) -m streamlit run serve.py --server.headless true
 
 test: install-dev browser
 	$(PYTHON) -m pytest -q

@@ -2,12 +2,20 @@
 
 import streamlit as st
 
-from pages.ui import current_user, disable_nagle, end_labeling_elsewhere, ensure_schema, sidebar_user
+from pages.ui import (
+    current_user,
+    disable_nagle,
+    end_labeling_elsewhere,
+    ensure_schema,
+    sidebar_user,
+    warn_without_file_route,
+)
 
 st.set_page_config(page_title="Image classification", page_icon="🏷️", layout="wide")
 
 disable_nagle()
 ensure_schema()
+warn_without_file_route()
 user = current_user()
 sidebar_user(user)
 

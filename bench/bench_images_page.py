@@ -145,7 +145,7 @@ def explain(filters: dict, sort: str) -> dict:
         return out
 
 
-THUMBS_LOADED = ("() => { const imgs = [...document.querySelectorAll(\"img[src*='storage_thumbs']\")];"
+THUMBS_LOADED = ("() => { const imgs = [...document.querySelectorAll(\"img[src*='/files/thumbs/']\")];"
                  " return imgs.length >= 48 && imgs.every(i => i.complete && i.naturalWidth > 0); }")
 
 

@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     # Public base URL under which a CDN/static server exposes storage keys (optional).
     storage_public_url: str | None = None
+    # HMAC key for the app's signed links to local storage files (core/file_links.py); one per deployment.
+    file_link_secret: str | None = None
 
     max_upload_bytes: int = limits.MAX_UPLOAD_BYTES
     max_image_pixels: int = limits.MAX_IMAGE_PIXELS

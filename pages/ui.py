@@ -8,8 +8,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from contextlib import contextmanager
-from pathlib import Path
-from urllib.parse import quote
 
 import streamlit as st
 
@@ -200,27 +198,12 @@ def watch_jobs(job_ids: list[uuid.UUID], *, every_s: float = 1.0, on_done: Calla
 
 # ---------------------------------------------------------------- images at stable browser URLs
 
-_served_folders: dict[str, str] = {}
-
-
-def _local_route(folder: Path) -> str:
-    """Serve a local storage folder read-only through Streamlit's component file route
-    (`/component/<name>/<file>`, browser-cacheable); returns the URL prefix."""
-    import streamlit.components.v1 as components_v1
-
-    folder.mkdir(parents=True, exist_ok=True)
-    prefix = _served_folders.get(str(folder))
-    if prefix is None:
-        declared = components_v1.declare_component(f"storage_{folder.name}", path=str(folder))
-        prefix = _served_folders[str(folder)] = f"component/{declared.name}"
-    return prefix
-
-
 def storage_url(key: str) -> str:
     """A URL the browser can load for an image or thumbnail key that stays the same across runs,
     so the browser caches and prefetches it (measured: halves labeling latency): the store's public or
-    reused presigned URL (core.labeling.stable_url), or for local storage the folder route above.
-    Deleted objects stop being served at once: nothing is copied."""
+    reused presigned URL (core.labeling.stable_url), or for local storage a signed link to serve.py's
+    file route, valid for hours (core.file_links). Deleted objects stop being served at once."""
+    from core.file_links import signed_path
     from core.labeling import stable_url
     from core.storage import get_storage
 
@@ -228,11 +211,19 @@ def storage_url(key: str) -> str:
     url = stable_url(storage, key)
     if url:
         return url
-    path = storage.local_path(key)
-    top, _, rest = key.partition("/")
-    if path is None or top not in ("images", "thumbs"):
+    if storage.local_path(key) is None:
         raise ValueError(f"no browser URL for storage key {key!r}")
-    return f"{_app_root()}{_local_route(path.parents[len(Path(rest).parts) - 1])}/{quote(rest)}"
+    return f"{_app_root()}{signed_path(key)}"
+
+
+def warn_without_file_route() -> None:
+    """Started as `streamlit run app.py` on local storage, images would not load: say how to start."""
+    from core import file_links
+    from core.storage import get_storage
+
+    if st.context.url and not file_links.route_mounted and get_storage().local_path("images/x") is not None:
+        st.warning("Images cannot be shown: start the app with `streamlit run serve.py` (it serves the "
+                   "image files through signed links).")
 
 
 def _app_root() -> str:

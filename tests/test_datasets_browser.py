@@ -67,7 +67,7 @@ def test_select_twenty_and_label_them_with_a_number_key(seeded_app, browser_page
     page.goto(f"{server.url}/datasets?dataset={seeded['dataset']}")
     wait_for_app(page)
     page.get_by_text("0 of 24 images labeled").wait_for(timeout=30000)
-    thumbs = page.locator("img[src*='storage_thumbs']")
+    thumbs = page.locator("img[src*='/files/thumbs/']")
     expect(thumbs).to_have_count(24, timeout=20000)
 
     for index in range(20):  # clicked without waiting: most land during the previous click's grid run

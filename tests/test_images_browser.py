@@ -59,9 +59,9 @@ def test_upload_filter_select_and_bulk_tag(app_server, browser_page, tmp_path):
     page.goto(f"{app_server.url}/images?folder=browser-test&q=browser")
     wait_for_app(page)
     page.get_by_text("2 of ").first.wait_for(timeout=20000)
-    thumbs = page.locator("img[src*='storage_thumbs']")
+    thumbs = page.locator("img[src*='/files/thumbs/']")
     expect(thumbs).to_have_count(2, timeout=20000)
-    page.wait_for_function("() => [...document.querySelectorAll(\"img[src*='storage_thumbs']\")]"
+    page.wait_for_function("() => [...document.querySelectorAll(\"img[src*='/files/thumbs/']\")]"
                            ".every(img => img.complete && img.naturalWidth > 0)", timeout=20000)
 
     page.get_by_role("button", name="Select page", exact=True).click()

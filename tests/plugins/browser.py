@@ -1,7 +1,7 @@
 """Browser test harness: the app on a free port against a throwaway database, driven by Playwright
 with Debian's Chromium (never `playwright install`).
 
-`app_server` starts `streamlit run app.py` (module scope: one server per test module) on an embedded
+`app_server` starts `streamlit run serve.py` (the app with its file route) (module scope: one server per test module) on an embedded
 stack in a temporary folder; `browser_page` opens a fresh page and records console errors, which a test
 can assert on with `page_errors(page)`.
 """
@@ -63,7 +63,7 @@ def start_app(workdir: Path, extra_env: dict[str, str] | None = None, migrate: b
                        capture_output=True, timeout=120)
     log_path = workdir / "streamlit.log"
     process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless", "true",
+        [sys.executable, "-m", "streamlit", "run", str(ROOT / "serve.py"), "--server.headless", "true",
          "--server.port", str(port), "--server.address", "127.0.0.1",
          "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
         cwd=ROOT, env=env, stdout=log_path.open("wb"), stderr=subprocess.STDOUT,

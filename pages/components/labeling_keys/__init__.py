@@ -10,8 +10,7 @@ sequence number), which a wrapper around button shortcuts cannot do.
 
 Images reach the browser at stable URLs so the browser caches and prefetches them: the storage's
 public URL or a presigned S3 URL reused for hours (core.labeling.stable_url), or, for local storage,
-Streamlit's own component file route serving the storage's images/ and thumbs/ folders read-only
-(`/component/<name>/<file>`, Cache-Control: public).
+a signed link valid for hours to serve.py's file route (core.file_links).
 """
 
 from __future__ import annotations
