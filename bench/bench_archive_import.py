@@ -71,9 +71,9 @@ def main() -> None:
     archive = workdir / "dataset.zip"
     archive_bytes = write_archive(archive, args.images, args.classes, args.size, photos)
 
-    from core.archive_import import run_archive_import
-    from core.datasets import create_dataset
+    from core.datasets.dataset import create_dataset
     from core.db import session_scope
+    from core.imports.archive import run_archive_import
     from core.migrate import upgrade_head
 
     upgrade_head()

@@ -27,13 +27,13 @@ def main(n: int) -> None:
     import iterstrat.ml_stratifiers  # noqa: F401  (sklearn's import takes seconds once; not the split's time)
     import scipy.sparse.csgraph  # noqa: F401
 
+    from core.datasets.export import collect_export, write_zip
+    from core.datasets.health import health_check
+    from core.datasets.splits import auto_split
+    from core.datasets.versions import create_version
     from core.db import get_engine, session_scope
-    from core.export import collect_export, write_zip
-    from core.health import health_check
     from core.models import Base
-    from core.splits import auto_split
     from core.storage import get_storage
-    from core.versions import create_version
     from tests.factories import make_class, make_dataset, make_dataset_image
 
     Base.metadata.create_all(get_engine())

@@ -10,7 +10,7 @@ Quality set: every photo in skimage.data and sklearn's two samples, cut into 3×
 crop on one plain background, the homogeneous case), 24 coins cut from one photo and 100 LFW faces.
 Each base image gets four edited copies: resize to 50 %, JPEG quality 40, crop 1–3 % per side,
 brightness ×0.75 or ×1.3. Duplicates = a base and its copies; every other pair is a non-duplicate.
-Hashes go through the real ingest decode (core.images.decode_image: pHash and thumbnail) and the
+Hashes go through the real ingest decode (core.library.images.decode_image: pHash and thumbnail) and the
 confirming hash is taken from that thumbnail, as in the library.
 """
 
@@ -31,8 +31,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.duplicates import CONFIRM_MAX_DISTANCE, confirm_distances, fine_hash_of_bytes  # noqa: E402
-from core.hamming import band_values, connected_groups, pairs_within  # noqa: E402
+from core.library.duplicates import CONFIRM_MAX_DISTANCE, confirm_distances, fine_hash_of_bytes  # noqa: E402
+from core.library.hamming import band_values, connected_groups, pairs_within  # noqa: E402
 
 PHOTOS = ["astronaut", "brick", "camera", "chelsea", "clock", "coffee", "coins", "grass", "gravel",
           "hubble_deep_field", "immunohistochemistry", "moon", "page", "retina", "rocket", "text", "cell",
@@ -124,7 +124,7 @@ def edits(image, rng, crop):
 
 
 def build_set(seed: int, crop=(0.01, 0.03)):
-    from core.images import decode_image
+    from core.library.images import decode_image
 
     rng = np.random.default_rng(seed)
     group, kind, edit, phash, fine = [], [], [], [], []
@@ -233,7 +233,7 @@ def synthetic(rows: int, seed: int = 0):
 
 
 def pure_grouping(hashes) -> None:
-    print(f"\n## Grouping {len(hashes):,} hashes in memory (core.hamming.pairs_within + components), threshold 8")
+    print(f"\n## Grouping {len(hashes):,} hashes in memory (core.library.hamming.pairs_within + components), threshold 8")
     for _ in range(2):
         started, cpu = time.perf_counter(), time.process_time()
         pi, pj, _ = pairs_within(hashes, 8)
@@ -314,7 +314,7 @@ def query_timings(engine, ids, source, first_planted) -> None:
     shared machine the CPU figures say what the query costs, the wall figures what contention adds."""
     from sqlalchemy.orm import Session
 
-    from core.duplicates import duplicates_of, library_index
+    from core.library.duplicates import duplicates_of, library_index
     from core.models import ClsImage
 
     rng = np.random.default_rng(1)
@@ -361,7 +361,7 @@ def query_timings(engine, ids, source, first_planted) -> None:
 def select_candidates(session, phash: str):
     from sqlalchemy import select
 
-    from core.duplicates import _band_condition
+    from core.library.duplicates import _band_condition
     from core.models import ClsImage
 
     return select(ClsImage.id, ClsImage.phash, ClsImage.phash256).where(_band_condition(session, int(phash, 16), 8))
@@ -370,7 +370,7 @@ def select_candidates(session, phash: str):
 def grouping_timing(engine) -> None:
     from sqlalchemy.orm import Session
 
-    from core.duplicates import near_duplicate_groups
+    from core.library.duplicates import near_duplicate_groups
 
     started, cpu = time.perf_counter(), time.process_time()
     with Session(engine) as session:

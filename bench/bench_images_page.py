@@ -105,7 +105,7 @@ def time_queries(repeats: int) -> dict:
     and with an exact count for comparison."""
     from core import limits
     from core.db import session_scope
-    from core.images import ImageFilters, list_images
+    from core.library.images import ImageFilters, list_images
 
     results = {}
     for name, (filters, sort) in CASES.items():
@@ -130,7 +130,7 @@ def explain(filters: dict, sort: str) -> dict:
     from sqlalchemy import func, select, text
 
     from core.db import session_scope
-    from core.images import SORTS, ImageFilters, filter_clauses
+    from core.library.images import SORTS, ImageFilters, filter_clauses
     from core.models import ClsImage
 
     with session_scope() as session:

@@ -69,10 +69,10 @@ def seed(url: str, storage_url: str, images: int, with_files: int) -> uuid.UUID:
     """`images` library rows in one dataset; only the first `with_files` in queue order get bytes."""
     from sqlalchemy import create_engine, insert, text
 
-    from core.classes import create_class
-    from core.datasets import add_images_to_dataset, create_dataset
+    from core.datasets.classes import create_class
+    from core.datasets.dataset import add_images_to_dataset, create_dataset
+    from core.datasets.label_space import add_classes
     from core.db import session_scope
-    from core.label_space import add_classes
     from core.models import ClsImage
     from core.storage import storage_from_url
     from tests.factories import drawn_image_bytes

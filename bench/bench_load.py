@@ -7,14 +7,14 @@
 Empties the cls_* tables of that database first (never point it at real data).
 
 Part 1: `--labelers` threads, each a labeling page: take the next unlabeled image
-(core.labeling.next_image, reserved for that page), show its card, save a class with
-core.labeling.save at the shown revision, one transaction per save, as the page's save path does.
+(core.labeling.queue.next_image, reserved for that page), show its card, save a class with
+core.labeling.queue.save at the shown revision, one transaction per save, as the page's save path does.
 Prints saves/s and p50/p95/max save latency, then verifies every save is in the database exactly once
 (one label row per saved image with the saved class, one label change per save, no image saved twice)
-and that every count is exact (core.labels.count_mismatches).
+and that every count is exact (core.labeling.labels.count_mismatches).
 
 Part 2: `--bulk-images` library images; tag them, add them to a dataset, set a label, delete by a
-filter, each through core.bulk_actions (what the Images and Datasets pages and the CLI call: batches
+filter, each through core.library.bulk (what the Images and Datasets pages and the CLI call: batches
 sized to about 0.25 s, one transaction per batch), while labelers keep saving: one on a dataset of its
 own with the class the bulk label sets (they share that class's count row), one on the bulk dataset
 itself (it shares the dataset row with every batch). Records their worst and p95 save latency (the
@@ -36,12 +36,13 @@ from sqlalchemy import delete, func, insert, select, text
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from core import bulk_actions, labeling  # noqa: E402
-from core.classes import create_class  # noqa: E402
-from core.datasets import add_images_to_dataset, create_dataset  # noqa: E402
+from core.datasets.classes import create_class  # noqa: E402
+from core.datasets.dataset import add_images_to_dataset, create_dataset  # noqa: E402
 from core.db import get_engine, session_scope  # noqa: E402
-from core.images import ImageFilters, matching_image_ids  # noqa: E402
-from core.labels import count_mismatches  # noqa: E402
+from core.labeling import queue as labeling  # noqa: E402
+from core.labeling.labels import count_mismatches  # noqa: E402
+from core.library import bulk as bulk_actions  # noqa: E402
+from core.library.images import ImageFilters, matching_image_ids  # noqa: E402
 from core.models import Base, ClsDataset, ClsImage, ClsLabel, ClsLabelChange  # noqa: E402
 from core.storage import get_storage  # noqa: E402
 from tests.factories import ADMIN

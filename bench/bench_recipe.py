@@ -120,10 +120,10 @@ def role_platform(args) -> dict:
 
 def split_items(kind: str):
     """(path, class index) per split from the platform's version manifest: the same split."""
+    from core.datasets.versions import read_manifest
     from core.db import session_scope
     from core.models import ClsDatasetVersion
     from core.storage import get_storage
-    from core.versions import read_manifest
 
     storage = get_storage()
     with session_scope() as session:

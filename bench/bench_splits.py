@@ -13,7 +13,7 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from core.splits import DEFAULT_RATIOS, _split_units, _Unit  # noqa: E402
+from core.datasets.splits import DEFAULT_RATIOS, _split_units, _Unit  # noqa: E402
 
 
 def units(n: int, classes: int = 20, seed: int = 0) -> list[_Unit]:

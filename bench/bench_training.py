@@ -77,10 +77,10 @@ def run_reference(args) -> dict:
     from timm.data import create_transform, resolve_data_config
     from torch.utils.data import DataLoader, Dataset
 
+    from core.datasets.versions import read_manifest
     from core.db import session_scope
     from core.models import ClsDatasetVersion
     from core.storage import get_storage
-    from core.versions import read_manifest
 
     storage = get_storage()
     with session_scope() as session:

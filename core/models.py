@@ -33,7 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
 
-from core.hamming import band_values, hash_to_int
+from core.library.hamming import band_values, hash_to_int
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -112,7 +112,7 @@ class ClsImage(TimestampMixin, Base):
         Index("idx_cls_images_tags", "tags", postgresql_using="gin"),
         Index("idx_cls_images_name", "original_filename"),
         Index("idx_cls_images_size", "file_size_bytes"),
-        # The page's text search (ILIKE '%term%' on the name and on the tags as text, core/images.py)
+        # The page's text search (ILIKE '%term%' on the name and on the tags as text, core/library/images.py)
         # through trigrams: Postgres only (pg_trgm, see POSTGRES_EXTENSIONS); SQLite scans.
         # migrations/env.py renders Postgres-only indexes into a block of the migration that runs on
         # Postgres alone. 100,000 images: search 114 ms → ≈ 35 ms (bench/bench_images_page.py).
@@ -140,7 +140,7 @@ class ClsImage(TimestampMixin, Base):
     status: Mapped[str] = mapped_column(String(16), default="pending", server_default="pending")
     file_hash: Mapped[str | None] = mapped_column(String(64))  # SHA-256 hex of the original bytes
     phash: Mapped[str | None] = mapped_column(String(16))  # 64-bit pHash, hex
-    # Beyond the plan, for near duplicates (core/duplicates.py, core/hamming.py): the pHash cut into
+    # Beyond the plan, for near duplicates (core/library/duplicates.py, core/library/hamming.py): the pHash cut into
     # three indexed bands of 21/21/22 bits, so a Hamming-radius query is a few hundred index probes, not
     # a scan; and a 256-bit pHash of the thumbnail that confirms (or rejects) each pHash candidate.
     phash_band0: Mapped[int | None] = mapped_column(Integer)
@@ -207,7 +207,7 @@ class ClsDataset(TimestampMixin, Base):
     )
     version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     # Beyond the plan: bumped in the transaction of every write to the dataset (its images, labels,
-    # splits, label space), by taking its write lock (core.labels.lock_dataset); pages include it in
+    # splits, label space), by taking its write lock (core.labeling.labels.lock_dataset); pages include it in
     # what they cache for the dataset, so no screen shows numbers older than the last write.
     revision: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
@@ -215,7 +215,7 @@ class ClsDataset(TimestampMixin, Base):
 class ClsDatasetClass(Base):
     """Beyond the plan: a dataset's label space, its ordered list of classes (DESIGN.md). The order
     gives the number keys (after a user's pins), the training class mapping and the export's columns;
-    every class a label of the dataset uses is in it (core.label_space)."""
+    every class a label of the dataset uses is in it (core.datasets.label_space)."""
 
     __tablename__ = "cls_dataset_classes"
     __table_args__ = (
@@ -228,7 +228,7 @@ class ClsDatasetClass(Base):
     dataset_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("cls_datasets.id", ondelete="CASCADE"))
     class_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("cls_classes.id", ondelete="CASCADE"))
     position: Mapped[int] = mapped_column(Integer)
-    # images of this dataset carrying the class: kept exact by the label write path (core/labels.py)
+    # images of this dataset carrying the class: kept exact by the label write path (core/labeling/labels.py)
     image_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     user_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)  # who added it (None: an import or the migration)
     added_at: Mapped[datetime] = mapped_column(

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.jobs import JobContext
+from core.jobs.rows import JobContext
 from core.users import User
 
 
 def import_archive(ctx: JobContext, *, actor: User, archive_key: str, dataset_id: str, class_mapping: list[dict],
                    skip_duplicates: bool = True) -> dict[str, Any]:
-    from core.archive_import import run_stored_archive_import
+    from core.imports.archive import run_stored_archive_import
 
     ctx.progress(0, None, "reading the archive", force=True)
     return run_stored_archive_import(actor=actor, archive_key=archive_key, dataset_id=dataset_id,
@@ -20,7 +20,7 @@ def import_archive(ctx: JobContext, *, actor: User, archive_key: str, dataset_id
 
 
 def import_source(ctx: JobContext, *, actor: User, kind: str, request: dict) -> dict[str, Any]:
-    from core.source_imports import run_source_import
+    from core.imports.sources import run_source_import
 
     ctx.progress(0, None, f"finding {kind} to import", force=True)
     return run_source_import(actor=actor, kind=kind, request=request, progress=ctx.progress)

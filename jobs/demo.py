@@ -3,8 +3,8 @@ progress bar."""
 
 from __future__ import annotations
 
-from core.demo import load_demo
-from core.jobs import JobContext
+from core.imports.demo import load_demo
+from core.jobs.rows import JobContext
 from core.users import User
 
 

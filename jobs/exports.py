@@ -1,11 +1,11 @@
-"""Dataset export job (queue "imports"): core.export.run_export as the actor who asked for it."""
+"""Dataset export job (queue "imports"): core.datasets.export.run_export as the actor who asked for it."""
 
 from __future__ import annotations
 
 import uuid
 
-from core.export import run_export
-from core.jobs import JobContext
+from core.datasets.export import run_export
+from core.jobs.rows import JobContext
 from core.users import User
 
 

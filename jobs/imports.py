@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from core.jobs import JobContext
+from core.jobs.rows import JobContext
 from core.users import User
 
 
@@ -12,7 +12,7 @@ def import_urls(ctx: JobContext, *, actor: User, urls: list[str], folder: str | 
                 tags: list[str] | None = None, skip_duplicates: bool = True, dataset_id: str | None = None,
                 rejected: list[dict] | None = None) -> dict:
     """Download and ingest a list of URLs; `rejected` carries lines refused before the job started."""
-    from core.url_import import import_urls as run_import
+    from core.imports.urls import import_urls as run_import
 
     ctx.progress(0, len(urls), "downloading")
     summary = run_import(

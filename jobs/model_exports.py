@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from core.db import session_scope
-from core.jobs import JobContext
-from core.registry import export_onnx
+from core.jobs.rows import JobContext
 from core.storage import get_storage
+from core.training.registry import export_onnx
 from core.users import User
 
 

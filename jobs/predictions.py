@@ -3,13 +3,13 @@ finder."""
 
 from __future__ import annotations
 
-from core.jobs import JobContext
+from core.jobs.rows import JobContext
 from core.users import User
 
 
 def batch_predict(ctx: JobContext, *, actor: User, model: str, scope: str, dataset_id=None, image_ids=None,
                   write_labels: bool = False, overwrite: bool = False, export_csv: bool = False) -> dict:
-    from core.auto_label import run_batch_prediction
+    from core.prediction.auto_label import run_batch_prediction
 
     ctx.progress(0, None, "loading the model")
     return run_batch_prediction(actor=actor, model=model, scope=scope, dataset_id=dataset_id, image_ids=image_ids,
@@ -19,7 +19,7 @@ def batch_predict(ctx: JobContext, *, actor: User, model: str, scope: str, datas
 
 def find_label_issues(ctx: JobContext, *, actor: User, dataset_id: str, version_number=None, model_id=None,
                       folds: int = 5) -> dict:
-    from core.label_errors import find_and_store
+    from core.prediction.label_errors import find_and_store
 
     ctx.progress(0, None, "reading images")
     return find_and_store(actor=actor, dataset_id=dataset_id, version_number=version_number, model_id=model_id,

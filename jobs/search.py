@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from core.jobs import JobContext
-from core.search_trials import fail_dead_trial, run_trial
-from core.search_trials import register_best_trial as register_best
+from core.jobs.rows import JobContext
+from core.training.search_trials import fail_dead_trial, run_trial
+from core.training.search_trials import register_best_trial as register_best
 from core.users import User
 
 

@@ -1,9 +1,9 @@
-"""Training job (queue "training"): runs one training run through core.training."""
+"""Training job (queue "training"): runs one training run through core.training.runs."""
 
 from __future__ import annotations
 
-from core.jobs import JobContext
-from core.training import execute_run, mark_run_failed
+from core.jobs.rows import JobContext
+from core.training.runs import execute_run, mark_run_failed
 from core.users import User
 
 

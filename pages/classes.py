@@ -15,7 +15,7 @@ NO_PARENT = "none"
 
 
 def _classes() -> list[dict]:
-    from core.classes import class_tree
+    from core.datasets.classes import class_tree
 
     with session_scope() as session:
         return [{"id": c.id, "name": c.name, "display_name": c.display_name, "description": c.description,
@@ -33,7 +33,7 @@ def _done(message: str) -> None:
 
 
 def create_section(classes: list[dict]) -> None:
-    from core.classes import bulk_create_classes, create_class
+    from core.datasets.classes import bulk_create_classes, create_class
 
     names = {c["id"]: c["name"] for c in classes}
     one, many = st.tabs(["New class", "Paste many"])
@@ -81,7 +81,7 @@ def _close_dialog() -> None:
 
 @st.dialog("Delete class", on_dismiss=_close_dialog)
 def confirm_delete(class_row: dict) -> None:
-    from core.classes import delete_class, labels_using
+    from core.datasets.classes import delete_class, labels_using
 
     with session_scope() as session:
         count = labels_using(session=session, class_id=class_row["id"])
@@ -99,7 +99,7 @@ def confirm_delete(class_row: dict) -> None:
 
 @st.dialog("Edit class", on_dismiss=_close_dialog)
 def edit_dialog(class_row: dict, classes: list[dict]) -> None:
-    from core.classes import update_class
+    from core.datasets.classes import update_class
 
     others = {c["id"]: c["name"] for c in classes if c["id"] != class_row["id"]}
     parent_options = [NO_PARENT, *others]
@@ -125,7 +125,7 @@ def edit_dialog(class_row: dict, classes: list[dict]) -> None:
 
 
 def _color(value: str | None) -> str:
-    from core.classes import COLOR_RE
+    from core.datasets.classes import COLOR_RE
 
     return value if value and COLOR_RE.match(value) else "#6B7280"
 
@@ -161,7 +161,7 @@ def _open_dialog(kind: str, class_id: uuid.UUID) -> None:
 
 
 def merge_section(classes: list[dict]) -> None:
-    from core.classes import merge_classes
+    from core.datasets.classes import merge_classes
 
     names = {str(c["id"]): c["name"] for c in classes}
     with st.expander("Merge classes", icon=":material/merge:"):

@@ -4,7 +4,7 @@ data with one click, admins only), and the recent background jobs with their pro
 import streamlit as st
 
 from core.db import session_scope
-from core.jobs import list_jobs, reap_stale_jobs
+from core.jobs.rows import list_jobs, reap_stale_jobs
 from core.permissions import can_act
 from core.stats import workspace_stats
 from pages.freshness import rerun_app
@@ -23,7 +23,7 @@ with session_scope() as session:
 
 
 def start_demo() -> None:
-    from core.demo import start_demo as start
+    from core.imports.demo import start_demo as start
 
     job_id = run_action(lambda: start(actor=user))
     if job_id is not None:

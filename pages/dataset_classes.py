@@ -1,6 +1,6 @@
 """The dataset's classes (its label space) on the Settings tab: the ordered list that gives the number
 keys everywhere for this dataset, the classes offered while labeling, the training mapping and the
-export's columns (core.label_space). Admins add existing or new classes, reorder, and remove classes
+export's columns (core.datasets.label_space). Admins add existing or new classes, reorder, and remove classes
 no label uses; everyone else sees the list. Every change runs as a callback, so the list and the keys
 redraw in the run that follows."""
 
@@ -30,7 +30,7 @@ def _act(dataset_id: uuid.UUID, action, done: str) -> None:
 
 
 def _move(dataset_id: uuid.UUID, order: list[uuid.UUID], index: int, step: int) -> None:
-    from core.label_space import reorder_classes
+    from core.datasets.label_space import reorder_classes
 
     moved = list(order)
     moved.insert(index + step, moved.pop(index))
@@ -39,14 +39,14 @@ def _move(dataset_id: uuid.UUID, order: list[uuid.UUID], index: int, step: int) 
 
 
 def _remove(dataset_id: uuid.UUID, class_id: uuid.UUID, name: str) -> None:
-    from core.label_space import remove_classes
+    from core.datasets.label_space import remove_classes
 
     _act(dataset_id, lambda session: remove_classes(session=session, actor=current_user(), dataset_id=dataset_id,
                                                     class_ids=[class_id]), f"{name} removed from this dataset.")
 
 
 def _add(dataset_id: uuid.UUID) -> None:
-    from core.label_space import add_classes
+    from core.datasets.label_space import add_classes
 
     picked = st.session_state.get(f"dscls_existing_{dataset_id}") or []
     typed = [n.strip() for n in (st.session_state.get(f"dscls_new_{dataset_id}") or "").split(",") if n.strip()]
@@ -59,8 +59,8 @@ def _add(dataset_id: uuid.UUID) -> None:
 
 
 def render_label_space(dataset_id: uuid.UUID) -> None:
-    from core.classes import list_classes
-    from core.label_space import KEYS, label_space
+    from core.datasets.classes import list_classes
+    from core.datasets.label_space import KEYS, label_space
 
     admin = can_act(current_user(), "admin")
     with session_scope() as session:

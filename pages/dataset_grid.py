@@ -14,8 +14,8 @@ import uuid
 import streamlit as st
 
 from core import limits
-from core.classes import COLOR_RE
-from core.datasets import GridFilters
+from core.datasets.classes import COLOR_RE
+from core.datasets.dataset import GridFilters
 from core.db import session_scope
 from core.errors import UserError
 from pages.components.thumbnail_grid import Selection, selection_controls, thumbnail_grid, tile
@@ -41,7 +41,7 @@ def _selection(dataset_id: uuid.UUID) -> Selection:
 def selected_ids(dataset_id: uuid.UUID, filters: GridFilters) -> list[uuid.UUID]:
     selection = _selection(dataset_id)
     if selection.all_matching:
-        from core.datasets import dataset_image_ids
+        from core.datasets.dataset import dataset_image_ids
 
         with session_scope() as session:
             return dataset_image_ids(session=session, dataset_id=dataset_id, filters=filters)
@@ -76,7 +76,7 @@ def filters_bar(dataset_id: uuid.UUID, classes: list[dict]) -> GridFilters:
 
 
 def _run(dataset_id: uuid.UUID, action, done: str) -> None:
-    """Callback: run `action() -> int` (a core.bulk_actions call: batches, each its own short
+    """Callback: run `action() -> int` (a core.library.bulk call: batches, each its own short
     transaction, so labelers are never held long); clear the selection on success."""
     try:
         changed = action()
@@ -89,8 +89,8 @@ def _run(dataset_id: uuid.UUID, action, done: str) -> None:
 
 def label_selected(dataset: dict, class_row: dict, ids_provider) -> None:
     """Single-label: the class replaces. Multi-label: added, or removed when every selected image has it."""
-    from core.bulk_actions import set_label
-    from core.labels import labels_for_images
+    from core.labeling.labels import labels_for_images
+    from core.library.bulk import set_label
 
     def action():
         ids = ids_provider()
@@ -133,7 +133,7 @@ def confirm_delete(dataset_id: uuid.UUID, ids: list[uuid.UUID]) -> None:
     st.warning(f"Delete {len(ids):,} images from the library? They leave every dataset, with their labels "
                "and files. This cannot be undone.")
     if st.button(f"Delete {len(ids):,} images", type="primary", key="dsgrid_confirm_delete"):
-        from core.bulk_actions import delete_images
+        from core.library.bulk import delete_images
         from core.storage import get_storage
 
         def action():
@@ -156,7 +156,7 @@ def bulk_actions(dataset: dict, classes: list[dict], ids_provider, count: int) -
 
 
 def _label_tabs(dataset: dict, classes: list[dict], ids_provider, count: int, tabs) -> None:
-    from core import bulk_actions as bulk
+    from core.library import bulk
 
     dataset_id, actor, state = dataset["id"], current_user(), st.session_state
     label_tab, clear_tab = tabs
@@ -177,8 +177,8 @@ def _label_tabs(dataset: dict, classes: list[dict], ids_provider, count: int, ta
 
 
 def _admin_tabs(dataset: dict, ids_provider, count: int, tabs) -> None:
-    from core import bulk_actions as bulk
-    from core import datasets as ds
+    from core.datasets import dataset as ds
+    from core.library import bulk
 
     dataset_id, actor, state = dataset["id"], current_user(), st.session_state
     split_tab, remove_tab = tabs
@@ -254,9 +254,9 @@ def pager(dataset_id: uuid.UUID, total: int) -> int:
 
 def _dataset_and_classes(dataset_id: uuid.UUID) -> tuple[dict, list[dict], list[dict]]:
     """The dataset's row, its whole label space (chips, filters) and its classes in this user's key
-    order (core.label_space: the same keys as the Labeling page), read on every run."""
-    from core.datasets import get_dataset
-    from core.label_space import keyed_classes, label_space
+    order (core.datasets.label_space: the same keys as the Labeling page), read on every run."""
+    from core.datasets.dataset import get_dataset
+    from core.datasets.label_space import keyed_classes, label_space
 
     with session_scope() as session:
         row = get_dataset(session=session, dataset_id=dataset_id)
@@ -273,7 +273,7 @@ REFRESH_S = 2.0
 
 
 def _writers(dataset_id: uuid.UUID) -> int:
-    from core.datasets import jobs_writing_to
+    from core.datasets.dataset import jobs_writing_to
 
     with session_scope() as session:
         return jobs_writing_to(session=session, dataset_id=dataset_id)
@@ -295,7 +295,7 @@ def dataset_grid(dataset_id: uuid.UUID) -> None:
 
 
 def _grid_body(dataset_id: uuid.UUID) -> None:
-    from core.datasets import dataset_grid as grid_page
+    from core.datasets.dataset import dataset_grid as grid_page
 
     dataset, classes, keyed = _dataset_and_classes(dataset_id)
     classes_by_id = {c["id"]: c for c in classes}

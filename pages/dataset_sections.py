@@ -9,9 +9,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from core.datasets.splits import resolve_threshold
 from core.db import session_scope
 from core.errors import UserError
-from core.splits import resolve_threshold
 from core.storage import get_storage
 from pages.ui import allowed, current_user, plain, refusal, run_action, watch_jobs
 
@@ -22,7 +22,7 @@ FORMAT_HELP = {
     "csv": "filename,label,split per split folder (single-label)",
     "multilabel-csv": "filename + one 0/1 column per class per split folder (Roboflow _classes.csv)",
 }
-MAX_DISTANCE = 12  # core.duplicates.MAX_THRESHOLD: beyond it 64-bit pHash matches unrelated images
+MAX_DISTANCE = 12  # core.library.duplicates.MAX_THRESHOLD: beyond it 64-bit pHash matches unrelated images
 LINKS_SHOWN = 60
 THUMBS_SHOWN = 8
 
@@ -63,7 +63,7 @@ def split_chart(per_class: list[dict], title: str) -> go.Figure:
 
 
 def render_splits(dataset_id: uuid.UUID) -> None:
-    from core.splits import assign_split, auto_split, split_stats
+    from core.datasets.splits import assign_split, auto_split, split_stats
 
     with session_scope() as session:
         stats = run_action(lambda: split_stats(session=session, dataset_id=dataset_id))
@@ -146,7 +146,7 @@ def _by_revision(dataset_id: uuid.UUID, name: str, read):
 
 
 def _join(dataset_id: uuid.UUID, how: str) -> None:
-    from core.split_checks import join_straddling
+    from core.datasets.split_checks import join_straddling
 
     def act():
         with session_scope() as session:
@@ -160,7 +160,7 @@ def _join(dataset_id: uuid.UUID, how: str) -> None:
 
 def straddling_section(dataset_id: uuid.UUID) -> None:
     """Near-duplicate groups across splits: reported, and joined only when asked (splits are the user's)."""
-    from core.split_checks import straddling_duplicates
+    from core.datasets.split_checks import straddling_duplicates
 
     report = _by_revision(dataset_id, "straddling", lambda session: straddling_duplicates(
         session=session, dataset_id=dataset_id, storage=get_storage()))
@@ -193,7 +193,7 @@ def straddling_section(dataset_id: uuid.UUID) -> None:
 
 
 def render_versions(dataset_id: uuid.UUID) -> None:
-    from core.versions import list_versions, unassigned_labeled_count
+    from core.datasets.versions import list_versions, unassigned_labeled_count
 
     with session_scope() as session:
         versions = run_action(lambda: [
@@ -214,8 +214,8 @@ def render_versions(dataset_id: uuid.UUID) -> None:
 
 
 def _new_version_form(dataset_id: uuid.UUID, unsplit: int) -> None:
-    from core.split_checks import version_warnings, warning_lines
-    from core.versions import create_version
+    from core.datasets.split_checks import version_warnings, warning_lines
+    from core.datasets.versions import create_version
 
     warnings = _by_revision(dataset_id, "version-warnings", lambda session: version_warnings(
         session=session, dataset_id=dataset_id, storage=get_storage()))
@@ -240,7 +240,7 @@ def _new_version_form(dataset_id: uuid.UUID, unsplit: int) -> None:
 
 
 def _versions_table(dataset_id: uuid.UUID, versions: list[dict]) -> None:
-    from core.versions import compare_versions
+    from core.datasets.versions import compare_versions
 
     st.dataframe(pd.DataFrame(versions).set_index("version"), width="stretch")
     if len(versions) < 2:
@@ -268,7 +268,7 @@ def _versions_table(dataset_id: uuid.UUID, versions: list[dict]) -> None:
 
 
 def render_health(dataset_id: uuid.UUID) -> None:
-    from core.health import MIN_IMAGES_PER_CLASS, health_check
+    from core.datasets.health import MIN_IMAGES_PER_CLASS, health_check
 
     state_key = f"health-{dataset_id}"
     controls = st.columns([1, 1, 2])
@@ -318,8 +318,8 @@ def render_health(dataset_id: uuid.UUID) -> None:
 
 
 def render_export(dataset_id: uuid.UUID) -> None:
-    from core.export import EXPORT_FORMATS, list_exports, start_export
-    from core.versions import list_versions
+    from core.datasets.export import EXPORT_FORMATS, list_exports, start_export
+    from core.datasets.versions import list_versions
 
     with session_scope() as session:
         numbers = run_action(lambda: [v.version_number for v in list_versions(session=session, dataset_id=dataset_id)])

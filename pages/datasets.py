@@ -61,7 +61,7 @@ def settings_form(key: str, current: dict | None = None) -> dict | None:
 
 
 def create_section() -> None:
-    from core.datasets import create_dataset
+    from core.datasets.dataset import create_dataset
 
     with st.expander("New dataset", icon=":material/add:"):
         values = settings_form("ds_create")
@@ -80,7 +80,7 @@ def create_section() -> None:
 
 
 def list_view() -> None:
-    from core.datasets import list_datasets
+    from core.datasets.dataset import list_datasets
 
     st.title("Datasets")
     if allowed("admin"):
@@ -114,7 +114,7 @@ def list_view() -> None:
 def _add_images(dataset_id: uuid.UUID, ids_provider, asked: int | None = None) -> None:
     """Callback: add library images (in batches: a labeler of this dataset is never held long); the
     outcome waits in session state, and the grid, drawn after this, already counts them."""
-    from core.bulk_actions import add_to_dataset
+    from core.library.bulk import add_to_dataset
 
     key = f"dsadd_message_{dataset_id}"
     try:
@@ -136,7 +136,7 @@ def _pasted_ids(dataset_id: uuid.UUID) -> list[str]:
 def add_images_section(dataset_id: uuid.UUID) -> None:
     """Add library images by filters (folder, tags, source, status, file name) or by pasted ids (each
     tile's id copies with one click). Admins only (core refuses others)."""
-    from core.datasets import library_image_ids
+    from core.datasets.dataset import library_image_ids
 
     message = st.session_state.pop(f"dsadd_message_{dataset_id}", None)
     with st.expander("Add images from the library", icon=":material/add_photo_alternate:",
@@ -179,7 +179,7 @@ def add_images_section(dataset_id: uuid.UUID) -> None:
 
 @st.dialog("Delete dataset")
 def confirm_delete(dataset_id: uuid.UUID, name: str, images: int) -> None:
-    from core.datasets import delete_dataset
+    from core.datasets.dataset import delete_dataset
 
     st.warning(f"Delete the dataset {plain(name)} with its {images:,} memberships, labels and versions? "
                "The images stay in the library. This cannot be undone.")
@@ -194,7 +194,7 @@ def confirm_delete(dataset_id: uuid.UUID, name: str, images: int) -> None:
 
 
 def settings_section(dataset: dict) -> None:
-    from core.datasets import update_dataset
+    from core.datasets.dataset import update_dataset
     from pages.dataset_classes import render_label_space
 
     render_label_space(dataset["id"])
@@ -227,7 +227,7 @@ def _section(name: str, dataset_id: uuid.UUID) -> None:
 
 
 def detail_view(dataset_id: uuid.UUID) -> None:
-    from core.datasets import get_dataset
+    from core.datasets.dataset import get_dataset
     from pages.dataset_grid import dataset_grid
 
     try:

@@ -9,7 +9,7 @@ import uuid
 import streamlit as st
 
 from core.db import session_scope
-from core.duplicates import CONFIRM_MAX_DISTANCE, DEFAULT_THRESHOLD, MAX_THRESHOLD
+from core.library.duplicates import CONFIRM_MAX_DISTANCE, DEFAULT_THRESHOLD, MAX_THRESHOLD
 from pages.ui import allowed, current_user, refusal, run_action, storage_urls, watch_jobs
 
 GROUPS_PER_PAGE = 10
@@ -22,7 +22,7 @@ def _caption(row: dict) -> str:
 
 
 def check_section() -> None:
-    from core.duplicates import check_image
+    from core.library.duplicates import check_image
 
     st.subheader("Check an image")
     upload = st.file_uploader("Is this image already in the library?", key="dup_check_file")
@@ -48,7 +48,7 @@ def check_section() -> None:
 
 
 def search_controls() -> None:
-    from core.duplicates import start_duplicate_search
+    from core.library.duplicates import start_duplicate_search
 
     st.subheader("Duplicate groups")
     left, middle, right = st.columns([3, 3, 2], vertical_alignment="bottom")
@@ -95,7 +95,7 @@ def _picked(kind: str, groups: list[list[dict]]) -> dict[uuid.UUID, list[uuid.UU
 
 
 def delete_bar(kind: str, groups: list[list[dict]]) -> None:
-    from core.duplicates import delete_extras
+    from core.library.duplicates import delete_extras
     from core.storage import get_storage
 
     if not allowed("admin"):
@@ -132,7 +132,7 @@ def delete_bar(kind: str, groups: list[list[dict]]) -> None:
 
 
 def groups_section() -> None:
-    from core.duplicates import group_rows, latest_search
+    from core.library.duplicates import group_rows, latest_search
 
     with session_scope() as session:
         latest = latest_search(session=session)

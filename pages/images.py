@@ -10,7 +10,7 @@ import streamlit as st
 from core import limits
 from core.db import session_scope
 from core.errors import UserError
-from core.images import SORTS, ImageFilters
+from core.library.images import SORTS, ImageFilters
 from pages.components.thumbnail_grid import Selection, selection_controls, thumbnail_grid, tile
 from pages.ui import (
     allowed,
@@ -82,7 +82,7 @@ def _selection() -> Selection:
 
 def selected_ids(filters: ImageFilters) -> list[uuid.UUID]:
     if _selection().all_matching:
-        from core.images import matching_image_ids
+        from core.library.images import matching_image_ids
 
         with session_scope() as session:
             return matching_image_ids(session=session, filters=filters)
@@ -101,7 +101,7 @@ def confirm_delete(ids: list[uuid.UUID], what: str) -> None:
     st.warning(f"Delete {len(ids):,} {what}? Their files, dataset memberships and labels go too. "
                "This cannot be undone.")
     if st.button(f"Delete {len(ids):,} images", type="primary", key="img_confirm_delete"):
-        from core.bulk_actions import delete_images
+        from core.library.bulk import delete_images
         from core.storage import get_storage
 
         def act():  # in batches, each its own short transaction (a labeler is never held long)
@@ -116,8 +116,8 @@ def confirm_delete(ids: list[uuid.UUID], what: str) -> None:
 
 
 def bulk_actions(filters: ImageFilters, count: int, total: int, more: bool) -> None:
-    from core import bulk_actions as bulk
-    from core import images as lib
+    from core.library import bulk
+    from core.library import images as lib
 
     if not allowed("admin"):  # every bulk action here changes the library: admins only
         return
@@ -153,14 +153,14 @@ def bulk_actions(filters: ImageFilters, count: int, total: int, more: bool) -> N
                 confirm_delete(selected_ids(filters), "selected images")
             if st.button(f"Delete all {total:,}{'+' if more else ''} matching the filters",
                          key="img_bulk_delete_filtered"):
-                from core.images import matching_image_ids
+                from core.library.images import matching_image_ids
 
                 with session_scope() as session:
                     confirm_delete(matching_image_ids(session=session, filters=filters), "images matching the filters")
 
 
 def _apply(action, filters: ImageFilters, done: str) -> None:
-    """`action(ids, progress)`: a core.bulk_actions call (batches, each its own transaction)."""
+    """`action(ids, progress)`: a core.library.bulk call (batches, each its own transaction)."""
     ids = selected_ids(filters)
 
     def act():
@@ -175,7 +175,7 @@ def _apply(action, filters: ImageFilters, done: str) -> None:
 
 
 def _datasets() -> dict:
-    from core.datasets import list_datasets
+    from core.datasets.dataset import list_datasets
 
     with session_scope() as session:
         return {d.id: d.name for d in sorted(list_datasets(session=session), key=lambda d: d.name)}
@@ -239,7 +239,7 @@ def _close_detail() -> None:
 
 @st.dialog("Image", width="large", on_dismiss=_close_detail)
 def image_dialog(image_id: uuid.UUID) -> None:
-    from core.images import image_detail
+    from core.library.images import image_detail
 
     try:
         with session_scope() as session:
@@ -273,7 +273,7 @@ def image_dialog(image_id: uuid.UUID) -> None:
 
 def _edit_image(image) -> None:
     """Folder, tags, status and delete (admins)."""
-    from core.images import delete_images, update_image
+    from core.library.images import delete_images, update_image
     from core.models import IMAGE_STATUSES
     from core.storage import get_storage
 
@@ -319,7 +319,7 @@ def _preview_bytes(key: str, size: int | None) -> bytes | None:
 
 
 def _duplicates_of(image_id: uuid.UUID) -> None:
-    from core.duplicates import duplicates_of
+    from core.library.duplicates import duplicates_of
 
     st.markdown("**Duplicates**")
     with session_scope() as session:
@@ -334,7 +334,7 @@ def _duplicates_of(image_id: uuid.UUID) -> None:
 
 
 def library_tab() -> None:
-    from core.images import list_images
+    from core.library.images import list_images
 
     options = library_filter_options()
     filters, sort, view = filters_bar(options)

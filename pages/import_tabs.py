@@ -40,7 +40,7 @@ def show_import_summary(job) -> None:
 
 def _dataset_picker(prefix: str, dataset_id: uuid.UUID | None, *, optional: bool) -> str | None:
     """The target dataset's id: fixed when the dialog was opened on a dataset, else chosen or created."""
-    from core.datasets import list_datasets
+    from core.datasets.dataset import list_datasets
 
     with session_scope() as session:
         datasets = [(str(d.id), d.name, d.task_type) for d in list_datasets(session=session)]
@@ -67,7 +67,7 @@ def _dataset_picker(prefix: str, dataset_id: uuid.UUID | None, *, optional: bool
 def _resolve_dataset(prefix: str, picked: str | None) -> str | None:
     if picked != "create":
         return picked
-    from core.datasets import create_dataset
+    from core.datasets.dataset import create_dataset
 
     name, task = st.session_state[f"{prefix}_create"]
     with session_scope() as session:
@@ -84,7 +84,7 @@ def _watch(prefix: str) -> None:
 
 
 def labeled_dataset_tab(dataset_id: uuid.UUID | None = None) -> None:
-    from core.archive_import import preview_archive
+    from core.imports.archive import preview_archive
 
     st.caption("A ZIP with one folder per class, Roboflow train/valid/test folders, a multi-label "
                "`_classes.csv`, or a CSV of filename,label rows.")
@@ -130,8 +130,8 @@ def _show_archive_preview(preview: dict) -> None:
 
 
 def _mapping_form(preview: dict) -> list:
-    from core.archive_import import ClassMapping
-    from core.classes import list_classes
+    from core.datasets.classes import list_classes
+    from core.imports.archive import ClassMapping
 
     with session_scope() as session:
         existing = {c.name: str(c.id) for c in list_classes(session=session)}
@@ -160,7 +160,7 @@ def _mapping_form(preview: dict) -> list:
 
 
 def _start_archive(upload, mapping: list, picked: str, skip: bool) -> None:
-    from core.archive_import import ImportLabeledDatasetRequest, check_mapping, start_archive_import
+    from core.imports.archive import ImportLabeledDatasetRequest, check_mapping, start_archive_import
 
     try:
         check_mapping(mapping)  # before a new dataset is created for it
@@ -176,14 +176,14 @@ def _start_archive(upload, mapping: list, picked: str, skip: bool) -> None:
 
 
 def _filter_options() -> dict:
-    from core.source_imports import source_filter_options
+    from core.imports.sources import source_filter_options
 
     with session_scope() as session:
         return source_filter_options(session=session)
 
 
 def _preview_and_import(kind: str, request, dataset_id: uuid.UUID | None) -> None:
-    from core.source_imports import preview_source_import, start_source_import
+    from core.imports.sources import preview_source_import, start_source_import
 
     try:
         with session_scope() as session:
@@ -215,7 +215,7 @@ def _preview_and_import(kind: str, request, dataset_id: uuid.UUID | None) -> Non
 
 
 def products_tab(dataset_id: uuid.UUID | None = None) -> None:
-    from core.source_imports import ImportFromProductsRequest, ProductFilters
+    from core.imports.sources import ImportFromProductsRequest, ProductFilters
 
     options = _filter_options()
     labels = {"category": "Use category as label", "brand": "Use brand as label",
@@ -242,7 +242,7 @@ def products_tab(dataset_id: uuid.UUID | None = None) -> None:
 
 
 def cutouts_tab(dataset_id: uuid.UUID | None = None) -> None:
-    from core.source_imports import CutoutFilters, ImportFromCutoutsRequest
+    from core.imports.sources import CutoutFilters, ImportFromCutoutsRequest
 
     options = _filter_options()
     labels = {"matched_product_category": "Matched product's category",
@@ -259,7 +259,7 @@ def cutouts_tab(dataset_id: uuid.UUID | None = None) -> None:
 
 
 def od_images_tab(dataset_id: uuid.UUID | None = None) -> None:
-    from core.source_imports import ImportFromODRequest, ODImageFilters
+    from core.imports.sources import ImportFromODRequest, ODImageFilters
 
     st.caption("Object-detection images are imported unlabeled (their boxes are a different kind of label).")
     folders = ["All", *_filter_options()["od_folders"]]

@@ -2,8 +2,8 @@
 
 Reached from a dataset (`?dataset=<id>&image=<id>`). Only the labeling part reruns on a key press
 (a fragment); keys come from the browser-side queue in pages/components/labeling_keys and are
-applied in order by core.labeling_session, one transaction per action. The classes and their keys
-are the dataset's label space in this user's key order (core.label_space), the same as on the
+applied in order by core.labeling.keyboard_session, one transaction per action. The classes and their keys
+are the dataset's label space in this user's key order (core.datasets.label_space), the same as on the
 dataset grid. Every number on the page is read inside the fragment, keyed on the dataset's revision
 (pages.freshness), so none is older than the last save.
 """
@@ -14,10 +14,11 @@ import uuid
 
 import streamlit as st
 
-from core import labeling, reservations
-from core import labeling_session as flow
 from core.db import session_scope
 from core.errors import UserError
+from core.labeling import keyboard_session as flow
+from core.labeling import queue as labeling
+from core.labeling import reservations
 from core.storage import get_storage
 from pages.components.labeling_keys import image_url, labeling_view
 from pages.freshness import dataset_revision
@@ -245,8 +246,8 @@ def action_buttons(dataset_id: uuid.UUID) -> None:
 
 def _add_class(dataset_id: uuid.UUID) -> None:
     """Add a class to this dataset's classes: an existing one, or a new one by name (admins)."""
-    from core.classes import list_classes
-    from core.label_space import add_classes, space_class_ids
+    from core.datasets.classes import list_classes
+    from core.datasets.label_space import add_classes, space_class_ids
 
     with session_scope() as session:
         inside = set(space_class_ids(session, dataset_id))

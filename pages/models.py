@@ -9,7 +9,7 @@ from core.db import session_scope
 from core.errors import UserError
 from core.models import MODEL_TYPES
 from core.storage import get_storage
-from core.training_views import list_models, model_detail
+from core.training.views import list_models, model_detail
 from pages.models_detail import detail_tabs
 from pages.ui import allowed, current_user, refusal, run_action
 
@@ -84,7 +84,7 @@ def list_view(user) -> None:
 
 
 def _set_default(model_id) -> bool:
-    from core.registry import set_default
+    from core.training.registry import set_default
 
     with session_scope() as session:
         set_default(session=session, actor=current_user(), model_id=model_id)
@@ -92,7 +92,7 @@ def _set_default(model_id) -> bool:
 
 
 def _set_active(model_id, active: bool) -> bool:
-    from core.registry import set_active
+    from core.training.registry import set_active
 
     with session_scope() as session:
         set_active(session=session, actor=current_user(), model_id=model_id, active=active)
@@ -100,8 +100,8 @@ def _set_active(model_id, active: bool) -> bool:
 
 
 def _rename(model_id, name: str, description: str) -> bool:
-    from core.registry import rename_model
-    from core.training_views import describe_model
+    from core.training.registry import rename_model
+    from core.training.views import describe_model
 
     with session_scope() as session:
         rename_model(session=session, actor=current_user(), model_id=model_id, name=name)
@@ -110,7 +110,7 @@ def _rename(model_id, name: str, description: str) -> bool:
 
 
 def _delete(model_id) -> bool:
-    from core.registry import delete_model
+    from core.training.registry import delete_model
 
     with session_scope() as session:
         delete_model(session=session, actor=current_user(), storage=get_storage(), model_id=model_id)

@@ -13,7 +13,7 @@ import streamlit as st
 from core.db import session_scope
 from core.errors import UserError
 from core.storage import get_storage
-from core.thresholds import DEFAULT_TARGET_ACCURACY, SplitPredictions, explorer, load_predictions, scores_at
+from core.training.thresholds import DEFAULT_TARGET_ACCURACY, SplitPredictions, explorer, load_predictions, scores_at
 from pages.training_charts import confusion_figure, threshold_figure
 from pages.ui import refusal, run_action, watch_jobs
 
@@ -23,7 +23,7 @@ MISCLASSIFIED_SHOWN = 48
 @st.cache_data(max_entries=4, show_spinner="Reading the stored predictions…")
 def predictions_of(model_id: str, predictions_key: str) -> dict[str, SplitPredictions]:
     """Parsed once per model and file (the key changes when the file does)."""
-    from core.registry import get_model
+    from core.training.registry import get_model
 
     with session_scope() as session:
         model = get_model(session=session, model_id=model_id)
@@ -61,7 +61,7 @@ def confusion_tab(detail: dict) -> None:
 
 
 def misclassified_tab(detail: dict, predictions: dict[str, SplitPredictions] | None) -> None:
-    from core.training_views import image_thumbs
+    from core.training.views import image_thumbs
 
     if not predictions:
         st.info("This model has no stored predictions, so its mistakes cannot be listed.")
@@ -187,7 +187,7 @@ def _multi_label_thresholds(detail: dict, part: SplitPredictions, names: list[st
 
 
 def _save(detail: dict, thresholds: dict, user) -> None:
-    from core.thresholds import save_thresholds
+    from core.training.thresholds import save_thresholds
 
     def action():
         with session_scope() as session:
@@ -199,7 +199,7 @@ def _save(detail: dict, thresholds: dict, user) -> None:
 
 
 def _clear(detail: dict, user) -> None:
-    from core.thresholds import clear_thresholds
+    from core.training.thresholds import clear_thresholds
 
     def action():
         with session_scope() as session:
@@ -246,7 +246,7 @@ def export_onnx_button(detail: dict, user) -> None:
     refused = refusal("admin", "exporting a model to ONNX")
     if st.button("Export ONNX", icon=":material/output:", disabled=refused is not None,
                  help=refused or "Export and check an ONNX file now (a background job)"):
-        from core.registry import start_onnx_export
+        from core.training.registry import start_onnx_export
 
         job_id = run_action(lambda: start_onnx_export(actor=user, model_id=detail["id"]))
         if job_id:

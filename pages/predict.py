@@ -20,8 +20,8 @@ storage = get_storage()
 
 def model_choices() -> tuple[list[tuple[str, str]], int]:
     """(id, label) of the active models and the index to preselect: ?model=, else the default."""
-    from core.predict import resolve_model
-    from core.registry import list_models
+    from core.prediction.predict import resolve_model
+    from core.training.registry import list_models
 
     with session_scope() as session:
         rows = list_models(session=session, active_only=True)
@@ -58,7 +58,7 @@ def top_k_chart(result: dict) -> None:
 
 
 def predict_tab() -> None:
-    from core.predict import Item, predict_items, read_inputs
+    from core.prediction.predict import Item, predict_items, read_inputs
 
     model_id = choose_model("predict_model")
     if model_id is None:
@@ -102,7 +102,7 @@ def predict_tab() -> None:
 
 
 def grad_cam_view(model_id: str, item: dict, image: bytes | None, number: int) -> None:
-    from core.predict import grad_cam
+    from core.prediction.predict import grad_cam
 
     if image is None or not st.toggle("Grad-CAM", key=f"cam_on_{number}"):
         return
@@ -120,8 +120,8 @@ def grad_cam_view(model_id: str, item: dict, image: bytes | None, number: int) -
 
 
 def batch_tab() -> None:
-    from core.auto_label import start_batch_prediction
-    from core.datasets import list_datasets
+    from core.datasets.dataset import list_datasets
+    from core.prediction.auto_label import start_batch_prediction
 
     model_id = choose_model("batch_model")
     if model_id is None:
@@ -170,7 +170,7 @@ def batch_tab() -> None:
 def selection_inputs() -> list | None:
     """A selection: the library's images in chosen folders / with chosen tags, plus pasted image ids
     (e.g. copied from the Images page). None (with the reason shown) when ids do not parse."""
-    from core.auto_label import parse_image_ids, selection_ids
+    from core.prediction.auto_label import parse_image_ids, selection_ids
 
     options = library_filter_options()
     left, right = st.columns(2)
@@ -201,8 +201,8 @@ def batch_done(jobs) -> None:
 
 
 def label_errors_tab() -> None:
-    from core.datasets import list_datasets
-    from core.label_errors import decide, pending, start_find, stored_issues
+    from core.datasets.dataset import list_datasets
+    from core.prediction.label_errors import decide, pending, start_find, stored_issues
 
     with session_scope() as session:
         datasets = {str(d.id): d.name + (" (multi-label)" if d.task_type == "multi_label" else "")

@@ -11,7 +11,7 @@ import streamlit as st
 from core.db import session_scope
 from core.errors import UserError
 from core.storage import get_storage
-from core.training_views import (
+from core.training.views import (
     ACTIVE_RUN_STATUSES,
     RunFilters,
     format_duration,
@@ -52,7 +52,7 @@ def duration(row: dict) -> str:
 
 
 def cancel(run_id: uuid.UUID) -> None:
-    from core.training import cancel_run
+    from core.training.runs import cancel_run
 
     with session_scope() as session:
         cancel_run(session=session, actor=current_user(), run_id=run_id)
@@ -60,7 +60,7 @@ def cancel(run_id: uuid.UUID) -> None:
 
 
 def delete(run_id: uuid.UUID) -> None:
-    from core.training import delete_run
+    from core.training.runs import delete_run
 
     with session_scope() as session:
         delete_run(session=session, actor=current_user(), storage=get_storage(), run_id=run_id)
@@ -70,7 +70,7 @@ def delete(run_id: uuid.UUID) -> None:
 def retry(run_id: uuid.UUID, user) -> uuid.UUID:
     """Start a never-started run; resume a failed/cancelled one from its checkpoint; else train its
     config again as a new run. Returns the run to show."""
-    from core.training import create_run, get_run, start_run
+    from core.training.runs import create_run, get_run, start_run
 
     with session_scope() as session:
         run = get_run(session=session, run_id=run_id)
@@ -152,7 +152,7 @@ def run_card(row: dict, user) -> None:
 
 
 def list_view(user) -> None:
-    from core.jobs import reap_stale_jobs
+    from core.jobs.rows import reap_stale_jobs
 
     st.title("Training")
     head, new = st.columns([4, 1])

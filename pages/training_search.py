@@ -1,4 +1,4 @@
-"""The Training page's hyperparameter searches (core.search): the list, a form to start one
+"""The Training page's hyperparameter searches (core.training.search): the list, a form to start one
 (?new_search=1), and one search (?search=<id>) with its trials, Optuna's plotly figures (history,
 parameter importance), cancel / resume, and "register the best trial as a model"."""
 
@@ -13,7 +13,7 @@ from core.db import session_scope
 from core.errors import UserError
 from core.ml.families import FAMILIES
 from core.permissions import can_act
-from core.training_views import format_duration
+from core.training.views import format_duration
 
 COLORS = {"running": "orange", "finishing": "orange", "refitting": "orange", "completed": "green", "cancelled": "gray"}
 ACTIVE = ("running", "finishing", "refitting")
@@ -26,7 +26,7 @@ def _when(epoch_s: float | None) -> str:
 
 def section(user, go) -> None:
     """The searches under the runs list."""
-    from core.search import list_searches
+    from core.training.search import list_searches
 
     head, new = st.columns([4, 1])
     head.subheader("Hyperparameter searches")
@@ -57,10 +57,10 @@ def section(user, go) -> None:
 
 
 def new_search_view(user, go) -> None:
-    from core.datasets import list_datasets
-    from core.search import start_search
+    from core.datasets.dataset import list_datasets
     from core.storage import get_storage
-    from core.training import resolve_version
+    from core.training.runs import resolve_version
+    from core.training.search import start_search
 
     st.title("New hyperparameter search")
     if st.button("← All runs", type="tertiary"):
@@ -102,7 +102,7 @@ def new_search_view(user, go) -> None:
 
 
 def detail_view(name: str, user, go) -> None:
-    from core.search import load_study, search_summary
+    from core.training.search import load_study, search_summary
 
     if st.button("← All runs", type="tertiary"):
         go()
@@ -123,7 +123,7 @@ def detail_view(name: str, user, go) -> None:
 def live(name: str, active: bool) -> None:
     @st.fragment(run_every=REFRESH_S if active else None)
     def body() -> None:
-        from core.search import load_study, search_figures, search_summary, trial_rows
+        from core.training.search import load_study, search_figures, search_summary, trial_rows
 
         study = load_study(name)
         summary = search_summary(study)
@@ -151,7 +151,7 @@ def live(name: str, active: bool) -> None:
 
 
 def actions(summary: dict, user) -> None:
-    from core.search import cancel_search, register_best, resume_search
+    from core.training.search import cancel_search, register_best, resume_search
 
     admin = can_act(user, "admin")
     name = summary["name"]

@@ -22,7 +22,7 @@ from core.ml.config import TrainingConfig, check_fits_dataset
 from core.ml.families import FAMILIES, catalogue
 from core.ml.recipe import RECIPE_FIELDS
 from core.storage import get_storage
-from core.training_views import estimate_training_seconds, format_duration
+from core.training.views import estimate_training_seconds, format_duration
 from pages import wizard_recipe
 from pages.wizard_steps import bind, bind_state, step_advanced, step_augmentation, step_training
 
@@ -90,7 +90,7 @@ def state_for(source: str) -> dict[str, Any]:
 
 
 def _clone_state(source: str) -> dict[str, Any]:
-    from core.training import get_run
+    from core.training.runs import get_run
 
     with session_scope() as session:
         run = get_run(session=session, run_id=source.removeprefix("clone:"))
@@ -128,7 +128,7 @@ def problems(state: dict[str, Any], version: dict[str, Any] | None) -> tuple[lis
     """(step, message) for everything wrong with the config so far, and the parsed config if valid."""
     if version is None:
         return [(0, "Choose a dataset version to train on (or create one from the current labels).")], None
-    from core.training import recipe_values
+    from core.training.runs import recipe_values
 
     try:
         parsed = TrainingConfig(**recipe_values(config_values(state, version),
@@ -153,14 +153,14 @@ def problems(state: dict[str, Any], version: dict[str, Any] | None) -> tuple[lis
 
 
 def _versions(dataset_id: str) -> list[dict[str, Any]]:
-    from core.versions import list_versions, version_summary
+    from core.datasets.versions import list_versions, version_summary
 
     with session_scope() as session:
         return [version_summary(v) for v in list_versions(session=session, dataset_id=uuid.UUID(dataset_id))]
 
 
 def step_data(state: dict[str, Any], user) -> dict[str, Any] | None:
-    from core.datasets import list_datasets
+    from core.datasets.dataset import list_datasets
 
     with session_scope() as session:
         datasets = {str(d.id): (d.name, d.task_type, d.labeled_image_count, d.class_count)
@@ -178,7 +178,7 @@ def step_data(state: dict[str, Any], user) -> dict[str, Any] | None:
     left, right = st.columns([3, 1])
     if right.button("Create a version now", help="Snapshot the dataset's current labels and splits as a new "
                     "version (training always reads a frozen version)."):
-        from core.versions import create_version
+        from core.datasets.versions import create_version
 
         try:
             with session_scope() as session:
@@ -217,7 +217,7 @@ def step_data(state: dict[str, Any], user) -> dict[str, Any] | None:
 
 def eval_warnings(version: dict[str, Any]) -> None:
     """Classes of the version without val or test images, said before a run is started."""
-    from core.split_checks import version_missing_eval, warning_lines
+    from core.datasets.split_checks import version_missing_eval, warning_lines
 
     for line in warning_lines({"missing_eval": version_missing_eval(version)}):
         st.warning(line[0].upper() + line[1:] + "; fix the splits and make a new version to measure it.")
@@ -256,7 +256,7 @@ def step_model(state: dict[str, Any], recipe: dict[str, Any] | None = None) -> N
     current = state["values"].get("pretrained_weights") or ""
     current = current.split(":", 1)[1] if current.startswith(f"{source}:") else ""
     if source == "model":
-        from core.training_views import list_models
+        from core.training.views import list_models
 
         spec = FAMILIES[state["values"]["model_type"]][state["values"]["model_size"]]
         with session_scope() as session:
@@ -309,8 +309,8 @@ STEP_RENDERERS = {1: step_model, 2: step_training, 3: step_augmentation, 4: step
 
 
 def _load_version(state: dict[str, Any]) -> dict[str, Any] | None:
+    from core.datasets.versions import version_summary
     from core.models import ClsDatasetVersion
-    from core.versions import version_summary
 
     if not state["version_id"]:
         return None
@@ -357,7 +357,7 @@ def _move(state: dict[str, Any], delta: int) -> None:
 
 
 def _start(state: dict[str, Any], version: dict[str, Any], parsed, user, on_started) -> None:
-    from core.training import create_run, start_run
+    from core.training.runs import create_run, start_run
 
     try:
         with session_scope() as session:

@@ -115,8 +115,8 @@ def end_labeling_elsewhere(page) -> None:
     state = st.session_state.get("labeling_state")
     if state is None or page.url_path == "labeling" or not state.held_at:
         return
-    from core import labeling_session
     from core.db import session_scope
+    from core.labeling import keyboard_session as labeling_session
 
     labeling_session.end(session_scope, state)
 
@@ -181,7 +181,7 @@ def job_progress(job) -> None:
 def watch_jobs(job_ids: list[uuid.UUID], *, every_s: float = 1.0, on_done: Callable | None = None) -> None:
     """Live progress bars for some jobs, refreshed in a fragment so the page never freezes."""
     from core.db import session_scope
-    from core.jobs import get_job
+    from core.jobs.rows import get_job
 
     @st.fragment(run_every=every_s)
     def _watch():
@@ -201,10 +201,10 @@ def watch_jobs(job_ids: list[uuid.UUID], *, every_s: float = 1.0, on_done: Calla
 def storage_url(key: str) -> str:
     """A URL the browser can load for an image or thumbnail key that stays the same across runs,
     so the browser caches and prefetches it (measured: halves labeling latency): the store's public or
-    reused presigned URL (core.labeling.stable_url), or for local storage a signed link to serve.py's
+    reused presigned URL (core.labeling.queue.stable_url), or for local storage a signed link to serve.py's
     file route, valid for hours (core.file_links). Deleted objects stop being served at once."""
     from core.file_links import signed_path
-    from core.labeling import stable_url
+    from core.labeling.queue import stable_url
     from core.storage import get_storage
 
     storage = get_storage()
@@ -255,14 +255,14 @@ def plain(text: str | None) -> str:
 @st.cache_data(ttl=60, show_spinner=False)
 def _library_filter_options(database_url: str) -> dict:
     from core.db import session_scope
-    from core.images import image_filter_options
+    from core.library.images import image_filter_options
 
     with session_scope() as session:
         return image_filter_options(session=session)
 
 
 def library_filter_options() -> dict:
-    """The library's statuses, sources, folders and tags (core.images.image_filter_options), cached a
+    """The library's statuses, sources, folders and tags (core.library.images.image_filter_options), cached a
     minute per database (pages that change images call clear_library_filter_options()), and its
     total, read now (pages.freshness: a number on screen is never kept across runs unkeyed)."""
     from core.config import get_settings

@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from core.errors import UserError
-from core.images import UPLOAD_EXTENSIONS
+from core.library.images import UPLOAD_EXTENSIONS
 from pages.ui import current_user, watch_jobs
 
 
@@ -49,7 +49,7 @@ def refuse_oversized(files: list, limit: int) -> tuple[list, list[dict]]:
 
 
 def upload_tab(dataset_id: uuid.UUID | None = None) -> None:
-    from core.images import ingest_many
+    from core.library.images import ingest_many
 
     files = st.file_uploader("Drop images here", type=UPLOAD_EXTENSIONS, accept_multiple_files=True,
                              key="upload_files")
@@ -77,7 +77,7 @@ def upload_tab(dataset_id: uuid.UUID | None = None) -> None:
 
 
 def url_tab(dataset_id: uuid.UUID | None = None) -> None:
-    from core.url_import import start_url_import
+    from core.imports.urls import start_url_import
 
     text = st.text_area("Image URLs: one per line, or CSV with a `url` column", key="url_text", height=150)
     csv_file = st.file_uploader("…or a CSV/text file of URLs", type=["csv", "txt"], key="url_file")

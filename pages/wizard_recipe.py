@@ -1,6 +1,6 @@
 """The recipe in the training wizard: every setting the recipe decides shows its chosen value with one
 line of why, and an Override button that turns it into an ordinary field (and Auto to go back).
-The recipe itself is core.training.recipe_values (core.ml.recipe), given the version's split sizes."""
+The recipe itself is core.training.runs.recipe_values (core.ml.recipe), given the version's split sizes."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from core.ml.recipe import RECIPE_FIELDS
 
 def preview(values: dict[str, Any], version: dict[str, Any] | None) -> dict[str, Any] | None:
     """The values the recipe would train with now (None while the settings are not yet valid)."""
-    from core.training import recipe_values
+    from core.training.runs import recipe_values
 
     if version is None:
         return None
@@ -63,7 +63,7 @@ def field(bind, widget, label: str, name: str, state: dict[str, Any], recipe: di
 
 def table(config: dict[str, Any]) -> None:
     """The run's recipe: setting, value, who chose it, why."""
-    from core.training import recipe_rows
+    from core.training.runs import recipe_rows
 
     rows = recipe_rows(config)
     if rows:

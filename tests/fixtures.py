@@ -1,5 +1,5 @@
 """Job functions used by the queue tests (workers import them by dotted path). Like every job
-function they take the actor who queued the job (core.jobs.run_job passes it)."""
+function they take the actor who queued the job (core.jobs.rows.run_job passes it)."""
 
 import time
 

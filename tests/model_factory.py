@@ -1,5 +1,5 @@
 """A tiny trained model for prediction tests: ConvNeXt-V2 atto (or a ViT) on 32 px grayscale digits,
-trained for a few full-batch steps on one thread (seconds), saved in core.training's best.pt format
+trained for a few full-batch steps on one thread (seconds), saved in core.training.runs's best.pt format
 and registered as a cls_trained_models row with its file in storage."""
 
 from __future__ import annotations

@@ -9,9 +9,9 @@ import zipfile
 import pytest
 from sqlalchemy import func, select
 
-from core.archive_import import ClassMapping, ImportLabeledDatasetRequest, preview_archive, run_archive_import
-from core.archive_layouts import class_name_problem, decode_csv, detect_layout
 from core.errors import InvalidInput
+from core.imports.archive import ClassMapping, ImportLabeledDatasetRequest, preview_archive, run_archive_import
+from core.imports.layouts import class_name_problem, decode_csv, detect_layout
 from tests.factories import ADMIN, drawn_image_bytes
 
 
@@ -171,7 +171,7 @@ def stored_keys(stack) -> list[str]:
 
 
 def test_folder_per_class_import_as_a_job_then_rerun_adds_nothing(stack):
-    from core.archive_import import start_archive_import
+    from core.imports.archive import start_archive_import
     from core.models import ClsClass, ClsDataset, ClsImage, ClsJob
     from tests.factories import make_dataset
 
@@ -298,7 +298,7 @@ def test_mapping_to_existing_new_and_skip_and_bad_class_names(stack):
 
 @pytest.mark.parametrize("payload, message", [(b"plain text", "not a ZIP"), (None, "encrypted")])
 def test_bad_archive_is_refused_before_any_job(embedded_stack, payload, message):
-    from core.archive_import import start_archive_import
+    from core.imports.archive import start_archive_import
     from core.models import ClsJob
     from tests.factories import make_dataset
     from tests.test_archives import patch_headers
@@ -380,8 +380,8 @@ def test_cli_zip_creates_multi_label_dataset(embedded_stack, tmp_path, capsys):
 
 
 def test_archive_of_a_job_cancelled_before_it_ran_is_removed_later(embedded_stack):
-    from core.archive_import import start_archive_import
-    from core.jobs import create_job, request_cancel
+    from core.imports.archive import start_archive_import
+    from core.jobs.rows import create_job, request_cancel
     from tests.factories import make_dataset
 
     with embedded_stack.session() as session:
@@ -406,7 +406,7 @@ def test_failed_job_hook_removes_its_archive(embedded_stack):
 
 
 def test_start_refuses_a_mapping_that_creates_a_bad_class(embedded_stack):
-    from core.archive_import import start_archive_import
+    from core.imports.archive import start_archive_import
     from tests.factories import make_dataset
 
     with embedded_stack.session() as session:

@@ -107,13 +107,13 @@ def expected_counts(items: list[dict]) -> dict[str, int]:
 
 @pytest.mark.parametrize("task_type", ["single_label", "multi_label"])
 def test_archive_splits_survive_import_version_and_training(embedded_stack, tmp_path, task_type):
-    from core.archive_import import run_archive_import
-    from core.datasets import create_dataset
+    from core.datasets.dataset import create_dataset
+    from core.datasets.split_checks import version_warnings
+    from core.datasets.splits import split_stats
+    from core.datasets.versions import create_version, read_manifest
+    from core.imports.archive import run_archive_import
     from core.models import ClsDatasetImage, ClsImage
-    from core.split_checks import version_warnings
-    from core.splits import split_stats
-    from core.training import create_run, get_run, start_run
-    from core.versions import create_version, read_manifest
+    from core.training.runs import create_run, get_run, start_run
 
     stack = embedded_stack
     items = photo_set()

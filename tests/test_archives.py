@@ -1,4 +1,4 @@
-"""core/archives.py: every hostile archive named in the imports issue, built byte by byte here."""
+"""core/imports/safe_zip.py: every hostile archive named in the imports issue, built byte by byte here."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import zipfile
 
 import pytest
 
-from core.archives import SafeZip, is_junk, normalise_entry_name
 from core.config import load_settings
 from core.errors import InvalidInput
+from core.imports.safe_zip import SafeZip, is_junk, normalise_entry_name
 from tests.factories import drawn_image_bytes
 
 

@@ -32,8 +32,8 @@ def setup(stack, checkpoint):
     """A 3-class digits dataset (2 labeled per class) plus 6 unlabeled digits, and a model whose
     outputs are this dataset's classes. Image 0 gets a manual label, 1 a reviewed AI label, 2 an
     unreviewed AI label; the 6 new ones have none."""
-    from core.datasets import add_images_to_dataset
-    from core.labels import clear_labels, mark_reviewed, set_labels
+    from core.datasets.dataset import add_images_to_dataset
+    from core.labeling.labels import clear_labels, mark_reviewed, set_labels
 
     with stack.session() as session:
         version = make_digits_version(session, stack.storage, name="auto", classes=3, per_class=2, size=32,
@@ -63,9 +63,9 @@ def labels(stack, dataset_id):
 
 
 def test_manual_labels_survive_a_batch_prediction(stack, checkpoint):
-    from core.auto_label import read_csv, start_batch_prediction
-    from core.jobs import get_job
-    from core.labeling import queue_ids
+    from core.jobs.rows import get_job
+    from core.labeling.queue import queue_ids
+    from core.prediction.auto_label import read_csv, start_batch_prediction
 
     dataset_id, model_id, ids, wrong = setup(stack, checkpoint)
     before = labels(stack, dataset_id)
@@ -97,8 +97,8 @@ def test_manual_labels_survive_a_batch_prediction(stack, checkpoint):
 
 
 def test_overwrite_replaces_manual_labels_and_csv_only_changes_nothing(embedded_stack, checkpoint):
-    from core.auto_label import read_csv, run_batch_prediction
     from core.models import ClsTrainedModel
+    from core.prediction.auto_label import read_csv, run_batch_prediction
 
     dataset_id, model_id, ids, wrong = setup(embedded_stack, checkpoint)
     before = {k: (v.class_id, v.is_ai_generated) for k, v in labels(embedded_stack, dataset_id).items()}
@@ -121,7 +121,7 @@ def test_overwrite_replaces_manual_labels_and_csv_only_changes_nothing(embedded_
 
 
 def test_bad_requests(embedded_stack, checkpoint):
-    from core.auto_label import check_request, run_batch_prediction
+    from core.prediction.auto_label import check_request, run_batch_prediction
 
     dataset_id, model_id, _, _ = setup(embedded_stack, checkpoint)
     for kwargs, message in (
@@ -159,9 +159,9 @@ def test_selection_by_ids_folder_and_tag_in_core_and_cli(embedded_stack, checkpo
     import csv
     import json
 
-    from core.auto_label import parse_image_ids, selection_ids
     from core.cli import main
-    from core.images import update_image
+    from core.library.images import update_image
+    from core.prediction.auto_label import parse_image_ids, selection_ids
 
     dataset_id, model_id, ids, _ = setup(embedded_stack, checkpoint)
     new = ids["new"]

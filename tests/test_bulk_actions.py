@@ -1,4 +1,4 @@
-"""Bulk actions in batches (core.bulk_actions): counts exact after every action, one audit row per
+"""Bulk actions in batches (core.library.bulk): counts exact after every action, one audit row per
 action with its total, a stopped action keeps what it committed and a rerun finishes it, and on
 Postgres a labeler's save is never held more than a second while a large bulk action runs."""
 
@@ -11,7 +11,7 @@ import uuid
 import pytest
 from sqlalchemy import func, insert, select, text
 
-from core import bulk_actions
+from core.library import bulk as bulk_actions
 from core.models import ClsAuditEvent, ClsDatasetImage, ClsImage, ClsLabel
 from tests.factories import ADMIN
 
@@ -26,7 +26,7 @@ def make_images(stack, n: int, folder: str = "bulk") -> list[uuid.UUID]:
 
 
 def mismatches(stack) -> list[str]:
-    from core.labels import count_mismatches
+    from core.labeling.labels import count_mismatches
 
     with stack.session() as session:
         return count_mismatches(session=session)
@@ -100,8 +100,8 @@ def test_refusals_come_before_the_first_batch(db_stack):
 
 
 def test_a_stopped_action_keeps_its_committed_batches_and_a_rerun_finishes(db_stack, small_batches, monkeypatch):
-    from core import labels
     from core.errors import InvalidInput
+    from core.labeling import labels
     from tests.factories import make_class, make_dataset
 
     stack = db_stack
@@ -137,7 +137,7 @@ def test_labeler_is_never_held_over_a_second_by_large_bulk_actions(postgres_stac
     saving while 20,000 images
     are added and labeled and 5,000 deleted, in batches."""
     from core.db import session_scope
-    from core.labels import set_labels
+    from core.labeling.labels import set_labels
     from tests.factories import make_class, make_dataset
 
     stack, n = postgres_stack, 20_000

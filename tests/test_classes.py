@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from core.classes import (
+from core.datasets.classes import (
     bulk_create_classes,
     class_tree,
     create_class,
@@ -17,9 +17,9 @@ from core.classes import (
     merge_classes,
     update_class,
 )
-from core.datasets import add_images_to_dataset, create_dataset
+from core.datasets.dataset import add_images_to_dataset, create_dataset
 from core.errors import Conflict, InvalidInput, NotFound
-from core.labels import count_mismatches, labels_for_images, set_labels
+from core.labeling.labels import count_mismatches, labels_for_images, set_labels
 from core.models import ClsAuditEvent, ClsClass, ClsDatasetImage, ClsLabel
 from tests.factories import ADMIN, make_image_row
 

@@ -10,15 +10,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, select
 
-from core.classes import create_class, delete_class, merge_classes
-from core.datasets import (
+from core.datasets.classes import create_class, delete_class, merge_classes
+from core.datasets.dataset import (
     add_images_to_dataset,
     create_dataset,
     delete_dataset,
     remove_images_from_dataset,
 )
 from core.errors import UserError
-from core.labels import bulk_clear_labels, bulk_set_label, clear_labels, set_labels, toggle_label
+from core.labeling.labels import bulk_clear_labels, bulk_set_label, clear_labels, set_labels, toggle_label
 from core.models import ClsClass, ClsDataset, ClsDatasetImage, ClsImage, ClsLabel, ClsLabelChange
 from tests.factories import ADMIN, make_image_row
 
@@ -97,7 +97,7 @@ def _apply(session, op, counter):
         counter[0] += 1
         create_class(actor=ADMIN, session=session, name=f"new{counter[0]}")
     elif kind == "delete_image":
-        from core.images import delete_images
+        from core.library.images import delete_images
         from core.storage import get_storage
 
         delete_images(actor=ADMIN, session=session, storage=get_storage(), image_ids=[_choose(images, args[0])])

@@ -7,8 +7,8 @@ import uuid
 import pytest
 from sqlalchemy import func, select
 
-from core.classes import create_class
-from core.datasets import (
+from core.datasets.classes import create_class
+from core.datasets.dataset import (
     GridFilters,
     add_images_to_dataset,
     create_dataset,
@@ -26,7 +26,7 @@ from core.datasets import (
     update_dataset,
 )
 from core.errors import Conflict, InvalidInput, NotFound
-from core.labels import count_mismatches, mark_reviewed, set_labels, skip_image
+from core.labeling.labels import count_mismatches, mark_reviewed, set_labels, skip_image
 from core.models import ClsClass, ClsDataset, ClsLabel
 from tests.apptest_tools import component_data
 from tests.factories import ADMIN, add_to_space, make_image_row

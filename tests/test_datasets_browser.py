@@ -18,11 +18,11 @@ pytestmark = pytest.mark.timeout(300)
 
 SEED = """
 import json
-from core.classes import create_class
-from core.datasets import add_images_to_dataset, create_dataset
+from core.datasets.classes import create_class
+from core.datasets.dataset import add_images_to_dataset, create_dataset
 from core.db import session_scope
-from core.images import ingest_bytes
-from core.label_space import add_classes
+from core.library.images import ingest_bytes
+from core.datasets.label_space import add_classes
 from core.storage import get_storage
 from tests.factories import ADMIN, drawn_image_bytes
 

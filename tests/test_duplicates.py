@@ -1,4 +1,4 @@
-"""Duplicates (core/duplicates.py, core/hamming.py, `python -m core duplicates`, the Duplicates view):
+"""Duplicates (core/library/duplicates.py, core/library/hamming.py, `python -m core duplicates`, the Duplicates view):
 the index against brute force, exact and confirmed near groups of real photos and their edited copies,
 a homogeneous pair the confirmation must reject, deleting extras, and bad input. Service tests run on
 both stacks."""
@@ -15,7 +15,8 @@ import pytest
 from PIL import Image, ImageDraw, ImageEnhance
 from sqlalchemy import func, insert, select, update
 
-from core.duplicates import (
+from core.errors import InvalidInput, NotFound
+from core.library.duplicates import (
     CONFIRM_MAX_DISTANCE,
     check_image,
     check_threshold,
@@ -25,9 +26,8 @@ from core.duplicates import (
     near_duplicate_components,
     near_duplicate_groups,
 )
-from core.errors import InvalidInput, NotFound
-from core.hamming import HashIndex, pairs_within
-from core.images import ingest_bytes
+from core.library.hamming import HashIndex, pairs_within
+from core.library.images import ingest_bytes
 from core.models import ClsImage
 from tests.factories import ADMIN
 
@@ -119,9 +119,9 @@ def test_pairs_within_finds_exactly_the_brute_force_pairs(threshold):
 def test_hash_index_search_finds_exactly_the_brute_force_matches(threshold, path, monkeypatch):
     """Band probes (what large libraries use at narrow thresholds) and the full pass (small libraries,
     wide thresholds), in the sorted part and the added tail alike."""
-    import core.hamming
+    import core.library.hamming
 
-    monkeypatch.setattr(core.hamming, "_PROBE_COST_IN_HASHES", 0 if path == "band probes" else 10**9)
+    monkeypatch.setattr(core.library.hamming, "_PROBE_COST_IN_HASHES", 0 if path == "band probes" else 10**9)
     rng = np.random.default_rng(threshold)
     hashes = rng.integers(0, 2**64 - 1, 6000, dtype=np.uint64)
     flips = np.zeros(3000, dtype=np.uint64)
@@ -222,10 +222,10 @@ def test_in_memory_index_gives_the_database_index_results(stack, library, monkey
     exactly; the index follows rows added (even committed late) and deleted."""
     from datetime import timedelta
 
-    import core.hamming
-    from core.duplicates import library_index
+    import core.library.hamming
+    from core.library.duplicates import library_index
 
-    monkeypatch.setattr(core.hamming, "_PROBE_COST_IN_HASHES", 0)
+    monkeypatch.setattr(core.library.hamming, "_PROBE_COST_IN_HASHES", 0)
 
     def both(session, **kwargs):
         fast = duplicates_of(session=session, **kwargs)
@@ -311,7 +311,7 @@ def test_delete_extras_refuses_and_deletes_nothing(stack, library, problem):
 
 
 def test_ingest_stores_the_confirming_hash_of_the_thumbnail(stack, library):
-    from core.duplicates import fine_hash_of_bytes
+    from core.library.duplicates import fine_hash_of_bytes
 
     with stack.session() as session:
         rows = session.scalars(select(ClsImage)).all()

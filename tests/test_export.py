@@ -10,11 +10,11 @@ import zipfile
 import pytest
 from sqlalchemy import select
 
+from core.datasets.export import collect_export, combined_csv, export_key, list_exports, start_export, write_zip
+from core.datasets.versions import create_version
 from core.errors import InvalidInput, NotFound
-from core.export import collect_export, combined_csv, export_key, list_exports, start_export, write_zip
-from core.labels import set_labels
+from core.labeling.labels import set_labels
 from core.models import ClsClass, ClsDatasetImage, ClsImage, ClsJob, ClsLabel
-from core.versions import create_version
 from tests.factories import ADMIN, make_class, make_dataset, make_dataset_image
 
 SPLITS = ["train", "train", "train", "val", "test"]
@@ -150,7 +150,7 @@ def test_refusals(stack, tmp_path):
 
 @pytest.mark.parametrize("fmt", ["imagefolder", "csv", "multilabel-csv"])
 def test_round_trip_through_the_archive_import(stack, tmp_path, fmt):
-    archive_import = pytest.importorskip("core.archive_import", reason="the archive import is not built yet")
+    archive_import = pytest.importorskip("core.imports.archive", reason="the archive import is not built yet")
     task_type = "multi_label" if fmt == "multilabel-csv" else "single_label"
     dataset_id, images, classes = _dataset(stack, task_type=task_type)
     names = {v: k for k, v in classes.items()}

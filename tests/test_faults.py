@@ -64,9 +64,9 @@ def kill_mid_job(stack, queue: str, started) -> None:
 def reap_and_check(stack, job_id) -> dict:
     """The reaper marks the dead job failed; every row keeps its objects; orphans (objects put before
     the killed batch committed) are found and removed by the storage check."""
-    from core.jobs import reap_stale_jobs
+    from core.jobs.rows import reap_stale_jobs
+    from core.library.storage_check import check_storage, fix_storage
     from core.models import ClsJob
-    from core.storage_check import check_storage, fix_storage
 
     time.sleep(1.0)
     with stack.session() as session:
@@ -83,7 +83,7 @@ def reap_and_check(stack, job_id) -> dict:
 
 
 def test_worker_killed_during_archive_import_then_retry_completes(production_stack):
-    from core.archive_import import ImportLabeledDatasetRequest, start_archive_import
+    from core.imports.archive import ImportLabeledDatasetRequest, start_archive_import
     from core.models import ClsDataset, ClsDatasetImage, ClsImage, ClsJob
     from tests.factories import make_dataset
     from tests.test_archive_import import build_zip
@@ -119,9 +119,9 @@ def test_worker_killed_during_batch_prediction_keeps_whole_batches_then_retry_co
     batch (each batch its own transaction), and is SIGKILLed after the first batches landed: the job
     is reaped failed (never left running), the AI labels written so far are whole batches with exact
     counts, and the retry labels every image."""
-    from core.auto_label import BATCH, start_batch_prediction
-    from core.labels import count_mismatches
+    from core.labeling.labels import count_mismatches
     from core.models import ClsDataset, ClsJob, ClsLabel, ClsLabelChange
+    from core.prediction.auto_label import BATCH, start_batch_prediction
     from tests.factories import make_class, make_dataset
     from tests.model_factory import digit_images, register_model, shared_checkpoint
     from tests.training_data import store_image
@@ -135,7 +135,7 @@ def test_worker_killed_during_batch_prediction_keeps_whole_batches_then_retry_co
         dataset_id = make_dataset(session, "predicted").id
         model_id = register_model(session, stack.storage, checkpoint, class_ids=class_ids)
         ids = [store_image(session, stack.storage, images[i % len(images)], f"{i:04d}.png") for i in range(total)]
-    from core.bulk_actions import add_to_dataset
+    from core.library.bulk import add_to_dataset
 
     add_to_dataset(actor=ADMIN, dataset_id=dataset_id, image_ids=ids)
     job_id = start_batch_prediction(actor=ADMIN, model_id=model_id, scope="dataset", dataset_id=dataset_id, write_labels=True)
@@ -181,8 +181,8 @@ class SlowImages(BaseHTTPRequestHandler):
 
 def test_worker_killed_during_url_import_then_retry_completes(production_stack, monkeypatch):
     from core.config import reset_settings_cache
+    from core.imports.urls import start_url_import
     from core.models import ClsImage, ClsJob
-    from core.url_import import start_url_import
 
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), SlowImages)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
@@ -207,11 +207,11 @@ def test_worker_killed_during_url_import_then_retry_completes(production_stack, 
 
 
 def test_redis_unreachable_at_start_is_a_clear_error_and_nothing_is_created(production_stack, monkeypatch):
-    from core.archive_import import ImportLabeledDatasetRequest, start_archive_import
     from core.config import reset_settings_cache
+    from core.imports.archive import ImportLabeledDatasetRequest, start_archive_import
+    from core.imports.urls import start_url_import
+    from core.jobs.queue import reset_backend
     from core.models import ClsJob, ClsTrainingRun
-    from core.queue import reset_backend
-    from core.url_import import start_url_import
     from tests.factories import make_dataset
     from tests.test_archive_import import build_zip
 
@@ -234,9 +234,9 @@ def test_redis_unreachable_at_start_is_a_clear_error_and_nothing_is_created(prod
 
 def test_training_start_with_redis_down_leaves_the_run_startable(production_stack, monkeypatch):
     from core.config import reset_settings_cache
+    from core.jobs.queue import reset_backend
     from core.models import ClsJob
-    from core.queue import reset_backend
-    from core.training import create_run, get_run, start_run
+    from core.training.runs import create_run, get_run, start_run
     from tests.test_training import TINY
     from tests.training_data import make_digits_version
 
@@ -305,9 +305,9 @@ class FailingAfter:
 def test_s3_errors_during_ingest_leave_no_row_without_object_nor_object_without_row(production_stack):
     from botocore.config import Config
 
-    from core.images import ingest_many
+    from core.library.images import ingest_many
+    from core.library.storage_check import check_storage
     from core.storage import S3Storage
-    from core.storage_check import check_storage
     from tests.test_images import assert_consistent
 
     stack = production_stack

@@ -6,8 +6,8 @@ import uuid
 
 import pytest
 
+from core.datasets.health import health_check
 from core.errors import InvalidInput, NotFound
-from core.health import health_check
 from core.models import ClsLabel
 from tests.factories import make_class, make_dataset, make_dataset_image
 

@@ -1,4 +1,4 @@
-"""Ingest pipeline and library queries/bulk actions (core/images.py), on both stacks."""
+"""Ingest pipeline and library queries/bulk actions (core/library/images.py), on both stacks."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from PIL import Image
 from sqlalchemy import func, select
 
 from core.errors import InvalidInput
-from core.images import (
+from core.library.images import (
     ImageFilters,
     add_to_dataset,
     clean_filename,
@@ -263,7 +263,7 @@ def test_text_search_on_postgres_can_use_the_trigram_indexes(postgres_stack):
     planner prefers a scan on a table this small, so scans are switched off to show the index fits)."""
     from sqlalchemy import text
 
-    from core.images import filter_clauses
+    from core.library.images import filter_clauses
 
     _library(postgres_stack)
     with postgres_stack.session() as session:
@@ -309,7 +309,7 @@ def test_delete_removes_rows_objects_memberships_and_fixes_counts(stack):
         add_to_dataset(actor=ADMIN, session=session, dataset_id=dataset.id, image_ids=list(ids.values()))
         # through the labels service: counts are kept by every writer (a delete moves them by its
         # difference, it does not recount a hand-inserted row)
-        from core.labels import set_labels
+        from core.labeling.labels import set_labels
 
         set_labels(actor=ADMIN, session=session, dataset_id=dataset.id, image_id=ids["cat_1.png"], class_ids=[cls.id])
         detail = image_detail(session=session, image_id=ids["cat_1.png"])
@@ -390,9 +390,9 @@ def test_broken_process_pool_falls_back_to_in_process(embedded_stack, monkeypatc
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    import core.images
+    import core.library.images
 
-    monkeypatch.setattr(core.images, "_process_pool", lambda workers: ProcessPoolExecutor(
+    monkeypatch.setattr(core.library.images, "_process_pool", lambda workers: ProcessPoolExecutor(
         max_workers=workers, mp_context=multiprocessing.get_context("forkserver"), initializer=_die))
     items = [(f"{i}.png", drawn_image_bytes(700 + i, (32, 32))) for i in range(20)]
     results = ingest_many(actor=ADMIN, items=items, storage=embedded_stack.storage, workers=2)

@@ -20,8 +20,8 @@ USER = person("user@acme.com")
 
 def flipped_dataset(stack, *, classes=5, per_class=40, fraction=0.1, seed=1):
     """Digits with `fraction` of the train labels moved to another class, and a version of that."""
-    from core.labels import set_labels
-    from core.versions import create_version
+    from core.datasets.versions import create_version
+    from core.labeling.labels import set_labels
 
     with stack.session() as session:
         version = make_digits_version(session, stack.storage, name="noisy", classes=classes, per_class=per_class,
@@ -47,7 +47,7 @@ def labels_now(stack, dataset_id):
 
 
 def find_issues_changing_nothing(stack, dataset_id):
-    from core.label_errors import find_issues
+    from core.prediction.label_errors import find_issues
 
     before = labels_now(stack, dataset_id)
     with stack.session() as session:
@@ -83,7 +83,7 @@ def test_accept_keep_skip_guard_rails_and_the_change_record(embedded_stack, caps
     import json
 
     from core.cli import main
-    from core.label_errors import decide, find_and_store, stored_issues
+    from core.prediction.label_errors import decide, find_and_store, stored_issues
 
     dataset_id, _ = flipped_dataset(embedded_stack, per_class=20, fraction=0.15)
     summary = find_and_store(actor=ADMIN, dataset_id=dataset_id)
@@ -133,8 +133,8 @@ def test_accept_keep_skip_guard_rails_and_the_change_record(embedded_stack, caps
 def flipped_multilabel_dataset(stack, *, classes=5, per_class=40, fraction=0.1, seed=1):
     """Digits labeled {digit, even|odd} (a real multi-label dataset) with `fraction` of the train
     images' digit label moved to another digit (their even/odd label stays), and a version."""
-    from core.labels import set_labels
-    from core.versions import create_version
+    from core.datasets.versions import create_version
+    from core.labeling.labels import set_labels
 
     with stack.session() as session:
         version = make_digits_version(session, stack.storage, name="multi", classes=classes, per_class=per_class,
@@ -158,7 +158,7 @@ def flipped_multilabel_dataset(stack, *, classes=5, per_class=40, fraction=0.1, 
 
 
 def test_multi_label_flipped_labels_rank_above_clean_ones_and_accept_sets_the_suggested_set(embedded_stack, capsys):
-    from core.label_errors import decide
+    from core.prediction.label_errors import decide
 
     dataset_id, flipped = flipped_multilabel_dataset(embedded_stack)
     result = find_issues_changing_nothing(embedded_stack, dataset_id)
@@ -184,8 +184,8 @@ def test_multi_label_flipped_labels_rank_above_clean_ones_and_accept_sets_the_su
 
 
 def test_bad_requests(embedded_stack):
-    from core.datasets import create_dataset
-    from core.label_errors import decide, find_issues
+    from core.datasets.dataset import create_dataset
+    from core.prediction.label_errors import decide, find_issues
 
     with embedded_stack.session() as session:
         plain = create_dataset(actor=ADMIN, session=session, name="empty").id

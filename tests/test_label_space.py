@@ -1,4 +1,4 @@
-"""core/label_space.py: a dataset's ordered classes: edited by admins (add, reorder, remove unused),
+"""core/datasets/label_space.py: a dataset's ordered classes: edited by admins (add, reorder, remove unused),
 kept whole by every label write, followed by keys, versions, export, health and class merges."""
 
 from __future__ import annotations
@@ -8,8 +8,9 @@ import io
 
 import pytest
 
-from core import label_space, labels
+from core.datasets import label_space
 from core.errors import Conflict, NotFound, PermissionDenied
+from core.labeling import labels
 from core.models import ClsDataset
 from core.users import User, operator_user, user_id_for
 from tests.factories import make_class, make_dataset, make_dataset_image
@@ -75,9 +76,9 @@ def test_every_label_write_keeps_its_class_in_the_space(db_stack):
 
 
 def test_versions_export_and_health_follow_the_space(stack):
-    from core.export import collect_export
-    from core.health import health_check
-    from core.versions import create_version
+    from core.datasets.export import collect_export
+    from core.datasets.health import health_check
+    from core.datasets.versions import create_version
 
     with stack.session() as session:
         dataset = make_dataset(session, "follow")
@@ -100,7 +101,7 @@ def test_versions_export_and_health_follow_the_space(stack):
 
 
 def test_merging_classes_puts_the_target_in_the_sources_place(db_stack):
-    from core.classes import merge_classes
+    from core.datasets.classes import merge_classes
 
     with db_stack.session() as session:
         dataset = make_dataset(session, "merge")

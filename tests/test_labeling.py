@@ -1,4 +1,4 @@
-"""core/labeling.py: queue modes, navigation, reservations, pins, and saves that are safe to repeat."""
+"""core/labeling/queue.py: queue modes, navigation, reservations, pins, and saves that are safe to repeat."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
-from core import labeling, labels
 from core.errors import InvalidInput
+from core.labeling import labels
+from core.labeling import queue as labeling
 from core.models import ClsDataset, ClsDatasetImage, ClsLabel, utcnow
 from tests.factories import ADMIN, add_to_space, make_class, make_dataset, make_image_row, person
 
@@ -231,7 +232,7 @@ def test_stable_url_is_reused_for_presigned_s3_and_absent_for_local(stack):
 
 def test_walk_is_complete_when_images_share_the_server_timestamp(db_stack):
     """add_images_to_dataset stamps a batch with one CURRENT_TIMESTAMP (SQLite: whole seconds)."""
-    from core.datasets import add_images_to_dataset
+    from core.datasets.dataset import add_images_to_dataset
 
     with db_stack.session() as s:
         dataset = make_dataset(s, "same-second")
@@ -268,8 +269,8 @@ def test_confirming_a_label_someone_changed_meanwhile_is_a_conflict(db_stack):
 
 
 def test_key_batches_apply_once_in_order_and_never_to_another_image(db_stack):
-    from core import labeling_session as flow
     from core.db import session_scope
+    from core.labeling import keyboard_session as flow
 
     with db_stack.session() as s:
         ds, images, classes = seed(s, db_stack.storage, images=5)
@@ -301,8 +302,8 @@ def test_key_batches_apply_once_in_order_and_never_to_another_image(db_stack):
 def test_keys_typed_on_a_guessed_image_apply_only_where_the_guess_was_right(db_stack):
     """The browser shows `ahead` before Python answers and tags each key with the image it was typed
     on: a right guess applies in order; a wrong one (another page took that image) drops the keys."""
-    from core import labeling_session as flow
     from core.db import session_scope
+    from core.labeling import keyboard_session as flow
 
     with db_stack.session() as s:
         ds, images, classes = seed(s, db_stack.storage, images=6)

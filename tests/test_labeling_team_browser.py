@@ -45,9 +45,9 @@ IDLE = "() => { const s = window.__labelingKeys; return window.__typingDone && s
 
 
 def seed(server, url: str) -> tuple[uuid.UUID, dict[str, uuid.UUID]]:
-    from core.classes import create_class
-    from core.datasets import add_images_to_dataset, create_dataset
-    from core.label_space import add_classes
+    from core.datasets.classes import create_class
+    from core.datasets.dataset import add_images_to_dataset, create_dataset
+    from core.datasets.label_space import add_classes
     from core.storage import storage_from_url
 
     storage = storage_from_url(server.env["STORAGE_URL"])
@@ -142,7 +142,7 @@ def test_two_labelers_typing_at_once_never_collide_and_a_closed_tab_gives_its_im
             break
     reached_after = time.monotonic() - closed
     assert queue_count(b) == unlabeled, f"b sees {queue_count(b)} of {unlabeled} unlabeled images after 60 s"
-    from core.labeling import queue_ids
+    from core.labeling.queue import queue_ids
 
     with session_scope(url) as session:
         pending = set(session.scalars(select(ClsDatasetImage.image_id).where(

@@ -9,10 +9,10 @@ import time
 import pytest
 from sqlalchemy import func, select
 
-from core.classes import create_class
-from core.datasets import add_images_to_dataset, create_dataset
+from core.datasets.classes import create_class
+from core.datasets.dataset import add_images_to_dataset, create_dataset
 from core.errors import Conflict, InvalidInput, NotFound
-from core.labels import (
+from core.labeling.labels import (
     bulk_clear_labels,
     bulk_set_label,
     clear_labels,

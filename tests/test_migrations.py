@@ -117,7 +117,7 @@ def test_0002_gives_existing_datasets_the_classes_their_labels_use(empty_databas
     assert upgrade_head(empty_database) == head_revision()
     from sqlalchemy.orm import Session
 
-    from core.label_space import space_class_ids
+    from core.datasets.label_space import space_class_ids
     from core.models import ClsDataset
 
     engine = create_engine(empty_database)

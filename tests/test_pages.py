@@ -30,7 +30,7 @@ def test_page_renders_on_empty_workspace(embedded_stack, page):
 
 @pytest.mark.parametrize("page", PAGES)
 def test_page_renders_with_demo_data(embedded_stack, page):
-    from core.demo import load_demo
+    from core.imports.demo import load_demo
 
     load_demo(actor=ADMIN, products=4)
     app = render(page)
@@ -38,8 +38,8 @@ def test_page_renders_with_demo_data(embedded_stack, page):
 
 
 def test_dashboard_shows_real_counts(embedded_stack):
-    from core.demo import load_demo
-    from core.queue import enqueue
+    from core.imports.demo import load_demo
+    from core.jobs.queue import enqueue
 
     load_demo(actor=ADMIN, products=4)
     job_id = enqueue(actor=ADMIN, kind="test", function="tests.fixtures.add_numbers", queue="imports", params={"a": 1, "b": 2})
@@ -57,7 +57,7 @@ def test_an_empty_workspace_offers_the_demo_data_in_one_click_then_names_the_nex
     loader as `python -m core demo` as a job; afterwards it names the next step instead."""
     from sqlalchemy import select
 
-    from core.label_space import label_space
+    from core.datasets.label_space import label_space
     from core.models import ClsDataset
 
     app = render("pages/dashboard.py")

@@ -31,7 +31,7 @@ def add(stack, checkpoint, **kwargs):
 
 
 def test_top_k_on_real_images_and_per_item_errors(embedded_stack, checkpoint):
-    from core.predict import Item, predict_items
+    from core.prediction.predict import Item, predict_items
 
     model_id = add(embedded_stack, checkpoint)
     images, target = digit_images(3, 10)
@@ -51,7 +51,7 @@ def test_top_k_on_real_images_and_per_item_errors(embedded_stack, checkpoint):
 
 
 def test_saved_thresholds_apply(embedded_stack, checkpoint):
-    from core.predict import Item, describe, predict_items
+    from core.prediction.predict import Item, describe, predict_items
 
     model_id = add(embedded_stack, checkpoint, thresholds={"abstain": 1.01})
     images, _ = digit_images(3, 1)
@@ -66,15 +66,15 @@ def test_saved_thresholds_apply(embedded_stack, checkpoint):
 
 def test_model_thresholds_read_the_saved_per_class_values():
     from core.models import ClsTrainedModel
-    from core.predict import model_thresholds
+    from core.prediction.predict import model_thresholds
 
     row = ClsTrainedModel(task_type="multi_label", class_names=["a", "b"], thresholds={"per_class": {"b": 0.2}})
     assert model_thresholds(row) == {"per_class": [0.5, 0.2]}
 
 
 def test_default_model_inactive_model_and_bad_input(embedded_stack, checkpoint):
-    from core.predict import Item, predict_items, read_inputs, resolve_model
-    from core.registry import set_active
+    from core.prediction.predict import Item, predict_items, read_inputs, resolve_model
+    from core.training.registry import set_active
 
     with embedded_stack.session() as session, pytest.raises(NotFound, match="no default model"):
         resolve_model(session=session, model="default")
@@ -108,7 +108,7 @@ def test_cached_predictor_is_loaded_once(embedded_stack, checkpoint):
 
 @pytest.mark.parametrize("family,size", [("convnext", "atto"), ("vit", "tiny"), ("swin", "tiny")])
 def test_grad_cam_for_a_cnn_a_vit_and_a_swin(embedded_stack, tmp_path, checkpoint, family, size):
-    from core.predict import grad_cam
+    from core.prediction.predict import grad_cam
     from tests.model_factory import train_checkpoint
 
     path = checkpoint if family == "convnext" else train_checkpoint(tmp_path / "vit.pt", family=family, size=size,
@@ -165,9 +165,9 @@ def test_predict_page_batch_prediction_over_a_selection(embedded_stack, checkpoi
     from sqlalchemy import select
     from streamlit.testing.v1 import AppTest
 
-    from core.classes import create_class
-    from core.datasets import add_images_to_dataset, create_dataset
-    from core.images import update_image
+    from core.datasets.classes import create_class
+    from core.datasets.dataset import add_images_to_dataset, create_dataset
+    from core.library.images import update_image
     from core.models import ClsJob
     from tests.training_data import store_image
 

@@ -9,9 +9,9 @@ from sqlalchemy import func, select
 
 from core.db import session_scope
 from core.errors import InvalidInput, ServiceUnavailable
-from core.jobs import get_job, reap_stale_jobs, request_cancel, run_job
+from core.jobs.queue import enqueue
+from core.jobs.rows import get_job, reap_stale_jobs, request_cancel, run_job
 from core.models import ClsJob, utcnow
-from core.queue import enqueue
 from tests.factories import ADMIN
 
 
@@ -102,7 +102,7 @@ def test_job_functions_outside_jobs_are_refused(embedded_stack):
 
 def test_redis_unreachable_gives_clear_error_and_no_row(embedded_stack, monkeypatch):
     from core.config import reset_settings_cache
-    from core.queue import reset_backend
+    from core.jobs.queue import reset_backend
 
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
     reset_settings_cache()

@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 
 from core.errors import Conflict, InvalidInput, NotFound
 from core.models import ClsTrainedModel
-from core.registry import (
+from core.training.registry import (
     default_model,
     delete_model,
     get_model,
@@ -107,10 +107,10 @@ def test_unknown_and_malformed_ids(db_stack):
 
 
 def _register(session, *, model_type="convnext", num_classes=3, top5=0.9):
-    """A model row as a finished training run registers it (core.registry.create_model_row)."""
+    """A model row as a finished training run registers it (core.training.registry.create_model_row)."""
     from types import SimpleNamespace
 
-    from core.registry import create_model_row
+    from core.training.registry import create_model_row
 
     config = SimpleNamespace(model_type=model_type, model_size="atto", timm_name="convnextv2_atto",
                              task_type="single_label", num_classes=num_classes)

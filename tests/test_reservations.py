@@ -1,4 +1,4 @@
-"""core/reservations.py with core/labeling_session.py: a page's window (shown + prefetched) is its own
+"""core/labeling/reservations.py with core/labeling/keyboard_session.py: a page's window (shown + prefetched) is its own
 while it is active, comes back to the queue when the page goes idle, closes or is left, and the queue
 count matches what a page can get."""
 
@@ -9,9 +9,10 @@ from datetime import timedelta
 
 from sqlalchemy import select, update
 
-from core import labeling, reservations
-from core import labeling_session as flow
 from core.db import session_scope
+from core.labeling import keyboard_session as flow
+from core.labeling import queue as labeling
+from core.labeling import reservations
 from core.models import ClsDatasetImage, utcnow
 from tests.test_labeling import ME_USER, OTHER_USER, seed
 

@@ -57,7 +57,7 @@ def count(stack, model) -> int:
 
 
 def test_a_labeler_labels_skips_and_clears_but_a_viewer_only_looks(embedded_stack, world):
-    from core import labeling
+    from core.labeling import queue as labeling
 
     common = {"dataset_id": world["dataset"], "image_id": world["image"]}
     with embedded_stack.session() as session:
@@ -75,8 +75,8 @@ def test_a_labeler_labels_skips_and_clears_but_a_viewer_only_looks(embedded_stac
 
 
 def test_a_viewer_browses_the_labeling_queue_without_holding_images(embedded_stack, world):
-    from core import labeling_session as flow
     from core.db import session_scope
+    from core.labeling import keyboard_session as flow
     from core.models import ClsDatasetImage
 
     state = flow.start(session_scope, dataset_id=world["dataset"], actor=GUEST, mode="all")
@@ -90,8 +90,10 @@ def test_a_viewer_browses_the_labeling_queue_without_holding_images(embedded_sta
 
 
 def test_who_did_it_is_recorded_and_destructive_actions_are_audited(embedded_stack, world):
-    from core import bulk_actions, classes, datasets
-    from core.labels import set_labels
+    from core.datasets import classes
+    from core.datasets import dataset as datasets
+    from core.labeling.labels import set_labels
+    from core.library import bulk as bulk_actions
 
     with embedded_stack.session() as session:
         set_labels(session=session, actor=ANN, dataset_id=world["dataset"], image_id=world["image"],
@@ -114,7 +116,7 @@ def test_who_did_it_is_recorded_and_destructive_actions_are_audited(embedded_sta
 
 
 def test_batch_prediction_needs_the_admin_role_only_to_overwrite_peoples_labels(embedded_stack, world):
-    from core.auto_label import start_batch_prediction
+    from core.prediction.auto_label import start_batch_prediction
 
     request = {"model_id": "default", "scope": "dataset", "dataset_id": world["dataset"], "write_labels": True}
     with pytest.raises(PermissionDenied, match="overwriting labels people set needs the admin role; you are a labeler"):
@@ -131,7 +133,7 @@ def test_batch_prediction_needs_the_admin_role_only_to_overwrite_peoples_labels(
 
 
 def test_a_job_is_cancelled_by_whoever_started_it_or_an_admin(embedded_stack, world):
-    from core.jobs import create_job, request_cancel
+    from core.jobs.rows import create_job, request_cancel
 
     with embedded_stack.session() as session:
         boss_job = create_job(session=session, actor=BOSS, kind="test", queue="imports",
@@ -149,7 +151,7 @@ def test_a_job_is_cancelled_by_whoever_started_it_or_an_admin(embedded_stack, wo
 
 
 def _queue_url_import(actor) -> uuid.UUID:
-    from core.url_import import start_url_import
+    from core.imports.urls import start_url_import
 
     # a loopback URL: had the job run past its role check, the import would refuse it, never fetch it
     return start_url_import(actor=actor, text="http://127.0.0.1:9/never-fetched.png")
@@ -180,8 +182,8 @@ def test_a_queued_job_runs_as_its_starter_and_fails_when_the_role_was_removed_rq
 
 
 def test_a_queued_job_fails_when_the_role_was_removed_in_process(embedded_stack, monkeypatch):
-    """The in-process backend runs core.jobs.run_job in a thread; here it is called after the change."""
-    from core.jobs import create_job, run_job
+    """The in-process backend runs core.jobs.rows.run_job in a thread; here it is called after the change."""
+    from core.jobs.rows import create_job, run_job
 
     set_roles(monkeypatch, "boss@acme.com=admin")
     with embedded_stack.session() as session:
@@ -195,7 +197,7 @@ def test_a_queued_job_fails_when_the_role_was_removed_in_process(embedded_stack,
 
 
 def test_a_job_without_a_recorded_actor_never_runs(embedded_stack):
-    from core.jobs import run_job
+    from core.jobs.rows import run_job
 
     with embedded_stack.session() as session:
         job = ClsJob(kind="test", queue="imports", function="tests.fixtures.add_numbers", params={"a": 1, "b": 2},
@@ -211,7 +213,7 @@ def test_a_job_without_a_recorded_actor_never_runs(embedded_stack):
 
 
 def test_an_import_stops_at_the_next_batch_when_the_role_is_removed(embedded_stack, monkeypatch):
-    from core.images import ingest_many
+    from core.library.images import ingest_many
 
     set_roles(monkeypatch, "boss@acme.com=admin")
     # ingest_many commits in batches of 64: 136 items are written as 64, then 72
@@ -228,7 +230,7 @@ def test_an_import_stops_at_the_next_batch_when_the_role_is_removed(embedded_sta
 
 
 def test_a_bulk_action_stops_at_the_next_batch_when_the_role_is_removed(embedded_stack, monkeypatch):
-    from core import bulk_actions
+    from core.library import bulk as bulk_actions
 
     set_roles(monkeypatch, "ann@acme.com=labeler")
     with embedded_stack.session() as session:
@@ -255,8 +257,8 @@ def test_a_bulk_action_stops_at_the_next_batch_when_the_role_is_removed(embedded
 
 
 def test_training_stops_after_the_epoch_in_which_the_role_was_removed(embedded_stack, monkeypatch, tmp_path):
-    from core import training
     from core.models import ClsTrainedModel
+    from core.training import runs as training
     from tests.model_factory import small_torch_settings
     from tests.test_training import TINY
     from tests.training_data import make_digits_version
@@ -286,7 +288,7 @@ def test_training_stops_after_the_epoch_in_which_the_role_was_removed(embedded_s
 
 
 def test_archive_import_job_is_refused_for_a_viewer_before_anything_is_stored(embedded_stack, world):
-    from core.archive_import import ImportLabeledDatasetRequest, start_archive_import
+    from core.imports.archive import ImportLabeledDatasetRequest, start_archive_import
     from tests.test_archive_import import build_zip
 
     with pytest.raises(PermissionDenied, match="importing needs the admin role; you are a labeler"):

@@ -106,7 +106,7 @@ def explore(app: AppTest) -> list[str]:
 
 
 def _demo_dataset_id(stack) -> str:
-    from core.demo import DEMO_DATASET
+    from core.imports.demo import DEMO_DATASET
 
     with stack.session() as session:
         return str(session.scalar(select(ClsDataset.id).where(ClsDataset.name == DEMO_DATASET)))
@@ -115,10 +115,10 @@ def _demo_dataset_id(stack) -> str:
 def seed(stack) -> None:
     """The demo workspace plus a version, a pending training run and a model, so that every page
     shows its controls."""
-    from core.demo import DEMO_DATASET, load_demo
+    from core.datasets.versions import create_version
+    from core.imports.demo import DEMO_DATASET, load_demo
     from core.models import ClsTrainedModel
-    from core.training import create_run
-    from core.versions import create_version
+    from core.training.runs import create_run
     from tests.factories import ADMIN
 
     load_demo(actor=ADMIN, products=4)
@@ -186,7 +186,7 @@ def test_no_control_changes_anything_for_a_viewer(embedded_stack, monkeypatch):
 
 
 def test_a_labeler_sees_no_admin_control_but_labels(embedded_stack, monkeypatch):
-    from core.demo import load_demo
+    from core.imports.demo import load_demo
     from tests.factories import ADMIN
 
     demo = embedded_stack

@@ -1,4 +1,4 @@
-"""Hyperparameter search (core.search): an Optuna study in the platform's database whose trials are
+"""Hyperparameter search (core.training.search): an Optuna study in the platform's database whose trials are
 jobs on the training queue. Embedded: a whole search in-process to a registered best model. Production
 (Postgres, Redis, S3): trials on two real `rq worker` processes at once, one of them killed with SIGKILL
 mid-trial: its trial ends failed and the study goes on.
@@ -44,20 +44,20 @@ def wait_for(predicate, timeout=300.0, step=0.2):
 
 
 def summary(name):
-    from core.search import load_study, search_summary
+    from core.training.search import load_study, search_summary
 
     return search_summary(load_study(name))
 
 
 def trials(name):
-    from core.search import load_study, trial_rows
+    from core.training.search import load_study, trial_rows
 
     return trial_rows(load_study(name))
 
 
 def test_search_runs_in_process_to_a_registered_best_model(embedded_stack, capsys):
-    from core.registry import get_model
-    from core.search import load_study, register_best, search_figures, start_search
+    from core.training.registry import get_model
+    from core.training.search import load_study, register_best, search_figures, start_search
     from core.users import operator_user
 
     version_id = make_version(embedded_stack)
@@ -78,7 +78,7 @@ def test_search_runs_in_process_to_a_registered_best_model(embedded_stack, capsy
     assert figures["history"] is not None
 
     job_id = register_best(actor=actor, name=name, inline=True)
-    from core.jobs import get_job
+    from core.jobs.rows import get_job
 
     with embedded_stack.session() as session:
         job = get_job(session=session, job_id=job_id)
@@ -87,7 +87,7 @@ def test_search_runs_in_process_to_a_registered_best_model(embedded_stack, capsy
         assert model.accuracy is not None and model.timm_name == "resnet18"
     assert summary(name)["best_model_id"] == job.result["model_id"]
     with pytest.raises(Conflict, match="no budget left"):
-        from core.search import resume_search
+        from core.training.search import resume_search
 
         resume_search(actor=actor, name=name)
     check_pages(name, job.result["model_id"])
@@ -126,8 +126,8 @@ def test_each_job_loading_the_study_draws_new_settings(embedded_stack):
     by the trial count, so startup draws differ from job to job."""
     import optuna
 
-    from core.search import load_study, study_storage
-    from core.search_trials import suggest
+    from core.training.search import load_study, study_storage
+    from core.training.search_trials import suggest
 
     optuna.create_study(study_name="search-draws", storage=study_storage(), direction="maximize")
     attrs = {"lr_center": 2e-3, "train_images": 100}
@@ -142,7 +142,7 @@ def test_each_job_loading_the_study_draws_new_settings(embedded_stack):
 
 def test_search_refuses_bad_requests_and_non_admins(embedded_stack, monkeypatch):
     from core.config import reset_settings_cache
-    from core.search import start_search
+    from core.training.search import start_search
     from core.users import oidc_user, operator_user
 
     version_id = make_version(embedded_stack, per_class=4)
@@ -188,9 +188,9 @@ def oldest_heartbeat_age(stack, job_ids) -> float:
 
 
 def test_trials_run_on_two_rq_workers_and_the_study_survives_a_killed_one(production_stack, tmp_path):
-    from core.jobs import reap_stale_jobs
+    from core.jobs.rows import reap_stale_jobs
     from core.models import ClsJob
-    from core.search import TRIAL_KIND, cancel_search, start_search
+    from core.training.search import TRIAL_KIND, cancel_search, start_search
     from core.users import operator_user
     from tests.test_training import kill_with_children
 

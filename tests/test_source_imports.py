@@ -9,8 +9,7 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 
 from core.errors import InvalidInput, NotFound
-from core.models import ClsClass, ClsImage, ClsJob, Cutout, OdImage, Product, ProductImage
-from core.source_imports import (
+from core.imports.sources import (
     CutoutFilters,
     ImportFromCutoutsRequest,
     ImportFromODRequest,
@@ -22,6 +21,7 @@ from core.source_imports import (
     spread,
     start_source_import,
 )
+from core.models import ClsClass, ClsImage, ClsJob, Cutout, OdImage, Product, ProductImage
 from tests.factories import ADMIN, drawn_image_bytes, make_dataset
 from tests.test_archive_import import dataset_state
 

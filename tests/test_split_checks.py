@@ -1,4 +1,4 @@
-"""core/split_checks.py: straddling near duplicates reported and joined only on request; classes
+"""core/datasets/split_checks.py: straddling near duplicates reported and joined only on request; classes
 without val or test images warned before a version or a training run; the CLI's words for both."""
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ def _split(stack, image_id):
 
 @pytest.mark.parametrize("how", ["train", "drop"])
 def test_straddling_groups_are_reported_then_joined_only_when_asked(stack, how, monkeypatch):
-    from core.split_checks import join_straddling, straddling_duplicates, version_warnings, warning_lines
-    from core.versions import create_version
+    from core.datasets.split_checks import join_straddling, straddling_duplicates, version_warnings, warning_lines
+    from core.datasets.versions import create_version
 
     dataset_id, original, copy = _world(stack)
     with stack.session() as session:

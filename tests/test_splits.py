@@ -8,9 +8,9 @@ from collections import Counter
 import pytest
 from sqlalchemy import select
 
+from core.datasets.splits import assign_split, assign_unassigned, auto_split, normalize_ratios, split_stats
 from core.errors import InvalidInput, NotFound
 from core.models import ClsDatasetImage
-from core.splits import assign_split, assign_unassigned, auto_split, normalize_ratios, split_stats
 from tests.factories import ADMIN, make_class, make_dataset, make_dataset_image
 
 
@@ -238,7 +238,7 @@ def test_split_stats_per_class(stack):
 
 
 def test_near_duplicates_within_the_threshold_share_one_split(stack):
-    pytest.importorskip("core.duplicates", reason="the near-duplicate index (core.duplicates) is not built yet")
+    pytest.importorskip("core.library.duplicates", reason="the near-duplicate index (core.library.duplicates) is not built yet")
     with stack.session() as session:
         dataset = make_dataset(session, "near")
         cls = make_class(session, "x")

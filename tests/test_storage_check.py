@@ -2,7 +2,7 @@
 
 from datetime import timedelta
 
-from core.storage_check import check_storage, fix_storage
+from core.library.storage_check import check_storage, fix_storage
 from tests.factories import ADMIN, make_image_row
 
 

@@ -19,10 +19,10 @@ pytestmark = pytest.mark.timeout(420)
 
 
 def seed(server, url: str) -> dict:
-    from core.classes import create_class
-    from core.datasets import create_dataset
-    from core.images import ingest_bytes
-    from core.label_space import add_classes
+    from core.datasets.classes import create_class
+    from core.datasets.dataset import create_dataset
+    from core.datasets.label_space import add_classes
+    from core.library.images import ingest_bytes
     from core.storage import storage_from_url
 
     storage = storage_from_url(server.env["STORAGE_URL"])
@@ -114,7 +114,7 @@ def test_keys_agree_and_counts_follow_every_change(postgres_app, browser_page, t
     page.keyboard.press("2")
     page.keyboard.press("Enter")
     page.get_by_text("6 / 7 labeled").wait_for(timeout=30000)
-    from core.labels import labels_for_images
+    from core.labeling.labels import labels_for_images
 
     with session_scope(url) as session:
         saved = labels_for_images(session=session, dataset_id=seeded["dataset"], image_ids=[shown])[shown]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from core.errors import InvalidInput, NotFound
-from core.thresholds import (
+from core.training.thresholds import (
     GRID,
     SplitPredictions,
     abstain_threshold,

@@ -41,14 +41,14 @@ def make_version(stack, **kwargs):
 
 
 def create(stack, version_id, **changes):
-    from core.training import create_run
+    from core.training.runs import create_run
 
     with stack.session() as session:
         return create_run(actor=ADMIN, session=session, version_id=version_id, config={**TINY, **changes}).id
 
 
 def load_run(stack, run_id):
-    from core.training import get_run, run_summary
+    from core.training.runs import get_run, run_summary
 
     with stack.session() as session:
         return run_summary(get_run(session=session, run_id=run_id))
@@ -65,14 +65,14 @@ def wait_for(predicate, timeout=600.0, step=0.1):
 
 
 def test_run_trains_records_metrics_and_registers_the_model(stack):
-    from core.jobs import get_job
-    from core.registry import get_model, model_summary
+    from core.jobs.rows import get_job
+    from core.training.registry import get_model, model_summary
 
     version_id = make_version(stack)
     exports = ["onnx", "torchscript"] if stack.name == "embedded" else []  # exports cost ~30 s on this CPU
     run_id = create(stack, version_id, export_formats=exports)
     assert load_run(stack, run_id)["status"] == "pending"
-    from core.training import start_run
+    from core.training.runs import start_run
 
     job_id = start_run(actor=ADMIN, run_id=run_id)
     # The embedded in-process pool may already have picked the job up: both states mean "left pending".
@@ -118,7 +118,7 @@ def check_exported_model(stack, model, predictions):
 
 
 def test_multi_label_run_reports_map(embedded_stack):
-    from core.training import start_run
+    from core.training.runs import start_run
 
     version_id = make_version(embedded_stack, multi_label=True)
     run_id = create(embedded_stack, version_id, epochs=1, multi_label_loss="asymmetric")
@@ -130,9 +130,9 @@ def test_multi_label_run_reports_map(embedded_stack):
 
 
 def test_cancel_stops_a_training_run_within_seconds(embedded_stack):
-    from core.jobs import get_job
-    from core.queue import get_backend
-    from core.training import cancel_run, start_run
+    from core.jobs.queue import get_backend
+    from core.jobs.rows import get_job
+    from core.training.runs import cancel_run, start_run
 
     run_id = create(embedded_stack, make_version(embedded_stack), epochs=200)
     job_id = start_run(actor=ADMIN, run_id=run_id)
@@ -153,8 +153,8 @@ def test_cancel_stops_a_training_run_within_seconds(embedded_stack):
 
 
 def test_cancel_before_a_worker_takes_it(stack):
-    from core.jobs import get_job
-    from core.training import cancel_run, start_run
+    from core.jobs.rows import get_job
+    from core.training.runs import cancel_run, start_run
 
     version_id = make_version(stack)
     pending = create(stack, version_id)
@@ -174,7 +174,7 @@ def test_cancel_before_a_worker_takes_it(stack):
 def test_bad_run_requests_are_refused_with_reasons(embedded_stack):
     import uuid
 
-    from core.training import delete_run, start_run
+    from core.training.runs import delete_run, start_run
 
     version_id = make_version(embedded_stack)  # 18 train, 6 val, 6 test images
     with pytest.raises(InvalidInput, match="batch_size 64 is larger than the train split \\(18 images\\)"):
@@ -198,7 +198,7 @@ def test_bad_run_requests_are_refused_with_reasons(embedded_stack):
 
 
 def test_missing_pretrained_weights_fail_the_run_with_a_message(embedded_stack):
-    from core.training import start_run
+    from core.training.runs import start_run
 
     run_id = create(embedded_stack, make_version(embedded_stack), pretrained_weights="file:/nonexistent/w.safetensors")
     start_run(actor=ADMIN, run_id=run_id, inline=True)
@@ -216,8 +216,8 @@ def kill_with_children(pid: int) -> None:
 def test_killed_worker_leaves_the_run_failed_and_it_resumes_from_its_checkpoint(production_stack, tmp_path):
     """A real `rq worker` process trains on Postgres/Redis/S3 and is killed with SIGKILL after its
     first checkpoint; the reaper marks the job and the run failed; resume finishes the run."""
-    from core.jobs import reap_stale_jobs
-    from core.training import start_run
+    from core.jobs.rows import reap_stale_jobs
+    from core.training.runs import start_run
 
     stack = production_stack
     run_id = create(stack, make_version(stack), epochs=3)
@@ -276,8 +276,8 @@ def test_cli_train_and_models_commands(embedded_stack, capsys):
 
 
 def test_resolve_version_makes_one_when_the_dataset_has_none(embedded_stack):
-    from core.datasets import create_dataset
-    from core.training import resolve_version
+    from core.datasets.dataset import create_dataset
+    from core.training.runs import resolve_version
 
     version_id = make_version(embedded_stack)
     with embedded_stack.session() as session:
@@ -290,8 +290,8 @@ def test_resolve_version_makes_one_when_the_dataset_has_none(embedded_stack):
 
 
 def test_delete_run_removes_its_checkpoint_but_keeps_the_model(embedded_stack):
-    from core.registry import list_models
-    from core.training import delete_run, start_run
+    from core.training.registry import list_models
+    from core.training.runs import delete_run, start_run
 
     run_id = create(embedded_stack, make_version(embedded_stack), epochs=1)
     start_run(actor=ADMIN, run_id=run_id, inline=True)
@@ -308,7 +308,7 @@ def test_time_budget_and_lr_range_test_are_settled_on_the_worker_and_recorded(em
     """No epochs and a time budget: the worker measures its throughput and fits the epochs; auto_lr: an
     LR range test picks the rate. Both are recorded on the run with their reasons."""
     from core.ml import probe
-    from core.training import create_run, start_run
+    from core.training.runs import create_run, start_run
 
     monkeypatch.setattr(probe, "LR_TEST_STEPS", 30)
     settings = {k: v for k, v in TINY.items() if k not in ("epochs", "learning_rate")}

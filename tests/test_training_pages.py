@@ -24,7 +24,7 @@ CLASSES = ("circle", "square", "triangle")
 
 def seed_version(session, storage, *, task_type="single_label"):
     """18 labeled images, 3 classes, split 12 train / 3 val / 3 test, frozen as version 1."""
-    from core.versions import create_version
+    from core.datasets.versions import create_version
 
     dataset = make_dataset(session, f"shapes-{task_type}", task_type)
     classes = [make_class(session, f"{name}-{task_type}") for name in CLASSES]
@@ -66,7 +66,7 @@ def seed_run(session, version, status, *, name, epochs_done=0, job_status=None, 
 def seed_model(session, storage, run, version, *, name="shapes-convnext", multi=False):
     """A model row with a stored checkpoint, TorchScript file and val/test predictions (no ONNX)."""
     model_id = uuid.uuid4()
-    from core.versions import read_manifest
+    from core.datasets.versions import read_manifest
 
     lines = read_manifest(storage=storage, version=version)
     splits = {}
@@ -264,11 +264,11 @@ def test_unknown_run_in_the_url_is_a_message(seeded, bad):
 def test_retry_of_a_failed_run_without_checkpoint_starts_a_new_run(seeded, monkeypatch):
     stack, ids = seeded
     started = []
-    import core.training
+    import core.training.runs
 
     # Starting would train for real in the in-process pool; the wizard/browser tests do that. Here
     # only the hand-over matters, so start_run is replaced by a recorder (the real create_run runs).
-    monkeypatch.setattr(core.training, "start_run", lambda *, run_id, user_id=None, resume=False, **_:
+    monkeypatch.setattr(core.training.runs, "start_run", lambda *, run_id, user_id=None, resume=False, **_:
                         started.append((run_id, resume)))
     app = page("pages/training.py", run=ids["failed"])
     click(app, f"retry_detail_{ids['failed']}")
@@ -284,13 +284,13 @@ def test_retry_of_a_failed_run_without_checkpoint_starts_a_new_run(seeded, monke
 
 @pytest.fixture
 def recorded_starts(monkeypatch):
-    """Start hands the run to core.training.start_run. A real start trains in the in-process pool for
+    """Start hands the run to core.training.runs.start_run. A real start trains in the in-process pool for
     minutes (the browser test does that end to end); here only the hand-over matters, so start_run is
     a recorder while create_run, the config validation and the rows are real."""
-    import core.training
+    import core.training.runs
 
     started = []
-    monkeypatch.setattr(core.training, "start_run", lambda *, run_id, user_id=None, resume=False, **_:
+    monkeypatch.setattr(core.training.runs, "start_run", lambda *, run_id, user_id=None, resume=False, **_:
                         started.append(run_id))
     return started
 

@@ -1,4 +1,4 @@
-"""URL import (core/url_import.py, jobs/imports.py): SSRF rules, size and time caps, per-URL results."""
+"""URL import (core/imports/urls.py, jobs/imports.py): SSRF rules, size and time caps, per-URL results."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import select
 
 from core.errors import InvalidInput
-from core.jobs import get_job
+from core.imports.urls import fetch_url, import_urls, parse_url_list, start_url_import, vetted_address
+from core.jobs.rows import get_job
 from core.models import ClsImage
-from core.url_import import fetch_url, import_urls, parse_url_list, start_url_import, vetted_address
 from tests.factories import ADMIN, drawn_image_bytes
 
 IMAGE = drawn_image_bytes(7, (64, 48), "PNG")

@@ -16,12 +16,12 @@ PROBE = "<img src=z onerror=\"document.title='XSS'\">"
 
 @pytest.fixture
 def hostile_app(tmp_path, monkeypatch):
-    from core.classes import create_class
     from core.config import reset_settings_cache
-    from core.datasets import create_dataset
+    from core.datasets.classes import create_class
+    from core.datasets.dataset import create_dataset
     from core.db import dispose_engines, session_scope
-    from core.images import add_to_dataset, ingest_bytes
-    from core.labels import set_labels
+    from core.labeling.labels import set_labels
+    from core.library.images import add_to_dataset, ingest_bytes
     from core.storage import get_storage, reset_storage_cache
     from tests.factories import drawn_image_bytes
 

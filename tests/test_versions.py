@@ -8,10 +8,10 @@ import uuid
 import pytest
 from sqlalchemy import select
 
+from core.datasets.versions import compare_versions, create_version, get_version, list_versions, read_manifest
 from core.errors import Conflict, InvalidInput, NotFound
-from core.labels import set_labels
+from core.labeling.labels import set_labels
 from core.models import ClsDatasetImage, ClsDatasetVersion, ClsLabel
-from core.versions import compare_versions, create_version, get_version, list_versions, read_manifest
 from tests.factories import ADMIN, make_class, make_dataset, make_dataset_image
 
 

@@ -26,21 +26,21 @@ from tests.write_scan import scan, writers
 # Writers that are not actions a role governs. Each stops the scan's propagation, so keep this short
 # and say why; anything else that writes must be declared with @requires.
 BOOKKEEPING = {
-    "core.jobs.JobContext": "a running job's own progress, message and cancel check (its cls_jobs row)",
-    "core.jobs.run_job": "the job lifecycle: running → succeeded/failed/cancelled on its own row",
-    "core.jobs.reap_stale_jobs": "marks failed the jobs whose worker died (no heartbeat)",
-    "core.jobs.create_job": "the job-row primitive; a call to it marks its caller as a writer",
-    "core.queue.enqueue": "the queue primitive; a call to it marks its caller as a writer",
-    "core.queue.submit_created": "hands a job row its caller created to the backend (marks it failed if that fails)",
-    "core.training.mark_run_failed": "a run whose job failed or was refused ends failed (failure hook)",
+    "core.jobs.rows.JobContext": "a running job's own progress, message and cancel check (its cls_jobs row)",
+    "core.jobs.rows.run_job": "the job lifecycle: running → succeeded/failed/cancelled on its own row",
+    "core.jobs.rows.reap_stale_jobs": "marks failed the jobs whose worker died (no heartbeat)",
+    "core.jobs.rows.create_job": "the job-row primitive; a call to it marks its caller as a writer",
+    "core.jobs.queue.enqueue": "the queue primitive; a call to it marks its caller as a writer",
+    "core.jobs.queue.submit_created": "hands a job row its caller created to the backend (marks it failed if that fails)",
+    "core.training.runs.mark_run_failed": "a run whose job failed or was refused ends failed (failure hook)",
     "jobs.training.on_job_failed": "the training job's failure hook (mark_run_failed)",
     "jobs.dataset_imports.on_job_failed": "deletes a failed import job's own uploaded archive",
     "core.permissions.audit": "the audit row a declared destructive service writes",
     "core.permissions.register_user": "records the signed-in user (id → e-mail) on sign-in",
-    "core.labels.lock_dataset": "a row lock; an UPDATE bumping the dataset's revision (the pages' freshness key)",
-    "core.reservations": "labeling leases (reserved_by/until), reached only through core.labeling's declared services",
-    "core.duplicates._store_fine_hashes": "caches a hash derived from an image's bytes (reads stay reads)",
-    "core.duplicates._store_bands": "caches the pHash index bands derived from the stored pHash",
+    "core.labeling.labels.lock_dataset": "a row lock; an UPDATE bumping the dataset's revision (the pages' freshness key)",
+    "core.labeling.reservations": "labeling leases (reserved_by/until), reached only through core.labeling.queue's declared services",
+    "core.library.duplicates._store_fine_hashes": "caches a hash derived from an image's bytes (reads stay reads)",
+    "core.library.duplicates._store_bands": "caches the pHash index bands derived from the stored pHash",
 }
 SCANNED = ("core", "jobs", "pages")
 ROLES = "boss@acme.com=admin,ann@acme.com=labeler"
@@ -101,7 +101,7 @@ def test_bookkeeping_entries_exist_and_write():
 
 PROBE = """
 from core.permissions import requires
-from core.queue import enqueue
+from core.jobs.queue import enqueue
 
 
 def reader(*, session):

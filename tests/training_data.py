@@ -39,11 +39,11 @@ def make_digits_version(session, storage, *, name: str = "digits", classes: int 
                         size: int = 32, split_fractions=(0.6, 0.2, 0.2), multi_label: bool = False, seed: int = 0):
     """A dataset of digit images with a deterministic stratified split, and its first version.
     multi_label: each image also gets the label 'even'/'odd' (a real second attribute)."""
-    from core.classes import create_class
-    from core.datasets import add_images_to_dataset, create_dataset
-    from core.label_space import _include_classes
-    from core.labels import set_labels
-    from core.versions import create_version
+    from core.datasets.classes import create_class
+    from core.datasets.dataset import add_images_to_dataset, create_dataset
+    from core.datasets.label_space import _include_classes
+    from core.datasets.versions import create_version
+    from core.labeling.labels import set_labels
 
     data, target = digits(classes, per_class)
     dataset = create_dataset(actor=ADMIN, session=session, name=name, task_type="multi_label" if multi_label else "single_label")

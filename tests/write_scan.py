@@ -6,7 +6,7 @@ A function *writes directly* when its body (nested functions and lambdas include
   a textual statement starting with INSERT/UPDATE/DELETE),
 - sets an attribute of a row it read through the session (`row.name = ...`: the caller's commit
   writes it),
-- calls a storage's put/put_file/delete/copy, or records a job (core.queue.enqueue, core.jobs.create_job).
+- calls a storage's put/put_file/delete/copy, or records a job (core.jobs.queue.enqueue, core.jobs.rows.create_job).
 It *writes* when it writes directly or calls (by name, through imports, `module.fn`, `self.method` or
 a class's constructor) a core function that writes and is not a declared service: a declared service
 checks the actor it is given, so a caller that passes one along is guarded by it.
@@ -30,7 +30,7 @@ SESSION_WRITES = {"add", "add_all", "delete", "merge", "flush", "bulk_save_objec
 STORAGE_WRITES = {"put", "put_file", "delete", "copy"}
 DML_FUNCTIONS = {"sqlalchemy.insert", "sqlalchemy.update", "sqlalchemy.delete",
                  "sqlalchemy.dialects.postgresql.insert", "sqlalchemy.dialects.sqlite.insert"}
-JOB_PRIMITIVES = {"core.queue.enqueue", "core.jobs.create_job"}  # they record a job: a write by the caller
+JOB_PRIMITIVES = {"core.jobs.queue.enqueue", "core.jobs.rows.create_job"}  # they record a job: a write by the caller
 SESSION_NAME = re.compile(r"(^|\.)(s|session|\w*_session)$")
 STORAGE_NAME = re.compile(r"stor", re.IGNORECASE)
 DML_TEXT = re.compile(r"^\s*(insert|update|delete)\b", re.IGNORECASE)

@@ -32,7 +32,7 @@ def class_dict(row) -> dict:
 
 
 def cmd_list(args) -> dict:
-    from core.classes import list_classes
+    from core.datasets.classes import list_classes
     from core.db import session_scope
 
     with session_scope() as session:
@@ -40,7 +40,7 @@ def cmd_list(args) -> dict:
 
 
 def cmd_create(args) -> dict:
-    from core.classes import create_class, get_class_by_name
+    from core.datasets.classes import create_class, get_class_by_name
     from core.db import session_scope
     from core.users import operator_user
 
@@ -52,7 +52,7 @@ def cmd_create(args) -> dict:
 
 
 def cmd_merge(args) -> dict:
-    from core.classes import get_class_by_name, merge_classes
+    from core.datasets.classes import get_class_by_name, merge_classes
     from core.db import session_scope
     from core.users import operator_user
 

@@ -39,7 +39,7 @@ def register(subparsers) -> None:
 
 
 def _space(session, dataset_id) -> list[dict]:
-    from core.label_space import KEYS, label_space
+    from core.datasets.label_space import KEYS, label_space
 
     return [{"key": KEYS[i] if i < len(KEYS) else None, "id": str(c.class_id), "name": c.name,
              "images": c.image_count, "active": c.is_active}
@@ -47,8 +47,8 @@ def _space(session, dataset_id) -> list[dict]:
 
 
 def cmd_classes(args) -> dict:
-    from core import label_space
-    from core.datasets import get_dataset_by_name
+    from core.datasets import label_space
+    from core.datasets.dataset import get_dataset_by_name
     from core.db import session_scope
     from core.users import operator_user
 
@@ -75,9 +75,9 @@ def cmd_classes(args) -> dict:
 
 
 def cmd_duplicates(args) -> dict:
-    from core.datasets import get_dataset_by_name
+    from core.datasets.dataset import get_dataset_by_name
+    from core.datasets.split_checks import join_straddling, straddling_duplicates
     from core.db import session_scope
-    from core.split_checks import join_straddling, straddling_duplicates
     from core.storage import get_storage
     from core.users import operator_user
 

@@ -70,14 +70,14 @@ def add_commands(commands) -> None:
 
 
 def _dataset_id(session, name: str):
-    from core.datasets import get_dataset_by_name
+    from core.datasets.dataset import get_dataset_by_name
 
     return get_dataset_by_name(session=session, name=name).id
 
 
 def cmd_split(args) -> dict:
+    from core.datasets.splits import auto_split
     from core.db import session_scope
-    from core.splits import auto_split
     from core.users import operator_user
 
     given = {flag: getattr(args, flag) for flag in RATIO_FLAGS if getattr(args, flag) is not None}
@@ -91,11 +91,11 @@ def cmd_split(args) -> dict:
 
 
 def cmd_version(args) -> dict:
+    from core.datasets.split_checks import version_warnings, warning_lines
+    from core.datasets.versions import create_version, version_summary
     from core.db import session_scope
-    from core.split_checks import version_warnings, warning_lines
     from core.storage import get_storage
     from core.users import operator_user
-    from core.versions import create_version, version_summary
 
     storage = get_storage()
     with session_scope() as session:
@@ -110,8 +110,8 @@ def cmd_version(args) -> dict:
 
 
 def cmd_versions(args) -> dict:
+    from core.datasets.versions import list_versions, version_summary
     from core.db import session_scope
-    from core.versions import list_versions, version_summary
 
     with session_scope() as session:
         return {"versions": [version_summary(v) for v in list_versions(
@@ -119,9 +119,9 @@ def cmd_versions(args) -> dict:
 
 
 def cmd_compare(args) -> dict:
+    from core.datasets.versions import compare_versions
     from core.db import session_scope
     from core.storage import get_storage
-    from core.versions import compare_versions
 
     with session_scope() as session:
         return compare_versions(session=session, storage=get_storage(), dataset_id=_dataset_id(session, args.name),
@@ -129,8 +129,8 @@ def cmd_compare(args) -> dict:
 
 
 def cmd_health(args) -> dict:
+    from core.datasets.health import health_check
     from core.db import session_scope
-    from core.health import health_check
 
     with session_scope() as session:
         return health_check(session=session, dataset_id=_dataset_id(session, args.name),
@@ -138,8 +138,8 @@ def cmd_health(args) -> dict:
 
 
 def cmd_export(args) -> dict:
+    from core.datasets.export import collect_export, combined_csv, write_zip
     from core.db import session_scope
-    from core.export import collect_export, combined_csv, write_zip
     from core.storage import get_storage
 
     out = Path(args.out)

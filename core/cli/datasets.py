@@ -40,7 +40,7 @@ def register(subparsers) -> None:
 
 
 def dataset_by_name(session, name: str):
-    from core.datasets import get_dataset_by_name
+    from core.datasets.dataset import get_dataset_by_name
 
     return get_dataset_by_name(session=session, name=name)
 
@@ -54,7 +54,7 @@ def dataset_dict(row) -> dict:
 
 
 def cmd_list(args) -> dict:
-    from core.datasets import list_datasets
+    from core.datasets.dataset import list_datasets
     from core.db import session_scope
 
     with session_scope() as session:
@@ -62,7 +62,7 @@ def cmd_list(args) -> dict:
 
 
 def cmd_create(args) -> dict:
-    from core.datasets import create_dataset
+    from core.datasets.dataset import create_dataset
     from core.db import session_scope
     from core.users import operator_user
 
@@ -78,9 +78,9 @@ def cmd_create(args) -> dict:
 
 
 def cmd_add_images(args) -> dict:
-    from core.bulk_actions import add_to_dataset
-    from core.datasets import library_image_ids
+    from core.datasets.dataset import library_image_ids
     from core.db import session_scope
+    from core.library.bulk import add_to_dataset
     from core.users import operator_user
 
     filters = {"folder": args.folder, "tags": args.tag, "source": args.source, "status": args.status,

@@ -9,7 +9,7 @@ from core.errors import InvalidInput
 
 
 def register(subparsers) -> None:
-    from core.duplicates import CONFIRM_MAX_DISTANCE, DEFAULT_THRESHOLD, MAX_THRESHOLD
+    from core.library.duplicates import CONFIRM_MAX_DISTANCE, DEFAULT_THRESHOLD, MAX_THRESHOLD
 
     parser = subparsers.add_parser("duplicates", help="exact and near-duplicate groups in the image library")
     parser.add_argument("--threshold", default=str(DEFAULT_THRESHOLD),
@@ -22,8 +22,8 @@ def register(subparsers) -> None:
 
 
 def cmd_duplicates(args) -> dict:
-    from core import duplicates
     from core.db import session_scope
+    from core.library import duplicates
     from core.storage import get_storage
 
     threshold = duplicates.check_threshold(args.threshold)

@@ -79,7 +79,7 @@ def image_files(paths: list[str]) -> tuple[list[Path], list[dict]]:
 
 def cmd_add(args) -> dict:
     from core.db import check_connection
-    from core.images import ingest_many
+    from core.library.images import ingest_many
     from core.users import operator_user
 
     check_connection()
@@ -94,7 +94,7 @@ def cmd_add(args) -> dict:
 
 def cmd_import_urls(args) -> dict:
     from core.db import check_connection
-    from core.url_import import import_urls, parse_url_list
+    from core.imports.urls import import_urls, parse_url_list
     from core.users import operator_user
 
     text = "\n".join(args.urls)
@@ -120,7 +120,7 @@ def _summary(results: list[dict]) -> dict:
 
 def cmd_list(args) -> dict:
     from core.db import session_scope
-    from core.images import ImageFilters, list_images
+    from core.library.images import ImageFilters, list_images
 
     filters = ImageFilters(search=args.search, statuses=args.status, sources=args.source, folders=args.folder,
                            tags=args.tag)

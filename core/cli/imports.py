@@ -70,7 +70,7 @@ def _dataset_id(args) -> str | None:
     """The named dataset's id; with --create, made when missing."""
     if not args.dataset:
         return None
-    from core.datasets import create_dataset, get_dataset_by_name
+    from core.datasets.dataset import create_dataset, get_dataset_by_name
     from core.db import session_scope
     from core.users import operator_user
 
@@ -91,8 +91,8 @@ def _archive_path(value: str) -> Path:
 
 
 def cmd_preview(args) -> dict:
-    from core.archive_import import preview_archive
     from core.db import session_scope
+    from core.imports.archive import preview_archive
 
     with session_scope() as session:
         return preview_archive(_archive_path(args.file), session=session)
@@ -101,8 +101,8 @@ def cmd_preview(args) -> dict:
 def _mapping(args) -> list:
     from sqlalchemy import select
 
-    from core.archive_import import ClassMapping
     from core.db import session_scope
+    from core.imports.archive import ClassMapping
     from core.models import ClsClass
 
     mapping = [ClassMapping(source_name=name, skip=True) for name in args.skip]
@@ -118,7 +118,7 @@ def _mapping(args) -> list:
 
 
 def cmd_zip(args) -> dict:
-    from core.archive_import import run_archive_import
+    from core.imports.archive import run_archive_import
     from core.users import operator_user
 
     path = _archive_path(args.file)
@@ -128,7 +128,7 @@ def cmd_zip(args) -> dict:
 
 
 def _request(args):
-    from core.source_imports import (
+    from core.imports.sources import (
         CutoutFilters,
         ImportFromCutoutsRequest,
         ImportFromODRequest,
@@ -156,7 +156,7 @@ def cmd_source(args) -> dict:
     from pydantic import ValidationError
 
     from core.db import session_scope
-    from core.source_imports import preview_source_import, run_source_import
+    from core.imports.sources import preview_source_import, run_source_import
     from core.users import operator_user
 
     try:

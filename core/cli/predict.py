@@ -37,7 +37,7 @@ def register(subparsers) -> None:
 
 def cmd_predict(args) -> dict:
     from core.db import session_scope
-    from core.predict import predict_items, read_inputs
+    from core.prediction.predict import predict_items, read_inputs
     from core.storage import get_storage
 
     items = read_inputs(args.images)
@@ -48,10 +48,10 @@ def cmd_predict(args) -> dict:
 def cmd_predict_batch(args) -> dict:
     from pathlib import Path
 
-    from core.auto_label import parse_image_ids, run_batch_prediction, selection_ids
-    from core.datasets import get_dataset_by_name
+    from core.datasets.dataset import get_dataset_by_name
     from core.db import session_scope
     from core.errors import InvalidInput
+    from core.prediction.auto_label import parse_image_ids, run_batch_prediction, selection_ids
     from core.storage import get_storage
     from core.users import operator_user
 
@@ -81,9 +81,9 @@ def cmd_predict_batch(args) -> dict:
 
 
 def cmd_label_issues(args) -> dict:
-    from core.datasets import get_dataset_by_name
+    from core.datasets.dataset import get_dataset_by_name
     from core.db import session_scope
-    from core.label_errors import find_issues
+    from core.prediction.label_errors import find_issues
     from core.storage import get_storage
 
     with session_scope() as session:

@@ -1,4 +1,4 @@
-"""`train-search ...` (a budgeted hyperparameter search, core.search) and `search list|show|cancel|resume|register`."""
+"""`train-search ...` (a budgeted hyperparameter search, core.training.search) and `search list|show|cancel|resume|register`."""
 
 from __future__ import annotations
 
@@ -45,9 +45,9 @@ def register(subparsers) -> None:
 def cmd_train_search(args) -> dict:
     from core.db import session_scope
     from core.ml.config import parse_set_options
-    from core.search import start_search
     from core.storage import get_storage
-    from core.training import resolve_version
+    from core.training.runs import resolve_version
+    from core.training.search import start_search
     from core.users import operator_user
 
     base = parse_set_options(args.set)
@@ -69,14 +69,14 @@ def cmd_train_search(args) -> dict:
 
 
 def _wait(name: str) -> None:
-    from core.search import load_study, search_summary
+    from core.training.search import load_study, search_summary
 
     while search_summary(load_study(name))["status"] not in ("completed", "cancelled"):
         time.sleep(2.0)
 
 
 def _show(name: str) -> dict:
-    from core.search import load_study, search_summary, trial_rows
+    from core.training.search import load_study, search_summary, trial_rows
 
     study = load_study(name)
     return {**search_summary(study), "trials": trial_rows(study)}
@@ -85,8 +85,8 @@ def _show(name: str) -> dict:
 def _register(name: str, *, inline: bool) -> dict:
     from core.db import session_scope
     from core.errors import UserError
-    from core.jobs import get_job
-    from core.search import register_best
+    from core.jobs.rows import get_job
+    from core.training.search import register_best
     from core.users import operator_user
 
     job_id = register_best(actor=operator_user(), name=name, inline=inline)
@@ -100,7 +100,7 @@ def _register(name: str, *, inline: bool) -> dict:
 
 
 def cmd_search_list(args) -> dict:
-    from core.search import list_searches
+    from core.training.search import list_searches
 
     return {"searches": list_searches()}
 
@@ -110,14 +110,14 @@ def cmd_search_show(args) -> dict:
 
 
 def cmd_search_cancel(args) -> dict:
-    from core.search import cancel_search
+    from core.training.search import cancel_search
     from core.users import operator_user
 
     return cancel_search(actor=operator_user(), name=args.name)
 
 
 def cmd_search_resume(args) -> dict:
-    from core.search import resume_search
+    from core.training.search import resume_search
     from core.users import operator_user
 
     return resume_search(actor=operator_user(), name=args.name, budget_min=args.budget_min)

@@ -17,8 +17,8 @@ def register(subparsers) -> None:
 
 def cmd_check(args) -> dict:
     from core.db import session_scope
+    from core.library.storage_check import check_storage, fix_storage
     from core.storage import get_storage
-    from core.storage_check import check_storage, fix_storage
     from core.users import operator_user
 
     with session_scope() as session:

@@ -62,7 +62,7 @@ def cmd_migrate(args) -> dict:
 
 def cmd_demo(args) -> dict:
     from core.db import check_connection
-    from core.demo import load_demo
+    from core.imports.demo import load_demo
     from core.users import operator_user
 
     check_connection()
@@ -72,7 +72,7 @@ def cmd_demo(args) -> dict:
 def cmd_check(args) -> dict:
     from core.config import get_settings
     from core.db import check_connection
-    from core.queue import get_backend
+    from core.jobs.queue import get_backend
     from core.storage import get_storage
 
     settings = get_settings()
@@ -91,7 +91,7 @@ def cmd_check(args) -> dict:
 
 def cmd_jobs_list(args) -> dict:
     from core.db import session_scope
-    from core.jobs import list_jobs
+    from core.jobs.rows import list_jobs
 
     with session_scope() as session:
         return {"jobs": [job_dict(job) for job in list_jobs(session=session, limit=args.limit,
@@ -100,7 +100,7 @@ def cmd_jobs_list(args) -> dict:
 
 def cmd_jobs_show(args) -> dict:
     from core.db import session_scope
-    from core.jobs import get_job
+    from core.jobs.rows import get_job
 
     with session_scope() as session:
         return job_dict(get_job(session=session, job_id=parse_uuid(args.job_id, "job id")))
@@ -108,7 +108,7 @@ def cmd_jobs_show(args) -> dict:
 
 def cmd_jobs_cancel(args) -> dict:
     from core.db import session_scope
-    from core.jobs import request_cancel
+    from core.jobs.rows import request_cancel
     from core.users import operator_user
 
     with session_scope() as session:
@@ -117,7 +117,7 @@ def cmd_jobs_cancel(args) -> dict:
 
 def cmd_jobs_reap(args) -> dict:
     from core.db import session_scope
-    from core.jobs import reap_stale_jobs
+    from core.jobs.rows import reap_stale_jobs
 
     with session_scope() as session:
         return {"reaped": reap_stale_jobs(session=session)}

@@ -76,7 +76,7 @@ def training_values(args) -> dict:
 def cmd_train(args) -> dict:
     from core.db import session_scope
     from core.storage import get_storage
-    from core.training import create_run, resolve_version, start_run
+    from core.training.runs import create_run, resolve_version, start_run
     from core.users import operator_user
 
     values, operator = training_values(args), operator_user()
@@ -95,7 +95,7 @@ def _warn_missing_eval(version) -> list[dict]:
     """Classes of the version with no val or test image: said on stderr before the run starts."""
     import sys
 
-    from core.split_checks import version_missing_eval, warning_lines
+    from core.datasets.split_checks import version_missing_eval, warning_lines
 
     missing = version_missing_eval(version)
     for line in warning_lines({"missing_eval": missing}):
@@ -107,7 +107,7 @@ def print_recipe(config: dict) -> None:
     """The recipe, one setting a line, on stderr (stdout carries the one JSON document)."""
     import sys
 
-    from core.training import recipe_rows
+    from core.training.runs import recipe_rows
 
     for row in recipe_rows(config):
         print(f"recipe: {row['setting']} = {row['value']}  ({row['by']}: {row['why']})", file=sys.stderr)
@@ -118,10 +118,10 @@ def _run_outcome(run_id, job_id, *, queued: bool) -> dict:
 
     from core.db import session_scope
     from core.errors import UserError
-    from core.jobs import get_job
+    from core.jobs.rows import get_job
     from core.models import ClsTrainedModel
-    from core.registry import model_summary
-    from core.training import get_run, recipe_rows
+    from core.training.registry import model_summary
+    from core.training.runs import get_run, recipe_rows
 
     with session_scope() as session:
         run = get_run(session=session, run_id=run_id)
@@ -150,7 +150,7 @@ def _run_outcome(run_id, job_id, *, queued: bool) -> dict:
 
 def cmd_runs_list(args) -> dict:
     from core.db import session_scope
-    from core.training import list_runs, run_summary
+    from core.training.runs import list_runs, run_summary
 
     with session_scope() as session:
         return {"runs": [{k: v for k, v in run_summary(r).items() if k not in ("config", "metrics_history")}
@@ -159,7 +159,7 @@ def cmd_runs_list(args) -> dict:
 
 def cmd_runs_show(args) -> dict:
     from core.db import session_scope
-    from core.training import get_run, run_summary
+    from core.training.runs import get_run, run_summary
 
     with session_scope() as session:
         return run_summary(get_run(session=session, run_id=_uuid(args.run_id, "run id")))
@@ -167,7 +167,7 @@ def cmd_runs_show(args) -> dict:
 
 def cmd_runs_cancel(args) -> dict:
     from core.db import session_scope
-    from core.training import cancel_run, run_summary
+    from core.training.runs import cancel_run, run_summary
     from core.users import operator_user
 
     with session_scope() as session:
@@ -175,7 +175,7 @@ def cmd_runs_cancel(args) -> dict:
 
 
 def cmd_runs_resume(args) -> dict:
-    from core.training import start_run
+    from core.training.runs import start_run
     from core.users import operator_user
 
     run_id = _uuid(args.run_id, "run id")
@@ -186,7 +186,7 @@ def cmd_runs_resume(args) -> dict:
 def cmd_runs_delete(args) -> dict:
     from core.db import session_scope
     from core.storage import get_storage
-    from core.training import delete_run
+    from core.training.runs import delete_run
     from core.users import operator_user
 
     with session_scope() as session:
@@ -196,7 +196,7 @@ def cmd_runs_delete(args) -> dict:
 
 def _model_command(args, action) -> dict:
     from core.db import session_scope
-    from core.registry import model_summary
+    from core.training.registry import model_summary
 
     with session_scope() as session:
         return model_summary(action(session, _uuid(args.model_id, "model id")), full=True)
@@ -204,7 +204,7 @@ def _model_command(args, action) -> dict:
 
 def cmd_models_list(args) -> dict:
     from core.db import session_scope
-    from core.registry import list_models, model_summary
+    from core.training.registry import list_models, model_summary
 
     with session_scope() as session:
         return {"models": [model_summary(m) for m in list_models(session=session, model_type=args.type,
@@ -212,34 +212,34 @@ def cmd_models_list(args) -> dict:
 
 
 def cmd_models_show(args) -> dict:
-    from core.registry import get_model
+    from core.training.registry import get_model
 
     return _model_command(args, lambda s, i: get_model(session=s, model_id=i))
 
 
 def cmd_models_set_default(args) -> dict:
-    from core.registry import set_default
+    from core.training.registry import set_default
     from core.users import operator_user
 
     return _model_command(args, lambda s, i: set_default(session=s, actor=operator_user(), model_id=i))
 
 
 def cmd_models_activate(args) -> dict:
-    from core.registry import set_active
+    from core.training.registry import set_active
     from core.users import operator_user
 
     return _model_command(args, lambda s, i: set_active(session=s, actor=operator_user(), model_id=i, active=True))
 
 
 def cmd_models_deactivate(args) -> dict:
-    from core.registry import set_active
+    from core.training.registry import set_active
     from core.users import operator_user
 
     return _model_command(args, lambda s, i: set_active(session=s, actor=operator_user(), model_id=i, active=False))
 
 
 def cmd_models_rename(args) -> dict:
-    from core.registry import rename_model
+    from core.training.registry import rename_model
     from core.users import operator_user
 
     return _model_command(args, lambda s, i: rename_model(session=s, actor=operator_user(), model_id=i,
@@ -248,8 +248,8 @@ def cmd_models_rename(args) -> dict:
 
 def cmd_models_delete(args) -> dict:
     from core.db import session_scope
-    from core.registry import delete_model
     from core.storage import get_storage
+    from core.training.registry import delete_model
     from core.users import operator_user
 
     with session_scope() as session:
@@ -258,8 +258,8 @@ def cmd_models_delete(args) -> dict:
 
 
 def cmd_models_export_onnx(args) -> dict:
-    from core.registry import export_onnx
     from core.storage import get_storage
+    from core.training.registry import export_onnx
     from core.users import operator_user
 
     return _model_command(args, lambda s, i: export_onnx(session=s, actor=operator_user(), storage=get_storage(),

@@ -8,4 +8,4 @@ export); the rest defer it, so the app and the CLI start without loading torch.
 
 FINISHING_MESSAGE = "final evaluation, export and checks"
 """A training job's message between its last epoch and the model's upload: the run page shows it as its
-own phase (core.training_views), not as a finished "training" bar."""
+own phase (core.training.views), not as a finished "training" bar."""

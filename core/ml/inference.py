@@ -38,7 +38,7 @@ def local_copy(storage, key: str, target: Path) -> Path:
 
 
 def load_checkpoint_model(path: Path):
-    """The torch model of a best.pt written by core.training (self-describing: timm name, sizes)."""
+    """The torch model of a best.pt written by core.training.runs (self-describing: timm name, sizes)."""
     import torch
 
     from core.ml.families import create_model, spec_for_timm_name
@@ -72,7 +72,7 @@ class Predictor:
     @classmethod
     def from_model(cls, *, session, storage, model_id, prefer_onnx: bool = True,
                    threads: int | None = None) -> Predictor:
-        from core.registry import get_model
+        from core.training.registry import get_model
 
         row = get_model(session=session, model_id=model_id)
         folder = cache_dir() / "models" / str(row.id)
@@ -175,7 +175,7 @@ CACHE_SIZE = 4
 def cached_predictor(*, session, storage, model_id, prefer_onnx: bool = True, threads: int | None = None) -> Predictor:
     """One Predictor per (model, files, threads) per process, the last CACHE_SIZE kept: a page or a
     worker loads a model's session once, not per request."""
-    from core.registry import get_model
+    from core.training.registry import get_model
 
     row = get_model(session=session, model_id=model_id)
     key = (str(row.id), row.onnx_url if prefer_onnx else None, row.checkpoint_url, str(row.updated_at), threads)

@@ -1,6 +1,6 @@
 """One training run from a manifest to files on disk: data, model, fit, final evaluation, exports.
 
-No database here: the caller (core.training) passes callbacks for progress and per-epoch
+No database here: the caller (core.training.runs) passes callbacks for progress and per-epoch
 checkpoints, then uploads the files and records the model.
 """
 

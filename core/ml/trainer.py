@@ -2,7 +2,7 @@
 create_scheduler_v2 (warmup), Mixup/CutMix, ModelEmaV3; autocast, accumulation, clipping, early
 stopping; evaluation of the model and its EMA each epoch, keeping the better.
 
-Imported only by core.training and the benchmarks (torch at the top). `fit` knows nothing of the
+Imported only by core.training.runs and the benchmarks (torch at the top). `fit` knows nothing of the
 database: the caller passes `on_batch` (progress, cancellation) and `on_epoch` (checkpoint, metrics).
 """
 

@@ -61,8 +61,8 @@ def _guard(tally: Tally, label: str, fn) -> None:
 
 def check_archive(data: bytes, tally: Tally) -> None:
     """SafeZip and then the layout detector on its entries, as the import reads them."""
-    from core.archive_import import read_layout
-    from core.archives import SafeZip, is_junk, normalise_entry_name
+    from core.imports.archive import read_layout
+    from core.imports.safe_zip import SafeZip, is_junk, normalise_entry_name
 
     def run():
         with SafeZip(io.BytesIO(data)) as archive:
@@ -99,7 +99,7 @@ def _check_layout_accounts(layout, names: list[str], tally: Tally) -> None:
 
 
 def check_layout(names: list[str], csv_text: str, tally: Tally) -> None:
-    from core.archive_layouts import detect_layout
+    from core.imports.layouts import detect_layout
 
     names = list(dict.fromkeys(names))
     contents = {name: csv_text.encode() for name in names if name.lower().endswith(".csv")}
@@ -112,8 +112,8 @@ def check_layout(names: list[str], csv_text: str, tally: Tally) -> None:
 
 
 def check_csv(data: bytes, tally: Tally) -> None:
-    from core.archive_layouts import decode_csv, parse_label_csv
-    from core.url_import import parse_url_list
+    from core.imports.layouts import decode_csv, parse_label_csv
+    from core.imports.urls import parse_url_list
 
     _guard(tally, f"decode_csv {data[:60]!r}", lambda: decode_csv(data))
     _guard(tally, f"parse_label_csv {data[:60]!r}", lambda: parse_label_csv("labels.csv", data))

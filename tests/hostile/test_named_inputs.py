@@ -23,7 +23,7 @@ from tests.test_url_import import REFUSED, server, silent_port  # noqa: F401 (fi
 
 
 def test_every_bad_image_beside_every_odd_good_one(stack):
-    from core.images import ingest_many
+    from core.library.images import ingest_many
 
     bad = [(f"{case}.jpg", data) for case, (data, _reason) in sorted(BAD_INPUTS.items())]
     good = [(f"{case}.img", make()) for case, (make, _size) in sorted(ODD_GOOD_INPUTS.items())]
@@ -43,7 +43,7 @@ def test_every_bad_image_beside_every_odd_good_one(stack):
 
 
 def test_every_refused_url_in_one_job_with_the_good_one(stack, server, silent_port):  # noqa: F811
-    from core.url_import import import_urls
+    from core.imports.urls import import_urls
 
     good = f"{server}/photo%20one.png"
     # The cases refused without an allow-list are refused with loopback allowed too, except the two
@@ -97,8 +97,8 @@ def hostile_archive() -> tuple[bytes, dict[str, str], set[str]]:
 
 
 def test_hostile_archive_entries_each_reported_and_good_ones_imported(stack, monkeypatch):
-    from core.archive_import import run_archive_import
     from core.config import reset_settings_cache
+    from core.imports.archive import run_archive_import
 
     monkeypatch.setenv("MAX_ARCHIVE_RATIO", "100")
     reset_settings_cache()
@@ -129,7 +129,7 @@ CSV_CASES = {
 
 @pytest.mark.parametrize("case", sorted(CSV_CASES))
 def test_hostile_csv_archives_import_with_messages(embedded_stack, case):
-    from core.archive_import import preview_archive, run_archive_import
+    from core.imports.archive import preview_archive, run_archive_import
     from tests.test_archive_import import build_zip
 
     csv, expected = CSV_CASES[case]
@@ -174,8 +174,8 @@ def zipfile_bytes(files: dict[str, bytes]) -> bytes:
 
 @pytest.mark.parametrize("case", sorted(WHOLE_ARCHIVE))
 def test_whole_archive_refusals_before_any_job(embedded_stack, monkeypatch, case):
-    from core.archive_import import ImportLabeledDatasetRequest, start_archive_import
     from core.config import reset_settings_cache
+    from core.imports.archive import ImportLabeledDatasetRequest, start_archive_import
 
     make, env, message = WHOLE_ARCHIVE[case]
     for name, value in env.items():

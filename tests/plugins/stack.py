@@ -35,7 +35,7 @@ class Stack:
 
     def drain_jobs(self, timeout: float = 300) -> None:
         """Run every queued job to its end (RQ: a burst SimpleWorker; in-process: wait)."""
-        from core.queue import get_backend
+        from core.jobs.queue import get_backend
 
         backend = get_backend()
         if self.redis_url:
@@ -51,7 +51,7 @@ class Stack:
 def _apply(monkeypatch, stack: Stack) -> None:
     from core.config import reset_settings_cache
     from core.db import dispose_engines
-    from core.queue import reset_backend
+    from core.jobs.queue import reset_backend
     from core.storage import reset_storage_cache
 
     monkeypatch.setenv("DATABASE_URL", stack.database_url)
@@ -73,7 +73,7 @@ def _apply(monkeypatch, stack: Stack) -> None:
 def _cleanup() -> None:
     from core.config import reset_settings_cache
     from core.db import dispose_engines
-    from core.queue import reset_backend
+    from core.jobs.queue import reset_backend
     from core.storage import reset_storage_cache
 
     dispose_engines()

@@ -9,7 +9,7 @@ ignores auto-repeat and text fields, and sends queued presses in order after eac
 sequence number), which a wrapper around button shortcuts cannot do.
 
 Images reach the browser at stable URLs so the browser caches and prefetches them: the storage's
-public URL or a presigned S3 URL reused for hours (core.labeling.stable_url), or, for local storage,
+public URL or a presigned S3 URL reused for hours (core.labeling.queue.stable_url), or, for local storage,
 a signed link valid for hours to serve.py's file route (core.file_links).
 """
 

@@ -1,0 +1,134 @@
+"""Job queue: hand a job function to a worker and record its cls_jobs row.
+
+Two backends behind one `enqueue`: RQ on Redis (queues imports, training, predictions; run by RQ's
+own `rq worker`) when REDIS_URL is set, else an in-process thread pool for the embedded set-up.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from core.config import get_settings
+from core.db import session_scope
+from core.errors import InvalidInput, ServiceUnavailable
+from core.jobs.rows import create_job, run_job
+from core.models import JOB_QUEUES, ClsJob, utcnow
+from core.users import User
+
+log = logging.getLogger(__name__)
+
+# Long enough for a training run on a slow machine; the heartbeat, not this, detects dead workers.
+RQ_JOB_TIMEOUT_S = 7 * 24 * 3600
+
+
+class InProcessBackend:
+    """Threads in this process: no servers needed. Jobs die with the process (the reaper then
+    marks them failed)."""
+
+    name = "in-process"
+
+    def __init__(self, max_workers: int = 2):
+        self.executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="job")
+        self.futures: dict[uuid.UUID, Future] = {}
+
+    def check(self) -> None:
+        return None
+
+    def submit(self, job_id: uuid.UUID, queue: str) -> str:
+        self.futures[job_id] = self.executor.submit(run_job, job_id)
+        return f"local-{job_id}"
+
+    def wait(self, job_id: uuid.UUID, timeout: float | None = None) -> None:
+        future = self.futures.get(job_id)
+        if future is not None:
+            future.result(timeout=timeout)
+
+
+class RQBackend:
+    name = "rq"
+
+    def __init__(self, redis_url: str):
+        from redis import Redis  # deferred: the embedded set-up never needs it
+
+        self.redis_url = redis_url
+        self.connection = Redis.from_url(redis_url, socket_connect_timeout=3, socket_timeout=10)
+
+    def check(self) -> None:
+        from redis.exceptions import RedisError
+
+        try:
+            self.connection.ping()
+        except RedisError as exc:
+            raise ServiceUnavailable(f"REDIS_URL: cannot reach Redis ({exc}); the job was not started") from None
+
+    def submit(self, job_id: uuid.UUID, queue: str) -> str:
+        from rq import Queue
+
+        rq_job = Queue(queue, connection=self.connection).enqueue_call(
+            "core.jobs.rows.run_job", args=(str(job_id),), timeout=RQ_JOB_TIMEOUT_S,
+            job_id=str(job_id), result_ttl=24 * 3600, failure_ttl=7 * 24 * 3600,
+        )
+        return rq_job.id
+
+    def wait(self, job_id: uuid.UUID, timeout: float | None = None) -> None:
+        raise NotImplementedError("RQ jobs finish in a worker; poll the cls_jobs row instead")
+
+
+_backend: InProcessBackend | RQBackend | None = None
+_backend_key: str | None = None
+
+
+def get_backend() -> InProcessBackend | RQBackend:
+    global _backend, _backend_key
+    redis_url = get_settings().redis_url
+    key = redis_url or "in-process"
+    if _backend is None or _backend_key != key:
+        _backend = RQBackend(redis_url) if redis_url else InProcessBackend()
+        _backend_key = key
+    return _backend
+
+
+def reset_backend() -> None:
+    global _backend, _backend_key
+    _backend, _backend_key = None, None
+
+
+def enqueue(*, actor: User, kind: str, function: str, queue: str, params: dict[str, Any] | None = None,
+            on_created=None) -> uuid.UUID:
+    """Record a job and hand it to a worker; returns the cls_jobs id.
+
+    A write primitive, like session.add: only declared services call it, having checked `actor`,
+    who is recorded with the job (core.jobs.rows.create_job) and checked again when it runs.
+    The backend is checked first, so an unreachable Redis raises before any row exists.
+    `on_created(session, job)` runs in the transaction that creates the job row: rows that belong
+    to the job (a training run) are created with it or not at all.
+    """
+    if queue not in JOB_QUEUES:
+        raise InvalidInput(f"unknown queue {queue!r}; one of {', '.join(JOB_QUEUES)}")
+    backend = get_backend()
+    backend.check()
+    with session_scope() as session:
+        job = create_job(session=session, actor=actor, kind=kind, queue=queue, function=function,
+                         params=params or {})
+        if on_created is not None:
+            on_created(session, job)
+        job_id = job.id
+    submit_created(job_id, queue)
+    return job_id
+
+
+def submit_created(job_id: uuid.UUID, queue: str) -> None:
+    """Hand a committed cls_jobs row to the backend; if that fails, the row ends failed with why."""
+    try:
+        queue_job_id = get_backend().submit(job_id, queue)
+    except Exception as exc:  # Redis went away between the check and the submit
+        with session_scope() as session:
+            row = session.get(ClsJob, job_id)
+            row.status, row.finished_at = "failed", utcnow()
+            row.error = f"could not be queued: {exc}"
+        raise ServiceUnavailable(f"REDIS_URL: could not queue the job ({exc})") from exc
+    with session_scope() as session:
+        session.get(ClsJob, job_id).queue_job_id = queue_job_id

@@ -1,0 +1,560 @@
+"""Labels: which class(es) each image of a dataset carries, and the counts that follow from them.
+
+Counts, kept exact in the same transaction as the change that moves them:
+- `cls_datasets.image_count`: rows of `cls_dataset_images` for the dataset.
+- `cls_datasets.labeled_image_count`: images of the dataset with at least one label.
+- `cls_datasets.class_count`: distinct classes used by the dataset's labels.
+- `cls_classes.image_count`: distinct images carrying the class in any dataset (an image labeled
+  "cat" in two datasets counts once).
+- `cls_dataset_classes.image_count`: images of the dataset carrying the class (its label space).
+
+Locking: every writer takes row locks in one order — the `cls_datasets` row, then the
+`cls_dataset_images` rows (by image id), then the `cls_classes` rows (by id) — so two labelers never
+interleave on one image and a count delta is computed under the locks that make it exact. The
+dataset's lock is an UPDATE bumping its revision (see lock_dataset); the others are
+`SELECT … FOR [NO KEY] UPDATE` (SQLite ignores FOR UPDATE: there the dataset's UPDATE, issued before
+any read, takes the database's single write lock for the whole transaction).
+
+Every class a label uses is in the dataset's label space (core.datasets.label_space): the one write path adds
+a class it lacks.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from sqlalchemy import delete, distinct, exists, func, select, update
+from sqlalchemy.orm import Session
+
+from core.datasets import label_space
+from core.datasets.label_space import _include_classes
+from core.errors import Conflict, InvalidInput, NotFound
+from core.models import ClsClass, ClsDataset, ClsDatasetImage, ClsLabel, ClsLabelChange
+from core.permissions import audit, requires
+from core.users import User
+
+BULK_MODES = ("replace", "add", "remove")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# ---------------------------------------------------------------- locks and counts
+
+
+def lock_dataset(session: Session, dataset_id: uuid.UUID) -> ClsDataset:
+    """Take the dataset's write lock (first in the lock order) and return the fresh row.
+
+    The lock is an UPDATE that bumps the dataset's revision: every write to a dataset takes this lock,
+    so the revision moves in the write's own transaction and pages that key their caches on it never
+    show numbers older than a committed write. (Postgres: the UPDATE holds the row as FOR NO KEY
+    UPDATE would; SQLite: it takes the database's single write lock before any read.)"""
+    session.execute(update(ClsDataset).where(ClsDataset.id == dataset_id)
+                    .values(revision=ClsDataset.revision + 1).execution_options(synchronize_session=False))
+    dataset = session.scalars(
+        select(ClsDataset).where(ClsDataset.id == dataset_id).execution_options(populate_existing=True)
+    ).one_or_none()
+    if dataset is None:
+        raise NotFound(f"dataset {dataset_id} does not exist")
+    return dataset
+
+
+def lock_links(session: Session, dataset_id: uuid.UUID, image_ids: Iterable[uuid.UUID]) -> dict:
+    """Lock the dataset's rows for these images (sorted, so two bulk actions cannot deadlock)."""
+    ids = sorted(set(image_ids), key=str)
+    links: dict[uuid.UUID, ClsDatasetImage] = {}
+    for start in range(0, len(ids), 1000):
+        rows = session.scalars(
+            select(ClsDatasetImage)
+            .where(ClsDatasetImage.dataset_id == dataset_id, ClsDatasetImage.image_id.in_(ids[start:start + 1000]))
+            .order_by(ClsDatasetImage.image_id).with_for_update()
+            .execution_options(populate_existing=True)
+        ).all()
+        links.update({row.image_id: row for row in rows})
+    return links
+
+
+def lock_classes(session: Session, class_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, ClsClass]:
+    ids = sorted(set(class_ids), key=str)
+    if not ids:
+        return {}
+    rows = session.scalars(
+        select(ClsClass).where(ClsClass.id.in_(ids)).order_by(ClsClass.id)
+        .with_for_update(key_share=True).execution_options(populate_existing=True)
+    ).all()
+    return {row.id: row for row in rows}
+
+
+def _recount_dataset_counts(session: Session, dataset_id: uuid.UUID) -> None:
+    """Set the dataset's three counts from fresh COUNTs (caller holds the dataset lock)."""
+    session.flush()
+    image_count = session.scalar(select(func.count()).select_from(ClsDatasetImage)
+                                 .where(ClsDatasetImage.dataset_id == dataset_id)) or 0
+    labeled, classes = session.execute(
+        select(func.count(distinct(ClsLabel.image_id)), func.count(distinct(ClsLabel.class_id)))
+        .where(ClsLabel.dataset_id == dataset_id)
+    ).one()
+    session.execute(update(ClsDataset).where(ClsDataset.id == dataset_id).values(
+        image_count=image_count, labeled_image_count=labeled or 0, class_count=classes or 0))
+    label_space._recount(session, dataset_id)
+
+
+def _recount_class_counts(session: Session, class_ids: Iterable[uuid.UUID] | None = None) -> None:
+    """Set classes' image counts from fresh COUNTs (caller holds their locks); None: every class."""
+    session.flush()
+    ids = None if class_ids is None else sorted(set(class_ids), key=str)
+    if ids == []:
+        return
+    query = select(ClsLabel.class_id, func.count(distinct(ClsLabel.image_id))).group_by(ClsLabel.class_id)
+    targets = select(ClsClass.id)
+    if ids is not None:
+        query = query.where(ClsLabel.class_id.in_(ids))
+        targets = targets.where(ClsClass.id.in_(ids))
+    counts = dict(session.execute(query).all())
+    for class_id in session.scalars(targets).all():
+        session.execute(update(ClsClass).where(ClsClass.id == class_id)
+                        .values(image_count=counts.get(class_id, 0)))
+
+
+def _adjust_counts_for_image(session: Session, *, dataset_id: uuid.UUID, image_id: uuid.UUID,
+                             added: set, removed: set, had_labels: bool, has_labels: bool) -> None:
+    """Delta update after one image's label set changed (locks on dataset, image and classes held).
+
+    A class enters or leaves the dataset's class count when no *other* image of the dataset has it;
+    it gains or loses this image when the image has it in no *other* dataset.
+    """
+    class_delta = 0
+    label_space._move_counts(session, dataset_id, {**{c: 1 for c in added}, **{c: -1 for c in removed}})
+    for class_id, sign in [(c, 1) for c in added] + [(c, -1) for c in removed]:
+        in_other_images, in_other_datasets = session.execute(select(
+            exists().where(ClsLabel.dataset_id == dataset_id, ClsLabel.class_id == class_id,
+                           ClsLabel.image_id != image_id),
+            exists().where(ClsLabel.image_id == image_id, ClsLabel.class_id == class_id,
+                           ClsLabel.dataset_id != dataset_id))).one()
+        if not in_other_images:
+            class_delta += sign
+        if not in_other_datasets:
+            session.execute(update(ClsClass).where(ClsClass.id == class_id)
+                            .values(image_count=ClsClass.image_count + sign))
+    labeled_delta = int(has_labels) - int(had_labels)
+    if class_delta or labeled_delta:
+        session.execute(update(ClsDataset).where(ClsDataset.id == dataset_id).values(
+            labeled_image_count=ClsDataset.labeled_image_count + labeled_delta,
+            class_count=ClsDataset.class_count + class_delta))
+
+
+# ---------------------------------------------------------------- validation helpers
+
+
+def _as_uuid(value, what: str) -> uuid.UUID:
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise InvalidInput(f"{what} {value!r} is not a valid id") from None
+
+
+def _check_classes(session: Session, class_ids: Iterable[uuid.UUID]) -> None:
+    ids = set(class_ids)
+    if not ids:
+        return
+    rows = session.execute(select(ClsClass.id, ClsClass.name, ClsClass.is_active)
+                           .where(ClsClass.id.in_(ids))).all()
+    missing = ids - {row.id for row in rows}
+    if missing:
+        raise NotFound(f"class {sorted(map(str, missing))[0]} does not exist")
+    inactive = [row.name for row in rows if not row.is_active]
+    if inactive:
+        raise InvalidInput(f"class {inactive[0]!r} is deactivated; reactivate it to label with it")
+
+
+def _link_or_404(links: dict, dataset: ClsDataset, image_id: uuid.UUID) -> ClsDatasetImage:
+    link = links.get(image_id)
+    if link is None:
+        raise NotFound(f"image {image_id} is not in dataset {dataset.name!r}")
+    return link
+
+
+# ---------------------------------------------------------------- the one write path
+
+
+def _write_label_set(session: Session, *, dataset: ClsDataset, link: ClsDatasetImage, old_rows: list,
+                     new_ids: list, user_id, confidence, is_ai_generated: bool, ai_model, reason: str,
+                     track_counts: bool) -> tuple[set, set]:
+    """Make the image's labels (`old_rows`, read under the link's lock) exactly `new_ids`; returns
+    (added, removed) class ids. Classes whose membership changes must already be locked."""
+    old_ids = {row.class_id for row in old_rows}
+    new_set = set(new_ids)
+    added, removed = new_set - old_ids, old_ids - new_set
+    for row in old_rows:
+        if row.class_id in removed:
+            session.delete(row)
+        elif not is_ai_generated or row.is_ai_generated:
+            # a manual save over an AI label turns it into a manual one; an AI save never
+            # overwrites a label a person set
+            row.user_id, row.confidence = user_id, confidence
+            row.is_ai_generated, row.ai_model = is_ai_generated, ai_model
+    if added:
+        _include_classes(session, dataset.id, sorted(added, key=str), user_id=user_id)
+    for class_id in sorted(added, key=str):
+        session.add(ClsLabel(dataset_id=dataset.id, image_id=link.image_id, class_id=class_id, user_id=user_id,
+                             confidence=confidence, is_ai_generated=is_ai_generated, ai_model=ai_model))
+    session.flush()
+    if added or removed:
+        session.add(ClsLabelChange(dataset_id=dataset.id, image_id=link.image_id, user_id=user_id, reason=reason,
+                                   old_class_ids=sorted(map(str, old_ids)), new_class_ids=sorted(map(str, new_set)),
+                                   split=link.split))
+    if track_counts and (added or removed):
+        _adjust_counts_for_image(session, dataset_id=dataset.id, image_id=link.image_id, added=added,
+                                 removed=removed, had_labels=bool(old_ids), has_labels=bool(new_set))
+    link.label_revision = (link.label_revision or 0) + 1
+    link.status = "labeled" if new_set else "pending"
+    link.labeled_by = user_id if new_set else None
+    link.labeled_at = _now() if new_set else None
+    return added, removed
+
+
+def _current_class_ids(session: Session, dataset_id: uuid.UUID, image_id: uuid.UUID) -> set:
+    return set(session.scalars(select(ClsLabel.class_id).where(
+        ClsLabel.dataset_id == dataset_id, ClsLabel.image_id == image_id)).all())
+
+
+@requires("labeler", "setting labels")
+def set_labels(*, session: Session, actor: User, dataset_id, image_id, class_ids, confidence=None,
+               is_ai_generated: bool = False, ai_model=None, expected_revision: int | None = None,
+               reason: str = "manual") -> ClsDatasetImage:
+    """Make an image's labels exactly `class_ids` (single-label: exactly one; empty clears).
+
+    Raises Conflict when `expected_revision` is given and someone saved this image since.
+    """
+    dataset_id, image_id = _as_uuid(dataset_id, "dataset"), _as_uuid(image_id, "image")
+    new_ids = list(dict.fromkeys(_as_uuid(c, "class") for c in class_ids))
+    dataset = lock_dataset(session, dataset_id)
+    if dataset.task_type == "single_label" and len(new_ids) > 1:
+        raise InvalidInput(f"dataset {dataset.name!r} is single-label: give one class, not {len(new_ids)}")
+    if confidence is not None and not 0.0 <= float(confidence) <= 1.0:
+        raise InvalidInput(f"confidence must be between 0 and 1, got {confidence}")
+    link = _link_or_404(lock_links(session, dataset_id, [image_id]), dataset, image_id)
+    if expected_revision is not None and expected_revision != link.label_revision:
+        raise Conflict(f"image {image_id} was labeled by someone else since you opened it "
+                       f"(revision {link.label_revision}, you had {expected_revision}); reload to see it")
+    old_rows = session.scalars(select(ClsLabel).where(
+        ClsLabel.dataset_id == dataset_id, ClsLabel.image_id == image_id)).all()
+    old_ids = {row.class_id for row in old_rows}
+    locked = lock_classes(session, old_ids ^ set(new_ids))
+    for class_id in set(new_ids) - old_ids:
+        if class_id not in locked:
+            raise NotFound(f"class {class_id} does not exist")
+        if not locked[class_id].is_active:
+            raise InvalidInput(f"class {locked[class_id].name!r} is deactivated; reactivate it to label with it")
+    _write_label_set(session, dataset=dataset, link=link, old_rows=old_rows, new_ids=new_ids, user_id=actor.id,
+                     confidence=confidence, is_ai_generated=is_ai_generated, ai_model=ai_model,
+                     reason=reason, track_counts=True)
+    session.flush()
+    return link
+
+
+@requires("labeler", "clearing labels")
+def clear_labels(*, session: Session, actor: User, dataset_id, image_id,
+                 expected_revision: int | None = None) -> ClsDatasetImage:
+    return set_labels(session=session, actor=actor, dataset_id=dataset_id, image_id=image_id, class_ids=[],
+                      expected_revision=expected_revision, reason="manual")
+
+
+@requires("labeler", "setting labels")
+def toggle_label(*, session: Session, actor: User, dataset_id, image_id, class_id,
+                 expected_revision: int | None = None) -> ClsDatasetImage:
+    """Multi-label: add the class if absent, remove it if present. Single-label: set or clear it."""
+    dataset_id, image_id = _as_uuid(dataset_id, "dataset"), _as_uuid(image_id, "image")
+    class_id = _as_uuid(class_id, "class")
+    dataset = session.get(ClsDataset, dataset_id)
+    if dataset is None:
+        raise NotFound(f"dataset {dataset_id} does not exist")
+    current = _current_class_ids(session, dataset_id, image_id)
+    if class_id in current:
+        new_ids = current - {class_id}
+    else:
+        new_ids = {class_id} if dataset.task_type == "single_label" else current | {class_id}
+    return set_labels(session=session, actor=actor, dataset_id=dataset_id, image_id=image_id,
+                      class_ids=sorted(new_ids, key=str), expected_revision=expected_revision)
+
+
+@requires("labeler", "changing labels in bulk")
+def bulk_set_label(*, session: Session, actor: User, dataset_id, image_ids, class_id, mode: str = "replace") -> int:
+    """One class on many images: `replace` (the image's labels become exactly this class), `add`
+    (multi-label only; single-label datasets replace), `remove`. Returns how many images changed.
+    One transaction: for thousands of images use core.library.bulk.set_label (batches)."""
+    changed = set_label_batch(session=session, actor=actor, dataset_id=dataset_id, image_ids=image_ids,
+                              class_id=class_id, mode=mode)
+    if changed:  # a person's bulk change (imports call set_label_batch: their job records them)
+        audit(session=session, actor=actor, action="bulk_set_label", target_type="dataset",
+              target_id=dataset_id, row_count=changed, details={"class_id": str(class_id), "mode": mode})
+    return changed
+
+
+def check_bulk_label(*, session: Session, dataset_id, class_id, mode: str) -> None:
+    """What set_label_batch refuses, checked once before the first batch."""
+    if mode not in BULK_MODES:
+        raise InvalidInput(f"mode must be one of {', '.join(BULK_MODES)}, not {mode!r}")
+    dataset_id, class_id = _as_uuid(dataset_id, "dataset"), _as_uuid(class_id, "class")
+    if session.get(ClsDataset, dataset_id) is None:
+        raise NotFound(f"dataset {dataset_id} does not exist")
+    if mode != "remove":
+        _check_classes(session, [class_id])
+    elif session.get(ClsClass, class_id) is None:
+        raise NotFound(f"class {class_id} does not exist")
+
+
+@requires("labeler", "changing labels in bulk")
+def set_label_batch(*, session: Session, actor: User, dataset_id, image_ids, class_id, mode: str = "replace") -> int:
+    """bulk_set_label's work on one batch, without the audit (the caller's): a batched action checks
+    the actor again at each batch."""
+    if mode not in BULK_MODES:
+        raise InvalidInput(f"mode must be one of {', '.join(BULK_MODES)}, not {mode!r}")
+    dataset_id, class_id = _as_uuid(dataset_id, "dataset"), _as_uuid(class_id, "class")
+    ids = list(dict.fromkeys(_as_uuid(i, "image") for i in image_ids))
+    dataset = lock_dataset(session, dataset_id)
+    if mode != "remove":
+        _check_classes(session, [class_id])
+    elif session.get(ClsClass, class_id) is None:
+        raise NotFound(f"class {class_id} does not exist")
+    if dataset.task_type == "single_label" and mode == "add":
+        mode = "replace"
+
+    def target(current: set) -> set:
+        if mode == "replace":
+            return {class_id}
+        if mode == "add":
+            return current | {class_id}
+        return current - {class_id}
+
+    return _bulk_apply(session, dataset=dataset, image_ids=ids, target=target, user_id=actor.id, reason="bulk")
+
+
+@requires("labeler", "clearing labels in bulk")
+def bulk_clear_labels(*, session: Session, actor: User, dataset_id, image_ids) -> int:
+    cleared = clear_labels_batch(session=session, actor=actor, dataset_id=dataset_id, image_ids=image_ids)
+    if cleared:
+        audit(session=session, actor=actor, action="bulk_clear_labels", target_type="dataset",
+              target_id=dataset_id, row_count=cleared)
+    return cleared
+
+
+@requires("labeler", "clearing labels in bulk")
+def clear_labels_batch(*, session: Session, actor: User, dataset_id, image_ids) -> int:
+    """bulk_clear_labels's work on one batch, without the audit (the caller's)."""
+    dataset = lock_dataset(session, _as_uuid(dataset_id, "dataset"))
+    ids = list(dict.fromkeys(_as_uuid(i, "image") for i in image_ids))
+    return _bulk_apply(session, dataset=dataset, image_ids=ids, target=lambda current: set(),
+                       user_id=actor.id, reason="bulk")
+
+
+def _write_label_sets(session: Session, *, dataset: ClsDataset, links: dict, current: dict, plans: dict,
+                      changed: list, user_id, reason: str) -> None:
+    """`_write_label_set` for many images at once, in a few set-based statements per 1,000 images
+    (an import labels thousands of images per call). Counts are the caller's (a recount)."""
+    now = _now()
+    _include_classes(session, dataset.id, sorted({c for i in changed for c in plans[i] - current[i]}, key=str),
+                    user_id=user_id)
+    for start in range(0, len(changed), 1000):
+        chunk = changed[start:start + 1000]
+        removals: dict = {}
+        for image_id in chunk:
+            for class_id in current[image_id] - plans[image_id]:
+                removals.setdefault(class_id, []).append(image_id)
+        for class_id, image_ids in removals.items():
+            session.execute(delete(ClsLabel).where(ClsLabel.dataset_id == dataset.id, ClsLabel.class_id == class_id,
+                                                   ClsLabel.image_id.in_(image_ids)))
+        session.execute(update(ClsLabel).where(ClsLabel.dataset_id == dataset.id, ClsLabel.image_id.in_(chunk))
+                        .values(user_id=user_id, confidence=None, is_ai_generated=False, ai_model=None)
+                        .execution_options(synchronize_session=False))
+        added = [{"id": uuid.uuid4(), "dataset_id": dataset.id, "image_id": image_id, "class_id": class_id,
+                  "user_id": user_id, "is_ai_generated": False, "is_reviewed": False, "created_at": now,
+                  "updated_at": now}
+                 for image_id in chunk for class_id in sorted(plans[image_id] - current[image_id], key=str)]
+        if added:
+            session.execute(ClsLabel.__table__.insert(), added)
+        session.execute(ClsLabelChange.__table__.insert(), [
+            {"id": uuid.uuid4(), "dataset_id": dataset.id, "image_id": image_id, "user_id": user_id,
+             "reason": reason, "old_class_ids": sorted(map(str, current[image_id])),
+             "new_class_ids": sorted(map(str, plans[image_id])), "split": links[image_id].split, "created_at": now}
+            for image_id in chunk])
+        labeled = [i for i in chunk if plans[i]]
+        cleared = [i for i in chunk if not plans[i]]
+        for ids, values in ((labeled, {"status": "labeled", "labeled_by": user_id, "labeled_at": now}),
+                            (cleared, {"status": "pending", "labeled_by": None, "labeled_at": None})):
+            if ids:
+                session.execute(update(ClsDatasetImage).where(
+                    ClsDatasetImage.dataset_id == dataset.id, ClsDatasetImage.image_id.in_(ids))
+                    .values(label_revision=ClsDatasetImage.label_revision + 1, **values)
+                    .execution_options(synchronize_session=False))
+    if changed:  # the links and labels in the session were changed behind its back
+        session.expire_all()
+
+
+def _bulk_apply(session: Session, *, dataset: ClsDataset, image_ids: list, target, user_id, reason: str) -> int:
+    links = lock_links(session, dataset.id, image_ids)
+    missing = [i for i in image_ids if i not in links]
+    if missing:
+        raise NotFound(f"{len(missing)} of the images are not in dataset {dataset.name!r} (first: {missing[0]})")
+    current: dict[uuid.UUID, set] = {i: set() for i in image_ids}
+    for start in range(0, len(image_ids), 1000):
+        for image_id, class_id in session.execute(select(ClsLabel.image_id, ClsLabel.class_id).where(
+                ClsLabel.dataset_id == dataset.id, ClsLabel.image_id.in_(image_ids[start:start + 1000]))):
+            current[image_id].add(class_id)
+    plans = {i: target(current[i]) for i in image_ids}
+    changed = [i for i in image_ids if plans[i] != current[i]]
+    if not changed:
+        return 0
+    touched = set().union(*(current[i] ^ plans[i] for i in changed))
+    had = _classes_in_dataset(session, dataset.id, touched)
+    _write_label_sets(session, dataset=dataset, links=links, current=current, plans=plans, changed=changed,
+                      user_id=user_id, reason=reason)
+    _apply_label_deltas(session, dataset_id=dataset.id, before={i: current[i] for i in changed},
+                       after={i: plans[i] for i in changed}, had_classes=had)
+    session.flush()
+    return len(changed)
+
+
+def _classes_in_dataset(session: Session, dataset_id: uuid.UUID, class_ids: Iterable[uuid.UUID]) -> set:
+    """Which of these classes at least one label of the dataset uses (one indexed probe per class)."""
+    return {class_id for class_id in class_ids if session.scalar(select(exists().where(
+        ClsLabel.dataset_id == dataset_id, ClsLabel.class_id == class_id)))}
+
+
+def _apply_label_deltas(session: Session, *, dataset_id: uuid.UUID, before: dict, after: dict,
+                       had_classes: set) -> None:
+    """Move the counts by what a batch changed, without recounting the whole dataset or class.
+
+    `before`/`after`: each changed image's class set in this dataset (read and written under the
+    dataset and link locks); `had_classes`: which of the touched classes the dataset used before the
+    writes. The touched classes are locked here, after the writes, so their rows are held only until
+    the commit that follows; the "has it in another dataset" probes run after that lock, so they see
+    every concurrent writer of the same class that committed first (READ COMMITTED: a fresh snapshot
+    per statement), and a writer that comes later waits for ours.
+    """
+    added: dict = {}
+    removed: dict = {}
+    for image_id, old in before.items():
+        new = after[image_id]
+        for class_id in new - old:
+            added.setdefault(class_id, []).append(image_id)
+        for class_id in old - new:
+            removed.setdefault(class_id, []).append(image_id)
+    touched = set(added) | set(removed)
+    lock_classes(session, touched)
+    session.flush()
+    label_space._move_counts(session, dataset_id, {c: len(added.get(c, ())) - len(removed.get(c, ())) for c in touched})
+    for class_id in sorted(touched, key=str):
+        delta = 0
+        for image_ids, sign in ((added.get(class_id, []), 1), (removed.get(class_id, []), -1)):
+            for start in range(0, len(image_ids), 1000):
+                chunk = image_ids[start:start + 1000]
+                elsewhere = set(session.scalars(select(distinct(ClsLabel.image_id)).where(
+                    ClsLabel.class_id == class_id, ClsLabel.image_id.in_(chunk),
+                    ClsLabel.dataset_id != dataset_id)).all())
+                delta += sign * (len(chunk) - len(elsewhere & set(chunk)))
+        if delta:
+            session.execute(update(ClsClass).where(ClsClass.id == class_id)
+                            .values(image_count=ClsClass.image_count + delta))
+    has = _classes_in_dataset(session, dataset_id, touched)
+    class_delta = len(has - had_classes) - len((had_classes & touched) - has)
+    labeled_delta = (sum(1 for i in before if after[i] and not before[i])
+                     - sum(1 for i in before if before[i] and not after[i]))
+    if class_delta or labeled_delta:
+        session.execute(update(ClsDataset).where(ClsDataset.id == dataset_id).values(
+            labeled_image_count=ClsDataset.labeled_image_count + labeled_delta,
+            class_count=ClsDataset.class_count + class_delta))
+
+
+# ---------------------------------------------------------------- reading and review
+
+
+def labels_for_images(*, session: Session, dataset_id, image_ids) -> dict[uuid.UUID, list[ClsLabel]]:
+    dataset_id = _as_uuid(dataset_id, "dataset")
+    ids = [_as_uuid(i, "image") for i in image_ids]
+    result: dict[uuid.UUID, list[ClsLabel]] = {i: [] for i in ids}
+    for start in range(0, len(ids), 1000):
+        for label in session.scalars(select(ClsLabel).where(
+                ClsLabel.dataset_id == dataset_id, ClsLabel.image_id.in_(ids[start:start + 1000]))
+                .order_by(ClsLabel.created_at)):
+            result[label.image_id].append(label)
+    return result
+
+
+@requires("labeler", "reviewing labels")
+def mark_reviewed(*, session: Session, actor: User, dataset_id, image_id) -> None:
+    """Accept the image's labels as they are (AI labels become reviewed)."""
+    dataset_id, image_id = _as_uuid(dataset_id, "dataset"), _as_uuid(image_id, "image")
+    dataset = lock_dataset(session, dataset_id)
+    link = _link_or_404(lock_links(session, dataset_id, [image_id]), dataset, image_id)
+    result = session.execute(update(ClsLabel).where(ClsLabel.dataset_id == dataset_id, ClsLabel.image_id == image_id)
+                             .values(is_reviewed=True, reviewed_by=actor.id, reviewed_at=_now()))
+    if not result.rowcount:
+        raise InvalidInput(f"image {image_id} has no label to accept")
+    link.status = "labeled"
+    link.label_revision = (link.label_revision or 0) + 1
+    session.flush()
+
+
+@requires("labeler", "skipping images")
+def skip_image(*, session: Session, actor: User, dataset_id, image_id) -> ClsDatasetImage:
+    """Mark an image skipped (its labels, if any, stay)."""
+    dataset_id, image_id = _as_uuid(dataset_id, "dataset"), _as_uuid(image_id, "image")
+    dataset = lock_dataset(session, dataset_id)
+    link = _link_or_404(lock_links(session, dataset_id, [image_id]), dataset, image_id)
+    link.status = "skipped"
+    link.labeled_by, link.labeled_at = actor.id, _now()
+    link.label_revision = (link.label_revision or 0) + 1
+    session.flush()
+    return link
+
+
+def _delete_labels_of_images(session: Session, *, dataset_id: uuid.UUID, image_ids: list) -> set:
+    """Remove every label of these images in one dataset (dataset and links locked by the caller),
+    moving the dataset's labeled/class counts and the classes' image counts by the difference;
+    returns the classes touched."""
+    before: dict = {}
+    for start in range(0, len(image_ids), 1000):
+        for image_id, class_id in session.execute(select(ClsLabel.image_id, ClsLabel.class_id).where(
+                ClsLabel.dataset_id == dataset_id, ClsLabel.image_id.in_(image_ids[start:start + 1000]))):
+            before.setdefault(image_id, set()).add(class_id)
+    if not before:
+        return set()
+    touched = set().union(*before.values())
+    had = _classes_in_dataset(session, dataset_id, touched)
+    labeled = list(before)
+    for start in range(0, len(labeled), 1000):
+        session.execute(delete(ClsLabel).where(ClsLabel.dataset_id == dataset_id,
+                                               ClsLabel.image_id.in_(labeled[start:start + 1000]))
+                        .execution_options(synchronize_session=False))
+    _apply_label_deltas(session, dataset_id=dataset_id, before=before, after={i: set() for i in before},
+                       had_classes=had)
+    return touched
+
+
+def count_mismatches(*, session: Session) -> list[str]:
+    """Every stored count that differs from a fresh COUNT (empty when all are exact)."""
+    problems = []
+    images = dict(session.execute(select(ClsDatasetImage.dataset_id, func.count())
+                                  .group_by(ClsDatasetImage.dataset_id)).all())
+    labeled = dict(session.execute(select(ClsLabel.dataset_id, func.count(distinct(ClsLabel.image_id)))
+                                   .group_by(ClsLabel.dataset_id)).all())
+    classes = dict(session.execute(select(ClsLabel.dataset_id, func.count(distinct(ClsLabel.class_id)))
+                                   .group_by(ClsLabel.dataset_id)).all())
+    for dataset in session.execute(select(ClsDataset.id, ClsDataset.name, ClsDataset.image_count,
+                                          ClsDataset.labeled_image_count, ClsDataset.class_count)).all():
+        fresh = (images.get(dataset.id, 0), labeled.get(dataset.id, 0), classes.get(dataset.id, 0))
+        stored = (dataset.image_count, dataset.labeled_image_count, dataset.class_count)
+        if fresh != stored:
+            problems.append(f"dataset {dataset.name!r}: stored images/labeled/classes {stored}, actual {fresh}")
+    per_class = dict(session.execute(select(ClsLabel.class_id, func.count(distinct(ClsLabel.image_id)))
+                                     .group_by(ClsLabel.class_id)).all())
+    for row in session.execute(select(ClsClass.id, ClsClass.name, ClsClass.image_count)).all():
+        if row.image_count != per_class.get(row.id, 0):
+            problems.append(f"class {row.name!r}: stored {row.image_count} images, actual {per_class.get(row.id, 0)}")
+    return problems + label_space.count_mismatches(session)
