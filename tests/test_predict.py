@@ -97,7 +97,7 @@ def test_default_model_inactive_model_and_bad_input(embedded_stack, checkpoint):
 
 
 def test_cached_predictor_is_loaded_once(embedded_stack, checkpoint):
-    from core.ml.inference import cached_predictor
+    from core.prediction.loading import cached_predictor
 
     model_id = add(embedded_stack, checkpoint)
     with embedded_stack.session() as session:

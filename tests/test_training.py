@@ -105,12 +105,12 @@ def test_run_trains_records_metrics_and_registers_the_model(stack):
 def check_exported_model(stack, model, predictions):
     """ONNX/TorchScript recorded diffs ≤ 1e-4; the Predictor (ONNX Runtime) reproduces the stored
     test probabilities from the original image bytes."""
-    from core.ml.inference import Predictor
+    from core.prediction.loading import predictor_for_model
 
     assert model["export_check"]["onnx_max_abs_diff"] <= 1e-4
     assert model["export_check"]["torchscript_max_abs_diff"] <= 1e-4
     with stack.session() as session:
-        predictor = Predictor.from_model(session=session, storage=stack.storage, model_id=model["id"])
+        predictor = predictor_for_model(session=session, storage=stack.storage, model_id=model["id"])
     test = predictions["splits"]["test"]
     probs = predictor.predict([stack.storage.get(key) for key in test["keys"]])
     assert predictor.backend == "onnxruntime"

@@ -1,9 +1,10 @@
-"""Predictor: a trained model loaded from storage, `predict(images) -> probabilities`.
+"""Predictor: a trained model's files, `predict(images) -> probabilities`. No database here: a
+registered model's Predictor is built by core.prediction.loading.
 
 ONNX Runtime when the model has an ONNX file (faster than torch eager for every family on this
 CPU; figures and session settings: bench/bench_inference.py, `session_options`), else torch from
 best.pt. Preprocessing is the model's saved one, through the same timm eval transform that
-training evaluated with. Files are downloaded once into `<cache>/models/<id>/`.
+training evaluated with. `local_copy` downloads a storage object once into the worker's cache.
 """
 
 from __future__ import annotations
@@ -11,15 +12,14 @@ from __future__ import annotations
 import io
 import os
 import tempfile
-import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from core.errors import InvalidInput, NotFound
+from core.errors import InvalidInput
 from core.ml.augment import eval_transform
-from core.ml.data import cache_dir, decode_image
+from core.ml.data import decode_image
 
 
 def local_copy(storage, key: str, target: Path) -> Path:
@@ -68,24 +68,6 @@ class Predictor:
             self.session = inference_session(onnx_path, threads=threads, spin=spin)
             self.input_name = self.session.get_inputs()[0].name
         self.backend = "onnxruntime" if self.session is not None else "torch"
-
-    @classmethod
-    def from_model(cls, *, session, storage, model_id, prefer_onnx: bool = True,
-                   threads: int | None = None) -> Predictor:
-        from core.training.registry import get_model
-
-        row = get_model(session=session, model_id=model_id)
-        folder = cache_dir() / "models" / str(row.id)
-        common = {"preprocessing": row.preprocessing, "class_names": list(row.class_names),
-                  "multi_label": row.task_type == "multi_label"}
-        if prefer_onnx and row.onnx_url:
-            if storage.exists(row.onnx_url + ".data"):  # external weights must sit beside model.onnx
-                local_copy(storage, row.onnx_url + ".data", folder / "model.onnx.data")
-            return cls(onnx_path=local_copy(storage, row.onnx_url, folder / "model.onnx"), threads=threads, **common)
-        if not row.checkpoint_url:
-            raise NotFound(f"model {row.name!r} has no stored weights")
-        model, _ = load_checkpoint_model(local_copy(storage, row.checkpoint_url, folder / "best.pt"))
-        return cls(torch_model=model, threads=threads, **common)
 
     def preprocess(self, images: list) -> np.ndarray:
         """PIL images or encoded bytes → the (N, C, H, W) float32 batch the model takes."""
@@ -165,29 +147,3 @@ def inference_session(path: Path, threads: int | None = None, *, spin: bool = Fa
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
     return ort.InferenceSession(str(path), sess_options=session_options(threads, spin=spin),
                                 providers=providers or None)
-
-
-_CACHE: dict[tuple, Predictor] = {}
-_CACHE_LOCK = threading.Lock()
-CACHE_SIZE = 4
-
-
-def cached_predictor(*, session, storage, model_id, prefer_onnx: bool = True, threads: int | None = None) -> Predictor:
-    """One Predictor per (model, files, threads) per process, the last CACHE_SIZE kept: a page or a
-    worker loads a model's session once, not per request."""
-    from core.training.registry import get_model
-
-    row = get_model(session=session, model_id=model_id)
-    key = (str(row.id), row.onnx_url if prefer_onnx else None, row.checkpoint_url, str(row.updated_at), threads)
-    with _CACHE_LOCK:
-        hit = _CACHE.pop(key, None)
-        if hit is not None:
-            _CACHE[key] = hit  # most recently used last
-            return hit
-    predictor = Predictor.from_model(session=session, storage=storage, model_id=row.id, prefer_onnx=prefer_onnx,
-                                     threads=threads)
-    with _CACHE_LOCK:
-        _CACHE[key] = predictor
-        while len(_CACHE) > CACHE_SIZE:
-            _CACHE.pop(next(iter(_CACHE)))
-    return predictor

@@ -137,7 +137,7 @@ def run_batch_prediction(*, actor: User, model, scope: str, dataset_id=None, ima
     reasons, the first 50), and the CSV key when one was written."""
     from core.db import session_scope
     from core.labeling.labels import set_labels
-    from core.ml.inference import cached_predictor
+    from core.prediction.loading import cached_predictor
     from core.prediction.predict import Item, describe, model_thresholds, probabilities, resolve_model
     from core.storage import get_storage
 

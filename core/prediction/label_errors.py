@@ -218,8 +218,8 @@ def _model_probs(session, storage, dataset, model_id, index_to_class, progress):
     """A trained model's probabilities on the dataset's labeled images outside its training split,
     with the labels the dataset has now (single-label: images with one label; multi-label: each
     image's label set over the model's classes)."""
-    from core.ml.inference import cached_predictor
     from core.models import ClsDatasetVersion, ClsImage
+    from core.prediction.loading import cached_predictor
     from core.prediction.predict import Item, probabilities, resolve_model
 
     row = resolve_model(session=session, model=model_id)

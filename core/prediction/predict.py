@@ -144,7 +144,7 @@ def predict_items(*, session: Session, storage, model, items: list[Item], user_i
                   threads: int | None = None) -> dict[str, Any]:
     """Predict each item with a model (an id or "default"): the model's summary and one result per
     item, in order (an error instead of a result for an unreadable item)."""
-    from core.ml.inference import cached_predictor
+    from core.prediction.loading import cached_predictor
 
     if not isinstance(top_k, int) or top_k < 1:
         raise InvalidInput(f"top_k must be a positive whole number, not {top_k!r}")
