@@ -10,7 +10,7 @@ Quality set: every photo in skimage.data and sklearn's two samples, cut into 3×
 crop on one plain background, the homogeneous case), 24 coins cut from one photo and 100 LFW faces.
 Each base image gets four edited copies: resize to 50 %, JPEG quality 40, crop 1–3 % per side,
 brightness ×0.75 or ×1.3. Duplicates = a base and its copies; every other pair is a non-duplicate.
-Hashes go through the real ingest decode (core.library.images.decode_image: pHash and thumbnail) and the
+Hashes go through the real ingest decode (core.library.decode.decode_image: pHash and thumbnail) and the
 confirming hash is taken from that thumbnail, as in the library.
 """
 
@@ -31,7 +31,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.library.duplicates import CONFIRM_MAX_DISTANCE, confirm_distances, fine_hash_of_bytes  # noqa: E402
+from core.library.duplicates import CONFIRM_MAX_DISTANCE  # noqa: E402
+from core.library.fingerprints import confirm_distances, fine_hash_of_bytes  # noqa: E402
 from core.library.hamming import band_values, connected_groups, pairs_within  # noqa: E402
 
 PHOTOS = ["astronaut", "brick", "camera", "chelsea", "clock", "coffee", "coins", "grass", "gravel",
@@ -124,7 +125,7 @@ def edits(image, rng, crop):
 
 
 def build_set(seed: int, crop=(0.01, 0.03)):
-    from core.library.images import decode_image
+    from core.library.decode import decode_image
 
     rng = np.random.default_rng(seed)
     group, kind, edit, phash, fine = [], [], [], [], []
@@ -314,7 +315,8 @@ def query_timings(engine, ids, source, first_planted) -> None:
     shared machine the CPU figures say what the query costs, the wall figures what contention adds."""
     from sqlalchemy.orm import Session
 
-    from core.library.duplicates import duplicates_of, library_index
+    from core.library.duplicates import duplicates_of
+    from core.library.library_index import library_index
     from core.models import ClsImage
 
     rng = np.random.default_rng(1)

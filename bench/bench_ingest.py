@@ -55,7 +55,7 @@ def make_photos(count: int) -> list[Path]:
 
 
 def _decode_chunk(blobs: list[bytes]) -> int:
-    from core.library.images import decode_image
+    from core.library.decode import decode_image
 
     for blob in blobs:
         decode_image(blob, max_pixels=100_000_000)
@@ -180,7 +180,7 @@ def end_to_end(paths: list[Path], database_url: str, repeat: int = 1, watch_memo
 
     from core.config import reset_settings_cache
     from core.db import dispose_engines
-    from core.library.images import ingest_many
+    from core.library.ingest import ingest_many
     from core.models import Base
     from core.storage import reset_storage_cache
 

@@ -48,7 +48,7 @@ def check_section() -> None:
 
 
 def search_controls() -> None:
-    from core.library.duplicates import start_duplicate_search
+    from core.library.duplicate_search import start_duplicate_search
 
     st.subheader("Duplicate groups")
     left, middle, right = st.columns([3, 3, 2], vertical_alignment="bottom")
@@ -132,7 +132,7 @@ def delete_bar(kind: str, groups: list[list[dict]]) -> None:
 
 
 def groups_section() -> None:
-    from core.library.duplicates import group_rows, latest_search
+    from core.library.duplicate_search import group_rows, latest_search
 
     with session_scope() as session:
         latest = latest_search(session=session)

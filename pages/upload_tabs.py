@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from core.errors import UserError
-from core.library.images import UPLOAD_EXTENSIONS
+from core.library.decode import UPLOAD_EXTENSIONS
 from pages.ui import current_user, watch_jobs
 
 
@@ -49,7 +49,7 @@ def refuse_oversized(files: list, limit: int) -> tuple[list, list[dict]]:
 
 
 def upload_tab(dataset_id: uuid.UUID | None = None) -> None:
-    from core.library.images import ingest_many
+    from core.library.ingest import ingest_many
 
     files = st.file_uploader("Drop images here", type=UPLOAD_EXTENSIONS, accept_multiple_files=True,
                              key="upload_files")

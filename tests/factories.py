@@ -76,7 +76,7 @@ def make_dataset_image(session, storage, dataset: ClsDataset, *, seed: int = 0, 
     """A library image added to a dataset, labeled with `classes` (label rows written directly).
     near_copy: the JPEG re-encode of the seed's image; near_copy or phash: its pHash recorded as
     ingest would."""
-    from core.library.images import image_phash
+    from core.library.decode import image_phash
     from core.models import ClsDatasetImage, ClsLabel
 
     image = make_image_row(session, storage, seed=seed)

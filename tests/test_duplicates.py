@@ -27,7 +27,7 @@ from core.library.duplicates import (
     near_duplicate_groups,
 )
 from core.library.hamming import HashIndex, pairs_within
-from core.library.images import ingest_bytes
+from core.library.ingest import ingest_bytes
 from core.models import ClsImage
 from tests.factories import ADMIN
 
@@ -223,7 +223,7 @@ def test_in_memory_index_gives_the_database_index_results(stack, library, monkey
     from datetime import timedelta
 
     import core.library.hamming
-    from core.library.duplicates import library_index
+    from core.library.library_index import library_index
 
     monkeypatch.setattr(core.library.hamming, "_PROBE_COST_IN_HASHES", 0)
 
@@ -311,7 +311,7 @@ def test_delete_extras_refuses_and_deletes_nothing(stack, library, problem):
 
 
 def test_ingest_stores_the_confirming_hash_of_the_thumbnail(stack, library):
-    from core.library.duplicates import fine_hash_of_bytes
+    from core.library.fingerprints import fine_hash_of_bytes
 
     with stack.session() as session:
         rows = session.scalars(select(ClsImage)).all()

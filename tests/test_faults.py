@@ -305,7 +305,7 @@ class FailingAfter:
 def test_s3_errors_during_ingest_leave_no_row_without_object_nor_object_without_row(production_stack):
     from botocore.config import Config
 
-    from core.library.images import ingest_many
+    from core.library.ingest import ingest_many
     from core.library.storage_check import check_storage
     from core.storage import S3Storage
     from tests.test_images import assert_consistent

@@ -10,22 +10,20 @@ import pytest
 from PIL import Image
 from sqlalchemy import func, select
 
+from core.datasets.dataset import add_images_to_dataset
 from core.errors import InvalidInput
 from core.library.images import (
     ImageFilters,
-    add_to_dataset,
-    clean_filename,
     delete_images,
     image_detail,
     image_filter_options,
-    ingest_bytes,
-    ingest_many,
     list_images,
     matching_image_ids,
     set_folder,
     update_image,
     update_tags,
 )
+from core.library.ingest import clean_filename, ingest_bytes, ingest_many
 from core.models import ClsDataset, ClsDatasetImage, ClsImage
 from tests.factories import ADMIN, drawn_image_bytes, make_class, make_dataset
 
@@ -306,7 +304,7 @@ def test_delete_removes_rows_objects_memberships_and_fixes_counts(stack):
     with stack.session() as session:
         dataset = make_dataset(session, "pets")
         cls = make_class(session, "cat")
-        add_to_dataset(actor=ADMIN, session=session, dataset_id=dataset.id, image_ids=list(ids.values()))
+        add_images_to_dataset(actor=ADMIN, session=session, dataset_id=dataset.id, image_ids=list(ids.values()))
         # through the labels service: counts are kept by every writer (a delete moves them by its
         # difference, it does not recount a hand-inserted row)
         from core.labeling.labels import set_labels
@@ -390,9 +388,9 @@ def test_broken_process_pool_falls_back_to_in_process(embedded_stack, monkeypatc
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    import core.library.images
+    import core.library.ingest
 
-    monkeypatch.setattr(core.library.images, "_process_pool", lambda workers: ProcessPoolExecutor(
+    monkeypatch.setattr(core.library.ingest, "_process_pool", lambda workers: ProcessPoolExecutor(
         max_workers=workers, mp_context=multiprocessing.get_context("forkserver"), initializer=_die))
     items = [(f"{i}.png", drawn_image_bytes(700 + i, (32, 32))) for i in range(20)]
     results = ingest_many(actor=ADMIN, items=items, storage=embedded_stack.storage, workers=2)

@@ -86,7 +86,7 @@ def test_page_reads_filters_from_url_pages_and_opens_detail(embedded_stack):
     """The page script itself (AppTest, in-process): URL filters, 48 per page, selection, detail view."""
     from streamlit.testing.v1 import AppTest
 
-    from core.library.images import ingest_many
+    from core.library.ingest import ingest_many
     from tests.factories import make_dataset
 
     results = ingest_many(actor=ADMIN, items=[(f"p_{i:02d}.png", drawn_image_bytes(500 + i, (40, 30))) for i in range(52)],
@@ -94,9 +94,9 @@ def test_page_reads_filters_from_url_pages_and_opens_detail(embedded_stack):
     ingest_many(actor=ADMIN, items=[("other.png", drawn_image_bytes(600))], storage=embedded_stack.storage, folder="else")
     with embedded_stack.session() as session:
         dataset = make_dataset(session, "detail-ds")
-        from core.library.images import add_to_dataset
+        from core.datasets.dataset import add_images_to_dataset
 
-        add_to_dataset(actor=ADMIN, session=session, dataset_id=dataset.id, image_ids=[results[0].image_id])
+        add_images_to_dataset(actor=ADMIN, session=session, dataset_id=dataset.id, image_ids=[results[0].image_id])
     app = AppTest.from_file(str(ROOT / "pages" / "images.py"), default_timeout=60)
     app.query_params["folder"] = "many"
     app.run()
@@ -159,7 +159,7 @@ def test_grid_clicks_during_runs_are_kept_shift_selects_a_range_and_details_open
 def test_list_view_shows_the_page_as_a_table_with_the_selection(embedded_stack):
     from streamlit.testing.v1 import AppTest
 
-    from core.library.images import ingest_many
+    from core.library.ingest import ingest_many
 
     results = ingest_many(actor=ADMIN, items=[(f"l_{i}.png", drawn_image_bytes(700 + i, (40, 30))) for i in range(3)],
                           storage=embedded_stack.storage, folder="listed", workers=1)
@@ -185,7 +185,7 @@ def test_counts_stop_ahead_of_the_page_and_say_so(embedded_stack, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
     from core import limits
-    from core.library.images import ingest_many
+    from core.library.ingest import ingest_many
 
     st.cache_data.clear()  # the filter options (library total) are cached per database URL in this process
     monkeypatch.setattr(limits, "COUNT_AHEAD", 10)

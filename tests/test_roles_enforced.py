@@ -213,7 +213,7 @@ def test_a_job_without_a_recorded_actor_never_runs(embedded_stack):
 
 
 def test_an_import_stops_at_the_next_batch_when_the_role_is_removed(embedded_stack, monkeypatch):
-    from core.library.images import ingest_many
+    from core.library.ingest import ingest_many
 
     set_roles(monkeypatch, "boss@acme.com=admin")
     # ingest_many commits in batches of 64: 136 items are written as 64, then 72

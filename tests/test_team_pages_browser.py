@@ -22,7 +22,7 @@ def seed(server, url: str) -> dict:
     from core.datasets.classes import create_class
     from core.datasets.dataset import create_dataset
     from core.datasets.label_space import add_classes
-    from core.library.images import ingest_bytes
+    from core.library.ingest import ingest_bytes
     from core.storage import storage_from_url
 
     storage = storage_from_url(server.env["STORAGE_URL"])

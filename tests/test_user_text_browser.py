@@ -18,10 +18,10 @@ PROBE = "<img src=z onerror=\"document.title='XSS'\">"
 def hostile_app(tmp_path, monkeypatch):
     from core.config import reset_settings_cache
     from core.datasets.classes import create_class
-    from core.datasets.dataset import create_dataset
+    from core.datasets.dataset import add_images_to_dataset, create_dataset
     from core.db import dispose_engines, session_scope
     from core.labeling.labels import set_labels
-    from core.library.images import add_to_dataset, ingest_bytes
+    from core.library.ingest import ingest_bytes
     from core.storage import get_storage, reset_storage_cache
     from tests.factories import drawn_image_bytes
 
@@ -37,7 +37,7 @@ def hostile_app(tmp_path, monkeypatch):
         dataset = create_dataset(actor=ADMIN, session=session, name=PROBE, description=PROBE)
         image = ingest_bytes(actor=ADMIN, session=session, storage=get_storage(), data=drawn_image_bytes(3), filename=XSS_FILE,
                              tags=["<i>tag</i>"], folder="<u>folder</u>")
-        add_to_dataset(actor=ADMIN, session=session, dataset_id=dataset.id, image_ids=[image.image_id])
+        add_images_to_dataset(actor=ADMIN, session=session, dataset_id=dataset.id, image_ids=[image.image_id])
         set_labels(actor=ADMIN, session=session, dataset_id=dataset.id, image_id=image.image_id, class_ids=[cls.id])
         server.dataset_id = str(dataset.id)
     dispose_engines()

@@ -79,7 +79,7 @@ def image_files(paths: list[str]) -> tuple[list[Path], list[dict]]:
 
 def cmd_add(args) -> dict:
     from core.db import check_connection
-    from core.library.images import ingest_many
+    from core.library.ingest import ingest_many
     from core.users import operator_user
 
     check_connection()

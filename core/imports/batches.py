@@ -125,7 +125,7 @@ def run_items(items: Iterable[ImportItem], *, actor: User, total: int, source: s
 
 def _ingest_chunk(chunk: list[ImportItem], *, actor: User, spool: Path, storage, source: str, summary: ImportSummary,
                   skip_duplicates: bool, folder: str | None, report) -> list[tuple[ImportItem, uuid.UUID]]:
-    from core.library.images import ingest_many  # the shared ingest pipeline (image library)
+    from core.library.ingest import ingest_many
 
     placed = [(item, item.existing_image_id) for item in chunk if item.existing_image_id is not None]
     summary.already_imported += len(placed)

@@ -141,7 +141,7 @@ def _ensure_library(session: Session, storage: Storage, products: list[Product],
     from core.datasets.classes import get_or_create_class
     from core.datasets.dataset import add_images_to_dataset, create_dataset
     from core.labeling.labels import set_labels
-    from core.library.images import ingest_bytes
+    from core.library.ingest import ingest_bytes
 
     dataset = session.scalar(select(ClsDataset).where(ClsDataset.name == DEMO_DATASET))
     if dataset is None:

@@ -201,8 +201,10 @@ def import_urls(*, actor: User, urls: list[str], folder=None, tags=None, skip_du
     """Download and ingest each URL (downloads in a few threads, each image committed on its own);
     returns counts and one result per URL."""
     from core.config import get_settings
+    from core.datasets.dataset import add_images_to_dataset
     from core.db import session_scope
-    from core.library.images import add_to_dataset, clean_folder, clean_tags, ingest_bytes
+    from core.library.images import clean_folder, clean_tags
+    from core.library.ingest import ingest_bytes
     from core.storage import get_storage
 
     settings = get_settings()
@@ -233,7 +235,7 @@ def import_urls(*, actor: User, urls: list[str], folder=None, tags=None, skip_du
                                           folder=folder, tags=tags, skip_duplicates=skip_duplicates,
                                           meta={"url": url[:2000]})
                     if dataset_id is not None and result.image_id is not None:
-                        add_to_dataset(session=session, actor=actor, dataset_id=dataset_id,
+                        add_images_to_dataset(session=session, actor=actor, dataset_id=dataset_id,
                                        image_ids=[result.image_id])
                 results.append({"url": url, **result.as_dict()})
             if progress is not None:

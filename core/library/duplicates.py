@@ -19,30 +19,32 @@ recall 0.91 (threshold 8); figures: bench/bench_duplicates.py.
 
 from __future__ import annotations
 
-import io
 import logging
 import numbers
-import threading
-import time
 import uuid
-import weakref
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Integer, String, bindparam, cast, func, or_, select, text, union, update
+from sqlalchemy import Integer, bindparam, func, or_, select, text, union, update
 from sqlalchemy.orm import Session
 
 from core.errors import InvalidInput, NotFound
+from core.library.fingerprints import (
+    confirm_distances,
+    fine_hash_of_bytes,
+    mid_bits,
+)
 from core.library.hamming import (
-    HashIndex,
     band_probes,
     band_values,
     connected_groups,
     hash_to_int,
     pairs_within,
     to_uint64,
+)
+from core.library.library_index import (
+    library_index,
 )
 from core.models import ClsImage
 from core.permissions import requires
@@ -61,41 +63,8 @@ CONFIRM_MAX_DISTANCE = 32
 """Largest distance (of 192 mid-frequency bits of the 256-bit pHash) that confirms a candidate: the
 largest keeping group precision ≥ 0.98 on the tuning set (`bench_duplicates.py --tune --seed 0`)."""
 
-FINE_HASH_SIZE = 16
-_FINE_MASK = np.ones((FINE_HASH_SIZE, FINE_HASH_SIZE), dtype=bool)
-_FINE_MASK[:8, :8] = False  # the corner the 64-bit pHash is made of
-
 
 # ---------------------------------------------------------------- the second measure
-
-
-def fine_hash(image) -> str:
-    """The 256-bit pHash (64 hex chars) of a decoded thumbnail; ingest stores it as `phash256`."""
-    import imagehash
-
-    return str(imagehash.phash(image, hash_size=FINE_HASH_SIZE))
-
-
-def fine_hash_of_bytes(data: bytes) -> str:
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as image:
-        image.load()
-        return fine_hash(image.convert("RGB"))
-
-
-def _mid_bits(fine_hashes: list[str]) -> np.ndarray:
-    """The confirming bits of each 256-bit hash, packed as three uint64 words per hash."""
-    raw = np.frombuffer(b"".join(bytes.fromhex(h) for h in fine_hashes), dtype=np.uint8)
-    bits = np.unpackbits(raw.reshape(len(fine_hashes), 32), axis=1).reshape(-1, FINE_HASH_SIZE, FINE_HASH_SIZE)
-    return np.ascontiguousarray(np.packbits(bits[:, _FINE_MASK], axis=1)).view(np.uint64)
-
-
-def confirm_distances(first: list[str], second: list[str]) -> np.ndarray:
-    """Mid-frequency distance of each pair of 256-bit hashes (first[k] vs second[k])."""
-    if not first:
-        return np.zeros(0, dtype=np.int64)
-    return np.bitwise_count(_mid_bits(first) ^ _mid_bits(second)).sum(axis=1).astype(np.int64)
 
 
 def check_threshold(threshold: Any) -> int:
@@ -141,7 +110,7 @@ def _store_fine_hashes(session: Session, computed: dict[uuid.UUID, str]) -> None
 
 def _hash_stored_image(storage, thumb: str | None, original: str) -> str | None:
     from core import limits
-    from core.library.images import decode_image
+    from core.library.decode import decode_image
 
     for key in (thumb, original):
         if not key:
@@ -224,7 +193,7 @@ def _confirmed(ids: list, fine: dict, pair_i: np.ndarray, pair_j: np.ndarray) ->
     has = np.array([ids[k] in fine for k in involved], dtype=bool)
     words = np.zeros((len(involved), 3), dtype=np.uint64)
     if has.any():
-        words[has] = _mid_bits([fine[ids[k]] for k in involved[has]])
+        words[has] = mid_bits([fine[ids[k]] for k in involved[has]])
     first, second = np.searchsorted(involved, pair_i), np.searchsorted(involved, pair_j)
     distances = np.bitwise_count(words[first] ^ words[second]).sum(axis=1)
     return has[first] & has[second] & (distances <= CONFIRM_MAX_DISTANCE)
@@ -245,131 +214,6 @@ def near_duplicate_components(hashes: dict[uuid.UUID, int | str], threshold: int
 
 
 # ---------------------------------------------------------------- one image against the library
-
-
-INDEX_LOOKBACK_SECONDS = 30
-"""Rows created this recently (by this process's clock) may still be in uncommitted transactions: each
-refresh of the in-memory index reads them again (adding the ones it has not seen), so a row whose
-transaction commits up to this long after its created_at is still picked up. Ingest commits each batch
-right after inserting it."""
-
-INDEX_REBUILD_SECONDS = 3600
-"""The in-memory index is rebuilt from scratch when older than this (catches anything a refresh missed)."""
-
-
-class LibraryIndex:
-    """Every library pHash of one database in this process's memory (core.library.hamming.HashIndex), for
-    checking one image against the library without the band-index SQL (bench/bench_duplicates.py).
-
-    Built on first use (seconds per 1,000,000 rows) and rebuilt every INDEX_REBUILD_SECONDS. In between
-    it catches up as it is used: the caller reads the candidates back by id in one query that also
-    returns every row created since `complete_before` (INDEX_LOOKBACK_SECONDS before the previous
-    catch-up; normally none) and hands those to `absorb`. So images deleted since are dropped, distances
-    are re-checked on the stored pHash, and images added since are both found and remembered.
-    Thread-safe (Streamlit serves sessions from threads)."""
-
-    def __init__(self) -> None:
-        self.index: HashIndex | None = None
-        self.complete_before = None  # every row created before this is in the index
-        self.recent: dict[uuid.UUID, Any] = {}  # ids in the index created at or after complete_before
-        self.built_at = 0.0
-        self.lock = threading.Lock()
-
-    def search(self, session: Session, value: int, threshold: int) -> tuple[list[uuid.UUID], Any, Any]:
-        """(ids whose pHash in memory is within `threshold` of `value`, since, now): the caller also
-        reads the rows created at or after `since` and passes them to `absorb(rows, now)`."""
-        now = _db_now(session)
-        with self.lock:
-            if self._stale():
-                self._rebuild(session, now)
-            keys, _distances = self.index.search(value, threshold)
-            since = self.complete_before
-        return [uuid.UUID(bytes=key.tobytes()) for key in keys], since, now
-
-    def _stale(self) -> bool:
-        return self.index is None or time.monotonic() - self.built_at > INDEX_REBUILD_SECONDS
-
-    def absorb(self, rows: Iterable, now) -> None:
-        """Take in rows (with id, phash, created_at) read with `created_at >= since` at time `now`."""
-        with self.lock:
-            fresh = [(row.id.hex, row.phash) for row in rows if row.phash and row.id not in self.recent]
-            if fresh:
-                self.index.add(*_hashes_and_keys(fresh))
-            self.complete_before = max(self.complete_before, now - timedelta(seconds=INDEX_LOOKBACK_SECONDS))
-            self.recent.update((row.id, row.created_at) for row in rows if row.phash and row.created_at is not None)
-            self.recent = {key: stamp for key, stamp in self.recent.items() if stamp >= self.complete_before}
-
-    def refresh(self, session: Session) -> None:
-        """Build (or catch up) now, outside a query."""
-        now = _db_now(session)
-        with self.lock:
-            if self._stale():
-                self._rebuild(session, now)
-                return
-            since = self.complete_before
-        self.absorb(session.execute(select(ClsImage.id, ClsImage.phash, ClsImage.created_at)
-                                    .where(ClsImage.created_at >= since)).all(), now)
-
-    def _rebuild(self, session: Session, now) -> None:
-        since = now - timedelta(seconds=INDEX_LOOKBACK_SECONDS)
-        # The recent ids first: a row committed between the two reads is then read again by the next
-        # catch-up (a harmless second entry), never skipped.
-        recent = session.execute(select(ClsImage.id, ClsImage.created_at)
-                                 .where(ClsImage.phash.is_not(None), ClsImage.created_at >= since)).all()
-        everything = select(cast(ClsImage.id, String), ClsImage.phash).where(ClsImage.phash.is_not(None))
-        self.index, self.built_at = HashIndex(), time.monotonic()
-        self.index.add(*_hashes_and_keys(_raw_rows(session, everything)))
-        self.complete_before = since
-        self.recent = {row.id: row.created_at for row in recent}
-
-
-def _db_now(session: Session):
-    """Now, as created_at values come back from this database (naive UTC on SQLite)."""
-    now = datetime.now(UTC)
-    return now.replace(tzinfo=None) if session.get_bind().dialect.name == "sqlite" else now
-
-
-def _raw_rows(session: Session, query) -> list[tuple]:
-    """All rows of a parameterless query as the driver's plain tuples: a third of the time of result
-    rows for the million-row read that builds the index."""
-    connection = session.connection()
-    compiled = query.compile(dialect=connection.dialect, compile_kwargs={"literal_binds": True})
-    cursor = connection.connection.dbapi_connection.cursor()
-    try:
-        cursor.execute(str(compiled))
-        return cursor.fetchall()
-    finally:
-        cursor.close()
-
-
-def _hashes_and_keys(rows: list) -> tuple[np.ndarray, np.ndarray]:
-    """(id text, pHash hex) rows as a uint64 array and an array of 16-byte ids, without a Python object
-    per row where the text allows (ids as 32 hex digits with or without dashes, pHashes as 16)."""
-    if not rows:
-        return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype="V16")
-    id_texts, phashes = [row[0] for row in rows], [row[1] for row in rows]
-    keys = np.frombuffer(bytes.fromhex("".join(id_texts).replace("-", "")), dtype="V16")
-    joined = "".join(phashes)
-    if len(joined) == 16 * len(phashes):
-        hashes = np.frombuffer(bytes.fromhex(joined), dtype=">u8").astype(np.uint64)
-    else:
-        hashes = to_uint64(phashes)
-    return hashes, keys
-
-
-_library_indexes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_library_indexes_lock = threading.Lock()
-
-
-def library_index(session: Session) -> LibraryIndex:
-    """This process's in-memory index of the session's database (one per engine)."""
-    bind = session.get_bind()
-    engine = getattr(bind, "engine", bind)
-    with _library_indexes_lock:
-        found = _library_indexes.get(engine)
-        if found is None:
-            found = _library_indexes[engine] = LibraryIndex()
-        return found
 
 
 def _band_condition(session: Session, value: int, threshold: int):
@@ -479,7 +323,7 @@ def check_image(*, session: Session, data: bytes, threshold: int = DEFAULT_THRES
     """One uploaded image (not stored) against the library: its hashes, exact and near matches
     (`use_index` as in duplicates_of)."""
     from core.config import get_settings
-    from core.library.images import decode_image
+    from core.library.decode import decode_image
 
     threshold = check_threshold(threshold)
     settings = get_settings()
@@ -522,59 +366,4 @@ def delete_extras(*, session: Session, actor: User, storage, group_keep: dict[uu
 
 # ---------------------------------------------------------------- the review view's background search
 
-SEARCH_JOB_KIND = "duplicates"
 
-
-@requires("admin", "searching the library for duplicates")
-def start_duplicate_search(*, actor: User, threshold: int = DEFAULT_THRESHOLD, confirm: bool = True) -> uuid.UUID:
-    """Queue the library-wide search (exact and near groups) on the `imports` queue; returns the job id."""
-    from core.jobs.queue import enqueue
-
-    threshold = check_threshold(threshold)
-    return enqueue(actor=actor, kind=SEARCH_JOB_KIND, function="jobs.duplicates.find_duplicates", queue="imports",
-                   params={"threshold": threshold, "confirm": bool(confirm)})
-
-
-@requires("admin", "searching the library for duplicates")
-def run_duplicate_search(*, actor: User, threshold: int, confirm: bool = True, progress=None) -> dict[str, Any]:
-    """The search job's body: exact and near groups of the whole library, as id strings."""
-    from core.db import session_scope
-    from core.storage import get_storage
-
-    with session_scope() as session:
-        exact = exact_duplicate_groups(session=session)
-        near = near_duplicate_groups(session=session, storage=get_storage(), threshold=threshold, confirm=confirm,
-                                     progress=progress)
-    return {"threshold": threshold, "confirmed": confirm, "exact": [[str(i) for i in g] for g in exact],
-            "near": [[str(i) for i in g] for g in near]}
-
-
-def latest_search(*, session: Session) -> dict[str, Any] | None:
-    """The newest duplicate search job: its id, status, parameters and (when it succeeded) groups."""
-    from core.jobs.rows import list_jobs
-
-    jobs = list_jobs(session=session, limit=1, kinds=[SEARCH_JOB_KIND])
-    if not jobs:
-        return None
-    job = jobs[0]
-    return {"job_id": job.id, "status": job.status, "params": job.params, "result": job.result,
-            "error": job.error, "finished_at": job.finished_at}
-
-
-def group_rows(*, session: Session, groups: list[list]) -> list[list[dict[str, Any]]]:
-    """Display rows for groups of ids, in group order; images deleted since are left out, and groups
-    left with fewer than two images are dropped."""
-    wanted = list(dict.fromkeys(uuid.UUID(str(i)) for group in groups for i in group))
-    rows: dict[uuid.UUID, dict[str, Any]] = {}
-    for start in range(0, len(wanted), 500):
-        for row in session.execute(select(ClsImage.id, ClsImage.original_filename, ClsImage.thumbnail_path,
-                                          ClsImage.width, ClsImage.height, ClsImage.file_size_bytes,
-                                          ClsImage.folder, ClsImage.created_at)
-                                   .where(ClsImage.id.in_(wanted[start:start + 500]))):
-            rows[row.id] = dict(row._mapping)
-    out = []
-    for group in groups:
-        members = [rows[key] for key in (uuid.UUID(str(i)) for i in group) if key in rows]
-        if len(members) > 1:
-            out.append(members)
-    return out

@@ -23,7 +23,7 @@ from tests.test_url_import import REFUSED, server, silent_port  # noqa: F401 (fi
 
 
 def test_every_bad_image_beside_every_odd_good_one(stack):
-    from core.library.images import ingest_many
+    from core.library.ingest import ingest_many
 
     bad = [(f"{case}.jpg", data) for case, (data, _reason) in sorted(BAD_INPUTS.items())]
     good = [(f"{case}.img", make()) for case, (make, _size) in sorted(ODD_GOOD_INPUTS.items())]
