@@ -67,4 +67,4 @@ def test_jobs_commands(empty_env):
     assert run_cli(empty_env, "jobs", "reap") == {"reaped": 0}
     bad = subprocess.run([sys.executable, "-m", "core", "jobs", "show", "not-a-uuid"], cwd=ROOT,
                          env={**os.environ, **empty_env}, capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and "not a UUID" in bad.stderr
+    assert bad.returncode == 2 and "not a valid id" in bad.stderr

@@ -208,7 +208,7 @@ def test_cli_create_list_add_images(stack, capsys):
                           (["datasets", "create", "x", "--train", "0.9"], "add up to 1"),
                           (["datasets", "create", "x", "--task", "boxes"], "invalid choice"),
                           (["datasets", "add-images", "ds"], "give --ids or at least one filter"),
-                          (["datasets", "add-images", "ds", "--ids", "nope"], "not a UUID"),
+                          (["datasets", "add-images", "ds", "--ids", "nope"], "not a valid id"),
                           (["datasets", "add-images", "ds", "--ids", str(uuid.uuid4())], "not in the library"),
                           (["datasets", "add-images", "ghost", "--folder", "shelf"], "no dataset named")]:
         assert main(argv) == 2, argv

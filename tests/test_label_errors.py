@@ -195,7 +195,7 @@ def test_bad_requests(embedded_stack):
             find_issues(session=session, storage=embedded_stack.storage, dataset_id=plain)
         with pytest.raises(NotFound, match="no version"):  # multi-label is supported; it needs a version too
             find_issues(session=session, storage=embedded_stack.storage, dataset_id=multi)
-        with pytest.raises(InvalidInput, match="not a UUID"):
+        with pytest.raises(InvalidInput, match="not a valid id"):
             find_issues(session=session, storage=embedded_stack.storage, dataset_id="nope")
         with pytest.raises(InvalidInput, match="action"):
             decide(actor=ADMIN, session=session, storage=embedded_stack.storage, dataset_id=plain, image_id=uuid.uuid4(),

@@ -86,7 +86,7 @@ def test_default_model_inactive_model_and_bad_input(embedded_stack, checkpoint):
                           top_k=0)
         with pytest.raises(InvalidInput, match="at least one"):
             predict_items(session=session, storage=embedded_stack.storage, model=model_id, items=[])
-        with pytest.raises(InvalidInput, match="not a UUID"):
+        with pytest.raises(InvalidInput, match="not a valid id"):
             resolve_model(session=session, model="nope")
         set_active(actor=ADMIN, session=session, model_id=model_id, active=False)
     with embedded_stack.session() as session, pytest.raises(InvalidInput, match="inactive"):

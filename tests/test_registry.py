@@ -99,7 +99,7 @@ def test_unknown_and_malformed_ids(db_stack):
     with db_stack.session() as session:
         with pytest.raises(NotFound, match="no trained model"):
             get_model(session=session, model_id=uuid.uuid4())
-        with pytest.raises(InvalidInput, match="'abc' is not a UUID"):
+        with pytest.raises(InvalidInput, match="'abc' is not a valid id"):
             set_default(actor=ADMIN, session=session, model_id="abc")
         add_model(session, model_type="vit")
         add_model(session)

@@ -272,7 +272,7 @@ def test_cli_train_and_models_commands(embedded_stack, capsys):
     assert main(["train", "--dataset", "digits", "--model", "convnext", "--size", "atto", "--set", "x=1"]) == 2
     assert "--set x: no such training setting" in capsys.readouterr().err
     assert main(["models", "show", "not-a-uuid"]) == 2
-    assert "is not a UUID" in capsys.readouterr().err
+    assert "is not a valid id" in capsys.readouterr().err
 
 
 def test_resolve_version_makes_one_when_the_dataset_has_none(embedded_stack):

@@ -258,7 +258,7 @@ def test_completed_run_detail_links_to_its_model(seeded):
 @pytest.mark.parametrize("bad", ["not-a-uuid", str(uuid.uuid4())])
 def test_unknown_run_in_the_url_is_a_message(seeded, bad):
     app = page("pages/training.py", run=bad)
-    assert app.error and ("is not an id" in app.error[0].value or "no training run" in app.error[0].value)
+    assert app.error and ("is not a valid id" in app.error[0].value or "no training run" in app.error[0].value)
 
 
 def test_retry_of_a_failed_run_without_checkpoint_starts_a_new_run(seeded, monkeypatch):
@@ -514,4 +514,4 @@ def test_predict_with_this_model_opens_the_predict_page_with_its_id(seeded):
 @pytest.mark.parametrize("bad", ["12", str(uuid.uuid4())])
 def test_unknown_model_in_the_url_is_a_message(seeded, bad):
     app = page("pages/models.py", model=bad)
-    assert app.error and ("is not an id" in app.error[0].value or "no trained model" in app.error[0].value)
+    assert app.error and ("is not a valid id" in app.error[0].value or "no trained model" in app.error[0].value)

@@ -5,9 +5,8 @@ subcommands to the same group.
 
 from __future__ import annotations
 
-import uuid
-
 from core.errors import InvalidInput
+from core.ids import as_uuid
 
 
 def register(subparsers) -> None:
@@ -92,12 +91,7 @@ def cmd_add_images(args) -> dict:
     with session_scope() as session:
         dataset = dataset_by_name(session, args.name)
         if args.ids:
-            ids = []
-            for value in args.ids:
-                try:
-                    ids.append(uuid.UUID(value))
-                except ValueError:
-                    raise InvalidInput(f"image id {value!r} is not a UUID") from None
+            ids = [as_uuid(value, "image id") for value in args.ids]
         else:
             ids = library_image_ids(session=session, **filters)
         dataset_id, name = dataset.id, dataset.name

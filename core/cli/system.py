@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
-
-from core.errors import InvalidInput
+from core.ids import as_uuid
 
 
 def register(subparsers) -> None:
@@ -32,13 +30,6 @@ def register(subparsers) -> None:
     cancel.set_defaults(handler=cmd_jobs_cancel)
     reap = jobs_sub.add_parser("reap", help="mark failed the running jobs whose worker died")
     reap.set_defaults(handler=cmd_jobs_reap)
-
-
-def parse_uuid(value: str, what: str = "id") -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise InvalidInput(f"{what} {value!r} is not a UUID") from None
 
 
 def job_dict(job) -> dict:
@@ -103,7 +94,7 @@ def cmd_jobs_show(args) -> dict:
     from core.jobs.rows import get_job
 
     with session_scope() as session:
-        return job_dict(get_job(session=session, job_id=parse_uuid(args.job_id, "job id")))
+        return job_dict(get_job(session=session, job_id=as_uuid(args.job_id, "job id")))
 
 
 def cmd_jobs_cancel(args) -> dict:
@@ -112,7 +103,7 @@ def cmd_jobs_cancel(args) -> dict:
     from core.users import operator_user
 
     with session_scope() as session:
-        return job_dict(request_cancel(session=session, actor=operator_user(), job_id=parse_uuid(args.job_id, "job id")))
+        return job_dict(request_cancel(session=session, actor=operator_user(), job_id=as_uuid(args.job_id, "job id")))
 
 
 def cmd_jobs_reap(args) -> dict:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-import uuid
+from core.ids import as_uuid
 
 
 def register(subparsers) -> None:
@@ -55,11 +55,6 @@ def register(subparsers) -> None:
     rename.add_argument("name")
     rename.set_defaults(handler=cmd_models_rename)
 
-
-def _uuid(value: str, what: str) -> uuid.UUID:
-    from core.cli.system import parse_uuid
-
-    return parse_uuid(value, what)
 
 
 def training_values(args) -> dict:
@@ -162,7 +157,7 @@ def cmd_runs_show(args) -> dict:
     from core.training.runs import get_run, run_summary
 
     with session_scope() as session:
-        return run_summary(get_run(session=session, run_id=_uuid(args.run_id, "run id")))
+        return run_summary(get_run(session=session, run_id=as_uuid(args.run_id, "run id")))
 
 
 def cmd_runs_cancel(args) -> dict:
@@ -171,14 +166,14 @@ def cmd_runs_cancel(args) -> dict:
     from core.users import operator_user
 
     with session_scope() as session:
-        return run_summary(cancel_run(session=session, actor=operator_user(), run_id=_uuid(args.run_id, "run id")))
+        return run_summary(cancel_run(session=session, actor=operator_user(), run_id=as_uuid(args.run_id, "run id")))
 
 
 def cmd_runs_resume(args) -> dict:
     from core.training.runs import start_run
     from core.users import operator_user
 
-    run_id = _uuid(args.run_id, "run id")
+    run_id = as_uuid(args.run_id, "run id")
     job_id = start_run(actor=operator_user(), run_id=run_id, inline=not args.queue, resume=True)
     return _run_outcome(run_id, job_id, queued=args.queue)
 
@@ -190,7 +185,7 @@ def cmd_runs_delete(args) -> dict:
     from core.users import operator_user
 
     with session_scope() as session:
-        delete_run(session=session, actor=operator_user(), storage=get_storage(), run_id=_uuid(args.run_id, "run id"))
+        delete_run(session=session, actor=operator_user(), storage=get_storage(), run_id=as_uuid(args.run_id, "run id"))
     return {"deleted": args.run_id}
 
 
@@ -199,7 +194,7 @@ def _model_command(args, action) -> dict:
     from core.training.registry import model_summary
 
     with session_scope() as session:
-        return model_summary(action(session, _uuid(args.model_id, "model id")), full=True)
+        return model_summary(action(session, as_uuid(args.model_id, "model id")), full=True)
 
 
 def cmd_models_list(args) -> dict:
@@ -254,7 +249,7 @@ def cmd_models_delete(args) -> dict:
 
     with session_scope() as session:
         return delete_model(session=session, actor=operator_user(), storage=get_storage(),
-                            model_id=_uuid(args.model_id, "model id"))
+                            model_id=as_uuid(args.model_id, "model id"))
 
 
 def cmd_models_export_onnx(args) -> dict:

@@ -13,7 +13,8 @@ from sqlalchemy import delete, distinct, func, select, update
 from sqlalchemy.orm import Session
 
 from core.errors import Conflict, InvalidInput, NotFound
-from core.labeling.labels import _as_uuid, _recount_class_counts, _recount_dataset_counts, lock_classes, lock_dataset
+from core.ids import as_uuid
+from core.labeling.labels import _recount_class_counts, _recount_dataset_counts, lock_classes, lock_dataset
 from core.models import ClsClass, ClsDatasetImage, ClsLabel, ClsLabelChange
 from core.permissions import audit, requires
 from core.users import User
@@ -53,7 +54,7 @@ def _next_color(session: Session) -> str:
 
 
 def get_class(*, session: Session, class_id) -> ClsClass:
-    row = session.get(ClsClass, _as_uuid(class_id, "class"))
+    row = session.get(ClsClass, as_uuid(class_id, "class"))
     if row is None:
         raise NotFound(f"class {class_id} does not exist")
     return row
@@ -69,7 +70,7 @@ def get_class_by_name(*, session: Session, name: str) -> ClsClass:
 def _check_parent(session: Session, class_id: uuid.UUID | None, parent_class_id) -> uuid.UUID | None:
     if parent_class_id in (None, ""):
         return None
-    parent_id = _as_uuid(parent_class_id, "parent class")
+    parent_id = as_uuid(parent_class_id, "parent class")
     ancestor = session.get(ClsClass, parent_id)
     if ancestor is None:
         raise NotFound(f"parent class {parent_id} does not exist")
@@ -193,7 +194,7 @@ def class_tree(*, session: Session, active_only: bool = False) -> list[tuple[int
 def labels_using(*, session: Session, class_id) -> int:
     """How many label rows carry the class (what deleting it removes)."""
     return session.scalar(select(func.count()).select_from(ClsLabel)
-                          .where(ClsLabel.class_id == _as_uuid(class_id, "class"))) or 0
+                          .where(ClsLabel.class_id == as_uuid(class_id, "class"))) or 0
 
 
 def _datasets_using(session: Session, class_ids) -> list[uuid.UUID]:
@@ -218,8 +219,8 @@ def merge_classes(*, session: Session, actor: User, source_ids, target_id) -> di
     An image that had a source and the target (multi-label) keeps one target label; a single-label
     image has one label before and after. Children of a source move under the target.
     """
-    target_id = _as_uuid(target_id, "target class")
-    sources = list(dict.fromkeys(_as_uuid(s, "source class") for s in source_ids))
+    target_id = as_uuid(target_id, "target class")
+    sources = list(dict.fromkeys(as_uuid(s, "source class") for s in source_ids))
     if not sources:
         raise InvalidInput("choose at least one class to merge into the target")
     if target_id in sources:
@@ -288,7 +289,7 @@ def merge_classes(*, session: Session, actor: User, source_ids, target_id) -> di
 @requires("admin", "deleting a class")
 def delete_class(*, session: Session, actor: User, class_id) -> int:
     """Delete a class and its labels; returns how many labels were removed."""
-    class_id = _as_uuid(class_id, "class")
+    class_id = as_uuid(class_id, "class")
     datasets = _datasets_using(session, [class_id])
     for dataset_id in datasets:
         lock_dataset(session, dataset_id)

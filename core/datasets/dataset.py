@@ -13,8 +13,8 @@ from sqlalchemy import and_, delete, distinct, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from core.errors import Conflict, InvalidInput, NotFound
+from core.ids import as_uuid
 from core.labeling.labels import (
-    _as_uuid,
     _delete_labels_of_images,
     _recount_class_counts,
     _recount_dataset_counts,
@@ -95,7 +95,7 @@ def create_dataset(*, session: Session, actor: User, name, task_type: str = "sin
 
 
 def get_dataset(*, session: Session, dataset_id) -> ClsDataset:
-    row = session.get(ClsDataset, _as_uuid(dataset_id, "dataset"))
+    row = session.get(ClsDataset, as_uuid(dataset_id, "dataset"))
     if row is None:
         raise NotFound(f"dataset {dataset_id} does not exist")
     return row
@@ -112,7 +112,7 @@ def get_dataset_by_name(*, session: Session, name) -> ClsDataset:
 
 def dataset_revision(*, session: Session, dataset_id) -> int:
     """The dataset's revision (bumped by every write to it; pages key their caches on it); -1 if gone."""
-    revision = session.scalar(select(ClsDataset.revision).where(ClsDataset.id == _as_uuid(dataset_id, "dataset")))
+    revision = session.scalar(select(ClsDataset.revision).where(ClsDataset.id == as_uuid(dataset_id, "dataset")))
     return -1 if revision is None else revision
 
 
@@ -126,7 +126,7 @@ def jobs_writing_to(*, session: Session, dataset_id) -> int:
     runs, the dataset's page refreshes its counts by itself."""
     from core.models import ClsJob
 
-    target = str(_as_uuid(dataset_id, "dataset"))
+    target = str(as_uuid(dataset_id, "dataset"))
     params = session.scalars(select(ClsJob.params).where(ClsJob.status.in_(("queued", "running")),
                                                          ClsJob.kind.in_(WRITING_JOB_KINDS))).all()
     return sum(1 for p in params if str((p or {}).get("dataset_id")) == target)
@@ -142,7 +142,7 @@ def update_dataset(*, session: Session, actor: User, dataset_id, **changes) -> C
     allowed = {"name", "description", "task_type", "split_ratios", "preprocessing"}
     if set(changes) - allowed:
         raise InvalidInput(f"cannot change {', '.join(sorted(set(changes) - allowed))} of a dataset")
-    dataset = lock_dataset(session, _as_uuid(dataset_id, "dataset"))
+    dataset = lock_dataset(session, as_uuid(dataset_id, "dataset"))
     if "name" in changes:
         name = clean_dataset_name(changes["name"])
         if name != dataset.name and session.scalar(select(ClsDataset.id).where(ClsDataset.name == name)):
@@ -173,7 +173,7 @@ def update_dataset(*, session: Session, actor: User, dataset_id, **changes) -> C
 @requires("admin", "deleting a dataset")
 def delete_dataset(*, session: Session, actor: User, dataset_id) -> dict:
     """Delete the dataset, its memberships and labels (library images stay)."""
-    dataset = lock_dataset(session, _as_uuid(dataset_id, "dataset"))
+    dataset = lock_dataset(session, as_uuid(dataset_id, "dataset"))
     touched = set(session.scalars(select(distinct(ClsLabel.class_id)).where(ClsLabel.dataset_id == dataset.id)).all())
     lock_classes(session, touched)
     labels = session.execute(delete(ClsLabel).where(ClsLabel.dataset_id == dataset.id)).rowcount or 0
@@ -189,7 +189,7 @@ def delete_dataset(*, session: Session, actor: User, dataset_id) -> dict:
 @requires("admin", "recounting a dataset")
 def recount_dataset(*, session: Session, actor: User, dataset_id) -> None:
     """Recompute the dataset's counts and its classes' image counts from the rows."""
-    dataset_id = _as_uuid(dataset_id, "dataset")
+    dataset_id = as_uuid(dataset_id, "dataset")
     lock_dataset(session, dataset_id)
     touched = set(session.scalars(select(distinct(ClsLabel.class_id)).where(ClsLabel.dataset_id == dataset_id)).all())
     lock_classes(session, touched)
@@ -204,8 +204,8 @@ def recount_dataset(*, session: Session, actor: User, dataset_id) -> None:
 def add_images_to_dataset(*, session: Session, actor: User, dataset_id, image_ids, split=None) -> int:
     """Add library images (those already in the dataset are left as they are); returns how many
     were added. Unknown ids are refused by name and nothing is added."""
-    dataset_id = _as_uuid(dataset_id, "dataset")
-    ids = list(dict.fromkeys(_as_uuid(i, "image") for i in image_ids))
+    dataset_id = as_uuid(dataset_id, "dataset")
+    ids = list(dict.fromkeys(as_uuid(i, "image") for i in image_ids))
     if split is not None and split not in SPLITS:
         raise InvalidInput(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
     lock_dataset(session, dataset_id)
@@ -233,8 +233,8 @@ def add_images_to_dataset(*, session: Session, actor: User, dataset_id, image_id
 @requires("admin", "removing images from a dataset")
 def remove_images_from_dataset(*, session: Session, actor: User, dataset_id, image_ids) -> int:
     """Take images out of the dataset with their labels (the library keeps them); returns how many."""
-    dataset_id = _as_uuid(dataset_id, "dataset")
-    ids = list(dict.fromkeys(_as_uuid(i, "image") for i in image_ids))
+    dataset_id = as_uuid(dataset_id, "dataset")
+    ids = list(dict.fromkeys(as_uuid(i, "image") for i in image_ids))
     lock_dataset(session, dataset_id)
     links = lock_links(session, dataset_id, ids)
     present = [i for i in ids if i in links]
@@ -258,7 +258,7 @@ def remove_images_from_dataset(*, session: Session, actor: User, dataset_id, ima
 def detach_images_everywhere(*, session: Session, actor: User, image_ids) -> int:
     """Call before deleting library images: takes them out of every dataset with counts kept exact
     (a bare cascade would leave the denormalized counts wrong). Returns memberships removed."""
-    ids = list(dict.fromkeys(_as_uuid(i, "image") for i in image_ids))
+    ids = list(dict.fromkeys(as_uuid(i, "image") for i in image_ids))
     datasets: set = set()
     for start in range(0, len(ids), 1000):
         datasets |= set(session.scalars(select(distinct(ClsDatasetImage.dataset_id))
@@ -272,8 +272,8 @@ def set_split(*, session: Session, actor: User, dataset_id, image_ids, split: st
     """Manual split assignment for some images of the dataset; returns how many rows changed."""
     if split not in SPLITS:
         raise InvalidInput(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
-    dataset_id = _as_uuid(dataset_id, "dataset")
-    ids = list(dict.fromkeys(_as_uuid(i, "image") for i in image_ids))
+    dataset_id = as_uuid(dataset_id, "dataset")
+    ids = list(dict.fromkeys(as_uuid(i, "image") for i in image_ids))
     lock_dataset(session, dataset_id)
     changed = 0
     for start in range(0, len(ids), 1000):
@@ -302,7 +302,7 @@ def library_image_ids(*, session: Session, folder: str | None = None, tags: list
         query = query.where(or_(ClsImage.original_filename.ilike(pattern), ClsImage.filename.ilike(pattern)))
     if not_in_dataset is not None:
         query = query.where(~exists().where(ClsDatasetImage.image_id == ClsImage.id,
-                                            ClsDatasetImage.dataset_id == _as_uuid(not_in_dataset, "dataset")))
+                                            ClsDatasetImage.dataset_id == as_uuid(not_in_dataset, "dataset")))
     ids = list(session.scalars(query).all())
     if tags:
         wanted = set(tags)
@@ -372,7 +372,7 @@ def _filtered(dataset_id: uuid.UUID, filters: GridFilters):
 
 def dataset_image_ids(*, session: Session, dataset_id, filters: GridFilters | None = None) -> list[uuid.UUID]:
     """Every image id of the dataset matching the filters (for "select all matching")."""
-    conditions = _filtered(_as_uuid(dataset_id, "dataset"), (filters or GridFilters()).validate())
+    conditions = _filtered(as_uuid(dataset_id, "dataset"), (filters or GridFilters()).validate())
     return list(session.scalars(select(ClsDatasetImage.image_id).where(*conditions)
                                 .order_by(ClsDatasetImage.added_at, ClsDatasetImage.image_id)).all())
 
@@ -380,7 +380,7 @@ def dataset_image_ids(*, session: Session, dataset_id, filters: GridFilters | No
 def dataset_grid(*, session: Session, dataset_id, filters: GridFilters | None = None, offset: int = 0,
                  limit: int = 48) -> tuple[int, list[GridItem]]:
     """One page of the dataset's images with their labels, and the total matching the filters."""
-    dataset_id = _as_uuid(dataset_id, "dataset")
+    dataset_id = as_uuid(dataset_id, "dataset")
     conditions = _filtered(dataset_id, (filters or GridFilters()).validate())
     total = session.scalar(select(func.count()).select_from(ClsDatasetImage).where(*conditions)) or 0
     rows = session.execute(
@@ -398,5 +398,5 @@ def dataset_grid(*, session: Session, dataset_id, filters: GridFilters | None = 
 
 def split_counts(*, session: Session, dataset_id) -> dict[str, int]:
     rows = session.execute(select(ClsDatasetImage.split, func.count()).where(
-        ClsDatasetImage.dataset_id == _as_uuid(dataset_id, "dataset")).group_by(ClsDatasetImage.split)).all()
+        ClsDatasetImage.dataset_id == as_uuid(dataset_id, "dataset")).group_by(ClsDatasetImage.split)).all()
     return {split or "unassigned": count for split, count in rows}

@@ -24,6 +24,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from core.errors import Conflict, InvalidInput, NotFound
+from core.ids import as_uuid
 from core.models import ClsClass, ClsDataset, ClsDatasetClass, ClsLabel, ClsLabelingPin
 from core.permissions import requires
 
@@ -57,13 +58,6 @@ class ClassKey:
     pinned: bool
 
 
-def _uuid(value, what: str) -> uuid.UUID:
-    if isinstance(value, uuid.UUID):
-        return value
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        raise InvalidInput(f"{what} {value!r} is not a valid id") from None
 
 
 # ---------------------------------------------------------------- reading
@@ -77,7 +71,7 @@ def space_class_ids(session: Session, dataset_id: uuid.UUID) -> list[uuid.UUID]:
 
 def label_space(*, session: Session, dataset_id) -> list[SpaceClass]:
     """The dataset's classes in order, each with its image count in this dataset."""
-    dataset_id = _uuid(dataset_id, "dataset")
+    dataset_id = as_uuid(dataset_id, "dataset")
     if session.get(ClsDataset, dataset_id) is None:
         raise NotFound(f"dataset {dataset_id} does not exist")
     rows = session.execute(
@@ -102,7 +96,7 @@ def keyed_classes(*, session: Session, dataset_id, user_id: uuid.UUID | None) ->
     space) first, then the rest of the space in its order; the first ten get keys 1–9, 0. Deactivated
     classes are left out (labels cannot use them)."""
     space = [c for c in label_space(session=session, dataset_id=dataset_id) if c.is_active]
-    pins = pinned_class_ids(session=session, dataset_id=_uuid(dataset_id, "dataset"), user_id=user_id) \
+    pins = pinned_class_ids(session=session, dataset_id=as_uuid(dataset_id, "dataset"), user_id=user_id) \
         if user_id else []
     rank = {class_id: index for index, class_id in enumerate(pins)}
     ordered = sorted(space, key=lambda c: (0, rank[c.class_id]) if c.class_id in rank else (1, c.position))
@@ -208,11 +202,11 @@ def _replace_in_spaces(session: Session, sources: list[uuid.UUID], target: uuid.
 def _lock(session: Session, dataset_id) -> ClsDataset:
     from core.labeling.labels import lock_dataset
 
-    return lock_dataset(session, _uuid(dataset_id, "dataset"))
+    return lock_dataset(session, as_uuid(dataset_id, "dataset"))
 
 
 def _existing_class_ids(session: Session, class_ids: Iterable) -> list[uuid.UUID]:
-    ids = list(dict.fromkeys(_uuid(c, "class") for c in class_ids))
+    ids = list(dict.fromkeys(as_uuid(c, "class") for c in class_ids))
     found = set(session.scalars(select(ClsClass.id).where(ClsClass.id.in_(ids)))) if ids else set()
     missing = [str(c) for c in ids if c not in found]
     if missing:
@@ -243,7 +237,7 @@ def remove_classes(*, session: Session, actor, dataset_id, class_ids: Iterable) 
     """Take classes out of the space; refused, naming them, for classes a label of the dataset uses
     (relabel or clear those images first). Returns how many were removed."""
     dataset = _lock(session, dataset_id)
-    ids = list(dict.fromkeys(_uuid(c, "class") for c in class_ids))
+    ids = list(dict.fromkeys(as_uuid(c, "class") for c in class_ids))
     if not ids:
         raise InvalidInput("name at least one class to remove")
     used = session.execute(
@@ -268,7 +262,7 @@ def reorder_classes(*, session: Session, actor, dataset_id, class_ids: Iterable)
     """Put the named classes first, in the order given; the others keep their order after them.
     Returns the new order."""
     dataset = _lock(session, dataset_id)
-    first = list(dict.fromkeys(_uuid(c, "class") for c in class_ids))
+    first = list(dict.fromkeys(as_uuid(c, "class") for c in class_ids))
     current = space_class_ids(session, dataset.id)
     outside = [str(c) for c in first if c not in set(current)]
     if outside:

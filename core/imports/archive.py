@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 from core.datasets.label_space import _fill_from_import
 from core.db import session_scope
 from core.errors import InvalidInput, NotFound
+from core.ids import as_uuid
 from core.imports.batches import ImportItem, ImportSummary, load_dataset, run_items
 from core.imports.layouts import FORMAT_LABELS, ArchiveLayout, class_name_problem, detect_layout
 from core.imports.safe_zip import SafeZip
@@ -136,7 +137,7 @@ def resolve_mapping(*, session, actor: User, mapping: list[ClassMapping], source
                 summary.error(name, f"{cls['problem']}; its images were skipped")
             resolved[name] = None
         elif choice.target_class_id:
-            target = session.get(ClsClass, _uuid(choice.target_class_id, name))
+            target = session.get(ClsClass, as_uuid(choice.target_class_id, f"class mapping for {name!r}:"))
             if target is None:
                 raise NotFound(f"class mapping for {name!r}: no class {choice.target_class_id}")
             resolved[name] = target.id
@@ -152,12 +153,6 @@ def resolve_mapping(*, session, actor: User, mapping: list[ClassMapping], source
             resolved[name] = row.id
     return resolved
 
-
-def _uuid(value: str, what: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        raise InvalidInput(f"class mapping for {what!r}: {value!r} is not a class id") from None
 
 
 @requires("admin", "importing")

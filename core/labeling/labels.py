@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 from core.datasets import label_space
 from core.datasets.label_space import _include_classes
 from core.errors import Conflict, InvalidInput, NotFound
+from core.ids import as_uuid
 from core.models import ClsClass, ClsDataset, ClsDatasetImage, ClsLabel, ClsLabelChange
 from core.permissions import audit, requires
 from core.users import User
@@ -149,13 +150,6 @@ def _adjust_counts_for_image(session: Session, *, dataset_id: uuid.UUID, image_i
 # ---------------------------------------------------------------- validation helpers
 
 
-def _as_uuid(value, what: str) -> uuid.UUID:
-    if isinstance(value, uuid.UUID):
-        return value
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        raise InvalidInput(f"{what} {value!r} is not a valid id") from None
 
 
 def _check_classes(session: Session, class_ids: Iterable[uuid.UUID]) -> None:
@@ -231,8 +225,8 @@ def set_labels(*, session: Session, actor: User, dataset_id, image_id, class_ids
 
     Raises Conflict when `expected_revision` is given and someone saved this image since.
     """
-    dataset_id, image_id = _as_uuid(dataset_id, "dataset"), _as_uuid(image_id, "image")
-    new_ids = list(dict.fromkeys(_as_uuid(c, "class") for c in class_ids))
+    dataset_id, image_id = as_uuid(dataset_id, "dataset"), as_uuid(image_id, "image")
+    new_ids = list(dict.fromkeys(as_uuid(c, "class") for c in class_ids))
     dataset = lock_dataset(session, dataset_id)
     if dataset.task_type == "single_label" and len(new_ids) > 1:
         raise InvalidInput(f"dataset {dataset.name!r} is single-label: give one class, not {len(new_ids)}")
@@ -269,8 +263,8 @@ def clear_labels(*, session: Session, actor: User, dataset_id, image_id,
 def toggle_label(*, session: Session, actor: User, dataset_id, image_id, class_id,
                  expected_revision: int | None = None) -> ClsDatasetImage:
     """Multi-label: add the class if absent, remove it if present. Single-label: set or clear it."""
-    dataset_id, image_id = _as_uuid(dataset_id, "dataset"), _as_uuid(image_id, "image")
-    class_id = _as_uuid(class_id, "class")
+    dataset_id, image_id = as_uuid(dataset_id, "dataset"), as_uuid(image_id, "image")
+    class_id = as_uuid(class_id, "class")
     dataset = session.get(ClsDataset, dataset_id)
     if dataset is None:
         raise NotFound(f"dataset {dataset_id} does not exist")
@@ -300,7 +294,7 @@ def check_bulk_label(*, session: Session, dataset_id, class_id, mode: str) -> No
     """What set_label_batch refuses, checked once before the first batch."""
     if mode not in BULK_MODES:
         raise InvalidInput(f"mode must be one of {', '.join(BULK_MODES)}, not {mode!r}")
-    dataset_id, class_id = _as_uuid(dataset_id, "dataset"), _as_uuid(class_id, "class")
+    dataset_id, class_id = as_uuid(dataset_id, "dataset"), as_uuid(class_id, "class")
     if session.get(ClsDataset, dataset_id) is None:
         raise NotFound(f"dataset {dataset_id} does not exist")
     if mode != "remove":
@@ -315,8 +309,8 @@ def set_label_batch(*, session: Session, actor: User, dataset_id, image_ids, cla
     the actor again at each batch."""
     if mode not in BULK_MODES:
         raise InvalidInput(f"mode must be one of {', '.join(BULK_MODES)}, not {mode!r}")
-    dataset_id, class_id = _as_uuid(dataset_id, "dataset"), _as_uuid(class_id, "class")
-    ids = list(dict.fromkeys(_as_uuid(i, "image") for i in image_ids))
+    dataset_id, class_id = as_uuid(dataset_id, "dataset"), as_uuid(class_id, "class")
+    ids = list(dict.fromkeys(as_uuid(i, "image") for i in image_ids))
     dataset = lock_dataset(session, dataset_id)
     if mode != "remove":
         _check_classes(session, [class_id])
@@ -347,8 +341,8 @@ def bulk_clear_labels(*, session: Session, actor: User, dataset_id, image_ids) -
 @requires("labeler", "clearing labels in bulk")
 def clear_labels_batch(*, session: Session, actor: User, dataset_id, image_ids) -> int:
     """bulk_clear_labels's work on one batch, without the audit (the caller's)."""
-    dataset = lock_dataset(session, _as_uuid(dataset_id, "dataset"))
-    ids = list(dict.fromkeys(_as_uuid(i, "image") for i in image_ids))
+    dataset = lock_dataset(session, as_uuid(dataset_id, "dataset"))
+    ids = list(dict.fromkeys(as_uuid(i, "image") for i in image_ids))
     return _bulk_apply(session, dataset=dataset, image_ids=ids, target=lambda current: set(),
                        user_id=actor.id, reason="bulk")
 
@@ -475,8 +469,8 @@ def _apply_label_deltas(session: Session, *, dataset_id: uuid.UUID, before: dict
 
 
 def labels_for_images(*, session: Session, dataset_id, image_ids) -> dict[uuid.UUID, list[ClsLabel]]:
-    dataset_id = _as_uuid(dataset_id, "dataset")
-    ids = [_as_uuid(i, "image") for i in image_ids]
+    dataset_id = as_uuid(dataset_id, "dataset")
+    ids = [as_uuid(i, "image") for i in image_ids]
     result: dict[uuid.UUID, list[ClsLabel]] = {i: [] for i in ids}
     for start in range(0, len(ids), 1000):
         for label in session.scalars(select(ClsLabel).where(
@@ -489,7 +483,7 @@ def labels_for_images(*, session: Session, dataset_id, image_ids) -> dict[uuid.U
 @requires("labeler", "reviewing labels")
 def mark_reviewed(*, session: Session, actor: User, dataset_id, image_id) -> None:
     """Accept the image's labels as they are (AI labels become reviewed)."""
-    dataset_id, image_id = _as_uuid(dataset_id, "dataset"), _as_uuid(image_id, "image")
+    dataset_id, image_id = as_uuid(dataset_id, "dataset"), as_uuid(image_id, "image")
     dataset = lock_dataset(session, dataset_id)
     link = _link_or_404(lock_links(session, dataset_id, [image_id]), dataset, image_id)
     result = session.execute(update(ClsLabel).where(ClsLabel.dataset_id == dataset_id, ClsLabel.image_id == image_id)
@@ -504,7 +498,7 @@ def mark_reviewed(*, session: Session, actor: User, dataset_id, image_id) -> Non
 @requires("labeler", "skipping images")
 def skip_image(*, session: Session, actor: User, dataset_id, image_id) -> ClsDatasetImage:
     """Mark an image skipped (its labels, if any, stay)."""
-    dataset_id, image_id = _as_uuid(dataset_id, "dataset"), _as_uuid(image_id, "image")
+    dataset_id, image_id = as_uuid(dataset_id, "dataset"), as_uuid(image_id, "image")
     dataset = lock_dataset(session, dataset_id)
     link = _link_or_404(lock_links(session, dataset_id, [image_id]), dataset, image_id)
     link.status = "skipped"

@@ -27,7 +27,7 @@ from sqlalchemy import select, update
 
 from core.db import session_scope
 from core.errors import InvalidInput, NotFound, UserError
-from core.labeling.labels import _as_uuid
+from core.ids import as_uuid
 from core.models import SPLITS, ClsAuditEvent, ClsDataset, ClsImage
 from core.permissions import requires
 from core.users import User
@@ -63,7 +63,7 @@ class _Audit:
 
 
 def _unique_ids(image_ids: Iterable) -> list[uuid.UUID]:
-    return list(dict.fromkeys(_as_uuid(i, "image") for i in image_ids))
+    return list(dict.fromkeys(as_uuid(i, "image") for i in image_ids))
 
 
 def run_in_batches(ids: list, apply: Callable, *, audit: _Audit | None = None, progress: Progress | None = None,
@@ -151,7 +151,7 @@ def add_to_dataset(*, actor: User, dataset_id, image_ids: Iterable, split=None,
     refused by name before anything is added. Returns how many were added."""
     from core.datasets.dataset import add_images_to_dataset
 
-    dataset_id = _as_uuid(dataset_id, "dataset")
+    dataset_id = as_uuid(dataset_id, "dataset")
     if split is not None and split not in SPLITS:
         raise InvalidInput(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
     ids = _unique_ids(image_ids)
@@ -173,7 +173,7 @@ def remove_from_dataset(*, actor: User, dataset_id, image_ids: Iterable, progres
     """Take images out of a dataset with their labels, in batches; returns how many."""
     from core.datasets.dataset import remove_images_from_dataset
 
-    dataset_id = _as_uuid(dataset_id, "dataset")
+    dataset_id = as_uuid(dataset_id, "dataset")
     _dataset_exists(dataset_id)
     return run_in_batches(_unique_ids(image_ids), lambda session, chunk: remove_images_from_dataset(
         session=session, actor=actor, dataset_id=dataset_id, image_ids=chunk), progress=progress)
@@ -184,7 +184,7 @@ def set_label(*, actor: User, dataset_id, image_ids: Iterable, class_id, mode: s
               progress: Progress | None = None) -> int:
     """core.labeling.labels.bulk_set_label in batches (labeler role, checked again each batch; one audit row)."""
     from core.labeling.labels import check_bulk_label, set_label_batch
-    dataset_id, class_id = _as_uuid(dataset_id, "dataset"), _as_uuid(class_id, "class")
+    dataset_id, class_id = as_uuid(dataset_id, "dataset"), as_uuid(class_id, "class")
     with session_scope() as session:
         check_bulk_label(session=session, dataset_id=dataset_id, class_id=class_id, mode=mode)
     audit = _Audit(actor, "bulk_set_label", "dataset", dataset_id, {"class_id": str(class_id), "mode": mode})
@@ -197,7 +197,7 @@ def set_label(*, actor: User, dataset_id, image_ids: Iterable, class_id, mode: s
 def clear_labels(*, actor: User, dataset_id, image_ids: Iterable, progress: Progress | None = None) -> int:
     """core.labeling.labels.bulk_clear_labels in batches (labeler role, checked again each batch; one audit row)."""
     from core.labeling.labels import clear_labels_batch
-    dataset_id = _as_uuid(dataset_id, "dataset")
+    dataset_id = as_uuid(dataset_id, "dataset")
     _dataset_exists(dataset_id)
     audit = _Audit(actor, "bulk_clear_labels", "dataset", dataset_id)
     return run_in_batches(_unique_ids(image_ids), lambda session, chunk: clear_labels_batch(

@@ -26,6 +26,7 @@ import numpy as np
 from sqlalchemy import select
 
 from core.errors import Conflict, InvalidInput, NotFound
+from core.ids import as_uuid
 from core.models import ClsDatasetImage, ClsLabel
 from core.permissions import require, requires
 from core.users import User
@@ -38,11 +39,6 @@ def issues_key(dataset_id) -> str:
     return f"exports/label-issues-{dataset_id}.json"
 
 
-def _uuid(value, what: str) -> uuid.UUID:
-    try:
-        return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
-    except ValueError:
-        raise InvalidInput(f"{what} {value!r} is not a UUID") from None
 
 
 def pixel_features(data: bytes, *, side: int = FEATURE_SIDE) -> np.ndarray:
@@ -158,7 +154,7 @@ def find_issues(*, session, storage, dataset_id, version_number: int | None = No
     the classes at probability 0.5 or more, else the most likely one)."""
     from core.datasets.versions import read_manifest
 
-    dataset, version = _dataset_and_version(session, _uuid(dataset_id, "dataset"), version_number)
+    dataset, version = _dataset_and_version(session, as_uuid(dataset_id, "dataset"), version_number)
     multi = dataset.task_type == "multi_label"
     index_to_class = {int(i): c for c, i in version.class_mapping.items()}
     names = list(version.class_names)
@@ -284,12 +280,12 @@ def start_find(*, actor: User, dataset_id, version_number=None, model_id=None, f
 
     return enqueue(actor=actor, kind="label_issues", function="jobs.predictions.find_label_issues",
                    queue="predictions",
-                   params={"dataset_id": str(_uuid(dataset_id, "dataset")), "version_number": version_number,
+                   params={"dataset_id": str(as_uuid(dataset_id, "dataset")), "version_number": version_number,
                            "model_id": str(model_id) if model_id else None, "folds": int(folds)})
 
 
 def stored_issues(*, storage, dataset_id) -> dict[str, Any] | None:
-    key = issues_key(_uuid(dataset_id, "dataset"))
+    key = issues_key(as_uuid(dataset_id, "dataset"))
     return json.loads(storage.get(key)) if storage.exists(key) else None
 
 
@@ -308,7 +304,7 @@ def decide(*, session, actor: User, storage, dataset_id, image_id, action: str, 
 
     if action not in ACTIONS:
         raise InvalidInput(f"action must be one of {', '.join(ACTIONS)}, not {action!r}")
-    dataset_id, image_id = _uuid(dataset_id, "dataset"), _uuid(image_id, "image")
+    dataset_id, image_id = as_uuid(dataset_id, "dataset"), as_uuid(image_id, "image")
     stored = result if result is not None else stored_issues(storage=storage, dataset_id=dataset_id)
     issue = next((i for i in (stored or {}).get("issues", []) if i["image_id"] == str(image_id)), None)
     if issue is None:

@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core.errors import Conflict, InvalidInput, NotFound
+from core.ids import as_uuid
 from core.models import ClsDatasetVersion, ClsTrainedModel
 from core.permissions import audit, requires
 from core.users import User
@@ -23,15 +24,10 @@ from core.users import User
 MAX_NAME = 200
 
 
-def _uuid(value, what: str = "model id") -> uuid.UUID:
-    try:
-        return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
-    except ValueError:
-        raise InvalidInput(f"{what} {value!r} is not a UUID") from None
 
 
 def get_model(*, session: Session, model_id) -> ClsTrainedModel:
-    row = session.get(ClsTrainedModel, _uuid(model_id))
+    row = session.get(ClsTrainedModel, as_uuid(model_id, "model id"))
     if row is None:
         raise NotFound(f"no trained model {model_id}")
     return row
@@ -166,7 +162,7 @@ def start_onnx_export(*, actor: User, model_id) -> uuid.UUID:
     from core.jobs.queue import enqueue
 
     return enqueue(actor=actor, kind="export_onnx", function="jobs.model_exports.export_model_onnx",
-                   queue="predictions", params={"model_id": str(_uuid(model_id))})
+                   queue="predictions", params={"model_id": str(as_uuid(model_id, "model id"))})
 
 
 @requires("admin", "exporting a model to ONNX")

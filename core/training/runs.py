@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from core.db import session_scope
 from core.errors import Conflict, InvalidInput, JobCancelled, NotFound, UserError
+from core.ids import as_uuid
 from core.ml.config import TrainingConfig, check_fits_dataset, parse_config
 from core.models import ClsDatasetVersion, ClsTrainingRun, utcnow
 from core.permissions import audit, require, requires
@@ -35,15 +36,10 @@ def checkpoint_key(run_id: uuid.UUID) -> str:
     return f"runs/{run_id}/checkpoint.pt"
 
 
-def _uuid(value, what: str) -> uuid.UUID:
-    try:
-        return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
-    except ValueError:
-        raise InvalidInput(f"{what} {value!r} is not a UUID") from None
 
 
 def get_run(*, session: Session, run_id) -> ClsTrainingRun:
-    run = session.get(ClsTrainingRun, _uuid(run_id, "run id"))
+    run = session.get(ClsTrainingRun, as_uuid(run_id, "run id"))
     if run is None:
         raise NotFound(f"no training run {run_id}")
     return run
@@ -73,7 +69,7 @@ def resolve_version(*, session: Session, actor: User, storage, dataset_name: str
 def create_run(*, session: Session, actor: User, version_id, config: dict[str, Any],
                name: str | None = None, description: str | None = None) -> ClsTrainingRun:
     """Validate the config against the version (classes, task, split sizes) and record a pending run."""
-    version = session.get(ClsDatasetVersion, _uuid(version_id, "version id"))
+    version = session.get(ClsDatasetVersion, as_uuid(version_id, "version id"))
     if version is None:
         raise NotFound(f"no dataset version {version_id}")
     values = dict(config)
@@ -209,7 +205,7 @@ def mark_run_failed(run_id, error: str | None) -> None:
     """A run whose job died outside its control (worker killed, reaper) or was refused (its starter's
     role removed) ends failed with the job's error, never 'training' or 'queued' (bookkeeping)."""
     with session_scope() as session:
-        run = session.get(ClsTrainingRun, _uuid(run_id, "run id"))
+        run = session.get(ClsTrainingRun, as_uuid(run_id, "run id"))
         if run is not None and run.status in ACTIVE:
             run.status, run.completed_at = "failed", utcnow()
             run.error_message = (error or "the training job failed")[:4000]

@@ -29,6 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from core.config import get_settings
 from core.db import session_scope
 from core.errors import Conflict, InvalidInput, NotFound
+from core.ids import as_uuid
 from core.models import ClsJob
 from core.permissions import requires
 from core.users import User, actor_record
@@ -139,7 +140,7 @@ def start_search(*, actor: User, version_id, base: dict[str, Any], budget_min: f
     if metric not in MAXIMISED:
         raise InvalidInput(f"early_stopping_metric {metric}: a search maximises; use one of {', '.join(MAXIMISED)}")
     with session_scope() as session:
-        version = session.get(ClsDatasetVersion, _uuid(version_id))
+        version = session.get(ClsDatasetVersion, as_uuid(version_id, "version id"))
         if version is None:
             raise NotFound(f"no dataset version {version_id}")
         values = {**base, "num_classes": version.class_count, "task_type": version.task_type,
@@ -284,11 +285,6 @@ def _active_trial_jobs(session, name: str) -> list[ClsJob]:
     return [job for job in jobs if (job.params or {}).get("study") == name]
 
 
-def _uuid(value) -> uuid.UUID:
-    try:
-        return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
-    except ValueError:
-        raise InvalidInput(f"version id {value!r} is not a UUID") from None
 
 
 # ---------------------------------------------------------------- reads

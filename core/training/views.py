@@ -15,6 +15,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from core.errors import NotFound
+from core.ids import as_uuid
 from core.ml import FINISHING_MESSAGE
 from core.models import ClsDataset, ClsDatasetVersion, ClsImage, ClsJob, ClsTrainedModel, ClsTrainingRun
 from core.permissions import requires
@@ -32,13 +33,6 @@ def _aware(moment: datetime | None) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _as_uuid(value: Any, what: str) -> uuid.UUID:
-    from core.errors import InvalidInput
-
-    try:
-        return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
-    except ValueError:
-        raise InvalidInput(f"{what} {value!r} is not an id") from None
 
 
 # ---------------------------------------------------------------- runs
@@ -152,7 +146,7 @@ def run_filter_options(*, session: Session) -> dict[str, Any]:
 
 def run_detail(*, session: Session, run_id: uuid.UUID | str, now: datetime | None = None) -> dict[str, Any]:
     """One run for its detail page: the list row plus config, metrics history and log tail."""
-    run_id = _as_uuid(run_id, "training run")
+    run_id = as_uuid(run_id, "training run")
     found = session.execute(_run_query().where(ClsTrainingRun.id == run_id)).first()
     if found is None:
         raise NotFound(f"no training run {run_id}")
@@ -215,7 +209,7 @@ def list_models(*, session: Session, model_type: str | None = None, active_only:
 
 
 def model_detail(*, session: Session, model_id: uuid.UUID | str) -> dict[str, Any]:
-    model_id = _as_uuid(model_id, "model")
+    model_id = as_uuid(model_id, "model")
     found = session.execute(_model_query().where(ClsTrainedModel.id == model_id)).first()
     if found is None:
         raise NotFound(f"no trained model {model_id}")
@@ -236,7 +230,7 @@ def describe_model(*, session: Session, actor: User, model_id: uuid.UUID | str,
     text = (description or "").strip()
     if len(text) > 2000:
         raise InvalidInput(f"a description has at most 2000 characters, not {len(text)}")
-    model = session.get(ClsTrainedModel, _as_uuid(model_id, "model"))
+    model = session.get(ClsTrainedModel, as_uuid(model_id, "model"))
     if model is None:
         raise NotFound(f"no trained model {model_id}")
     model.description = text or None
