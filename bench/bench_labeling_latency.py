@@ -71,7 +71,7 @@ def seed(url: str, storage_url: str, images: int, with_files: int) -> uuid.UUID:
 
     from core.datasets.classes import create_class
     from core.datasets.dataset import add_images_to_dataset, create_dataset
-    from core.datasets.label_space import add_classes
+    from core.datasets.label_space_edits import add_classes
     from core.db import session_scope
     from core.models import ClsImage
     from core.storage import storage_from_url

@@ -11,7 +11,7 @@ Part 1: `--labelers` threads, each a labeling page: take the next unlabeled imag
 core.labeling.queue.save at the shown revision, one transaction per save, as the page's save path does.
 Prints saves/s and p50/p95/max save latency, then verifies every save is in the database exactly once
 (one label row per saved image with the saved class, one label change per save, no image saved twice)
-and that every count is exact (core.labeling.labels.count_mismatches).
+and that every count is exact (core.labeling.counts.count_mismatches).
 
 Part 2: `--bulk-images` library images; tag them, add them to a dataset, set a label, delete by a
 filter, each through core.library.bulk (what the Images and Datasets pages and the CLI call: batches
@@ -40,7 +40,7 @@ from core.datasets.classes import create_class  # noqa: E402
 from core.datasets.dataset import add_images_to_dataset, create_dataset  # noqa: E402
 from core.db import get_engine, session_scope  # noqa: E402
 from core.labeling import queue as labeling  # noqa: E402
-from core.labeling.labels import count_mismatches  # noqa: E402
+from core.labeling.counts import count_mismatches  # noqa: E402
 from core.library import bulk as bulk_actions  # noqa: E402
 from core.library.images import ImageFilters, matching_image_ids  # noqa: E402
 from core.models import Base, ClsDataset, ClsImage, ClsLabel, ClsLabelChange  # noqa: E402

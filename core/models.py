@@ -207,7 +207,7 @@ class ClsDataset(TimestampMixin, Base):
     )
     version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     # Beyond the plan: bumped in the transaction of every write to the dataset (its images, labels,
-    # splits, label space), by taking its write lock (core.labeling.labels.lock_dataset); pages include it in
+    # splits, label space), by taking its write lock (core.datasets.locks.lock_dataset); pages include it in
     # what they cache for the dataset, so no screen shows numbers older than the last write.
     revision: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 

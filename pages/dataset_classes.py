@@ -30,7 +30,7 @@ def _act(dataset_id: uuid.UUID, action, done: str) -> None:
 
 
 def _move(dataset_id: uuid.UUID, order: list[uuid.UUID], index: int, step: int) -> None:
-    from core.datasets.label_space import reorder_classes
+    from core.datasets.label_space_edits import reorder_classes
 
     moved = list(order)
     moved.insert(index + step, moved.pop(index))
@@ -39,14 +39,14 @@ def _move(dataset_id: uuid.UUID, order: list[uuid.UUID], index: int, step: int) 
 
 
 def _remove(dataset_id: uuid.UUID, class_id: uuid.UUID, name: str) -> None:
-    from core.datasets.label_space import remove_classes
+    from core.datasets.label_space_edits import remove_classes
 
     _act(dataset_id, lambda session: remove_classes(session=session, actor=current_user(), dataset_id=dataset_id,
                                                     class_ids=[class_id]), f"{name} removed from this dataset.")
 
 
 def _add(dataset_id: uuid.UUID) -> None:
-    from core.datasets.label_space import add_classes
+    from core.datasets.label_space_edits import add_classes
 
     picked = st.session_state.get(f"dscls_existing_{dataset_id}") or []
     typed = [n.strip() for n in (st.session_state.get(f"dscls_new_{dataset_id}") or "").split(",") if n.strip()]

@@ -20,10 +20,9 @@ from core.db import session_scope
 from core.errors import UserError
 from pages.components.thumbnail_grid import Selection, selection_controls, thumbnail_grid, tile
 from pages.freshness import rerun_app
-from pages.ui import allowed, current_user, plain, refusal, storage_urls
+from pages.ui import SPLIT_COLORS, allowed, current_user, plain, refusal, storage_urls
 
 PER_ROW = 6
-SPLIT_COLORS = {"train": "#2563EB", "val": "#D97706", "test": "#7C3AED", "unassigned": "#6B7280"}
 ANY = "any"
 
 
@@ -218,7 +217,7 @@ def tile_chips(labels: list, classes_by_id: dict, split: str | None, status: str
             extra += " ✓" if label.is_reviewed else ""
         chips.append({"text": f"{row['name']}{extra}", "color": _color(row["color"]), "filled": True})
     split = split or "unassigned"
-    chips.append({"text": split, "color": SPLIT_COLORS.get(split, "#6B7280")})
+    chips.append({"text": split, "color": SPLIT_COLORS[split]})
     if status not in ("labeled", "pending"):
         chips.append({"text": status, "color": "#9CA3AF"})
     return chips

@@ -9,13 +9,12 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.datasets.splits import resolve_threshold
+from core.datasets.split_facts import resolve_threshold
 from core.db import session_scope
 from core.errors import UserError
 from core.storage import get_storage
-from pages.ui import allowed, current_user, plain, refusal, run_action, watch_jobs
+from pages.ui import SPLIT_COLORS, allowed, current_user, plain, refusal, run_action, watch_jobs
 
-SPLIT_COLORS = {"train": "#3B82F6", "val": "#F59E0B", "test": "#10B981", "unassigned": "#9CA3AF"}
 SEVERITY_ICONS = {"error": ":material/error:", "warning": ":material/warning:", "info": ":material/info:"}
 FORMAT_HELP = {
     "imagefolder": "train/<class>/<file> folders (single-label)",
@@ -301,7 +300,7 @@ def render_health(dataset_id: uuid.UUID) -> None:
         left.plotly_chart(counts, width="stretch", key=f"health-classes-{dataset_id}")
         splits = report["split_counts"]
         pie = go.Figure(go.Pie(labels=list(splits), values=list(splits.values()), hole=0.4,
-                               marker_colors=[SPLIT_COLORS.get(s, "#999999") for s in splits]))
+                               marker_colors=[SPLIT_COLORS.get(s, SPLIT_COLORS["unassigned"]) for s in splits]))
         pie.update_layout(title="Split distribution", height=320, margin={"t": 40, "b": 20, "l": 20, "r": 20})
         right.plotly_chart(pie, width="stretch", key=f"health-splits-{dataset_id}")
     if not report["findings"]:

@@ -4,7 +4,7 @@ user's own last action"), applied by every page:
 1. **Read on every run.** A page reads the numbers it shows from the database each time it runs (a
    denormalized count is one row: cheap). It keeps a read across runs only under a key that includes
    the revision of what was read: a dataset's `revision` (`dataset_revision`), bumped in the same
-   transaction as every write to that dataset (core.labeling.labels.lock_dataset). The Labeling page's
+   transaction as every write to that dataset (core.datasets.locks.lock_dataset). The Labeling page's
    per-key cache is keyed this way.
 2. **Act before rendering.** Buttons that change data run as callbacks (`on_click`), so the run that
    follows renders their result; an action that runs inline ends with `st.rerun()`. A dialog that

@@ -247,7 +247,8 @@ def action_buttons(dataset_id: uuid.UUID) -> None:
 def _add_class(dataset_id: uuid.UUID) -> None:
     """Add a class to this dataset's classes: an existing one, or a new one by name (admins)."""
     from core.datasets.classes import list_classes
-    from core.datasets.label_space import add_classes, space_class_ids
+    from core.datasets.label_space import space_class_ids
+    from core.datasets.label_space_edits import add_classes
 
     with session_scope() as session:
         inside = set(space_class_ids(session, dataset_id))

@@ -14,6 +14,9 @@ import streamlit as st
 from core.errors import UserError
 from core.users import User, local_user, oidc_user
 
+SPLIT_COLORS = {"train": "#2563EB", "val": "#D97706", "test": "#7C3AED", "unassigned": "#6B7280"}
+"""One colour per split, the same on the dataset grid's chips and in the split charts."""
+
 
 @st.cache_resource(show_spinner="Preparing the database…")
 def _migrated(database_url: str) -> str:

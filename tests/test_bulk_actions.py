@@ -26,7 +26,7 @@ def make_images(stack, n: int, folder: str = "bulk") -> list[uuid.UUID]:
 
 
 def mismatches(stack) -> list[str]:
-    from core.labeling.labels import count_mismatches
+    from core.labeling.counts import count_mismatches
 
     with stack.session() as session:
         return count_mismatches(session=session)

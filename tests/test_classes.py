@@ -19,7 +19,8 @@ from core.datasets.classes import (
 )
 from core.datasets.dataset import add_images_to_dataset, create_dataset
 from core.errors import Conflict, InvalidInput, NotFound
-from core.labeling.labels import count_mismatches, labels_for_images, set_labels
+from core.labeling.counts import count_mismatches
+from core.labeling.labels import labels_for_images, set_labels
 from core.models import ClsAuditEvent, ClsClass, ClsDatasetImage, ClsLabel
 from tests.factories import ADMIN, make_image_row
 

@@ -26,7 +26,8 @@ from core.datasets.dataset import (
     update_dataset,
 )
 from core.errors import Conflict, InvalidInput, NotFound
-from core.labeling.labels import count_mismatches, mark_reviewed, set_labels, skip_image
+from core.labeling.counts import count_mismatches
+from core.labeling.labels import mark_reviewed, set_labels, skip_image
 from core.models import ClsClass, ClsDataset, ClsLabel
 from tests.apptest_tools import component_data
 from tests.factories import ADMIN, add_to_space, make_image_row

@@ -119,7 +119,7 @@ def test_worker_killed_during_batch_prediction_keeps_whole_batches_then_retry_co
     batch (each batch its own transaction), and is SIGKILLed after the first batches landed: the job
     is reaped failed (never left running), the AI labels written so far are whole batches with exact
     counts, and the retry labels every image."""
-    from core.labeling.labels import count_mismatches
+    from core.labeling.counts import count_mismatches
     from core.models import ClsDataset, ClsJob, ClsLabel, ClsLabelChange
     from core.prediction.auto_label import BATCH, start_batch_prediction
     from tests.factories import make_class, make_dataset

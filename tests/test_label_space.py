@@ -8,7 +8,7 @@ import io
 
 import pytest
 
-from core.datasets import label_space
+from core.datasets import label_space, label_space_edits
 from core.errors import Conflict, NotFound, PermissionDenied
 from core.labeling import labels
 from core.models import ClsDataset
@@ -30,33 +30,33 @@ def test_admins_add_reorder_and_remove_unused_classes(stack, monkeypatch):
         zebra, apple = make_class(session, "zebra"), make_class(session, "apple")
         dataset_id = dataset.id
     with stack.session() as session:
-        added = label_space.add_classes(session=session, actor=ADMIN, dataset_id=dataset_id,
+        added = label_space_edits.add_classes(session=session, actor=ADMIN, dataset_id=dataset_id,
                                         class_ids=[zebra.id, apple.id], new_names=["mango"])
         assert len(added) == 3 and _space_names(session, dataset_id) == ["zebra", "apple", "mango"]
-        assert label_space.add_classes(session=session, actor=ADMIN, dataset_id=dataset_id, class_ids=[apple.id]) == []
-        label_space.reorder_classes(session=session, actor=ADMIN, dataset_id=dataset_id, class_ids=[apple.id])
+        assert label_space_edits.add_classes(session=session, actor=ADMIN, dataset_id=dataset_id, class_ids=[apple.id]) == []
+        label_space_edits.reorder_classes(session=session, actor=ADMIN, dataset_id=dataset_id, class_ids=[apple.id])
         assert _space_names(session, dataset_id) == ["apple", "zebra", "mango"]
     with stack.session() as session:
         image = make_dataset_image(session, stack.storage, session.get(ClsDataset, dataset_id), seed=1)
         labels.set_labels(session=session, actor=ADMIN, dataset_id=dataset_id, image_id=image.id, class_ids=[zebra.id])
         revision = session.get(ClsDataset, dataset_id).revision
     with pytest.raises(Conflict, match="still uses 'zebra' \\(1 labels\\)"), stack.session() as session:
-        label_space.remove_classes(session=session, actor=ADMIN, dataset_id=dataset_id, class_ids=[zebra.id])
+        label_space_edits.remove_classes(session=session, actor=ADMIN, dataset_id=dataset_id, class_ids=[zebra.id])
     with stack.session() as session:
-        assert label_space.remove_classes(session=session, actor=ADMIN, dataset_id=dataset_id,
+        assert label_space_edits.remove_classes(session=session, actor=ADMIN, dataset_id=dataset_id,
                                           class_ids=[apple.id]) == 1
         assert _space_names(session, dataset_id) == ["zebra", "mango"]
         assert session.get(ClsDataset, dataset_id).revision > revision  # pages redraw their keys
     with pytest.raises(NotFound), stack.session() as session:
-        label_space.remove_classes(session=session, actor=ADMIN, dataset_id=dataset_id, class_ids=[apple.id])
+        label_space_edits.remove_classes(session=session, actor=ADMIN, dataset_id=dataset_id, class_ids=[apple.id])
     monkeypatch.setenv("ROLES", "lab@x.com=labeler")
     reset_settings_cache()
     labeler = User(id=user_id_for("lab@x.com"), email="lab@x.com", name="lab", role="labeler")
     with pytest.raises(PermissionDenied, match="changing a dataset's classes needs the admin role"):
         with stack.session() as session:
-            label_space.add_classes(session=session, actor=labeler, dataset_id=dataset_id, class_ids=[apple.id])
+            label_space_edits.add_classes(session=session, actor=labeler, dataset_id=dataset_id, class_ids=[apple.id])
     with pytest.raises(PermissionDenied), stack.session() as session:
-        label_space.reorder_classes(session=session, actor=None, dataset_id=dataset_id, class_ids=[])
+        label_space_edits.reorder_classes(session=session, actor=None, dataset_id=dataset_id, class_ids=[])
 
 
 def test_every_label_write_keeps_its_class_in_the_space(db_stack):
@@ -83,7 +83,7 @@ def test_versions_export_and_health_follow_the_space(stack):
     with stack.session() as session:
         dataset = make_dataset(session, "follow")
         zebra, apple, empty = (make_class(session, n) for n in ("zebra", "apple", "empty"))
-        label_space.add_classes(session=session, actor=ADMIN, dataset_id=dataset.id,
+        label_space_edits.add_classes(session=session, actor=ADMIN, dataset_id=dataset.id,
                                 class_ids=[zebra.id, apple.id, empty.id])
         for seed, (cls, split) in enumerate([(apple, "train"), (zebra, "train"), (apple, "val"), (zebra, "test")]):
             make_dataset_image(session, stack.storage, dataset, seed=seed, classes=[cls], split=split)
@@ -106,7 +106,7 @@ def test_merging_classes_puts_the_target_in_the_sources_place(db_stack):
     with db_stack.session() as session:
         dataset = make_dataset(session, "merge")
         first, source, target = (make_class(session, n) for n in ("first", "source", "target"))
-        label_space.add_classes(session=session, actor=ADMIN, dataset_id=dataset.id,
+        label_space_edits.add_classes(session=session, actor=ADMIN, dataset_id=dataset.id,
                                 class_ids=[first.id, source.id])
         make_dataset_image(session, db_stack.storage, dataset, seed=1, classes=[source])
         merge_classes(session=session, actor=ADMIN, source_ids=[source.id], target_id=target.id)

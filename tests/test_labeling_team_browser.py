@@ -47,7 +47,7 @@ IDLE = "() => { const s = window.__labelingKeys; return window.__typingDone && s
 def seed(server, url: str) -> tuple[uuid.UUID, dict[str, uuid.UUID]]:
     from core.datasets.classes import create_class
     from core.datasets.dataset import add_images_to_dataset, create_dataset
-    from core.datasets.label_space import add_classes
+    from core.datasets.label_space_edits import add_classes
     from core.storage import storage_from_url
 
     storage = storage_from_url(server.env["STORAGE_URL"])

@@ -12,11 +12,11 @@ from sqlalchemy import func, select
 from core.datasets.classes import create_class
 from core.datasets.dataset import add_images_to_dataset, create_dataset
 from core.errors import Conflict, InvalidInput, NotFound
+from core.labeling.counts import count_mismatches
 from core.labeling.labels import (
     bulk_clear_labels,
     bulk_set_label,
     clear_labels,
-    count_mismatches,
     labels_for_images,
     mark_reviewed,
     set_labels,

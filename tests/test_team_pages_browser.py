@@ -21,7 +21,7 @@ pytestmark = pytest.mark.timeout(420)
 def seed(server, url: str) -> dict:
     from core.datasets.classes import create_class
     from core.datasets.dataset import create_dataset
-    from core.datasets.label_space import add_classes
+    from core.datasets.label_space_edits import add_classes
     from core.library.ingest import ingest_bytes
     from core.storage import storage_from_url
 

@@ -37,7 +37,7 @@ BOOKKEEPING = {
     "jobs.dataset_imports.on_job_failed": "deletes a failed import job's own uploaded archive",
     "core.permissions.audit": "the audit row a declared destructive service writes",
     "core.permissions.register_user": "records the signed-in user (id → e-mail) on sign-in",
-    "core.labeling.labels.lock_dataset": "a row lock; an UPDATE bumping the dataset's revision (the pages' freshness key)",
+    "core.datasets.locks.lock_dataset": "a row lock; an UPDATE bumping the dataset's revision (the pages' freshness key)",
     "core.labeling.reservations": "labeling leases (reserved_by/until), reached only through core.labeling.queue's declared services",
     "core.library.duplicates._store_fine_hashes": "caches a hash derived from an image's bytes (reads stay reads)",
     "core.library.duplicates._store_bands": "caches the pHash index bands derived from the stored pHash",

@@ -47,7 +47,7 @@ def _space(session, dataset_id) -> list[dict]:
 
 
 def cmd_classes(args) -> dict:
-    from core.datasets import label_space
+    from core.datasets import label_space_edits
     from core.datasets.dataset import get_dataset_by_name
     from core.db import session_scope
     from core.users import operator_user
@@ -60,17 +60,17 @@ def cmd_classes(args) -> dict:
             existing, new = [], []
             for name in add:
                 try:
-                    existing += label_space.resolve_class_names(session, [name])
+                    existing += label_space_edits.resolve_class_names(session, [name])
                 except NotFound:  # a new class by that name
                     new.append(name)
-            label_space.add_classes(session=session, actor=actor, dataset_id=dataset.id, class_ids=existing,
+            label_space_edits.add_classes(session=session, actor=actor, dataset_id=dataset.id, class_ids=existing,
                                     new_names=new)
         if remove:
-            label_space.remove_classes(session=session, actor=actor, dataset_id=dataset.id,
-                                       class_ids=label_space.resolve_class_names(session, remove))
+            label_space_edits.remove_classes(session=session, actor=actor, dataset_id=dataset.id,
+                                       class_ids=label_space_edits.resolve_class_names(session, remove))
         if order:
-            label_space.reorder_classes(session=session, actor=actor, dataset_id=dataset.id,
-                                        class_ids=label_space.resolve_class_names(session, order))
+            label_space_edits.reorder_classes(session=session, actor=actor, dataset_id=dataset.id,
+                                        class_ids=label_space_edits.resolve_class_names(session, order))
         return {"dataset": dataset.name, "classes": _space(session, dataset.id)}
 
 

@@ -12,9 +12,10 @@ import uuid
 from sqlalchemy import delete, distinct, func, select, update
 from sqlalchemy.orm import Session
 
+from core.datasets.locks import lock_classes, lock_dataset
 from core.errors import Conflict, InvalidInput, NotFound
 from core.ids import as_uuid
-from core.labeling.labels import _recount_class_counts, _recount_dataset_counts, lock_classes, lock_dataset
+from core.labeling.counts import _recount_class_counts, _recount_dataset_counts
 from core.models import ClsClass, ClsDatasetImage, ClsLabel, ClsLabelChange
 from core.permissions import audit, requires
 from core.users import User

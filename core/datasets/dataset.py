@@ -12,17 +12,11 @@ from dataclasses import dataclass, field
 from sqlalchemy import and_, delete, distinct, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from core.datasets.locks import lock_classes, lock_dataset, lock_links
 from core.errors import Conflict, InvalidInput, NotFound
 from core.ids import as_uuid
-from core.labeling.labels import (
-    _delete_labels_of_images,
-    _recount_class_counts,
-    _recount_dataset_counts,
-    labels_for_images,
-    lock_classes,
-    lock_dataset,
-    lock_links,
-)
+from core.labeling.counts import _recount_class_counts, _recount_dataset_counts
+from core.labeling.labels import _delete_labels_of_images, labels_for_images
 from core.models import SPLITS, TASK_TYPES, ClsDataset, ClsDatasetImage, ClsImage, ClsLabel
 from core.permissions import audit, requires
 from core.users import User

@@ -30,7 +30,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.datasets.splits import SPLIT_NAMES, dataset_image_facts, get_dataset
+from core.datasets.split_facts import SPLIT_NAMES, dataset_image_facts, get_dataset
 from core.errors import InvalidInput, NotFound
 from core.models import ClsClass, ClsJob
 from core.permissions import requires

@@ -18,15 +18,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.datasets.label_space import space_class_ids
-from core.datasets.splits import (
+from core.datasets.split_facts import (
     SPLIT_NAMES,
     ImageFacts,
     dataset_image_facts,
     duplicate_groups,
     get_dataset,
-    normalize_ratios,
     resolve_threshold,
 )
+from core.datasets.splits import normalize_ratios
 from core.errors import InvalidInput
 from core.models import ClsClass
 

@@ -18,41 +18,21 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from core.datasets.splits import (
+from core.datasets.split_facts import (
     SPLIT_NAMES,
-    ImageFacts,
+    _straddles,
     dataset_image_facts,
     duplicate_groups,
     get_dataset,
-    normalize_ratios,
-    plan_unassigned,
     resolve_threshold,
+    straddling_report,
 )
+from core.datasets.splits import normalize_ratios, plan_unassigned
 from core.errors import InvalidInput
 from core.models import ClsClass, ClsDatasetImage, ClsDatasetVersion
 from core.permissions import requires
 
-EXAMPLES = 5
-"""Straddling groups listed by name in a report (the count is always exact)."""
-
 JOIN_MODES = ("train", "drop")
-
-
-def _straddles(group: set[uuid.UUID], splits: dict[uuid.UUID, str]) -> bool:
-    return len({splits.get(i) for i in group} & set(SPLIT_NAMES)) > 1
-
-
-def straddling_report(labeled: list[ImageFacts], groups: list[set[uuid.UUID]],
-                      splits: dict[uuid.UUID, str] | None = None) -> dict[str, Any]:
-    """Duplicate groups whose members sit in more than one split (`splits`: the splits to judge, by
-    default the images' own): how many, how many images, and the first few named by file."""
-    by_id = {fact.image_id: fact for fact in labeled}
-    splits = splits or {fact.image_id: fact.split for fact in labeled}
-    straddling = sorted((g for g in groups if _straddles(g, splits)), key=lambda g: str(min(g, key=str)))
-    examples = [[{"image_id": str(i), "filename": by_id[i].original_filename or by_id[i].filename,
-                  "split": splits.get(i)} for i in sorted(group, key=lambda i: (str(splits.get(i)), str(i)))]
-                for group in straddling[:EXAMPLES]]
-    return {"count": len(straddling), "images": sum(len(g) for g in straddling), "examples": examples}
 
 
 def _labeled_groups(session: Session, dataset_id: uuid.UUID, storage, threshold: int | None):
@@ -136,7 +116,7 @@ def join_straddling(*, session: Session, actor, dataset_id: uuid.UUID, how: str,
     in the group's first split (train, then val, then test) and takes the others out of the dataset
     (the library keeps them). Returns what changed."""
     from core.datasets.dataset import remove_images_from_dataset
-    from core.labeling.labels import lock_dataset
+    from core.datasets.locks import lock_dataset
 
     if how not in JOIN_MODES:
         raise InvalidInput(f"join mode must be one of {', '.join(JOIN_MODES)}, not {how!r}")

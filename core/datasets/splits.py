@@ -13,69 +13,29 @@ import math
 import random
 import uuid
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from core.datasets.split_facts import (
+    SPLIT_NAMES,
+    ImageFacts,
+    dataset_image_facts,
+    duplicate_groups,
+    get_dataset,
+    resolve_threshold,
+    straddling_report,
+)
 from core.errors import InvalidInput, NotFound
-from core.models import SPLITS, ClsClass, ClsDataset, ClsDatasetImage, ClsImage, ClsLabel
+from core.models import SPLITS, ClsClass, ClsDataset, ClsDatasetImage
 from core.permissions import requires
 from core.users import User
 
-SPLIT_NAMES = ("train", "val", "test")
 DEFAULT_RATIOS = {"train": 0.8, "val": 0.1, "test": 0.1}
 UPDATE_CHUNK = 1000
-
-
-@dataclass
-class ImageFacts:
-    """What splits, versions, health and export need to know about one image of a dataset."""
-
-    image_id: uuid.UUID
-    split: str
-    status: str
-    class_ids: list[uuid.UUID] = field(default_factory=list)
-    file_hash: str | None = None
-    phash: str | None = None
-    width: int | None = None
-    height: int | None = None
-    original_filename: str | None = None
-    filename: str = ""
-    storage_path: str = ""
-
-
-def get_dataset(session: Session, dataset_id: uuid.UUID) -> ClsDataset:
-    dataset = session.get(ClsDataset, dataset_id)
-    if dataset is None:
-        raise NotFound(f"no dataset {dataset_id}")
-    return dataset
-
-
-def dataset_image_facts(session: Session, dataset_id: uuid.UUID) -> list[ImageFacts]:
-    """Every image of the dataset with its split, status and class ids (sorted), in image-id order."""
-    labels: dict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)
-    for image_id, class_id in session.execute(
-        select(ClsLabel.image_id, ClsLabel.class_id).where(ClsLabel.dataset_id == dataset_id)
-    ):
-        labels[image_id].append(class_id)
-    rows = session.execute(
-        select(ClsDatasetImage.image_id, ClsDatasetImage.split, ClsDatasetImage.status, ClsImage.file_hash,
-               ClsImage.phash, ClsImage.width, ClsImage.height, ClsImage.original_filename,
-               ClsImage.filename, ClsImage.storage_path)
-        .join(ClsImage, ClsImage.id == ClsDatasetImage.image_id)
-        .where(ClsDatasetImage.dataset_id == dataset_id)
-    )
-    facts = [
-        ImageFacts(image_id=r.image_id, split=r.split or "unassigned", status=r.status,
-                   class_ids=sorted(labels.get(r.image_id, []), key=str), file_hash=r.file_hash, phash=r.phash,
-                   width=r.width, height=r.height, original_filename=r.original_filename,
-                   filename=r.filename, storage_path=r.storage_path)
-        for r in rows
-    ]
-    return sorted(facts, key=lambda f: str(f.image_id))
 
 
 def normalize_ratios(ratios: dict[str, Any] | None) -> dict[str, float]:
@@ -101,66 +61,6 @@ def normalize_ratios(ratios: dict[str, Any] | None) -> dict[str, float]:
         raise InvalidInput("the train ratio must be above 0: a model needs training images")
     total = sum(values.values())
     return {name: value / total for name, value in values.items()}
-
-
-def resolve_threshold(near_duplicate_threshold: int | None) -> int:
-    """None → the platform's near-duplicate distance (core.library.duplicates.DEFAULT_THRESHOLD); 0 → only
-    identical files group images; else a pHash distance checked by core.library.duplicates."""
-    try:
-        from core.library.duplicates import DEFAULT_THRESHOLD, check_threshold
-    except ImportError:  # the near-duplicate index is not installed: identical files still group
-        return 0
-    if near_duplicate_threshold is None:
-        return DEFAULT_THRESHOLD
-    return check_threshold(near_duplicate_threshold)
-
-
-def duplicate_groups(facts: list[ImageFacts], near_duplicate_threshold: int = 0, *, session: Session | None = None,
-                     storage=None) -> list[set[uuid.UUID]]:
-    """Groups (2+ images) linked by identical SHA-256, or by a pHash within the threshold that the
-    256-bit hash confirms (core.library.duplicates: the Duplicates view's own definition, so a
-    plain 64-bit pHash match between unrelated images never chains a dataset into one group).
-
-    Graph components come from scipy; `session` and `storage` compute missing confirm hashes."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    if not facts:
-        return []
-    index = {fact.image_id: i for i, fact in enumerate(facts)}
-    edges: list[tuple[int, int]] = []
-    first_seen: dict[str, int] = {}
-    for i, fact in enumerate(facts):
-        if fact.file_hash:
-            edges.append((first_seen.setdefault(fact.file_hash, i), i))
-    if near_duplicate_threshold and session is not None:
-        for component in _near_components(facts, near_duplicate_threshold, session, storage):
-            members = [index[image_id] for image_id in component]
-            edges.extend((members[0], other) for other in members[1:])
-    rows, cols = zip(*edges, strict=True) if edges else ((), ())
-    graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(facts), len(facts)))
-    _, component_of = connected_components(graph, directed=False)
-    groups: dict[int, set[uuid.UUID]] = defaultdict(set)
-    for i, component in enumerate(component_of):
-        groups[component].add(facts[i].image_id)
-    return [group for group in groups.values() if len(group) > 1]
-
-
-def _near_components(facts: list[ImageFacts], threshold: int, session: Session, storage) -> list[set[uuid.UUID]]:
-    """pHash candidates first (fast), then the confirm hash only for the images in a candidate group."""
-    from core.library.duplicates import ensure_fine_hashes, near_duplicate_components
-
-    hashes = {fact.image_id: fact.phash for fact in facts if fact.phash}
-    candidates = near_duplicate_components(hashes, threshold)
-    involved = set().union(*candidates) if candidates else set()
-    if not involved:
-        return []
-    if storage is None:
-        from core.storage import get_storage
-
-        storage = get_storage()
-    fine = ensure_fine_hashes(session=session, storage=storage, image_ids=involved)
-    return near_duplicate_components({i: hashes[i] for i in involved}, threshold, confirm_hashes=fine)
 
 
 @dataclass
@@ -341,7 +241,6 @@ def _plan(session: Session, dataset: ClsDataset, *, ratios: dict[str, float], se
           min_per_class: int, threshold: int, storage) -> tuple[dict[str, Any], dict, dict]:
     """Decide every labeled image's split, writing nothing: (summary, {image id: split} planned,
     {image id: split} now). `changed` counts the images whose split the plan moves."""
-    from core.datasets.split_checks import straddling_report
 
     facts = dataset_image_facts(session, dataset.id)
     labeled = [fact for fact in facts if fact.class_ids]
@@ -367,7 +266,7 @@ def _plan(session: Session, dataset: ClsDataset, *, ratios: dict[str, float], se
 
 def _apply(session: Session, dataset: ClsDataset, planned: dict, current: dict) -> None:
     """Write a plan (the dataset's write lock and revision only around the writes)."""
-    from core.labeling.labels import lock_dataset
+    from core.datasets.locks import lock_dataset
 
     lock_dataset(session, dataset.id)
     _write_splits(session, dataset.id, current, planned)
@@ -424,7 +323,7 @@ def _unassigned(session: Session, dataset: ClsDataset, seed: int, storage):
 def assign_split(*, session: Session, actor: User, dataset_id: uuid.UUID, image_ids: list[uuid.UUID],
                  split: str) -> int:
     """Put the given images of the dataset in one split (or 'unassigned'); returns how many."""
-    from core.labeling.labels import lock_dataset
+    from core.datasets.locks import lock_dataset
 
     get_dataset(session, dataset_id)
     if split not in SPLITS:

@@ -28,7 +28,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from core.datasets.splits import SPLIT_NAMES, assign_unassigned, dataset_image_facts, get_dataset
+from core.datasets.split_facts import SPLIT_NAMES, dataset_image_facts, get_dataset
+from core.datasets.splits import assign_unassigned
 from core.errors import Conflict, InvalidInput, NotFound
 from core.models import ClsClass, ClsDatasetImage, ClsDatasetVersion
 from core.permissions import requires
@@ -42,10 +43,10 @@ def manifest_key(version_id: uuid.UUID) -> str:
 
 
 def _lock_dataset(session: Session, dataset_id: uuid.UUID):
-    """The dataset's write lock (core.labeling.labels.lock_dataset), so two version creations of one dataset
+    """The dataset's write lock (core.datasets.locks.lock_dataset), so two version creations of one dataset
     take numbers one after the other (the unique (dataset_id, version_number) constraint backs this
     up) and pages see the new version (the lock bumps the dataset's revision)."""
-    from core.labeling.labels import lock_dataset
+    from core.datasets.locks import lock_dataset
 
     try:
         return lock_dataset(session, dataset_id)
