@@ -11,9 +11,9 @@ import streamlit as st
 
 from core.db import session_scope
 from core.errors import UserError
-from core.ml.families import FAMILIES
 from core.permissions import can_act
 from core.training.views import format_duration
+from core.training.wizard import FAMILIES
 
 COLORS = {"running": "orange", "finishing": "orange", "refitting": "orange", "completed": "green", "cancelled": "gray"}
 ACTIVE = ("running", "finishing", "refitting")

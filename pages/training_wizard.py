@@ -1,8 +1,8 @@
 """The six-step training wizard of the Training page (?new=1, or ?clone=<run id> prefilled).
 
 Values live in st.session_state["wizard"] (widgets are seeded from it, since Streamlit drops the
-state of widgets a step does not draw). Every step is checked with the engine's TrainingConfig and
-check_fits_dataset; a problem blocks Next at the step its fields belong to.
+state of widgets a step does not draw). The rules (start values, which step owns a setting, the
+checks) are core.training.wizard's; a problem blocks Next at the step its fields belong to.
 """
 
 from __future__ import annotations
@@ -13,36 +13,27 @@ from typing import Any
 
 import pandas as pd
 import streamlit as st
-from pydantic import ValidationError
 
 from core.db import session_scope
 from core.errors import UserError
-from core.ml.augment import PRESET_SETTINGS, PRESETS
-from core.ml.config import TrainingConfig, check_fits_dataset
-from core.ml.families import FAMILIES, catalogue
-from core.ml.recipe import RECIPE_FIELDS
 from core.storage import get_storage
 from core.training.views import estimate_training_seconds, format_duration
+from core.training.wizard import (
+    FAMILIES,
+    STEPS,
+    catalogue,
+    clone_values,
+    config_values,
+    fitted_batch_size,
+    problems,
+    recipe_preview,
+    start_values,
+    version_by_id,
+)
 from pages import wizard_recipe
 from pages.wizard_steps import bind, bind_state, step_advanced, step_augmentation, step_training
 
 STATE = "wizard"
-STEPS = ("Data", "Model", "Training", "Augmentation", "Advanced", "Review")
-STEP_FIELDS: tuple[tuple[str, ...], ...] = (
-    (),
-    ("model_type", "model_size", "pretrained", "pretrained_weights"),
-    ("epochs", "batch_size", "optimizer", "learning_rate", "weight_decay", "lr_scheduler", "warmup_epochs",
-     "llrd_decay", "recipe", "auto_lr", "time_budget_min"),
-    ("augmentation_preset", "image_size"),
-    ("use_ema", "ema_decay", "mixed_precision", "gradient_accumulation_steps", "label_smoothing", "mixup_alpha",
-     "cutmix_alpha", "drop_path_rate", "class_weights", "focal_loss_gamma", "early_stopping",
-     "early_stopping_patience", "early_stopping_metric", "freeze_backbone_epochs"),
-    (),
-)
-# Defaults a newcomer can accept: the config's own, with the smallest production model and a
-# schedule that finishes in reasonable time; early stopping ends it sooner when val F1 stalls.
-WIZARD_DEFAULTS = {"model_type": "convnext", "model_size": "atto", "epochs": 30}
-REGULARISATION = ("label_smoothing", "mixup_alpha", "cutmix_alpha")
 PRETRAINED_SOURCES = {
     "hub": "ImageNet weights from timm's hub",
     "scratch": "None: train from scratch",
@@ -52,32 +43,13 @@ PRETRAINED_SOURCES = {
 }
 
 
-def default_values() -> dict[str, Any]:
-    values = {name: field.default for name, field in TrainingConfig.model_fields.items() if not field.is_required()}
-    return {**values, **WIZARD_DEFAULTS, **dict.fromkeys(RECIPE_FIELDS)}  # None: the recipe chooses
-
-
 def new_state(source: str, values: dict[str, Any] | None = None, version_id: str | None = None,
               dataset_id: str | None = None, name: str = "") -> dict[str, Any]:
     for key in [k for k in st.session_state if str(k).startswith("wz_")]:
         del st.session_state[key]
-    values = {**default_values(), **(values or {})}
-    for key in values.pop("recipe_auto", None) or []:  # a clone lets the recipe choose what it chose
-        values[key] = None
-    for key in ("recipe_notes", "lr_range_test"):
-        values.pop(key, None)
-    if values.get("warmup_epochs") is not None:
-        values["warmup_epochs"] = float(values["warmup_epochs"])
-    preset_key = values["augmentation_preset"] or "light"
-    override = any(values.get(k) not in (None, PRESETS[preset_key].settings[k]) for k in REGULARISATION)
-    for key in PRESET_SETTINGS:  # a clone's preset-filled values go back to "the preset's value"
-        if values.get(key) == PRESETS[preset_key].settings[key] and not (
-                override and key in REGULARISATION):
-            values[key] = None
-    source_kind = "scratch" if not values.get("pretrained") else (
-        (values.get("pretrained_weights") or "hub:").split(":", 1)[0])
+    values, override, pretrained_source = start_values(values)
     return {"source": source, "step": 0, "values": values, "version_id": version_id, "dataset_id": dataset_id,
-            "override": override, "pretrained_source": source_kind, "name": name, "description": ""}
+            "override": override, "pretrained_source": pretrained_source, "name": name, "description": ""}
 
 
 def state_for(source: str) -> dict[str, Any]:
@@ -90,63 +62,9 @@ def state_for(source: str) -> dict[str, Any]:
 
 
 def _clone_state(source: str) -> dict[str, Any]:
-    from core.training.runs import get_run
-
     with session_scope() as session:
-        run = get_run(session=session, run_id=source.removeprefix("clone:"))
-        values = {k: v for k, v in (run.config or {}).items() if k in TrainingConfig.model_fields}
-        return new_state(source, values, str(run.dataset_version_id) if run.dataset_version_id else None,
-                         str(run.dataset_id) if run.dataset_id else None, name=f"{run.name} (copy)")
-
-
-# ---------------------------------------------------------------- validation
-
-
-def config_values(state: dict[str, Any], version: dict[str, Any] | None) -> dict[str, Any]:
-    values = dict(state["values"])
-    for key in RECIPE_FIELDS:  # unset: the recipe chooses
-        if values.get(key) is None:
-            values.pop(key, None)
-    for key in PRESET_SETTINGS:
-        if values.get(key) is None or (key in REGULARISATION and not state["override"]):
-            values.pop(key, None)
-    if version is not None:
-        values["task_type"], values["num_classes"] = version["task_type"], version["class_count"]
-    return values
-
-
-def _step_of(field: str | None, text: str) -> int:
-    """The step a problem belongs to: its field's, else the last step whose fields it names."""
-    for index, fields in enumerate(STEP_FIELDS):
-        if field in fields:
-            return index
-    named = [index for index, fields in enumerate(STEP_FIELDS) if any(f in text for f in fields)]
-    return max(named) if named else 1
-
-
-def problems(state: dict[str, Any], version: dict[str, Any] | None) -> tuple[list[tuple[int, str]], Any]:
-    """(step, message) for everything wrong with the config so far, and the parsed config if valid."""
-    if version is None:
-        return [(0, "Choose a dataset version to train on (or create one from the current labels).")], None
-    from core.training.runs import recipe_values
-
-    try:
-        parsed = TrainingConfig(**recipe_values(config_values(state, version),
-                                                split_counts=version["split_counts"] or {}))
-    except ValidationError as exc:
-        found = []
-        for error in exc.errors():
-            field = ".".join(str(part) for part in error["loc"]) or None
-            message = error["msg"].removeprefix("Value error, ")
-            found.append((_step_of(field, message), f"{field}: {message}" if field else message))
-        return found, None
-    except UserError as exc:  # an unknown size or an image size that does not suit the model
-        return [(_step_of(None, str(exc)), str(exc))], None
-    try:
-        check_fits_dataset(parsed, split_counts=version["split_counts"] or {})
-    except UserError as exc:
-        return [(2 if "batch_size" in str(exc) else 0, str(exc))], parsed
-    return [], parsed
+        clone = clone_values(session=session, run_id=source.removeprefix("clone:"))
+    return new_state(source, clone["values"], clone["version_id"], clone["dataset_id"], name=clone["name"])
 
 
 # ---------------------------------------------------------------- steps
@@ -224,10 +142,11 @@ def eval_warnings(version: dict[str, Any]) -> None:
 
 
 def _fit_batch_size(state: dict[str, Any], version: dict[str, Any]) -> None:
-    """A newcomer's default batch must fit a small train split (even, for mixup pairs)."""
-    train = (version["split_counts"] or {}).get("train", 0)
-    if train >= 2 and state["values"]["batch_size"] > train and state.get("batch_fitted_for") != version["id"]:
-        state["values"]["batch_size"] = max(2, train - train % 2)
+    if state.get("batch_fitted_for") == version["id"]:
+        return
+    fitted = fitted_batch_size(state["values"]["batch_size"], (version["split_counts"] or {}).get("train", 0))
+    if fitted != state["values"]["batch_size"]:
+        state["values"]["batch_size"] = fitted
         state["batch_fitted_for"] = version["id"]
         st.session_state.pop("wz_batch_size", None)
 
@@ -309,14 +228,10 @@ STEP_RENDERERS = {1: step_model, 2: step_training, 3: step_augmentation, 4: step
 
 
 def _load_version(state: dict[str, Any]) -> dict[str, Any] | None:
-    from core.datasets.versions import version_summary
-    from core.models import ClsDatasetVersion
-
     if not state["version_id"]:
         return None
     with session_scope() as session:
-        row = session.get(ClsDatasetVersion, uuid.UUID(state["version_id"]))
-        return version_summary(row) if row is not None else None
+        return version_by_id(session=session, version_id=state["version_id"])
 
 
 def render(source: str, user, on_started, on_leave) -> None:
@@ -330,8 +245,8 @@ def render(source: str, user, on_started, on_leave) -> None:
     else:
         version = _load_version(state)
         if step < 5:
-            STEP_RENDERERS[step](state, wizard_recipe.preview(config_values(state, version), version))
-    found, parsed = problems(state, version)
+            STEP_RENDERERS[step](state, recipe_preview(config_values(state["values"], state["override"], version), version))
+    found, parsed = problems(state["values"], state["override"], version)
     blocking = [message for at, message in found if at <= step]
     if step == 5 and parsed is not None and not blocking:
         step_review(state, version, parsed)

@@ -1,6 +1,6 @@
 """The recipe in the training wizard: every setting the recipe decides shows its chosen value with one
 line of why, and an Override button that turns it into an ordinary field (and Auto to go back).
-The recipe itself is core.training.runs.recipe_values (core.ml.recipe), given the version's split sizes."""
+The recipe itself is core.training.runs.recipe_values (core.ml.recipe); core.training.wizard previews it."""
 
 from __future__ import annotations
 
@@ -9,21 +9,8 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from core.errors import UserError
-from core.ml.config import TrainingConfig
-from core.ml.recipe import RECIPE_FIELDS
-
-
-def preview(values: dict[str, Any], version: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The values the recipe would train with now (None while the settings are not yet valid)."""
-    from core.training.runs import recipe_values
-
-    if version is None:
-        return None
-    try:
-        return recipe_values(values, split_counts=version["split_counts"] or {})
-    except UserError:
-        return None
+from core.training.runs import recipe_rows
+from core.training.wizard import RECIPE_FIELDS, field_default
 
 
 def _show(value: Any) -> str:
@@ -50,7 +37,7 @@ def field(bind, widget, label: str, name: str, state: dict[str, Any], recipe: di
         text.markdown(f"**{label}**: {_show(chosen) if chosen is not None else '—'} · *auto*")
         if why:
             text.caption(why)
-        fallback = chosen if chosen is not None else TrainingConfig.model_fields[name].default
+        fallback = chosen if chosen is not None else field_default(name)
         button.button("Override", key=f"wz_override_{name}", on_click=_set, args=(state, name, fallback),
                       help="Set this value yourself")
         return chosen
@@ -63,8 +50,6 @@ def field(bind, widget, label: str, name: str, state: dict[str, Any], recipe: di
 
 def table(config: dict[str, Any]) -> None:
     """The run's recipe: setting, value, who chose it, why."""
-    from core.training.runs import recipe_rows
-
     rows = recipe_rows(config)
     if rows:
         frame = pd.DataFrame([{**row, "value": _show(row["value"])} for row in rows])

@@ -7,7 +7,7 @@ from typing import Any
 
 import streamlit as st
 
-from core.ml.augment import PRESETS
+from core.training.wizard import PRESETS
 from pages import wizard_recipe
 
 
