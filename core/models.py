@@ -34,6 +34,17 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
 
 from core.library.hamming import band_values, hash_to_int
+from core.vocabulary import (
+    IMAGE_SOURCES,
+    IMAGE_STATUSES,
+    JOB_QUEUES,
+    JOB_STATUSES,
+    MODEL_TYPES,
+    PRODUCT_IMAGE_TYPES,
+    RUN_STATUSES,
+    SPLITS,
+    TASK_TYPES,
+)
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -45,15 +56,6 @@ NAMING_CONVENTION = {
 
 JsonType = JSON().with_variant(JSONB(), "postgresql")
 
-IMAGE_SOURCES = ("upload", "url_import", "products_import", "cutouts_import", "od_import", "dataset_import")
-IMAGE_STATUSES = ("pending", "labeled", "review", "completed", "skipped")
-SPLITS = ("train", "val", "test", "unassigned")
-TASK_TYPES = ("single_label", "multi_label")
-MODEL_TYPES = ("vit", "convnext", "efficientnet", "swin", "dinov2", "clip", "resnet")
-RUN_STATUSES = ("pending", "preparing", "queued", "training", "completed", "failed", "cancelled")
-JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
-JOB_QUEUES = ("imports", "training", "predictions")
-PRODUCT_IMAGE_TYPES = ("synthetic", "real", "augmented")
 
 
 def utcnow() -> datetime:

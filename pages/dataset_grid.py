@@ -18,6 +18,7 @@ from core.datasets.classes import COLOR_RE
 from core.datasets.dataset import GridFilters
 from core.db import session_scope
 from core.errors import UserError
+from core.vocabulary import SPLITS
 from pages.components.thumbnail_grid import Selection, selection_controls, thumbnail_grid, tile
 from pages.freshness import rerun_app
 from pages.ui import SPLIT_COLORS, allowed, current_user, plain, refusal, storage_urls
@@ -182,7 +183,7 @@ def _admin_tabs(dataset: dict, ids_provider, count: int, tabs) -> None:
     dataset_id, actor, state = dataset["id"], current_user(), st.session_state
     split_tab, remove_tab = tabs
     with split_tab:
-        st.radio("Split", ["train", "val", "test", "unassigned"], horizontal=True, key=f"dsb_split_{dataset_id}")
+        st.radio("Split", list(SPLITS), horizontal=True, key=f"dsb_split_{dataset_id}")
         st.button("Apply", key=f"dsb_split_go_{dataset_id}", on_click=_run, args=(
             dataset_id, lambda: bulk.run_in_batches(ids_provider(), lambda session, chunk: ds.set_split(
                 session=session, actor=actor, dataset_id=dataset_id, image_ids=chunk,

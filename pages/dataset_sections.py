@@ -13,6 +13,7 @@ from core.datasets.split_facts import resolve_threshold
 from core.db import session_scope
 from core.errors import UserError
 from core.storage import get_storage
+from core.vocabulary import SPLITS, TRAINING_SPLITS
 from pages.ui import SPLIT_COLORS, allowed, current_user, plain, refusal, run_action, watch_jobs
 
 SEVERITY_ICONS = {"error": ":material/error:", "warning": ":material/warning:", "info": ":material/info:"}
@@ -72,14 +73,14 @@ def render_splits(dataset_id: uuid.UUID) -> None:
         st.info("No labeled images yet: label some (the Label button above) before splitting; images keep the "
                 "split an import gave them.")
     columns = st.columns(4)
-    for column, split in zip(columns, ("train", "val", "test", "unassigned"), strict=True):
+    for column, split in zip(columns, SPLITS, strict=True):
         wanted = stats["ratios"].get(split)
         column.metric(f"{split} (labeled)", stats["labeled"][split],
                       help=f"target {wanted:.0%}" if wanted is not None else "labeled images with no split")
     if stats["per_class"]:
         st.plotly_chart(split_chart(stats["per_class"], "Labeled images per class and split"),
                         width="stretch", key=f"split-chart-{dataset_id}")
-        table = pd.DataFrame(stats["per_class"]).set_index("name")[["train", "val", "test", "unassigned", "total"]]
+        table = pd.DataFrame(stats["per_class"]).set_index("name")[[*SPLITS, "total"]]
         st.dataframe(table, width="stretch")
     straddling_section(dataset_id)  # everyone sees it; joining is an admin's
     if not allowed("admin"):
@@ -90,7 +91,7 @@ def render_splits(dataset_id: uuid.UUID) -> None:
         ratio_columns = st.columns(3)
         ratios = {split: column.number_input(split, min_value=0.0, max_value=1.0, step=0.05,
                                              value=float(stats["ratios"][split]), key=f"ratio-{split}-{dataset_id}")
-                  for column, split in zip(ratio_columns, ("train", "val", "test"), strict=True)}
+                  for column, split in zip(ratio_columns, TRAINING_SPLITS, strict=True)}
         options = st.columns(4)
         seed = options[0].number_input("seed", min_value=0, value=0, step=1)
         minimum = options[1].number_input("min per class in val/test", min_value=0, value=1, step=1)
@@ -117,7 +118,7 @@ def render_splits(dataset_id: uuid.UUID) -> None:
     with st.expander("Assign a split by hand"):
         with st.form(f"manual-split-{dataset_id}"):
             text = st.text_area("image ids (one per line or comma separated)")
-            split = st.radio("split", ("train", "val", "test", "unassigned"), horizontal=True)
+            split = st.radio("split", SPLITS, horizontal=True)
             if st.form_submit_button("Assign"):
                 try:
                     ids = [uuid.UUID(part) for part in text.replace(",", "\n").split() if part.strip()]

@@ -274,8 +274,8 @@ def image_dialog(image_id: uuid.UUID) -> None:
 def _edit_image(image) -> None:
     """Folder, tags, status and delete (admins)."""
     from core.library.images import delete_images, update_image
-    from core.models import IMAGE_STATUSES
     from core.storage import get_storage
+    from core.vocabulary import IMAGE_STATUSES
 
     image_id = image.id
     with st.form(f"edit_{image_id}"):

@@ -7,9 +7,9 @@ import streamlit as st
 
 from core.db import session_scope
 from core.errors import UserError
-from core.models import MODEL_TYPES
 from core.storage import get_storage
 from core.training.views import list_models, model_detail
+from core.vocabulary import MODEL_TYPES
 from pages.models_detail import detail_tabs
 from pages.ui import allowed, current_user, refusal, run_action
 

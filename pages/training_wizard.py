@@ -30,6 +30,7 @@ from core.training.wizard import (
     start_values,
     version_by_id,
 )
+from core.vocabulary import TRAINING_SPLITS
 from pages import wizard_recipe
 from pages.wizard_steps import bind, bind_state, step_advanced, step_augmentation, step_training
 
@@ -122,10 +123,10 @@ def step_data(state: dict[str, Any], user) -> dict[str, Any] | None:
     _fit_batch_size(state, version)
     counts = version["split_counts"] or {}
     cols = st.columns(4)
-    for col, split in zip(cols, ("train", "val", "test"), strict=False):
+    for col, split in zip(cols, TRAINING_SPLITS, strict=False):
         col.metric(f"{split} images", counts.get(split, 0))
     cols[3].metric("classes", version["class_count"])
-    per_class = pd.DataFrame([{"class": name, **{s: n.get(s, 0) for s in ("train", "val", "test")}}
+    per_class = pd.DataFrame([{"class": name, **{s: n.get(s, 0) for s in TRAINING_SPLITS}}
                               for name, n in (version["per_class_counts"] or {}).items()])
     if not per_class.empty:
         st.dataframe(per_class, hide_index=True, width="stretch")

@@ -11,8 +11,9 @@ import sys
 from pathlib import Path
 
 from core.errors import InvalidInput
+from core.vocabulary import TRAINING_SPLITS
 
-RATIO_FLAGS = ("train", "val", "test")
+RATIO_FLAGS = TRAINING_SPLITS
 
 
 def register(subparsers) -> None:

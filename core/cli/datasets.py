@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from core.errors import InvalidInput
 from core.ids import as_uuid
+from core.vocabulary import SPLITS, TRAINING_SPLITS
 
 
 def register(subparsers) -> None:
@@ -34,7 +35,7 @@ def register(subparsers) -> None:
     add.add_argument("--source")
     add.add_argument("--status")
     add.add_argument("--search", help="part of the file name")
-    add.add_argument("--split", choices=("train", "val", "test", "unassigned"))
+    add.add_argument("--split", choices=SPLITS)
     add.set_defaults(handler=cmd_add_images)
 
 
@@ -66,7 +67,7 @@ def cmd_create(args) -> dict:
     from core.users import operator_user
 
     ratios = None
-    given = {key: getattr(args, key) for key in ("train", "val", "test") if getattr(args, key) is not None}
+    given = {key: getattr(args, key) for key in TRAINING_SPLITS if getattr(args, key) is not None}
     if given:
         ratios = {"train": 0.0, "val": 0.0, "test": 0.0, **given}
     preprocessing = {"image_size": args.image_size} if args.image_size is not None else None

@@ -17,14 +17,14 @@ from core.errors import Conflict, InvalidInput, NotFound
 from core.ids import as_uuid
 from core.labeling.counts import _recount_class_counts, _recount_dataset_counts
 from core.labeling.labels import _delete_labels_of_images, labels_for_images
-from core.models import SPLITS, TASK_TYPES, ClsDataset, ClsDatasetImage, ClsImage, ClsLabel
+from core.models import ClsDataset, ClsDatasetImage, ClsImage, ClsLabel
 from core.permissions import audit, requires
 from core.users import User
+from core.vocabulary import IMAGE_STATUSES, SPLITS, TASK_TYPES, TRAINING_SPLITS
 
 MAX_NAME_LENGTH = 200
 DEFAULT_SPLIT_RATIOS = {"train": 0.8, "val": 0.1, "test": 0.1}
 DEFAULT_PREPROCESSING = {"image_size": 224, "normalize": True}
-DATASET_IMAGE_STATUSES = ("pending", "labeled", "review", "completed", "skipped")
 
 
 def clean_dataset_name(name) -> str:
@@ -44,7 +44,7 @@ def clean_split_ratios(ratios) -> dict:
     if not isinstance(ratios, dict) or set(ratios) - {"train", "val", "test"}:
         raise InvalidInput("split ratios take the keys train, val and test")
     try:
-        cleaned = {key: float(ratios.get(key, 0.0)) for key in ("train", "val", "test")}
+        cleaned = {key: float(ratios.get(key, 0.0)) for key in TRAINING_SPLITS}
     except (TypeError, ValueError):
         raise InvalidInput("split ratios must be numbers") from None
     if any(not 0.0 <= value <= 1.0 for value in cleaned.values()):
@@ -321,8 +321,8 @@ class GridFilters:
     def validate(self) -> GridFilters:
         if self.split is not None and self.split not in SPLITS:
             raise InvalidInput(f"split must be one of {', '.join(SPLITS)}")
-        if self.status is not None and self.status not in DATASET_IMAGE_STATUSES:
-            raise InvalidInput(f"status must be one of {', '.join(DATASET_IMAGE_STATUSES)}")
+        if self.status is not None and self.status not in IMAGE_STATUSES:
+            raise InvalidInput(f"status must be one of {', '.join(IMAGE_STATUSES)}")
         if self.source not in (None, "ai", "manual"):
             raise InvalidInput("label source must be 'ai' or 'manual'")
         return self

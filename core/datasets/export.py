@@ -30,11 +30,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.datasets.split_facts import SPLIT_NAMES, dataset_image_facts, get_dataset
+from core.datasets.split_facts import dataset_image_facts, get_dataset
 from core.errors import InvalidInput, NotFound
 from core.models import ClsClass, ClsJob
 from core.permissions import requires
 from core.users import User
+from core.vocabulary import TRAINING_SPLITS
 
 EXPORT_FORMATS = ("imagefolder", "csv", "multilabel-csv")
 EXPORT_KIND = "dataset_export"
@@ -131,7 +132,7 @@ def collect_export(*, session: Session, storage, dataset_id: uuid.UUID, fmt: str
             raise InvalidInput(f"{len(several)} image(s) have several labels (e.g. {several[0]}); the {fmt} layout "
                                "holds one label per image: export as multilabel-csv")
     if fmt == "imagefolder":
-        unsplit = sum(1 for item in items if item.split not in SPLIT_NAMES)
+        unsplit = sum(1 for item in items if item.split not in TRAINING_SPLITS)
         if 0 < unsplit < len(items):
             raise InvalidInput(f"{unsplit} of {len(items)} labeled images have no split; the folder layout needs "
                                "every image in a split or none: run split, or export a version")
@@ -150,7 +151,7 @@ def collect_export(*, session: Session, storage, dataset_id: uuid.UUID, fmt: str
 def _lay_out(plan: ExportPlan) -> None:
     by_folder: dict[str, list[ExportItem]] = defaultdict(list)
     for item in sorted(plan.items, key=lambda i: (i.split, i.labels, i.image_id)):
-        prefix = f"{item.split}/" if item.split in SPLIT_NAMES else ""
+        prefix = f"{item.split}/" if item.split in TRAINING_SPLITS else ""
         if plan.fmt == "imagefolder":
             item.arcname = f"{prefix}{folder_name(item.labels[0])}/{file_name(item)}"
         else:

@@ -19,7 +19,6 @@ from sqlalchemy.orm import Session
 
 from core.datasets.label_space import space_class_ids
 from core.datasets.split_facts import (
-    SPLIT_NAMES,
     ImageFacts,
     dataset_image_facts,
     duplicate_groups,
@@ -29,6 +28,7 @@ from core.datasets.split_facts import (
 from core.datasets.splits import normalize_ratios
 from core.errors import InvalidInput
 from core.models import ClsClass
+from core.vocabulary import SPLITS, TRAINING_SPLITS
 
 MIN_IMAGES_PER_CLASS = 10
 """A class with fewer labeled images than this is reported as too small to learn."""
@@ -106,7 +106,7 @@ def _per_class(labeled: list[ImageFacts], classes: dict[uuid.UUID, ClsClass],
         splits = Counter(f.split for f in facts)
         rows.append({"class_id": str(class_id), "name": row.name if row else str(class_id),
                      "color": row.color if row else "#999999", "count": len(facts),
-                     **{s: splits.get(s, 0) for s in (*SPLIT_NAMES, "unassigned")},
+                     **{s: splits.get(s, 0) for s in SPLITS},
                      "image_ids": [f.image_id for f in facts]})
     return sorted(rows, key=lambda r: (-r["count"], r["name"]))
 
@@ -154,7 +154,7 @@ def _labeling_findings(task_type: str, facts: list[ImageFacts]) -> list[dict]:
             findings.append(_finding(
                 "several_labels", "error", f"{len(several)} images have several labels",
                 "this dataset is single-label: keep one label per image (a version refuses them).", several))
-    unsplit = [f.image_id for f in facts if f.class_ids and f.split not in SPLIT_NAMES]
+    unsplit = [f.image_id for f in facts if f.class_ids and f.split not in TRAINING_SPLITS]
     if unsplit:
         findings.append(_finding(
             "no_split", "info", f"{len(unsplit)} labeled images have no split",
@@ -174,7 +174,7 @@ def _duplicate_findings(labeled: list[ImageFacts], threshold: int, name_of: dict
             if len({by_id[i].file_hash for i in group}) > 1]
 
     def leaking(groups):
-        return [g for g in groups if len({by_id[i].split for i in g if by_id[i].split in SPLIT_NAMES}) > 1]
+        return [g for g in groups if len({by_id[i].split for i in g if by_id[i].split in TRAINING_SPLITS}) > 1]
 
     def conflicting(groups):
         return [g for g in groups if len({tuple(by_id[i].class_ids) for i in g}) > 1]

@@ -19,7 +19,6 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from core.datasets.split_facts import (
-    SPLIT_NAMES,
     _straddles,
     dataset_image_facts,
     duplicate_groups,
@@ -31,6 +30,7 @@ from core.datasets.splits import normalize_ratios, plan_unassigned
 from core.errors import InvalidInput
 from core.models import ClsClass, ClsDatasetImage, ClsDatasetVersion
 from core.permissions import requires
+from core.vocabulary import TRAINING_SPLITS
 
 JOIN_MODES = ("train", "drop")
 
@@ -82,7 +82,7 @@ def version_warnings(*, session: Session, dataset_id: uuid.UUID, storage=None) -
     return {"missing_eval": missing_eval_classes(ratios=dataset.split_ratios, per_class=per_class,
                                                  split_totals=totals),
             "straddling_duplicates": summary["straddling_duplicates"],
-            "unassigned": sum(1 for fact in labeled if fact.split not in SPLIT_NAMES)}
+            "unassigned": sum(1 for fact in labeled if fact.split not in TRAINING_SPLITS)}
 
 
 def version_missing_eval(version: ClsDatasetVersion | dict) -> list[dict]:
@@ -129,7 +129,7 @@ def join_straddling(*, session: Session, actor, dataset_id: uuid.UUID, how: str,
         if how == "train":
             moved += [i for i in group if splits[i] != "train"]
         else:
-            first = next(s for s in SPLIT_NAMES if any(splits[i] == s for i in group))
+            first = next(s for s in TRAINING_SPLITS if any(splits[i] == s for i in group))
             dropped += [i for i in group if splits[i] != first]
     lock_dataset(session, dataset_id)
     for start in range(0, len(moved), 1000):

@@ -15,8 +15,7 @@ from sqlalchemy.orm import Session
 
 from core.errors import NotFound
 from core.models import ClsDataset, ClsDatasetImage, ClsImage, ClsLabel
-
-SPLIT_NAMES = ("train", "val", "test")
+from core.vocabulary import TRAINING_SPLITS
 
 
 @dataclass
@@ -132,7 +131,7 @@ EXAMPLES = 5
 
 
 def _straddles(group: set[uuid.UUID], splits: dict[uuid.UUID, str]) -> bool:
-    return len({splits.get(i) for i in group} & set(SPLIT_NAMES)) > 1
+    return len({splits.get(i) for i in group} & set(TRAINING_SPLITS)) > 1
 
 
 def straddling_report(labeled: list[ImageFacts], groups: list[set[uuid.UUID]],

@@ -21,7 +21,6 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from core.datasets.split_facts import (
-    SPLIT_NAMES,
     ImageFacts,
     dataset_image_facts,
     duplicate_groups,
@@ -30,9 +29,10 @@ from core.datasets.split_facts import (
     straddling_report,
 )
 from core.errors import InvalidInput, NotFound
-from core.models import SPLITS, ClsClass, ClsDataset, ClsDatasetImage
+from core.models import ClsClass, ClsDataset, ClsDatasetImage
 from core.permissions import requires
 from core.users import User
+from core.vocabulary import SPLITS, TRAINING_SPLITS
 
 DEFAULT_RATIOS = {"train": 0.8, "val": 0.1, "test": 0.1}
 UPDATE_CHUNK = 1000
@@ -44,11 +44,11 @@ def normalize_ratios(ratios: dict[str, Any] | None) -> dict[str, float]:
         ratios = DEFAULT_RATIOS
     if not isinstance(ratios, dict):
         raise InvalidInput("split ratios must be a mapping like {'train': 0.8, 'val': 0.1, 'test': 0.1}")
-    unknown = sorted(set(ratios) - set(SPLIT_NAMES))
+    unknown = sorted(set(ratios) - set(TRAINING_SPLITS))
     if unknown:
         raise InvalidInput(f"unknown split {', '.join(map(repr, unknown))}; splits are train, val, test")
     values: dict[str, float] = {}
-    for name in SPLIT_NAMES:
+    for name in TRAINING_SPLITS:
         raw = ratios.get(name, 0)
         try:
             value = float(raw)
@@ -102,9 +102,9 @@ def _unit_counts(n: int, weights: dict[str, float]) -> dict[str, int]:
     total = sum(weights.values())
     if total <= 0:
         return {"train": n, "val": 0, "test": 0}
-    exact = {s: n * weights[s] / total for s in SPLIT_NAMES}
-    counts = {s: int(math.floor(exact[s])) for s in SPLIT_NAMES}
-    for s in sorted(SPLIT_NAMES, key=lambda s: exact[s] - counts[s], reverse=True)[: n - sum(counts.values())]:
+    exact = {s: n * weights[s] / total for s in TRAINING_SPLITS}
+    counts = {s: int(math.floor(exact[s])) for s in TRAINING_SPLITS}
+    for s in sorted(TRAINING_SPLITS, key=lambda s: exact[s] - counts[s], reverse=True)[: n - sum(counts.values())]:
         counts[s] += 1
     return counts
 
@@ -212,7 +212,7 @@ def _split_units(units: list[_Unit], ratios: dict[str, float], seed: int, min_pe
             if unit.fixed:
                 fixed_images[unit.fixed] += len(unit.image_ids)
         # What each split still lacks of its share; the free units fill those gaps in proportion.
-        gaps = {s: max(0.0, ratios[s] * total_images - fixed_images[s]) for s in SPLIT_NAMES}
+        gaps = {s: max(0.0, ratios[s] * total_images - fixed_images[s]) for s in TRAINING_SPLITS}
         if sum(gaps.values()) <= 0:
             gaps = dict(ratios)
         class_ids = sorted({c for unit in free for c in unit.class_ids}, key=str)
@@ -255,7 +255,7 @@ def _plan(session: Session, dataset: ClsDataset, *, ratios: dict[str, float], se
         item["class"] = names.get(uuid.UUID(item["class_id"]), item["class_id"])
     return {
         "dataset_id": str(dataset.id), "ratios": ratios, "seed": seed, "labeled": len(labeled),
-        "assigned": {s: assigned.get(s, 0) for s in SPLIT_NAMES},
+        "assigned": {s: assigned.get(s, 0) for s in TRAINING_SPLITS},
         "changed": sum(1 for image_id, split in planned.items() if current.get(image_id) != split),
         "kept": sum(len(u.image_ids) for u in units if u.fixed),
         "duplicate_groups": len(groups), "near_duplicate_threshold": threshold,
@@ -315,7 +315,7 @@ def plan_unassigned(*, session: Session, dataset_id: uuid.UUID, storage=None) ->
 
 
 def _unassigned(session: Session, dataset: ClsDataset, seed: int, storage):
-    return _plan(session, dataset, ratios=normalize_ratios(dataset.split_ratios), seed=seed, keep=set(SPLIT_NAMES),
+    return _plan(session, dataset, ratios=normalize_ratios(dataset.split_ratios), seed=seed, keep=set(TRAINING_SPLITS),
                  min_per_class=0, threshold=resolve_threshold(None), storage=storage)
 
 
@@ -362,7 +362,7 @@ def split_stats(*, session: Session, dataset_id: uuid.UUID) -> dict[str, Any]:
             labeled[fact.split] += 1
         for class_id in fact.class_ids:
             per_class[class_id][fact.split] += 1
-    order = (*SPLIT_NAMES, "unassigned")
+    order = SPLITS
     rows = []
     for class_id, counts in per_class.items():
         row = classes.get(class_id)
@@ -370,11 +370,11 @@ def split_stats(*, session: Session, dataset_id: uuid.UUID) -> dict[str, Any]:
                      "color": row.color if row else "#999999", **{s: counts.get(s, 0) for s in order},
                      "total": sum(counts.values())})
     rows.sort(key=lambda r: r["name"])
-    labeled_assigned = sum(labeled[s] for s in SPLIT_NAMES)
+    labeled_assigned = sum(labeled[s] for s in TRAINING_SPLITS)
     return {
         "dataset_id": str(dataset.id), "ratios": normalize_ratios(dataset.split_ratios),
         "images": {s: all_images.get(s, 0) for s in order},
         "labeled": {s: labeled.get(s, 0) for s in order},
-        "actual_ratios": {s: (labeled[s] / labeled_assigned if labeled_assigned else 0.0) for s in SPLIT_NAMES},
+        "actual_ratios": {s: (labeled[s] / labeled_assigned if labeled_assigned else 0.0) for s in TRAINING_SPLITS},
         "per_class": rows,
     }

@@ -28,12 +28,13 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from core.datasets.split_facts import SPLIT_NAMES, dataset_image_facts, get_dataset
+from core.datasets.split_facts import dataset_image_facts, get_dataset
 from core.datasets.splits import assign_unassigned
 from core.errors import Conflict, InvalidInput, NotFound
 from core.models import ClsClass, ClsDatasetImage, ClsDatasetVersion
 from core.permissions import requires
 from core.users import User
+from core.vocabulary import TRAINING_SPLITS
 
 MAX_NOTES = 2000
 
@@ -83,7 +84,7 @@ def create_version(*, session: Session, actor: User, storage, dataset_id: uuid.U
             raise InvalidInput(
                 f"{len(several)} image(s) have several labels in single-label dataset {dataset.name!r} "
                 f"(e.g. {', '.join(several[:3])}); fix them first (the health check lists them all)")
-    unsplit = [str(fact.image_id) for fact in labeled if fact.split not in SPLIT_NAMES]
+    unsplit = [str(fact.image_id) for fact in labeled if fact.split not in TRAINING_SPLITS]
     if unsplit:  # assign_unassigned gives every labeled image a split; this guards the contract
         raise Conflict(f"{len(unsplit)} labeled image(s) have no split; run split first")
 
@@ -91,7 +92,7 @@ def create_version(*, session: Session, actor: User, storage, dataset_id: uuid.U
     mapping = {row.id: index for index, row in enumerate(ordered)}
     class_names = [row.name for row in ordered]
 
-    labeled.sort(key=lambda fact: (SPLIT_NAMES.index(fact.split), str(fact.image_id)))
+    labeled.sort(key=lambda fact: (TRAINING_SPLITS.index(fact.split), str(fact.image_id)))
     lines, per_class, by_split = [], defaultdict(Counter), defaultdict(list)
     for fact in labeled:
         indices = sorted(mapping[c] for c in fact.class_ids)
@@ -111,9 +112,9 @@ def create_version(*, session: Session, actor: User, storage, dataset_id: uuid.U
         id=uuid.uuid4(), dataset_id=dataset_id, version_number=number, user_id=actor.id,
         task_type=dataset.task_type, image_count=len(facts), labeled_image_count=len(labeled),
         class_count=len(class_names), class_mapping={str(c): i for c, i in mapping.items()},
-        class_names=class_names, split_counts={s: len(by_split[s]) for s in SPLIT_NAMES},
+        class_names=class_names, split_counts={s: len(by_split[s]) for s in TRAINING_SPLITS},
         train_image_ids=by_split["train"], val_image_ids=by_split["val"], test_image_ids=by_split["test"],
-        per_class_counts={name: {s: per_class[name][s] for s in SPLIT_NAMES} for name in class_names},
+        per_class_counts={name: {s: per_class[name][s] for s in TRAINING_SPLITS} for name in class_names},
         notes=notes or None, manifest_sha256=hashlib.sha256(body).hexdigest(),
     )
     version.manifest_key = manifest_key(version.id)

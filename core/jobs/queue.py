@@ -15,8 +15,9 @@ from core.config import get_settings
 from core.db import session_scope
 from core.errors import InvalidInput, ServiceUnavailable
 from core.jobs.rows import create_job, run_job
-from core.models import JOB_QUEUES, ClsJob, utcnow
+from core.models import ClsJob, utcnow
 from core.users import User
+from core.vocabulary import JOB_QUEUES
 
 log = logging.getLogger(__name__)
 

@@ -28,9 +28,10 @@ from sqlalchemy import select, update
 from core.db import session_scope
 from core.errors import InvalidInput, NotFound, UserError
 from core.ids import as_uuid
-from core.models import SPLITS, ClsAuditEvent, ClsDataset, ClsImage
+from core.models import ClsAuditEvent, ClsDataset, ClsImage
 from core.permissions import requires
 from core.users import User
+from core.vocabulary import SPLITS
 
 TARGET_BATCH_S = 0.25
 FIRST_BATCH = 200

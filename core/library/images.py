@@ -17,9 +17,10 @@ from sqlalchemy.orm import Session
 from core import limits
 from core.datasets.dataset import detach_images_everywhere
 from core.errors import InvalidInput, NotFound
-from core.models import IMAGE_SOURCES, IMAGE_STATUSES, ClsClass, ClsDataset, ClsDatasetImage, ClsImage, ClsLabel
+from core.models import ClsClass, ClsDataset, ClsDatasetImage, ClsImage, ClsLabel
 from core.permissions import audit, requires
 from core.users import User
+from core.vocabulary import IMAGE_SOURCES, IMAGE_STATUSES
 
 log = logging.getLogger(__name__)
 

@@ -30,9 +30,10 @@ from core.library.decode import (
     decode_sources,
 )
 from core.library.images import MAX_FILENAME_CHARS, clean_folder, clean_tags
-from core.models import IMAGE_SOURCES, ClsImage
+from core.models import ClsImage
 from core.permissions import require, requires
 from core.users import User
+from core.vocabulary import IMAGE_SOURCES
 
 log = logging.getLogger(__name__)
 

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from core.errors import InvalidInput
+from core.vocabulary import TRAINING_SPLITS
 
 
 def cache_dir() -> Path:
@@ -54,13 +55,13 @@ def records_from_manifest(lines: list[dict[str, Any]], *, num_classes: int) -> l
             raise InvalidInput(f"manifest line {number}: malformed ({exc})") from None
         if any(not 0 <= label < num_classes for label in labels):
             raise InvalidInput(f"manifest line {number}: label index outside 0..{num_classes - 1}")
-        if record.split in ("train", "val", "test") and labels:
+        if record.split in TRAINING_SPLITS and labels:
             records.append(record)
     return records
 
 
 def split_records(records: list[Record]) -> dict[str, list[Record]]:
-    return {split: [r for r in records if r.split == split] for split in ("train", "val", "test")}
+    return {split: [r for r in records if r.split == split] for split in TRAINING_SPLITS}
 
 
 CACHE_MAX_BYTES = int(os.environ.get("CLS_CACHE_MAX_BYTES", 50 * 1024**3))

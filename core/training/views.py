@@ -21,6 +21,7 @@ from core.models import ClsDataset, ClsDatasetVersion, ClsImage, ClsJob, ClsTrai
 from core.permissions import requires
 from core.training.registry import top5_or_none
 from core.users import User
+from core.vocabulary import TRAINING_SPLITS
 
 ACTIVE_RUN_STATUSES = ("pending", "preparing", "queued", "training")
 FINISHED_RUN_STATUSES = ("completed", "failed", "cancelled")
@@ -274,7 +275,7 @@ def estimate_training_seconds(config: Any, split_counts: dict[str, int]) -> dict
         train_ips *= 1.2  # bf16 autocast: +22–57 % measured where the CPU has bf16
     eval_ips = train_ips * 3  # forward only
     factor = PRESETS[config.augmentation_preset].training_time_factor
-    train, val, test = (split_counts.get(s, 0) for s in ("train", "val", "test"))
+    train, val, test = (split_counts.get(s, 0) for s in TRAINING_SPLITS)
     per_epoch = train / train_ips * factor + val * (2 if config.use_ema else 1) / eval_ips
     total = config.epochs * per_epoch + test / eval_ips + 30  # + export and checks
     return {"cpu_s": total, "gpu_s": total / GPU_SPEEDUP, "per_epoch_cpu_s": per_epoch,
