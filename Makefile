@@ -27,7 +27,7 @@ lint:
 worker:
 	rq worker --url $${REDIS_URL:?set REDIS_URL} --with-scheduler imports training predictions
 
-# Pre-release: regenerate the single initial migration from core/models.py.
+# Pre-release: regenerate the single initial migration from core/models/.
 schema:
 	rm -f migrations/versions/0001_initial_schema.py /tmp/cls-schema.db
 	DATABASE_URL=sqlite:////tmp/cls-schema.db $(PYTHON) -m alembic revision --autogenerate -m "initial schema" --rev-id 0001 >/dev/null

@@ -31,7 +31,7 @@ def _render_item(type_, obj, autogen_context):
 
 
 def _dialect_only(index) -> str | None:
-    """The one dialect an index is created on (`Index(...).ddl_if(dialect=...)` in core/models.py)."""
+    """The one dialect an index is created on (`Index(...).ddl_if(dialect=...)` in core/models/)."""
     condition = getattr(index, "_ddl_if", None)
     return condition.dialect if condition is not None and isinstance(condition.dialect, str) else None
 
