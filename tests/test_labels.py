@@ -12,17 +12,9 @@ from sqlalchemy import func, select
 from core.datasets.classes import create_class
 from core.datasets.dataset import add_images_to_dataset, create_dataset
 from core.errors import Conflict, InvalidInput, NotFound
+from core.labeling.bulk_labels import bulk_clear_labels, bulk_set_label
 from core.labeling.counts import count_mismatches
-from core.labeling.labels import (
-    bulk_clear_labels,
-    bulk_set_label,
-    clear_labels,
-    labels_for_images,
-    mark_reviewed,
-    set_labels,
-    skip_image,
-    toggle_label,
-)
+from core.labeling.labels import clear_labels, labels_for_images, mark_reviewed, set_labels, skip_image, toggle_label
 from core.models import ClsClass, ClsDataset, ClsDatasetImage, ClsLabel, ClsLabelChange
 from tests.factories import ADMIN, make_image_row
 

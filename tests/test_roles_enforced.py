@@ -57,20 +57,21 @@ def count(stack, model) -> int:
 
 
 def test_a_labeler_labels_skips_and_clears_but_a_viewer_only_looks(embedded_stack, world):
+    from core.labeling import actions
     from core.labeling import queue as labeling
 
     common = {"dataset_id": world["dataset"], "image_id": world["image"]}
     with embedded_stack.session() as session:
         card = labeling.image_card(session=session, **common)  # a viewer reads
         with pytest.raises(PermissionDenied, match="labeling needs the labeler role; you are a viewer"):
-            labeling.save(session=session, actor=GUEST, class_ids=[world["dog"]], shown_revision=0, **common)
+            actions.save(session=session, actor=GUEST, class_ids=[world["dog"]], shown_revision=0, **common)
     with embedded_stack.session() as session:
-        saved = labeling.save(session=session, actor=ANN, class_ids=[world["dog"]],
+        saved = actions.save(session=session, actor=ANN, class_ids=[world["dog"]],
                               shown_revision=card.label_revision, **common)
         assert saved.outcome == "saved"
-        assert labeling.clear(session=session, actor=ANN, shown_revision=saved.card.label_revision,
+        assert actions.clear(session=session, actor=ANN, shown_revision=saved.card.label_revision,
                               **common).outcome == "cleared"
-        assert labeling.skip(session=session, actor=ANN, **common).outcome == "skipped"
+        assert actions.skip(session=session, actor=ANN, **common).outcome == "skipped"
     assert count(embedded_stack, ClsLabel) == 0  # cleared
 
 
