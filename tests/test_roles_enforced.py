@@ -259,6 +259,7 @@ def test_a_bulk_action_stops_at_the_next_batch_when_the_role_is_removed(embedded
 
 def test_training_stops_after_the_epoch_in_which_the_role_was_removed(embedded_stack, monkeypatch, tmp_path):
     from core.models import ClsTrainedModel
+    from core.training import run_job
     from core.training import runs as training
     from tests.model_factory import small_torch_settings
     from tests.test_training import TINY
@@ -271,13 +272,13 @@ def test_training_stops_after_the_epoch_in_which_the_role_was_removed(embedded_s
         version = make_digits_version(session, embedded_stack.storage, classes=3, per_class=6, size=32)
         run_id = training.create_run(session=session, actor=BOSS, version_id=version.id,
                                      config={**TINY, "epochs": 3}).id
-    recorded = training._RunJob.record_epoch
+    recorded = run_job._RunJob.record_epoch
 
     def record_then_demote(self, state, key):
         recorded(self, state, key)
         set_roles(monkeypatch, "")  # boss loses the admin role during the run
 
-    monkeypatch.setattr(training._RunJob, "record_epoch", record_then_demote)
+    monkeypatch.setattr(run_job._RunJob, "record_epoch", record_then_demote)
     training.start_run(actor=BOSS, run_id=run_id, inline=True)
     with embedded_stack.session() as session:
         run = training.get_run(session=session, run_id=run_id)
