@@ -137,10 +137,8 @@ def test_a_job_is_cancelled_by_whoever_started_it_or_an_admin(embedded_stack, wo
     from core.jobs.rows import create_job, request_cancel
 
     with embedded_stack.session() as session:
-        boss_job = create_job(session=session, actor=BOSS, kind="test", queue="imports",
-                              function="tests.fixtures.add_numbers", params={"a": 1, "b": 2}).id
-        ann_job = create_job(session=session, actor=ANN, kind="test", queue="imports",
-                             function="tests.fixtures.add_numbers", params={"a": 1, "b": 2}).id
+        boss_job = create_job(session=session, actor=BOSS, kind="test_add_numbers", params={"a": 1, "b": 2}).id
+        ann_job = create_job(session=session, actor=ANN, kind="test_add_numbers", params={"a": 1, "b": 2}).id
     with embedded_stack.session() as session:
         with pytest.raises(PermissionDenied, match="cancelling another person's job needs the admin role"):
             request_cancel(session=session, actor=ANN, job_id=boss_job)
@@ -188,9 +186,7 @@ def test_a_queued_job_fails_when_the_role_was_removed_in_process(embedded_stack,
 
     set_roles(monkeypatch, "boss@acme.com=admin")
     with embedded_stack.session() as session:
-        job_id = create_job(session=session, actor=BOSS, kind="url_import", queue="imports",
-                            function="jobs.imports.import_urls",
-                            params={"urls": ["http://127.0.0.1:9/never-fetched.png"]}).id
+        job_id = create_job(session=session, actor=BOSS, kind="url_import", params={"urls": ["http://127.0.0.1:9/never-fetched.png"]}).id
     set_roles(monkeypatch, "")
     run_job(job_id)
     _refused_and_nothing_written(embedded_stack, job_id)

@@ -268,8 +268,7 @@ def start_batch_prediction(*, actor: User, model_id, scope: str, dataset_id=None
     params = {"model": str(model_id), "scope": scope, "dataset_id": str(dataset_id) if dataset_id else None,
               "image_ids": [str(i) for i in image_ids] if image_ids else None, "write_labels": bool(write_labels),
               "overwrite": bool(overwrite), "export_csv": bool(export_csv)}
-    return enqueue(actor=actor, kind="batch_prediction", function="jobs.predictions.batch_predict",
-                   queue="predictions", params=params)
+    return enqueue(actor=actor, kind="batch_prediction", params=params)
 
 
 def read_csv(storage, key: str) -> list[dict[str, str]]:

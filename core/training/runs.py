@@ -22,7 +22,6 @@ from core.models import ClsDatasetVersion, ClsTrainingRun, utcnow
 from core.permissions import audit, requires
 from core.users import User
 
-JOB_FUNCTION = "jobs.training.train_run"
 ACTIVE = ("pending", "preparing", "queued", "training")
 FINISHED = ("completed", "failed", "cancelled")
 
@@ -149,15 +148,13 @@ def start_run(*, actor: User, run_id, inline: bool = False, resume: bool = False
 
     if inline:
         with session_scope() as session:
-            job = create_job(session=session, actor=actor, kind="training", queue="training", function=JOB_FUNCTION,
-                             params=params)
+            job = create_job(session=session, actor=actor, kind="training", params=params)
             attach(session, job)
             job_id = job.id
         run_job(job_id)
         return job_id
     try:
-        return enqueue(actor=actor, kind="training", function=JOB_FUNCTION, queue="training", params=params,
-                       on_created=attach)
+        return enqueue(actor=actor, kind="training", params=params, on_created=attach)
     except Exception as exc:
         with session_scope() as session:
             row = session.get(ClsTrainingRun, run_uuid)
