@@ -13,13 +13,26 @@ from core.datasets.locks import lock_dataset, lock_links
 from core.errors import InvalidInput, NotFound
 from core.ids import as_uuid
 from core.labeling.counts import _apply_label_deltas, _classes_in_dataset
-from core.labeling.labels import check_classes
+from core.labeling.labels import check_classes, labels_for_images
 from core.models import ClsClass, ClsDataset, ClsDatasetImage, ClsLabel, ClsLabelChange, utcnow
 from core.permissions import audit, requires
 from core.users import User
 
 BULK_MODES = ("replace", "add", "remove")
 
+
+
+def key_press_mode(*, session: Session, dataset_id, image_ids, class_id) -> str:
+    """What a class key does to selected images: on a single-label dataset the class replaces; on a
+    multi-label one it is added, or removed when every selected image already has it."""
+    dataset = session.get(ClsDataset, as_uuid(dataset_id, "dataset"))
+    if dataset is None:
+        raise NotFound(f"dataset {dataset_id} does not exist")
+    if dataset.task_type != "multi_label":
+        return "replace"
+    class_id, ids = as_uuid(class_id, "class"), [as_uuid(i, "image") for i in image_ids]
+    current = labels_for_images(session=session, dataset_id=dataset.id, image_ids=ids)
+    return "remove" if all(any(lab.class_id == class_id for lab in current[i]) for i in ids) else "add"
 
 @requires("labeler", "changing labels in bulk")
 def bulk_set_label(*, session: Session, actor: User, dataset_id, image_ids, class_id, mode: str = "replace") -> int:
