@@ -19,7 +19,6 @@ recall 0.91 (threshold 8); figures: bench/bench_duplicates.py.
 
 from __future__ import annotations
 
-import io
 import logging
 import numbers
 import threading
@@ -77,9 +76,11 @@ def fine_hash(image) -> str:
 
 
 def fine_hash_of_bytes(data: bytes) -> str:
-    from PIL import Image
+    """The 256-bit pHash of a stored thumbnail's bytes (opened under the pixel limit like any image)."""
+    from core import limits
+    from core.image_decoding import open_image
 
-    with Image.open(io.BytesIO(data)) as image:
+    with open_image(data, max_pixels=limits.MAX_IMAGE_PIXELS) as image:
         image.load()
         return fine_hash(image.convert("RGB"))
 
@@ -140,7 +141,7 @@ def _store_fine_hashes(session: Session, computed: dict[uuid.UUID, str]) -> None
 
 
 def _hash_stored_image(storage, thumb: str | None, original: str) -> str | None:
-    from core import limits
+    from core.config import get_settings
     from core.images import decode_image
 
     for key in (thumb, original):
@@ -150,7 +151,7 @@ def _hash_stored_image(storage, thumb: str | None, original: str) -> str | None:
             data = storage.get(key)
             if key == thumb:
                 return fine_hash_of_bytes(data)
-            return decode_image(data, max_pixels=limits.MAX_IMAGE_PIXELS).phash256
+            return decode_image(data, max_pixels=get_settings().max_image_pixels).phash256
         except Exception as exc:  # a missing or unreadable object: try the next, else give up
             log.warning("cannot hash %s for duplicate confirmation: %s", key, exc)
     return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from core.archive_conflicts import CONFLICT_CHOICES
 from core.errors import InvalidInput, NotFound
 
 
@@ -16,7 +17,8 @@ def register(subparsers) -> None:
     imports = subparsers.add_parser("import", help="import labeled archives, products, cutouts, OD images")
     sub = imports.add_subparsers(dest="import_command", required=True, parser_class=subparsers._parser_class)
 
-    preview = sub.add_parser("preview", help="what a ZIP holds: format, classes, splits, problems")
+    preview = sub.add_parser("preview", help="what a ZIP holds: format, classes, splits, problems, the same "
+                                             "image under different classes")
     preview.add_argument("file")
     preview.set_defaults(handler=cmd_preview)
 
@@ -25,6 +27,9 @@ def register(subparsers) -> None:
     archive.add_argument("--map", action="append", default=[], metavar="SRC=DST",
                          help="put source class SRC into class DST (created if missing)")
     archive.add_argument("--skip", action="append", default=[], metavar="SRC", help="do not import class SRC")
+    archive.add_argument("--conflicts", choices=CONFLICT_CHOICES, default="first",
+                         help="the same image under different classes (single-label dataset): label every copy "
+                              "with the first copy's class in archive order, or label none; reported either way")
     _dataset_options(archive, required=True)
     archive.set_defaults(handler=cmd_zip)
 
@@ -124,7 +129,7 @@ def cmd_zip(args) -> dict:
     path = _archive_path(args.file)
     mapping = _mapping(args)
     return run_archive_import(actor=operator_user(), source=path, dataset_id=_dataset_id(args), class_mapping=mapping,
-                              skip_duplicates=not args.keep_duplicates, progress=_progress)
+                              skip_duplicates=not args.keep_duplicates, conflicts=args.conflicts, progress=_progress)
 
 
 def _request(args):
