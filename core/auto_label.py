@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from core import safe_csv
 from core.errors import InvalidInput
 from core.models import ClsClass, ClsDatasetImage, ClsImage
 from core.permissions import require, requires
@@ -158,7 +159,7 @@ def run_batch_prediction(*, actor: User, model, scope: str, dataset_id=None, ima
     counts = {"predicted": 0, "labeled": 0, "kept": 0, "abstained": 0, "failed": 0}
     failures: list[dict[str, str]] = []
     buffer = io.StringIO()
-    writer = csv.writer(buffer)
+    writer = safe_csv.writer(buffer)  # class and file names are the user's: formula-safe
     writer.writerow(["image_id", "filename", "predicted", "confidence", *class_names])
     for start in range(0, len(targets), BATCH):
         chunk = targets[start:start + BATCH]
@@ -238,4 +239,7 @@ def start_batch_prediction(*, actor: User, model_id, scope: str, dataset_id=None
 
 
 def read_csv(storage, key: str) -> list[dict[str, str]]:
-    return list(csv.DictReader(io.StringIO(storage.get(key).decode())))
+    """A predictions CSV as written, read back with names unescaped (core.safe_csv)."""
+    rows = csv.reader(io.StringIO(storage.get(key).decode(), newline=""))
+    header = [safe_csv.unescape_cell(cell) for cell in next(rows, [])]
+    return [dict(zip(header, (safe_csv.unescape_cell(cell) for cell in row), strict=False)) for row in rows]

@@ -374,8 +374,8 @@ def test_cli_add_list_and_errors(stack, tmp_path, capsys):
     assert len(out["images"][0]["phash"]) == 16
     code, err = run_cli(capsys, "images", "list", "--sort", "sideways")
     assert code == 2 and "unknown sort" in err
-    code, out = run_cli(capsys, "images", "import-urls", "http://169.254.169.254/x.png", "ftp://x/y")
-    assert code == 0 and out["rejected"] == 2
+    code, err = run_cli(capsys, "images", "import-urls", "http://169.254.169.254/x.png", "ftp://x/y")
+    assert code == 1 and "none of the 2 items succeeded" in err  # every URL refused (report on stdout)
     code, err = run_cli(capsys, "images", "import-urls")
     assert code == 2 and "give URLs" in err
 

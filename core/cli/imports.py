@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from core.archive_conflicts import CONFLICT_CHOICES
+from core.cli import BatchReport
 from core.errors import InvalidInput, NotFound
 
 
@@ -122,14 +123,22 @@ def _mapping(args) -> list:
     return mapping
 
 
-def cmd_zip(args) -> dict:
+def cmd_zip(args) -> BatchReport:
     from core.archive_import import run_archive_import
     from core.users import operator_user
 
     path = _archive_path(args.file)
     mapping = _mapping(args)
-    return run_archive_import(actor=operator_user(), source=path, dataset_id=_dataset_id(args), class_mapping=mapping,
-                              skip_duplicates=not args.keep_duplicates, conflicts=args.conflicts, progress=_progress)
+    return import_report(run_archive_import(actor=operator_user(), source=path, dataset_id=_dataset_id(args),
+                                            class_mapping=mapping, skip_duplicates=not args.keep_duplicates,
+                                            conflicts=args.conflicts, progress=_progress))
+
+
+def import_report(summary: dict) -> BatchReport:
+    """An image that was a duplicate or imported before counts as a success (it is in the library
+    and the dataset); the errors also list ignored files, so they count only when nothing got in."""
+    succeeded = summary["images_imported"] + summary["duplicates_skipped"] + summary["already_imported"]
+    return BatchReport(summary, attempted=succeeded + summary["error_count"], succeeded=succeeded)
 
 
 def _request(args):
@@ -157,7 +166,7 @@ def _request(args):
     return ImportFromODRequest(od_image_ids=args.ids, filters=ODImageFilters(folder=args.folder), **common)
 
 
-def cmd_source(args) -> dict:
+def cmd_source(args) -> dict | BatchReport:
     from pydantic import ValidationError
 
     from core.db import session_scope
@@ -173,7 +182,8 @@ def cmd_source(args) -> dict:
         with session_scope() as session:
             return preview_source_import(session=session, kind=args.import_command, request=request)
     request.dataset_id = _dataset_id(args)
-    return run_source_import(actor=operator_user(), kind=args.import_command, request=request, progress=_progress)
+    return import_report(run_source_import(actor=operator_user(), kind=args.import_command, request=request,
+                                           progress=_progress))
 
 
 def _progress(done: int, total: int | None = None, message: str | None = None) -> None:
