@@ -1,14 +1,17 @@
 """Settings: one object read from the environment (and `.env`), validated once.
 
 DATABASE_URL, STORAGE_URL (+ S3_ENDPOINT_URL) and REDIS_URL pick embedded or production parts;
-a malformed value raises ConfigError naming the variable, never a traceback at the user.
+a malformed value raises ConfigError naming the variable, never a traceback at the user. These URLs
+may hold a password, so a message names the variable and the URL's scheme, never the URL itself; a
+URL is parsed here in full (host and port included) so nothing later fails on it with a traceback.
 """
 
 from __future__ import annotations
 
 import functools
+import re
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import SplitResult, urlsplit
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -17,6 +20,33 @@ from core import limits
 from core.errors import ConfigError
 
 DATA_DIR = Path("data")
+SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def scheme_of(value: str) -> str:
+    """A URL's scheme for a message (`postgresql`), or "URL" when it has none; never more of it."""
+    match = SCHEME.match(value or "")
+    return match.group(1) if match else "URL"
+
+
+def split_url(value: str) -> SplitResult:
+    """urlsplit with the host and port checked, so a typo fails here with a message that holds no
+    part of the URL (the user:password in it included)."""
+    scheme = scheme_of(value)
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        raise ValueError(f"cannot parse this {scheme} URL: its host is malformed") from None
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ValueError(f"cannot parse this {scheme} URL: its port must be a number from 1 to 65535")
+    return parts
+
+
+CREDENTIALS_HINT = "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY instead"
 
 
 class Settings(BaseSettings):
@@ -51,24 +81,33 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _check_database_url(cls, value: str) -> str:
-        scheme = urlparse(value).scheme
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        scheme = split_url(value).scheme
         if not scheme.startswith(("sqlite", "postgresql", "postgres")):
             raise ValueError("must start with sqlite:/// or postgresql://")
         if scheme in ("postgres", "postgresql"):
             # psycopg 3 is the installed driver; plain postgresql:// would ask for psycopg2.
             value = "postgresql+psycopg://" + value.split("://", 1)[1]
+        try:
+            make_url(value)
+        except (ArgumentError, ValueError):
+            raise ValueError(f"cannot parse this {scheme} URL") from None
         return value
 
     @field_validator("storage_url")
     @classmethod
     def _check_storage_url(cls, value: str) -> str:
-        parsed = urlparse(value)
+        parsed = split_url(value)
         if parsed.scheme == "file":
             if not parsed.path:
                 raise ValueError("file:// needs a folder path, e.g. file:///srv/storage")
         elif parsed.scheme == "s3":
             if not parsed.netloc:
                 raise ValueError("s3:// needs a bucket, e.g. s3://bucket/prefix")
+            if "@" in parsed.netloc:
+                raise ValueError(f"s3:// must not hold credentials (user:password@); {CREDENTIALS_HINT}")
         else:
             raise ValueError("must be file:///folder or s3://bucket[/prefix]")
         return value
@@ -78,8 +117,25 @@ class Settings(BaseSettings):
     def _check_redis_url(cls, value: str | None) -> str | None:
         if value in (None, ""):
             return None
-        if urlparse(value).scheme not in ("redis", "rediss", "unix"):
+        parsed = split_url(value)
+        if parsed.scheme not in ("redis", "rediss", "unix") or "://" not in value:
             raise ValueError("must be redis://host:port/db")
+        database = parsed.path.strip("/")
+        if parsed.scheme != "unix" and database and not database.isdigit():
+            raise ValueError(f"cannot parse this {parsed.scheme} URL: its database must be a number (/0)")
+        return value
+
+    @field_validator("s3_endpoint_url")
+    @classmethod
+    def _check_s3_endpoint_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        parsed = split_url(value)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError("must be http(s)://host[:port], e.g. http://minio:9000")
+        if "@" in parsed.netloc:
+            # botocore echoes the endpoint in its errors, and S3 signs with the AWS_* keys anyway
+            raise ValueError(f"must not hold credentials (user:password@); {CREDENTIALS_HINT}")
         return value
 
     @field_validator("default_role")

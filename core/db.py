@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine, create_engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.config import get_settings
+from core.config import get_settings, scheme_of
 from core.errors import ConfigError, ServiceUnavailable
 
 _engines: dict[tuple[int, str], Engine] = {}
@@ -35,8 +35,8 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 def make_engine(url: str) -> Engine:
     try:
         parsed = make_url(url)
-    except ArgumentError:
-        raise ConfigError(f"DATABASE_URL: cannot parse {url!r}") from None
+    except (ArgumentError, ValueError):  # the URL may hold a password: name only its scheme
+        raise ConfigError(f"DATABASE_URL: cannot parse this {scheme_of(url)} URL") from None
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)

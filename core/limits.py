@@ -5,7 +5,8 @@ MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 """Largest single file accepted by upload or URL import (bytes)."""
 
 MAX_IMAGE_PIXELS = 100_000_000
-"""Largest decoded image (width × height); larger files are refused as decompression bombs."""
+"""Largest image (width × height), read from its header: a larger one is refused before any pixel is
+decoded, wherever images are decoded (core/image_decoding.py)."""
 
 MAX_ARCHIVE_ENTRIES = 200_000
 """Most entries a ZIP archive may hold."""

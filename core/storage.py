@@ -145,7 +145,7 @@ class S3Storage:
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def _errors(self, exc: Exception, key: str):
-        from botocore.exceptions import ClientError, EndpointConnectionError
+        from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
         if isinstance(exc, ClientError):
             code = exc.response.get("Error", {}).get("Code", "")
@@ -154,6 +154,8 @@ class S3Storage:
             return ServiceUnavailable(f"object store error on {key!r}: {code or exc}")
         if isinstance(exc, EndpointConnectionError):
             return ServiceUnavailable(f"STORAGE_URL: cannot reach the object store ({exc})")
+        if isinstance(exc, NoCredentialsError):
+            return ConfigError("STORAGE_URL: no S3 credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
         return exc
 
     def _call(self, key: str, fn, *args, **kwargs):

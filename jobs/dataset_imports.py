@@ -10,13 +10,13 @@ from core.users import User
 
 
 def import_archive(ctx: JobContext, *, actor: User, archive_key: str, dataset_id: str, class_mapping: list[dict],
-                   skip_duplicates: bool = True) -> dict[str, Any]:
+                   skip_duplicates: bool = True, conflicts: str = "first") -> dict[str, Any]:
     from core.imports.archive import run_stored_archive_import
 
     ctx.progress(0, None, "reading the archive", force=True)
     return run_stored_archive_import(actor=actor, archive_key=archive_key, dataset_id=dataset_id,
                                      class_mapping=class_mapping, skip_duplicates=skip_duplicates,
-                                     progress=ctx.progress)
+                                     conflicts=conflicts, progress=ctx.progress)
 
 
 def import_source(ctx: JobContext, *, actor: User, kind: str, request: dict) -> dict[str, Any]:

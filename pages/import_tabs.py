@@ -19,6 +19,8 @@ from core.errors import UserError
 from pages.ui import current_user, watch_jobs
 
 NEW_CLASS, SKIP = "New class", "Skip (don't import)"
+CONFLICT_CHOICES = {"first": "Label every copy with the first copy's class (archive order)",
+                    "skip": "Leave these images unlabeled"}
 NEW_DATASET = "New dataset…"
 NO_DATASET = "No dataset (library only)"
 
@@ -33,9 +35,22 @@ def show_import_summary(job) -> None:
     b.metric("Duplicates skipped", result.get("duplicates_skipped", 0) + result.get("already_imported", 0))
     c.metric("Classes created", len(result.get("classes_created", [])))
     d.metric("Labels written", result.get("labels_written", 0))
+    if result.get("label_conflict_count"):
+        st.caption(f"{result['label_conflict_count']} image(s) were in the archive under different classes:")
+        st.dataframe(_conflict_rows(result["label_conflicts"]), hide_index=True, width="stretch")
+    if result.get("labels_merged"):
+        st.caption(f"{result['labels_merged']} image(s) under several class folders got all those classes "
+                   "(multi-label dataset).")
     if result.get("errors"):
         st.caption(f"{result.get('error_count', len(result['errors']))} problem(s):")
         st.dataframe(pd.DataFrame(result["errors"]), hide_index=True, width="stretch")
+
+
+def _conflict_rows(conflicts: list[dict]) -> pd.DataFrame:
+    """One row per conflict: its files and their classes (plain text in a table, never markdown)."""
+    rows = [{"files": " | ".join(c["files"]), "classes": " | ".join(c["classes"]),
+             **({"labeled as": c["labeled_as"] or "(not labeled)"} if "labeled_as" in c else {})} for c in conflicts]
+    return pd.DataFrame(rows)
 
 
 def _dataset_picker(prefix: str, dataset_id: uuid.UUID | None, *, optional: bool) -> str | None:
@@ -110,9 +125,10 @@ def labeled_dataset_tab(dataset_id: uuid.UUID | None = None) -> None:
     mapping = _mapping_form(preview)
     picked = _dataset_picker("archive", dataset_id, optional=False)
     skip = st.checkbox("Skip exact duplicates", value=True, key="archive_skip")
+    conflicts = _conflict_choice(preview)
     if st.button(f"Import {preview['image_count']} images", type="primary", key="archive_go",
                  disabled=picked is None or not preview["image_count"]):
-        _start_archive(upload, mapping, picked, skip)
+        _start_archive(upload, mapping, picked, skip, conflicts)
     _watch("archive")
 
 
@@ -127,6 +143,18 @@ def _show_archive_preview(preview: dict) -> None:
     if preview["problems"]:
         with st.expander(f"{len(preview['problems'])} problem(s) found"):
             st.dataframe(pd.DataFrame(preview["problems"]), hide_index=True, width="stretch")
+
+
+def _conflict_choice(preview: dict) -> str:
+    """The same bytes under different classes: listed, and what the import does with them chosen."""
+    count = preview.get("label_conflict_count", 0)
+    if not count:
+        return "first"
+    st.warning(f"{count} image(s) appear under different classes (the same file content in several folders).")
+    st.dataframe(_conflict_rows(preview["label_conflicts"]), hide_index=True, width="stretch")
+    return st.radio("Same image under different classes", list(CONFLICT_CHOICES), format_func=CONFLICT_CHOICES.get,
+                    key="archive_conflicts", help="Single-label datasets. In a multi-label dataset such an image "
+                    "gets all of its classes instead. Either way the summary lists them.")
 
 
 def _mapping_form(preview: dict) -> list:
@@ -159,13 +187,14 @@ def _mapping_form(preview: dict) -> list:
     return mapping
 
 
-def _start_archive(upload, mapping: list, picked: str, skip: bool) -> None:
+def _start_archive(upload, mapping: list, picked: str, skip: bool, conflicts: str) -> None:
     from core.imports.archive import ImportLabeledDatasetRequest, check_mapping, start_archive_import
 
     try:
         check_mapping(mapping)  # before a new dataset is created for it
         target = _resolve_dataset("archive", picked)
-        request = ImportLabeledDatasetRequest(dataset_id=target, class_mapping=mapping, skip_duplicates=skip)
+        request = ImportLabeledDatasetRequest(dataset_id=target, class_mapping=mapping, skip_duplicates=skip,
+                                              conflicts=conflicts)
         st.session_state["archive_job"] = start_archive_import(
             actor=current_user(), source=io.BytesIO(upload.getvalue()), request=request)
     except UserError as exc:

@@ -109,3 +109,27 @@ def person(email: str):
     from core.users import oidc_user
 
     return oidc_user(email)
+
+
+def one_bit_png(width: int = 10_000, height: int = 9_999) -> bytes:
+    """A 1-bit PNG written row by row (a diagonal band and a filled square): small on disk, width ×
+    height bytes once Pillow decodes it, four times that as RGB. The issue's memory case at the default."""
+    import struct
+    import zlib
+
+    import numpy as np
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    packer, rows, band = zlib.compressobj(9), [], max(1, width // 25)
+    for y in range(height):
+        row = np.zeros(width, dtype=bool)
+        start = y * width // height
+        row[start:start + band] = True
+        if height // 4 <= y < height // 2:
+            row[width // 4:width // 2] = True
+        rows.append(packer.compress(b"\0" + np.packbits(row).tobytes()))
+    rows.append(packer.flush())
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"".join(rows)) + chunk(b"IEND", b""))

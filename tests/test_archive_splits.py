@@ -106,7 +106,7 @@ def expected_counts(items: list[dict]) -> dict[str, int]:
 
 
 @pytest.mark.parametrize("task_type", ["single_label", "multi_label"])
-def test_archive_splits_survive_import_version_and_training(embedded_stack, tmp_path, task_type):
+def test_archive_splits_survive_import_version_and_training(db_stack, tmp_path, task_type):
     from core.datasets.dataset import create_dataset
     from core.datasets.split_checks import version_warnings
     from core.datasets.splits import split_stats
@@ -115,7 +115,7 @@ def test_archive_splits_survive_import_version_and_training(embedded_stack, tmp_
     from core.models import ClsDatasetImage, ClsImage
     from core.training.runs import create_run, get_run, start_run
 
-    stack = embedded_stack
+    stack = db_stack
     items = photo_set()
     archive = tmp_path / "photos.zip"
     archive.write_bytes(folder_archive(items) if task_type == "single_label" else multilabel_archive(items))

@@ -79,7 +79,7 @@ ALLOW_LOCAL = ["127.0.0.1"]
 REFUSED = {
     "loopback": ("http://127.0.0.1:9/x.png", [], "loopback"),
     "localhost_name": ("http://localhost:9/x.png", [], "resolves to 127.0.0.1"),
-    "ipv6_loopback": ("http://[::1]:9/x.png", [], "private, loopback"),
+    "ipv6_loopback": ("http://[::1]:9/x.png", [], "a loopback address"),
     "private_10": ("http://10.1.2.3/x.png", [], "10.1.2.3"),
     "metadata": ("http://169.254.169.254/latest/meta-data/", [], "metadata"),
     "mapped_v6": ("http://[::ffff:192.168.0.1]/x.png", [], "192.168.0.1"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from core.cli import BatchReport
 from core.errors import InvalidInput
 
 IMAGE_SUFFIXES = {f".{ext}" for ext in ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif", "heic", "heif", "avif")}
@@ -77,7 +78,7 @@ def image_files(paths: list[str]) -> tuple[list[Path], list[dict]]:
     return files, errors
 
 
-def cmd_add(args) -> dict:
+def cmd_add(args) -> BatchReport:
     from core.db import check_connection
     from core.library.ingest import ingest_many
     from core.users import operator_user
@@ -92,7 +93,7 @@ def cmd_add(args) -> dict:
     return _summary(missing + results)
 
 
-def cmd_import_urls(args) -> dict:
+def cmd_import_urls(args) -> BatchReport:
     from core.db import check_connection
     from core.imports.urls import import_urls, parse_url_list
     from core.users import operator_user
@@ -112,10 +113,12 @@ def cmd_import_urls(args) -> dict:
     return _summary(rejected + summary["results"])
 
 
-def _summary(results: list[dict]) -> dict:
+def _summary(results: list[dict]) -> BatchReport:
+    """A duplicate counts as a success: the image is in the library (exit 1 only when all were refused)."""
     counts = {status: sum(1 for r in results if r["status"] == status) for status in ("imported", "duplicate", "rejected")}
-    return {**counts, "imported_ids": [r["image_id"] for r in results if r["status"] == "imported"],
-            "results": results}
+    document = {**counts, "imported_ids": [r["image_id"] for r in results if r["status"] == "imported"],
+                "results": results}
+    return BatchReport(document, attempted=len(results), succeeded=counts["imported"] + counts["duplicate"])
 
 
 def cmd_list(args) -> dict:

@@ -9,14 +9,17 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from core.cli import BatchReport
 from core.errors import InvalidInput, NotFound
+from core.imports.archive_conflicts import CONFLICT_CHOICES
 
 
 def register(subparsers) -> None:
     imports = subparsers.add_parser("import", help="import labeled archives, products, cutouts, OD images")
     sub = imports.add_subparsers(dest="import_command", required=True, parser_class=subparsers._parser_class)
 
-    preview = sub.add_parser("preview", help="what a ZIP holds: format, classes, splits, problems")
+    preview = sub.add_parser("preview", help="what a ZIP holds: format, classes, splits, problems, the same "
+                                             "image under different classes")
     preview.add_argument("file")
     preview.set_defaults(handler=cmd_preview)
 
@@ -25,6 +28,9 @@ def register(subparsers) -> None:
     archive.add_argument("--map", action="append", default=[], metavar="SRC=DST",
                          help="put source class SRC into class DST (created if missing)")
     archive.add_argument("--skip", action="append", default=[], metavar="SRC", help="do not import class SRC")
+    archive.add_argument("--conflicts", choices=CONFLICT_CHOICES, default="first",
+                         help="the same image under different classes (single-label dataset): label every copy "
+                              "with the first copy's class in archive order, or label none; reported either way")
     _dataset_options(archive, required=True)
     archive.set_defaults(handler=cmd_zip)
 
@@ -117,14 +123,22 @@ def _mapping(args) -> list:
     return mapping
 
 
-def cmd_zip(args) -> dict:
+def cmd_zip(args) -> BatchReport:
     from core.imports.archive import run_archive_import
     from core.users import operator_user
 
     path = _archive_path(args.file)
     mapping = _mapping(args)
-    return run_archive_import(actor=operator_user(), source=path, dataset_id=_dataset_id(args), class_mapping=mapping,
-                              skip_duplicates=not args.keep_duplicates, progress=_progress)
+    return import_report(run_archive_import(actor=operator_user(), source=path, dataset_id=_dataset_id(args),
+                                            class_mapping=mapping, skip_duplicates=not args.keep_duplicates,
+                                            conflicts=args.conflicts, progress=_progress))
+
+
+def import_report(summary: dict) -> BatchReport:
+    """An image that was a duplicate or imported before counts as a success (it is in the library
+    and the dataset); the errors also list ignored files, so they count only when nothing got in."""
+    succeeded = summary["images_imported"] + summary["duplicates_skipped"] + summary["already_imported"]
+    return BatchReport(summary, attempted=succeeded + summary["error_count"], succeeded=succeeded)
 
 
 def _request(args):
@@ -152,7 +166,7 @@ def _request(args):
     return ImportFromODRequest(od_image_ids=args.ids, filters=ODImageFilters(folder=args.folder), **common)
 
 
-def cmd_source(args) -> dict:
+def cmd_source(args) -> dict | BatchReport:
     from pydantic import ValidationError
 
     from core.db import session_scope
@@ -168,7 +182,8 @@ def cmd_source(args) -> dict:
         with session_scope() as session:
             return preview_source_import(session=session, kind=args.import_command, request=request)
     request.dataset_id = _dataset_id(args)
-    return run_source_import(actor=operator_user(), kind=args.import_command, request=request, progress=_progress)
+    return import_report(run_source_import(actor=operator_user(), kind=args.import_command, request=request,
+                                           progress=_progress))
 
 
 def _progress(done: int, total: int | None = None, message: str | None = None) -> None:

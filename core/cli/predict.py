@@ -4,6 +4,8 @@ a selection: --image-id ID... --image-ids-file FILE --folder F... --tag T... [--
 
 from __future__ import annotations
 
+from core.cli import BatchReport
+
 
 def register(subparsers) -> None:
     predict = subparsers.add_parser("predict", help="predict images (files or http(s) URLs) with a model")
@@ -35,17 +37,19 @@ def register(subparsers) -> None:
     issues.set_defaults(handler=cmd_label_issues)
 
 
-def cmd_predict(args) -> dict:
+def cmd_predict(args) -> BatchReport:
     from core.db import session_scope
     from core.prediction.predict import predict_items, read_inputs
     from core.storage import get_storage
 
     items = read_inputs(args.images)
     with session_scope() as session:
-        return predict_items(session=session, storage=get_storage(), model=args.model, items=items, top_k=args.top_k)
+        result = predict_items(session=session, storage=get_storage(), model=args.model, items=items, top_k=args.top_k)
+    return BatchReport(result, attempted=len(result["results"]),
+                       succeeded=sum(1 for r in result["results"] if "error" not in r))
 
 
-def cmd_predict_batch(args) -> dict:
+def cmd_predict_batch(args) -> BatchReport:
     from pathlib import Path
 
     from core.datasets.dataset import get_dataset_by_name
@@ -77,7 +81,7 @@ def cmd_predict_batch(args) -> dict:
     if args.csv:
         Path(args.csv).write_bytes(get_storage().get(result["csv_key"]))
         result["csv"] = args.csv
-    return result
+    return BatchReport(result, attempted=result["total"], succeeded=result["total"] - result["failed"])
 
 
 def cmd_label_issues(args) -> dict:

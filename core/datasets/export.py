@@ -9,14 +9,13 @@
 Each split's files sit in a folder named after it, so the archive import (core.imports.archive) reads
 the split back from the folder; images without a split sit at the top level (CSV layouts). Only
 labeled images are exported; the classes (CSV columns, `class_names`) are the dataset's label space
-in its order, or a version's frozen mapping. Original bytes are copied unchanged; entries carry a fixed timestamp, so
+in its order, or a version's frozen mapping. CSV cells are formula-safe (core.safe_csv). Original bytes are copied unchanged; entries carry a fixed timestamp, so
 the same state exports to the same bytes. A ZIP is written to a local file first and stored as
 `exports/<job id>.zip` in one put (never half-written).
 """
 
 from __future__ import annotations
 
-import csv
 import io
 import re
 import shutil
@@ -30,6 +29,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core import safe_csv
 from core.datasets.split_facts import dataset_image_facts, get_dataset
 from core.errors import InvalidInput, NotFound
 from core.models import ClsClass, ClsJob
@@ -161,7 +161,7 @@ def _lay_out(plan: ExportPlan) -> None:
         return
     for prefix, items in sorted(by_folder.items()):
         buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
+        writer = safe_csv.writer(buffer, lineterminator="\n")
         if plan.fmt == "csv":
             writer.writerow(["filename", "label", "split"])
             writer.writerows([file_name(i), i.labels[0], i.split] for i in items)
@@ -175,7 +175,7 @@ def _lay_out(plan: ExportPlan) -> None:
 def combined_csv(plan: ExportPlan) -> str:
     """One CSV for the whole export (the CLI's `--out FILE.csv`): filenames are paths in the ZIP."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = safe_csv.writer(buffer, lineterminator="\n")
     if plan.fmt == "multilabel-csv":
         writer.writerow(["filename", *plan.class_names, "split"])
         writer.writerows([i.arcname, *(int(n in i.labels) for n in plan.class_names), i.split] for i in plan.items)

@@ -12,7 +12,7 @@ import shutil
 import tempfile
 import uuid
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 from sqlalchemy import func, select
@@ -21,6 +21,7 @@ from core.datasets.label_space import _fill_from_import
 from core.db import session_scope
 from core.errors import InvalidInput, NotFound
 from core.ids import as_uuid
+from core.imports.archive_conflicts import check_choice, describe, find_label_conflicts, resolved_labels
 from core.imports.batches import ImportItem, ImportSummary, load_dataset, run_items
 from core.imports.layouts import FORMAT_LABELS, ArchiveLayout, class_name_problem, detect_layout
 from core.imports.safe_zip import SafeZip
@@ -59,6 +60,8 @@ class ImportLabeledDatasetRequest(BaseModel):
     dataset_id: str
     class_mapping: list[ClassMapping] = Field(default_factory=list)
     skip_duplicates: bool = True
+    # The same bytes under different classes (single-label): the first copy's class, or no label.
+    conflicts: Literal["first", "skip"] = "first"
 
 
 def read_layout(archive: SafeZip) -> ArchiveLayout:
@@ -67,11 +70,15 @@ def read_layout(archive: SafeZip) -> ArchiveLayout:
 
 
 def preview_archive(source: str | Path | IO[bytes], *, session=None) -> dict[str, Any]:
-    """What an import of this archive would do: format, classes with counts, splits, problems, and the
-    default mapping (same-named existing class, else a new class; refused names are skipped)."""
+    """What an import of this archive would do: format, classes with counts, splits, problems, the
+    same images under different classes (source class names, before any mapping), and the default
+    mapping (same-named existing class, else a new class; refused names are skipped)."""
     with SafeZip(source) as archive:
         layout = read_layout(archive)
         problems = [p.as_dict() for p in archive.problems] + layout.problems
+        class_names = {item.entry: item.labels for item in layout.items}
+        conflicts = find_label_conflicts(archive, {entry: frozenset(labels) for entry, labels in class_names.items()
+                                                   if labels})
     counts = layout.class_counts()
     existing = _existing_classes(session, list(counts)) if session is not None else {}
     classes = []
@@ -89,6 +96,8 @@ def preview_archive(source: str | Path | IO[bytes], *, session=None) -> dict[str
         "unlabeled_count": sum(1 for item in layout.items if not item.labels),
         "multi_label": layout.multi_label, "classes": classes, "splits": layout.split_counts(),
         "problems": problems,
+        "label_conflict_count": len(conflicts),
+        "label_conflicts": [describe(conflict, class_names) for conflict in conflicts[:500]],
         "default_mapping": [m.model_dump() for m in default_mapping(classes)],
     }
 
@@ -158,8 +167,11 @@ def resolve_mapping(*, session, actor: User, mapping: list[ClassMapping], source
 @requires("admin", "importing")
 def run_archive_import(*, actor: User, source: str | Path | IO[bytes], dataset_id: str | uuid.UUID,
                        class_mapping: list[ClassMapping] | list[dict] = (), skip_duplicates: bool = True,
-                       progress=None, storage=None) -> dict[str, Any]:
-    """Import every usable image of the archive into the dataset with its mapped labels and split."""
+                       conflicts: str = "first", progress=None, storage=None) -> dict[str, Any]:
+    """Import every usable image of the archive into the dataset with its mapped labels and split.
+    The same bytes under different (mapped) classes are resolved by `conflicts` (core/archive_conflicts.py)
+    and listed in the summary's `label_conflicts`."""
+    check_choice(conflicts)
     mapping = [m if isinstance(m, ClassMapping) else ClassMapping(**m) for m in class_mapping]
     summary = ImportSummary()
     with SafeZip(source) as archive:
@@ -173,6 +185,11 @@ def run_archive_import(*, actor: User, source: str | Path | IO[bytes], dataset_i
                                         source_names=list(layout.class_counts()), summary=summary)
             _fill_from_import(session, dataset[0], [class_ids[name] for name in sorted(class_ids, key=str.lower)
                                                    if class_ids[name]], user_id=actor.id)
+        mapped = {item.entry: frozenset(class_ids[label] for label in item.labels if class_ids.get(label))
+                  for item in layout.items}
+        mapped = {entry: labels for entry, labels in mapped.items() if labels}
+        found = find_label_conflicts(archive, mapped)
+        resolved = resolved_labels(found, mapped, choice=conflicts, multi_label=dataset[1] == "multi_label")
         entries = {entry.name: entry for entry in archive.entries}
         items, skipped = [], 0
         for source_item in layout.items:
@@ -180,12 +197,26 @@ def run_archive_import(*, actor: User, source: str | Path | IO[bytes], dataset_i
             if source_item.labels and not labels:
                 skipped += 1
                 continue
+            if source_item.entry in resolved:
+                labels = sorted(resolved[source_item.entry] or (), key=str)
             items.append(ImportItem(name=source_item.entry, load=functools.partial(archive.read, entries[source_item.entry]),
                                     labels=labels or None, split=source_item.split,
                                     meta={"archive_path": source_item.entry}))
-        summary.extra = {"format": layout.format, "skipped_by_mapping": skipped}
+        summary.extra = {"format": layout.format, "skipped_by_mapping": skipped,
+                         **_conflict_summary(found, layout, class_ids, conflicts, dataset[1] == "multi_label")}
         run_items(items, actor=actor, total=len(items), source="dataset_import", summary=summary, dataset=dataset, skip_duplicates=skip_duplicates, storage=storage, progress=progress)
     return summary.as_dict()
+
+
+def _conflict_summary(found: list, layout: ArchiveLayout, class_ids: dict, choice: str, multi_label: bool) -> dict:
+    """`label_conflicts` (files, their source classes, what they were labeled as) for a single-label
+    dataset; a multi-label one merges them, counted in `labels_merged`."""
+    if multi_label:
+        return {"conflicts": choice, "label_conflict_count": 0, "label_conflicts": [], "labels_merged": len(found)}
+    names = {item.entry: tuple(label for label in item.labels if class_ids.get(label)) for item in layout.items}
+    listed = [describe(conflict, names, labeled=names[conflict.entries[0]] if choice == "first" else ())
+              for conflict in found[:500]]
+    return {"conflicts": choice, "label_conflict_count": len(found), "label_conflicts": listed, "labels_merged": 0}
 
 
 def check_mapping(mapping: list[ClassMapping]) -> None:

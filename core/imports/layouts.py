@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
+from core.safe_csv import unescape_cell
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".heic", ".heif"}
 SPLIT_FOLDERS = {"train": "train", "valid": "val", "val": "val", "validation": "val", "test": "test"}
 FILENAME_COLUMNS = ("filename", "file_name", "file", "image", "image_name", "image_path", "img", "path")
@@ -118,14 +120,16 @@ def _folder_layout(images: list[str]) -> ArchiveLayout:
 
 
 def decode_csv(data: bytes) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of a CSV: a UTF-8 BOM is dropped, the delimiter (, ; tab) is sniffed."""
+    """Header and rows of a CSV: a UTF-8 BOM is dropped, the delimiter (, ; tab) is sniffed, and the
+    `'` our own exports put before a formula-like cell is taken off (core.safe_csv)."""
     text = data.decode("utf-8-sig", errors="replace")
     first_line = text.split("\n", 1)[0]
     delimiter = max((",", ";", "\t"), key=first_line.count)
-    rows = [row for row in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter) if any(c.strip() for c in row)]
+    rows = [[unescape_cell(c.strip()) for c in row]
+            for row in csv.reader(io.StringIO(text, newline=""), delimiter=delimiter) if any(c.strip() for c in row)]
     if not rows:
         return [], []
-    return [c.strip() for c in rows[0]], [[c.strip() for c in row] for row in rows[1:]]
+    return rows[0], rows[1:]
 
 
 def _resolve(filename: str, folder: PurePosixPath, by_path: set[str], by_base: dict[str, list[str]]) -> str | None:

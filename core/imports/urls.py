@@ -1,9 +1,16 @@
 """Import images from URLs without becoming a proxy into the private network (SSRF).
 
 Every hop (the first URL and each redirect) is resolved once, every address it resolves to must be
-public (not private, loopback, link-local/metadata, multicast, reserved) unless the allow-list names
-the host or its range, and the connection goes to that vetted address (no second DNS lookup an
-attacker could answer differently). Bodies are capped in size and the whole download in time.
+public unless the allow-list names the host or its range, and the connection goes to that vetted
+address (no second DNS lookup an attacker could answer differently). Bodies are capped in size and
+the whole download in time.
+
+"Public" (`address_problem`) is `ipaddress.is_global` plus an explicit deny list, because is_global
+passes some ranges that reach private hosts: unspecified, loopback, link-local (cloud metadata),
+multicast, private and reserved addresses of both families, IPv6 site-local `fec0::/10` and the
+local-use NAT64 prefix `64:ff9b:1::/48` are refused; an IPv6 form that carries an IPv4 address
+(IPv4-mapped `::ffff:0:0/96`, IPv4-compatible `::/96`, NAT64 `64:ff9b::/96`, 6to4 `2002::/16`,
+Teredo `2001::/32`) is refused when the IPv4 address it carries is not public.
 """
 
 from __future__ import annotations
@@ -81,20 +88,83 @@ def check_url_syntax(url: str) -> None:
         raise InvalidInput("URLs with a user name or password are refused")
 
 
-def _allowed(host: str, address: ipaddress._BaseAddress, allow_list: list[str]) -> bool:
+SITE_LOCAL = ipaddress.ip_network("fec0::/10")
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+NAT64_LOCAL_USE = ipaddress.ip_network("64:ff9b:1::/48")
+IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
+def embedded_ipv4(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> tuple[str, list[ipaddress.IPv4Address]]:
+    """The IPv6 form that carries IPv4 addresses and those addresses (Teredo carries its server and
+    its client), or ("", []) for any other address."""
+    if address.version != 6:
+        return "", []
+    low32 = ipaddress.IPv4Address(int(address) & 0xFFFF_FFFF)
+    if address.ipv4_mapped:
+        return "IPv4-mapped", [address.ipv4_mapped]
+    if address in NAT64:
+        return "NAT64", [low32]
+    if address in IPV4_COMPATIBLE:  # `::` and `::1` are judged before, as unspecified and loopback
+        return "IPv4-compatible", [low32]
+    if address.sixtofour:
+        return "6to4", [address.sixtofour]
+    if address.teredo:
+        return "Teredo", list(address.teredo)
+    return "", []
+
+
+def address_problem(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """Why URL import must not connect to `address`, or None when it is public."""
+    if address.is_unspecified:
+        return "an unspecified address"
+    if address.is_loopback:
+        return "a loopback address"
+    if address.is_link_local:
+        return "a link-local (cloud metadata) address"
+    if address.is_multicast:  # is_global is True for global-scope multicast of both families
+        return "a multicast address"
+    if address.version == 6 and address in SITE_LOCAL:
+        return "a site-local address"
+    if address.version == 6 and address in NAT64_LOCAL_USE:
+        return "a local-use NAT64 address"
+    form, carried = embedded_ipv4(address)
+    for inner in carried:
+        problem = address_problem(inner)
+        if problem:
+            return f"the {form} form of {inner}, {problem}"
+    if form == "IPv4-mapped":  # the connection goes to the IPv4 address itself, judged above
+        return None
+    if form:  # these forms sit in the reserved ::/8 (or 2001::/23): public when is_global says so
+        return None if address.is_global else f"a {form} address that is not globally reachable"
+    if address.is_reserved:  # before is_private, which also holds 240.0.0.0/4 and the broadcast address
+        return "a reserved address"
+    if address.is_private:
+        return "a private address"
+    if not address.is_global:
+        return "not a globally reachable address"
+    return None
+
+
+def _allowed(host: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address, allow_list: list[str]) -> bool:
+    """The allow-list names the host, or a range holding the address (an IPv4-mapped address: the
+    IPv4 address, where the connection goes)."""
+    mapped = address.ipv4_mapped if address.version == 6 else None
+    candidates = [address, mapped] if mapped else [address]
     for entry in allow_list:
         if entry.lower() == host.lower():
             return True
         try:
-            if address in ipaddress.ip_network(entry, strict=False):
-                return True
+            network = ipaddress.ip_network(entry, strict=False)
         except ValueError:
             continue
+        if any(candidate.version == network.version and candidate in network for candidate in candidates):
+            return True
     return False
 
 
 def vetted_address(host: str, port: int, allow_list: list[str]) -> str:
-    """Resolve `host` and return an address safe to connect to, or raise InvalidInput."""
+    """Resolve `host` and return an address safe to connect to, or raise InvalidInput (before any
+    connection) when any address it resolves to is not public and not allowed."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
@@ -102,11 +172,10 @@ def vetted_address(host: str, port: int, allow_list: list[str]) -> str:
     addresses = list(dict.fromkeys(info[4][0] for info in infos))
     for text_address in addresses:
         address = ipaddress.ip_address(text_address.split("%", 1)[0])
-        mapped = getattr(address, "ipv4_mapped", None)
-        checked = mapped or address
-        if not checked.is_global and not _allowed(host, checked, allow_list):
-            raise InvalidInput(f"refused: {host} resolves to {checked}, a private, loopback, link-local or "
-                               "metadata address (add it to URL_ALLOW_LIST to allow)")
+        problem = address_problem(address)
+        if problem and not _allowed(host, address, allow_list):
+            raise InvalidInput(f"refused: {host} resolves to {address}, {problem} (add it to URL_ALLOW_LIST "
+                               "to allow)")
     return addresses[0]
 
 

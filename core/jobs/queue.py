@@ -11,9 +11,9 @@ import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from core.config import get_settings
+from core.config import get_settings, scheme_of
 from core.db import session_scope
-from core.errors import ServiceUnavailable
+from core.errors import ConfigError, ServiceUnavailable
 from core.jobs.kinds import JobKind, job_kind
 from core.jobs.rows import create_job, run_job
 from core.models import ClsJob, utcnow
@@ -51,7 +51,10 @@ class RQBackend:
         from redis import Redis  # deferred: the embedded set-up never needs it
 
         self.redis_url = redis_url
-        self.connection = Redis.from_url(redis_url, socket_connect_timeout=3, socket_timeout=10)
+        try:
+            self.connection = Redis.from_url(redis_url, socket_connect_timeout=3, socket_timeout=10)
+        except ValueError:  # the URL may hold a password: name only its scheme
+            raise ConfigError(f"REDIS_URL: cannot parse this {scheme_of(redis_url)} URL") from None
 
     def check(self) -> None:
         from redis.exceptions import RedisError

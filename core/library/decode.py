@@ -6,13 +6,13 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from core import limits
 from core.errors import InvalidInput
+from core.image_decoding import draft_for, open_image, thumbnail_rgb
 from core.library.fingerprints import fine_hash_of_bytes
 
 # Pillow format name -> extension of the stored original. Anything else is refused: a narrow list
@@ -57,28 +57,6 @@ def _register_plugins() -> None:
         pass
 
 
-def _to_rgb(image):
-    """Any Pillow mode to 8-bit RGB for the thumbnail: 16-bit and float scaled, alpha on white."""
-    import numpy as np
-    from PIL import Image
-
-    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-        values = np.asarray(image, dtype=np.float64)
-        high = 65535.0 if image.mode != "F" and values.max(initial=0) > 255 else max(values.max(initial=0), 1.0)
-        if image.mode == "F":
-            values = values - values.min(initial=0)
-            high = max(values.max(initial=0), 1e-9)
-        image = Image.fromarray(np.clip(values * (255.0 / high), 0, 255).astype(np.uint8), "L")
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGB", rgba.size, (255, 255, 255))
-        background.paste(rgba, mask=rgba.getchannel("A"))
-        return background
-    return image if image.mode == "RGB" else image.convert("RGB")
-
-
 def decode_image(data: bytes, *, max_pixels: int, thumb_size: int = limits.THUMBNAIL_SIZE) -> DecodedImage:
     """Decode, check and summarise one image; raise InvalidInput with a reason a user understands."""
     import imagehash
@@ -87,29 +65,20 @@ def decode_image(data: bytes, *, max_pixels: int, thumb_size: int = limits.THUMB
     if not data:
         raise InvalidInput("empty file (0 bytes)")
     _register_plugins()
-    Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow's own bomb check at open() uses the same limit
     try:
-        with warnings.catch_warnings():  # over-limit sizes are refused just below, with a clearer message
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            opened = Image.open(io.BytesIO(data), formats=_OPEN_FORMATS)
-        with opened as image:
+        with open_image(data, max_pixels=max_pixels, formats=_OPEN_FORMATS) as image:
             fmt, (width, height) = image.format, image.size
-            if width * height > max_pixels:
-                raise InvalidInput(_bomb_message(width, height, max_pixels))
             orientation = image.getexif().get(0x0112, 1)
-            if fmt in ("JPEG", "MPO"):
-                # Decode at a reduced DCT scale (never below the thumbnail size): up to 8x faster.
-                image.draft(None, (thumb_size, thumb_size))
+            # Decode at a reduced DCT scale (never below the thumbnail size): up to 8x faster.
+            draft_for(image, thumb_size)
             image.load()
-            shown = _to_rgb(ImageOps.exif_transpose(image) if orientation != 1 else image)
-            # Bilinear after a box reduce (reducing_gap): indistinguishable at 256 px, half the cost of bicubic.
-            shown.thumbnail((thumb_size, thumb_size), Image.Resampling.BILINEAR, reducing_gap=2.0)
+            shown = thumbnail_rgb(ImageOps.exif_transpose(image) if orientation != 1 else image, thumb_size)
             buffer = io.BytesIO()
             shown.save(buffer, format="JPEG", quality=85, optimize=False)
             phash = str(imagehash.phash(shown))
     except InvalidInput:
         raise
-    except Image.DecompressionBombError as exc:
+    except Image.DecompressionBombError as exc:  # a frame past the first claiming more than the limit
         raise InvalidInput(f"decompression bomb refused ({exc})") from None
     except UnidentifiedImageError:
         raise InvalidInput("not an image in a supported format (JPEG, PNG, WebP, BMP, TIFF, GIF, "
@@ -124,11 +93,6 @@ def decode_image(data: bytes, *, max_pixels: int, thumb_size: int = limits.THUMB
     return DecodedImage(width=width, height=height, format=fmt, ext=FORMAT_EXTENSIONS[fmt], size=len(data),
                         sha256=hashlib.sha256(data).hexdigest(), phash=phash, thumbnail=thumbnail,
                         phash256=fine_hash_of_bytes(thumbnail))
-
-
-def _bomb_message(width: int, height: int, max_pixels: int) -> str:
-    return (f"image is {width}×{height} = {width * height:,} pixels, over the limit of {max_pixels:,} "
-            "(decompression bomb guard)")
 
 
 def image_phash(data: bytes, *, max_pixels: int = limits.MAX_IMAGE_PIXELS) -> str:

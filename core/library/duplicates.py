@@ -109,7 +109,7 @@ def _store_fine_hashes(session: Session, computed: dict[uuid.UUID, str]) -> None
 
 
 def _hash_stored_image(storage, thumb: str | None, original: str) -> str | None:
-    from core import limits
+    from core.config import get_settings
     from core.library.decode import decode_image
 
     for key in (thumb, original):
@@ -119,7 +119,7 @@ def _hash_stored_image(storage, thumb: str | None, original: str) -> str | None:
             data = storage.get(key)
             if key == thumb:
                 return fine_hash_of_bytes(data)
-            return decode_image(data, max_pixels=limits.MAX_IMAGE_PIXELS).phash256
+            return decode_image(data, max_pixels=get_settings().max_image_pixels).phash256
         except Exception as exc:  # a missing or unreadable object: try the next, else give up
             log.warning("cannot hash %s for duplicate confirmation: %s", key, exc)
     return None

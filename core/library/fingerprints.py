@@ -3,9 +3,9 @@ mid-frequency bits the 64-bit pHash never sees are compared (why: core/library/d
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
+
+from core import limits
 
 FINE_HASH_SIZE = 16
 
@@ -23,9 +23,10 @@ def fine_hash(image) -> str:
 
 
 def fine_hash_of_bytes(data: bytes) -> str:
-    from PIL import Image
+    """The 256-bit pHash of a stored thumbnail's bytes (opened under the pixel limit like any image)."""
+    from core.image_decoding import open_image
 
-    with Image.open(io.BytesIO(data)) as image:
+    with open_image(data, max_pixels=limits.MAX_IMAGE_PIXELS) as image:
         image.load()
         return fine_hash(image.convert("RGB"))
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from core.errors import InvalidInput
 from core.ml.augment import eval_transform
-from core.ml.data import decode_image
+from core.ml.data import decode_image, eval_resize
 
 
 def local_copy(storage, key: str, target: Path) -> Path:
@@ -57,10 +57,14 @@ class Predictor:
     def __init__(self, *, preprocessing: dict[str, Any], class_names: list[str], multi_label: bool,
                  onnx_path: Path | None = None, torch_model=None, threads: int | None = None,
                  spin: bool = False):
+        from timm.data import DEFAULT_CROP_PCT  # deferred: heavy
+
         if onnx_path is None and torch_model is None:
             raise InvalidInput("a predictor needs an ONNX file or a torch model")
         self.preprocessing, self.class_names, self.multi_label = preprocessing, class_names, multi_label
         self.transform = eval_transform(preprocessing)
+        # The shorter side the eval resize gives: decoding may reduce a large image down to a few times it.
+        self.resize_side = eval_resize(preprocessing["size"], preprocessing.get("crop_pct") or DEFAULT_CROP_PCT)
         self.session = None
         self.torch_model = torch_model
         self.threads = threads
@@ -78,7 +82,7 @@ class Predictor:
         for index, image in enumerate(images):
             if isinstance(image, bytes | bytearray | io.BytesIO):
                 raw = image.getvalue() if isinstance(image, io.BytesIO) else bytes(image)
-                image = decode_image(raw, mode=mode, name=f"image {index + 1}")
+                image = decode_image(raw, mode=mode, name=f"image {index + 1}", shorter_side=self.resize_side)
             elif isinstance(image, Image.Image):
                 image = image.convert(mode)
             else:

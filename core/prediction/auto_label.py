@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from core import safe_csv
 from core.db import session_scope
 from core.errors import InvalidInput
 from core.labeling.labels import set_labels
@@ -144,7 +145,7 @@ class _Tally:
     buffer: io.StringIO = field(default_factory=io.StringIO)
 
     def __post_init__(self) -> None:
-        self.writer = csv.writer(self.buffer)
+        self.writer = safe_csv.writer(self.buffer)  # class and file names are the user's: formula-safe
         self.writer.writerow(["image_id", "filename", "predicted", "confidence", *self.class_names])
 
     def fail(self, image_id: uuid.UUID, name: str, error: str) -> None:
@@ -272,4 +273,7 @@ def start_batch_prediction(*, actor: User, model_id, scope: str, dataset_id=None
 
 
 def read_csv(storage, key: str) -> list[dict[str, str]]:
-    return list(csv.DictReader(io.StringIO(storage.get(key).decode())))
+    """A predictions CSV as written, read back with names unescaped (core.safe_csv)."""
+    rows = csv.reader(io.StringIO(storage.get(key).decode(), newline=""))
+    header = [safe_csv.unescape_cell(cell) for cell in next(rows, [])]
+    return [dict(zip(header, (safe_csv.unescape_cell(cell) for cell in row), strict=False)) for row in rows]
