@@ -44,6 +44,7 @@ DATASET = "bench-scale-200k"
 STORAGE = Path(tempfile.gettempdir()) / "cls-bench-scale-storage"
 CLASSES = [f"class_{i:02d}" for i in range(20)]
 OTHER_LABELERS = 5
+DATASET_MIDDLE = 100_000
 PAGE_TARGET_MS = 50
 QUEUE_TARGET_MS = 20
 STATUSES = ["pending"] * 6 + ["labeled"] * 3 + ["review", "completed", "skipped"]
@@ -151,12 +152,12 @@ def build_library(engine, rows: int) -> None:
 
 
 SPLIT_RESET = """
-UPDATE cls_dataset_images SET split = CASE
+UPDATE cls_dataset_images SET split = planned.split FROM (SELECT id, CASE
     WHEN status NOT IN ('labeled', 'review') OR abs(hashtext(image_id::text)) % 10 >= 6 THEN 'unassigned'
     WHEN abs(hashtext(image_id::text || 's')) % 10 < 8 THEN 'train'
     WHEN abs(hashtext(image_id::text || 's')) % 10 < 9 THEN 'val'
-    ELSE 'test' END
-WHERE dataset_id = :dataset_id
+    ELSE 'test' END AS split FROM cls_dataset_images WHERE dataset_id = :dataset_id) AS planned
+WHERE cls_dataset_images.id = planned.id AND cls_dataset_images.split IS DISTINCT FROM planned.split
 """
 """The built splits: 60 % of the labeled images in train/val/test 80/10/10, the rest unassigned."""
 
@@ -257,8 +258,12 @@ def reset_state(dataset_id: uuid.UUID) -> None:
     with session_scope() as session:
         session.execute(text(SPLIT_RESET), {"dataset_id": dataset_id})
         session.execute(delete(ClsDatasetVersion).where(ClsDatasetVersion.dataset_id == dataset_id))
-    with session_scope() as session:
-        session.execute(text("ANALYZE cls_dataset_images"))
+    from core.db import get_engine
+
+    # What autovacuum does on a live table (statistics, the visibility map for index-only counts),
+    # after the rows a previous run's split moved are put back.
+    with get_engine().connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.execute(text("VACUUM ANALYZE cls_dataset_images"))
 
 
 # ---------------------------------------------------------------- page queries
@@ -300,8 +305,11 @@ def labeling_queries(dataset_id: uuid.UUID, repeats: int) -> dict:
     """The labeling page's calls per image (pages/labeling.py): next image and its window (reserved),
     then progress, position, keys, the cards ahead and the queue counts, while other labelers hold
     their own windows in the unlabeled queue."""
+    from sqlalchemy import select
+
     from core.db import session_scope
     from core.labeling import queue as labeling
+    from core.models import ClsDatasetImage
     from core.users import operator_user
 
     actor = operator_user()
@@ -309,9 +317,13 @@ def labeling_queries(dataset_id: uuid.UUID, repeats: int) -> dict:
         for _ in range(OTHER_LABELERS):
             labeling.next_image_and_upcoming(session=session, actor=actor, dataset_id=dataset_id, mode="unlabeled",
                                              holder=uuid.uuid4())
+    with session_scope() as session:  # walks start mid-dataset: position counts half the rows
+        middle = session.scalar(select(ClsDatasetImage.image_id).where(ClsDatasetImage.dataset_id == dataset_id)
+                                .order_by(ClsDatasetImage.added_at, ClsDatasetImage.image_id)
+                                .offset(DATASET_MIDDLE).limit(1))
     out = {}
     for mode in ("unlabeled", "all"):
-        holder, after, upcoming = uuid.uuid4(), None, []
+        holder, after, upcoming = uuid.uuid4(), middle, []
         steps = defaultdict(list)
         for _ in range(repeats + 1):
             with session_scope() as session:
