@@ -36,6 +36,10 @@ class ImageFacts:
     storage_path: str = ""
 
 
+BY_INT = attrgetter("int")
+"""Sort key of UUIDs: the same order as their text, without building it."""
+
+
 def get_dataset(session: Session, dataset_id: uuid.UUID) -> ClsDataset:
     dataset = session.get(ClsDataset, dataset_id)
     if dataset is None:
@@ -63,12 +67,12 @@ def dataset_image_facts(session: Session, dataset_id: uuid.UUID) -> list[ImageFa
     )
     no_labels: list[uuid.UUID] = []
     facts = [
-        ImageFacts(image_id, split or "unassigned", status, sorted(labels.get(image_id, no_labels)), file_hash,
+        ImageFacts(image_id, split or "unassigned", status, sorted(labels.get(image_id, no_labels), key=BY_INT), file_hash,
                    phash, width, height, original_filename, filename, storage_path)
         for image_id, split, status, file_hash, phash, width, height, original_filename, filename, storage_path
         in rows
     ]
-    facts.sort(key=attrgetter("image_id"))
+    facts.sort(key=attrgetter("image_id.int"))  # C-level int compares; UUID.__lt__ is Python
     return facts
 
 
