@@ -364,10 +364,11 @@ def _page_context_calls(session, labeling, actor, dataset_id, mode, holder, imag
 
 
 def grid_queries(dataset_id: uuid.UUID, repeats: int) -> dict:
-    """The dataset page: the grid (first page, a deep page, filters), its counts and the label space."""
+    """The dataset page: the grid (first page, a deep page, filters), its counts and the label space.
+    The Splits tab's split_stats runs with the jobs (its peak memory is printed there)."""
     from sqlalchemy import select
 
-    from core.datasets.dataset import GridFilters, dataset_grid, split_counts
+    from core.datasets.dataset import GridFilters, dataset_grid
     from core.datasets.label_space import label_space
     from core.datasets.versions import unassigned_labeled_count
     from core.db import session_scope
@@ -389,7 +390,6 @@ def grid_queries(dataset_id: uuid.UUID, repeats: int) -> dict:
     for name, (filters, offset) in cases.items():
         out[name] = _timed(lambda s, f=filters, o=offset: dataset_grid(session=s, dataset_id=dataset_id, filters=f,
                                                                         offset=o)[0], repeats)
-    out["split_counts"] = _timed(lambda s: split_counts(session=s, dataset_id=dataset_id), repeats)
     out["label_space"] = _timed(lambda s: len(label_space(session=s, dataset_id=dataset_id)), repeats)
     out["unassigned_labeled_count"] = _timed(
         lambda s: unassigned_labeled_count(session=s, dataset_id=dataset_id), repeats)
