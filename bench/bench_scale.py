@@ -15,6 +15,16 @@ Prints milliseconds (p50/p90) for page queries against their targets, and second
 each job step; every job step runs in a fresh interpreter (its own peak RSS, nothing cached), with
 the load average before and after each figure. Export writes a real ZIP of the labeled images, each
 a small stored JPEG served from local storage (the archive's and the plan's cost, not S3's).
+
+One run (2026-12-06, 2 shared cores at load 6-9, Postgres 15 with 128 MB shared_buffers), p90 ms:
+Images page 8-16 except folder+source 52, tags 51, search 'cat' 128 (the count ahead reads 40k rows
+for 10,001 matches), filter options 1,460 (distinct tags: a full scan; the page caches it 60 s);
+labeling next image 14.4 unlabeled / 7.9 all, its page reads 2-18; grid first page 16, page 200
+18 (was 237), unlabeled 24 (225), split 25, rarest class 262 and AI-unreviewed 284 (counted and
+walked through the label EXISTS), unassigned_labeled_count 288. Jobs, seconds / peak RSS MB:
+split_stats 1.0 / 226 (was 18.7 / 610), auto_split 25.7 / 576 (43.8), create_version 23.7 / 582
+(57.2), health 16.0 / 593 (37.0), export 16.9 / 550 (31.8), near-duplicate grouping of 1M 29.4 /
+783, exact grouping 2.3 / 228.
 """
 
 from __future__ import annotations
