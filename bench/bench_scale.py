@@ -24,7 +24,7 @@ labeling next image 14.4 unlabeled / 7.9 all, its page reads 2-18; grid first pa
 walked through the label EXISTS), unassigned_labeled_count 288. Jobs, seconds / peak RSS MB:
 split_stats 1.0 / 226 (was 18.7 / 610), auto_split 25.7 / 576 (43.8), create_version 23.7 / 582
 (57.2), health 16.0 / 593 (37.0), export 16.9 / 550 (31.8), near-duplicate grouping of 1M 29.4 /
-783, exact grouping 2.3 / 228.
+783 (604 MB once it read plain rows: 45.6 -> 32.0 s back to back at load 9), exact grouping 2.3 / 228.
 """
 
 from __future__ import annotations
