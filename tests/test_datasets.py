@@ -177,6 +177,30 @@ def test_grid_filters(stack):
             dataset_grid(session=session, dataset_id=dataset_id, filters=GridFilters(split="nope"))
 
 
+def test_grid_pages_and_totals_match_the_filtered_ids(stack):
+    """Totals read from the dataset's counts (no filter, unlabeled) equal the counted ones, and the
+    pages (ids first, then joined) walk the filtered ids in order with nothing skipped or repeated."""
+    dataset_id, (cat, dog), images = _world(stack, images=7)
+    with stack.session() as session:
+        add_images_to_dataset(actor=ADMIN, session=session, dataset_id=dataset_id, image_ids=images)
+        set_labels(actor=ADMIN, session=session, dataset_id=dataset_id, image_id=images[0], class_ids=[cat])
+        set_labels(actor=ADMIN, session=session, dataset_id=dataset_id, image_id=images[5], class_ids=[dog])
+        skip_image(actor=ADMIN, session=session, dataset_id=dataset_id, image_id=images[3])
+        set_split(actor=ADMIN, session=session, dataset_id=dataset_id, image_ids=images[4:], split="val")
+        for filters in (GridFilters(), GridFilters(unlabeled=True), GridFilters(unlabeled=True, split="val"),
+                        GridFilters(class_id=dog), GridFilters(status="skipped")):
+            expected = dataset_image_ids(session=session, dataset_id=dataset_id, filters=filters)
+            walked = []
+            for offset in range(0, len(expected) + 3, 3):
+                total, page = dataset_grid(session=session, dataset_id=dataset_id, filters=filters, offset=offset,
+                                           limit=3)
+                assert total == len(expected), filters
+                walked += [item.image_id for item in page]
+            assert walked == expected, filters
+        assert dataset_grid(session=session, dataset_id=dataset_id, filters=GridFilters(unlabeled=True))[0] == 5
+        assert dataset_grid(session=session, dataset_id=uuid.uuid4()) == (0, [])
+
+
 def test_library_filters(stack):
     dataset_id, _, images = _world(stack)
     with stack.session() as session:

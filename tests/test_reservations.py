@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 from core.db import session_scope
 from core.labeling import actions, reservations
@@ -109,3 +109,30 @@ def test_every_claim_is_single_winner_on_postgres(postgres_stack):
         a.commit()
         got_b = reservations.claim(session=b, dataset_id=ds, image_ids=images[2:], holder=theirs)
     assert got_a == set(images[:6]) and got_b == set(images[6:])
+
+
+
+def test_a_pages_held_rows_are_indexed_by_holder(db_stack):
+    """Every next image releases the page's other rows by holder: an index of held rows only serves
+    that UPDATE (without it, a seq scan of a 200,000-image dataset took 70-110 ms: bench/bench_scale.py).
+    The planner picks it on a large table only, so the index and its condition are checked here."""
+    from sqlalchemy import inspect
+
+    with session_scope() as session:
+        ds, images, _ = seed(session, db_stack.storage, images=4)
+    holder = uuid.uuid4()
+    with session_scope() as session:
+        reservations.claim(session=session, dataset_id=ds, image_ids=images[:3], holder=holder)
+        assert reservations.release(session=session, dataset_id=ds, holder=holder, keep=images[:1]) == 2
+        bind = session.get_bind()
+        [index] = [i for i in inspect(bind).get_indexes("cls_dataset_images")
+                   if i["name"] == "idx_cls_dataset_images_holder"]
+        if bind.dialect.name == "postgresql":
+            definition = session.scalar(select(text("indexdef")).select_from(text("pg_indexes"))
+                                        .where(text("indexname = 'idx_cls_dataset_images_holder'")))
+        else:
+            definition = session.scalar(select(text("sql")).select_from(text("sqlite_master"))
+                                        .where(text("name = 'idx_cls_dataset_images_holder'")))
+    assert index["column_names"] == ["reserved_by"]
+    assert "reserved_by IS NOT NULL" in definition, definition
+    assert _held(ds, holder) == {images[0]}

@@ -268,3 +268,36 @@ def test_small_datasets_get_exactly_the_planned_split_sizes(embedded_stack):
         assert summary["assigned"] == {"train": 5, "val": 1, "test": 0}
         summary = auto_split(actor=ADMIN, session=session, dataset_id=dataset_id, ratios={"train": 0.5, "val": 0.25, "test": 0.25})
         assert summary["assigned"] == {"train": 3, "val": 2, "test": 1}
+
+
+def test_split_stats_counts_as_the_image_facts_do(stack):
+    """The database's GROUP BYs give what counting each image's facts gives: multi-label images count
+    once per class, unlabeled images only under images, labeled ones in every split and unassigned."""
+    from collections import defaultdict
+
+    from core.datasets.split_facts import dataset_image_facts
+
+    with stack.session() as session:
+        dataset = make_dataset(session, "mixed")
+        a, b, c = (make_class(session, name) for name in ("a", "b", "c"))
+        layout = [([a], "train"), ([a, b], "train"), ([b], "val"), ([a, c], "test"), ([c], "unassigned"),
+                  ([], "val"), ([], "unassigned"), ([b, c], "unassigned")]
+        for seed, (classes, split) in enumerate(layout):
+            make_dataset_image(session, stack.storage, dataset, seed=seed, classes=classes, split=split)
+        dataset_id = dataset.id
+    with stack.session() as session:
+        stats = split_stats(session=session, dataset_id=dataset_id)
+        facts = dataset_image_facts(session, dataset_id)
+    images, labeled, per_class = Counter(), Counter(), defaultdict(Counter)
+    for fact in facts:
+        images[fact.split] += 1
+        labeled[fact.split] += bool(fact.class_ids)
+        for class_id in fact.class_ids:
+            per_class[class_id][fact.split] += 1
+    assert stats["images"] == {s: images[s] for s in ("train", "val", "test", "unassigned")}
+    assert stats["labeled"] == {"train": 2, "val": 1, "test": 1, "unassigned": 2}
+    assert {r["name"]: (r["train"], r["val"], r["test"], r["unassigned"], r["total"]) for r in stats["per_class"]} == {
+        "a": (2, 0, 1, 0, 3), "b": (1, 1, 0, 1, 3), "c": (0, 0, 1, 2, 3)}
+    assert {uuid.UUID(r["class_id"]): r["total"] for r in stats["per_class"]} == {
+        k: sum(v.values()) for k, v in per_class.items()}
+    assert stats["actual_ratios"] == pytest.approx({"train": 0.5, "val": 0.25, "test": 0.25})

@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,7 @@ from core.models import ClsDataset, ClsDatasetImage, ClsImage, ClsLabel
 from core.vocabulary import TRAINING_SPLITS
 
 
-@dataclass
+@dataclass(slots=True)  # 200,000 of them at once: no per-instance dict
 class ImageFacts:
     """What splits, versions, health and export need to know about one image of a dataset."""
 
@@ -35,6 +36,10 @@ class ImageFacts:
     storage_path: str = ""
 
 
+BY_INT = attrgetter("int")
+"""Sort key of UUIDs: the same order as their text, without building it."""
+
+
 def get_dataset(session: Session, dataset_id: uuid.UUID) -> ClsDataset:
     dataset = session.get(ClsDataset, dataset_id)
     if dataset is None:
@@ -43,27 +48,32 @@ def get_dataset(session: Session, dataset_id: uuid.UUID) -> ClsDataset:
 
 
 def dataset_image_facts(session: Session, dataset_id: uuid.UUID) -> list[ImageFacts]:
-    """Every image of the dataset with its split, status and class ids (sorted), in image-id order."""
+    """Every image of the dataset with its split, status and class ids (sorted), in image-id order.
+
+    Read as plain rows (no ORM result processing) and sorted by the UUIDs themselves (their order is
+    their text's order): at 200,000 images the ORM rows and str() sort keys were most of its time."""
+    connection = session.connection()
     labels: dict[uuid.UUID, list[uuid.UUID]] = defaultdict(list)
-    for image_id, class_id in session.execute(
+    for image_id, class_id in connection.execute(
         select(ClsLabel.image_id, ClsLabel.class_id).where(ClsLabel.dataset_id == dataset_id)
     ):
         labels[image_id].append(class_id)
-    rows = session.execute(
+    rows = connection.execute(
         select(ClsDatasetImage.image_id, ClsDatasetImage.split, ClsDatasetImage.status, ClsImage.file_hash,
                ClsImage.phash, ClsImage.width, ClsImage.height, ClsImage.original_filename,
                ClsImage.filename, ClsImage.storage_path)
         .join(ClsImage, ClsImage.id == ClsDatasetImage.image_id)
         .where(ClsDatasetImage.dataset_id == dataset_id)
     )
+    no_labels: list[uuid.UUID] = []
     facts = [
-        ImageFacts(image_id=r.image_id, split=r.split or "unassigned", status=r.status,
-                   class_ids=sorted(labels.get(r.image_id, []), key=str), file_hash=r.file_hash, phash=r.phash,
-                   width=r.width, height=r.height, original_filename=r.original_filename,
-                   filename=r.filename, storage_path=r.storage_path)
-        for r in rows
+        ImageFacts(image_id, split or "unassigned", status, sorted(labels.get(image_id, no_labels), key=BY_INT), file_hash,
+                   phash, width, height, original_filename, filename, storage_path)
+        for image_id, split, status, file_hash, phash, width, height, original_filename, filename, storage_path
+        in rows
     ]
-    return sorted(facts, key=lambda f: str(f.image_id))
+    facts.sort(key=attrgetter("image_id.int"))  # C-level int compares; UUID.__lt__ is Python
+    return facts
 
 
 def resolve_threshold(near_duplicate_threshold: int | None) -> int:

@@ -145,8 +145,10 @@ def _library_hashes(session: Session) -> tuple[list[uuid.UUID], np.ndarray, list
     ids: list[uuid.UUID] = []
     hexes: list[str] = []
     unbanded: list[tuple[uuid.UUID, str]] = []
-    rows = session.execute(select(ClsImage.id, ClsImage.phash, ClsImage.phash_band0)
-                           .where(ClsImage.phash.is_not(None)).order_by(ClsImage.created_at, ClsImage.id))
+    # Plain rows from the connection: ORM result processing of 1,000,000 rows was seconds of its own.
+    rows = session.connection().execute(select(ClsImage.id, ClsImage.phash, ClsImage.phash_band0)
+                                        .where(ClsImage.phash.is_not(None))
+                                        .order_by(ClsImage.created_at, ClsImage.id))
     for image_id, phash, band0 in rows:
         ids.append(image_id)
         hexes.append(phash)

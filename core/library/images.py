@@ -161,7 +161,13 @@ def matching_image_ids(*, session: Session, filters: ImageFilters) -> list[uuid.
 def image_filter_options(*, session: Session) -> dict[str, Any]:
     """The plan's get_cls_image_filter_options: the values present in the library."""
     def distinct(column) -> list[str]:
-        return sorted(v for v in session.scalars(select(column).where(column.is_not(None)).distinct()) if v)
+        """The column's values by a loose index scan: from each value, the next one through the column's
+        index (one probe per value). SELECT DISTINCT read the whole index: 130-210 ms per column at
+        1,000,000 images (bench/bench_scale.py); a few probes now, on Postgres and SQLite alike."""
+        walk = select(func.min(column).label("value")).cte("walk", recursive=True)
+        step = select(func.min(column)).where(column > walk.c.value).scalar_subquery()
+        walk = walk.union_all(select(step).where(walk.c.value.is_not(None)))
+        return sorted(v for v in session.scalars(select(walk.c.value).where(walk.c.value.is_not(None))) if v)
 
     if _dialect(session) == "postgresql":
         tag_values = session.scalars(select(func.jsonb_array_elements_text(ClsImage.tags)).distinct())
