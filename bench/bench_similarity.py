@@ -19,6 +19,7 @@ matrix products over chunks of the float16 matrix. Latency: one query at a time 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import resource
 import sys
@@ -99,6 +100,8 @@ def main() -> None:
     parser.add_argument("--rerank", type=int, default=ann.RERANK_FACTOR,
                         help="candidates per result re-scored on the float16 vectors (0: the graph's own order)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sweep", nargs="*", default=[], metavar="EF:RERANK",
+                        help="also measure these search settings on the same graph (e.g. 256:8 512:8)")
     args = parser.parse_args()
     settings = ann.AnnSettings(args.connectivity, args.expansion_add, args.expansion_search, args.dtype,
                                args.rerank)
@@ -125,6 +128,12 @@ def main() -> None:
     truth = exact_top(base, queries, args.k)
     print(f"exact search for {args.queries} queries: {time.perf_counter() - started:.1f} s")
     measure(index, queries, truth, args.k, "after build")
+    for point in args.sweep:
+        expansion, rerank = (int(part) for part in point.split(":"))
+        index.graph.expansion_search = expansion
+        index.settings = dataclasses.replace(settings, expansion_search=expansion, rerank=rerank)
+        measure(index, queries, truth, args.k, f"expansion_search {expansion}, rerank {rerank}")
+    index.graph.expansion_search, index.settings = settings.expansion_search, settings
 
     started = time.perf_counter()
     index.add(extra)
