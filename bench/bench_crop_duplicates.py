@@ -33,6 +33,7 @@ from core.library.hamming import pairs_within  # noqa: E402
 from core.similarity.crop_hashes import (  # noqa: E402
     CROP_CONFIRM_MAX_DISTANCE,
     CROP_THRESHOLD,
+    EMBEDDING_RESCUE_MAX_DISTANCE,
     crop_duplicate_pairs,
     crop_hashes,
 )
@@ -53,9 +54,9 @@ def copies(image, rng, crop):
     yield "crop", image.crop((int(w * left), int(h * top), w - int(w * right), h - int(h * bottom)))
 
 
-def build(seed: int, crop) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
+def build(seed: int, crop) -> tuple[np.ndarray, np.ndarray, np.ndarray, list, list]:
     rng = np.random.default_rng(seed)
-    group, edit, coarse, fine = [], [], [], []
+    group, edit, coarse, fine, images = [], [], [], [], []
     bases = [t for photo in photos().values() for t in tiles(photo)]
     for g, base in enumerate(bases):
         for name, image in [("base", base), *copies(base, rng, crop)]:
@@ -64,7 +65,8 @@ def build(seed: int, crop) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
             edit.append(name)
             coarse.append(hashes)
             fine.append(fines)
-    return np.array(group), np.array(edit), np.stack(coarse), fine
+            images.append(image)
+    return np.array(group), np.array(edit), np.stack(coarse), fine, images
 
 
 def report(label: str, found: set, truth: set, edit: np.ndarray) -> None:
@@ -81,9 +83,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=2, help="seed 1 chose CROP_CONFIRM_MAX_DISTANCE")
     parser.add_argument("--crop", type=float, nargs=2, default=(0.03, 0.10))
+    parser.add_argument("--embed", metavar="FAMILY/SIZE", help="also the embedding second stage with this backbone "
+                        "(random weights unless --weights; no hub access here)")
+    parser.add_argument("--weights", default="none")
+    parser.add_argument("--min-cosine", type=float, default=0.95)
     args = parser.parse_args()
     started = time.perf_counter()
-    group, edit, coarse, fine = build(args.seed, tuple(args.crop))
+    group, edit, coarse, fine, images = build(args.seed, tuple(args.crop))
     n = len(group)
     upper_i, upper_j = np.triu_indices(n, 1)
     same = group[upper_i] == group[upper_j]
@@ -101,6 +107,14 @@ def main() -> None:
     report(f"before: whole-image pHash ≤ 8 + confirm ≤ {CONFIRM_MAX_DISTANCE}", before, truth, edit)
     report(f"after: multi-crop pHash ≤ {CROP_THRESHOLD} + confirm ≤ {CONFIRM_MAX_DISTANCE} "
            f"(view pairs ≤ {CROP_CONFIRM_MAX_DISTANCE})", crop_duplicate_pairs(coarse, fine), truth, edit)
+    if args.embed:
+        from core.similarity.embedder import Embedder, backbone
+
+        embedder = Embedder(*backbone(*args.embed.split("/"), weights=args.weights))
+        vectors = np.concatenate([embedder.embed(images[k:k + 32]) for k in range(0, len(images), 32)])
+        found = crop_duplicate_pairs(coarse, fine, embeddings=vectors, min_cosine=args.min_cosine)
+        report(f"after + {args.embed} ({args.weights} weights) cosine ≥ {args.min_cosine} for view pairs ≤ "
+               f"{EMBEDDING_RESCUE_MAX_DISTANCE}", found, truth, edit)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,10 @@ view: views never align exactly with a crop, and mid frequencies feel the misali
 whole-image limit (32) would reject most crops. Chosen on seed 1 of bench_crop_duplicates.py
 (0 false pairs of 444,150 at pHash ≤ 10); reported on another seed."""
 
+EMBEDDING_RESCUE_MAX_DISTANCE = 80
+"""Whole-against-view pairs past CROP_CONFIRM_MAX_DISTANCE but within this are kept when the two
+images' embedding cosine reaches `min_cosine` (the second stage, where an embedding index exists)."""
+
 CROP_THRESHOLD = 10
 """pHash distance (of 64 bits) for a candidate pair of views."""
 
@@ -51,11 +55,14 @@ def crop_hashes(image) -> tuple[np.ndarray, list[str]]:
 
 
 def crop_duplicate_pairs(coarse: np.ndarray, fine: list[list[str]], threshold: int = CROP_THRESHOLD,
-                         crop_confirm_max: int = CROP_CONFIRM_MAX_DISTANCE) -> set[tuple[int, int]]:
+                         crop_confirm_max: int = CROP_CONFIRM_MAX_DISTANCE, *, embeddings: np.ndarray | None = None,
+                         min_cosine: float = 0.95) -> set[tuple[int, int]]:
     """Pairs (i < j) of images that are near copies, crops included. `coarse`: (n, views) uint64 from
     crop_hashes; `fine`: each image's view hashes. A candidate links a whole image to any view of the
     other and must be confirmed on those two views' 256-bit hashes (whole against whole as the
-    library does, whole against a view within `crop_confirm_max`)."""
+    library does, whole against a view within `crop_confirm_max`). With `embeddings` (one unit vector
+    per image), a whole-against-view pair up to EMBEDDING_RESCUE_MAX_DISTANCE is also kept when the
+    two images' cosine is at least `min_cosine`."""
     from core.library.duplicates import CONFIRM_MAX_DISTANCE
 
     n, views = coarse.shape
@@ -66,7 +73,11 @@ def crop_duplicate_pairs(coarse: np.ndarray, fine: list[list[str]], threshold: i
     if not len(pi):
         return set()
     flat = [value for per_image in fine for value in per_image]
-    limit = np.where((pi % views == 0) & (pj % views == 0), CONFIRM_MAX_DISTANCE, crop_confirm_max)
-    confirmed = confirm_distances([flat[k] for k in pi], [flat[k] for k in pj]) <= limit
+    whole = (pi % views == 0) & (pj % views == 0)
+    distances = confirm_distances([flat[k] for k in pi], [flat[k] for k in pj])
+    confirmed = distances <= np.where(whole, CONFIRM_MAX_DISTANCE, crop_confirm_max)
+    if embeddings is not None:
+        cosine = np.einsum("nd,nd->n", embeddings[pi // views], embeddings[pj // views])
+        confirmed |= ~whole & (distances <= EMBEDDING_RESCUE_MAX_DISTANCE) & (cosine >= min_cosine)
     first, second = pi[confirmed] // views, pj[confirmed] // views
     return {(int(min(a, b)), int(max(a, b))) for a, b in zip(first, second, strict=True)}
