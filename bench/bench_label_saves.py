@@ -22,8 +22,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from core.datasets.classes import create_class  # noqa: E402
 from core.datasets.dataset import add_images_to_dataset, create_dataset  # noqa: E402
 from core.db import session_scope  # noqa: E402
+from core.labeling.bulk_labels import bulk_set_label  # noqa: E402
 from core.labeling.counts import count_mismatches  # noqa: E402
-from core.labeling.labels import bulk_set_label, set_labels  # noqa: E402
+from core.labeling.labels import set_labels  # noqa: E402
 from core.models import Base, ClsClass, ClsDataset, ClsImage  # noqa: E402
 from tests.factories import ADMIN
 

@@ -7,8 +7,8 @@
 Empties the cls_* tables of that database first (never point it at real data).
 
 Part 1: `--labelers` threads, each a labeling page: take the next unlabeled image
-(core.labeling.queue.next_image, reserved for that page), show its card, save a class with
-core.labeling.queue.save at the shown revision, one transaction per save, as the page's save path does.
+(core.labeling.actions.next_image, reserved for that page), show its card, save a class with
+core.labeling.actions.save at the shown revision, one transaction per save, as the page's save path does.
 Prints saves/s and p50/p95/max save latency, then verifies every save is in the database exactly once
 (one label row per saved image with the saved class, one label change per save, no image saved twice)
 and that every count is exact (core.labeling.counts.count_mismatches).
@@ -39,6 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from core.datasets.classes import create_class  # noqa: E402
 from core.datasets.dataset import add_images_to_dataset, create_dataset  # noqa: E402
 from core.db import get_engine, session_scope  # noqa: E402
+from core.labeling import actions
 from core.labeling import queue as labeling  # noqa: E402
 from core.labeling.counts import count_mismatches  # noqa: E402
 from core.library import bulk as bulk_actions  # noqa: E402
@@ -104,7 +105,7 @@ class Labeler(threading.Thread):
         while not self.stop.is_set():
             try:
                 with session_scope() as session:
-                    image_id = labeling.next_image(actor=ADMIN, session=session, dataset_id=self.dataset_id, mode="unlabeled",
+                    image_id = actions.next_image(actor=ADMIN, session=session, dataset_id=self.dataset_id, mode="unlabeled",
                                                    holder=self.holder, after=after)
                     if image_id is None:
                         return
@@ -112,7 +113,7 @@ class Labeler(threading.Thread):
                 class_id = self.rng.choice(self.classes)
                 started = time.perf_counter()
                 with session_scope() as session:
-                    result = labeling.save(session=session, dataset_id=self.dataset_id, image_id=image_id,
+                    result = actions.save(session=session, dataset_id=self.dataset_id, image_id=image_id,
                                            class_ids=[class_id], shown_revision=card.label_revision,
                                            actor=ADMIN, shown=card)
                 self.latencies.append(time.perf_counter() - started)

@@ -18,10 +18,12 @@ import hmac
 import os
 import secrets
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote
 
 from core.config import DATA_DIR, get_settings
+from core.models import utcnow
 
 WINDOW_S = 6 * 3600
 """Links stay the same for a window; one is valid from one to two windows after it is made."""
@@ -86,3 +88,24 @@ def check(key: str, expires: str | None, signature: str | None, *, now: float | 
     if not hmac.compare_digest(_signature(key, int(expires)), signature):
         return "bad signature"
     return None
+
+
+_url_cache: dict[str, tuple[str, datetime]] = {}
+
+
+def stable_url(storage, key: str, *, expires_s: int = 6 * 3600) -> str | None:
+    """An http(s) URL for a storage key that stays the same across page runs, so the browser's
+    cache and prefetch work: the public URL, or a presigned S3 URL reused until half its life is
+    gone (a new signature per run would defeat the cache). None for local storage without a
+    public URL: the page serves those itself."""
+    now = utcnow()
+    cached = _url_cache.get(key)
+    if cached and cached[1] > now:
+        return cached[0]
+    url = storage.url(key, expires_s=expires_s)
+    if not url.startswith(("http://", "https://")):
+        return None
+    if len(_url_cache) > 20000:
+        _url_cache.clear()
+    _url_cache[key] = (url, now + timedelta(seconds=expires_s // 2))
+    return url

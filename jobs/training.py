@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from core.jobs.rows import JobContext
-from core.training.runs import execute_run, mark_run_failed
+from core.training.run_job import execute_run
+from core.training.runs import mark_run_failed
 from core.users import User
 
 

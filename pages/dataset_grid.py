@@ -89,17 +89,13 @@ def _run(dataset_id: uuid.UUID, action, done: str) -> None:
 
 def label_selected(dataset: dict, class_row: dict, ids_provider) -> None:
     """Single-label: the class replaces. Multi-label: added, or removed when every selected image has it."""
-    from core.labeling.labels import labels_for_images
+    from core.labeling.bulk_labels import key_press_mode
     from core.library.bulk import set_label
 
     def action():
         ids = ids_provider()
-        mode = "replace"
-        if dataset["task_type"] == "multi_label":
-            with session_scope() as session:
-                current = labels_for_images(session=session, dataset_id=dataset["id"], image_ids=ids)
-            have_all = all(any(lab.class_id == class_row["id"] for lab in current[i]) for i in ids)
-            mode = "remove" if have_all else "add"
+        with session_scope() as session:
+            mode = key_press_mode(session=session, dataset_id=dataset["id"], image_ids=ids, class_id=class_row["id"])
         return set_label(actor=current_user(), dataset_id=dataset["id"], image_ids=ids, class_id=class_row["id"],
                          mode=mode)
 

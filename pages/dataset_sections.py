@@ -63,7 +63,7 @@ def split_chart(per_class: list[dict], title: str) -> go.Figure:
 
 
 def render_splits(dataset_id: uuid.UUID) -> None:
-    from core.datasets.splits import assign_split, auto_split, split_stats
+    from core.datasets.splits import split_stats
 
     with session_scope() as session:
         stats = run_action(lambda: split_stats(session=session, dataset_id=dataset_id))
@@ -86,11 +86,19 @@ def render_splits(dataset_id: uuid.UUID) -> None:
     if not allowed("admin"):
         st.caption(refusal("admin", "changing splits"))
         return
+    _auto_split_form(dataset_id, stats["ratios"])
+    _split_summary(dataset_id)
+    _manual_split_form(dataset_id)
+
+
+def _auto_split_form(dataset_id: uuid.UUID, ratios_now: dict[str, float]) -> None:
+    from core.datasets.splits import auto_split
+
     with st.form(f"auto-split-{dataset_id}"):
         st.markdown("**Auto-split** the labeled images, stratified by class; duplicates stay together.")
         ratio_columns = st.columns(3)
         ratios = {split: column.number_input(split, min_value=0.0, max_value=1.0, step=0.05,
-                                             value=float(stats["ratios"][split]), key=f"ratio-{split}-{dataset_id}")
+                                             value=float(ratios_now[split]), key=f"ratio-{split}-{dataset_id}")
                   for column, split in zip(ratio_columns, TRAINING_SPLITS, strict=True)}
         options = st.columns(4)
         seed = options[0].number_input("seed", min_value=0, value=0, step=1)
@@ -107,6 +115,9 @@ def render_splits(dataset_id: uuid.UUID) -> None:
             if summary is not None:
                 st.session_state[f"split-summary-{dataset_id}"] = summary
                 st.rerun()
+
+
+def _split_summary(dataset_id: uuid.UUID) -> None:
     summary = st.session_state.get(f"split-summary-{dataset_id}")
     if summary:
         assigned = " · ".join(f"{split} {count}" for split, count in summary["assigned"].items())
@@ -114,6 +125,10 @@ def render_splits(dataset_id: uuid.UUID) -> None:
                    f"({summary['changed']} changed, {summary['duplicate_groups']} duplicate groups kept together).")
         for item in summary["unmet_minimums"]:
             st.warning(plain(f"Class {item['class']!r} has {item['have']} {item['split']} images; wanted {item['want']}."))
+
+
+def _manual_split_form(dataset_id: uuid.UUID) -> None:
+    from core.datasets.splits import assign_split
 
     with st.expander("Assign a split by hand"):
         with st.form(f"manual-split-{dataset_id}"):

@@ -13,17 +13,8 @@ from pages.upload_tabs import upload_tab, url_tab
 # Closing the dialog reruns the page behind it, so its counts show what the import changed.
 @st.dialog("Import images", width="large", on_dismiss="rerun")
 def open_import_dialog(dataset_id: uuid.UUID | None = None) -> None:
-    upload, url, labeled, products, cutouts, od = st.tabs(
-        ["Upload", "URL", "Labeled Dataset", "Products", "Cutouts", "OD Images"])
-    with upload:
-        upload_tab(dataset_id=dataset_id)
-    with url:
-        url_tab(dataset_id=dataset_id)
-    with labeled:
-        labeled_dataset_tab(dataset_id=dataset_id)
-    with products:
-        products_tab(dataset_id=dataset_id)
-    with cutouts:
-        cutouts_tab(dataset_id=dataset_id)
-    with od:
-        od_images_tab(dataset_id=dataset_id)
+    tabs = {"Upload": upload_tab, "URL": url_tab, "Labeled Dataset": labeled_dataset_tab, "Products": products_tab,
+            "Cutouts": cutouts_tab, "OD Images": od_images_tab}
+    for tab, render in zip(st.tabs(list(tabs)), tabs.values(), strict=True):
+        with tab:
+            render(dataset_id=dataset_id)

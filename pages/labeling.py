@@ -14,15 +14,15 @@ import uuid
 
 import streamlit as st
 
+from core.datasets.label_space import KEYED_CLASSES, ClassKey
 from core.db import session_scope
 from core.errors import UserError
+from core.labeling import actions, reservations
 from core.labeling import keyboard_session as flow
 from core.labeling import queue as labeling
-from core.labeling import reservations
-from core.storage import get_storage
-from pages.components.labeling_keys import image_url, labeling_view
+from pages.components.labeling_keys import labeling_view
 from pages.freshness import dataset_revision
-from pages.ui import allowed, current_user, plain, refusal
+from pages.ui import allowed, current_user, plain, refusal, storage_url
 
 MODE_NAMES = {"all": "All", "unlabeled": "Unlabeled", "review": "Review", "random": "Random",
               "low_confidence": "Low confidence"}
@@ -96,7 +96,7 @@ def _state(dataset_id: uuid.UUID, image_id: uuid.UUID | None, mode: str | None) 
     return state
 
 
-def _shown_classes() -> list[labeling.ClassKey]:
+def _shown_classes() -> list[ClassKey]:
     """The classes (and keys) the page showed last: the keys the labeler pressed refer to them."""
     cached = st.session_state.get("labeling_context")
     return cached[1][2] if cached else []
@@ -127,9 +127,9 @@ def _on_mode() -> None:
         state.message = ("error", str(exc))
 
 
-def _card_data(card: labeling.ImageCard, storage) -> dict:
+def _card_data(card: labeling.ImageCard) -> dict:
     dims = f"{card.width}×{card.height}" if card.width else ""
-    return {"id": str(card.image_id), "url": image_url(storage, card.storage_path),
+    return {"id": str(card.image_id), "url": storage_url(card.storage_path),
             "caption": f"{card.filename} · {dims} · {_size(card.file_size_bytes)} · {card.status} · id {card.image_id}",
             "width": card.width, "height": card.height,
             "labels": [{"name": lbl.class_name, "color": lbl.color, "confidence": lbl.confidence,
@@ -149,14 +149,13 @@ def _empty_text(state: flow.LabelingState, held: int) -> str:
     return text
 
 
-def _view_data(state: flow.LabelingState, classes: list[labeling.ClassKey], ahead: list[labeling.ImageCard],
+def _view_data(state: flow.LabelingState, classes: list[ClassKey], ahead: list[labeling.ImageCard],
                held: int) -> dict:
     card = state.card
     suggested = {label.class_id: label.confidence for label in (card.labels if card else ())
                  if label.is_ai_generated}
-    storage = get_storage()
-    image = _card_data(card, storage) if card else None
-    next_cards = [_card_data(c, storage) for c in ahead]
+    image = _card_data(card) if card else None
+    next_cards = [_card_data(c) for c in ahead]
     return {
         "acks": state.acks, "image": image, "multi": state.multi, "can_label": allowed("labeler"),
         "empty_text": _empty_text(state, held),
@@ -188,7 +187,7 @@ def _context(state: flow.LabelingState):
         progress = labeling.progress(session=session, dataset_id=state.dataset_id)
         place = labeling.position(session=session, dataset_id=state.dataset_id, image_id=card.image_id) \
             if card and state.mode == "all" else None
-        classes = labeling.classes_for_labeling(session=session, dataset_id=state.dataset_id, user_id=user.id)
+        classes = actions.classes_for_labeling(session=session, dataset_id=state.dataset_id, user_id=user.id)
         ahead = labeling.image_cards(session=session, dataset_id=state.dataset_id,
                                      image_ids=flow.ahead(state)[:PREFETCH])
         size, held = labeling.queue_counts(session=session, dataset_id=state.dataset_id, mode=state.mode,
@@ -275,11 +274,11 @@ def _pins(dataset_id: uuid.UUID) -> None:
     pinned = [str(c.class_id) for c in classes if c.pinned]
     st.caption("Your own key order for this dataset (here, on its grid and in its bulk actions).")
     chosen = st.multiselect("Classes on keys 1–0, in order", list(names), default=pinned, format_func=names.get,
-                            max_selections=labeling.KEYED_CLASSES, key="labeling_pins")
+                            max_selections=KEYED_CLASSES, key="labeling_pins")
     if st.button("Save pins", key="labeling_pins_save"):
         try:
             with session_scope() as session:
-                labeling.set_pins(session=session, actor=user, dataset_id=dataset_id,
+                actions.set_pins(session=session, actor=user, dataset_id=dataset_id,
                                   class_ids=[uuid.UUID(c) for c in chosen])
         except UserError as exc:
             st.error(str(exc))

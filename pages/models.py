@@ -6,12 +6,11 @@ from __future__ import annotations
 import streamlit as st
 
 from core.db import session_scope
-from core.errors import UserError
 from core.storage import get_storage
 from core.training.views import list_models, model_detail
 from core.vocabulary import MODEL_TYPES
 from pages.models_detail import detail_tabs
-from pages.ui import allowed, current_user, refusal, run_action
+from pages.ui import allowed, current_user, read_or_explain, refusal, run_action
 
 
 def go(**params: str) -> None:
@@ -171,12 +170,8 @@ def metrics_row(detail: dict) -> None:
 def detail_view(model_id: str, user) -> None:
     if st.button("← All models", type="tertiary"):
         go()
-    try:
-        with session_scope() as session:
-            detail = model_detail(session=session, model_id=model_id)
-    except UserError as exc:
-        st.title("Model")
-        st.error(str(exc))
+    detail = read_or_explain(lambda session: model_detail(session=session, model_id=model_id), title="Model")
+    if detail is None:
         return
     st.title(detail["name"])
     model_badges(detail)

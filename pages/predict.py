@@ -202,7 +202,7 @@ def batch_done(jobs) -> None:
 
 def label_errors_tab() -> None:
     from core.datasets.dataset import list_datasets
-    from core.prediction.label_errors import decide, pending, start_find, stored_issues
+    from core.prediction.label_errors import pending, start_find, stored_issues
 
     with session_scope() as session:
         datasets = {str(d.id): d.name + (" (multi-label)" if d.task_type == "multi_label" else "")
@@ -234,7 +234,13 @@ def label_errors_tab() -> None:
     if not todo:
         st.success("Every suggestion has been reviewed.")
         return
-    issue = todo[0]
+    _issue_card(todo[0], dataset_id, skipped)
+
+
+def _issue_card(issue: dict, dataset_id: str, skipped: set) -> None:
+    """One suggestion: the image, given and suggested labels, and accept / keep / skip."""
+    from core.prediction.label_errors import decide
+
     with st.container(border=True):
         left, right = st.columns([1, 2])
         left.image(storage.get(issue["key"]), caption=issue["filename"] or issue["image_id"], width="stretch")

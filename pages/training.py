@@ -21,7 +21,7 @@ from core.training.views import (
 )
 from pages import training_search, training_wizard, wizard_recipe
 from pages.training_charts import history_figure, lr_range_figure
-from pages.ui import allowed, current_user, refusal
+from pages.ui import allowed, current_user, read_or_explain, refusal
 
 BADGES = {"pending": "gray", "preparing": "blue", "queued": "blue", "training": "orange",
           "completed": "green", "failed": "red", "cancelled": "gray"}
@@ -233,12 +233,8 @@ def live_section(run_id: uuid.UUID, active: bool) -> None:
 def detail_view(run_id: str, user) -> None:
     if st.button("← All runs", type="tertiary"):
         go()
-    try:
-        with session_scope() as session:
-            detail = run_detail(session=session, run_id=run_id)
-    except UserError as exc:
-        st.title("Training run")
-        st.error(str(exc))
+    detail = read_or_explain(lambda session: run_detail(session=session, run_id=run_id), title="Training run")
+    if detail is None:
         return
     st.title(detail["name"])
     version = f" v{detail['version_number']}" if detail["version_number"] else ""

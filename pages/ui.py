@@ -11,6 +11,7 @@ from contextlib import contextmanager
 
 import streamlit as st
 
+from core.db import session_scope
 from core.errors import UserError
 from core.users import User, local_user, oidc_user
 
@@ -142,10 +143,6 @@ def refusal(role: str, action: str) -> str | None:
     return f"{action[:1].upper()}{action[1:]} needs the {role} role; you are a {current_role(current_user())}."
 
 
-def session_user() -> User:
-    return current_user()
-
-
 @contextmanager
 def user_errors():
     """Show a UserError as a red message instead of a traceback; other errors still surface."""
@@ -165,6 +162,18 @@ def run_action(action: Callable[[], object], success: str | None = None):
     if success:
         st.toast(success)
     return result
+
+
+def read_or_explain(read: Callable[[object], object], *, title: str):
+    """What a detail view shows (`read(session)`), or None after showing `title` and why it cannot
+    (an unknown or deleted id)."""
+    try:
+        with session_scope() as session:
+            return read(session)
+    except UserError as exc:
+        st.title(title)
+        st.error(str(exc))
+        return None
 
 
 def job_progress(job) -> None:
@@ -204,10 +213,9 @@ def watch_jobs(job_ids: list[uuid.UUID], *, every_s: float = 1.0, on_done: Calla
 def storage_url(key: str) -> str:
     """A URL the browser can load for an image or thumbnail key that stays the same across runs,
     so the browser caches and prefetches it (measured: halves labeling latency): the store's public or
-    reused presigned URL (core.labeling.queue.stable_url), or for local storage a signed link to serve.py's
+    reused presigned URL (core.file_links.stable_url), or for local storage a signed link to serve.py's
     file route, valid for hours (core.file_links). Deleted objects stop being served at once."""
-    from core.file_links import signed_path
-    from core.labeling.queue import stable_url
+    from core.file_links import signed_path, stable_url
     from core.storage import get_storage
 
     storage = get_storage()

@@ -386,8 +386,7 @@ def test_archive_of_a_job_cancelled_before_it_ran_is_removed_later(embedded_stac
 
     with embedded_stack.session() as session:
         dataset_id = make_dataset(session, "orphans").id
-        never_ran = create_job(session=session, kind="dataset_import", queue="imports",
-                               function="jobs.dataset_imports.import_archive", params={}, actor=ADMIN)
+        never_ran = create_job(session=session, kind="dataset_import", params={}, actor=ADMIN)
         request_cancel(actor=ADMIN, session=session, job_id=never_ran.id)
     embedded_stack.storage.put(f"imports/{never_ran.id}.zip", b"left behind")
     start_archive_import(actor=ADMIN, source=io.BytesIO(build_zip({"cats/a.jpg": jpeg(1)})),

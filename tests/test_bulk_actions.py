@@ -101,7 +101,7 @@ def test_refusals_come_before_the_first_batch(db_stack):
 
 def test_a_stopped_action_keeps_its_committed_batches_and_a_rerun_finishes(db_stack, small_batches, monkeypatch):
     from core.errors import InvalidInput
-    from core.labeling import labels
+    from core.labeling import bulk_labels
     from tests.factories import make_class, make_dataset
 
     stack = db_stack
@@ -110,7 +110,7 @@ def test_a_stopped_action_keeps_its_committed_batches_and_a_rerun_finishes(db_st
         dataset = make_dataset(session, "d").id
         cat = make_class(session, "cat").id
     bulk_actions.add_to_dataset(actor=ADMIN, dataset_id=dataset, image_ids=ids)
-    real, calls = labels.set_label_batch, []
+    real, calls = bulk_labels.set_label_batch, []
 
     def failing_third(**kwargs):
         calls.append(1)
@@ -118,7 +118,7 @@ def test_a_stopped_action_keeps_its_committed_batches_and_a_rerun_finishes(db_st
             raise InvalidInput("the third batch fails")
         return real(**kwargs)
 
-    monkeypatch.setattr(labels, "set_label_batch", failing_third)
+    monkeypatch.setattr(bulk_labels, "set_label_batch", failing_third)
     with pytest.raises(InvalidInput, match="stopped after .* of 300 images"):
         bulk_actions.set_label(dataset_id=dataset, image_ids=ids, class_id=cat, actor=ADMIN)
     assert mismatches(stack) == []
@@ -126,7 +126,7 @@ def test_a_stopped_action_keeps_its_committed_batches_and_a_rerun_finishes(db_st
         kept = session.scalar(select(func.count()).select_from(ClsLabel))
         audited = session.scalar(select(ClsAuditEvent.row_count))
     assert 0 < kept < 300 and audited == kept  # the audit row says what was really changed
-    monkeypatch.setattr(labels, "set_label_batch", real)
+    monkeypatch.setattr(bulk_labels, "set_label_batch", real)
     assert bulk_actions.set_label(dataset_id=dataset, image_ids=ids, class_id=cat, actor=ADMIN) == 300 - kept
     assert mismatches(stack) == []
 

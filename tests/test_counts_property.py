@@ -18,7 +18,8 @@ from core.datasets.dataset import (
     remove_images_from_dataset,
 )
 from core.errors import UserError
-from core.labeling.labels import bulk_clear_labels, bulk_set_label, clear_labels, set_labels, toggle_label
+from core.labeling.bulk_labels import bulk_clear_labels, bulk_set_label
+from core.labeling.labels import clear_labels, set_labels, toggle_label
 from core.models import ClsClass, ClsDataset, ClsDatasetImage, ClsImage, ClsLabel, ClsLabelChange
 from tests.factories import ADMIN, make_image_row
 

@@ -21,7 +21,7 @@ import json
 from core.datasets.classes import create_class
 from core.datasets.dataset import add_images_to_dataset, create_dataset
 from core.db import session_scope
-from core.library.images import ingest_bytes
+from core.library.ingest import ingest_bytes
 from core.datasets.label_space_edits import add_classes
 from core.storage import get_storage
 from tests.factories import ADMIN, drawn_image_bytes

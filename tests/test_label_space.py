@@ -10,7 +10,7 @@ import pytest
 
 from core.datasets import label_space, label_space_edits
 from core.errors import Conflict, NotFound, PermissionDenied
-from core.labeling import labels
+from core.labeling import bulk_labels, labels
 from core.models import ClsDataset
 from core.users import User, operator_user, user_id_for
 from tests.factories import make_class, make_dataset, make_dataset_image
@@ -68,7 +68,7 @@ def test_every_label_write_keeps_its_class_in_the_space(db_stack):
         images = [make_dataset_image(session, db_stack.storage, dataset, seed=i).id for i in range(3)]
         labels.set_labels(session=session, actor=ADMIN, dataset_id=dataset.id, image_id=images[0], class_ids=[b.id],
                           is_ai_generated=True, confidence=0.7, ai_model="m")
-        labels.set_label_batch(session=session, actor=ADMIN, dataset_id=dataset.id, image_ids=images[1:], class_id=a.id,
+        bulk_labels.set_label_batch(session=session, actor=ADMIN, dataset_id=dataset.id, image_ids=images[1:], class_id=a.id,
                                mode="add")
         assert _space_names(session, dataset.id) == ["b", "a"]
         assert [k.name for k in label_space.keyed_classes(session=session, dataset_id=dataset.id, user_id=None)] \

@@ -9,8 +9,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
+from core import file_links
 from core.errors import InvalidInput
-from core.labeling import labels
+from core.labeling import actions, labels
 from core.labeling import queue as labeling
 from core.models import ClsDataset, ClsDatasetImage, ClsLabel, utcnow
 from tests.factories import ADMIN, add_to_space, make_class, make_dataset, make_image_row, person
@@ -81,13 +82,13 @@ def test_two_labelers_get_different_images_and_reservations_expire(db_stack):
     with db_stack.session() as s:
         ds, images, _ = seed(s, db_stack.storage, images=10)
     with db_stack.session() as s:
-        mine, my_next = labeling.next_image_and_upcoming(actor=ADMIN, session=s, dataset_id=ds, mode="unlabeled",
+        mine, my_next = actions.next_image_and_upcoming(actor=ADMIN, session=s, dataset_id=ds, mode="unlabeled",
                                                          holder=ME)
-        theirs, their_next = labeling.next_image_and_upcoming(actor=ADMIN, session=s, dataset_id=ds, mode="unlabeled",
+        theirs, their_next = actions.next_image_and_upcoming(actor=ADMIN, session=s, dataset_id=ds, mode="unlabeled",
                                                               holder=OTHER)
     assert [mine, *my_next] == images[:4] and [theirs, *their_next] == images[4:8]
     with db_stack.session() as s:  # moving on: the window slides over the other page's images
-        nxt, upcoming = labeling.next_image_and_upcoming(actor=ADMIN, session=s, dataset_id=ds, mode="unlabeled",
+        nxt, upcoming = actions.next_image_and_upcoming(actor=ADMIN, session=s, dataset_id=ds, mode="unlabeled",
                                                          holder=ME, after=mine)
         assert [nxt, *upcoming] == [images[1], images[2], images[3], images[8]]
         assert labeling.queue_ids(session=s, dataset_id=ds, mode="unlabeled", holder=OTHER, after=theirs,
@@ -95,8 +96,8 @@ def test_two_labelers_get_different_images_and_reservations_expire(db_stack):
         assert labeling.queue_size(session=s, dataset_id=ds, mode="unlabeled", holder=OTHER) == 6
         assert labeling.queue_held_by_others(session=s, dataset_id=ds, mode="unlabeled", holder=OTHER) == 4
         later = utcnow() + timedelta(seconds=labeling.RESERVATION_S + 1)
-        assert labeling.reserve(actor=ADMIN, session=s, dataset_id=ds, image_id=nxt, holder=OTHER, now=later)
-        assert not labeling.reserve(actor=ADMIN, session=s, dataset_id=ds, image_id=nxt, holder=ME, now=later)
+        assert actions.reserve(actor=ADMIN, session=s, dataset_id=ds, image_id=nxt, holder=OTHER, now=later)
+        assert not actions.reserve(actor=ADMIN, session=s, dataset_id=ds, image_id=nxt, holder=ME, now=later)
         # "all" mode shows every image, held or not
         assert labeling.queue_ids(session=s, dataset_id=ds, mode="all", holder=ME, limit=10) == images
 
@@ -109,7 +110,7 @@ def test_racing_pages_never_claim_the_same_image(postgres_stack):
     def claim():
         barrier.wait()
         with postgres_stack.session() as s:
-            first, upcoming = labeling.next_image_and_upcoming(actor=ADMIN, session=s, dataset_id=ds,
+            first, upcoming = actions.next_image_and_upcoming(actor=ADMIN, session=s, dataset_id=ds,
                                                                mode="unlabeled", holder=uuid.uuid4())
             windows.append([first, *upcoming])
 
@@ -126,20 +127,20 @@ def test_save_is_idempotent_and_never_overwrites_silently(stack):
         ds, images, classes = seed(s, stack.storage)
     image = images[0]
     with stack.session() as s:
-        first = labeling.save(session=s, dataset_id=ds, image_id=image, class_ids=[classes[1]], shown_revision=0,
+        first = actions.save(session=s, dataset_id=ds, image_id=image, class_ids=[classes[1]], shown_revision=0,
                               actor=ME_USER)
     with stack.session() as s:  # the same press delivered twice: nothing written again
-        again = labeling.save(session=s, dataset_id=ds, image_id=image, class_ids=[classes[1]], shown_revision=0,
+        again = actions.save(session=s, dataset_id=ds, image_id=image, class_ids=[classes[1]], shown_revision=0,
                               actor=ME_USER)
     assert (first.outcome, again.outcome) == ("saved", "unchanged")
     assert again.card.label_revision == 1
     with stack.session() as s:  # another labeler had the page open at revision 0 and picks another class
-        stale = labeling.save(session=s, dataset_id=ds, image_id=image, class_ids=[classes[2]], shown_revision=0,
+        stale = actions.save(session=s, dataset_id=ds, image_id=image, class_ids=[classes[2]], shown_revision=0,
                               actor=OTHER_USER)
     assert stale.outcome == "conflict" and "ds-class-1" in stale.message
     assert stale.card.class_ids == [classes[1]] and not stale.moves_on
     with stack.session() as s:  # told and shown, a second Enter replaces it knowingly
-        replaced = labeling.save(session=s, dataset_id=ds, image_id=image, class_ids=[classes[2]],
+        replaced = actions.save(session=s, dataset_id=ds, image_id=image, class_ids=[classes[2]],
                                  shown_revision=stale.card.label_revision, actor=OTHER_USER)
         rows = s.scalars(select(ClsLabel).where(ClsLabel.image_id == image)).all()
         assert replaced.outcome == "saved" and [r.class_id for r in rows] == [classes[2]]
@@ -150,9 +151,9 @@ def test_bad_saves_are_refused_with_a_message(db_stack):
     with db_stack.session() as s:
         ds, images, classes = seed(s, db_stack.storage)
         with pytest.raises(InvalidInput, match="pick a class"):
-            labeling.save(session=s, dataset_id=ds, image_id=images[0], class_ids=[], shown_revision=0, actor=ME_USER)
+            actions.save(session=s, dataset_id=ds, image_id=images[0], class_ids=[], shown_revision=0, actor=ME_USER)
         with pytest.raises(InvalidInput, match="single-label"):
-            labeling.save(session=s, dataset_id=ds, image_id=images[0], class_ids=classes[:2], shown_revision=0,
+            actions.save(session=s, dataset_id=ds, image_id=images[0], class_ids=classes[:2], shown_revision=0,
                           actor=ME_USER)
 
 
@@ -160,17 +161,17 @@ def test_multi_label_save_skip_and_clear(db_stack):
     with db_stack.session() as s:
         ds, images, classes = seed(s, db_stack.storage, task_type="multi_label")
     with db_stack.session() as s:
-        saved = labeling.save(session=s, dataset_id=ds, image_id=images[0], class_ids=classes[:2], shown_revision=0,
+        saved = actions.save(session=s, dataset_id=ds, image_id=images[0], class_ids=classes[:2], shown_revision=0,
                               actor=ME_USER)
         assert sorted(saved.card.class_ids) == sorted(classes[:2])
-        cleared = labeling.clear(session=s, dataset_id=ds, image_id=images[0], shown_revision=saved.card.label_revision,
+        cleared = actions.clear(session=s, dataset_id=ds, image_id=images[0], shown_revision=saved.card.label_revision,
                                  actor=ME_USER)
         assert cleared.outcome == "cleared" and cleared.card.labels == ()
-        assert labeling.clear(session=s, dataset_id=ds, image_id=images[0], shown_revision=0,
+        assert actions.clear(session=s, dataset_id=ds, image_id=images[0], shown_revision=0,
                               actor=ME_USER).outcome == "unchanged"
-        skipped = labeling.skip(session=s, dataset_id=ds, image_id=images[1], actor=ME_USER)
+        skipped = actions.skip(session=s, dataset_id=ds, image_id=images[1], actor=ME_USER)
         assert skipped.card.status == "skipped"
-        assert labeling.skip(session=s, dataset_id=ds, image_id=images[1], actor=ME_USER).card.label_revision == \
+        assert actions.skip(session=s, dataset_id=ds, image_id=images[1], actor=ME_USER).card.label_revision == \
             skipped.card.label_revision  # skipping twice writes once
         assert images[1] not in labeling.queue_ids(session=s, dataset_id=ds, mode="unlabeled", limit=10)
 
@@ -183,18 +184,18 @@ def test_review_accept_marks_reviewed_and_a_change_records_a_manual_label(db_sta
     with db_stack.session() as s:
         card = labeling.image_card(session=s, dataset_id=ds, image_id=images[0])
         assert card.awaiting_review and card.labels[0].confidence == 0.3 and card.labels[0].ai_model == "m1"
-        accepted = labeling.accept_review(session=s, dataset_id=ds, image_id=images[0],
+        accepted = actions.accept_review(session=s, dataset_id=ds, image_id=images[0],
                                           shown_revision=card.label_revision, actor=ME_USER)
         assert accepted.outcome == "reviewed"
         label = s.scalar(select(ClsLabel).where(ClsLabel.image_id == images[0]))
         assert label.is_reviewed and label.reviewed_by == ME_USER.id and label.reviewed_at is not None
         card = labeling.image_card(session=s, dataset_id=ds, image_id=images[1])
-        changed = labeling.save(session=s, dataset_id=ds, image_id=images[1], class_ids=[classes[2]],
+        changed = actions.save(session=s, dataset_id=ds, image_id=images[1], class_ids=[classes[2]],
                                 shown_revision=card.label_revision, actor=ME_USER)
         label = s.scalar(select(ClsLabel).where(ClsLabel.image_id == images[1]))
         assert changed.outcome == "saved" and label.class_id == classes[2] and not label.is_ai_generated
         assert labeling.queue_ids(session=s, dataset_id=ds, mode="review") == []
-        assert labeling.accept_review(session=s, dataset_id=ds, image_id=images[2], shown_revision=0,
+        assert actions.accept_review(session=s, dataset_id=ds, image_id=images[2], shown_revision=0,
                                       actor=ME_USER).outcome == "unchanged"
 
 
@@ -203,27 +204,27 @@ def test_classes_pinned_first_get_the_number_keys(db_stack):
         ds, _, _ = seed(s, db_stack.storage, classes=0)
         classes = [make_class(s, f"c{i:02d}").id for i in range(12)]
         make_class(s, "not-in-this-dataset")
-        assert labeling.classes_for_labeling(session=s, dataset_id=ds, user_id=ME_USER.id) == []
+        assert actions.classes_for_labeling(session=s, dataset_id=ds, user_id=ME_USER.id) == []
         add_to_space(s, ds, classes)
-        keys = labeling.classes_for_labeling(session=s, dataset_id=ds, user_id=ME_USER.id)
+        keys = actions.classes_for_labeling(session=s, dataset_id=ds, user_id=ME_USER.id)
         assert [k.key for k in keys] == list("1234567890") + [None, None]
         assert [k.class_id for k in keys] == classes  # the space's order, not the workspace's
-        labeling.set_pins(session=s, dataset_id=ds, actor=ME_USER, class_ids=[classes[11], classes[5]])
-        keys = labeling.classes_for_labeling(session=s, dataset_id=ds, user_id=ME_USER.id)
+        actions.set_pins(session=s, dataset_id=ds, actor=ME_USER, class_ids=[classes[11], classes[5]])
+        keys = actions.classes_for_labeling(session=s, dataset_id=ds, user_id=ME_USER.id)
         assert [k.class_id for k in keys[:3]] == [classes[11], classes[5], classes[0]]
         assert keys[0].key == "1" and keys[0].pinned and keys[11].key is None
         # pins are per user
-        assert labeling.classes_for_labeling(session=s, dataset_id=ds, user_id=OTHER_USER.id)[0].class_id == classes[0]
+        assert actions.classes_for_labeling(session=s, dataset_id=ds, user_id=OTHER_USER.id)[0].class_id == classes[0]
         with pytest.raises(InvalidInput, match="at most 10"):
-            labeling.set_pins(session=s, dataset_id=ds, actor=ME_USER, class_ids=classes[:11])
+            actions.set_pins(session=s, dataset_id=ds, actor=ME_USER, class_ids=classes[:11])
         with pytest.raises(InvalidInput, match="outside this dataset's classes"):
-            labeling.set_pins(session=s, dataset_id=ds, actor=ME_USER, class_ids=[uuid.uuid4()])
+            actions.set_pins(session=s, dataset_id=ds, actor=ME_USER, class_ids=[uuid.uuid4()])
 
 
 def test_stable_url_is_reused_for_presigned_s3_and_absent_for_local(stack):
     key = "images/x.png"
     stack.storage.put(key, b"x")
-    first, second = labeling.stable_url(stack.storage, key), labeling.stable_url(stack.storage, key)
+    first, second = file_links.stable_url(stack.storage, key), file_links.stable_url(stack.storage, key)
     if stack.name == "production":
         assert first and first.startswith("http") and first == second
     else:
@@ -241,7 +242,7 @@ def test_walk_is_complete_when_images_share_the_server_timestamp(db_stack):
     seen, current = [], None
     with db_stack.session() as s:
         for _ in range(5):
-            current = labeling.next_image(actor=ADMIN, session=s, dataset_id=dataset.id, mode="all", holder=ME, after=current)
+            current = actions.next_image(actor=ADMIN, session=s, dataset_id=dataset.id, mode="all", holder=ME, after=current)
             seen.append(current)
         assert labeling.position(session=s, dataset_id=dataset.id, image_id=seen[-1]) == 5
         assert labeling.previous_id(session=s, dataset_id=dataset.id, before=seen[1]) == seen[0]
@@ -251,9 +252,9 @@ def test_walk_is_complete_when_images_share_the_server_timestamp(db_stack):
 def test_all_mode_shows_an_image_another_page_holds(db_stack):
     with db_stack.session() as s:
         ds, images, _ = seed(s, db_stack.storage, images=2)
-        assert labeling.reserve(actor=ADMIN, session=s, dataset_id=ds, image_id=images[0], holder=OTHER)
-        assert labeling.next_image(actor=ADMIN, session=s, dataset_id=ds, mode="all", holder=ME) == images[0]
-        assert labeling.next_image(actor=ADMIN, session=s, dataset_id=ds, mode="unlabeled", holder=ME) == images[1]
+        assert actions.reserve(actor=ADMIN, session=s, dataset_id=ds, image_id=images[0], holder=OTHER)
+        assert actions.next_image(actor=ADMIN, session=s, dataset_id=ds, mode="all", holder=ME) == images[0]
+        assert actions.next_image(actor=ADMIN, session=s, dataset_id=ds, mode="unlabeled", holder=ME) == images[1]
 
 
 def test_confirming_a_label_someone_changed_meanwhile_is_a_conflict(db_stack):
@@ -263,7 +264,7 @@ def test_confirming_a_label_someone_changed_meanwhile_is_a_conflict(db_stack):
         shown = labeling.image_card(session=s, dataset_id=ds, image_id=images[0])
         labels.set_labels(session=s, dataset_id=ds, image_id=images[0], class_ids=[classes[1]], actor=OTHER_USER,
                           expected_revision=shown.label_revision)
-        result = labeling.save(session=s, dataset_id=ds, image_id=images[0], class_ids=[classes[0]],
+        result = actions.save(session=s, dataset_id=ds, image_id=images[0], class_ids=[classes[0]],
                                shown_revision=shown.label_revision, actor=ME_USER, shown=shown)
         assert result.outcome == "conflict" and result.card.class_ids == [classes[1]]
 
@@ -274,7 +275,7 @@ def test_key_batches_apply_once_in_order_and_never_to_another_image(db_stack):
 
     with db_stack.session() as s:
         ds, images, classes = seed(s, db_stack.storage, images=5)
-        keys = labeling.classes_for_labeling(session=s, dataset_id=ds, user_id=ME_USER.id)
+        keys = actions.classes_for_labeling(session=s, dataset_id=ds, user_id=ME_USER.id)
     names = {k.key: k.class_id for k in keys}
     state = flow.start(session_scope, dataset_id=ds, actor=ME_USER, mode="unlabeled")
     assert state.image_id == images[0]
@@ -307,7 +308,7 @@ def test_keys_typed_on_a_guessed_image_apply_only_where_the_guess_was_right(db_s
 
     with db_stack.session() as s:
         ds, images, classes = seed(s, db_stack.storage, images=6)
-        keys = labeling.classes_for_labeling(session=s, dataset_id=ds, user_id=ME_USER.id)
+        keys = actions.classes_for_labeling(session=s, dataset_id=ds, user_id=ME_USER.id)
     names = {k.key: k.class_id for k in keys}
     state = flow.start(session_scope, dataset_id=ds, actor=ME_USER, mode="unlabeled")
     assert state.image_id == images[0] and flow.ahead(state) == images[1:4]
@@ -321,7 +322,7 @@ def test_keys_typed_on_a_guessed_image_apply_only_where_the_guess_was_right(db_s
     with db_stack.session() as s:  # this page's lease on the guessed image ran out and another page took it
         s.execute(update(ClsDatasetImage).where(ClsDatasetImage.dataset_id == ds, ClsDatasetImage.image_id == images[3])
                   .values(reserved_until=utcnow() - timedelta(seconds=1)))
-        assert labeling.reserve(actor=ADMIN, session=s, dataset_id=ds, image_id=images[3], holder=uuid.uuid4())
+        assert actions.reserve(actor=ADMIN, session=s, dataset_id=ds, image_id=images[3], holder=uuid.uuid4())
     tags = [str(images[2])] * 2 + [str(images[3])] * 2
     batch = {"load": "p", "seq": 2, "image_id": tags[0], "keys": ["3", "enter", "1", "enter"], "images": tags}
     assert flow.apply_keys(session_scope, state, batch=batch, classes=keys) == 2

@@ -16,7 +16,7 @@ from core.datasets.classes import create_class
 from core.datasets.dataset import add_images_to_dataset, create_dataset
 from core.db import dispose_engines, session_scope
 from core.labeling import labels
-from core.labeling.queue import set_pins
+from core.labeling.actions import set_pins
 from core.models import ClsDatasetImage, ClsLabel
 from core.storage import storage_from_url
 from tests.factories import ADMIN, add_to_space, make_image_row
@@ -320,7 +320,7 @@ def test_next_image_is_shown_before_the_save_returns_and_python_decides(server, 
 
     from sqlalchemy import update
 
-    from core.labeling.queue import reserve
+    from core.labeling.actions import reserve
     from core.models import utcnow
 
     with session_scope(url) as session:

@@ -12,17 +12,9 @@ from sqlalchemy import func, select
 from core.datasets.classes import create_class
 from core.datasets.dataset import add_images_to_dataset, create_dataset
 from core.errors import Conflict, InvalidInput, NotFound
+from core.labeling.bulk_labels import bulk_clear_labels, bulk_set_label
 from core.labeling.counts import count_mismatches
-from core.labeling.labels import (
-    bulk_clear_labels,
-    bulk_set_label,
-    clear_labels,
-    labels_for_images,
-    mark_reviewed,
-    set_labels,
-    skip_image,
-    toggle_label,
-)
+from core.labeling.labels import clear_labels, labels_for_images, mark_reviewed, set_labels, skip_image, toggle_label
 from core.models import ClsClass, ClsDataset, ClsDatasetImage, ClsLabel, ClsLabelChange
 from tests.factories import ADMIN, make_image_row
 
@@ -244,3 +236,19 @@ def test_many_concurrent_savers_keep_counts_exact(postgres_stack):
         for image_id in images:
             assert len(_label_rows(session, dataset_id, image_id)) == 1
         assert count_mismatches(session=session) == []
+
+
+def test_a_class_key_on_a_selection_replaces_adds_or_removes(stack):
+    """The grid's key press: single-label replaces; multi-label adds unless every selected image
+    already has the class, then removes it."""
+    from core.labeling.bulk_labels import key_press_mode
+
+    single_id, (cat, *_), single_images = _world(stack)
+    multi_id, (m_cat, m_dog, _), multi_images = _world(stack, task_type="multi_label", classes=("m-cat", "m-dog", "m-bird"))
+    with stack.session() as session:
+        set_labels(actor=ADMIN, session=session, dataset_id=multi_id, image_id=multi_images[0], class_ids=[m_cat])
+    with stack.session() as session:
+        assert key_press_mode(session=session, dataset_id=single_id, image_ids=single_images, class_id=cat) == "replace"
+        assert key_press_mode(session=session, dataset_id=multi_id, image_ids=multi_images[:1], class_id=m_cat) == "remove"
+        assert key_press_mode(session=session, dataset_id=multi_id, image_ids=multi_images[:2], class_id=m_cat) == "add"
+        assert key_press_mode(session=session, dataset_id=multi_id, image_ids=multi_images[:1], class_id=m_dog) == "add"

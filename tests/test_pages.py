@@ -42,7 +42,7 @@ def test_dashboard_shows_real_counts(embedded_stack):
     from core.jobs.queue import enqueue
 
     load_demo(actor=ADMIN, products=4)
-    job_id = enqueue(actor=ADMIN, kind="test", function="tests.fixtures.add_numbers", queue="imports", params={"a": 1, "b": 2})
+    job_id = enqueue(actor=ADMIN, kind="test_add_numbers", params={"a": 1, "b": 2})
     embedded_stack.drain_jobs()
     app = render("pages/dashboard.py")
     metrics = {m.label: m.value for m in app.metric}

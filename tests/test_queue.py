@@ -21,8 +21,7 @@ def _job(job_id):
 
 
 def test_job_succeeds_with_result_and_progress(stack):
-    job_id = enqueue(actor=ADMIN, kind="test", function="tests.fixtures.add_numbers", queue="imports",
-                     params={"a": 2, "b": 3})
+    job_id = enqueue(actor=ADMIN, kind="test_add_numbers", params={"a": 2, "b": 3})
     stack.drain_jobs()
     job = _job(job_id)
     assert job.status == "succeeded"
@@ -33,8 +32,7 @@ def test_job_succeeds_with_result_and_progress(stack):
 
 
 def test_job_that_raises_ends_failed_with_error_text(stack):
-    job_id = enqueue(actor=ADMIN, kind="test", function="tests.fixtures.fail_with_message", queue="training",
-                     params={"message": "the disk is full"})
+    job_id = enqueue(actor=ADMIN, kind="test_fail_with_message", params={"message": "the disk is full"})
     stack.drain_jobs()
     job = _job(job_id)
     assert job.status == "failed"
@@ -42,8 +40,7 @@ def test_job_that_raises_ends_failed_with_error_text(stack):
 
 
 def test_queued_job_cancelled_before_start_never_runs(stack):
-    job_id = enqueue(actor=ADMIN, kind="test", function="tests.fixtures.add_numbers", queue="predictions",
-                     params={"a": 1, "b": 1}) if stack.redis_url else None
+    job_id = enqueue(actor=ADMIN, kind="test_add_numbers_on_predictions", params={"a": 1, "b": 1}) if stack.redis_url else None
     if job_id is None:
         pytest.skip("in-process jobs start at once; covered by test_running_job_is_cancelled")
     with session_scope() as session:
@@ -55,8 +52,7 @@ def test_queued_job_cancelled_before_start_never_runs(stack):
 
 
 def test_running_job_is_cancelled_between_steps(embedded_stack):
-    job_id = enqueue(actor=ADMIN, kind="test", function="tests.fixtures.wait_for_cancel", queue="imports",
-                     params={"steps": 400, "delay_s": 0.02})
+    job_id = enqueue(actor=ADMIN, kind="test_wait_for_cancel", params={"steps": 400, "delay_s": 0.02})
     deadline = time.monotonic() + 10
     while _job(job_id).status != "running" and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -71,8 +67,7 @@ def test_running_job_is_cancelled_between_steps(embedded_stack):
 def test_rq_running_job_is_cancelled(stack):
     if not stack.redis_url:
         pytest.skip("RQ variant")
-    job_id = enqueue(actor=ADMIN, kind="test", function="tests.fixtures.wait_for_cancel", queue="imports",
-                     params={"steps": 400, "delay_s": 0.02})
+    job_id = enqueue(actor=ADMIN, kind="test_wait_for_cancel", params={"steps": 400, "delay_s": 0.02})
 
     def cancel_when_running():
         deadline = time.monotonic() + 20
@@ -88,13 +83,19 @@ def test_rq_running_job_is_cancelled(stack):
     assert _job(job_id).status == "cancelled"
 
 
-def test_unknown_queue_is_refused(embedded_stack):
-    with pytest.raises(InvalidInput):
-        enqueue(actor=ADMIN, kind="test", function="tests.fixtures.add_numbers", queue="gpu", params={})
+def test_unknown_kinds_and_queues_are_refused(embedded_stack):
+    from core.jobs.kinds import JobKind
+
+    with pytest.raises(InvalidInput, match="unknown job kind 'test'"):
+        enqueue(actor=ADMIN, kind="test", params={})
+    with pytest.raises(InvalidInput, match="unknown queue 'gpu'"):
+        JobKind("tests.fixtures.add_numbers", "gpu")
+    with session_scope() as session:
+        assert session.scalar(select(func.count()).select_from(ClsJob)) == 0
 
 
 def test_job_functions_outside_jobs_are_refused(embedded_stack):
-    job_id = enqueue(actor=ADMIN, kind="test", function="os.system", queue="imports", params={"command": "true"})
+    job_id = enqueue(actor=ADMIN, kind="test_outside_jobs", params={"command": "true"})
     embedded_stack.drain_jobs()
     job = _job(job_id)
     assert job.status == "failed" and "not in jobs/" in job.error
@@ -108,7 +109,7 @@ def test_redis_unreachable_gives_clear_error_and_no_row(embedded_stack, monkeypa
     reset_settings_cache()
     reset_backend()
     with pytest.raises(ServiceUnavailable, match="REDIS_URL"):
-        enqueue(actor=ADMIN, kind="test", function="tests.fixtures.add_numbers", queue="imports", params={"a": 1, "b": 2})
+        enqueue(actor=ADMIN, kind="test_add_numbers", params={"a": 1, "b": 2})
     with session_scope() as session:
         assert session.scalar(select(func.count()).select_from(ClsJob)) == 0
 
@@ -128,7 +129,7 @@ def test_reaper_marks_silent_running_jobs_failed(db_stack):
 
 
 def test_run_job_twice_does_not_rerun(embedded_stack):
-    job_id = enqueue(actor=ADMIN, kind="test", function="tests.fixtures.add_numbers", queue="imports", params={"a": 1, "b": 1})
+    job_id = enqueue(actor=ADMIN, kind="test_add_numbers", params={"a": 1, "b": 1})
     embedded_stack.drain_jobs()
     assert run_job(job_id) == {"sum": 2}
     assert _job(job_id).attempts == 1

@@ -10,9 +10,9 @@ from datetime import timedelta
 from sqlalchemy import select, update
 
 from core.db import session_scope
+from core.labeling import actions, reservations
 from core.labeling import keyboard_session as flow
 from core.labeling import queue as labeling
-from core.labeling import reservations
 from core.models import ClsDatasetImage, utcnow
 from tests.test_labeling import ME_USER, OTHER_USER, seed
 
@@ -56,7 +56,7 @@ def test_heartbeat_keeps_an_active_window_and_lets_an_idle_one_lapse(db_stack):
 def test_a_page_back_from_idle_moves_on_when_its_image_was_taken_and_drops_the_keys(db_stack):
     with db_stack.session() as s:
         ds, images, classes = seed(s, db_stack.storage, images=10)
-        keys = labeling.classes_for_labeling(session=s, dataset_id=ds, user_id=ME_USER.id)
+        keys = actions.classes_for_labeling(session=s, dataset_id=ds, user_id=ME_USER.id)
     page = flow.start(session_scope, dataset_id=ds, actor=ME_USER, mode="unlabeled")
     _lapse(ds, page.holder)
     page.held_at -= reservations.LEASE_S  # as if the tab had been idle that long

@@ -57,20 +57,21 @@ def count(stack, model) -> int:
 
 
 def test_a_labeler_labels_skips_and_clears_but_a_viewer_only_looks(embedded_stack, world):
+    from core.labeling import actions
     from core.labeling import queue as labeling
 
     common = {"dataset_id": world["dataset"], "image_id": world["image"]}
     with embedded_stack.session() as session:
         card = labeling.image_card(session=session, **common)  # a viewer reads
         with pytest.raises(PermissionDenied, match="labeling needs the labeler role; you are a viewer"):
-            labeling.save(session=session, actor=GUEST, class_ids=[world["dog"]], shown_revision=0, **common)
+            actions.save(session=session, actor=GUEST, class_ids=[world["dog"]], shown_revision=0, **common)
     with embedded_stack.session() as session:
-        saved = labeling.save(session=session, actor=ANN, class_ids=[world["dog"]],
+        saved = actions.save(session=session, actor=ANN, class_ids=[world["dog"]],
                               shown_revision=card.label_revision, **common)
         assert saved.outcome == "saved"
-        assert labeling.clear(session=session, actor=ANN, shown_revision=saved.card.label_revision,
+        assert actions.clear(session=session, actor=ANN, shown_revision=saved.card.label_revision,
                               **common).outcome == "cleared"
-        assert labeling.skip(session=session, actor=ANN, **common).outcome == "skipped"
+        assert actions.skip(session=session, actor=ANN, **common).outcome == "skipped"
     assert count(embedded_stack, ClsLabel) == 0  # cleared
 
 
@@ -136,10 +137,8 @@ def test_a_job_is_cancelled_by_whoever_started_it_or_an_admin(embedded_stack, wo
     from core.jobs.rows import create_job, request_cancel
 
     with embedded_stack.session() as session:
-        boss_job = create_job(session=session, actor=BOSS, kind="test", queue="imports",
-                              function="tests.fixtures.add_numbers", params={"a": 1, "b": 2}).id
-        ann_job = create_job(session=session, actor=ANN, kind="test", queue="imports",
-                             function="tests.fixtures.add_numbers", params={"a": 1, "b": 2}).id
+        boss_job = create_job(session=session, actor=BOSS, kind="test_add_numbers", params={"a": 1, "b": 2}).id
+        ann_job = create_job(session=session, actor=ANN, kind="test_add_numbers", params={"a": 1, "b": 2}).id
     with embedded_stack.session() as session:
         with pytest.raises(PermissionDenied, match="cancelling another person's job needs the admin role"):
             request_cancel(session=session, actor=ANN, job_id=boss_job)
@@ -187,9 +186,7 @@ def test_a_queued_job_fails_when_the_role_was_removed_in_process(embedded_stack,
 
     set_roles(monkeypatch, "boss@acme.com=admin")
     with embedded_stack.session() as session:
-        job_id = create_job(session=session, actor=BOSS, kind="url_import", queue="imports",
-                            function="jobs.imports.import_urls",
-                            params={"urls": ["http://127.0.0.1:9/never-fetched.png"]}).id
+        job_id = create_job(session=session, actor=BOSS, kind="url_import", params={"urls": ["http://127.0.0.1:9/never-fetched.png"]}).id
     set_roles(monkeypatch, "")
     run_job(job_id)
     _refused_and_nothing_written(embedded_stack, job_id)
@@ -258,6 +255,7 @@ def test_a_bulk_action_stops_at_the_next_batch_when_the_role_is_removed(embedded
 
 def test_training_stops_after_the_epoch_in_which_the_role_was_removed(embedded_stack, monkeypatch, tmp_path):
     from core.models import ClsTrainedModel
+    from core.training import run_job
     from core.training import runs as training
     from tests.model_factory import small_torch_settings
     from tests.test_training import TINY
@@ -270,13 +268,13 @@ def test_training_stops_after_the_epoch_in_which_the_role_was_removed(embedded_s
         version = make_digits_version(session, embedded_stack.storage, classes=3, per_class=6, size=32)
         run_id = training.create_run(session=session, actor=BOSS, version_id=version.id,
                                      config={**TINY, "epochs": 3}).id
-    recorded = training._RunJob.record_epoch
+    recorded = run_job._RunJob.record_epoch
 
     def record_then_demote(self, state, key):
         recorded(self, state, key)
         set_roles(monkeypatch, "")  # boss loses the admin role during the run
 
-    monkeypatch.setattr(training._RunJob, "record_epoch", record_then_demote)
+    monkeypatch.setattr(run_job._RunJob, "record_epoch", record_then_demote)
     training.start_run(actor=BOSS, run_id=run_id, inline=True)
     with embedded_stack.session() as session:
         run = training.get_run(session=session, run_id=run_id)

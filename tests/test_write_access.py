@@ -39,6 +39,8 @@ BOOKKEEPING = {
     "core.permissions.register_user": "records the signed-in user (id → e-mail) on sign-in",
     "core.datasets.locks.lock_dataset": "a row lock; an UPDATE bumping the dataset's revision (the pages' freshness key)",
     "core.labeling.reservations": "labeling leases (reserved_by/until), reached only through core.labeling.queue's declared services",
+    "core.library.object_hooks": "storage objects that follow the caller's transaction (gone on rollback, or once a "
+                                 "deletion commits); the callers write rows and are declared",
     "core.library.duplicates._store_fine_hashes": "caches a hash derived from an image's bytes (reads stay reads)",
     "core.library.duplicates._store_bands": "caches the pHash index bands derived from the stored pHash",
 }

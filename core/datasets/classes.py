@@ -12,6 +12,7 @@ import uuid
 from sqlalchemy import delete, distinct, func, select, update
 from sqlalchemy.orm import Session
 
+from core.datasets.label_space import _replace_in_spaces
 from core.datasets.locks import lock_classes, lock_dataset
 from core.errors import Conflict, InvalidInput, NotFound
 from core.ids import as_uuid
@@ -213,6 +214,48 @@ def _ancestors(session: Session, row: ClsClass) -> list[uuid.UUID]:
     return found
 
 
+def _move_labels(session: Session, *, actor: User, sources: list[uuid.UUID],
+                 target_id: uuid.UUID) -> tuple[dict[tuple, set], int, int]:
+    """Every label of a source class becomes a target label (an image that already had the target
+    keeps one); returns the class sets before, per (dataset, image), and how many moved and dropped."""
+    affected = session.execute(select(ClsLabel.dataset_id, ClsLabel.image_id, ClsLabel.class_id)
+                               .where(ClsLabel.class_id.in_([*sources, target_id]))).all()
+    before: dict[tuple, set] = {}
+    for dataset_id, image_id, class_id in affected:
+        before.setdefault((dataset_id, image_id), set()).add(class_id)
+    moved = dropped = 0
+    for (dataset_id, image_id), class_ids in before.items():
+        from_sources = [c for c in class_ids if c in sources]
+        if not from_sources:
+            continue
+        keep_source = None if target_id in class_ids else from_sources[0]
+        for class_id in from_sources:
+            label = (ClsLabel.dataset_id == dataset_id, ClsLabel.image_id == image_id, ClsLabel.class_id == class_id)
+            if class_id == keep_source:
+                session.execute(update(ClsLabel).where(*label).values(class_id=target_id))
+                moved += 1
+            else:
+                session.execute(delete(ClsLabel).where(*label))
+                dropped += 1
+        session.execute(update(ClsDatasetImage).where(
+            ClsDatasetImage.dataset_id == dataset_id, ClsDatasetImage.image_id == image_id)
+            .values(label_revision=ClsDatasetImage.label_revision + 1))
+        session.add(ClsLabelChange(dataset_id=dataset_id, image_id=image_id, user_id=actor.id, reason="merge",
+                                   old_class_ids=sorted(map(str, class_ids)),
+                                   new_class_ids=sorted(map(str, (class_ids - set(sources)) | {target_id}))))
+    return before, moved, dropped
+
+
+def _adopt_children(session: Session, target: ClsClass, sources: list[uuid.UUID]) -> None:
+    """Children of a source move under the target (an ancestor of the target moves to the top instead)."""
+    ancestors = _ancestors(session, target)
+    if target.parent_class_id in sources:
+        target.parent_class_id = None
+    session.execute(update(ClsClass).where(ClsClass.parent_class_id.in_(sources), ClsClass.id != target.id,
+                                           ClsClass.id.not_in(ancestors or [target.id]))
+                    .values(parent_class_id=target.id))
+
+
 @requires("admin", "merging classes")
 def merge_classes(*, session: Session, actor: User, source_ids, target_id) -> dict:
     """Move every label of the source classes to the target and delete the sources.
@@ -228,48 +271,13 @@ def merge_classes(*, session: Session, actor: User, source_ids, target_id) -> di
         raise InvalidInput("the target class cannot also be a source")
     for dataset_id in _datasets_using(session, sources):  # lock order: datasets, then classes
         lock_dataset(session, dataset_id)
-    from core.datasets.label_space import _replace_in_spaces
-
     _replace_in_spaces(session, sources, target_id)  # the target takes the sources' place in each dataset
     classes = lock_classes(session, [*sources, target_id])
     missing = [str(c) for c in [*sources, target_id] if c not in classes]
     if missing:
         raise NotFound(f"class {missing[0]} does not exist")
-    affected = session.execute(select(ClsLabel.dataset_id, ClsLabel.image_id, ClsLabel.class_id)
-                               .where(ClsLabel.class_id.in_([*sources, target_id]))).all()
-    before: dict[tuple, set] = {}
-    for dataset_id, image_id, class_id in affected:
-        before.setdefault((dataset_id, image_id), set()).add(class_id)
-    moved = dropped = 0
-    for (dataset_id, image_id), class_ids in before.items():
-        from_sources = [c for c in class_ids if c in sources]
-        if not from_sources:
-            continue
-        keep_source = None if target_id in class_ids else from_sources[0]
-        for class_id in from_sources:
-            if class_id == keep_source:
-                session.execute(update(ClsLabel).where(
-                    ClsLabel.dataset_id == dataset_id, ClsLabel.image_id == image_id, ClsLabel.class_id == class_id)
-                    .values(class_id=target_id))
-                moved += 1
-            else:
-                session.execute(delete(ClsLabel).where(
-                    ClsLabel.dataset_id == dataset_id, ClsLabel.image_id == image_id, ClsLabel.class_id == class_id))
-                dropped += 1
-        session.execute(update(ClsDatasetImage).where(
-            ClsDatasetImage.dataset_id == dataset_id, ClsDatasetImage.image_id == image_id)
-            .values(label_revision=ClsDatasetImage.label_revision + 1))
-        session.add(ClsLabelChange(dataset_id=dataset_id, image_id=image_id, user_id=actor.id, reason="merge",
-                                   old_class_ids=sorted(map(str, class_ids)),
-                                   new_class_ids=sorted(map(str, (class_ids - set(sources)) | {target_id}))))
-    target = classes[target_id]
-    ancestors = _ancestors(session, target)
-    if target.parent_class_id in sources:
-        target.parent_class_id = None
-    # children of a source move under the target (an ancestor of the target moves to the top instead)
-    session.execute(update(ClsClass).where(ClsClass.parent_class_id.in_(sources), ClsClass.id != target_id,
-                                           ClsClass.id.not_in(ancestors or [target_id]))
-                    .values(parent_class_id=target_id))
+    before, moved, dropped = _move_labels(session, actor=actor, sources=sources, target_id=target_id)
+    _adopt_children(session, classes[target_id], sources)
     names = [classes[s].name for s in sources]
     session.flush()
     for source in sources:

@@ -222,7 +222,7 @@ def start_export(*, actor: User, dataset_id: uuid.UUID, fmt: str, version_number
     with session_scope() as session:
         collect_export(session=session, storage=get_storage(), dataset_id=dataset_id, fmt=fmt,
                        version_number=version_number)
-    return enqueue(actor=actor, kind=EXPORT_KIND, function="jobs.exports.export_dataset", queue="imports",
+    return enqueue(actor=actor, kind=EXPORT_KIND,
                    params={"dataset_id": str(dataset_id), "fmt": fmt, "version_number": version_number})
 
 

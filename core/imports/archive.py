@@ -224,8 +224,7 @@ def start_archive_import(*, actor: User, source: str | Path | IO[bytes], request
         job.params = {**job.params, "archive_key": key}
 
     try:
-        return enqueue(actor=actor, kind="dataset_import", function="jobs.dataset_imports.import_archive",
-                       queue="imports", params=request.model_dump(), on_created=keep_archive)
+        return enqueue(actor=actor, kind="dataset_import", params=request.model_dump(), on_created=keep_archive)
     except BaseException:
         for key in stored:
             storage.delete(key)

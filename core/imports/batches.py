@@ -175,7 +175,7 @@ def _report(progress: Progress | None, done: int, total: int, summary: ImportSum
 def _place_in_dataset(session, dataset: tuple[uuid.UUID, str], placed: list[tuple[ImportItem, uuid.UUID]],
                       actor: User, summary: ImportSummary) -> None:
     from core.datasets.dataset import add_images_to_dataset
-    from core.labeling.labels import set_label_batch
+    from core.labeling.bulk_labels import set_label_batch
 
     dataset_id, task_type = dataset
     image_ids = list(dict.fromkeys(image_id for _, image_id in placed))

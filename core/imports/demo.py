@@ -200,5 +200,4 @@ def start_demo(*, actor: User, products: int = 24) -> uuid.UUID:
     job runs as the actor who asked (its role checked again then)."""
     from core.jobs.queue import enqueue
 
-    return enqueue(actor=actor, kind=DEMO_JOB_KIND, function="jobs.demo.load_demo_data", queue="imports",
-                   params={"products": int(products)})
+    return enqueue(actor=actor, kind=DEMO_JOB_KIND, params={"products": int(products)})

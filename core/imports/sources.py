@@ -258,8 +258,7 @@ def start_source_import(*, actor: User, kind: str, request: BaseModel) -> uuid.U
 
     with session_scope() as session:
         load_dataset(session=session, dataset_id=request.dataset_id)
-    return enqueue(actor=actor, kind=f"{kind}_import", function="jobs.dataset_imports.import_source",
-                   queue="imports", params={"kind": kind, "request": request.model_dump()})
+    return enqueue(actor=actor, kind=f"{kind}_import", params={"kind": kind, "request": request.model_dump()})
 
 
 def source_filter_options(*, session: Session) -> dict[str, list[str]]:

@@ -259,5 +259,4 @@ def start_url_import(*, actor: User, text: str, folder: str | None = None,
     params = {"urls": urls, "folder": clean_folder(folder),
               "tags": clean_tags(tags), "skip_duplicates": skip_duplicates,
               "dataset_id": str(dataset_id) if dataset_id else None, "rejected": rejected}
-    return enqueue(actor=actor, kind="url_import", function="jobs.imports.import_urls", queue="imports",
-                   params=params)
+    return enqueue(actor=actor, kind="url_import", params=params)

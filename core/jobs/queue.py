@@ -13,17 +13,13 @@ from typing import Any
 
 from core.config import get_settings
 from core.db import session_scope
-from core.errors import InvalidInput, ServiceUnavailable
+from core.errors import ServiceUnavailable
+from core.jobs.kinds import JobKind, job_kind
 from core.jobs.rows import create_job, run_job
 from core.models import ClsJob, utcnow
 from core.users import User
-from core.vocabulary import JOB_QUEUES
 
 log = logging.getLogger(__name__)
-
-# Long enough for a training run on a slow machine; the heartbeat, not this, detects dead workers.
-RQ_JOB_TIMEOUT_S = 7 * 24 * 3600
-
 
 class InProcessBackend:
     """Threads in this process: no servers needed. Jobs die with the process (the reaper then
@@ -38,7 +34,7 @@ class InProcessBackend:
     def check(self) -> None:
         return None
 
-    def submit(self, job_id: uuid.UUID, queue: str) -> str:
+    def submit(self, job_id: uuid.UUID, kind: JobKind) -> str:
         self.futures[job_id] = self.executor.submit(run_job, job_id)
         return f"local-{job_id}"
 
@@ -65,11 +61,11 @@ class RQBackend:
         except RedisError as exc:
             raise ServiceUnavailable(f"REDIS_URL: cannot reach Redis ({exc}); the job was not started") from None
 
-    def submit(self, job_id: uuid.UUID, queue: str) -> str:
+    def submit(self, job_id: uuid.UUID, kind: JobKind) -> str:
         from rq import Queue
 
-        rq_job = Queue(queue, connection=self.connection).enqueue_call(
-            "core.jobs.rows.run_job", args=(str(job_id),), timeout=RQ_JOB_TIMEOUT_S,
+        rq_job = Queue(kind.queue, connection=self.connection).enqueue_call(
+            "core.jobs.rows.run_job", args=(str(job_id),), timeout=kind.timeout_s,
             job_id=str(job_id), result_ttl=24 * 3600, failure_ttl=7 * 24 * 3600,
         )
         return rq_job.id
@@ -97,8 +93,7 @@ def reset_backend() -> None:
     _backend, _backend_key = None, None
 
 
-def enqueue(*, actor: User, kind: str, function: str, queue: str, params: dict[str, Any] | None = None,
-            on_created=None) -> uuid.UUID:
+def enqueue(*, actor: User, kind: str, params: dict[str, Any] | None = None, on_created=None) -> uuid.UUID:
     """Record a job and hand it to a worker; returns the cls_jobs id.
 
     A write primitive, like session.add: only declared services call it, having checked `actor`,
@@ -107,24 +102,22 @@ def enqueue(*, actor: User, kind: str, function: str, queue: str, params: dict[s
     `on_created(session, job)` runs in the transaction that creates the job row: rows that belong
     to the job (a training run) are created with it or not at all.
     """
-    if queue not in JOB_QUEUES:
-        raise InvalidInput(f"unknown queue {queue!r}; one of {', '.join(JOB_QUEUES)}")
+    job_kind(kind)  # an unknown kind is refused before anything happens
     backend = get_backend()
     backend.check()
     with session_scope() as session:
-        job = create_job(session=session, actor=actor, kind=kind, queue=queue, function=function,
-                         params=params or {})
+        job = create_job(session=session, actor=actor, kind=kind, params=params or {})
         if on_created is not None:
             on_created(session, job)
         job_id = job.id
-    submit_created(job_id, queue)
+    submit_created(job_id, kind)
     return job_id
 
 
-def submit_created(job_id: uuid.UUID, queue: str) -> None:
-    """Hand a committed cls_jobs row to the backend; if that fails, the row ends failed with why."""
+def submit_created(job_id: uuid.UUID, kind: str) -> None:
+    """Hand a committed cls_jobs row of `kind` to the backend; if that fails, the row ends failed with why."""
     try:
-        queue_job_id = get_backend().submit(job_id, queue)
+        queue_job_id = get_backend().submit(job_id, job_kind(kind))
     except Exception as exc:  # Redis went away between the check and the submit
         with session_scope() as session:
             row = session.get(ClsJob, job_id)

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from core import limits
 from core.db import session_scope
 from core.errors import JobCancelled, NotFound, PermissionDenied, UserError
+from core.jobs.kinds import JOB_KINDS, job_kind
 from core.models import ClsJob, utcnow
 from core.permissions import require, requires
 from core.users import User, actor_from_record, actor_record
@@ -83,13 +84,14 @@ class JobContext:
             raise JobCancelled()
 
 
-def create_job(*, session: Session, actor: User, kind: str, queue: str, function: str,
-               params: dict[str, Any]) -> ClsJob:
-    """The job's row, with the actor who started it (`params["actor"]`, core.users.actor_record): the
-    job runs as that actor, whose role is checked again by the services it calls."""
+def create_job(*, session: Session, actor: User, kind: str, params: dict[str, Any]) -> ClsJob:
+    """The job's row (its function and queue from the kinds table), with the actor who started it
+    (`params["actor"]`, core.users.actor_record): the job runs as that actor, whose role is checked
+    again by the services it calls."""
     if not isinstance(actor, User):
         raise TypeError("a job is started by an actor (core.users.User)")
-    job = ClsJob(kind=kind, queue=queue, function=function, params={**params, "actor": actor_record(actor)},
+    entry = job_kind(kind)
+    job = ClsJob(kind=kind, queue=entry.queue, function=entry.function, params={**params, "actor": actor_record(actor)},
                  user_id=actor.id, status="queued")
     session.add(job)
     session.flush()
@@ -145,13 +147,13 @@ def reap_stale_jobs(*, session: Session, stale_after_s: float = limits.JOB_STALE
 
 
 def _run_failure_hook(job: ClsJob) -> None:
-    """A job function module may define `on_job_failed(job_id, params, error)` to mark its own rows
-    (a training run, an import) failed when the job dies outside its control."""
+    """The kind's failure hook (core.jobs.kinds) marks its own rows (a training run, an import)
+    failed when the job dies outside its control."""
+    entry = JOB_KINDS.get(job.kind)
+    if entry is None or entry.on_failure is None:
+        return
     try:
-        module_name, _, _ = job.function.rpartition(".")
-        hook = getattr(importlib.import_module(module_name), "on_job_failed", None)
-        if hook is not None:
-            hook(job.id, job.params, job.error)
+        load_function(entry.on_failure)(job.id, job.params, job.error)
     except Exception:  # a broken hook must not stop the reaper
         log.exception("failure hook of job %s failed", job.id)
 

@@ -11,6 +11,7 @@ from sqlalchemy import distinct, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from core.datasets import label_space
+from core.datasets.locks import lock_classes
 from core.models import ClsClass, ClsDataset, ClsDatasetImage, ClsLabel
 
 
@@ -93,3 +94,54 @@ def count_mismatches(*, session: Session) -> list[str]:
         if row.image_count != per_class.get(row.id, 0):
             problems.append(f"class {row.name!r}: stored {row.image_count} images, actual {per_class.get(row.id, 0)}")
     return problems + label_space.count_mismatches(session)
+
+
+def _classes_in_dataset(session: Session, dataset_id: uuid.UUID, class_ids: Iterable[uuid.UUID]) -> set:
+    """Which of these classes at least one label of the dataset uses (one indexed probe per class)."""
+    return {class_id for class_id in class_ids if session.scalar(select(exists().where(
+        ClsLabel.dataset_id == dataset_id, ClsLabel.class_id == class_id)))}
+
+
+def _apply_label_deltas(session: Session, *, dataset_id: uuid.UUID, before: dict, after: dict,
+                       had_classes: set) -> None:
+    """Move the counts by what a batch changed, without recounting the whole dataset or class.
+
+    `before`/`after`: each changed image's class set in this dataset (read and written under the
+    dataset and link locks); `had_classes`: which of the touched classes the dataset used before the
+    writes. The touched classes are locked here, after the writes, so their rows are held only until
+    the commit that follows; the "has it in another dataset" probes run after that lock, so they see
+    every concurrent writer of the same class that committed first (READ COMMITTED: a fresh snapshot
+    per statement), and a writer that comes later waits for ours.
+    """
+    added: dict = {}
+    removed: dict = {}
+    for image_id, old in before.items():
+        new = after[image_id]
+        for class_id in new - old:
+            added.setdefault(class_id, []).append(image_id)
+        for class_id in old - new:
+            removed.setdefault(class_id, []).append(image_id)
+    touched = set(added) | set(removed)
+    lock_classes(session, touched)
+    session.flush()
+    label_space._move_counts(session, dataset_id, {c: len(added.get(c, ())) - len(removed.get(c, ())) for c in touched})
+    for class_id in sorted(touched, key=str):
+        delta = 0
+        for image_ids, sign in ((added.get(class_id, []), 1), (removed.get(class_id, []), -1)):
+            for start in range(0, len(image_ids), 1000):
+                chunk = image_ids[start:start + 1000]
+                elsewhere = set(session.scalars(select(distinct(ClsLabel.image_id)).where(
+                    ClsLabel.class_id == class_id, ClsLabel.image_id.in_(chunk),
+                    ClsLabel.dataset_id != dataset_id)).all())
+                delta += sign * (len(chunk) - len(elsewhere & set(chunk)))
+        if delta:
+            session.execute(update(ClsClass).where(ClsClass.id == class_id)
+                            .values(image_count=ClsClass.image_count + delta))
+    has = _classes_in_dataset(session, dataset_id, touched)
+    class_delta = len(has - had_classes) - len((had_classes & touched) - has)
+    labeled_delta = (sum(1 for i in before if after[i] and not before[i])
+                     - sum(1 for i in before if before[i] and not after[i]))
+    if class_delta or labeled_delta:
+        session.execute(update(ClsDataset).where(ClsDataset.id == dataset_id).values(
+            labeled_image_count=ClsDataset.labeled_image_count + labeled_delta,
+            class_count=ClsDataset.class_count + class_delta))

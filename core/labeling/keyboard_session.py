@@ -19,9 +19,10 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 
+from core.datasets.label_space import ClassKey
 from core.errors import UserError
+from core.labeling import actions, reservations
 from core.labeling import queue as labeling
-from core.labeling import reservations
 from core.permissions import can_act
 from core.users import User
 
@@ -74,7 +75,7 @@ def start(scope: Scope, *, dataset_id: uuid.UUID, actor: User, mode: str = "unla
     """Open the page: the image asked for (URL) or the first of the queue, reserved for this page."""
     labeling.check_mode(mode)
     with scope() as session:
-        dataset = labeling._dataset(session, dataset_id)
+        dataset = labeling.labeling_dataset(session, dataset_id)
         state = LabelingState(dataset_id=dataset_id, actor=actor, holder=uuid.uuid4(),
                               multi=dataset.task_type == "multi_label", mode=mode,
                               return_mode=mode if mode != "review" else "unlabeled", seed=seed)
@@ -93,7 +94,7 @@ def _reserves(state: LabelingState) -> bool:
 def _open(session, state: LabelingState, image_id: uuid.UUID, *, reserved: bool = False) -> labeling.ImageCard:
     if not _reserves(state):
         return labeling.image_card(session=session, dataset_id=state.dataset_id, image_id=image_id)
-    return labeling.open_image(session=session, actor=state.actor, dataset_id=state.dataset_id, image_id=image_id,
+    return actions.open_image(session=session, actor=state.actor, dataset_id=state.dataset_id, image_id=image_id,
                                holder=state.holder, reserved=reserved)
 
 
@@ -122,7 +123,7 @@ def _advance(scope: Scope, state: LabelingState) -> None:
         common = {"session": session, "dataset_id": state.dataset_id, "mode": state.mode, "after": state.image_id,
                   "seed": state.seed, "exclude": tuple(state.history[-1:])}
         if _reserves(state):
-            next_id, state.upcoming = labeling.next_image_and_upcoming(actor=state.actor, holder=state.holder,
+            next_id, state.upcoming = actions.next_image_and_upcoming(actor=state.actor, holder=state.holder,
                                                                        **common)
         else:
             found = labeling.queue_ids(limit=4, **common)
@@ -178,7 +179,7 @@ def end(scope: Scope, state: LabelingState) -> None:
     """The page is left (Esc, another page, the tab closing): its reservations end now."""
     if _reserves(state):
         with scope() as session:
-            labeling.release(session=session, actor=state.actor, dataset_id=state.dataset_id, holder=state.holder)
+            actions.release(session=session, actor=state.actor, dataset_id=state.dataset_id, holder=state.holder)
     state.held_at = 0.0
 
 
@@ -190,7 +191,7 @@ def hold(scope: Scope, state: LabelingState) -> bool:
         return True
     window = [state.card.image_id, *[i for i in state.upcoming if i != state.card.image_id]]
     with scope() as session:
-        held = labeling.hold_window(session=session, actor=state.actor, dataset_id=state.dataset_id,
+        held = actions.hold_window(session=session, actor=state.actor, dataset_id=state.dataset_id,
                                     image_ids=window, holder=state.holder)
     state.held_at = time.monotonic()
     state.upcoming = [i for i in state.upcoming if i in held]
@@ -234,12 +235,12 @@ def _write(scope: Scope, state: LabelingState, action: str) -> bool:
     common = {"dataset_id": state.dataset_id, "image_id": state.image_id}
     with scope() as session:
         if action == "save":
-            result = labeling.save(session=session, actor=state.actor, class_ids=state.selection,
+            result = actions.save(session=session, actor=state.actor, class_ids=state.selection,
                                    shown_revision=state.card.label_revision, shown=state.card, **common)
         elif action == "skip":
-            result = labeling.skip(session=session, actor=state.actor, **common)
+            result = actions.skip(session=session, actor=state.actor, **common)
         else:
-            result = labeling.clear(session=session, actor=state.actor, shown_revision=state.card.label_revision,
+            result = actions.clear(session=session, actor=state.actor, shown_revision=state.card.label_revision,
                                     **common)
     state.card = result.card
     if result.outcome == "conflict":
@@ -251,7 +252,7 @@ def _write(scope: Scope, state: LabelingState, action: str) -> bool:
     return result.moves_on
 
 
-def apply_key(scope: Scope, state: LabelingState, key: str, classes: list[labeling.ClassKey]) -> bool:
+def apply_key(scope: Scope, state: LabelingState, key: str, classes: list[ClassKey]) -> bool:
     """Apply one key; False stops the rest of the batch (an error or a conflict to look at)."""
     if key == "escape":
         state.leave = True
@@ -300,7 +301,7 @@ def _transaction(session):
         raise
 
 
-def apply_keys(scope: Scope, state: LabelingState, *, batch: dict, classes: list[labeling.ClassKey]) -> int:
+def apply_keys(scope: Scope, state: LabelingState, *, batch: dict, classes: list[ClassKey]) -> int:
     """Apply a batch {load, seq, image_id, keys, images} from the browser once, in order. A batch
     already applied (resent) is ignored; keys typed on another image than the one shown (image_id for
     the batch, images[i] for each key) are dropped with a warning. Returns keys applied."""

@@ -25,25 +25,24 @@ import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from sqlalchemy import delete, distinct, exists, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from core.datasets import label_space
 from core.datasets.label_space import _include_classes
 from core.datasets.locks import lock_classes, lock_dataset, lock_links
 from core.errors import Conflict, InvalidInput, NotFound
 from core.ids import as_uuid
 from core.labeling.counts import (
     _adjust_counts_for_image,
+    _apply_label_deltas,
+    _classes_in_dataset,
 )
 from core.models import ClsClass, ClsDataset, ClsDatasetImage, ClsLabel, ClsLabelChange
-from core.permissions import audit, requires
+from core.permissions import requires
 from core.users import User
 
-BULK_MODES = ("replace", "add", "remove")
 
-
-def _now() -> datetime:
+def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
@@ -53,7 +52,7 @@ def _now() -> datetime:
 # ---------------------------------------------------------------- validation helpers
 
 
-def _check_classes(session: Session, class_ids: Iterable[uuid.UUID]) -> None:
+def check_classes(session: Session, class_ids: Iterable[uuid.UUID]) -> None:
     ids = set(class_ids)
     if not ids:
         return
@@ -109,7 +108,7 @@ def _write_label_set(session: Session, *, dataset: ClsDataset, link: ClsDatasetI
     link.label_revision = (link.label_revision or 0) + 1
     link.status = "labeled" if new_set else "pending"
     link.labeled_by = user_id if new_set else None
-    link.labeled_at = _now() if new_set else None
+    link.labeled_at = utcnow() if new_set else None
     return added, removed
 
 
@@ -178,194 +177,6 @@ def toggle_label(*, session: Session, actor: User, dataset_id, image_id, class_i
                       class_ids=sorted(new_ids, key=str), expected_revision=expected_revision)
 
 
-@requires("labeler", "changing labels in bulk")
-def bulk_set_label(*, session: Session, actor: User, dataset_id, image_ids, class_id, mode: str = "replace") -> int:
-    """One class on many images: `replace` (the image's labels become exactly this class), `add`
-    (multi-label only; single-label datasets replace), `remove`. Returns how many images changed.
-    One transaction: for thousands of images use core.library.bulk.set_label (batches)."""
-    changed = set_label_batch(session=session, actor=actor, dataset_id=dataset_id, image_ids=image_ids,
-                              class_id=class_id, mode=mode)
-    if changed:  # a person's bulk change (imports call set_label_batch: their job records them)
-        audit(session=session, actor=actor, action="bulk_set_label", target_type="dataset",
-              target_id=dataset_id, row_count=changed, details={"class_id": str(class_id), "mode": mode})
-    return changed
-
-
-def check_bulk_label(*, session: Session, dataset_id, class_id, mode: str) -> None:
-    """What set_label_batch refuses, checked once before the first batch."""
-    if mode not in BULK_MODES:
-        raise InvalidInput(f"mode must be one of {', '.join(BULK_MODES)}, not {mode!r}")
-    dataset_id, class_id = as_uuid(dataset_id, "dataset"), as_uuid(class_id, "class")
-    if session.get(ClsDataset, dataset_id) is None:
-        raise NotFound(f"dataset {dataset_id} does not exist")
-    if mode != "remove":
-        _check_classes(session, [class_id])
-    elif session.get(ClsClass, class_id) is None:
-        raise NotFound(f"class {class_id} does not exist")
-
-
-@requires("labeler", "changing labels in bulk")
-def set_label_batch(*, session: Session, actor: User, dataset_id, image_ids, class_id, mode: str = "replace") -> int:
-    """bulk_set_label's work on one batch, without the audit (the caller's): a batched action checks
-    the actor again at each batch."""
-    if mode not in BULK_MODES:
-        raise InvalidInput(f"mode must be one of {', '.join(BULK_MODES)}, not {mode!r}")
-    dataset_id, class_id = as_uuid(dataset_id, "dataset"), as_uuid(class_id, "class")
-    ids = list(dict.fromkeys(as_uuid(i, "image") for i in image_ids))
-    dataset = lock_dataset(session, dataset_id)
-    if mode != "remove":
-        _check_classes(session, [class_id])
-    elif session.get(ClsClass, class_id) is None:
-        raise NotFound(f"class {class_id} does not exist")
-    if dataset.task_type == "single_label" and mode == "add":
-        mode = "replace"
-
-    def target(current: set) -> set:
-        if mode == "replace":
-            return {class_id}
-        if mode == "add":
-            return current | {class_id}
-        return current - {class_id}
-
-    return _bulk_apply(session, dataset=dataset, image_ids=ids, target=target, user_id=actor.id, reason="bulk")
-
-
-@requires("labeler", "clearing labels in bulk")
-def bulk_clear_labels(*, session: Session, actor: User, dataset_id, image_ids) -> int:
-    cleared = clear_labels_batch(session=session, actor=actor, dataset_id=dataset_id, image_ids=image_ids)
-    if cleared:
-        audit(session=session, actor=actor, action="bulk_clear_labels", target_type="dataset",
-              target_id=dataset_id, row_count=cleared)
-    return cleared
-
-
-@requires("labeler", "clearing labels in bulk")
-def clear_labels_batch(*, session: Session, actor: User, dataset_id, image_ids) -> int:
-    """bulk_clear_labels's work on one batch, without the audit (the caller's)."""
-    dataset = lock_dataset(session, as_uuid(dataset_id, "dataset"))
-    ids = list(dict.fromkeys(as_uuid(i, "image") for i in image_ids))
-    return _bulk_apply(session, dataset=dataset, image_ids=ids, target=lambda current: set(),
-                       user_id=actor.id, reason="bulk")
-
-
-def _write_label_sets(session: Session, *, dataset: ClsDataset, links: dict, current: dict, plans: dict,
-                      changed: list, user_id, reason: str) -> None:
-    """`_write_label_set` for many images at once, in a few set-based statements per 1,000 images
-    (an import labels thousands of images per call). Counts are the caller's (a recount)."""
-    now = _now()
-    _include_classes(session, dataset.id, sorted({c for i in changed for c in plans[i] - current[i]}, key=str),
-                    user_id=user_id)
-    for start in range(0, len(changed), 1000):
-        chunk = changed[start:start + 1000]
-        removals: dict = {}
-        for image_id in chunk:
-            for class_id in current[image_id] - plans[image_id]:
-                removals.setdefault(class_id, []).append(image_id)
-        for class_id, image_ids in removals.items():
-            session.execute(delete(ClsLabel).where(ClsLabel.dataset_id == dataset.id, ClsLabel.class_id == class_id,
-                                                   ClsLabel.image_id.in_(image_ids)))
-        session.execute(update(ClsLabel).where(ClsLabel.dataset_id == dataset.id, ClsLabel.image_id.in_(chunk))
-                        .values(user_id=user_id, confidence=None, is_ai_generated=False, ai_model=None)
-                        .execution_options(synchronize_session=False))
-        added = [{"id": uuid.uuid4(), "dataset_id": dataset.id, "image_id": image_id, "class_id": class_id,
-                  "user_id": user_id, "is_ai_generated": False, "is_reviewed": False, "created_at": now,
-                  "updated_at": now}
-                 for image_id in chunk for class_id in sorted(plans[image_id] - current[image_id], key=str)]
-        if added:
-            session.execute(ClsLabel.__table__.insert(), added)
-        session.execute(ClsLabelChange.__table__.insert(), [
-            {"id": uuid.uuid4(), "dataset_id": dataset.id, "image_id": image_id, "user_id": user_id,
-             "reason": reason, "old_class_ids": sorted(map(str, current[image_id])),
-             "new_class_ids": sorted(map(str, plans[image_id])), "split": links[image_id].split, "created_at": now}
-            for image_id in chunk])
-        labeled = [i for i in chunk if plans[i]]
-        cleared = [i for i in chunk if not plans[i]]
-        for ids, values in ((labeled, {"status": "labeled", "labeled_by": user_id, "labeled_at": now}),
-                            (cleared, {"status": "pending", "labeled_by": None, "labeled_at": None})):
-            if ids:
-                session.execute(update(ClsDatasetImage).where(
-                    ClsDatasetImage.dataset_id == dataset.id, ClsDatasetImage.image_id.in_(ids))
-                    .values(label_revision=ClsDatasetImage.label_revision + 1, **values)
-                    .execution_options(synchronize_session=False))
-    if changed:  # the links and labels in the session were changed behind its back
-        session.expire_all()
-
-
-def _bulk_apply(session: Session, *, dataset: ClsDataset, image_ids: list, target, user_id, reason: str) -> int:
-    links = lock_links(session, dataset.id, image_ids)
-    missing = [i for i in image_ids if i not in links]
-    if missing:
-        raise NotFound(f"{len(missing)} of the images are not in dataset {dataset.name!r} (first: {missing[0]})")
-    current: dict[uuid.UUID, set] = {i: set() for i in image_ids}
-    for start in range(0, len(image_ids), 1000):
-        for image_id, class_id in session.execute(select(ClsLabel.image_id, ClsLabel.class_id).where(
-                ClsLabel.dataset_id == dataset.id, ClsLabel.image_id.in_(image_ids[start:start + 1000]))):
-            current[image_id].add(class_id)
-    plans = {i: target(current[i]) for i in image_ids}
-    changed = [i for i in image_ids if plans[i] != current[i]]
-    if not changed:
-        return 0
-    touched = set().union(*(current[i] ^ plans[i] for i in changed))
-    had = _classes_in_dataset(session, dataset.id, touched)
-    _write_label_sets(session, dataset=dataset, links=links, current=current, plans=plans, changed=changed,
-                      user_id=user_id, reason=reason)
-    _apply_label_deltas(session, dataset_id=dataset.id, before={i: current[i] for i in changed},
-                       after={i: plans[i] for i in changed}, had_classes=had)
-    session.flush()
-    return len(changed)
-
-
-def _classes_in_dataset(session: Session, dataset_id: uuid.UUID, class_ids: Iterable[uuid.UUID]) -> set:
-    """Which of these classes at least one label of the dataset uses (one indexed probe per class)."""
-    return {class_id for class_id in class_ids if session.scalar(select(exists().where(
-        ClsLabel.dataset_id == dataset_id, ClsLabel.class_id == class_id)))}
-
-
-def _apply_label_deltas(session: Session, *, dataset_id: uuid.UUID, before: dict, after: dict,
-                       had_classes: set) -> None:
-    """Move the counts by what a batch changed, without recounting the whole dataset or class.
-
-    `before`/`after`: each changed image's class set in this dataset (read and written under the
-    dataset and link locks); `had_classes`: which of the touched classes the dataset used before the
-    writes. The touched classes are locked here, after the writes, so their rows are held only until
-    the commit that follows; the "has it in another dataset" probes run after that lock, so they see
-    every concurrent writer of the same class that committed first (READ COMMITTED: a fresh snapshot
-    per statement), and a writer that comes later waits for ours.
-    """
-    added: dict = {}
-    removed: dict = {}
-    for image_id, old in before.items():
-        new = after[image_id]
-        for class_id in new - old:
-            added.setdefault(class_id, []).append(image_id)
-        for class_id in old - new:
-            removed.setdefault(class_id, []).append(image_id)
-    touched = set(added) | set(removed)
-    lock_classes(session, touched)
-    session.flush()
-    label_space._move_counts(session, dataset_id, {c: len(added.get(c, ())) - len(removed.get(c, ())) for c in touched})
-    for class_id in sorted(touched, key=str):
-        delta = 0
-        for image_ids, sign in ((added.get(class_id, []), 1), (removed.get(class_id, []), -1)):
-            for start in range(0, len(image_ids), 1000):
-                chunk = image_ids[start:start + 1000]
-                elsewhere = set(session.scalars(select(distinct(ClsLabel.image_id)).where(
-                    ClsLabel.class_id == class_id, ClsLabel.image_id.in_(chunk),
-                    ClsLabel.dataset_id != dataset_id)).all())
-                delta += sign * (len(chunk) - len(elsewhere & set(chunk)))
-        if delta:
-            session.execute(update(ClsClass).where(ClsClass.id == class_id)
-                            .values(image_count=ClsClass.image_count + delta))
-    has = _classes_in_dataset(session, dataset_id, touched)
-    class_delta = len(has - had_classes) - len((had_classes & touched) - has)
-    labeled_delta = (sum(1 for i in before if after[i] and not before[i])
-                     - sum(1 for i in before if before[i] and not after[i]))
-    if class_delta or labeled_delta:
-        session.execute(update(ClsDataset).where(ClsDataset.id == dataset_id).values(
-            labeled_image_count=ClsDataset.labeled_image_count + labeled_delta,
-            class_count=ClsDataset.class_count + class_delta))
-
-
 # ---------------------------------------------------------------- reading and review
 
 
@@ -388,7 +199,7 @@ def mark_reviewed(*, session: Session, actor: User, dataset_id, image_id) -> Non
     dataset = lock_dataset(session, dataset_id)
     link = _link_or_404(lock_links(session, dataset_id, [image_id]), dataset, image_id)
     result = session.execute(update(ClsLabel).where(ClsLabel.dataset_id == dataset_id, ClsLabel.image_id == image_id)
-                             .values(is_reviewed=True, reviewed_by=actor.id, reviewed_at=_now()))
+                             .values(is_reviewed=True, reviewed_by=actor.id, reviewed_at=utcnow()))
     if not result.rowcount:
         raise InvalidInput(f"image {image_id} has no label to accept")
     link.status = "labeled"
@@ -403,7 +214,7 @@ def skip_image(*, session: Session, actor: User, dataset_id, image_id) -> ClsDat
     dataset = lock_dataset(session, dataset_id)
     link = _link_or_404(lock_links(session, dataset_id, [image_id]), dataset, image_id)
     link.status = "skipped"
-    link.labeled_by, link.labeled_at = actor.id, _now()
+    link.labeled_by, link.labeled_at = actor.id, utcnow()
     link.label_revision = (link.label_revision or 0) + 1
     session.flush()
     return link

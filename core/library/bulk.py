@@ -5,7 +5,7 @@ transaction, so an action on 100,000 images never holds a lock that a labeler wa
 Batches are sized by time: the first has FIRST_BATCH images, and each next one is resized so that its
 transaction takes about TARGET_BATCH_S (between MIN_BATCH and MAX_BATCH images); a labeler saving on
 the same dataset or with the same class waits for at most one batch. Counts stay exact batch by batch
-(each batch moves them by its own difference, core.labeling.labels._apply_label_deltas).
+(each batch moves them by its own difference, core.labeling.counts._apply_label_deltas).
 
 An action that stops part-way (an error, the process killed) keeps the batches already committed,
 each consistent; running it again finishes the rest (every action is idempotent: tags already there,
@@ -183,8 +183,8 @@ def remove_from_dataset(*, actor: User, dataset_id, image_ids: Iterable, progres
 @requires("labeler", "changing labels in bulk")
 def set_label(*, actor: User, dataset_id, image_ids: Iterable, class_id, mode: str = "replace",
               progress: Progress | None = None) -> int:
-    """core.labeling.labels.bulk_set_label in batches (labeler role, checked again each batch; one audit row)."""
-    from core.labeling.labels import check_bulk_label, set_label_batch
+    """core.labeling.bulk_labels.bulk_set_label in batches (labeler role, checked again each batch; one audit row)."""
+    from core.labeling.bulk_labels import check_bulk_label, set_label_batch
     dataset_id, class_id = as_uuid(dataset_id, "dataset"), as_uuid(class_id, "class")
     with session_scope() as session:
         check_bulk_label(session=session, dataset_id=dataset_id, class_id=class_id, mode=mode)
@@ -196,8 +196,8 @@ def set_label(*, actor: User, dataset_id, image_ids: Iterable, class_id, mode: s
 
 @requires("labeler", "clearing labels in bulk")
 def clear_labels(*, actor: User, dataset_id, image_ids: Iterable, progress: Progress | None = None) -> int:
-    """core.labeling.labels.bulk_clear_labels in batches (labeler role, checked again each batch; one audit row)."""
-    from core.labeling.labels import clear_labels_batch
+    """core.labeling.bulk_labels.bulk_clear_labels in batches (labeler role, checked again each batch; one audit row)."""
+    from core.labeling.bulk_labels import clear_labels_batch
     dataset_id = as_uuid(dataset_id, "dataset")
     _dataset_exists(dataset_id)
     audit = _Audit(actor, "bulk_clear_labels", "dataset", dataset_id)

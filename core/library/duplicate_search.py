@@ -23,8 +23,7 @@ def start_duplicate_search(*, actor: User, threshold: int = DEFAULT_THRESHOLD, c
     from core.jobs.queue import enqueue
 
     threshold = check_threshold(threshold)
-    return enqueue(actor=actor, kind=SEARCH_JOB_KIND, function="jobs.duplicates.find_duplicates", queue="imports",
-                   params={"threshold": threshold, "confirm": bool(confirm)})
+    return enqueue(actor=actor, kind=SEARCH_JOB_KIND, params={"threshold": threshold, "confirm": bool(confirm)})
 
 
 @requires("admin", "searching the library for duplicates")

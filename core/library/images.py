@@ -11,12 +11,13 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Text, cast, delete, event, exists, func, literal_column, or_, select, text, update
+from sqlalchemy import Text, cast, delete, exists, func, literal_column, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from core import limits
 from core.datasets.dataset import detach_images_everywhere
 from core.errors import InvalidInput, NotFound
+from core.library.object_hooks import delete_on_commit
 from core.models import ClsClass, ClsDataset, ClsDatasetImage, ClsImage, ClsLabel
 from core.permissions import audit, requires
 from core.users import User
@@ -61,24 +62,6 @@ def clean_folder(folder: str | None) -> str | None:
         raise InvalidInput(f"folder name is longer than {MAX_FILENAME_CHARS} characters")
     return folder or None
 
-
-def _delete_after_commit(session: Session, storage, keys: list[str]) -> None:
-    """Objects of deleted rows go only once the deletion is committed (a rollback keeps both)."""
-    doomed = session.info.get("cls_doomed_objects")
-    if doomed is None:
-        doomed = session.info["cls_doomed_objects"] = []
-
-        def _committed(_session) -> None:
-            for store, key in doomed:
-                try:
-                    store.delete(key)
-                except Exception:
-                    log.warning("could not remove %s after its row was deleted", key, exc_info=True)
-            doomed.clear()
-
-        event.listen(session, "after_commit", _committed)
-        event.listen(session, "after_rollback", lambda _session: doomed.clear())
-    doomed.extend((storage, key) for key in keys)
 
 
 # ---------------------------------------------------------------- library queries
@@ -296,7 +279,7 @@ def _delete_images(*, session: Session, actor: User, storage, image_ids: Iterabl
         # pragma, which a foreign engine may not set.
         session.execute(delete(ClsLabel).where(ClsLabel.image_id.in_(found)))
         deleted += session.execute(delete(ClsImage).where(ClsImage.id.in_(found))).rowcount
-        _delete_after_commit(session, storage, [key for row in rows for key in row[1:] if key])
+        delete_on_commit(session, storage, [key for row in rows for key in row[1:] if key])
     session.flush()
     return deleted
 

@@ -2,7 +2,7 @@
 `ingest_bytes` or `ingest_many`. Decoding happens under the configured pixel limit (in worker
 processes for many images); the original bytes are stored unchanged at `images/<uuid>.<ext>` and a
 256 px JPEG at `thumbs/<uuid>.jpg`. A row never exists without its objects and an object never
-outlives a rolled-back row (see `_objects_follow_transaction`)."""
+outlives a rolled-back row (see `delete_on_rollback`)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, insert, select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from core.datasets.dataset import add_images_to_dataset
@@ -30,6 +30,7 @@ from core.library.decode import (
     decode_sources,
 )
 from core.library.images import MAX_FILENAME_CHARS, clean_folder, clean_tags
+from core.library.object_hooks import delete_on_rollback
 from core.models import ClsImage
 from core.permissions import require, requires
 from core.users import User
@@ -74,24 +75,6 @@ def _check_source(source: str) -> None:
     if source not in IMAGE_SOURCES:
         raise InvalidInput(f"unknown source {source!r}; one of {', '.join(IMAGE_SOURCES)}")
 
-
-def _objects_follow_transaction(session: Session, storage, keys: list[str]) -> None:
-    """Objects stored for rows of this transaction are deleted if it rolls back."""
-    pending = session.info.get("cls_new_objects")
-    if pending is None:
-        pending = session.info["cls_new_objects"] = []
-
-        def _rolled_back(_session) -> None:
-            for store, key in pending:
-                try:
-                    store.delete(key)
-                except Exception:
-                    log.warning("could not remove %s after a rollback", key, exc_info=True)
-            pending.clear()
-
-        event.listen(session, "after_rollback", _rolled_back)
-        event.listen(session, "after_commit", lambda _session: pending.clear())
-    pending.extend((storage, key) for key in keys)
 
 
 def _put_objects(storage, image_id: uuid.UUID, decoded: DecodedImage, original: bytes | str) -> tuple[str, str]:
@@ -174,7 +157,7 @@ def ingest_bytes(*, session: Session, actor: User, storage, data: bytes, filenam
         key, thumb_key = _put_objects(storage, image_id, decoded, data)
     except Exception as exc:
         return IngestResult("rejected", name, None, None, f"could not store the image ({exc})")
-    _objects_follow_transaction(session, storage, [key, thumb_key])
+    delete_on_rollback(session, storage, [key, thumb_key])
     session.add(_new_row(image_id, decoded, key, thumb_key, name, user_id=actor.id, source=source, folder=folder,
                          tags=tags, source_type=source_type, source_id=source_id, meta=meta, storage=storage))
     session.flush()
@@ -343,7 +326,7 @@ class _BatchWriter:
             results[index] = IngestResult("imported", item.filename, image_id, None, None)
         try:
             with session_scope() as session:
-                _objects_follow_transaction(session, self.storage, keys)
+                delete_on_rollback(session, self.storage, keys)
                 if rows:
                     session.execute(insert(ClsImage), [_with_phash_bands(row) for row in rows])
                 if self.dataset_id is not None:

@@ -7,14 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import (
-    DDL,
-    JSON,
-    DateTime,
-    MetaData,
-    event,
-    text,
-)
+from sqlalchemy import DDL, JSON, DateTime, MetaData, event, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 

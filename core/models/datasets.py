@@ -24,11 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.models.base import Base, TimestampMixin, in_values, utcnow
-from core.vocabulary import (
-    IMAGE_STATUSES,
-    SPLITS,
-    TASK_TYPES,
-)
+from core.vocabulary import IMAGE_STATUSES, SPLITS, TASK_TYPES
 
 
 class ClsClass(TimestampMixin, Base):

@@ -6,24 +6,11 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import (
-    Boolean,
-    CheckConstraint,
-    DateTime,
-    Index,
-    Integer,
-    String,
-    Text,
-    Uuid,
-    text,
-)
+from sqlalchemy import Boolean, CheckConstraint, DateTime, Index, Integer, String, Text, Uuid, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.models.base import Base, JsonType, in_values, utcnow
-from core.vocabulary import (
-    JOB_QUEUES,
-    JOB_STATUSES,
-)
+from core.vocabulary import JOB_QUEUES, JOB_STATUSES
 
 
 class ClsJob(Base):

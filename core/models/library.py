@@ -5,26 +5,12 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import (
-    BigInteger,
-    CheckConstraint,
-    Index,
-    Integer,
-    String,
-    Text,
-    Uuid,
-    cast,
-    column,
-    text,
-)
+from sqlalchemy import BigInteger, CheckConstraint, Index, Integer, String, Text, Uuid, cast, column, text
 from sqlalchemy.orm import Mapped, mapped_column, validates
 
 from core.library.hamming import band_values, hash_to_int
 from core.models.base import Base, TimestampMixin, in_values
-from core.vocabulary import (
-    IMAGE_SOURCES,
-    IMAGE_STATUSES,
-)
+from core.vocabulary import IMAGE_SOURCES, IMAGE_STATUSES
 
 
 class ClsImage(TimestampMixin, Base):

@@ -5,23 +5,11 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import (
-    CheckConstraint,
-    DateTime,
-    ForeignKey,
-    Index,
-    Integer,
-    String,
-    Text,
-    Uuid,
-    text,
-)
+from sqlalchemy import CheckConstraint, DateTime, ForeignKey, Index, Integer, String, Text, Uuid, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from core.models.base import Base, in_values, utcnow
-from core.vocabulary import (
-    PRODUCT_IMAGE_TYPES,
-)
+from core.vocabulary import PRODUCT_IMAGE_TYPES
 
 
 class Product(Base):

@@ -6,27 +6,11 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import (
-    Boolean,
-    CheckConstraint,
-    DateTime,
-    Float,
-    ForeignKey,
-    Index,
-    Integer,
-    String,
-    Text,
-    Uuid,
-    text,
-)
+from sqlalchemy import Boolean, CheckConstraint, DateTime, Float, ForeignKey, Index, Integer, String, Text, Uuid, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.models.base import Base, JsonType, TimestampMixin, in_values
-from core.vocabulary import (
-    MODEL_TYPES,
-    RUN_STATUSES,
-    TASK_TYPES,
-)
+from core.vocabulary import MODEL_TYPES, RUN_STATUSES, TASK_TYPES
 
 
 class ClsTrainingRun(TimestampMixin, Base):

@@ -14,13 +14,19 @@ import io
 import re
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
 
+from core.db import session_scope
 from core.errors import InvalidInput
+from core.labeling.labels import set_labels
 from core.models import ClsClass, ClsDatasetImage, ClsImage
 from core.permissions import require, requires
+from core.prediction.loading import cached_predictor
+from core.prediction.predict import Item, describe, model_thresholds, probabilities, resolve_model
+from core.storage import get_storage
 from core.users import User
 
 SCOPES = ("dataset", "selection", "library")
@@ -127,6 +133,80 @@ def _require_roles(actor: User, overwrite: bool) -> None:
         require(actor, "admin", "overwriting labels people set")
 
 
+@dataclass
+class _Tally:
+    """What a batch prediction did so far (counts, the first 50 failures) and its CSV."""
+
+    class_names: list[str]
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
+        ("predicted", "labeled", "kept", "abstained", "failed"), 0))
+    failures: list[dict[str, str]] = field(default_factory=list)
+    buffer: io.StringIO = field(default_factory=io.StringIO)
+
+    def __post_init__(self) -> None:
+        self.writer = csv.writer(self.buffer)
+        self.writer.writerow(["image_id", "filename", "predicted", "confidence", *self.class_names])
+
+    def fail(self, image_id: uuid.UUID, name: str, error: str) -> None:
+        self.counts["failed"] += 1
+        if len(self.failures) < 50:
+            self.failures.append({"image_id": str(image_id), "filename": name, "error": error})
+
+
+@dataclass
+class _LabelTarget:
+    """Where AI labels go: the dataset, the model's class index → class id, the images to leave alone."""
+
+    dataset_id: uuid.UUID
+    class_ids: list[uuid.UUID | None]
+    ai_model: str
+    protected: set[uuid.UUID]
+
+
+def _read_items(storage, chunk: list[tuple]) -> list[Item]:
+    items = []
+    for image_id, key, name in chunk:
+        try:
+            items.append(Item(name or str(image_id), storage.get(key)))
+        except Exception as exc:  # a missing object fails its image, not the job
+            items.append(Item(name or str(image_id), error=f"cannot read {key} ({type(exc).__name__})"))
+    return items
+
+
+def _write_label(session, *, actor: User, tally: _Tally, target: _LabelTarget, image_id, name: str,
+                 chosen: list[int], confidence: float) -> None:
+    if image_id in target.protected:
+        tally.counts["kept"] += 1
+        return
+    new_ids = [target.class_ids[i] for i in chosen if target.class_ids[i] is not None]
+    if not new_ids:
+        tally.fail(image_id, name, "its predicted class no longer exists or is deactivated")
+        return
+    set_labels(session=session, actor=actor, dataset_id=target.dataset_id, image_id=image_id, class_ids=new_ids,
+               confidence=min(max(confidence, 0.0), 1.0), is_ai_generated=True, ai_model=target.ai_model,
+               reason="ai_label")
+    tally.counts["labeled"] += 1
+
+
+def _record_batch(session, *, actor: User, tally: _Tally, chunk: list[tuple], probs, errors, results,
+                  target: _LabelTarget | None) -> None:
+    """One batch's predictions into the CSV, the counts and (with a target) the dataset's labels."""
+    for (image_id, _key, name), p, error, result in zip(chunk, probs, errors, results, strict=True):
+        if error is not None:
+            tally.fail(image_id, name, error)
+            continue
+        tally.counts["predicted"] += 1
+        chosen = [tally.class_names.index(c) for c in result["predicted"]]
+        confidence = float(min(p[i] for i in chosen)) if chosen else None
+        tally.writer.writerow([image_id, name, "|".join(result["predicted"]),
+                               "" if confidence is None else f"{confidence:.6f}", *(f"{v:.6f}" for v in p)])
+        if not chosen:
+            tally.counts["abstained"] += 1
+        elif target is not None:
+            _write_label(session, actor=actor, tally=tally, target=target, image_id=image_id, name=name,
+                         chosen=chosen, confidence=confidence)
+
+
 @requires("labeler", "predicting in batch")
 def run_batch_prediction(*, actor: User, model, scope: str, dataset_id=None, image_ids=None,
                          write_labels: bool = False, overwrite: bool = False, export_csv: bool = False,
@@ -135,12 +215,6 @@ def run_batch_prediction(*, actor: User, model, scope: str, dataset_id=None, ima
     """Predict every target image in batches (each batch's labels committed on its own) and return
     counts: predicted, labeled, kept (protected labels left alone), abstained, failed (per-item
     reasons, the first 50), and the CSV key when one was written."""
-    from core.db import session_scope
-    from core.labeling.labels import set_labels
-    from core.prediction.loading import cached_predictor
-    from core.prediction.predict import Item, describe, model_thresholds, probabilities, resolve_model
-    from core.storage import get_storage
-
     dataset_id = _ids([dataset_id], "dataset_id")[0] if dataset_id is not None else None
     _require_roles(actor, overwrite)
     check_request(scope=scope, dataset_id=dataset_id, image_ids=image_ids, write_labels=write_labels,
@@ -148,74 +222,35 @@ def run_batch_prediction(*, actor: User, model, scope: str, dataset_id=None, ima
     storage = get_storage()
     with session_scope() as session:
         row = resolve_model(session=session, model=model, user_id=actor.id)
-        model_id, model_name, class_names = row.id, row.name, list(row.class_names)
-        thresholds, class_ids = model_thresholds(row), _class_ids(session, row)
+        model_id, thresholds = row.id, model_thresholds(row)
+        tally, class_ids, ai_model = _Tally(list(row.class_names)), _class_ids(session, row), f"{row.name} ({row.id})"
         predictor = cached_predictor(session=session, storage=storage, model_id=row.id, threads=threads)
         targets = target_images(session=session, scope=scope, dataset_id=dataset_id, image_ids=image_ids)
     if not targets:
         raise InvalidInput("there are no images to predict in this scope")
-    ai_model = f"{model_name} ({model_id})"
-    counts = {"predicted": 0, "labeled": 0, "kept": 0, "abstained": 0, "failed": 0}
-    failures: list[dict[str, str]] = []
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["image_id", "filename", "predicted", "confidence", *class_names])
     for start in range(0, len(targets), BATCH):
         chunk = targets[start:start + BATCH]
         _require_roles(actor, overwrite)  # again per batch: a role removed meanwhile stops the job
-        items = []
-        for image_id, key, name in chunk:
-            try:
-                items.append(Item(name or str(image_id), storage.get(key)))
-            except Exception as exc:  # a missing object fails its image, not the job
-                items.append(Item(name or str(image_id), error=f"cannot read {key} ({type(exc).__name__})"))
-        probs, errors = probabilities(predictor, items)
-        results = [None if error else describe(p, class_names=class_names, multi_label=predictor.multi_label,
+        probs, errors = probabilities(predictor, _read_items(storage, chunk))
+        results = [None if error else describe(p, class_names=tally.class_names, multi_label=predictor.multi_label,
                                                 thresholds=thresholds, top_k=1)
                    for p, error in zip(probs, errors, strict=True)]
         with session_scope() as session:
-            protected = (_protected(session, dataset_id, [c[0] for c in chunk])
-                         if write_labels and not overwrite else set())
-            for (image_id, _key, name), p, error, result in zip(chunk, probs, errors, results, strict=True):
-                if error is not None:
-                    counts["failed"] += 1
-                    if len(failures) < 50:
-                        failures.append({"image_id": str(image_id), "filename": name, "error": error})
-                    continue
-                counts["predicted"] += 1
-                chosen = [class_names.index(c) for c in result["predicted"]]
-                confidence = float(min(p[i] for i in chosen)) if chosen else None
-                writer.writerow([image_id, name, "|".join(result["predicted"]),
-                                 "" if confidence is None else f"{confidence:.6f}", *(f"{v:.6f}" for v in p)])
-                if not chosen:
-                    counts["abstained"] += 1
-                    continue
-                if not write_labels:
-                    continue
-                if image_id in protected:
-                    counts["kept"] += 1
-                    continue
-                new_ids = [class_ids[i] for i in chosen if class_ids[i] is not None]
-                if not new_ids:
-                    counts["failed"] += 1
-                    if len(failures) < 50:
-                        failures.append({"image_id": str(image_id), "filename": name,
-                                         "error": "its predicted class no longer exists or is deactivated"})
-                    continue
-                set_labels(session=session, actor=actor, dataset_id=dataset_id, image_id=image_id, class_ids=new_ids,
-                           confidence=min(max(confidence, 0.0), 1.0), is_ai_generated=True,
-                           ai_model=ai_model, reason="ai_label")
-                counts["labeled"] += 1
+            target = _LabelTarget(dataset_id, class_ids, ai_model, set() if overwrite else _protected(
+                session, dataset_id, [c[0] for c in chunk])) if write_labels else None
+            _record_batch(session, actor=actor, tally=tally, chunk=chunk, probs=probs, errors=errors, results=results,
+                          target=target)
         if progress is not None:
-            progress(min(start + BATCH, len(targets)), len(targets), f"predicted {min(start + BATCH, len(targets))} images")
-    result: dict[str, Any] = {"model_id": str(model_id), "scope": scope, "total": len(targets), **counts,
-                              "failures": failures}
+            done = min(start + BATCH, len(targets))
+            progress(done, len(targets), f"predicted {done} images")
+    result: dict[str, Any] = {"model_id": str(model_id), "scope": scope, "total": len(targets), **tally.counts,
+                              "failures": tally.failures}
     if scope == "selection":  # selected ids that are not in the library (or not in the chosen dataset)
         result["not_found"] = len(set(_ids(image_ids, "image_ids"))) - len(targets)
     if export_csv:
         _require_roles(actor, overwrite)
         key = csv_key(csv_name or uuid.uuid4())
-        storage.put(key, buffer.getvalue().encode())
+        storage.put(key, tally.buffer.getvalue().encode())
         result["csv_key"] = key
     return result
 
@@ -233,8 +268,7 @@ def start_batch_prediction(*, actor: User, model_id, scope: str, dataset_id=None
     params = {"model": str(model_id), "scope": scope, "dataset_id": str(dataset_id) if dataset_id else None,
               "image_ids": [str(i) for i in image_ids] if image_ids else None, "write_labels": bool(write_labels),
               "overwrite": bool(overwrite), "export_csv": bool(export_csv)}
-    return enqueue(actor=actor, kind="batch_prediction", function="jobs.predictions.batch_predict",
-                   queue="predictions", params=params)
+    return enqueue(actor=actor, kind="batch_prediction", params=params)
 
 
 def read_csv(storage, key: str) -> list[dict[str, str]]:

@@ -278,8 +278,7 @@ def find_and_store(*, actor: User, dataset_id, version_number=None, model_id=Non
 def start_find(*, actor: User, dataset_id, version_number=None, model_id=None, folds: int = 5) -> uuid.UUID:
     from core.jobs.queue import enqueue
 
-    return enqueue(actor=actor, kind="label_issues", function="jobs.predictions.find_label_issues",
-                   queue="predictions",
+    return enqueue(actor=actor, kind="label_issues",
                    params={"dataset_id": str(as_uuid(dataset_id, "dataset")), "version_number": version_number,
                            "model_id": str(model_id) if model_id else None, "folds": int(folds)})
 

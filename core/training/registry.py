@@ -161,8 +161,7 @@ def start_onnx_export(*, actor: User, model_id) -> uuid.UUID:
     """Queue export_onnx on the predictions queue (it loads the model); returns the job id."""
     from core.jobs.queue import enqueue
 
-    return enqueue(actor=actor, kind="export_onnx", function="jobs.model_exports.export_model_onnx",
-                   queue="predictions", params={"model_id": str(as_uuid(model_id, "model id"))})
+    return enqueue(actor=actor, kind="export_onnx", params={"model_id": str(as_uuid(model_id, "model id"))})
 
 
 @requires("admin", "exporting a model to ONNX")

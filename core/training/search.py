@@ -34,8 +34,6 @@ from core.models import ClsJob
 from core.permissions import requires
 from core.users import User, actor_record
 
-TRIAL_FUNCTION = "jobs.search.search_trial"
-REGISTER_FUNCTION = "jobs.search.register_best_trial"
 TRIAL_KIND, REGISTER_KIND = "search_trial", "search_register"
 STUDY_PREFIX = "search-"
 SEARCH_SPACE = ("learning_rate", "weight_decay", "augmentation_preset", "label_smoothing", "drop_path_rate",
@@ -209,10 +207,9 @@ def register_best(*, actor: User, name: str, inline: bool = False) -> uuid.UUID:
     best_trial(load_study(name))  # refuses a search with no finished trial before any job exists
     params = {"study": name, "role": "register"}
     if not inline:
-        return enqueue(actor=actor, kind=REGISTER_KIND, function=REGISTER_FUNCTION, queue="training", params=params)
+        return enqueue(actor=actor, kind=REGISTER_KIND, params=params)
     with session_scope() as session:
-        job_id = create_job(session=session, actor=actor, kind=REGISTER_KIND, queue="training",
-                            function=REGISTER_FUNCTION, params=params).id
+        job_id = create_job(session=session, actor=actor, kind=REGISTER_KIND, params=params).id
     run_job(job_id)
     return job_id
 
@@ -251,10 +248,9 @@ def top_up(*, actor: User, name: str, exclude: uuid.UUID | None = None) -> int:
             _drop_waiting(study)
             study.set_user_attr("status", "completed")
         params = {"study": name, "role": "trial"}
-        created = [create_job(session=session, actor=actor, kind=TRIAL_KIND, queue="training",
-                              function=TRIAL_FUNCTION, params=params).id for _ in range(max(0, wanted))]
+        created = [create_job(session=session, actor=actor, kind=TRIAL_KIND, params=params).id for _ in range(max(0, wanted))]
     for job_id in created:
-        submit_created(job_id, "training")
+        submit_created(job_id, TRIAL_KIND)
     return len(created)
 
 

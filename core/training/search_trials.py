@@ -42,7 +42,8 @@ def run_trial(ctx, *, actor: User, study_name: str) -> dict[str, Any]:
     (pruned if weak), tell, top up."""
     from optuna.trial import TrialState
 
-    from core.training.runs import RunStopped, create_run, execute_run
+    from core.training.run_job import RunStopped, execute_run
+    from core.training.runs import create_run
 
     study = load_study(study_name)
     attrs = study.user_attrs
@@ -122,7 +123,7 @@ def register_best_trial(ctx, *, actor: User, study_name: str) -> dict[str, Any]:
     from core.ml.config import parse_config
     from core.ml.data import records_from_manifest
     from core.models import ClsDatasetVersion, ClsTrainingRun
-    from core.training.runs import _RunJob  # the run job's own upload-and-register path, reused
+    from core.training.run_job import _RunJob
     from core.training.search import best_trial
 
     study = load_study(study_name)

@@ -9,7 +9,7 @@ ignores auto-repeat and text fields, and sends queued presses in order after eac
 sequence number), which a wrapper around button shortcuts cannot do.
 
 Images reach the browser at stable URLs so the browser caches and prefetches them: the storage's
-public URL or a presigned S3 URL reused for hours (core.labeling.queue.stable_url), or, for local storage,
+public URL or a presigned S3 URL reused for hours (core.file_links.stable_url), or, for local storage,
 a signed link valid for hours to serve.py's file route (core.file_links).
 """
 
@@ -20,8 +20,6 @@ from pathlib import Path
 
 import streamlit as st
 
-from pages.ui import storage_url
-
 _HERE = Path(__file__).parent
 
 _view = st.components.v2.component(
@@ -30,11 +28,6 @@ _view = st.components.v2.component(
     css=(_HERE / "labeling_keys.css").read_text(),
     isolate_styles=False,  # a shadow root would hide the real key target (text field or not)
 )
-
-def image_url(storage, key: str) -> str:
-    """A stable browser URL for a storage key (images/… or thumbs/…); see pages.ui.storage_url."""
-    return storage_url(key)
-
 
 def labeling_view(*, data: dict, on_keys: Callable[[], None], key: str = "labeling_view"):
     """Mount the view; `on_keys` runs (before the fragment body) when a batch of keys arrives."""

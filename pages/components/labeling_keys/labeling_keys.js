@@ -1,6 +1,6 @@
 // Labeling view: shows the image, the class list with its keys and a live class search, and owns
 // the keyboard. Presses are queued here and sent to Python in order, one batch at a time, only after
-// the previous batch's run has finished (Python echoes its sequence number back as data.ack): no press
+// the previous batch's run has finished (Python echoes its sequence number back in data.acks): no press
 // is lost mid-run and none is applied twice. Auto-repeat and keys typed in text fields are ignored.
 // What is shown is the server's last answer with the keys not yet answered played on top of it
 // ("projected"): a class key marks the class at once, and Enter/S/→ show the next image from
@@ -10,7 +10,7 @@
 // a redraw with Python's answer, never a label on the wrong image.
 // Streamlit calls this function again on every run with new data, and keeps only the last cleanup,
 // so the listener and the queue live in one per-window object.
-// Reservations (core.reservations): a batch with no keys is the page's heartbeat, sent every
+// Reservations (core.labeling.reservations): a batch with no keys is the page's heartbeat, sent every
 // data.heartbeat_ms when nothing else was sent, with how long the labeler has been idle (Python
 // renews the page's reservations only while they are active); closing the tab sends {leave: true}.
 
@@ -25,7 +25,7 @@ function labelingState() {
     window.__labelingKeys = {
       load: Math.random().toString(36).slice(2) + Date.now().toString(36),
       seq: 0, queue: [], inflight: null, sentAt: 0, owner: null, api: null, root: null,
-      listener: null, timer: null, prefetched: new Map(), sent: 0, view: null,
+      listener: null, timer: null, prefetched: new Map(), view: null,
       lastSent: performance.now(), lastActive: performance.now(), activity: null,
     };
   }
@@ -68,7 +68,6 @@ function pump(state) {
   }
   state.seq += 1;
   const entries = state.queue.splice(0);
-  state.sent += entries.length;
   send(state, {load: state.load, seq: state.seq, image_id: entries[0].image, keys: entries.map((e) => e.key),
                images: entries.map((e) => e.image)}, entries);
 }
@@ -280,7 +279,6 @@ function render(root, data, view) {
   if (!(view.labels || []).length) labels.appendChild(el("span", "lk-none", "none"));
   const search = root.querySelector(".lk-search");
   renderClasses(root, data, view, search.value);
-  root.dataset.ack = String(data.ack);
 }
 
 function prefetch(state, urls) {
