@@ -128,8 +128,7 @@ def start_embedding(*, actor: User, model: str, weights: str | None = None) -> u
         _refuse_if_running(session, row, job.id)
         row.job_id, row.status, row.error = job.id, "building", None
 
-    return enqueue(actor=actor, kind=EMBEDDING_JOB_KIND, function="jobs.similarity.embed_library",
-                   queue="predictions", params={"source": source}, on_created=claim)
+    return enqueue(actor=actor, kind=EMBEDDING_JOB_KIND, params={"source": source}, on_created=claim)
 
 
 @requires("admin", "computing image embeddings")
