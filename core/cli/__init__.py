@@ -20,7 +20,7 @@ from typing import Any
 
 from core.errors import UserError
 
-COMMAND_MODULES = ["core.cli.system", "core.cli.storage", "core.cli.imports", "core.cli.images", "core.cli.classes", "core.cli.datasets", "core.cli.dataset_tools", "core.cli.dataset_space", "core.cli.training", "core.cli.search", "core.cli.duplicates", "core.cli.predict"]
+COMMAND_MODULES = ["core.cli.system", "core.cli.storage", "core.cli.imports", "core.cli.images", "core.cli.classes", "core.cli.datasets", "core.cli.dataset_tools", "core.cli.dataset_space", "core.cli.training", "core.cli.search", "core.cli.duplicates", "core.cli.predict", "core.cli.similar"]
 
 
 class JsonArgumentParser(argparse.ArgumentParser):

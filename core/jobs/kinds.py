@@ -46,6 +46,7 @@ JOB_KINDS: dict[str, JobKind] = {
     "export_onnx": JobKind("jobs.model_exports.export_model_onnx", "predictions"),
     "batch_prediction": JobKind("jobs.predictions.batch_predict", "predictions"),
     "label_issues": JobKind("jobs.predictions.find_label_issues", "predictions"),
+    "embeddings": JobKind("jobs.similarity.embed_library", "predictions"),
 }
 
 

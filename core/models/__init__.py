@@ -1,7 +1,7 @@
 """ORM models: the plan's `040_classification.sql` as SQLAlchemy 2.0 typed models, portable across
 SQLite and Postgres (Uuid, JSON→JSONB, lists as JSON), one module per area: `base` (Base, naming
 convention, timestamps), `library` (images), `datasets` (classes, datasets, labels, versions),
-`training` (runs, trained models), `jobs` (jobs, users, audit), `platform` (the platform's own source
+`training` (runs, trained models), `jobs` (jobs, users, audit), `similarity` (embedding indexes), `platform` (the platform's own source
 tables). Changes from the plan are listed in DESIGN.md. Import the classes from here: importing this
 package registers every table on Base.metadata (Alembic and create_all need them all)."""
 
@@ -19,10 +19,11 @@ from core.models.datasets import (
 from core.models.jobs import ClsAuditEvent, ClsJob, ClsUser
 from core.models.library import ClsImage
 from core.models.platform import Cutout, OdImage, Product, ProductImage
+from core.models.similarity import ClsEmbeddingIndex
 from core.models.training import ClsTrainedModel, ClsTrainingRun
 
 __all__ = [
     "Base", "ClsAuditEvent", "ClsClass", "ClsDataset", "ClsDatasetClass", "ClsDatasetImage", "ClsDatasetVersion",
-    "ClsImage", "ClsJob", "ClsLabel", "ClsLabelChange", "ClsLabelingPin", "ClsTrainedModel", "ClsTrainingRun",
+    "ClsEmbeddingIndex", "ClsImage", "ClsJob", "ClsLabel", "ClsLabelChange", "ClsLabelingPin", "ClsTrainedModel", "ClsTrainingRun",
     "ClsUser", "Cutout", "OdImage", "Product", "ProductImage", "utcnow",
 ]
