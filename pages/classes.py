@@ -9,7 +9,7 @@ import uuid
 import streamlit as st
 
 from core.db import session_scope
-from pages.ui import allowed, current_user, plain, refusal, run_action
+from ui.shared import allowed, current_user, plain, refusal, run_action
 
 NO_PARENT = "none"
 

@@ -7,8 +7,8 @@ from core.db import session_scope
 from core.jobs.rows import list_jobs, reap_stale_jobs
 from core.permissions import can_act
 from core.stats import workspace_stats
-from pages.freshness import rerun_app
-from pages.ui import current_user, job_progress, run_action, watch_jobs
+from ui.freshness import rerun_app
+from ui.shared import current_user, job_progress, run_action, watch_jobs
 
 DEMO_JOB = "dashboard_demo_job"
 

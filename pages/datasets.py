@@ -9,7 +9,7 @@ import streamlit as st
 
 from core.db import session_scope
 from core.errors import UserError
-from pages.ui import allowed, current_user, plain, refusal, run_action
+from ui.shared import allowed, current_user, plain, refusal, run_action
 
 TASK_LABELS = {"single_label": "Single-label", "multi_label": "Multi-label"}
 
@@ -195,7 +195,7 @@ def confirm_delete(dataset_id: uuid.UUID, name: str, images: int) -> None:
 
 def settings_section(dataset: dict) -> None:
     from core.datasets.dataset import update_dataset
-    from pages.dataset_classes import render_label_space
+    from ui.dataset_classes import render_label_space
 
     render_label_space(dataset["id"])
     st.divider()
@@ -217,9 +217,9 @@ def settings_section(dataset: dict) -> None:
 
 
 def _section(name: str, dataset_id: uuid.UUID) -> None:
-    """A tab written by another area (pages/dataset_sections.py); absent until it exists."""
+    """A tab written by another area (ui/dataset_sections.py); absent until it exists."""
     try:
-        import pages.dataset_sections as sections
+        import ui.dataset_sections as sections
     except ImportError:
         st.info(f"{name.title()} are not available yet.")
         return
@@ -228,7 +228,7 @@ def _section(name: str, dataset_id: uuid.UUID) -> None:
 
 def detail_view(dataset_id: uuid.UUID) -> None:
     from core.datasets.dataset import get_dataset
-    from pages.dataset_grid import dataset_grid
+    from ui.dataset_grid import dataset_grid
 
     try:
         with session_scope() as session:
@@ -245,7 +245,7 @@ def detail_view(dataset_id: uuid.UUID) -> None:
         st.title(plain(dataset["name"]), anchor=False, width="stretch")
         if st.button("Import", icon=":material/upload:", key="ds_import", disabled=not allowed("admin"),
                      help=refusal("admin", "importing")):
-            from pages.import_dialog import open_import_dialog
+            from ui.import_dialog import open_import_dialog
 
             open_import_dialog(dataset_id=dataset_id)
         if st.button("Label", icon=":material/keyboard:", key="ds_label", type="primary"):

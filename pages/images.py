@@ -11,8 +11,8 @@ from core import limits
 from core.db import session_scope
 from core.errors import UserError
 from core.library.images import SORTS, ImageFilters
-from pages.components.thumbnail_grid import Selection, selection_controls, thumbnail_grid, tile
-from pages.ui import (
+from ui.components.thumbnail_grid import Selection, selection_controls, thumbnail_grid, tile
+from ui.shared import (
     allowed,
     clear_library_filter_options,
     current_user,
@@ -41,7 +41,7 @@ def filters_bar(options: dict) -> tuple[ImageFilters, str, str]:
     view = top[2].segmented_control("View", ["Grid", "List"], default=params.get("view", "Grid"), key="img_view")
     if top[3].button("Import", icon=":material/upload:", type="primary", key="img_import", width="stretch",
                      disabled=not allowed("admin"), help=refusal("admin", "importing")):
-        from pages.import_dialog import open_import_dialog
+        from ui.import_dialog import open_import_dialog
 
         open_import_dialog()
     cols = st.columns(4)
@@ -386,7 +386,7 @@ def render() -> None:
         with library:
             library_tab()
     if duplicates.open:
-        from pages.duplicates_view import render_duplicates
+        from ui.duplicates_view import render_duplicates
 
         with duplicates:
             render_duplicates()

@@ -1,11 +1,11 @@
 """Labeling page: label a dataset's images one at a time from the keyboard.
 
 Reached from a dataset (`?dataset=<id>&image=<id>`). Only the labeling part reruns on a key press
-(a fragment); keys come from the browser-side queue in pages/components/labeling_keys and are
+(a fragment); keys come from the browser-side queue in ui/components/labeling_keys and are
 applied in order by core.labeling.keyboard_session, one transaction per action. The classes and their keys
 are the dataset's label space in this user's key order (core.datasets.label_space), the same as on the
 dataset grid. Every number on the page is read inside the fragment, keyed on the dataset's revision
-(pages.freshness), so none is older than the last save.
+(ui.freshness), so none is older than the last save.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from core.errors import UserError
 from core.labeling import actions, reservations
 from core.labeling import keyboard_session as flow
 from core.labeling import queue as labeling
-from pages.components.labeling_keys import labeling_view
-from pages.freshness import dataset_revision
-from pages.ui import allowed, current_user, plain, refusal, storage_url
+from ui.components.labeling_keys import labeling_view
+from ui.freshness import dataset_revision
+from ui.shared import allowed, current_user, plain, refusal, storage_url
 
 MODE_NAMES = {"all": "All", "unlabeled": "Unlabeled", "review": "Review", "random": "Random",
               "low_confidence": "Low confidence"}

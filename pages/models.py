@@ -9,8 +9,8 @@ from core.db import session_scope
 from core.storage import get_storage
 from core.training.views import list_models, model_detail
 from core.vocabulary import MODEL_TYPES
-from pages.models_detail import detail_tabs
-from pages.ui import allowed, current_user, read_or_explain, refusal, run_action
+from ui.models_detail import detail_tabs
+from ui.shared import allowed, current_user, read_or_explain, refusal, run_action
 
 
 def go(**params: str) -> None:

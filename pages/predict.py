@@ -9,7 +9,7 @@ import streamlit as st
 
 from core.db import session_scope
 from core.storage import get_storage
-from pages.ui import current_user, library_filter_options, refusal, run_action, user_errors, watch_jobs
+from ui.shared import current_user, library_filter_options, refusal, run_action, user_errors, watch_jobs
 
 st.title("Predict")
 st.caption("Predict classes for new images with a trained model, with Grad-CAM.")

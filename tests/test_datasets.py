@@ -320,7 +320,7 @@ def test_grid_number_key_toggles_a_class_on_multi_label(embedded_stack):
 def test_grid_chips_carry_class_names_as_text_and_refuse_odd_colors():
     from types import SimpleNamespace
 
-    from pages.dataset_grid import tile_chips
+    from ui.dataset_grid import tile_chips
 
     class_id = uuid.uuid4()
     label = SimpleNamespace(class_id=class_id, is_ai_generated=True, confidence=0.42, is_reviewed=False)

@@ -14,7 +14,7 @@ from core.db import session_scope
 from core.errors import UserError
 from core.storage import get_storage
 from core.vocabulary import SPLITS, TRAINING_SPLITS
-from pages.ui import SPLIT_COLORS, allowed, current_user, plain, refusal, run_action, watch_jobs
+from ui.shared import SPLIT_COLORS, allowed, current_user, plain, refusal, run_action, watch_jobs
 
 SEVERITY_ICONS = {"error": ":material/error:", "warning": ":material/warning:", "info": ":material/info:"}
 FORMAT_HELP = {
@@ -148,8 +148,8 @@ def _manual_split_form(dataset_id: uuid.UUID) -> None:
 
 def _by_revision(dataset_id: uuid.UUID, name: str, read):
     """A slow read (duplicate search) kept in session state until the dataset's revision moves
-    (pages.freshness)."""
-    from pages.freshness import dataset_revision
+    (ui.freshness)."""
+    from ui.freshness import dataset_revision
 
     key = f"{name}-{dataset_id}"
     revision = dataset_revision(dataset_id)

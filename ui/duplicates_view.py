@@ -10,7 +10,7 @@ import streamlit as st
 
 from core.db import session_scope
 from core.library.duplicates import CONFIRM_MAX_DISTANCE, DEFAULT_THRESHOLD, MAX_THRESHOLD
-from pages.ui import allowed, current_user, refusal, run_action, storage_urls, watch_jobs
+from ui.shared import allowed, current_user, refusal, run_action, storage_urls, watch_jobs
 
 GROUPS_PER_PAGE = 10
 THUMBS_PER_ROW = 6

@@ -16,7 +16,7 @@ import streamlit as st
 from core.config import get_settings
 from core.db import session_scope
 from core.errors import UserError
-from pages.ui import current_user, watch_jobs
+from ui.shared import current_user, watch_jobs
 
 NEW_CLASS, SKIP = "New class", "Skip (don't import)"
 CONFLICT_CHOICES = {"first": "Label every copy with the first copy's class (archive order)",

@@ -14,8 +14,8 @@ from core.db import session_scope
 from core.errors import UserError
 from core.storage import get_storage
 from core.training.thresholds import DEFAULT_TARGET_ACCURACY, SplitPredictions, explorer, load_predictions, scores_at
-from pages.training_charts import confusion_figure, threshold_figure
-from pages.ui import refusal, run_action, watch_jobs
+from ui.shared import refusal, run_action, watch_jobs
+from ui.training_charts import confusion_figure, threshold_figure
 
 MISCLASSIFIED_SHOWN = 48
 

@@ -275,7 +275,7 @@ def _library_filter_options(database_url: str) -> dict:
 def library_filter_options() -> dict:
     """The library's statuses, sources, folders and tags (core.library.images.image_filter_options), cached a
     minute per database (pages that change images call clear_library_filter_options()), and its
-    total, read now (pages.freshness: a number on screen is never kept across runs unkeyed)."""
+    total, read now (ui.freshness: a number on screen is never kept across runs unkeyed)."""
     from core.config import get_settings
     from core.db import session_scope
     from core.stats import library_size

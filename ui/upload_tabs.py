@@ -9,7 +9,7 @@ import streamlit as st
 
 from core.errors import UserError
 from core.library.decode import UPLOAD_EXTENSIONS
-from pages.ui import current_user, watch_jobs
+from ui.shared import current_user, watch_jobs
 
 
 def _target_fields(prefix: str) -> tuple[str, str, bool]:
