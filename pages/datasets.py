@@ -9,7 +9,8 @@ import streamlit as st
 
 from core.db import session_scope
 from core.errors import UserError
-from ui.shared import allowed, current_user, plain, refusal, run_action
+from ui.actions import act
+from ui.shared import allowed, current_user, plain, refusal
 
 TASK_LABELS = {"single_label": "Single-label", "multi_label": "Multi-label"}
 
@@ -66,11 +67,10 @@ def create_section() -> None:
     with st.expander("New dataset", icon=":material/add:"):
         values = settings_form("ds_create")
         if values is not None:
-            def act():
-                with session_scope() as session:
-                    return create_dataset(session=session, actor=current_user(), **values).id
+            def change(session, actor):
+                return create_dataset(session=session, actor=actor, **values).id
 
-            created = run_action(act)
+            created = act(change)
             if created is not None:
                 _open(created)
                 st.rerun()
@@ -184,11 +184,10 @@ def confirm_delete(dataset_id: uuid.UUID, name: str, images: int) -> None:
     st.warning(f"Delete the dataset {plain(name)} with its {images:,} memberships, labels and versions? "
                "The images stay in the library. This cannot be undone.")
     if st.button("Delete dataset", type="primary", key="ds_confirm_delete"):
-        def act():
-            with session_scope() as session:
-                return delete_dataset(session=session, actor=current_user(), dataset_id=dataset_id)
+        def change(session, actor):
+            return delete_dataset(session=session, actor=actor, dataset_id=dataset_id)
 
-        if run_action(act) is not None:
+        if act(change) is not None:
             _close()
             st.rerun()
 
@@ -205,11 +204,10 @@ def settings_section(dataset: dict) -> None:
         return
     values = settings_form(f"ds_edit_{dataset['id']}", dataset)
     if values is not None:
-        def act():
-            with session_scope() as session:
-                return update_dataset(session=session, actor=current_user(), dataset_id=dataset["id"], **values).id
+        def change(session, actor):
+            return update_dataset(session=session, actor=actor, dataset_id=dataset["id"], **values).id
 
-        if run_action(act, success="Dataset saved") is not None:
+        if act(change, success="Dataset saved") is not None:
             st.rerun()
     st.divider()
     if st.button("Delete dataset…", key=f"ds_delete_{dataset['id']}", icon=":material/delete:"):
