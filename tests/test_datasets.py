@@ -9,11 +9,8 @@ from sqlalchemy import func, select
 
 from core.datasets.classes import create_class
 from core.datasets.dataset import (
-    GridFilters,
     add_images_to_dataset,
     create_dataset,
-    dataset_grid,
-    dataset_image_ids,
     delete_dataset,
     detach_images_everywhere,
     get_dataset_by_name,
@@ -25,6 +22,7 @@ from core.datasets.dataset import (
     split_counts,
     update_dataset,
 )
+from core.datasets.grid import GridFilters, dataset_grid, dataset_image_ids
 from core.errors import Conflict, InvalidInput, NotFound
 from core.labeling.counts import count_mismatches
 from core.labeling.labels import mark_reviewed, set_labels, skip_image

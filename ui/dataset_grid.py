@@ -15,7 +15,7 @@ import streamlit as st
 
 from core import limits
 from core.datasets.classes import COLOR_RE
-from core.datasets.dataset import GridFilters
+from core.datasets.grid import GridFilters
 from core.db import session_scope
 from core.errors import UserError
 from core.vocabulary import SPLITS
@@ -41,7 +41,7 @@ def _selection(dataset_id: uuid.UUID) -> Selection:
 def selected_ids(dataset_id: uuid.UUID, filters: GridFilters) -> list[uuid.UUID]:
     selection = _selection(dataset_id)
     if selection.all_matching:
-        from core.datasets.dataset import dataset_image_ids
+        from core.datasets.grid import dataset_image_ids
 
         with session_scope() as session:
             return dataset_image_ids(session=session, dataset_id=dataset_id, filters=filters)
@@ -291,7 +291,7 @@ def dataset_grid(dataset_id: uuid.UUID) -> None:
 
 
 def _grid_body(dataset_id: uuid.UUID) -> None:
-    from core.datasets.dataset import dataset_grid as grid_page
+    from core.datasets.grid import dataset_grid as grid_page
 
     dataset, classes, keyed = _dataset_and_classes(dataset_id)
     classes_by_id = {c["id"]: c for c in classes}
