@@ -14,12 +14,13 @@ RUN pip install -r requirements.txt
 COPY app.py serve.py alembic.ini ./
 COPY core core
 COPY pages pages
+COPY ui ui
 COPY jobs jobs
 COPY migrations migrations
 COPY .streamlit .streamlit
 # Bytecode now (PYTHONDONTWRITEBYTECODE stops it at run time): 0.3 s of compiling the app's 87 modules
 # would otherwise fall on every process's first request.
-RUN python -m compileall -q app.py serve.py core pages jobs migrations
+RUN python -m compileall -q app.py serve.py core pages ui jobs migrations
 
 RUN useradd --create-home --uid 1000 platform && mkdir -p /app/data && chown platform /app/data
 USER platform

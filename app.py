@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from pages.ui import (
+from ui.shared import (
     current_user,
     disable_nagle,
     end_labeling_elsewhere,

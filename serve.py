@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from streamlit import config
+from streamlit.runtime.pages_manager import PagesManager
 
 from core import file_links
 
@@ -69,6 +70,12 @@ def file_route_path() -> str:
     return (f"/{base}" if base else "") + "/files/{key:path}"
 
 
+# Streamlit decides once per process, on the first session, whether the app is an old-style multipage
+# app (a pages/ folder next to the main script). In that mode a fresh server whose first request is a
+# deep link (`/datasets?...`) runs pages/datasets.py alone, skipping app.py's login and schema checks,
+# until some run reaches st.navigation. The flag is class state that st.navigation itself sets to False;
+# setting it here, before any session, means that mode never starts.
+PagesManager.uses_pages_directory = False
 file_links.route_mounted = True
 app = st.App("app.py", routes=[Route(file_route_path(), storage_file, methods=["GET", "HEAD"])],
              middleware=[Middleware(NoSniff)])

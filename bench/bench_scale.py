@@ -378,7 +378,7 @@ def grid_queries(dataset_id: uuid.UUID, repeats: int) -> dict:
     The Splits tab's split_stats runs with the jobs (its peak memory is printed there)."""
     from sqlalchemy import select
 
-    from core.datasets.dataset import GridFilters, dataset_grid
+    from core.datasets.grid import GridFilters, dataset_grid
     from core.datasets.label_space import label_space
     from core.datasets.versions import unassigned_labeled_count
     from core.db import session_scope

@@ -9,7 +9,8 @@ import uuid
 import streamlit as st
 
 from core.db import session_scope
-from pages.ui import allowed, current_user, plain, refusal, run_action
+from ui.actions import act
+from ui.shared import allowed, plain, refusal
 
 NO_PARENT = "none"
 
@@ -45,23 +46,21 @@ def create_section(classes: list[dict]) -> None:
         parent = cols[3].selectbox("Parent", [NO_PARENT, *names], format_func=lambda v: names.get(v, "—"))
         description = st.text_input("Description")
         if st.form_submit_button("Create class", type="primary"):
-            def act():
-                with session_scope() as session:
-                    return create_class(session=session, actor=current_user(), name=name, display_name=display,
-                                        description=description, color=color,
-                                        parent_class_id=None if parent == NO_PARENT else parent).name
+            def change(session, actor):
+                return create_class(session=session, actor=actor, name=name, display_name=display,
+                                    description=description, color=color,
+                                    parent_class_id=None if parent == NO_PARENT else parent).name
 
-            created = run_action(act)
+            created = act(change)
             if created is not None:
                 _done(f"Class {plain(created)} created")
     with many, st.form("cls_bulk", clear_on_submit=True):
         text = st.text_area("One class name per line", height=140)
         if st.form_submit_button("Create classes", type="primary"):
-            def act():
-                with session_scope() as session:
-                    return bulk_create_classes(session=session, actor=current_user(), text=text)
+            def change(session, actor):
+                return bulk_create_classes(session=session, actor=actor, text=text)
 
-            result = run_action(act)
+            result = act(change)
             if result is not None:
                 st.session_state["cls_bulk_report"] = result
                 _done(f"{len(result['created'])} classes created")
@@ -88,11 +87,10 @@ def confirm_delete(class_row: dict) -> None:
     st.warning(f"Delete {plain(class_row['name'])}? This removes {count:,} labels from the datasets' images "
                "(versions already made keep theirs). This cannot be undone.")
     if st.button(f"Delete and remove {count:,} labels", type="primary", key="cls_confirm_delete"):
-        def act():
-            with session_scope() as session:
-                return delete_class(session=session, actor=current_user(), class_id=class_row["id"])
+        def change(session, actor):
+            return delete_class(session=session, actor=actor, class_id=class_row["id"])
 
-        removed = run_action(act)
+        removed = act(change)
         if removed is not None:
             _done(f"Class deleted, {removed:,} labels removed")
 
@@ -113,14 +111,13 @@ def edit_dialog(class_row: dict, classes: list[dict]) -> None:
                               format_func=lambda v: others.get(v, "—"))
         active = st.checkbox("Active (shown for labeling)", value=class_row["is_active"])
         if st.form_submit_button("Save", type="primary"):
-            def act():
-                with session_scope() as session:
-                    return update_class(session=session, actor=current_user(), class_id=class_row["id"], name=name,
-                                        display_name=display,
-                                        description=description, color=color, is_active=active,
-                                        parent_class_id=None if parent == NO_PARENT else parent).name
+            def change(session, actor):
+                return update_class(session=session, actor=actor, class_id=class_row["id"], name=name,
+                                    display_name=display,
+                                    description=description, color=color, is_active=active,
+                                    parent_class_id=None if parent == NO_PARENT else parent).name
 
-            if run_action(act) is not None:
+            if act(change) is not None:
                 _done("Class saved")
 
 
@@ -172,12 +169,11 @@ def merge_section(classes: list[dict]) -> None:
         target = cols[1].selectbox("Into", [c for c in names if c not in sources], format_func=names.get,
                                    key="cls_merge_target", index=None)
         if st.button("Merge", key="cls_merge_go", disabled=not sources or target is None):
-            def act():
-                with session_scope() as session:
-                    return merge_classes(session=session, actor=current_user(),
-                                         source_ids=[uuid.UUID(s) for s in sources], target_id=uuid.UUID(target))
+            def change(session, actor):
+                return merge_classes(session=session, actor=actor,
+                                     source_ids=[uuid.UUID(s) for s in sources], target_id=uuid.UUID(target))
 
-            result = run_action(act)
+            result = act(change)
             if result is not None:
                 _done(f"Merged {len(result['merged'])} classes into {plain(result['target'])}: "
                       f"{result['labels_moved']:,} labels moved, {result['duplicate_labels_dropped']:,} duplicates dropped")

@@ -7,8 +7,9 @@ from core.db import session_scope
 from core.jobs.rows import list_jobs, reap_stale_jobs
 from core.permissions import can_act
 from core.stats import workspace_stats
-from pages.freshness import rerun_app
-from pages.ui import current_user, job_progress, run_action, watch_jobs
+from ui.actions import act
+from ui.freshness import rerun_app
+from ui.shared import current_user, job_progress, watch_jobs
 
 DEMO_JOB = "dashboard_demo_job"
 
@@ -25,7 +26,7 @@ with session_scope() as session:
 def start_demo() -> None:
     from core.imports.demo import start_demo as start
 
-    job_id = run_action(lambda: start(actor=user))
+    job_id = act(lambda _session, actor: start(actor=actor))
     if job_id is not None:
         st.session_state[DEMO_JOB] = job_id
 

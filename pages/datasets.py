@@ -9,7 +9,8 @@ import streamlit as st
 
 from core.db import session_scope
 from core.errors import UserError
-from pages.ui import allowed, current_user, plain, refusal, run_action
+from ui.actions import act
+from ui.shared import allowed, current_user, plain, refusal
 
 TASK_LABELS = {"single_label": "Single-label", "multi_label": "Multi-label"}
 
@@ -66,11 +67,10 @@ def create_section() -> None:
     with st.expander("New dataset", icon=":material/add:"):
         values = settings_form("ds_create")
         if values is not None:
-            def act():
-                with session_scope() as session:
-                    return create_dataset(session=session, actor=current_user(), **values).id
+            def change(session, actor):
+                return create_dataset(session=session, actor=actor, **values).id
 
-            created = run_action(act)
+            created = act(change)
             if created is not None:
                 _open(created)
                 st.rerun()
@@ -184,18 +184,17 @@ def confirm_delete(dataset_id: uuid.UUID, name: str, images: int) -> None:
     st.warning(f"Delete the dataset {plain(name)} with its {images:,} memberships, labels and versions? "
                "The images stay in the library. This cannot be undone.")
     if st.button("Delete dataset", type="primary", key="ds_confirm_delete"):
-        def act():
-            with session_scope() as session:
-                return delete_dataset(session=session, actor=current_user(), dataset_id=dataset_id)
+        def change(session, actor):
+            return delete_dataset(session=session, actor=actor, dataset_id=dataset_id)
 
-        if run_action(act) is not None:
+        if act(change) is not None:
             _close()
             st.rerun()
 
 
 def settings_section(dataset: dict) -> None:
     from core.datasets.dataset import update_dataset
-    from pages.dataset_classes import render_label_space
+    from ui.dataset_classes import render_label_space
 
     render_label_space(dataset["id"])
     st.divider()
@@ -205,11 +204,10 @@ def settings_section(dataset: dict) -> None:
         return
     values = settings_form(f"ds_edit_{dataset['id']}", dataset)
     if values is not None:
-        def act():
-            with session_scope() as session:
-                return update_dataset(session=session, actor=current_user(), dataset_id=dataset["id"], **values).id
+        def change(session, actor):
+            return update_dataset(session=session, actor=actor, dataset_id=dataset["id"], **values).id
 
-        if run_action(act, success="Dataset saved") is not None:
+        if act(change, success="Dataset saved") is not None:
             st.rerun()
     st.divider()
     if st.button("Delete dataset…", key=f"ds_delete_{dataset['id']}", icon=":material/delete:"):
@@ -217,9 +215,9 @@ def settings_section(dataset: dict) -> None:
 
 
 def _section(name: str, dataset_id: uuid.UUID) -> None:
-    """A tab written by another area (pages/dataset_sections.py); absent until it exists."""
+    """A tab written by another area (ui/dataset_sections.py); absent until it exists."""
     try:
-        import pages.dataset_sections as sections
+        import ui.dataset_sections as sections
     except ImportError:
         st.info(f"{name.title()} are not available yet.")
         return
@@ -228,7 +226,7 @@ def _section(name: str, dataset_id: uuid.UUID) -> None:
 
 def detail_view(dataset_id: uuid.UUID) -> None:
     from core.datasets.dataset import get_dataset
-    from pages.dataset_grid import dataset_grid
+    from ui.dataset_grid import dataset_grid
 
     try:
         with session_scope() as session:
@@ -245,7 +243,7 @@ def detail_view(dataset_id: uuid.UUID) -> None:
         st.title(plain(dataset["name"]), anchor=False, width="stretch")
         if st.button("Import", icon=":material/upload:", key="ds_import", disabled=not allowed("admin"),
                      help=refusal("admin", "importing")):
-            from pages.import_dialog import open_import_dialog
+            from ui.import_dialog import open_import_dialog
 
             open_import_dialog(dataset_id=dataset_id)
         if st.button("Label", icon=":material/keyboard:", key="ds_label", type="primary"):

@@ -11,15 +11,14 @@ from core import limits
 from core.db import session_scope
 from core.errors import UserError
 from core.library.images import SORTS, ImageFilters
-from pages.components.thumbnail_grid import Selection, selection_controls, thumbnail_grid, tile
-from pages.ui import (
+from ui.actions import act
+from ui.components.thumbnail_grid import Selection, selection_controls, thumbnail_grid, tile
+from ui.shared import (
     allowed,
     clear_library_filter_options,
-    current_user,
     library_filter_options,
     plain,
     refusal,
-    run_action,
     storage_urls,
 )
 
@@ -41,7 +40,7 @@ def filters_bar(options: dict) -> tuple[ImageFilters, str, str]:
     view = top[2].segmented_control("View", ["Grid", "List"], default=params.get("view", "Grid"), key="img_view")
     if top[3].button("Import", icon=":material/upload:", type="primary", key="img_import", width="stretch",
                      disabled=not allowed("admin"), help=refusal("admin", "importing")):
-        from pages.import_dialog import open_import_dialog
+        from ui.import_dialog import open_import_dialog
 
         open_import_dialog()
     cols = st.columns(4)
@@ -104,12 +103,12 @@ def confirm_delete(ids: list[uuid.UUID], what: str) -> None:
         from core.library.bulk import delete_images
         from core.storage import get_storage
 
-        def act():  # in batches, each its own short transaction (a labeler is never held long)
+        def delete(_session, actor):  # in batches, each its own short transaction (a labeler is never held long)
             bar = st.progress(0.0)
-            return delete_images(actor=current_user(), image_ids=ids, storage=get_storage(),
+            return delete_images(actor=actor, image_ids=ids, storage=get_storage(),
                                  progress=lambda done, total, message: bar.progress(done / total, message))
 
-        if run_action(act) is not None:
+        if act(delete) is not None:
             _selection().clear()
             clear_library_filter_options()
             st.rerun()
@@ -131,14 +130,14 @@ def bulk_actions(filters: ImageFilters, count: int, total: int, more: bool) -> N
             else:
                 chosen = st.selectbox("Dataset", list(datasets), format_func=datasets.get, key="img_bulk_ds")
                 if st.button("Add to dataset", key="img_bulk_ds_go"):
-                    _apply(lambda ids, progress: bulk.add_to_dataset(
-                        actor=current_user(), dataset_id=chosen, image_ids=ids, progress=progress),
+                    _apply(lambda ids, progress, actor: bulk.add_to_dataset(
+                        actor=actor, dataset_id=chosen, image_ids=ids, progress=progress),
                         filters, "added to dataset")
         with tab_folder:
             folder = st.text_input("Folder (empty clears it)", key="img_bulk_folder")
             if st.button("Set folder", key="img_bulk_folder_go"):
-                _apply(lambda ids, progress: bulk.run_in_batches(ids, lambda s, chunk: lib.set_folder(
-                    session=s, actor=current_user(), image_ids=chunk, folder=folder), progress=progress), filters,
+                _apply(lambda ids, progress, actor: bulk.run_in_batches(ids, lambda s, chunk: lib.set_folder(
+                    session=s, actor=actor, image_ids=chunk, folder=folder), progress=progress), filters,
                     "folder set")
         with tab_tags:
             mode = st.radio("Tags", ["Add", "Remove", "Replace"], horizontal=True, key="img_bulk_tag_mode")
@@ -146,8 +145,8 @@ def bulk_actions(filters: ImageFilters, count: int, total: int, more: bool) -> N
             if st.button(f"{mode} tags", key="img_bulk_tags_go"):
                 values = lib.clean_tags(tags)
                 kwargs = {"Add": {"add": values}, "Remove": {"remove": values}, "Replace": {"replace": values}}[mode]
-                _apply(lambda ids, progress: bulk.tag_images(actor=current_user(), image_ids=ids, progress=progress,
-                                                             **kwargs), filters, "tags updated")
+                _apply(lambda ids, progress, actor: bulk.tag_images(actor=actor, image_ids=ids, progress=progress,
+                                                                    **kwargs), filters, "tags updated")
         with tab_delete:
             if st.button(f"Delete {count:,} selected", key="img_bulk_delete"):
                 confirm_delete(selected_ids(filters), "selected images")
@@ -160,14 +159,14 @@ def bulk_actions(filters: ImageFilters, count: int, total: int, more: bool) -> N
 
 
 def _apply(action, filters: ImageFilters, done: str) -> None:
-    """`action(ids, progress)`: a core.library.bulk call (batches, each its own transaction)."""
+    """`action(ids, progress, actor)`: a core.library.bulk call (batches, each its own transaction)."""
     ids = selected_ids(filters)
 
-    def act():
+    def change(_session, actor):
         bar = st.progress(0.0)
-        return action(ids, lambda finished, total, message: bar.progress(finished / total, message))
+        return action(ids, lambda finished, total, message: bar.progress(finished / total, message), actor)
 
-    changed = run_action(act)
+    changed = act(change)
     if changed is not None:
         st.session_state["img_toast"] = f"{changed:,} images: {done}"
         clear_library_filter_options()
@@ -283,20 +282,18 @@ def _edit_image(image) -> None:
         tags = st.text_input("Tags (comma-separated)", value=", ".join(image.tags or []))
         status = st.selectbox("Status", IMAGE_STATUSES, index=IMAGE_STATUSES.index(image.status))
         if st.form_submit_button("Save"):
-            def save():
-                with session_scope() as session:
-                    return update_image(session=session, actor=current_user(), image_id=image_id, folder=folder,
-                                        tags=tags, status=status)
+            def save(session, actor):
+                return update_image(session=session, actor=actor, image_id=image_id, folder=folder,
+                                    tags=tags, status=status)
 
-            if run_action(save, success="Saved") is not None:
+            if act(save, success="Saved") is not None:
                 clear_library_filter_options()
     if st.button("Delete this image", key=f"del_{image_id}"):
-        def delete_one():
-            with session_scope() as session:
-                return delete_images(session=session, actor=current_user(), storage=get_storage(),
-                                     image_ids=[image_id])
+        def delete_one(session, actor):
+            return delete_images(session=session, actor=actor, storage=get_storage(),
+                                 image_ids=[image_id])
 
-        if run_action(delete_one) is not None:
+        if act(delete_one) is not None:
             st.query_params.pop("image", None)
             clear_library_filter_options()
         st.rerun()
@@ -323,7 +320,7 @@ def _duplicates_of(image_id: uuid.UUID) -> None:
 
     st.markdown("**Duplicates**")
     with session_scope() as session:
-        found = run_action(lambda: duplicates_of(session=session, image_id=image_id))
+        found = act(lambda session, _actor: duplicates_of(session=session, image_id=image_id), session=session)
     if found:
         st.dataframe(_displayable(found), hide_index=True, width="stretch")
     else:
@@ -386,7 +383,7 @@ def render() -> None:
         with library:
             library_tab()
     if duplicates.open:
-        from pages.duplicates_view import render_duplicates
+        from ui.duplicates_view import render_duplicates
 
         with duplicates:
             render_duplicates()

@@ -1,11 +1,11 @@
 """Labeling page: label a dataset's images one at a time from the keyboard.
 
 Reached from a dataset (`?dataset=<id>&image=<id>`). Only the labeling part reruns on a key press
-(a fragment); keys come from the browser-side queue in pages/components/labeling_keys and are
+(a fragment); keys come from the browser-side queue in ui/components/labeling_keys and are
 applied in order by core.labeling.keyboard_session, one transaction per action. The classes and their keys
 are the dataset's label space in this user's key order (core.datasets.label_space), the same as on the
 dataset grid. Every number on the page is read inside the fragment, keyed on the dataset's revision
-(pages.freshness), so none is older than the last save.
+(ui.freshness), so none is older than the last save.
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ from core.errors import UserError
 from core.labeling import actions, reservations
 from core.labeling import keyboard_session as flow
 from core.labeling import queue as labeling
-from pages.components.labeling_keys import labeling_view
-from pages.freshness import dataset_revision
-from pages.ui import allowed, current_user, plain, refusal, storage_url
+from ui.actions import act
+from ui.components.labeling_keys import labeling_view
+from ui.freshness import dataset_revision
+from ui.shared import allowed, current_user, plain, refusal, storage_url
 
 MODE_NAMES = {"all": "All", "unlabeled": "Unlabeled", "review": "Review", "random": "Random",
               "low_confidence": "Low confidence"}
@@ -256,13 +257,10 @@ def _add_class(dataset_id: uuid.UUID) -> None:
                             placeholder="Choose a class of the workspace", key="labeling_add_existing")
     name = st.text_input("…or a new class", key="labeling_new_class", max_chars=100)
     if st.button("Add to this dataset", key="labeling_add_class", disabled=not (existing or name.strip())):
-        try:
-            with session_scope() as session:
-                add_classes(session=session, actor=user, dataset_id=dataset_id,
-                            class_ids=[existing] if existing else [], new_names=[name] if name.strip() else [])
-        except UserError as exc:
-            st.error(str(exc))
-        else:
+        added = act(lambda session, actor: add_classes(
+            session=session, actor=actor, dataset_id=dataset_id,
+            class_ids=[existing] if existing else [], new_names=[name] if name.strip() else []))
+        if added is not None:
             for key in ("labeling_new_class", "labeling_add_existing", "labeling_context"):
                 st.session_state.pop(key, None)
             st.rerun()
@@ -276,13 +274,9 @@ def _pins(dataset_id: uuid.UUID) -> None:
     chosen = st.multiselect("Classes on keys 1–0, in order", list(names), default=pinned, format_func=names.get,
                             max_selections=KEYED_CLASSES, key="labeling_pins")
     if st.button("Save pins", key="labeling_pins_save"):
-        try:
-            with session_scope() as session:
-                actions.set_pins(session=session, actor=user, dataset_id=dataset_id,
-                                  class_ids=[uuid.UUID(c) for c in chosen])
-        except UserError as exc:
-            st.error(str(exc))
-        else:
+        saved = act(lambda session, actor: actions.set_pins(
+            session=session, actor=actor, dataset_id=dataset_id, class_ids=[uuid.UUID(c) for c in chosen]))
+        if saved is not None:
             st.session_state.pop("labeling_context", None)  # pins are no dataset write: no revision to follow
             st.rerun()
 

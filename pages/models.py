@@ -9,8 +9,9 @@ from core.db import session_scope
 from core.storage import get_storage
 from core.training.views import list_models, model_detail
 from core.vocabulary import MODEL_TYPES
-from pages.models_detail import detail_tabs
-from pages.ui import allowed, current_user, read_or_explain, refusal, run_action
+from ui.actions import act, read_or_explain
+from ui.models_detail import detail_tabs
+from ui.shared import allowed, current_user, refusal
 
 
 def go(**params: str) -> None:
@@ -57,7 +58,7 @@ def model_card(row: dict, user) -> None:
                 predict_with(row["id"])
             if not row["is_default"] and row["is_active"] and allowed("admin") and st.button(
                     "Set default", key=f"default_{row['id']}", icon=":material/star:"):
-                if run_action(lambda: _set_default(row["id"]), f"{row['name']} is now the default {row['model_type']}"):
+                if act(_set_default(row["id"]), f"{row['name']} is now the default {row['model_type']}"):
                     st.rerun()
 
 
@@ -82,38 +83,43 @@ def list_view(user) -> None:
 # ---------------------------------------------------------------- actions
 
 
-def _set_default(model_id) -> bool:
+def _set_default(model_id):
+    """The action that makes the model its family's default (run it with ui.actions.act)."""
     from core.training.registry import set_default
 
-    with session_scope() as session:
-        set_default(session=session, actor=current_user(), model_id=model_id)
-    return True
+    def change(session, actor) -> bool:
+        set_default(session=session, actor=actor, model_id=model_id)
+        return True
+    return change
 
 
-def _set_active(model_id, active: bool) -> bool:
+def _set_active(model_id, active: bool):
     from core.training.registry import set_active
 
-    with session_scope() as session:
-        set_active(session=session, actor=current_user(), model_id=model_id, active=active)
-    return True
+    def change(session, actor) -> bool:
+        set_active(session=session, actor=actor, model_id=model_id, active=active)
+        return True
+    return change
 
 
-def _rename(model_id, name: str, description: str) -> bool:
+def _rename(model_id, name: str, description: str):
     from core.training.registry import rename_model
     from core.training.views import describe_model
 
-    with session_scope() as session:
-        rename_model(session=session, actor=current_user(), model_id=model_id, name=name)
-        describe_model(session=session, actor=current_user(), model_id=model_id, description=description)
-    return True
+    def change(session, actor) -> bool:
+        rename_model(session=session, actor=actor, model_id=model_id, name=name)
+        describe_model(session=session, actor=actor, model_id=model_id, description=description)
+        return True
+    return change
 
 
-def _delete(model_id) -> bool:
+def _delete(model_id):
     from core.training.registry import delete_model
 
-    with session_scope() as session:
-        delete_model(session=session, actor=current_user(), storage=get_storage(), model_id=model_id)
-    return True
+    def change(session, actor) -> bool:
+        delete_model(session=session, actor=actor, storage=get_storage(), model_id=model_id)
+        return True
+    return change
 
 
 def manage(detail: dict, user) -> None:
@@ -124,27 +130,27 @@ def manage(detail: dict, user) -> None:
     with st.container(horizontal=True):
         if detail["is_active"]:
             if st.button("Deactivate", icon=":material/pause:", help="Hide it from prediction"):
-                if run_action(lambda: _set_active(model_id, False), "Model deactivated"):
+                if act(_set_active(model_id, False), "Model deactivated"):
                     st.rerun()
         elif st.button("Activate", icon=":material/play_arrow:"):
-            if run_action(lambda: _set_active(model_id, True), "Model activated"):
+            if act(_set_active(model_id, True), "Model activated"):
                 st.rerun()
         if not detail["is_default"] and st.button("Set as default", icon=":material/star:",
                                                   disabled=not detail["is_active"],
                                                   help=f"One default per model type ({detail['model_type']})"):
-            if run_action(lambda: _set_default(model_id), "Default model set"):
+            if act(_set_default(model_id), "Default model set"):
                 st.rerun()
     with st.form("rename"):
         name = st.text_input("Name", value=detail["name"], max_chars=200)
         description = st.text_area("Description", value=detail["description"] or "", max_chars=2000)
         if st.form_submit_button("Save name and description"):
-            if run_action(lambda: _rename(model_id, name, description), "Saved"):
+            if act(_rename(model_id, name, description), "Saved"):
                 st.rerun()
     with st.popover("Delete model", icon=":material/delete:"):
         st.write("Delete this model and its files (checkpoint, ONNX, TorchScript, stored predictions)? "
                  "Its training run stays.")
         if st.button("Delete model", type="primary", key="delete_model"):
-            if run_action(lambda: _delete(model_id), "Model deleted"):
+            if act(_delete(model_id), "Model deleted"):
                 go()
 
 

@@ -9,7 +9,8 @@ import streamlit as st
 
 from core.db import session_scope
 from core.storage import get_storage
-from pages.ui import current_user, library_filter_options, refusal, run_action, user_errors, watch_jobs
+from ui.actions import act, user_errors
+from ui.shared import current_user, library_filter_options, refusal, watch_jobs
 
 st.title("Predict")
 st.caption("Predict classes for new images with a trained model, with Grad-CAM.")
@@ -72,12 +73,11 @@ def predict_tab() -> None:
         if url.strip():
             items += read_inputs([url.strip()])
 
-        def run():
-            with session_scope() as session:
-                return predict_items(session=session, storage=storage, model=model_id, items=items, top_k=top_k,
-                                     user_id=user.id)
+        def run(session, actor):
+            return predict_items(session=session, storage=storage, model=model_id, items=items, top_k=top_k,
+                                 user_id=user.id)
 
-        result = run_action(run)
+        result = act(run)
         if result is not None:
             st.session_state["predict_result"] = result
             st.session_state["predict_images"] = {item.name: item.data for item in items}
@@ -109,12 +109,11 @@ def grad_cam_view(model_id: str, item: dict, image: bytes | None, number: int) -
     options = {r["class"]: r["index"] for r in item["top_k"]}
     chosen = st.selectbox("Explain class", list(options), key=f"cam_class_{number}")
 
-    def run():
-        with session_scope() as session:
-            return grad_cam(session=session, storage=storage, model=model_id, image=image,
-                            class_index=options[chosen], user_id=user.id)
+    def run(session, actor):
+        return grad_cam(session=session, storage=storage, model=model_id, image=image,
+                        class_index=options[chosen], user_id=user.id)
 
-    cam = run_action(run)
+    cam = act(run)
     if cam is not None:
         st.image(cam["overlay"], caption=f"Grad-CAM for {cam['class']} ({cam['probability']:.1%})", width=320)
 
@@ -156,8 +155,8 @@ def batch_tab() -> None:
     export = st.checkbox("Export predictions as CSV", value=scope != "dataset")
     refused = refusal("labeler", "batch prediction")
     if st.button("Start batch prediction", type="primary", disabled=refused is not None, help=refused):
-        job_id = run_action(lambda: start_batch_prediction(
-            actor=user, model_id=model_id, scope=scope, dataset_id=dataset_id, image_ids=image_ids,
+        job_id = act(lambda _session, actor: start_batch_prediction(
+            actor=actor, model_id=model_id, scope=scope, dataset_id=dataset_id, image_ids=image_ids,
             write_labels=write and can_write, overwrite=overwrite, export_csv=export),
             "Batch prediction queued")
         if job_id is not None:
@@ -218,7 +217,7 @@ def label_errors_tab() -> None:
     refused = refusal("admin", "finding label errors")
     if st.button("Find label errors", disabled=refused is not None,
                  help=refused or "Ranks likely mistakes; nothing changes until you click accept."):
-        job_id = run_action(lambda: start_find(actor=user, dataset_id=dataset_id, model_id=model_id))
+        job_id = act(lambda _session, actor: start_find(actor=actor, dataset_id=dataset_id, model_id=model_id))
         if job_id is not None:
             st.session_state["issues_job"] = job_id
     if st.session_state.get("issues_job") is not None:
@@ -255,19 +254,19 @@ def _issue_card(issue: dict, dataset_id: str, skipped: set) -> None:
             accept, keep, skip = st.columns(3)
 
             def click(action: str):
-                with session_scope() as session:
-                    return decide(session=session, actor=user, storage=storage, dataset_id=dataset_id,
-                                  image_id=issue["image_id"], action=action, confirm_test=confirm)
+                return lambda session, actor: decide(session=session, actor=actor, storage=storage,
+                                                     dataset_id=dataset_id, image_id=issue["image_id"],
+                                                     action=action, confirm_test=confirm)
 
             undecidable = refusal("labeler", "deciding a label-error suggestion")
             if undecidable:
                 st.caption(undecidable)
             if accept.button("Accept suggestion", type="primary", key=f"accept_{issue['image_id']}",
                              disabled=undecidable is not None):
-                if run_action(lambda: click("accept"), f"Relabeled as {issue['suggested']}") is not None:
+                if act(click("accept"), f"Relabeled as {issue['suggested']}") is not None:
                     st.rerun()
             if keep.button("Keep given label", key=f"keep_{issue['image_id']}", disabled=undecidable is not None):
-                if run_action(lambda: click("keep"), "Kept") is not None:
+                if act(click("keep"), "Kept") is not None:
                     st.rerun()
             if skip.button("Skip", key=f"skip_{issue['image_id']}"):
                 skipped.add(issue["image_id"])

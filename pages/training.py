@@ -19,9 +19,10 @@ from core.training.views import (
     run_detail,
     run_filter_options,
 )
-from pages import training_search, training_wizard, wizard_recipe
-from pages.training_charts import history_figure, lr_range_figure
-from pages.ui import allowed, current_user, read_or_explain, refusal
+from ui import training_search, training_wizard, wizard_recipe
+from ui.actions import read_or_explain
+from ui.shared import allowed, current_user, refusal
+from ui.training_charts import history_figure, lr_range_figure
 
 BADGES = {"pending": "gray", "preparing": "blue", "queued": "blue", "training": "orange",
           "completed": "green", "failed": "red", "cancelled": "gray"}

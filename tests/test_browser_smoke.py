@@ -48,7 +48,7 @@ def test_deep_link_on_a_fresh_server_goes_through_app_py(chromium_browser, tmp_p
 def test_keep_alive_requests_are_not_held_by_nagle(app_server, browser_page):
     """Streamlit's server leaves Nagle's algorithm on (it binds with proto 0, so asyncio skips
     TCP_NODELAY): each request after a connection's first then waits ~40 ms for the client's delayed
-    ACK. The app turns it off on its first run (pages.ui.disable_nagle); a thumbnail page makes 48."""
+    ACK. The app turns it off on its first run (ui.shared.disable_nagle); a thumbnail page makes 48."""
     import http.client
     import statistics
     import time

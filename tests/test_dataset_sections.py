@@ -15,7 +15,7 @@ def _section_app(section: str, dataset_id: str):
     def app(section: str, dataset_id: str):
         import uuid
 
-        import pages.dataset_sections as sections
+        import ui.dataset_sections as sections
 
         getattr(sections, f"render_{section}")(uuid.UUID(dataset_id))
 

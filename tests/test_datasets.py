@@ -9,11 +9,8 @@ from sqlalchemy import func, select
 
 from core.datasets.classes import create_class
 from core.datasets.dataset import (
-    GridFilters,
     add_images_to_dataset,
     create_dataset,
-    dataset_grid,
-    dataset_image_ids,
     delete_dataset,
     detach_images_everywhere,
     get_dataset_by_name,
@@ -25,6 +22,7 @@ from core.datasets.dataset import (
     split_counts,
     update_dataset,
 )
+from core.datasets.grid import GridFilters, dataset_grid, dataset_image_ids
 from core.errors import Conflict, InvalidInput, NotFound
 from core.labeling.counts import count_mismatches
 from core.labeling.labels import mark_reviewed, set_labels, skip_image
@@ -320,7 +318,7 @@ def test_grid_number_key_toggles_a_class_on_multi_label(embedded_stack):
 def test_grid_chips_carry_class_names_as_text_and_refuse_odd_colors():
     from types import SimpleNamespace
 
-    from pages.dataset_grid import tile_chips
+    from ui.dataset_grid import tile_chips
 
     class_id = uuid.uuid4()
     label = SimpleNamespace(class_id=class_id, is_ai_generated=True, confidence=0.42, is_reviewed=False)

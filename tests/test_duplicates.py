@@ -398,7 +398,7 @@ def test_duplicates_view_finds_groups_and_deletes_extras(embedded_stack):
     from streamlit.testing.v1 import AppTest
 
     library = ingest_library(embedded_stack)
-    app = AppTest.from_string("from pages.duplicates_view import render_duplicates\nrender_duplicates()\n",
+    app = AppTest.from_string("from ui.duplicates_view import render_duplicates\nrender_duplicates()\n",
                               default_timeout=60)
     app.run()
     assert not app.exception and any("No search yet" in i.value for i in app.info)

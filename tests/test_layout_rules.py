@@ -1,11 +1,13 @@
 """The layout's rules (README "Layout"), checked on the source with `ast`, each also shown to catch a
 planted violation:
 
-- pages never import sqlalchemy, boto3, torch, timm, onnxruntime, core.models or core.ml;
+- pages/ holds only the routes app.py lists with st.Page (their shared parts live in ui/), and
+  nothing imports a module from pages/;
+- pages and ui never import sqlalchemy, boto3, torch, timm, onnxruntime, core.models or core.ml;
 - core never imports streamlit; core.ml never imports core.db or core.models;
 - no import cycle among core modules (deferred imports inside functions count: a cycle hidden in a
   function is still a cycle);
-- no module over 400 lines, no function over 60 lines (core, pages, jobs).
+- no module over 400 lines, no function over 60 lines (core, pages, ui, jobs).
 """
 
 from __future__ import annotations
@@ -108,6 +110,23 @@ def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return cycles
 
 
+def route_files(app_source: str) -> set[str]:
+    """The files app.py hands to st.Page (string literals, as `st.Page("pages/images.py", ...)`)."""
+    routes = set()
+    for node in ast.walk(ast.parse(app_source)):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "Page"
+                and node.args and isinstance(node.args[0], ast.Constant)):
+            routes.add(node.args[0].value)
+    return routes
+
+
+def non_route_pages(root: Path = ROOT) -> list[str]:
+    """Files in pages/ that app.py does not route to: shared parts belong in ui/."""
+    routes = route_files((root / "app.py").read_text())
+    return sorted(path for path in (str(p.relative_to(root)) for p in (root / "pages").rglob("*.py"))
+                  if path not in routes)
+
+
 def long_modules(modules: dict[str, Path], limit: int = MAX_MODULE_LINES) -> list[str]:
     return [f"{name}: {count} lines" for name, path in modules.items()
             if (count := len(path.read_text().splitlines())) > limit]
@@ -127,7 +146,12 @@ def long_functions(modules: dict[str, Path], limit: int = MAX_FUNCTION_LINES) ->
 # ------------------------------------------------------------------------------- the rules, on the repo
 
 def test_pages_import_no_database_storage_or_ml():
-    assert banned_imports(sources("pages") | {"app": ROOT / "app.py"}, PAGES_BANNED) == []
+    assert banned_imports(sources("pages", "ui") | {"app": ROOT / "app.py"}, PAGES_BANNED) == []
+
+
+def test_pages_holds_only_routes():
+    assert non_route_pages() == []
+    assert banned_imports(sources("core", "ui", "jobs", "tests") | {"app": ROOT / "app.py"}, ("pages",)) == []
 
 
 def test_core_never_imports_streamlit():
@@ -143,11 +167,11 @@ def test_no_import_cycle_among_core_modules():
 
 
 def test_no_module_over_400_lines():
-    assert long_modules(sources("core", "pages", "jobs")) == []
+    assert long_modules(sources("core", "pages", "ui", "jobs")) == []
 
 
 def test_no_function_over_60_lines():
-    assert long_functions(sources("core", "pages", "jobs")) == []
+    assert long_functions(sources("core", "pages", "ui", "jobs")) == []
 
 
 # --------------------------------------------------------------------- each rule catches a planted violation
@@ -172,6 +196,12 @@ def test_a_page_importing_a_banned_module_is_caught(planted, line):
     root = planted({"pages/bad.py": f"def render():\n    {line}\n", "pages/good.py": "import streamlit as st\n"})
     found = banned_imports(sources("pages", root=root), PAGES_BANNED)
     assert found and all(entry.startswith("pages.bad imports ") for entry in found)
+
+
+def test_a_page_that_is_no_route_is_caught(planted):
+    root = planted({"app.py": 'import streamlit as st\nst.navigation([st.Page("pages/home.py", title="Home")])\n',
+                    "pages/home.py": "import streamlit as st\n", "pages/home_parts.py": "def part():\n    pass\n"})
+    assert non_route_pages(root) == ["pages/home_parts.py"]
 
 
 def test_core_importing_streamlit_is_caught(planted):

@@ -76,7 +76,7 @@ def test_an_empty_workspace_offers_the_demo_data_in_one_click_then_names_the_nex
 
 
 def test_grid_selection_takes_the_browsers_page_unless_python_changed_it_since():
-    from pages.components.thumbnail_grid import Selection
+    from ui.components.thumbnail_grid import Selection
 
     selection = Selection(ids={"a", "x"})
     selection.from_browser({"epoch": 0, "page": ["a", "b", "c"], "selected": ["b", "c"]})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from streamlit.runtime.uploaded_file_manager import UploadedFile, UploadedFileRec
 
-from pages.upload_tabs import refuse_oversized
+from ui.upload_tabs import refuse_oversized
 
 
 class Unreadable(UploadedFile):

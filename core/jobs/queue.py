@@ -7,6 +7,7 @@ own `rq worker`) when REDIS_URL is set, else an in-process thread pool for the e
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -77,23 +78,26 @@ class RQBackend:
         raise NotImplementedError("RQ jobs finish in a worker; poll the cls_jobs row instead")
 
 
-_backend: InProcessBackend | RQBackend | None = None
-_backend_key: str | None = None
+Backend = InProcessBackend | RQBackend
+
+_backends: dict[tuple[int, str], Backend] = {}
+"""One backend per process and REDIS_URL, as core.storage keeps one store: a forked process (an RQ
+work horse) builds its own instead of inheriting the parent's thread pool or Redis socket."""
 
 
-def get_backend() -> InProcessBackend | RQBackend:
-    global _backend, _backend_key
+def get_backend() -> Backend:
+    """The backend the settings name: RQ when REDIS_URL is set, else the in-process pool."""
     redis_url = get_settings().redis_url
-    key = redis_url or "in-process"
-    if _backend is None or _backend_key != key:
-        _backend = RQBackend(redis_url) if redis_url else InProcessBackend()
-        _backend_key = key
-    return _backend
+    cache_key = (os.getpid(), redis_url or "in-process")
+    backend = _backends.get(cache_key)
+    if backend is None:
+        backend = _backends[cache_key] = RQBackend(redis_url) if redis_url else InProcessBackend()
+    return backend
 
 
 def reset_backend() -> None:
-    global _backend, _backend_key
-    _backend, _backend_key = None, None
+    """Forget every backend (tests that change REDIS_URL or need a fresh pool)."""
+    _backends.clear()
 
 
 def enqueue(*, actor: User, kind: str, params: dict[str, Any] | None = None, on_created=None) -> uuid.UUID:

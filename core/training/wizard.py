@@ -1,7 +1,7 @@
 """The training wizard's rules, without Streamlit: the choices it offers (model families, augmentation
 presets, the settings the recipe chooses), the values a new or cloned run starts from, which step
 each setting belongs to, and every problem of a config so far mapped to the step that fixes it.
-pages/training_wizard.py draws the steps; the checks are the engine's own (TrainingConfig,
+ui/training_wizard.py draws the steps; the checks are the engine's own (TrainingConfig,
 check_fits_dataset, the recipe)."""
 
 from __future__ import annotations

@@ -224,7 +224,7 @@ def test_cli_preview_lists_conflicts_and_zip_takes_the_choice(embedded_stack, tm
 
 def _tab_app():
     def app():
-        from pages.import_tabs import labeled_dataset_tab
+        from ui.import_tabs import labeled_dataset_tab
 
         labeled_dataset_tab()
 

@@ -9,7 +9,8 @@ import streamlit as st
 
 from core.errors import UserError
 from core.library.decode import UPLOAD_EXTENSIONS
-from pages.ui import current_user, watch_jobs
+from ui.actions import act
+from ui.shared import current_user, watch_jobs
 
 
 def _target_fields(prefix: str) -> tuple[str, str, bool]:
@@ -84,12 +85,10 @@ def url_tab(dataset_id: uuid.UUID | None = None) -> None:
     folder, tags, skip = _target_fields("url")
     if st.button("Import from URLs", type="primary", key="url_go", disabled=not (text.strip() or csv_file)):
         body = text + "\n" + (csv_file.getvalue().decode("utf-8", errors="replace") if csv_file else "")
-        try:
-            st.session_state["url_job"] = start_url_import(
-                actor=current_user(), text=body, folder=folder or None, tags=tags, skip_duplicates=skip,
-                dataset_id=dataset_id)
-        except UserError as exc:
-            st.error(str(exc))
+        job_id = act(lambda _session, actor: start_url_import(
+            actor=actor, text=body, folder=folder or None, tags=tags, skip_duplicates=skip, dataset_id=dataset_id))
+        if job_id is not None:
+            st.session_state["url_job"] = job_id
     job_id = st.session_state.get("url_job")
     if job_id:
         watch_jobs([job_id], on_done=lambda jobs: _show_job_result(jobs[0]))

@@ -14,8 +14,9 @@ from core.db import session_scope
 from core.errors import UserError
 from core.storage import get_storage
 from core.training.thresholds import DEFAULT_TARGET_ACCURACY, SplitPredictions, explorer, load_predictions, scores_at
-from pages.training_charts import confusion_figure, threshold_figure
-from pages.ui import refusal, run_action, watch_jobs
+from ui.actions import act
+from ui.shared import refusal, watch_jobs
+from ui.training_charts import confusion_figure, threshold_figure
 
 MISCLASSIFIED_SHOWN = 48
 
@@ -189,24 +190,22 @@ def _multi_label_thresholds(detail: dict, part: SplitPredictions, names: list[st
 def _save(detail: dict, thresholds: dict, user) -> None:
     from core.training.thresholds import save_thresholds
 
-    def action():
-        with session_scope() as session:
-            save_thresholds(session=session, actor=user, model_id=detail["id"], thresholds=thresholds)
+    def action(session, actor):
+        save_thresholds(session=session, actor=actor, model_id=detail["id"], thresholds=thresholds)
         return True
 
-    if run_action(action, "Thresholds saved; prediction uses them now"):
+    if act(action, "Thresholds saved; prediction uses them now"):
         st.rerun()
 
 
 def _clear(detail: dict, user) -> None:
     from core.training.thresholds import clear_thresholds
 
-    def action():
-        with session_scope() as session:
-            clear_thresholds(session=session, actor=user, model_id=detail["id"])
+    def action(session, actor):
+        clear_thresholds(session=session, actor=actor, model_id=detail["id"])
         return True
 
-    if run_action(action, "Saved thresholds cleared"):
+    if act(action, "Saved thresholds cleared"):
         st.rerun()
 
 
@@ -248,7 +247,7 @@ def export_onnx_button(detail: dict, user) -> None:
                  help=refused or "Export and check an ONNX file now (a background job)"):
         from core.training.registry import start_onnx_export
 
-        job_id = run_action(lambda: start_onnx_export(actor=user, model_id=detail["id"]))
+        job_id = act(lambda _session, actor: start_onnx_export(actor=actor, model_id=detail["id"]))
         if job_id:
             st.session_state[job_key] = job_id
     if job_key in st.session_state:

@@ -1,5 +1,5 @@
 """The training wizard's setting steps (Training, Augmentation, Advanced) and the helpers that bind
-widgets to the wizard's state; settings the recipe decides go through pages.wizard_recipe."""
+widgets to the wizard's state; settings the recipe decides go through ui.wizard_recipe."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import streamlit as st
 
 from core.training.wizard import PRESETS
-from pages import wizard_recipe
+from ui import wizard_recipe
 
 
 def bind(widget, label: str, field: str, state: dict[str, Any], **kwargs):

@@ -6,8 +6,8 @@ import uuid
 
 import streamlit as st
 
-from pages.import_tabs import cutouts_tab, labeled_dataset_tab, od_images_tab, products_tab
-from pages.upload_tabs import upload_tab, url_tab
+from ui.import_tabs import cutouts_tab, labeled_dataset_tab, od_images_tab, products_tab
+from ui.upload_tabs import upload_tab, url_tab
 
 
 # Closing the dialog reruns the page behind it, so its counts show what the import changed.

@@ -10,7 +10,8 @@ import streamlit as st
 
 from core.db import session_scope
 from core.library.duplicates import CONFIRM_MAX_DISTANCE, DEFAULT_THRESHOLD, MAX_THRESHOLD
-from pages.ui import allowed, current_user, refusal, run_action, storage_urls, watch_jobs
+from ui.actions import act
+from ui.shared import allowed, refusal, storage_urls, watch_jobs
 
 GROUPS_PER_PAGE = 10
 THUMBS_PER_ROW = 6
@@ -30,11 +31,10 @@ def check_section() -> None:
         return
     threshold = st.session_state.get("dup_threshold", DEFAULT_THRESHOLD)
 
-    def check():
-        with session_scope() as session:
-            return check_image(session=session, data=upload.getvalue(), threshold=threshold)
+    def check(session, actor):
+        return check_image(session=session, data=upload.getvalue(), threshold=threshold)
 
-    result = run_action(check)
+    result = act(check)
     if result is None:
         return
     matches = [{"match": "exact copy", "id": i} for i in result["exact"]] + result["near"]
@@ -60,8 +60,7 @@ def search_controls() -> None:
                                  "similar but different images (packshots on one background) are grouped.")
     refused = refusal("admin", "searching the library for duplicates")
     if right.button("Find duplicates", type="primary", key="dup_find", disabled=refused is not None, help=refused):
-        actor = current_user()
-        run_action(lambda: start_duplicate_search(actor=actor, threshold=threshold, confirm=confirm))
+        act(lambda _session, actor: start_duplicate_search(actor=actor, threshold=threshold, confirm=confirm))
 
 
 def _group_block(kind: str, group: list[dict]) -> None:
@@ -114,12 +113,11 @@ def delete_bar(kind: str, groups: list[list[dict]]) -> None:
     st.warning(f"Delete {count} images for good? They also leave every dataset they are in.")
     yes, no = st.columns(2)
     if yes.button(f"Yes, delete {count} images", type="primary", key="dup_delete_yes"):
-        def act():
-            with session_scope() as session:
-                return delete_extras(session=session, actor=current_user(), storage=get_storage(),
-                                     group_keep=chosen)
+        def change(session, actor):
+            return delete_extras(session=session, actor=actor, storage=get_storage(),
+                                 group_keep=chosen)
 
-        deleted = run_action(act)
+        deleted = act(change)
         st.session_state["dup_confirm_delete"] = False
         if deleted is not None:
             for group in groups:

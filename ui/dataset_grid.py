@@ -3,7 +3,7 @@
 labels them all: native `st.button(shortcut=…)`, which ignores keys typed into inputs.
 
 The grid is a fragment: a key press reruns only the grid, not the whole page. The tiles are one
-component (pages/components/thumbnail_grid): selection happens in the browser, so a click landing
+component (ui/components/thumbnail_grid): selection happens in the browser, so a click landing
 during a run is kept.
 """
 
@@ -15,13 +15,13 @@ import streamlit as st
 
 from core import limits
 from core.datasets.classes import COLOR_RE
-from core.datasets.dataset import GridFilters
+from core.datasets.grid import GridFilters
 from core.db import session_scope
 from core.errors import UserError
 from core.vocabulary import SPLITS
-from pages.components.thumbnail_grid import Selection, selection_controls, thumbnail_grid, tile
-from pages.freshness import rerun_app
-from pages.ui import SPLIT_COLORS, allowed, current_user, plain, refusal, storage_urls
+from ui.components.thumbnail_grid import Selection, selection_controls, thumbnail_grid, tile
+from ui.freshness import rerun_app
+from ui.shared import SPLIT_COLORS, allowed, current_user, plain, refusal, storage_urls
 
 PER_ROW = 6
 ANY = "any"
@@ -41,7 +41,7 @@ def _selection(dataset_id: uuid.UUID) -> Selection:
 def selected_ids(dataset_id: uuid.UUID, filters: GridFilters) -> list[uuid.UUID]:
     selection = _selection(dataset_id)
     if selection.all_matching:
-        from core.datasets.dataset import dataset_image_ids
+        from core.datasets.grid import dataset_image_ids
 
         with session_scope() as session:
             return dataset_image_ids(session=session, dataset_id=dataset_id, filters=filters)
@@ -278,7 +278,7 @@ def _writers(dataset_id: uuid.UUID) -> int:
 def dataset_grid(dataset_id: uuid.UUID) -> None:
     """The grid as a fragment (a key press or a bulk action reruns only it: it holds every number they
     move). While an import or AI-label job writes into the dataset, it refreshes itself every
-    REFRESH_S and redraws the page once the job ends (pages.freshness)."""
+    REFRESH_S and redraws the page once the job ends (ui.freshness)."""
     busy = _writers(dataset_id) > 0
 
     @st.fragment(run_every=REFRESH_S if busy else None)
@@ -291,7 +291,7 @@ def dataset_grid(dataset_id: uuid.UUID) -> None:
 
 
 def _grid_body(dataset_id: uuid.UUID) -> None:
-    from core.datasets.dataset import dataset_grid as grid_page
+    from core.datasets.grid import dataset_grid as grid_page
 
     dataset, classes, keyed = _dataset_and_classes(dataset_id)
     classes_by_id = {c["id"]: c for c in classes}

@@ -13,7 +13,7 @@ import streamlit as st
 from core.db import session_scope
 from core.errors import UserError
 from core.permissions import can_act
-from pages.ui import current_user, plain
+from ui.shared import current_user, plain
 
 MESSAGE = "dscls_message_{}"
 

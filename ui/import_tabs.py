@@ -16,7 +16,8 @@ import streamlit as st
 from core.config import get_settings
 from core.db import session_scope
 from core.errors import UserError
-from pages.ui import current_user, watch_jobs
+from ui.actions import act
+from ui.shared import current_user, watch_jobs
 
 NEW_CLASS, SKIP = "New class", "Skip (don't import)"
 CONFLICT_CHOICES = {"first": "Label every copy with the first copy's class (archive order)",
@@ -235,11 +236,13 @@ def _preview_and_import(kind: str, request, dataset_id: uuid.UUID | None) -> Non
         st.caption("Labels are stored in a dataset: without one, images are imported unlabeled.")
     if st.button(f"Import {preview['images']} images", type="primary", key=f"{kind}_go",
                  disabled=not preview["images"]):
-        try:
+        def start(_session, actor):
             request.dataset_id = _resolve_dataset(kind, picked)
-            st.session_state[f"{kind}_job"] = start_source_import(actor=current_user(), kind=kind, request=request)
-        except UserError as exc:
-            st.error(str(exc))
+            return start_source_import(actor=actor, kind=kind, request=request)
+
+        job_id = act(start)
+        if job_id is not None:
+            st.session_state[f"{kind}_job"] = job_id
     _watch(kind)
 
 

@@ -14,7 +14,8 @@ from core.db import session_scope
 from core.errors import UserError
 from core.storage import get_storage
 from core.vocabulary import SPLITS, TRAINING_SPLITS
-from pages.ui import SPLIT_COLORS, allowed, current_user, plain, refusal, run_action, watch_jobs
+from ui.actions import act
+from ui.shared import SPLIT_COLORS, allowed, plain, refusal, watch_jobs
 
 SEVERITY_ICONS = {"error": ":material/error:", "warning": ":material/warning:", "info": ":material/info:"}
 FORMAT_HELP = {
@@ -66,7 +67,7 @@ def render_splits(dataset_id: uuid.UUID) -> None:
     from core.datasets.splits import split_stats
 
     with session_scope() as session:
-        stats = run_action(lambda: split_stats(session=session, dataset_id=dataset_id))
+        stats = act(lambda session, _actor: split_stats(session=session, dataset_id=dataset_id), session=session)
     if stats is None:
         return
     if not sum(stats["labeled"].values()):
@@ -107,11 +108,10 @@ def _auto_split_form(dataset_id: uuid.UUID, ratios_now: dict[str, float]) -> Non
                                             max_value=MAX_DISTANCE, value=resolve_threshold(None), step=1)
         keep = options[3].checkbox("keep images already in val/test")
         if st.form_submit_button("Split", type="primary"):
-            with session_scope() as session:
-                summary = run_action(lambda: auto_split(
-                    session=session, actor=current_user(), dataset_id=dataset_id, ratios=ratios, seed=int(seed),
-                    keep_existing_val_test=keep, min_per_class=int(minimum),
-                    near_duplicate_threshold=int(threshold)))
+            summary = act(lambda session, actor: auto_split(
+                session=session, actor=actor, dataset_id=dataset_id, ratios=ratios, seed=int(seed),
+                keep_existing_val_test=keep, min_per_class=int(minimum),
+                near_duplicate_threshold=int(threshold)))
             if summary is not None:
                 st.session_state[f"split-summary-{dataset_id}"] = summary
                 st.rerun()
@@ -140,35 +140,32 @@ def _manual_split_form(dataset_id: uuid.UUID) -> None:
                 except ValueError as exc:
                     st.error(f"not an image id: {exc}")
                 else:
-                    with session_scope() as session:
-                        run_action(lambda: assign_split(session=session, actor=current_user(), dataset_id=dataset_id,
-                                                        image_ids=ids, split=split),
-                                   success=f"{len(ids)} images → {split}")
+                    act(lambda session, actor: assign_split(session=session, actor=actor, dataset_id=dataset_id,
+                                                            image_ids=ids, split=split),
+                        success=f"{len(ids)} images → {split}")
 
 
 def _by_revision(dataset_id: uuid.UUID, name: str, read):
     """A slow read (duplicate search) kept in session state until the dataset's revision moves
-    (pages.freshness)."""
-    from pages.freshness import dataset_revision
+    (ui.freshness)."""
+    from ui.freshness import dataset_revision
 
     key = f"{name}-{dataset_id}"
     revision = dataset_revision(dataset_id)
     cached = st.session_state.get(key)
     if cached is None or cached[0] != revision:
-        with session_scope() as session:
-            cached = st.session_state[key] = (revision, run_action(lambda: read(session)))
+        cached = st.session_state[key] = (revision, act(lambda session, _actor: read(session)))
     return cached[1]
 
 
 def _join(dataset_id: uuid.UUID, how: str) -> None:
     from core.datasets.split_checks import join_straddling
 
-    def act():
-        with session_scope() as session:
-            return join_straddling(session=session, actor=current_user(), dataset_id=dataset_id, how=how,
-                                   storage=get_storage())
+    def change(session, actor):
+        return join_straddling(session=session, actor=actor, dataset_id=dataset_id, how=how,
+                               storage=get_storage())
 
-    done = run_action(act)
+    done = act(change)
     if done is not None:
         st.session_state[f"split-joined-{dataset_id}"] = done
 
@@ -211,10 +208,10 @@ def render_versions(dataset_id: uuid.UUID) -> None:
     from core.datasets.versions import list_versions, unassigned_labeled_count
 
     with session_scope() as session:
-        versions = run_action(lambda: [
+        versions = act(lambda session, _actor: [
             {"version": v.version_number, "created": v.created_at, "labeled": v.labeled_image_count,
              "classes": v.class_count, **v.split_counts, "notes": v.notes or ""}
-            for v in list_versions(session=session, dataset_id=dataset_id)])
+            for v in list_versions(session=session, dataset_id=dataset_id)], session=session)
         unsplit = unassigned_labeled_count(session=session, dataset_id=dataset_id)
     if versions is None:
         return
@@ -244,11 +241,9 @@ def _new_version_form(dataset_id: uuid.UUID, unsplit: int) -> None:
             st.warning(plain(line[0].upper() + line[1:] + "."))
         notes = st.text_input("notes", max_chars=2000)
         if st.form_submit_button("Create version", type="primary"):
-            user = current_user()
-            with session_scope() as session:
-                version = run_action(lambda: create_version(
-                    session=session, actor=user, storage=get_storage(), dataset_id=dataset_id,
-                    notes=notes or None).version_number)
+            version = act(lambda session, actor: create_version(
+                session=session, actor=actor, storage=get_storage(), dataset_id=dataset_id,
+                notes=notes or None).version_number)
             if version is not None:
                 st.toast(f"Version {version} created")
                 st.rerun()
@@ -264,9 +259,8 @@ def _versions_table(dataset_id: uuid.UUID, versions: list[dict]) -> None:
     left, right = st.columns(2)
     a = left.selectbox("compare", numbers, index=1, key=f"cmp-a-{dataset_id}")
     b = right.selectbox("with", numbers, index=0, key=f"cmp-b-{dataset_id}")
-    with session_scope() as session:
-        diff = run_action(lambda: compare_versions(session=session, storage=get_storage(), dataset_id=dataset_id,
-                                                   number_a=a, number_b=b))
+    diff = act(lambda session, _actor: compare_versions(session=session, storage=get_storage(),
+                                                        dataset_id=dataset_id, number_a=a, number_b=b))
     if diff is None:
         return
     rows = [{"class": r["class"], f"v{a}": r["total_a"], f"v{b}": r["total_b"], "change": r["delta"]}
@@ -293,10 +287,9 @@ def render_health(dataset_id: uuid.UUID) -> None:
                                          max_value=MAX_DISTANCE, value=resolve_threshold(None),
                                          key=f"health-dist-{dataset_id}")
     if controls[2].button("Run health check", type="primary", key=f"health-run-{dataset_id}"):
-        with session_scope() as session:
-            st.session_state[state_key] = run_action(lambda: health_check(
-                session=session, dataset_id=dataset_id, min_images_per_class=int(minimum),
-                near_duplicate_threshold=int(threshold)))
+        st.session_state[state_key] = act(lambda session, _actor: health_check(
+            session=session, dataset_id=dataset_id, min_images_per_class=int(minimum),
+            near_duplicate_threshold=int(threshold)))
     report = st.session_state.get(state_key)
     if not report:
         st.caption("Checks class balance, small classes, duplicates across splits, missing splits and odd images.")
@@ -336,8 +329,8 @@ def render_export(dataset_id: uuid.UUID) -> None:
     from core.datasets.export import EXPORT_FORMATS, list_exports, start_export
     from core.datasets.versions import list_versions
 
-    with session_scope() as session:
-        numbers = run_action(lambda: [v.version_number for v in list_versions(session=session, dataset_id=dataset_id)])
+    numbers = act(lambda session, _actor: [v.version_number for v in list_versions(session=session,
+                                                                                     dataset_id=dataset_id)])
     if numbers is None:
         return
     job_key = f"export-job-{dataset_id}"
@@ -347,9 +340,8 @@ def render_export(dataset_id: uuid.UUID) -> None:
             source = st.selectbox("from", [None, *numbers],
                                   format_func=lambda n: "the current labels" if n is None else f"version {n}")
             if st.form_submit_button("Export", type="primary"):
-                user = current_user()
-                job_id = run_action(lambda: start_export(actor=user, dataset_id=dataset_id, fmt=fmt,
-                                                         version_number=source))
+                job_id = act(lambda _session, actor: start_export(actor=actor, dataset_id=dataset_id, fmt=fmt,
+                                                                  version_number=source))
                 if job_id is not None:
                     st.session_state[job_key] = job_id
     else:

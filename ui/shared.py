@@ -1,4 +1,4 @@
-"""Shared page helpers: the current user, cached resources, job progress, error display.
+"""Shared page helpers: the current user, role checks, cached resources, job progress, storage links.
 
 Pages import from here; this module may import streamlit (core never does).
 """
@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from contextlib import contextmanager
 
 import streamlit as st
 
@@ -119,7 +118,6 @@ def end_labeling_elsewhere(page) -> None:
     state = st.session_state.get("labeling_state")
     if state is None or page.url_path == "labeling" or not state.held_at:
         return
-    from core.db import session_scope
     from core.labeling import keyboard_session as labeling_session
 
     labeling_session.end(session_scope, state)
@@ -143,39 +141,6 @@ def refusal(role: str, action: str) -> str | None:
     return f"{action[:1].upper()}{action[1:]} needs the {role} role; you are a {current_role(current_user())}."
 
 
-@contextmanager
-def user_errors():
-    """Show a UserError as a red message instead of a traceback; other errors still surface."""
-    try:
-        yield
-    except UserError as exc:
-        st.error(str(exc))
-
-
-def run_action(action: Callable[[], object], success: str | None = None):
-    """Run a core call from a button; show its UserError or a success toast."""
-    try:
-        result = action()
-    except UserError as exc:
-        st.error(str(exc))
-        return None
-    if success:
-        st.toast(success)
-    return result
-
-
-def read_or_explain(read: Callable[[object], object], *, title: str):
-    """What a detail view shows (`read(session)`), or None after showing `title` and why it cannot
-    (an unknown or deleted id)."""
-    try:
-        with session_scope() as session:
-            return read(session)
-    except UserError as exc:
-        st.title(title)
-        st.error(str(exc))
-        return None
-
-
 def job_progress(job) -> None:
     """One job as a progress bar with its status and message."""
     total = job.progress_total or 0
@@ -192,7 +157,6 @@ def job_progress(job) -> None:
 
 def watch_jobs(job_ids: list[uuid.UUID], *, every_s: float = 1.0, on_done: Callable | None = None) -> None:
     """Live progress bars for some jobs, refreshed in a fragment so the page never freezes."""
-    from core.db import session_scope
     from core.jobs.rows import get_job
 
     @st.fragment(run_every=every_s)
@@ -265,7 +229,6 @@ def plain(text: str | None) -> str:
 
 @st.cache_data(ttl=60, show_spinner=False)
 def _library_filter_options(database_url: str) -> dict:
-    from core.db import session_scope
     from core.library.images import image_filter_options
 
     with session_scope() as session:
@@ -275,9 +238,8 @@ def _library_filter_options(database_url: str) -> dict:
 def library_filter_options() -> dict:
     """The library's statuses, sources, folders and tags (core.library.images.image_filter_options), cached a
     minute per database (pages that change images call clear_library_filter_options()), and its
-    total, read now (pages.freshness: a number on screen is never kept across runs unkeyed)."""
+    total, read now (ui.freshness: a number on screen is never kept across runs unkeyed)."""
     from core.config import get_settings
-    from core.db import session_scope
     from core.stats import library_size
 
     with session_scope() as session:

@@ -31,8 +31,8 @@ from core.training.wizard import (
     version_by_id,
 )
 from core.vocabulary import TRAINING_SPLITS
-from pages import wizard_recipe
-from pages.wizard_steps import bind, bind_state, step_advanced, step_augmentation, step_training
+from ui import wizard_recipe
+from ui.wizard_steps import bind, bind_state, step_advanced, step_augmentation, step_training
 
 STATE = "wizard"
 PRETRAINED_SOURCES = {

@@ -1,0 +1,116 @@
+"""The dataset grid's query: one page of a dataset's images with their labels, the total matching the
+filters, and every matching id (for "select all matching")."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+from sqlalchemy import and_, exists, func, select
+from sqlalchemy.orm import Session
+
+from core.errors import InvalidInput
+from core.ids import as_uuid
+from core.labeling.labels import labels_for_images
+from core.models import ClsDataset, ClsDatasetImage, ClsImage, ClsLabel
+from core.vocabulary import IMAGE_STATUSES, SPLITS
+
+
+@dataclass
+class GridFilters:
+    class_id: uuid.UUID | None = None
+    unlabeled: bool = False
+    split: str | None = None
+    status: str | None = None
+    source: str | None = None  # "ai" or "manual": who made the labels
+    reviewed: bool | None = None
+
+    def validate(self) -> GridFilters:
+        if self.split is not None and self.split not in SPLITS:
+            raise InvalidInput(f"split must be one of {', '.join(SPLITS)}")
+        if self.status is not None and self.status not in IMAGE_STATUSES:
+            raise InvalidInput(f"status must be one of {', '.join(IMAGE_STATUSES)}")
+        if self.source not in (None, "ai", "manual"):
+            raise InvalidInput("label source must be 'ai' or 'manual'")
+        return self
+
+
+@dataclass
+class GridItem:
+    image_id: uuid.UUID
+    filename: str
+    storage_path: str
+    thumbnail_path: str | None
+    width: int | None
+    height: int | None
+    split: str | None
+    status: str
+    label_revision: int
+    labels: list = field(default_factory=list)  # ClsLabel rows
+
+
+def _filtered(dataset_id: uuid.UUID, filters: GridFilters):
+    label = and_(ClsLabel.dataset_id == ClsDatasetImage.dataset_id, ClsLabel.image_id == ClsDatasetImage.image_id)
+    conditions = [ClsDatasetImage.dataset_id == dataset_id]
+    if filters.class_id is not None:
+        conditions.append(exists().where(label, ClsLabel.class_id == filters.class_id))
+    if filters.unlabeled:
+        conditions.append(~exists().where(label))
+    if filters.split:
+        conditions.append(ClsDatasetImage.split == filters.split)
+    if filters.status:
+        conditions.append(ClsDatasetImage.status == filters.status)
+    if filters.source == "ai":
+        conditions.append(exists().where(label, ClsLabel.is_ai_generated.is_(True)))
+    elif filters.source == "manual":
+        conditions.append(exists().where(label, ClsLabel.is_ai_generated.is_(False)))
+    if filters.reviewed is True:
+        conditions.append(exists().where(label, ClsLabel.is_reviewed.is_(True)))
+    elif filters.reviewed is False:
+        conditions.append(exists().where(label, ClsLabel.is_reviewed.is_(False)))
+    return conditions
+
+
+def dataset_image_ids(*, session: Session, dataset_id, filters: GridFilters | None = None) -> list[uuid.UUID]:
+    """Every image id of the dataset matching the filters (for "select all matching")."""
+    conditions = _filtered(as_uuid(dataset_id, "dataset"), (filters or GridFilters()).validate())
+    return list(session.scalars(select(ClsDatasetImage.image_id).where(*conditions)
+                                .order_by(ClsDatasetImage.added_at, ClsDatasetImage.image_id)).all())
+
+
+def dataset_grid(*, session: Session, dataset_id, filters: GridFilters | None = None, offset: int = 0,
+                 limit: int = 48) -> tuple[int, list[GridItem]]:
+    """One page of the dataset's images with their labels, and the total matching the filters."""
+    dataset_id = as_uuid(dataset_id, "dataset")
+    filters = (filters or GridFilters()).validate()
+    conditions = _filtered(dataset_id, filters)
+    total = _grid_total(session, dataset_id, filters, conditions)
+    # The page's ids first, from the (dataset, added_at, image_id) index alone; only those 48 rows are
+    # joined to the library. Offset then joined read every skipped row's image: 180 ms at page 200.
+    order = (ClsDatasetImage.added_at, ClsDatasetImage.image_id)
+    page = (select(*order).where(*conditions).order_by(*order).offset(max(0, offset)).limit(max(1, limit))
+            .subquery())
+    rows = session.execute(
+        select(ClsDatasetImage, ClsImage).join(ClsImage, ClsImage.id == ClsDatasetImage.image_id)
+        .join(page, page.c.image_id == ClsDatasetImage.image_id)
+        .where(ClsDatasetImage.dataset_id == dataset_id).order_by(*order)
+    ).all()
+    labels = labels_for_images(session=session, dataset_id=dataset_id, image_ids=[link.image_id for link, _ in rows])
+    items = [GridItem(image_id=image.id, filename=image.original_filename or image.filename,
+                      storage_path=image.storage_path, thumbnail_path=image.thumbnail_path, width=image.width,
+                      height=image.height, split=link.split, status=link.status,
+                      label_revision=link.label_revision, labels=labels[image.id]) for link, image in rows]
+    return total, items
+
+
+def _grid_total(session: Session, dataset_id: uuid.UUID, filters: GridFilters, conditions: list) -> int:
+    """How many images match: no filter, or "unlabeled" alone, from the dataset's counts (kept exact by
+    every label and membership write, core.labeling.counts); other filters are counted. At 200,000
+    images a COUNT of the whole dataset took 40-60 ms, the unlabeled anti-join 200 ms."""
+    plain = GridFilters()
+    if filters in (plain, GridFilters(unlabeled=True)):
+        counts = session.execute(select(ClsDataset.image_count, ClsDataset.labeled_image_count)
+                                 .where(ClsDataset.id == dataset_id)).first()
+        if counts is not None:
+            return counts.image_count - (counts.labeled_image_count if filters.unlabeled else 0)
+    return session.scalar(select(func.count()).select_from(ClsDatasetImage).where(*conditions)) or 0
