@@ -210,19 +210,24 @@ def test_epochs_fitted_to_a_budget_train_until_the_deadline_paced_by_the_clock()
     torch.set_num_threads(1)
     values = {"model_type": "resnet", "model_size": "18", "num_classes": 3, "image_size": 32, "pretrained": False,
               "epochs": 2, "batch_size": 4, "augmentation_preset": "none", "mixed_precision": False,
-              "use_ema": False, "warmup_epochs": 0, "early_stopping": False}
-    fitted = parse_config({**values, "recipe_auto": ["epochs"]})
+              "use_ema": False, "warmup_epochs": 0, "learning_rate": 1e-9, "early_stopping_patience": 1,
+              "early_stopping_metric": "val_loss"}  # nothing learns: the user's patience would stop at once
+    fitted = parse_config({**values, "epochs": 1, "recipe_auto": ["epochs", "early_stopping_patience"]})
     parts, loaders = _tiny_parts(fitted)
     started = time.monotonic()
     elapsed = {"share": 0.0}
     parts.schedule = trainer.LrSchedule(parts.optimizer, fitted, len(loaders["train"]), clock=lambda: elapsed["share"])
     parts.schedule.after_update(len(loaders["train"]) * 2)  # every estimated step done, no time gone: LR at its peak
     assert parts.optimizer.param_groups[-1]["lr"] == pytest.approx(fitted.learning_rate)
-    state = trainer.fit(parts, loaders, fitted, trainer.FitState(), deadline=started + 6)
-    assert len(state.history) > 2 and time.monotonic() >= started + 6
+    state = trainer.fit(parts, loaders, fitted, trainer.FitState(), deadline=started + 8)
+    assert len(state.history) > 1 and time.monotonic() >= started + 8  # past the one estimated epoch
     assert state.history[-1]["stopped"] == "time budget" and "val_f1" in state.history[-1]
 
-    capped = parse_config(values)  # the user's epochs: the run ends there, budget or not
+    capped = parse_config({**values, "early_stopping": False})  # the user's epochs: the run ends there
     parts, loaders = _tiny_parts(capped)
     state = trainer.fit(parts, loaders, capped, trainer.FitState(), deadline=time.monotonic() + 60)
     assert len(state.history) == 2
+    patient = parse_config({**values, "epochs": 6, "recipe_auto": ["epochs"]})  # the user's patience applies
+    parts, loaders = _tiny_parts(patient)
+    state = trainer.fit(parts, loaders, patient, trainer.FitState(), deadline=time.monotonic() + 60)
+    assert len(state.history) < 6 and state.bad_epochs >= 1

@@ -301,8 +301,11 @@ def fit(parts: TrainParts, loaders: dict[str, Any], config: TrainingConfig, stat
     in their history row); early-stopping patience still counts epochs."""
     fit_started, val_seconds, val_cost, last_evaluated = time.perf_counter(), 0.0, 0.0, state.epoch
     to_deadline = deadline is not None and "epochs" in config.recipe_auto  # epochs were the budget's estimate
+    # Trained to a deadline, the LR is annealed by the clock: a stop before it would keep weights taken at
+    # a high rate (photos bench: stopped at 76 % of the budget, 0.48 test vs 0.61). The user's patience applies.
+    stop_early = config.early_stopping and not (to_deadline and "early_stopping_patience" in config.recipe_auto)
     epoch = state.epoch - 1
-    while (epoch := epoch + 1) < config.epochs or (to_deadline and time.monotonic() < deadline):
+    while (epoch := epoch + 1) < config.epochs or to_deadline:  # to a deadline: its epoch ends the loop
         set_backbone_trainable(parts.model, epoch >= config.freeze_backbone_epochs)
         started = time.perf_counter()
         train_loss, seen, state.num_updates = train_one_epoch(
@@ -343,7 +346,7 @@ def fit(parts: TrainParts, loaders: dict[str, Any], config: TrainingConfig, stat
             state.history[-1]["stopped"] = "time budget"
         if on_epoch:
             on_epoch(state)
-        if out_of_time or (config.early_stopping and state.bad_epochs >= config.early_stopping_patience):
+        if out_of_time or (stop_early and state.bad_epochs >= config.early_stopping_patience):
             break
     return state
 
