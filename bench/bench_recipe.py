@@ -9,8 +9,9 @@ Phase "pair": for each set, the platform (CLI `train --model resnet --size 18 --
 (`hand_loop` below: resnet18, AdamW 2e-3, one warmup epoch, cosine over the budget, light
 augmentation) train at the same time, each pinned to its own core with one thread, on the same split;
 both are scored on the same test split. Phase "search": `train-search --budget-min 2B --trial-min B/3
---refit-min B` on one core (trials of B/3 for the first B minutes, then the best settings trained for B),
-its best trial registered and scored on the test split. The load average is sampled while they run.
+--refit-min 4B/3` on one core (trials of B/3 for the first 2B/3 minutes: the defaults, then sampled
+settings; then the best settings trained for 4B/3), its best trial registered and scored on the test
+split. The load average is sampled while they run.
 
     python bench/bench_recipe.py --phase pair --budget-min 15 [--sets photos,scans] [--workdir DIR]
     python bench/bench_recipe.py --phase search --budget-min 15      # needs the pair phase's results
@@ -211,7 +212,7 @@ def role_search(args) -> dict:
     buffer, started = io.StringIO(), time.perf_counter()
     with redirect_stdout(buffer):
         code = main(["train-search", "--dataset", args.set, *MODEL, "--budget-min", str(2 * args.budget_min),
-                     "--trial-min", str(args.trial_min or args.budget_min / 3), "--refit-min", str(args.budget_min),
+                     "--trial-min", str(args.trial_min or args.budget_min / 3), "--refit-min", str(4 * args.budget_min / 3),
                      "--wait", "--register-best"])
     if code != 0:
         raise SystemExit(f"search failed (exit {code})")

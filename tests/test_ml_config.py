@@ -84,7 +84,8 @@ def test_set_options_read_json_values_and_refuse_unknown_keys():
 
 def test_presets_carry_wizard_facts():
     rows = {row["key"]: row for row in preset_rows()}
-    assert list(rows) == ["sota", "heavy", "medium", "light", "none"]
+    assert list(rows) == ["sota", "heavy", "medium", "light", "crops", "none"]
+    assert rows["crops"]["color_jitter"] == 0.0 and rows["crops"]["label_smoothing"] == 0.0
     assert rows["heavy"]["training_time_factor"] == 1.8 and rows["none"]["accuracy_boost"] == "Baseline"
     assert all(row["description"] for row in rows.values())
     assert set(TrainingConfig.model_fields) >= set(PRESETS["sota"].settings)

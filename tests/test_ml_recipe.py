@@ -30,7 +30,7 @@ def test_scratch_learns_faster_and_without_layer_decay_than_pretrained():
     assert scratch["llrd_decay"] == 1.0 and pretrained["llrd_decay"] == 0.9
     # the issue's run: 12 epochs of 53 steps; warmup is 5 % of the steps, not 5 of the 12 epochs
     assert scratch["warmup_epochs"] == pytest.approx(0.6) and pretrained["warmup_epochs"] < scratch["warmup_epochs"]
-    assert scratch["augmentation_preset"] == "light" and scratch["drop_path_rate"] == 0.0
+    assert scratch["augmentation_preset"] == "crops" and scratch["drop_path_rate"] == 0.0
 
 
 def test_learning_rate_scales_with_the_batch():
@@ -42,10 +42,13 @@ def test_learning_rate_scales_with_the_batch():
 
 def test_augmentation_and_ema_grow_with_the_data_and_the_steps():
     short = choose_recipe(facts(epochs=12)).values  # 636 steps, 12 passes
-    longer = choose_recipe(facts(train_images=20_000, epochs=60)).values  # 37,500 steps, 60 passes
+    sixty = choose_recipe(facts(epochs=60)).values  # the scans bench: ~60 passes over ~2,000 images
+    longer = choose_recipe(facts(train_images=20_000, epochs=120)).values  # 75,000 steps, 120 passes
     longest = choose_recipe(facts(train_images=20_000, epochs=300)).values
-    assert short["use_ema"] is False and short["augmentation_preset"] == "light"
-    assert longer["use_ema"] is True and longer["ema_decay"] == pytest.approx(1 - 10 / 37_500, rel=1e-4)
+    assert short["use_ema"] is False and short["augmentation_preset"] == "crops"
+    # from scratch, under 100 passes: crops and flips only, no stochastic depth
+    assert sixty["augmentation_preset"] == "crops" and sixty["drop_path_rate"] == 0.0 and sixty["use_ema"] is True
+    assert longer["use_ema"] is True and longer["ema_decay"] == pytest.approx(1 - 10 / 75_000, rel=1e-4)
     assert longer["augmentation_preset"] == "medium" and longest["augmentation_preset"] == "sota"
     assert longest["ema_decay"] == 0.9999 and longer["drop_path_rate"] == 0.1
     # pretrained weights on few images per class: augmentation against over-fitting even on short runs
@@ -77,11 +80,13 @@ def test_recipe_chosen_again_on_the_worker_keeps_the_users_settings():
                                          "pretrained": False, "weight_decay": 0.1, "time_budget_min": 15},
                                         train_images=1700, num_classes=2, device="cpu",
                                         budget_epochs=(12, "estimated")))
-    assert created.augmentation_preset == "light" and created.mixup_alpha == 0.0
+    assert created.augmentation_preset == "crops" and created.mixup_alpha == 0.0
+    # crops and flips only: no colour jitter (useless on grayscale, a cue on scans), no label smoothing
+    assert created.color_jitter == 0.0 and created.label_smoothing == 0.0 and created.crop_scale_min == 0.5
     settled = reresolve(created.model_dump(mode="json"), train_images=1700, num_classes=2, device="cpu",
-                        budget_epochs=(200, "measured"))
+                        budget_epochs=(400, "measured"))
     config = parse_config(settled)
-    assert config.epochs == 200 and config.recipe_notes["epochs"] == "measured"
+    assert config.epochs == 400 and config.recipe_notes["epochs"] == "measured"
     assert config.weight_decay == 0.1 and config.augmentation_preset == "sota" and config.use_ema
     assert config.mixup_alpha == 0.8  # the new preset's mixing, not the old preset's 0
 
@@ -163,3 +168,66 @@ def test_a_time_budget_paces_the_schedule_by_the_clock():
     elapsed["share"] = 1.0
     schedule.after_update(11)
     assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-6, abs=1e-6)
+
+
+def test_a_time_budget_validates_at_a_cadence_and_always_at_the_end(monkeypatch):
+    """Validation is time a budget does not train: under a deadline epochs are validated only while
+    validation stays within VAL_SHARE_UNDER_BUDGET of the time, the last one always; without, every epoch."""
+    import time
+
+    import torch
+
+    from core.ml import trainer
+    from core.ml.config import parse_config
+
+    torch.set_num_threads(1)
+    config = parse_config({"model_type": "resnet", "model_size": "18", "num_classes": 3, "image_size": 32,
+                           "pretrained": False, "epochs": 6, "batch_size": 4, "augmentation_preset": "none",
+                           "mixed_precision": False, "use_ema": False, "warmup_epochs": 0})
+    parts, loaders = _tiny_parts(config)
+    state = trainer.fit(parts, loaders, config, trainer.FitState())
+    assert all("val_f1" in h for h in state.history)  # no deadline: every epoch
+
+    monkeypatch.setattr(trainer, "VAL_SHARE_UNDER_BUDGET", 0.01)  # validation here costs far more than 1 %
+    parts, loaders = _tiny_parts(config)
+    state = trainer.fit(parts, loaders, config, trainer.FitState(), deadline=time.monotonic() + 3600)
+    validated = [h["epoch"] for h in state.history if "val_f1" in h]
+    assert len(state.history) == 6 and validated[0] == 1 and validated[-1] == 6 and len(validated) < 6
+    assert state.best_epoch in validated and state.best_state is not None
+    assert all(h["evaluated"] is None for h in state.history if h["epoch"] not in validated)
+
+
+def test_epochs_fitted_to_a_budget_train_until_the_deadline_paced_by_the_clock():
+    """The budget's epochs are an estimate from a probe: a faster machine trains on to the deadline (its
+    LR following the clock alone) instead of ending early with budget left; epochs the user set stay a cap."""
+    import time
+
+    import torch
+
+    from core.ml import trainer
+    from core.ml.config import parse_config
+
+    torch.set_num_threads(1)
+    values = {"model_type": "resnet", "model_size": "18", "num_classes": 3, "image_size": 32, "pretrained": False,
+              "epochs": 2, "batch_size": 4, "augmentation_preset": "none", "mixed_precision": False,
+              "use_ema": False, "warmup_epochs": 0, "learning_rate": 1e-9, "early_stopping_patience": 1,
+              "early_stopping_metric": "val_loss"}  # nothing learns: the user's patience would stop at once
+    fitted = parse_config({**values, "epochs": 1, "recipe_auto": ["epochs", "early_stopping_patience"]})
+    parts, loaders = _tiny_parts(fitted)
+    started = time.monotonic()
+    elapsed = {"share": 0.0}
+    parts.schedule = trainer.LrSchedule(parts.optimizer, fitted, len(loaders["train"]), clock=lambda: elapsed["share"])
+    parts.schedule.after_update(len(loaders["train"]) * 2)  # every estimated step done, no time gone: LR at its peak
+    assert parts.optimizer.param_groups[-1]["lr"] == pytest.approx(fitted.learning_rate)
+    state = trainer.fit(parts, loaders, fitted, trainer.FitState(), deadline=started + 8)
+    assert len(state.history) > 1 and time.monotonic() >= started + 8  # past the one estimated epoch
+    assert state.history[-1]["stopped"] == "time budget" and "val_f1" in state.history[-1]
+
+    capped = parse_config({**values, "early_stopping": False})  # the user's epochs: the run ends there
+    parts, loaders = _tiny_parts(capped)
+    state = trainer.fit(parts, loaders, capped, trainer.FitState(), deadline=time.monotonic() + 60)
+    assert len(state.history) == 2
+    patient = parse_config({**values, "epochs": 6, "recipe_auto": ["epochs"]})  # the user's patience applies
+    parts, loaders = _tiny_parts(patient)
+    state = trainer.fit(parts, loaders, patient, trainer.FitState(), deadline=time.monotonic() + 60)
+    assert len(state.history) < 6 and state.bad_epochs >= 1

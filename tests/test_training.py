@@ -322,7 +322,8 @@ def test_time_budget_and_lr_range_test_are_settled_on_the_worker_and_recorded(em
     assert sum(h["seconds"] for h in run["metrics_history"]) <= 0.25 * 60  # training ended within the budget
     config = run["config"]
     assert "epochs" in config["recipe_auto"] and "img/s" in config["recipe_notes"]["epochs"]
-    assert config["epochs"] == run["total_epochs"] >= 1
+    # the fitted epochs are an estimate: training goes on to the deadline, the run counts what it trained
+    assert config["epochs"] >= 1 and run["total_epochs"] == max(config["epochs"], len(run["metrics_history"]))
     test = config["lr_range_test"]
     assert len(test["lr"]) == len(test["loss"]) > 10 and config["learning_rate"] == test["chosen"]
     assert config["recipe_notes"]["learning_rate"].startswith("LR range test: lowest loss at")

@@ -51,6 +51,12 @@ PRESETS: dict[str, Preset] = {
         {"auto_augment": None, "crop_scale_min": 0.5, "hflip": 0.5, "color_jitter": 0.1,
          "random_erasing": 0.0, "mixup_alpha": 0.0, "cutmix_alpha": 0.0, "label_smoothing": 0.1},
     ),
+    "crops": Preset(
+        "crops", "Crops and Flips (Short Runs)", "Random crops and flips only; no colour jitter, mixing or smoothing",
+        1.0, "Short runs from scratch",
+        {"auto_augment": None, "crop_scale_min": 0.5, "hflip": 0.5, "color_jitter": 0.0,
+         "random_erasing": 0.0, "mixup_alpha": 0.0, "cutmix_alpha": 0.0, "label_smoothing": 0.0},
+    ),
     "none": Preset(
         "none", "None (Baseline)", "Resize and centre crop only; no mixing, no smoothing",
         1.0, "Baseline",

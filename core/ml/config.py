@@ -61,7 +61,7 @@ class TrainingConfig(BaseModel):
     drop_path_rate: float = Field(0.1, ge=0, lt=1)
 
     # Augmentation
-    augmentation_preset: Literal["sota", "heavy", "medium", "light", "none"] = "sota"
+    augmentation_preset: Literal["sota", "heavy", "medium", "light", "crops", "none"] = "sota"
     image_size: int = Field(224, ge=16, le=2048)
 
     # Class imbalance

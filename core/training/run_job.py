@@ -92,7 +92,7 @@ class _RunJob:
         weights_file, finetune_state = self._pretrained_source()
 
         def on_batch(epoch: int, done: int, total: int) -> None:
-            epochs = self.config.epochs
+            epochs = max(self.config.epochs, epoch + 1)  # a time budget trains past its estimated epochs
             ctx.progress(epoch * total + done, epochs * total, f"epoch {epoch + 1}/{epochs} · batch {done}/{total}")
 
         def on_epoch(state, payload: dict) -> None:
@@ -204,6 +204,7 @@ class _RunJob:
         with session_scope() as session:
             run = session.get(ClsTrainingRun, self.run_id)
             run.current_epoch, run.checkpoint_key = state.epoch, key
+            run.total_epochs = max(run.total_epochs or 0, state.epoch)  # a time budget's estimate can be passed
             run.metrics_history = json.loads(json.dumps(state.history))
             if best is not None:
                 run.best_epoch, run.best_accuracy = best["epoch"], best.get("val_accuracy")

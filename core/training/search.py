@@ -118,6 +118,7 @@ def start_search(*, actor: User, version_id, base: dict[str, Any], budget_min: f
     (short trials find the settings; the refit trains them as long as a normal run would)."""
     import optuna
 
+    from core.ml.augment import PRESETS
     from core.models import ClsDatasetVersion
     from core.training.runs import recipe_values
 
@@ -157,7 +158,8 @@ def start_search(*, actor: User, version_id, base: dict[str, Any], budget_min: f
          deadline=time.time() + 60 * budget_min, created_at=time.time(), actor=actor_record(actor))
     study.enqueue_trial({
         "learning_rate": lr, "weight_decay": defaults["weight_decay"],
-        "augmentation_preset": defaults["augmentation_preset"], "label_smoothing": 0.1,
+        "augmentation_preset": defaults["augmentation_preset"],
+        "label_smoothing": PRESETS[defaults["augmentation_preset"]].settings["label_smoothing"],
         "drop_path_rate": defaults["drop_path_rate"], "batch_size": int(base.get("batch_size") or 32),
     }, user_attrs={"defaults": True})
     top_up(actor=actor, name=study_name)

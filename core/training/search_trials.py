@@ -13,7 +13,7 @@ from core.permissions import requires
 from core.training.search import SEARCH_SPACE, load_study, top_up, trials_end
 from core.users import User, actor_from_record
 
-AUGMENTATIONS = ("light", "medium", "heavy", "sota")
+AUGMENTATIONS = ("crops", "light", "medium", "heavy", "sota")
 MIN_TRIAL_S = 5.0
 """A trial is not started with less of the search's budget left than this."""
 
@@ -58,7 +58,7 @@ def run_trial(ctx, *, actor: User, study_name: str) -> dict[str, Any]:
     budget = attrs["refit_min"] if refit_trial else min(attrs["trial_min"], remaining_min)
     values = {**attrs["base"], **suggest(trial, attrs), "export_formats": [], "time_budget_min": round(budget, 3)}
     if trial.user_attrs.get("defaults"):  # the recipe's own choice on this worker, from its measured epochs
-        for key in ("augmentation_preset", "drop_path_rate"):
+        for key in ("augmentation_preset", "drop_path_rate", "label_smoothing"):  # the preset's smoothing
             values.pop(key)
     try:
         with session_scope() as session:
@@ -70,6 +70,8 @@ def run_trial(ctx, *, actor: User, study_name: str) -> dict[str, Any]:
         metric = attrs["metric"]
 
         def after_epoch(state) -> None:
+            if metric not in state.history[-1]:  # an epoch the time budget's cadence did not validate
+                return
             trial.report(float(state.history[-1][metric]), state.epoch)
             if not refit_trial and trial.should_prune():  # the refit is the result: never pruned
                 raise RunStopped(f"pruned by the search after epoch {state.epoch}: {metric} below the median")

@@ -58,7 +58,7 @@ def _progress(run: ClsTrainingRun, job: ClsJob | None, now: datetime) -> dict[st
     """Epoch, batch and overall fraction of a run, and the ETA from its pace so far."""
     total_epochs = run.total_epochs or (run.config or {}).get("epochs") or 0
     batch_done = batch_total = None
-    fraction = (run.current_epoch / total_epochs) if total_epochs else 0.0
+    fraction = min(1.0, run.current_epoch / total_epochs) if total_epochs else 0.0
     message = job.message if job is not None else None
     batches = BATCH_MESSAGE.search(message or "") if run.status == "training" else None
     epoch = run.current_epoch
