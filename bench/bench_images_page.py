@@ -33,20 +33,27 @@ def database_url() -> str:
     return ADMIN_URL.rsplit("/", 1)[0] + f"/{DB_NAME}"
 
 
+def create_database(name: str, fresh: bool) -> None:
+    """The bench's own database on the local server; `fresh` drops a kept one first."""
+    from sqlalchemy import create_engine, text
+
+    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        exists = connection.scalar(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name})
+        if exists and fresh:
+            connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+            exists = False
+        if not exists:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+
+
 def build(rows: int, fresh: bool) -> None:
     from sqlalchemy import create_engine, func, select, text
 
     from core.models import Base, ClsImage
 
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        exists = connection.scalar(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": DB_NAME})
-        if exists and fresh:
-            connection.execute(text(f'DROP DATABASE "{DB_NAME}" WITH (FORCE)'))
-            exists = False
-        if not exists:
-            connection.execute(text(f'CREATE DATABASE "{DB_NAME}"'))
-    admin.dispose()
+    create_database(DB_NAME, fresh)
     engine = create_engine(database_url())
     Base.metadata.create_all(engine)
     for index in ClsImage.__table__.indexes:  # a database kept from before an index was added gets it

@@ -80,17 +80,9 @@ def peak_rss_mb() -> float:
 
 
 def _create_database(fresh: bool) -> None:
-    from sqlalchemy import create_engine, text
+    from bench.bench_images_page import create_database
 
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        exists = connection.scalar(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": DB_NAME})
-        if exists and fresh:
-            connection.execute(text(f'DROP DATABASE "{DB_NAME}" WITH (FORCE)'))
-            exists = False
-        if not exists:
-            connection.execute(text(f'CREATE DATABASE "{DB_NAME}"'))
-    admin.dispose()
+    create_database(DB_NAME, fresh)
 
 
 def _flip_bits(value: int, bits: int, width: int, rng: random.Random) -> int:
