@@ -11,7 +11,7 @@ import mimetypes
 import streamlit as st
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import FileResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from streamlit import config
 from streamlit.runtime.pages_manager import PagesManager
@@ -21,8 +21,6 @@ from core import file_links
 
 async def storage_file(request: Request) -> Response:
     """A storage file for a link the app signed; 403 for any other link, 404 for a missing file."""
-    import anyio
-
     from core.errors import InvalidInput
     from core.storage import get_storage
 
@@ -34,16 +32,11 @@ async def storage_file(request: Request) -> Response:
         path = get_storage().local_path(key)
     except InvalidInput:  # a key climbing out of the storage root ('..', absolute)
         return PlainTextResponse("not found", status_code=404)
-    if path is None:
-        return PlainTextResponse("not found", status_code=404)
-    try:
-        async with await anyio.open_file(path, "rb") as file:
-            data = await file.read()
-    except OSError:
+    if path is None or not path.is_file():
         return PlainTextResponse("not found", status_code=404)
     # Stored files are immutable under their key (content-addressed), so the link may be cached until it expires.
-    return Response(data, media_type=mimetypes.guess_type(path.name)[0] or "application/octet-stream",
-                    headers={"Cache-Control": "private, max-age=3600"})
+    return FileResponse(path, media_type=mimetypes.guess_type(path.name)[0] or "application/octet-stream",
+                        headers={"Cache-Control": "private, max-age=3600"})
 
 
 class NoSniff:
