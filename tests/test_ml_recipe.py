@@ -197,7 +197,7 @@ def test_a_time_budget_validates_at_a_cadence_and_always_at_the_end(monkeypatch)
     assert all(h["evaluated"] is None for h in state.history if h["epoch"] not in validated)
 
 
-def test_epochs_fitted_to_a_budget_train_until_the_deadline_paced_by_the_clock():
+def test_epochs_fitted_to_a_budget_train_until_the_deadline_paced_by_the_clock(monkeypatch):
     """The budget's epochs are an estimate from a probe: a faster machine trains on to the deadline (its
     LR following the clock alone) instead of ending early with budget left; epochs the user set stay a cap."""
     import time
@@ -227,9 +227,19 @@ def test_epochs_fitted_to_a_budget_train_until_the_deadline_paced_by_the_clock()
     parts, loaders = _tiny_parts(capped)
     state = trainer.fit(parts, loaders, capped, trainer.FitState(), deadline=time.monotonic() + 60)
     assert len(state.history) == 2
-    # the user's patience applies; accuracy (a few steps of 1/n) stalls for sure, where val_loss can
-    # keep creeping down as batch-norm statistics settle (seen: 7 epochs)
+    # the user's patience applies. Even at lr 1e-9 the validation figures drift as batch-norm statistics
+    # settle (seen: val_loss and accuracy improving for 7 epochs), so the score is held flat: what is
+    # tested is the stop, not whether this tiny model stalls. Validation runs each epoch (the cadence
+    # would otherwise skip epochs whose validation costs more than its share on this tiny set).
+    real_evaluate = trainer.evaluate_epoch
+
+    def flat_accuracy(*args, **kwargs):
+        metrics, source, module = real_evaluate(*args, **kwargs)
+        return {**metrics, "accuracy": 0.5}, source, module
+
+    monkeypatch.setattr(trainer, "evaluate_epoch", flat_accuracy)
+    monkeypatch.setattr(trainer, "VAL_SHARE_UNDER_BUDGET", 1.0)
     patient = parse_config({**values, "epochs": 6, "recipe_auto": ["epochs"], "early_stopping_metric": "val_accuracy"})
     parts, loaders = _tiny_parts(patient)
     state = trainer.fit(parts, loaders, patient, trainer.FitState(), deadline=time.monotonic() + 60)
-    assert len(state.history) < 6 and state.bad_epochs >= 1
+    assert len(state.history) == 2 and state.bad_epochs == 1 and state.best_epoch == 1
