@@ -57,7 +57,7 @@ def trials(name):
 
 def test_search_runs_in_process_to_a_registered_best_model(embedded_stack, capsys):
     from core.training.registry import get_model
-    from core.training.search import load_study, register_best, search_figures, start_search
+    from core.training.search import load_study, margin_over_defaults, register_best, search_figures, start_search
     from core.users import operator_user
 
     version_id = make_version(embedded_stack)
@@ -71,6 +71,11 @@ def test_search_runs_in_process_to_a_registered_best_model(embedded_stack, capsy
     searched, refit = rows[:-1], rows[-1]  # the last minutes trained the best settings again: the refit
     assert refit["refit"] and refit["state"] == "complete" and not any(r["refit"] for r in searched)
     best_searched = max((r for r in searched if r["state"] == "complete"), key=lambda r: r["value"])
+    defaults = searched[0]
+    val_images = load_study(name).user_attrs["val_images"]
+    assert val_images > 0
+    if best_searched["value"] - defaults["value"] < margin_over_defaults(defaults["value"], val_images):
+        best_searched = defaults  # a lead within the noise of the validation split: the defaults stand
     assert {k: refit[k] for k in ("learning_rate", "augmentation_preset")} == {
         k: best_searched[k] for k in ("learning_rate", "augmentation_preset")}
     assert summary(name)["best_trial"] == refit["trial"]
@@ -92,6 +97,34 @@ def test_search_runs_in_process_to_a_registered_best_model(embedded_stack, capsy
         resume_search(actor=actor, name=name)
     check_pages(name, job.result["model_id"])
     check_cli(name, capsys)
+
+
+def test_the_defaults_stand_unless_a_trial_beats_them_by_more_than_the_noise():
+    """A sampled trial's lead within one standard error of the defaults' score on the validation
+    images (at least 0.01) is noise: the refit trains the defaults."""
+    import optuna
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import create_trial
+
+    from core.training.search import best_trial, margin_over_defaults
+
+    assert margin_over_defaults(0.9, 400) == pytest.approx(0.015)
+    assert margin_over_defaults(0.99, 10_000) == 0.01
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    def study_of(defaults: float, other: float, val_images: int):
+        study = optuna.create_study(direction="maximize")
+        study.set_user_attr("val_images", val_images)
+        space = {"learning_rate": FloatDistribution(1e-5, 1.0, log=True)}
+        study.add_trial(create_trial(value=defaults, params={"learning_rate": 2e-3}, distributions=space,
+                                     user_attrs={"defaults": True}))
+        study.add_trial(create_trial(value=other, params={"learning_rate": 0.1}, distributions=space))
+        return study
+
+    assert best_trial(study_of(0.90, 0.91, 400)).params["learning_rate"] == 2e-3  # lead 0.01 < 0.015
+    assert best_trial(study_of(0.90, 0.93, 400)).params["learning_rate"] == 0.1  # lead 0.03
+    assert best_trial(study_of(0.90, 0.92, 100_000)).params["learning_rate"] == 0.1  # big split: 0.01 floor
+    assert best_trial(study_of(0.90, 0.85, 400)).params["learning_rate"] == 2e-3
 
 
 def check_cli(name, capsys):
