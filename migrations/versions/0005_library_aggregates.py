@@ -2,7 +2,8 @@
 tag: the Images page's tag list from an index, not from every image's JSON) and cls_library_counts
 (the image count as +n/-n rows, Postgres), both kept by triggers on cls_images; folder and source in
 one index. The trigger statements are core/models/library_aggregates.py's, frozen here; each table is
-filled from the images already there.
+filled from the images already there. Partial label indexes for the dataset grid's AI and
+not-reviewed totals.
 
 Revision ID: 0005
 Revises: 0004
@@ -56,6 +57,11 @@ def upgrade() -> None:
     with op.batch_alter_table('cls_images', schema=None) as batch_op:
         batch_op.drop_index('idx_cls_images_folder')
         batch_op.create_index('idx_cls_images_folder_source', ['folder', 'source'], unique=False)
+    with op.batch_alter_table('cls_labels', schema=None) as batch_op:
+        batch_op.create_index('idx_cls_labels_ai', ['dataset_id', 'image_id'], unique=False,
+                              postgresql_where=sa.text('is_ai_generated'), sqlite_where=sa.text('is_ai_generated'))
+        batch_op.create_index('idx_cls_labels_unreviewed', ['dataset_id', 'image_id'], unique=False,
+                              postgresql_where=sa.text('NOT is_reviewed'), sqlite_where=sa.text('NOT is_reviewed'))
 
 
 def downgrade() -> None:
@@ -69,6 +75,9 @@ def downgrade() -> None:
     else:
         for name in ('insert', 'update', 'delete'):
             op.execute(f'DROP TRIGGER IF EXISTS cls_images_tags_{name}')
+    with op.batch_alter_table('cls_labels', schema=None) as batch_op:
+        batch_op.drop_index('idx_cls_labels_unreviewed')
+        batch_op.drop_index('idx_cls_labels_ai')
     with op.batch_alter_table('cls_images', schema=None) as batch_op:
         batch_op.drop_index('idx_cls_images_folder_source')
         batch_op.create_index('idx_cls_images_folder', ['folder'], unique=False)
