@@ -310,6 +310,7 @@ def labeling_queries(dataset_id: uuid.UUID, repeats: int) -> dict:
     from sqlalchemy import select
 
     from core.db import session_scope
+    from core.labeling import actions
     from core.labeling import queue as labeling
     from core.models import ClsDatasetImage
     from core.users import operator_user
@@ -317,7 +318,7 @@ def labeling_queries(dataset_id: uuid.UUID, repeats: int) -> dict:
     actor = operator_user()
     with session_scope() as session:  # other labelers each hold a window of the unlabeled queue
         for _ in range(OTHER_LABELERS):
-            labeling.next_image_and_upcoming(session=session, actor=actor, dataset_id=dataset_id, mode="unlabeled",
+            actions.next_image_and_upcoming(session=session, actor=actor, dataset_id=dataset_id, mode="unlabeled",
                                              holder=uuid.uuid4())
     with session_scope() as session:  # walks start mid-dataset: position counts half the rows
         middle = session.scalar(select(ClsDatasetImage.image_id).where(ClsDatasetImage.dataset_id == dataset_id)
@@ -330,7 +331,7 @@ def labeling_queries(dataset_id: uuid.UUID, repeats: int) -> dict:
         for _ in range(repeats + 1):
             with session_scope() as session:
                 started = time.perf_counter()
-                image_id, upcoming = labeling.next_image_and_upcoming(
+                image_id, upcoming = actions.next_image_and_upcoming(
                     session=session, actor=actor, dataset_id=dataset_id, mode=mode, holder=holder, after=after)
                 steps["next_image_and_upcoming"].append((time.perf_counter() - started) * 1000)
             with session_scope() as session:
@@ -341,7 +342,7 @@ def labeling_queries(dataset_id: uuid.UUID, repeats: int) -> dict:
                     steps[name].append((time.perf_counter() - started) * 1000)
             after = image_id
         with session_scope() as session:
-            labeling.release(session=session, actor=actor, dataset_id=dataset_id, holder=holder)
+            actions.release(session=session, actor=actor, dataset_id=dataset_id, holder=holder)
         for name, timings in steps.items():
             timings = sorted(timings[1:])  # the first call warms the connection pool
             out[f"{mode}: {name}"] = {"p50_ms": round(statistics.median(timings), 1),
@@ -351,12 +352,14 @@ def labeling_queries(dataset_id: uuid.UUID, repeats: int) -> dict:
 
 def _page_context_calls(session, labeling, actor, dataset_id, mode, holder, image_id, upcoming):
     """What pages/labeling.py reads around the shown image (position only in mode "all", as there)."""
+    from core.labeling import actions
+
     calls = [("progress", lambda: labeling.progress(session=session, dataset_id=dataset_id))]
     if mode == "all":
         calls.append(("position", lambda: labeling.position(session=session, dataset_id=dataset_id,
                                                             image_id=image_id)))
     return calls + [
-        ("classes_for_labeling", lambda: labeling.classes_for_labeling(session=session, dataset_id=dataset_id,
+        ("classes_for_labeling", lambda: actions.classes_for_labeling(session=session, dataset_id=dataset_id,
                                                                        user_id=actor.id)),
         ("image_cards(ahead)", lambda: labeling.image_cards(session=session, dataset_id=dataset_id,
                                                             image_ids=upcoming)),
@@ -368,14 +371,14 @@ def _page_context_calls(session, labeling, actor, dataset_id, mode, holder, imag
 def grid_queries(dataset_id: uuid.UUID, repeats: int) -> dict:
     """The dataset page: the grid (first page, a deep page, filters), its counts and the label space.
     The Splits tab's split_stats runs with the jobs (its peak memory is printed there)."""
-    from sqlalchemy import select
+    from sqlalchemy import select, update
 
     from core.datasets.grid import GridFilters, dataset_grid
     from core.datasets.label_space import label_space
     from core.datasets.versions import unassigned_labeled_count
     from core.db import session_scope
     from core.labeling.queue import datasets_for_labeling
-    from core.models import ClsDatasetClass
+    from core.models import ClsDataset, ClsDatasetClass
 
     with session_scope() as session:
         rare = session.scalar(select(ClsDatasetClass.class_id).where(ClsDatasetClass.dataset_id == dataset_id)
@@ -395,6 +398,13 @@ def grid_queries(dataset_id: uuid.UUID, repeats: int) -> dict:
     out["label_space"] = _timed(lambda s: len(label_space(session=s, dataset_id=dataset_id)), repeats)
     out["unassigned_labeled_count"] = _timed(
         lambda s: unassigned_labeled_count(session=s, dataset_id=dataset_id), repeats)
+
+    def after_a_write(session):  # the dataset's write key moves (as lock_dataset does): counted afresh
+        session.execute(update(ClsDataset).where(ClsDataset.id == dataset_id).values(revision=ClsDataset.revision + 1))
+        session.commit()
+        return unassigned_labeled_count(session=session, dataset_id=dataset_id)
+
+    out["unassigned_labeled_count, first after a write"] = _timed(after_a_write, repeats)
     out["datasets_for_labeling"] = _timed(lambda s: len(datasets_for_labeling(session=s)), repeats)
     return out
 

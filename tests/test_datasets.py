@@ -336,3 +336,37 @@ def test_grid_chips_carry_class_names_as_text_and_refuse_odd_colors():
     # text, drawn with textContent by the component (tests/test_user_text_browser.py checks it in a browser)
     assert chips[0] == {"text": "<img src=x onerror=alert(1)> · AI 42%", "color": "#6B7280", "filled": True}
     assert [c["text"] for c in chips[1:]] == ["val", "review"]
+
+
+def test_unassigned_labeled_count_is_kept_per_dataset_write_and_never_stale(postgres_stack):
+    """unassigned_labeled_count is kept under the dataset's write key (core.datasets.revision_cache):
+    a repeat reads it without counting, every write shows at once, a writer sees its own uncommitted
+    change, and a rolled-back write leaves no value behind."""
+    from core.datasets import revision_cache
+    from core.datasets.versions import unassigned_labeled_count
+
+    dataset_id, (cat, _dog), images = _world(postgres_stack, images=4)
+    with postgres_stack.session() as session:
+        add_images_to_dataset(actor=ADMIN, session=session, dataset_id=dataset_id, image_ids=images)
+        for image_id in images[:3]:
+            set_labels(actor=ADMIN, session=session, dataset_id=dataset_id, image_id=image_id, class_ids=[cat])
+
+    def count():
+        with postgres_stack.session() as session:
+            return unassigned_labeled_count(session=session, dataset_id=dataset_id)
+
+    assert count() == 3
+    kept = revision_cache._values[(dataset_id, "unassigned_labeled")]
+    assert count() == 3 and revision_cache._values[(dataset_id, "unassigned_labeled")] is kept  # not recounted
+    with postgres_stack.session() as session:
+        set_split(actor=ADMIN, session=session, dataset_id=dataset_id, image_ids=images[:1], split="train")
+        assert unassigned_labeled_count(session=session, dataset_id=dataset_id) == 2  # its own change
+    assert count() == 2
+    with pytest.raises(RuntimeError), postgres_stack.session() as session:
+        set_split(actor=ADMIN, session=session, dataset_id=dataset_id, image_ids=images[1:2], split="val")
+        assert unassigned_labeled_count(session=session, dataset_id=dataset_id) == 1
+        raise RuntimeError("abort")
+    assert count() == 2
+    with postgres_stack.session() as session:  # a write the dataset's key moves for, then a count
+        set_labels(actor=ADMIN, session=session, dataset_id=dataset_id, image_id=images[3], class_ids=[cat])
+    assert count() == 3
