@@ -17,14 +17,22 @@ the load average before and after each figure. Export writes a real ZIP of the l
 a small stored JPEG served from local storage (the archive's and the plan's cost, not S3's).
 
 One run (2026-12-06, 2 shared cores at load 6-9, Postgres 15 with 128 MB shared_buffers), p90 ms:
-Images page 8-16 except folder+source 52, tags 51, search 'cat' 128 (the count ahead reads 40k rows
-for 10,001 matches), filter options 1,460 (distinct tags: a full scan; the page caches it 60 s);
-labeling next image 14.4 unlabeled / 7.9 all, its page reads 2-18; grid first page 16, page 200
-18 (was 237), unlabeled 24 (225), split 25, rarest class 262 and AI-unreviewed 284 (counted and
-walked through the label EXISTS), unassigned_labeled_count 288. Jobs, seconds / peak RSS MB:
-split_stats 1.0 / 226 (was 18.7 / 610), auto_split 25.7 / 576 (43.8), create_version 23.7 / 582
-(57.2), health 16.0 / 593 (37.0), export 16.9 / 550 (31.8), near-duplicate grouping of 1M 29.4 /
-783 (604 MB once it read plain rows: 45.6 -> 32.0 s back to back at load 9), exact grouping 2.3 / 228.
+Images page 8-16 except folder+source 52, tags 51, search 'cat' 128, filter options 1,460; grid
+rarest class 262, AI-unreviewed 284, unassigned_labeled_count 288. Jobs, seconds / peak RSS MB:
+split_stats 1.0 / 226, auto_split 25.7 / 576, create_version 23.7 / 582, health 16.0 / 593, export
+16.9 / 550, near-duplicate grouping 29.4 / 783, exact grouping 2.3 / 228.
+
+After migration 0005 (same day, load 12-18), p90 ms: Images page 12-40, every case under 50: filter
+options 40 (was 1,990 at load 9: tags from cls_image_tags, the total from cls_library_counts),
+folder+source 24 (one (folder, source) index), tags 32 (counted in cls_image_tags), search 'cat' 36
+(a search counts 1,000 ahead, not 10,000); labeling next image 19 unlabeled / 22 all; grid 5-48
+except rarest class 100 (the page's walk; its total is the class count now) and AI-unreviewed 62
+(counted in cls_labels through partial indexes, 54 ms in EXPLAIN; was 245 at load 9);
+unassigned_labeled_count 7 when read again, 369 on the first read after a dataset write (kept per
+write, core/datasets/revision_cache.py). Jobs at load 12-14, s / MB: split_stats 1.4 / 226,
+auto_split 32.8 / 576, create_version 30.8 / 582, health 18.5 / 593 (main's code back to back: 18.7),
+export 24.3 / 551, near-duplicate grouping 42.3 / 605, exact grouping 3.3 / 229. Migration 0005 on
+the filled database: 137 s. The plans behind the figures: bench/scale_explain.py.
 """
 
 from __future__ import annotations
