@@ -2,11 +2,11 @@
 under the dataset's write key, so a page that reruns reads them once per change to the dataset.
 
 Never stale: the key is the dataset's (revision, updated_at), which every write to the dataset moves
-in its own transaction (core.datasets.locks.lock_dataset); a value is kept only when the committed
-key, read on a connection of its own, is the same before and after computing it and equals the key
-the caller's transaction sees, so the value is the committed state at that key (not a writer's own
-uncommitted one, whose key a rollback could hand to a different state later). Postgres only (SQLite:
-a second connection could wait on the caller's write lock; its datasets are small)."""
+in its own transaction (core.datasets.locks.lock_dataset). A value is kept only when the caller's
+transaction has written nothing (Postgres assigns it no transaction id) and the key read before and
+after computing it is the same: the value is then the committed state at that key. A writer's own
+uncommitted count is never kept (its key could come back after a rollback on another state).
+Postgres only (SQLite's datasets are small)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from core.models import ClsDataset
@@ -31,22 +31,19 @@ def _key_query(dataset_id: uuid.UUID):
 
 def cached_count(session: Session, dataset_id: uuid.UUID, name: str, compute: Callable[[], int]) -> int:
     """compute(), or the value it gave at the dataset's current committed key."""
-    engine = session.get_bind()
-    if engine.dialect.name != "postgresql":
+    if session.get_bind().dialect.name != "postgresql":
         return compute()
-    seen = tuple(session.execute(_key_query(dataset_id)).first() or ())
+    before = tuple(session.execute(_key_query(dataset_id)).first() or ())
     with _lock:
         kept = _values.get((dataset_id, name))
-    if kept is not None and seen and kept[0] == seen:
+    if kept is not None and before and kept[0] == before:
         return kept[1]
-    with session.connection().engine.connect() as own:
-        before = tuple(own.execute(_key_query(dataset_id)).first() or ())
-        value = compute()
-        own.rollback()  # a fresh snapshot for the second read
-        after = tuple(own.execute(_key_query(dataset_id)).first() or ())
-    if seen and before == after == seen:
+    value = compute()
+    after = tuple(session.execute(_key_query(dataset_id)).first() or ())
+    untouched = session.scalar(text("SELECT pg_current_xact_id_if_assigned() IS NULL"))
+    if before and before == after and untouched:
         with _lock:
-            _values[(dataset_id, name)] = (seen, value)
+            _values[(dataset_id, name)] = (before, value)
             _values.move_to_end((dataset_id, name))
             while len(_values) > MAX_ENTRIES:
                 _values.popitem(last=False)
