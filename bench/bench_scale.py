@@ -26,7 +26,8 @@ After migration 0005 (same day, load 12-18), p90 ms: Images page 12-40, every ca
 options 40 (was 1,990 at load 9: tags from cls_image_tags, the total from cls_library_counts),
 folder+source 24 (one (folder, source) index), tags 32 (counted in cls_image_tags), search 'cat' 36
 (a search counts 1,000 ahead, not 10,000); labeling next image 19 unlabeled / 22 all; grid 5-48
-except rarest class 100 (the page's walk; its total is the class count now) and AI-unreviewed 62
+except rarest class 53 (its images by id through a covering index on Postgres, its total the class
+count; the walk it replaces: 100) and AI-unreviewed 62-77
 (counted in cls_labels through partial indexes, 54 ms in EXPLAIN; was 245 at load 9);
 unassigned_labeled_count 7 when read again, 369 on the first read after a dataset write (kept per
 write, core/datasets/revision_cache.py). Jobs at load 12-14, s / MB: split_stats 1.4 / 226,

@@ -4,9 +4,9 @@ filters, and every matching id (for "select all matching")."""
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from sqlalchemy import and_, exists, func, select
+from sqlalchemy import and_, any_, exists, func, select
 from sqlalchemy.orm import Session, aliased
 
 from core.errors import InvalidInput
@@ -92,6 +92,14 @@ def dataset_grid(*, session: Session, dataset_id, filters: GridFilters | None = 
     # The page's ids first, from the (dataset, added_at, image_id) index alone; only those 48 rows are
     # joined to the library. Offset then joined read every skipped row's image: 180 ms at page 200.
     order = (ClsDatasetImage.added_at, ClsDatasetImage.image_id)
+    if _rare_class(session, dataset_id, filters):
+        # Its few images by id (their order key from the index alone), then sorted: walking the
+        # dataset in order read 8 or more rows per match (a 1 % class at 200,000 images: 80-100 ms at
+        # load, 27-31 ms this way).
+        carrying = (select(ClsLabel.image_id).where(ClsLabel.class_id == filters.class_id,
+                                                    ClsLabel.dataset_id == dataset_id).scalar_subquery())
+        conditions = [*_filtered(dataset_id, replace(filters, class_id=None)),
+                      ClsDatasetImage.image_id == any_(func.array(carrying))]
     page = (select(*order).where(*conditions).order_by(*order).offset(max(0, offset)).limit(max(1, limit))
             .subquery())
     rows = session.execute(
@@ -105,6 +113,23 @@ def dataset_grid(*, session: Session, dataset_id, filters: GridFilters | None = 
                       height=image.height, split=link.split, status=link.status,
                       label_revision=link.label_revision, labels=labels[image.id]) for link, image in rows]
     return total, items
+
+
+RARE_CLASS_IMAGES = 10_000
+RARE_CLASS_SHARE = 1 / 8
+"""A class filter on Postgres whose class at most this many images carry, under this share of the
+dataset, is paged from the class's images (idx_cls_dataset_images_image_order), not by a walk."""
+
+
+def _rare_class(session: Session, dataset_id: uuid.UUID, filters: GridFilters) -> bool:
+    if filters.class_id is None or session.get_bind().dialect.name != "postgresql":
+        return False
+    carrying, size = session.execute(
+        select(ClsDatasetClass.image_count, ClsDataset.image_count)
+        .join(ClsDataset, ClsDataset.id == ClsDatasetClass.dataset_id)
+        .where(ClsDatasetClass.dataset_id == dataset_id, ClsDatasetClass.class_id == filters.class_id)
+    ).first() or (None, None)
+    return carrying is not None and carrying <= RARE_CLASS_IMAGES and carrying <= size * RARE_CLASS_SHARE
 
 
 def _grid_total(session: Session, dataset_id: uuid.UUID, filters: GridFilters, conditions: list) -> int:

@@ -2,8 +2,8 @@
 tag: the Images page's tag list from an index, not from every image's JSON) and cls_library_counts
 (the image count as +n/-n rows, Postgres), both kept by triggers on cls_images; folder and source in
 one index. The trigger statements are core/models/library_aggregates.py's, frozen here; each table is
-filled from the images already there. Partial label indexes for the dataset grid's AI and
-not-reviewed totals.
+filled from the images already there. For the dataset grid: partial label indexes for its AI and
+not-reviewed totals; on Postgres, (dataset, image) with added_at included, for a rare class's page.
 
 Revision ID: 0005
 Revises: 0004
@@ -57,6 +57,9 @@ def upgrade() -> None:
     with op.batch_alter_table('cls_images', schema=None) as batch_op:
         batch_op.drop_index('idx_cls_images_folder')
         batch_op.create_index('idx_cls_images_folder_source', ['folder', 'source'], unique=False)
+    if op.get_bind().dialect.name == 'postgresql':  # Postgres-only (migrations/env.py)
+        op.create_index('idx_cls_dataset_images_image_order', 'cls_dataset_images', ['dataset_id', 'image_id'],
+                        unique=False, postgresql_include=['added_at'])
     with op.batch_alter_table('cls_labels', schema=None) as batch_op:
         batch_op.create_index('idx_cls_labels_ai', ['dataset_id', 'image_id'], unique=False,
                               postgresql_where=sa.text('is_ai_generated'), sqlite_where=sa.text('is_ai_generated'))
@@ -75,6 +78,8 @@ def downgrade() -> None:
     else:
         for name in ('insert', 'update', 'delete'):
             op.execute(f'DROP TRIGGER IF EXISTS cls_images_tags_{name}')
+    if op.get_bind().dialect.name == 'postgresql':
+        op.drop_index('idx_cls_dataset_images_image_order', table_name='cls_dataset_images')
     with op.batch_alter_table('cls_labels', schema=None) as batch_op:
         batch_op.drop_index('idx_cls_labels_unreviewed')
         batch_op.drop_index('idx_cls_labels_ai')
