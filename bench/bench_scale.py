@@ -17,14 +17,23 @@ the load average before and after each figure. Export writes a real ZIP of the l
 a small stored JPEG served from local storage (the archive's and the plan's cost, not S3's).
 
 One run (2026-12-06, 2 shared cores at load 6-9, Postgres 15 with 128 MB shared_buffers), p90 ms:
-Images page 8-16 except folder+source 52, tags 51, search 'cat' 128 (the count ahead reads 40k rows
-for 10,001 matches), filter options 1,460 (distinct tags: a full scan; the page caches it 60 s);
-labeling next image 14.4 unlabeled / 7.9 all, its page reads 2-18; grid first page 16, page 200
-18 (was 237), unlabeled 24 (225), split 25, rarest class 262 and AI-unreviewed 284 (counted and
-walked through the label EXISTS), unassigned_labeled_count 288. Jobs, seconds / peak RSS MB:
-split_stats 1.0 / 226 (was 18.7 / 610), auto_split 25.7 / 576 (43.8), create_version 23.7 / 582
-(57.2), health 16.0 / 593 (37.0), export 16.9 / 550 (31.8), near-duplicate grouping of 1M 29.4 /
-783 (604 MB once it read plain rows: 45.6 -> 32.0 s back to back at load 9), exact grouping 2.3 / 228.
+Images page 8-16 except folder+source 52, tags 51, search 'cat' 128, filter options 1,460; grid
+rarest class 262, AI-unreviewed 284, unassigned_labeled_count 288. Jobs, seconds / peak RSS MB:
+split_stats 1.0 / 226, auto_split 25.7 / 576, create_version 23.7 / 582, health 16.0 / 593, export
+16.9 / 550, near-duplicate grouping 29.4 / 783, exact grouping 2.3 / 228.
+
+After migration 0005 (same day, load 12-18), p90 ms: Images page 12-40, every case under 50: filter
+options 40 (was 1,990 at load 9: tags from cls_image_tags, the total from cls_library_counts),
+folder+source 24 (one (folder, source) index), tags 32 (counted in cls_image_tags), search 'cat' 36
+(a search counts 1,000 ahead, not 10,000); labeling next image 19 unlabeled / 22 all; grid 5-48
+except rarest class 53 (its images by id through a covering index on Postgres, its total the class
+count; the walk it replaces: 100) and AI-unreviewed 62-77
+(counted in cls_labels through partial indexes, 54 ms in EXPLAIN; was 245 at load 9);
+unassigned_labeled_count 7 when read again, 369 on the first read after a dataset write (kept per
+write, core/datasets/revision_cache.py). Jobs at load 12-14, s / MB: split_stats 1.4 / 226,
+auto_split 32.8 / 576, create_version 30.8 / 582, health 18.5 / 593 (main's code back to back: 18.7),
+export 24.3 / 551, near-duplicate grouping 42.3 / 605, exact grouping 3.3 / 229. Migration 0005 on
+the filled database: 137 s. The plans behind the figures: bench/scale_explain.py.
 """
 
 from __future__ import annotations
@@ -287,15 +296,15 @@ def _timed(action, repeats: int) -> dict:
 
 def page_queries(repeats: int) -> dict:
     from bench.bench_images_page import CASES
-    from core import limits
-    from core.library.images import ImageFilters, image_filter_options, list_images
+    from core.library.images import ImageFilters, count_ahead, image_filter_options, list_images
 
     out = {}
     for name, (filters, sort) in CASES.items():
         offset = 19 * 48 if "page 20" in name else 0
-        figures = _timed(lambda s, f=filters, o=offset, so=sort: [
+        ahead = count_ahead(ImageFilters(**filters))  # as pages/images.py counts
+        figures = _timed(lambda s, f=filters, o=offset, so=sort, a=ahead: [
             len(x) if isinstance(x, list) else x for x in list_images(
-                session=s, filters=ImageFilters(**f), sort=so, offset=o, count_limit=o + limits.COUNT_AHEAD)], repeats)
+                session=s, filters=ImageFilters(**f), sort=so, offset=o, count_limit=o + a)], repeats)
         out[name] = figures
     out["filter options (folders, tags, sources)"] = _timed(
         lambda s: {k: len(v) if hasattr(v, "__len__") else v for k, v in image_filter_options(session=s).items()},
@@ -310,6 +319,7 @@ def labeling_queries(dataset_id: uuid.UUID, repeats: int) -> dict:
     from sqlalchemy import select
 
     from core.db import session_scope
+    from core.labeling import actions
     from core.labeling import queue as labeling
     from core.models import ClsDatasetImage
     from core.users import operator_user
@@ -317,7 +327,7 @@ def labeling_queries(dataset_id: uuid.UUID, repeats: int) -> dict:
     actor = operator_user()
     with session_scope() as session:  # other labelers each hold a window of the unlabeled queue
         for _ in range(OTHER_LABELERS):
-            labeling.next_image_and_upcoming(session=session, actor=actor, dataset_id=dataset_id, mode="unlabeled",
+            actions.next_image_and_upcoming(session=session, actor=actor, dataset_id=dataset_id, mode="unlabeled",
                                              holder=uuid.uuid4())
     with session_scope() as session:  # walks start mid-dataset: position counts half the rows
         middle = session.scalar(select(ClsDatasetImage.image_id).where(ClsDatasetImage.dataset_id == dataset_id)
@@ -330,7 +340,7 @@ def labeling_queries(dataset_id: uuid.UUID, repeats: int) -> dict:
         for _ in range(repeats + 1):
             with session_scope() as session:
                 started = time.perf_counter()
-                image_id, upcoming = labeling.next_image_and_upcoming(
+                image_id, upcoming = actions.next_image_and_upcoming(
                     session=session, actor=actor, dataset_id=dataset_id, mode=mode, holder=holder, after=after)
                 steps["next_image_and_upcoming"].append((time.perf_counter() - started) * 1000)
             with session_scope() as session:
@@ -341,7 +351,7 @@ def labeling_queries(dataset_id: uuid.UUID, repeats: int) -> dict:
                     steps[name].append((time.perf_counter() - started) * 1000)
             after = image_id
         with session_scope() as session:
-            labeling.release(session=session, actor=actor, dataset_id=dataset_id, holder=holder)
+            actions.release(session=session, actor=actor, dataset_id=dataset_id, holder=holder)
         for name, timings in steps.items():
             timings = sorted(timings[1:])  # the first call warms the connection pool
             out[f"{mode}: {name}"] = {"p50_ms": round(statistics.median(timings), 1),
@@ -351,12 +361,14 @@ def labeling_queries(dataset_id: uuid.UUID, repeats: int) -> dict:
 
 def _page_context_calls(session, labeling, actor, dataset_id, mode, holder, image_id, upcoming):
     """What pages/labeling.py reads around the shown image (position only in mode "all", as there)."""
+    from core.labeling import actions
+
     calls = [("progress", lambda: labeling.progress(session=session, dataset_id=dataset_id))]
     if mode == "all":
         calls.append(("position", lambda: labeling.position(session=session, dataset_id=dataset_id,
                                                             image_id=image_id)))
     return calls + [
-        ("classes_for_labeling", lambda: labeling.classes_for_labeling(session=session, dataset_id=dataset_id,
+        ("classes_for_labeling", lambda: actions.classes_for_labeling(session=session, dataset_id=dataset_id,
                                                                        user_id=actor.id)),
         ("image_cards(ahead)", lambda: labeling.image_cards(session=session, dataset_id=dataset_id,
                                                             image_ids=upcoming)),
@@ -368,14 +380,14 @@ def _page_context_calls(session, labeling, actor, dataset_id, mode, holder, imag
 def grid_queries(dataset_id: uuid.UUID, repeats: int) -> dict:
     """The dataset page: the grid (first page, a deep page, filters), its counts and the label space.
     The Splits tab's split_stats runs with the jobs (its peak memory is printed there)."""
-    from sqlalchemy import select
+    from sqlalchemy import select, update
 
     from core.datasets.grid import GridFilters, dataset_grid
     from core.datasets.label_space import label_space
     from core.datasets.versions import unassigned_labeled_count
     from core.db import session_scope
     from core.labeling.queue import datasets_for_labeling
-    from core.models import ClsDatasetClass
+    from core.models import ClsDataset, ClsDatasetClass
 
     with session_scope() as session:
         rare = session.scalar(select(ClsDatasetClass.class_id).where(ClsDatasetClass.dataset_id == dataset_id)
@@ -395,6 +407,13 @@ def grid_queries(dataset_id: uuid.UUID, repeats: int) -> dict:
     out["label_space"] = _timed(lambda s: len(label_space(session=s, dataset_id=dataset_id)), repeats)
     out["unassigned_labeled_count"] = _timed(
         lambda s: unassigned_labeled_count(session=s, dataset_id=dataset_id), repeats)
+
+    def after_a_write(session):  # the dataset's write key moves (as lock_dataset does): counted afresh
+        session.execute(update(ClsDataset).where(ClsDataset.id == dataset_id).values(revision=ClsDataset.revision + 1))
+        session.commit()
+        return unassigned_labeled_count(session=session, dataset_id=dataset_id)
+
+    out["unassigned_labeled_count, first after a write"] = _timed(after_a_write, repeats)
     out["datasets_for_labeling"] = _timed(lambda s: len(datasets_for_labeling(session=s)), repeats)
     return out
 

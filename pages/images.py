@@ -15,7 +15,6 @@ from ui.actions import act
 from ui.components.thumbnail_grid import Selection, selection_controls, thumbnail_grid, tile
 from ui.shared import (
     allowed,
-    clear_library_filter_options,
     library_filter_options,
     plain,
     refusal,
@@ -110,7 +109,6 @@ def confirm_delete(ids: list[uuid.UUID], what: str) -> None:
 
         if act(delete) is not None:
             _selection().clear()
-            clear_library_filter_options()
             st.rerun()
 
 
@@ -169,7 +167,6 @@ def _apply(action, filters: ImageFilters, done: str) -> None:
     changed = act(change)
     if changed is not None:
         st.session_state["img_toast"] = f"{changed:,} images: {done}"
-        clear_library_filter_options()
         st.rerun()
 
 
@@ -286,8 +283,7 @@ def _edit_image(image) -> None:
                 return update_image(session=session, actor=actor, image_id=image_id, folder=folder,
                                     tags=tags, status=status)
 
-            if act(save, success="Saved") is not None:
-                clear_library_filter_options()
+            act(save, success="Saved")
     if st.button("Delete this image", key=f"del_{image_id}"):
         def delete_one(session, actor):
             return delete_images(session=session, actor=actor, storage=get_storage(),
@@ -295,7 +291,6 @@ def _edit_image(image) -> None:
 
         if act(delete_one) is not None:
             st.query_params.pop("image", None)
-            clear_library_filter_options()
         st.rerun()
 
 
@@ -331,7 +326,7 @@ def _duplicates_of(image_id: uuid.UUID) -> None:
 
 
 def library_tab() -> None:
-    from core.library.images import list_images
+    from core.library.images import count_ahead, list_images
 
     options = library_filter_options()
     filters, sort, view = filters_bar(options)
@@ -346,7 +341,7 @@ def library_tab() -> None:
     page = st.session_state.get("img_page", 1)
     with session_scope() as session:
         offset = (max(page, 1) - 1) * limits.PAGE_SIZE
-        count_limit = offset + limits.COUNT_AHEAD
+        count_limit = offset + count_ahead(filters)
         rows, total = list_images(session=session, filters=filters, sort=sort, offset=offset, count_limit=count_limit)
     more = total > count_limit
     total = min(total, count_limit)

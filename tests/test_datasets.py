@@ -175,18 +175,31 @@ def test_grid_filters(stack):
             dataset_grid(session=session, dataset_id=dataset_id, filters=GridFilters(split="nope"))
 
 
-def test_grid_pages_and_totals_match_the_filtered_ids(stack):
-    """Totals read from the dataset's counts (no filter, unlabeled) equal the counted ones, and the
-    pages (ids first, then joined) walk the filtered ids in order with nothing skipped or repeated."""
+@pytest.mark.parametrize("rare_class_share", [1 / 8, 1.0])
+def test_grid_pages_and_totals_match_the_filtered_ids(stack, monkeypatch, rare_class_share):
+    """Totals read from the dataset's counts (no filter, unlabeled, one class) or from its labels alone
+    (label filters) equal the counted ones, and the pages (ids first, then joined; on Postgres a rare
+    class's by id, which share 1.0 forces) walk the filtered ids in order with nothing skipped or
+    repeated."""
+    from core.datasets import grid
+
+    monkeypatch.setattr(grid, "RARE_CLASS_SHARE", rare_class_share)
     dataset_id, (cat, dog), images = _world(stack, images=7)
     with stack.session() as session:
         add_images_to_dataset(actor=ADMIN, session=session, dataset_id=dataset_id, image_ids=images)
         set_labels(actor=ADMIN, session=session, dataset_id=dataset_id, image_id=images[0], class_ids=[cat])
         set_labels(actor=ADMIN, session=session, dataset_id=dataset_id, image_id=images[5], class_ids=[dog])
+        for image_id in images[1], images[6]:
+            set_labels(actor=ADMIN, session=session, dataset_id=dataset_id, image_id=image_id, class_ids=[dog],
+                       is_ai_generated=True, confidence=0.5, ai_model="m")
+        mark_reviewed(session=session, dataset_id=dataset_id, image_id=images[6], actor=ADMIN)
         skip_image(actor=ADMIN, session=session, dataset_id=dataset_id, image_id=images[3])
         set_split(actor=ADMIN, session=session, dataset_id=dataset_id, image_ids=images[4:], split="val")
         for filters in (GridFilters(), GridFilters(unlabeled=True), GridFilters(unlabeled=True, split="val"),
-                        GridFilters(class_id=dog), GridFilters(status="skipped")):
+                        GridFilters(class_id=dog), GridFilters(class_id=cat), GridFilters(class_id=dog, split="val"),
+                        GridFilters(status="skipped"), GridFilters(source="ai"), GridFilters(source="manual"),
+                        GridFilters(source="ai", reviewed=False), GridFilters(reviewed=True),
+                        GridFilters(class_id=dog, source="ai", reviewed=True)):
             expected = dataset_image_ids(session=session, dataset_id=dataset_id, filters=filters)
             walked = []
             for offset in range(0, len(expected) + 3, 3):
@@ -195,7 +208,8 @@ def test_grid_pages_and_totals_match_the_filtered_ids(stack):
                 assert total == len(expected), filters
                 walked += [item.image_id for item in page]
             assert walked == expected, filters
-        assert dataset_grid(session=session, dataset_id=dataset_id, filters=GridFilters(unlabeled=True))[0] == 5
+        assert dataset_grid(session=session, dataset_id=dataset_id, filters=GridFilters(unlabeled=True))[0] == 3
+        assert dataset_grid(session=session, dataset_id=dataset_id, filters=GridFilters(source="ai"))[0] == 2
         assert dataset_grid(session=session, dataset_id=uuid.uuid4()) == (0, [])
 
 
@@ -327,3 +341,37 @@ def test_grid_chips_carry_class_names_as_text_and_refuse_odd_colors():
     # text, drawn with textContent by the component (tests/test_user_text_browser.py checks it in a browser)
     assert chips[0] == {"text": "<img src=x onerror=alert(1)> · AI 42%", "color": "#6B7280", "filled": True}
     assert [c["text"] for c in chips[1:]] == ["val", "review"]
+
+
+def test_unassigned_labeled_count_is_kept_per_dataset_write_and_never_stale(postgres_stack):
+    """unassigned_labeled_count is kept under the dataset's write key (core.datasets.revision_cache):
+    a repeat reads it without counting, every write shows at once, a writer sees its own uncommitted
+    change, and a rolled-back write leaves no value behind."""
+    from core.datasets import revision_cache
+    from core.datasets.versions import unassigned_labeled_count
+
+    dataset_id, (cat, _dog), images = _world(postgres_stack, images=4)
+    with postgres_stack.session() as session:
+        add_images_to_dataset(actor=ADMIN, session=session, dataset_id=dataset_id, image_ids=images)
+        for image_id in images[:3]:
+            set_labels(actor=ADMIN, session=session, dataset_id=dataset_id, image_id=image_id, class_ids=[cat])
+
+    def count():
+        with postgres_stack.session() as session:
+            return unassigned_labeled_count(session=session, dataset_id=dataset_id)
+
+    assert count() == 3
+    kept = revision_cache._values[(dataset_id, "unassigned_labeled")]
+    assert count() == 3 and revision_cache._values[(dataset_id, "unassigned_labeled")] is kept  # not recounted
+    with postgres_stack.session() as session:
+        set_split(actor=ADMIN, session=session, dataset_id=dataset_id, image_ids=images[:1], split="train")
+        assert unassigned_labeled_count(session=session, dataset_id=dataset_id) == 2  # its own change
+    assert count() == 2
+    with pytest.raises(RuntimeError), postgres_stack.session() as session:
+        set_split(actor=ADMIN, session=session, dataset_id=dataset_id, image_ids=images[1:2], split="val")
+        assert unassigned_labeled_count(session=session, dataset_id=dataset_id) == 1
+        raise RuntimeError("abort")
+    assert count() == 2
+    with postgres_stack.session() as session:  # a write the dataset's key moves for, then a count
+        set_labels(actor=ADMIN, session=session, dataset_id=dataset_id, image_id=images[3], class_ids=[cat])
+    assert count() == 3

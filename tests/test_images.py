@@ -257,6 +257,69 @@ def test_filters_sort_and_pages(stack):
                        "tags": ["cat", "cute", "dog", "vehicle"], "total_count": 5}
 
 
+def test_tag_list_and_tag_counts_follow_every_write(stack):
+    """cls_image_tags is kept by triggers: ingest, the ORM, a bulk UPDATE, a delete and a rollback all
+    show at once in the filter options, and a tags-only count (read from it) equals the count through
+    the images' own lists."""
+    from sqlalchemy import text, update
+
+    from core.library.images import filter_clauses
+
+    def tags_and_counts(session, tags):
+        """The tag list, the page's count (from cls_image_tags) and a count through the images' lists."""
+        filters = ImageFilters(tags=tags)
+        return (image_filter_options(session=session)["tags"], list_images(session=session, filters=filters)[1],
+                session.scalar(select(func.count()).select_from(ClsImage).where(*filter_clauses(session, filters))))
+
+    ids = _library(stack)
+    with stack.session() as session:
+        assert tags_and_counts(session, ["cat", "vehicle"]) == (["cat", "cute", "dog", "vehicle"], 3, 3)
+        update_tags(actor=ADMIN, session=session, image_ids=[ids["car.png"]], replace=["cat", "cat2"])
+        session.execute(update(ClsImage).where(ClsImage.id == ids["dog.png"]).values(tags=[]))  # bulk, no ORM
+    with stack.session() as session:
+        assert tags_and_counts(session, ["cat", "vehicle"]) == (["cat", "cat2", "cute"], 3, 3)
+        assert list_images(session=session, filters=ImageFilters(tags=["cat"]), count_limit=1)[1] == 2
+    with pytest.raises(RuntimeError), stack.session() as session:
+        update_tags(actor=ADMIN, session=session, image_ids=list(ids.values()), add=["gone"])
+        assert "gone" in image_filter_options(session=session)["tags"]  # the writer sees its own change
+        raise RuntimeError("abort")
+    with stack.session() as session:
+        delete_images(actor=ADMIN, session=session, storage=stack.storage, image_ids=[ids["car.png"]])
+    with stack.session() as session:
+        assert tags_and_counts(session, ["cat", "cat2"]) == (["cat", "cute"], 2, 2)
+        assert session.scalar(text("SELECT count(*) FROM cls_image_tags")) == 3  # cat_1: cat, cute; cat_2: cat
+
+
+def test_library_size_is_exact_through_inserts_deletes_rollbacks_and_folds(postgres_stack, monkeypatch):
+    """Postgres keeps the image count as trigger-written +n/-n rows (core.models.library_aggregates):
+    it equals COUNT(*) after every kind of write, and folding the rows keeps it."""
+    from sqlalchemy import delete, text
+
+    from core import stats
+    from core.stats import library_size
+
+    monkeypatch.setattr(stats, "FOLD_COUNT_ROWS_PAST", 3)
+
+    def both(session):
+        return library_size(session=session), session.scalar(select(func.count()).select_from(ClsImage))
+
+    ids = _library(postgres_stack)  # five ingests, one statement each
+    with postgres_stack.session() as session:
+        assert both(session) == (5, 5)  # and more than 3 rows: folded after this read
+    with postgres_stack.session() as session:
+        assert session.scalar(text("SELECT count(*) FROM cls_library_counts")) == 1
+        delete_images(actor=ADMIN, session=session, storage=postgres_stack.storage, image_ids=[ids["car.png"]])
+        assert both(session) == (4, 4)  # the writer sees its own delete
+    with pytest.raises(RuntimeError), postgres_stack.session() as session:
+        session.execute(delete(ClsImage))  # one bulk statement
+        assert both(session) == (0, 0)
+        raise RuntimeError("abort")
+    with postgres_stack.session() as session:
+        assert both(session) == (4, 4)
+        session.execute(text("TRUNCATE cls_images CASCADE"))
+        assert both(session) == (0, 0)
+
+
 def test_text_search_on_postgres_can_use_the_trigram_indexes(postgres_stack):
     """ILIKE '%term%' on the name and on the tags text is answered from the pg_trgm GIN indexes (the
     planner prefers a scan on a table this small, so scans are switched off to show the index fits)."""

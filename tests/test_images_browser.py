@@ -181,13 +181,11 @@ def test_list_view_shows_the_page_as_a_table_with_the_selection(embedded_stack):
 def test_counts_stop_ahead_of_the_page_and_say_so(embedded_stack, monkeypatch):
     """A broad filter is counted exactly only up to COUNT_AHEAD past the page shown ("N+"); paging on
     counts further."""
-    import streamlit as st
     from streamlit.testing.v1 import AppTest
 
     from core import limits
     from core.library.ingest import ingest_many
 
-    st.cache_data.clear()  # the filter options (library total) are cached per database URL in this process
     monkeypatch.setattr(limits, "COUNT_AHEAD", 10)
     ingest_many(actor=ADMIN, items=[(f"c_{i:02d}.png", drawn_image_bytes(800 + i, (40, 30))) for i in range(52)],
                 storage=embedded_stack.storage, folder="counted", workers=1)
@@ -201,3 +199,9 @@ def test_counts_stop_ahead_of_the_page_and_say_so(embedded_stack, monkeypatch):
     app.button(key="img_page_2").click().run()
     assert any(c.value == "52 of 52 images" for c in app.caption)  # page 2 counts up to 48 + 10: exact
     assert len(component_data(app, "thumbnail_grid")[0]["tiles"]) == 4
+    # a text search tests each row for its matches: it counts COUNT_AHEAD_SEARCH ahead
+    monkeypatch.setattr(limits, "COUNT_AHEAD_SEARCH", 5)
+    search = AppTest.from_file(str(ROOT / "pages" / "images.py"), default_timeout=60)
+    search.query_params["q"] = "c_"
+    search.run()
+    assert any(c.value == "5+ of 52 images" for c in search.caption), [c.value for c in search.caption]

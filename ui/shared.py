@@ -227,25 +227,11 @@ def plain(text: str | None) -> str:
     return out
 
 
-@st.cache_data(ttl=60, show_spinner=False)
-def _library_filter_options(database_url: str) -> dict:
+def library_filter_options() -> dict:
+    """The library's statuses, sources, folders and tags (core.library.images.image_filter_options) and
+    its total, read now on every run (ui.freshness: a few index probes at 1,000,000 images, so an
+    import's new folder or tag shows at once; the one-minute cache this replaced could hide it)."""
     from core.library.images import image_filter_options
 
     with session_scope() as session:
         return image_filter_options(session=session)
-
-
-def library_filter_options() -> dict:
-    """The library's statuses, sources, folders and tags (core.library.images.image_filter_options), cached a
-    minute per database (pages that change images call clear_library_filter_options()), and its
-    total, read now (ui.freshness: a number on screen is never kept across runs unkeyed)."""
-    from core.config import get_settings
-    from core.stats import library_size
-
-    with session_scope() as session:
-        total = library_size(session=session)
-    return {**_library_filter_options(get_settings().database_url), "total_count": total}
-
-
-def clear_library_filter_options() -> None:
-    _library_filter_options.clear()

@@ -210,13 +210,16 @@ def compare_versions(*, session: Session, storage, dataset_id: uuid.UUID, number
 
 
 def unassigned_labeled_count(*, session: Session, dataset_id: uuid.UUID) -> int:
-    """Labeled images without a split: create_version assigns them by the dataset's ratios."""
+    """Labeled images without a split: create_version assigns them by the dataset's ratios. A join of
+    the dataset's rows with its labels (250-600 ms at 200,000 images): kept per dataset write
+    (core.datasets.revision_cache), so the Versions tab pays it once per change."""
+    from core.datasets.revision_cache import cached_count
     from core.models import ClsLabel
 
-    return session.scalar(
+    return cached_count(session, dataset_id, "unassigned_labeled", lambda: session.scalar(
         select(func.count(func.distinct(ClsDatasetImage.image_id)))
         .join(ClsLabel, (ClsLabel.dataset_id == ClsDatasetImage.dataset_id)
               & (ClsLabel.image_id == ClsDatasetImage.image_id))
         .where(ClsDatasetImage.dataset_id == dataset_id,
                (ClsDatasetImage.split.is_(None)) | (ClsDatasetImage.split == "unassigned"))
-    ) or 0
+    ) or 0)

@@ -11,15 +11,16 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Text, cast, delete, exists, func, literal_column, or_, select, text, update
+from sqlalchemy import Text, cast, delete, exists, func, literal_column, or_, select, update
 from sqlalchemy.orm import Session
 
 from core import limits
 from core.datasets.dataset import detach_images_everywhere
 from core.errors import InvalidInput, NotFound
 from core.library.object_hooks import delete_on_commit
-from core.models import ClsClass, ClsDataset, ClsDatasetImage, ClsImage, ClsLabel
+from core.models import ClsClass, ClsDataset, ClsDatasetImage, ClsImage, ClsImageTag, ClsLabel
 from core.permissions import audit, requires
+from core.stats import library_size
 from core.users import User
 from core.vocabulary import IMAGE_SOURCES, IMAGE_STATUSES
 
@@ -134,6 +135,11 @@ def filter_clauses(session: Session, filters: ImageFilters) -> list:
     return clauses
 
 
+def count_ahead(filters: ImageFilters) -> int:
+    """How many matches past the page shown the Images page counts exactly before saying "N+"."""
+    return limits.COUNT_AHEAD_SEARCH if filters.search and filters.search.strip() else limits.COUNT_AHEAD
+
+
 def list_images(*, session: Session, filters: ImageFilters, sort: str = "date_desc", limit: int = limits.PAGE_SIZE,
                 offset: int = 0, count_limit: int | None = None) -> tuple[list[ClsImage], int]:
     """One page of the library and the number of images matching the filters. With `count_limit` the
@@ -145,12 +151,21 @@ def list_images(*, session: Session, filters: ImageFilters, sort: str = "date_de
     clauses = filter_clauses(session, filters)
     rows = session.scalars(select(ClsImage).where(*clauses).order_by(*SORTS[sort], ClsImage.id)
                            .limit(limit).offset(offset)).all()
-    if count_limit is None:
-        total = session.scalar(select(func.count()).select_from(ClsImage).where(*clauses))
+    return list(rows), _count(session, filters, clauses, count_limit)
+
+
+def _count(session: Session, filters: ImageFilters, clauses: list, count_limit: int | None) -> int:
+    """How many images match, stopping at count_limit + 1. Tags alone are counted from cls_image_tags'
+    index (each image once): through the GIN index every match is read from the table to recheck it,
+    50-86 ms for 10,001 of 15,000 matches at 1,000,000 images. Otherwise the rows counted select no
+    column, so Postgres counts an index's matches on pages known all-visible without reading them."""
+    if filters.tags and filters == ImageFilters(tags=filters.tags):
+        matching = select(ClsImageTag.image_id).where(ClsImageTag.tag.in_(filters.tags)).distinct()
     else:
-        matching = select(ClsImage.id).where(*clauses).limit(count_limit + 1).subquery()
-        total = session.scalar(select(func.count()).select_from(matching))
-    return list(rows), int(total or 0)
+        matching = select(literal_column("1").label("one")).select_from(ClsImage).where(*clauses)
+    if count_limit is not None:
+        matching = matching.limit(count_limit + 1)
+    return int(session.scalar(select(func.count()).select_from(matching.subquery())) or 0)
 
 
 def matching_image_ids(*, session: Session, filters: ImageFilters) -> list[uuid.UUID]:
@@ -159,7 +174,7 @@ def matching_image_ids(*, session: Session, filters: ImageFilters) -> list[uuid.
 
 
 def image_filter_options(*, session: Session) -> dict[str, Any]:
-    """The plan's get_cls_image_filter_options: the values present in the library."""
+    """The plan's get_cls_image_filter_options: the values present in the library, read now."""
     def distinct(column) -> list[str]:
         """The column's values by a loose index scan: from each value, the next one through the column's
         index (one probe per value). SELECT DISTINCT read the whole index: 130-210 ms per column at
@@ -169,14 +184,11 @@ def image_filter_options(*, session: Session) -> dict[str, Any]:
         walk = walk.union_all(select(step).where(walk.c.value.is_not(None)))
         return sorted(v for v in session.scalars(select(walk.c.value).where(walk.c.value.is_not(None))) if v)
 
-    if _dialect(session) == "postgresql":
-        tag_values = session.scalars(select(func.jsonb_array_elements_text(ClsImage.tags)).distinct())
-    else:
-        tag_values = session.scalars(text("SELECT DISTINCT tag_all.value FROM cls_images, "
-                                          "json_each(cls_images.tags) AS tag_all"))
+    # Tags from the table the database keeps one row per image and tag (core.models.library_aggregates):
+    # reading every image's list took 1.5-1.9 s at 1,000,000 images; exact and current either way.
     return {"statuses": distinct(ClsImage.status), "sources": distinct(ClsImage.source),
-            "folders": distinct(ClsImage.folder), "tags": sorted(str(t) for t in tag_values if t),
-            "total_count": int(session.scalar(select(func.count()).select_from(ClsImage)) or 0)}
+            "folders": distinct(ClsImage.folder), "tags": distinct(ClsImageTag.tag),
+            "total_count": library_size(session=session)}
 
 
 def get_image(*, session: Session, image_id: uuid.UUID) -> ClsImage:

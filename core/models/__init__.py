@@ -1,6 +1,6 @@
 """ORM models: the plan's `040_classification.sql` as SQLAlchemy 2.0 typed models, portable across
 SQLite and Postgres (Uuid, JSON→JSONB, lists as JSON), one module per area: `base` (Base, naming
-convention, timestamps), `library` (images), `datasets` (classes, datasets, labels, versions),
+convention, timestamps), `library` (images), `library_aggregates` (tags one a row, the image count), `datasets` (classes, datasets, labels, versions),
 `training` (runs, trained models), `jobs` (jobs, users, audit), `similarity` (embedding indexes), `platform` (the platform's own source
 tables). Changes from the plan are listed in DESIGN.md. Import the classes from here: importing this
 package registers every table on Base.metadata (Alembic and create_all need them all)."""
@@ -18,12 +18,13 @@ from core.models.datasets import (
 )
 from core.models.jobs import ClsAuditEvent, ClsJob, ClsUser
 from core.models.library import ClsImage
+from core.models.library_aggregates import ClsImageTag, ClsLibraryCount
 from core.models.platform import Cutout, OdImage, Product, ProductImage
 from core.models.similarity import ClsEmbeddingIndex
 from core.models.training import ClsTrainedModel, ClsTrainingRun
 
 __all__ = [
     "Base", "ClsAuditEvent", "ClsClass", "ClsDataset", "ClsDatasetClass", "ClsDatasetImage", "ClsDatasetVersion",
-    "ClsEmbeddingIndex", "ClsImage", "ClsJob", "ClsLabel", "ClsLabelChange", "ClsLabelingPin", "ClsTrainedModel", "ClsTrainingRun",
+    "ClsEmbeddingIndex", "ClsImage", "ClsImageTag", "ClsLibraryCount", "ClsJob", "ClsLabel", "ClsLabelChange", "ClsLabelingPin", "ClsTrainedModel", "ClsTrainingRun",
     "ClsUser", "Cutout", "OdImage", "Product", "ProductImage", "utcnow",
 ]

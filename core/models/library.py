@@ -21,7 +21,10 @@ class ClsImage(TimestampMixin, Base):
         Index("idx_cls_images_user", "user_id"),
         Index("idx_cls_images_status", "status"),
         Index("idx_cls_images_source", "source"),
-        Index("idx_cls_images_folder", "folder"),
+        # folder, then source: "folder + source" counted from the index alone (the two one-column
+        # bitmaps ANDed read 200,000 source entries: 52-70 ms at 1,000,000 images); folder alone and the
+        # distinct-folder walk use its first column.
+        Index("idx_cls_images_folder_source", "folder", "source"),
         Index("idx_cls_images_file_hash", "file_hash"),
         Index("idx_cls_images_phash", "phash"),
         Index("idx_cls_images_phash_band0", "phash_band0"),
