@@ -6,7 +6,7 @@ split (tests/test_ml_ddp.py's). Both sides run core.ml.pipeline.run_training wit
 (global batch --batch, the same LR); the N-process side goes through core.ml.spawn, as a job with
 `devices`=N does. Wall times on a shared 2-core machine are not a speed-up figure (bench/gpu_check.sh is).
 
-    python bench/bench_ddp.py --classes 10 --per-class 60 --epochs 6 --seeds 0 1 2 [--devices 2]
+    python bench/bench_ddp.py --classes 10 --per-class 40 --epochs 5 --seeds 0 1 2 [--devices 2]
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def main() -> None:
     from core.storage import LocalStorage
     from tests.test_ml_ddp import BASE, digit_records
 
-    torch.set_num_threads(args.devices)  # each rank gets threads // devices: the same cores on both sides
+    torch.set_num_threads(1)  # one thread per process (ranks too): oversubscribed OpenMP threads stall on 2 shared cores
     workdir = Path(tempfile.mkdtemp(prefix="bench-ddp-"))
     os.environ.update(CLS_CACHE_DIR=str(workdir / "cache"), MASTER_PORT=str(args.port))
     storage = LocalStorage(workdir / "store")

@@ -191,3 +191,16 @@ def test_an_error_in_the_job_process_ends_every_rank(tmp_path, monkeypatch):
         spawn.run_training_on_devices(config, records, storage=storage, workdir=tmp_path, class_names=["a", "b", "c"],
                                       exports=(), on_batch=cancel_in_second_epoch)
     assert multiprocessing.active_children() == []
+
+
+def test_shards_cover_val_once_and_come_back_in_order_and_train_samplers_split_the_epoch():
+    from core.ml.ranks import Ranks, shard, train_sampler, unshard
+
+    items = list(range(11))
+    pieces = [np.array(list(shard(items, Ranks(3, rank)))) for rank in range(3)]
+    assert sorted(np.concatenate(pieces).tolist()) == items and unshard(pieces).tolist() == items
+    assert shard(items, Ranks()) is items
+    samplers = [train_sampler(items, Ranks(2, rank), seed=0) for rank in range(2)]
+    assert len(samplers[0]) == len(samplers[1]) == 6  # equal step counts: 11 padded to 12
+    weighted = [list(train_sampler(items, Ranks(2, rank), 0, weights=[1.0] * 11)) for rank in range(2)]
+    assert len(weighted[0]) == len(weighted[1]) == 5 and weighted[0] != weighted[1]
