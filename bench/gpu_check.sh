@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One prepared check for a machine with GPUs: trains convnext and vit (random weights, AMP,
-# channels_last) for a fixed number of steps on 1 and on all N GPUs (DDP through torchrun), prints
+# One prepared check for a machine with GPUs: trains convnext, vit and resnet (random weights, AMP,
+# the trainer's channels_last rule) for a fixed number of steps on 1 and on all N GPUs through the
+# trainer's DDP path (core.ml.trainer + core.ml.ranks, ranks started by torchrun), prints
 # img/s and the DDP speed-up, then times ONNX Runtime (its CUDA provider when installed).
 #
 #   bash bench/gpu_check.sh            # full sizes on the GPUs present
@@ -11,11 +12,12 @@ PYTHON=${PYTHON:-python3}
 
 if [[ "${1:-}" == "--tiny" ]]; then
   sizes=(--steps 3 --warmup 1 --batch 4 --image-size 32)
-  models=(convnext_atto)
+  models=(convnext:atto)
   devices=2            # two CPU processes on gloo
+  export OMP_NUM_THREADS=1  # one thread per process, as torchrun gives each rank: a fair 1-vs-2 comparison
 else
   sizes=(--steps 50 --warmup 5 --batch 64 --image-size 224)
-  models=(convnext_atto vit_tiny_patch16_224)
+  models=(convnext:atto vit:tiny resnet:18)   # resnet: batch norm, SyncBatchNorm under DDP
   devices=$($PYTHON -c "import torch; print(torch.cuda.device_count())")
   if [[ "$devices" -lt 1 ]]; then
     echo "no CUDA device: run with --tiny for the CPU check" >&2

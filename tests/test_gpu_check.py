@@ -13,8 +13,8 @@ def test_gpu_check_runs_on_cpu_with_two_ddp_processes():
                             timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
-    single = re.search(r"train model=convnext_atto devices=1 .* img/s=([0-9.]+)", result.stderr)
+    single = re.search(r"train model=convnext:atto devices=1 .* img/s=([0-9.]+)", result.stderr)
     assert single and float(single.group(1)) > 0, result.stderr[-2000:]
-    assert re.search(r"ddp model=convnext_atto devices=2 speedup=[0-9.]+x", out), out
-    assert re.search(r"onnx model=convnext_atto provider=CPUExecutionProvider .* max_abs_diff_vs_torch=", out)
+    assert re.search(r"ddp model=convnext:atto devices=2 speedup=[0-9.]+x", out), out
+    assert re.search(r"onnx model=convnext:atto provider=CPUExecutionProvider .* max_abs_diff_vs_torch=", out)
     assert out.rstrip().endswith("gpu_check: ok")

@@ -88,6 +88,7 @@ class TrainingConfig(BaseModel):
     min_lr: float = Field(1e-6, ge=0)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    devices: int = Field(1, ge=1, le=64)  # >1: DDP, one process per device (core.ml.spawn); batch_size is global
     num_workers: int = Field(0, ge=0, le=64)  # 0 + the decoded-image cache is fastest on small CPUs
     cache_images: bool = True
     export_formats: list[Literal["onnx", "torchscript"]] = ["onnx", "torchscript"]
@@ -118,8 +119,12 @@ class TrainingConfig(BaseModel):
         if multi:
             object.__setattr__(self, "mixup_alpha", 0.0)
             object.__setattr__(self, "cutmix_alpha", 0.0)
-        if self.mixing and self.batch_size % 2:
-            raise ValueError(f"mixup/cutmix pair images within a batch: batch_size {self.batch_size} must be even")
+        if self.batch_size % self.devices:
+            raise ValueError(f"batch_size {self.batch_size} is split evenly over {self.devices} devices: "
+                             f"use a multiple of {self.devices}")
+        if self.mixing and (self.batch_size // self.devices) % 2:
+            raise ValueError(f"mixup/cutmix pair images within a batch: batch_size {self.batch_size} must be even"
+                             + (f" on each of the {self.devices} devices" if self.devices > 1 else ""))
         if self.freeze_backbone_epochs >= self.epochs:
             raise ValueError(
                 f"freeze_backbone_epochs ({self.freeze_backbone_epochs}) must be below epochs ({self.epochs})"
@@ -171,6 +176,8 @@ def check_fits_dataset(config: TrainingConfig, *, split_counts: dict[str, int]) 
         raise InvalidInput("the version has no val images: training needs a val split to pick the best epoch")
     if config.batch_size > train:
         raise InvalidInput(f"batch_size {config.batch_size} is larger than the train split ({train} images)")
+    if config.devices > val:
+        raise InvalidInput(f"devices={config.devices} shard the val split ({val} images): it needs one image per device")
 
 
 def parse_set_options(pairs: list[str]) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from core.ml.config import TrainingConfig, parse_config
 from core.ml.families import create_model, get_spec
 from core.ml.losses import build_loss, multi_label_pos_weight
 from core.ml.metrics import final_report
+from core.ml.ranks import SINGLE, Ranks, shard, train_sampler
 
 EXPORT_CHECK_IMAGES = 8
 """Real (val/test) images the ONNX and TorchScript outputs are compared on."""
@@ -70,7 +71,9 @@ def build_model(config: TrainingConfig, weights_file: Path | None, finetune_stat
 
 
 def make_loaders(config: TrainingConfig, splits: dict[str, list[data.Record]], cache: data.DecodedCache,
-                 preprocessing: dict[str, Any], seed: int) -> dict[str, Any]:
+                 preprocessing: dict[str, Any], seed: int, ranks: Ranks = SINGLE) -> dict[str, Any]:
+    """Under several ranks: this rank's share of train (batch_size / world per step: the global batch
+    stays batch_size) and its shard of val; test stays whole (rank 0 alone evaluates it)."""
     from torch.utils.data import DataLoader, WeightedRandomSampler
 
     multi = config.task_type == "multi_label"
@@ -80,18 +83,21 @@ def make_loaders(config: TrainingConfig, splits: dict[str, list[data.Record]], c
               "pin_memory": torch.cuda.is_available()}
     generator = torch.Generator().manual_seed(seed)
     train_set = data.ManifestDataset(splits["train"], cache, train_tf, num_classes=config.num_classes, multi_label=multi)
-    sampler = None
+    sampler, weights = None, None
     if config.weighted_sampler:
-        weights = data.class_weights(data.class_counts(splits["train"], config.num_classes), "balanced")
-        sampler = WeightedRandomSampler(data.sample_weights(splits["train"], weights), len(train_set),
-                                        generator=generator)
-    loaders = {"train": DataLoader(train_set, batch_size=config.batch_size, shuffle=sampler is None,
+        class_weights = data.class_weights(data.class_counts(splits["train"], config.num_classes), "balanced")
+        weights = data.sample_weights(splits["train"], class_weights)
+        sampler = WeightedRandomSampler(weights, len(train_set), generator=generator)
+    if ranks.many:
+        sampler = train_sampler(train_set, ranks, seed, weights)
+    loaders = {"train": DataLoader(train_set, batch_size=config.batch_size // ranks.world, shuffle=sampler is None,
                                    sampler=sampler, drop_last=True, generator=generator, **common)}
     for split in ("val", "test"):
         if splits[split]:
             dataset = data.ManifestDataset(splits[split], cache, eval_tf, num_classes=config.num_classes,
                                            multi_label=multi)
-            loaders[split] = DataLoader(dataset, batch_size=config.batch_size, shuffle=False, **common)
+            loaders[split] = DataLoader(shard(dataset, ranks) if split == "val" else dataset,
+                                        batch_size=config.batch_size, shuffle=False, **common)
     return loaders
 
 
@@ -113,10 +119,12 @@ def run_training(config: TrainingConfig, records: list[data.Record], *, class_na
                  on_batch: Callable[[int, int, int], None] | None = None,
                  on_epoch: Callable[[trainer.FitState, dict], None] | None = None,
                  on_config: Callable[[TrainingConfig], None] | None = None,
-                 evaluate_and_export: bool = True) -> Artifacts:
+                 evaluate_and_export: bool = True, ranks: Ranks = SINGLE) -> Artifacts | None:
     """Train one run. A new run first settles its recipe on this machine (device, measured throughput
     for a time budget, the LR range test) and reports the final config through `on_config`.
-    evaluate_and_export=False (search trials) stops after fitting: no test split is looked at."""
+    evaluate_and_export=False (search trials) stops after fitting: no test split is looked at.
+    Under several ranks (core.ml.spawn) rank 0 settles the recipe for all and alone evaluates and
+    exports; the other ranks return None."""
     started = time.monotonic()
     torch.manual_seed(config.seed)
     splits = data.split_records(records)
@@ -124,15 +132,18 @@ def run_training(config: TrainingConfig, records: list[data.Record], *, class_na
     files.fetch_all(records, on_step=(lambda d, t: on_message("downloading images", d, t)) if on_message else None)
 
     model = build_model(config, weights_file, finetune_state)
+    if ranks.many:  # the same first weights, then each rank its own augmentation draws
+        torch.manual_seed(config.seed + ranks.rank)
     preprocessing = model_preprocessing(model, config)
     resize = data.eval_resize(config.image_size, preprocessing["crop_pct"])
     cache = data.DecodedCache(files, mode="L" if config.in_chans == 1 else "RGB", max_side=2 * resize,
                               enabled=config.cache_images)
-    loaders = make_loaders(config, splits, cache, preprocessing, config.seed)
+    loaders = make_loaders(config, splits, cache, preprocessing, config.seed, ranks)
     if resume_payload is None:
-        settled = settle_config(config, model, loaders, splits, started, on_message)
+        settled = ranks.broadcast(settle_config(config, model, loaders, splits, started, on_message, ranks.world)
+                                  if ranks.main else None)
         if settled.augment_settings() != config.augment_settings() or settled.batch_size != config.batch_size:
-            loaders = make_loaders(settled, splits, cache, preprocessing, config.seed)
+            loaders = make_loaders(settled, splits, cache, preprocessing, config.seed, ranks)
         config = settled
         if on_config:
             on_config(config)
@@ -140,7 +151,7 @@ def run_training(config: TrainingConfig, records: list[data.Record], *, class_na
     fit_start = time.monotonic()
     clock = (lambda: (time.monotonic() - fit_start) / max(1e-3, deadline - fit_start)) if deadline else None
     parts = trainer.build_parts(model, config, build_loss_for(config, splits["train"]), len(loaders["train"]),
-                                clock=clock)
+                                clock=clock, ranks=ranks)
     state = trainer.restore(parts, resume_payload) if resume_payload else trainer.FitState()
 
     def epoch_done(fit_state: trainer.FitState) -> None:
@@ -152,9 +163,11 @@ def run_training(config: TrainingConfig, records: list[data.Record], *, class_na
         from core.ml import FINISHING_MESSAGE
 
         on_message(FINISHING_MESSAGE, 0, 0)
-    best = trainer.best_model(parts, state)
     if not evaluate_and_export:
         return Artifacts({}, preprocessing, {}, "val", {}, state, extra={"config": config})
+    if not ranks.main:
+        return None
+    best = trainer.best_model(parts, state) if not ranks.many else plain_model(config, state)
     artifacts = finish(config, best, state, loaders, splits, preprocessing, class_names, workdir, exports,
                        device=parts.device)
     artifacts.extra["config"] = config
@@ -186,10 +199,20 @@ BUDGET_FOR_TRAINING = 0.97
 """Share of a time budget given to training and validation; the rest is the final evaluation and exports."""
 
 
+def plain_model(config: TrainingConfig, state: trainer.FitState):
+    """The best weights in a freshly built model: after DDP the trained one may hold SyncBatchNorm
+    layers, which neither export nor run on one device; the state_dict keys are the same."""
+    model = build_model(config.model_copy(update={"pretrained": False, "pretrained_weights": None}), None, None)
+    model.load_state_dict(state.best_state)
+    return model.eval()
+
+
 def settle_config(config: TrainingConfig, model, loaders: dict[str, Any], splits: dict[str, list[data.Record]],
-                  started: float, on_message: Callable[[str, int, int], None] | None = None) -> TrainingConfig:
+                  started: float, on_message: Callable[[str, int, int], None] | None = None,
+                  world: int = 1) -> TrainingConfig:
     """The recipe's settings chosen again with this machine's facts: its device, the epochs that fit the
-    time budget at the throughput measured here, and the LR range test's learning rate."""
+    time budget at the throughput measured here (one rank's, on its 1/world of each epoch), and the LR
+    range test's learning rate."""
     from core.ml import probe, recipe
 
     device = trainer.pick_device(config.device)
@@ -203,7 +226,7 @@ def settle_config(config: TrainingConfig, model, loaders: dict[str, Any], splits
                                      amp=amp, channels_last=config.model_type in ("efficientnet", "resnet"))
         remaining = 60 * config.time_budget_min * BUDGET_FOR_TRAINING - (time.monotonic() - started)
         budget_epochs = recipe.epochs_for_budget(
-            remaining, train_images=len(splits["train"]), val_images=len(splits["val"]),
+            remaining, train_images=len(splits["train"]) // world, val_images=len(splits["val"]) // world,
             batch_size=config.batch_size, train_images_per_s=ips, ema=config.use_ema)
     values = recipe.reresolve(config.model_dump(mode="json"), train_images=len(splits["train"]),
                               num_classes=config.num_classes, device=device.type, budget_epochs=budget_epochs)

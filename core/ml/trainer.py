@@ -8,6 +8,7 @@ database: the caller passes `on_batch` (progress, cancellation) and `on_epoch` (
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from torch import nn
 
 from core.ml.config import TrainingConfig
 from core.ml.metrics import epoch_metrics, is_better
+from core.ml.ranks import SINGLE, Ranks, agreed_clock, prepare_model, rank_device, unshard, unwrapped, wrap
 from core.ml.recipe import cpu_has_bf16, ema_early_share
 
 
@@ -122,9 +124,10 @@ def train_one_epoch(model: nn.Module, loader, optimizer, loss_fn, *, device: tor
                     schedule: LrSchedule, num_updates: int, accumulation: int = 1, clip_norm: float = 0.0,
                     mixup=None, ema=None, scaler=None, channels_last: bool = False,
                     on_batch: Callable[[int, int], None] | None = None,
-                    deadline: float | None = None) -> tuple[float, int, int]:
-    """One pass over the train loader, or less once `deadline` (time.monotonic) has passed;
-    returns (mean loss, images seen, updates so far)."""
+                    deadline: float | None = None, ranks: Ranks = SINGLE) -> tuple[float, int, int]:
+    """One pass over the train loader, or less once `deadline` (time.monotonic) has passed on one of
+    the ranks; returns (mean loss, images seen, updates so far), over all ranks. `model` is the module
+    the step runs (DDP's wrapper under several ranks)."""
     model.train()
     total_loss, seen, batches = 0.0, 0, len(loader)
     optimizer.zero_grad(set_to_none=True)
@@ -134,22 +137,26 @@ def train_one_epoch(model: nn.Module, loader, optimizer, loss_fn, *, device: tor
             images = images.contiguous(memory_format=torch.channels_last)
         if mixup is not None:
             images, targets = mixup(images, targets)
-        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            loss = loss_fn(model(images).float(), targets)
-        (scaler.scale(loss / accumulation) if scaler else loss / accumulation).backward()
-        if (index + 1) % accumulation == 0 or index + 1 == batches:
+        steps = (index + 1) % accumulation == 0 or index + 1 == batches
+        # DDP: gradients of the batches an update accumulates are all-reduced once, with its last one
+        with model.no_sync() if not steps and ranks.many else contextlib.nullcontext():
+            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                loss = loss_fn(model(images).float(), targets)
+            (scaler.scale(loss / accumulation) if scaler else loss / accumulation).backward()
+        if steps:
             _optimizer_step(model, optimizer, scaler, clip_norm)
             num_updates += 1
             schedule.after_update(num_updates)
             if ema is not None:
-                ema.update(model, step=num_updates)
+                ema.update(unwrapped(model), step=num_updates)
         total_loss += float(loss.detach()) * len(images)
         seen += len(images)
         if on_batch:
             on_batch(index + 1, batches)
-        if deadline is not None and (index + 1) % accumulation == 0 and time.monotonic() > deadline:
+        if deadline is not None and (index + 1) % accumulation == 0 and ranks.any(time.monotonic() > deadline):
             break
-    return total_loss / max(seen, 1), seen, num_updates
+    total_loss, seen = ranks.sum(total_loss, seen)
+    return total_loss / max(seen, 1), int(seen), num_updates
 
 
 def _optimizer_step(model: nn.Module, optimizer, scaler, clip_norm: float) -> None:
@@ -215,11 +222,24 @@ class TrainParts:
     mixup: Any = None
     scaler: Any = None
     channels_last: bool = False
+    ranks: Ranks = SINGLE
+    step_model: nn.Module | None = None  # what the train step runs: `model`, or DDP's wrapper of it
+    trainable: bool | None = None  # the backbone's state step_model was built for
+
+
+def set_trainable(parts: TrainParts, trainable: bool) -> None:
+    """Freeze or thaw the backbone; DDP's wrapper is built again when that changes."""
+    if parts.trainable != trainable or parts.step_model is None:
+        set_backbone_trainable(parts.model, trainable)
+        parts.step_model, parts.trainable = wrap(parts.model, parts.device, parts.ranks), trainable
 
 
 def build_parts(model: nn.Module, config: TrainingConfig, loss_fn: nn.Module, updates_per_epoch: int,
-                clock: Callable[[], float] | None = None) -> TrainParts:
-    device = pick_device(config.device)
+                clock: Callable[[], float] | None = None, ranks: Ranks = SINGLE) -> TrainParts:
+    """Under several ranks `model` may become SyncBatchNorm's copy (core.ml.ranks): use parts.model."""
+    device = rank_device(pick_device(config.device), ranks)
+    model = prepare_model(model, device, ranks)
+    clock = agreed_clock(clock, ranks)
     channels_last = config.model_type in ("efficientnet", "resnet")  # +5–41 % for batch-norm CNNs on CPU
     model.to(device)
     if channels_last:
@@ -233,7 +253,7 @@ def build_parts(model: nn.Module, config: TrainingConfig, loss_fn: nn.Module, up
         ema = ModelEmaV3(model, decay=config.ema_decay, use_warmup=True)
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
     return TrainParts(model, optimizer, LrSchedule(optimizer, config, updates_per_epoch, clock), loss_fn.to(device),
-                      device, amp, ema, build_mixup(config), scaler, channels_last)
+                      device, amp, ema, build_mixup(config), scaler, channels_last, ranks)
 
 
 def state_to_save(parts: TrainParts, state: FitState) -> dict[str, Any]:
@@ -284,6 +304,10 @@ def evaluate_epoch(parts: TrainParts, val_loader, config: TrainingConfig,
         probs, targets, loss = predict_probs(module, val_loader, device=parts.device, amp=parts.amp,
                                              multi_label=multi, loss_fn=parts.loss_fn,
                                              channels_last=parts.channels_last)
+        if parts.ranks.many:  # each rank scored its shard: the same whole-set metrics on every rank
+            shards = parts.ranks.gather((probs, targets, loss * len(probs)))
+            probs, targets = unshard([p for p, _, _ in shards]), unshard([t for _, t, _ in shards])
+            loss = sum(total for _, _, total in shards) / max(len(probs), 1)
         metrics = {**epoch_metrics(probs, targets, multi_label=multi), "loss": loss}
         if best is None or is_better(config.early_stopping_metric, score(metrics, config.early_stopping_metric),
                                      score(best[0], config.early_stopping_metric)):
@@ -298,7 +322,8 @@ def fit(parts: TrainParts, loaders: dict[str, Any], config: TrainingConfig, stat
     epoch under way ends there and is evaluated; epochs the recipe fitted to the budget are an estimate,
     and training goes on to the deadline); `state.best_state` holds the best weights. Under a
     deadline, epochs are validated at the cadence VAL_SHARE_UNDER_BUDGET allows (the rest have no val_*
-    in their history row); early-stopping patience still counts epochs."""
+    in their history row); early-stopping patience still counts epochs. Under several ranks every
+    decision below is the same on all of them (core.ml.ranks)."""
     fit_started, val_seconds, val_cost, last_evaluated = time.perf_counter(), 0.0, 0.0, state.epoch
     to_deadline = deadline is not None and "epochs" in config.recipe_auto  # epochs were the budget's estimate
     # Trained to a deadline, the LR is annealed by the clock: a stop before it would keep weights taken at
@@ -306,38 +331,21 @@ def fit(parts: TrainParts, loaders: dict[str, Any], config: TrainingConfig, stat
     stop_early = config.early_stopping and not (to_deadline and "early_stopping_patience" in config.recipe_auto)
     epoch = state.epoch - 1
     while (epoch := epoch + 1) < config.epochs or to_deadline:  # to a deadline: its epoch ends the loop
-        set_backbone_trainable(parts.model, epoch >= config.freeze_backbone_epochs)
         started = time.perf_counter()
-        train_loss, seen, state.num_updates = train_one_epoch(
-            parts.model, loaders["train"], parts.optimizer, parts.loss_fn, device=parts.device, amp=parts.amp,
-            schedule=parts.schedule, num_updates=state.num_updates, accumulation=config.gradient_accumulation_steps,
-            clip_norm=config.grad_clip_norm, mixup=parts.mixup, ema=parts.ema, scaler=parts.scaler,
-            channels_last=parts.channels_last,
-            on_batch=(lambda done, total, e=epoch: on_batch(e, done, total)) if on_batch else None,
-            deadline=deadline,
-        )
+        train_loss, seen = _train_epoch(parts, loaders["train"], config, state, epoch, on_batch, deadline)
         train_seconds = time.perf_counter() - started
-        out_of_time = deadline is not None and time.monotonic() > deadline
-        ema_share = ema_ready(parts, state, config)
+        out_of_time = deadline is not None and parts.ranks.any(time.monotonic() > deadline)
         row = {"epoch": epoch + 1, "train_loss": train_loss, "lr": parts.optimizer.param_groups[-1]["lr"],
                "train_images_per_s": seen / train_seconds if train_seconds else None, "evaluated": None}
-        cheap = val_seconds + val_cost <= VAL_SHARE_UNDER_BUDGET * (time.perf_counter() - fit_started)
+        cheap = parts.ranks.any(
+            val_seconds + val_cost <= VAL_SHARE_UNDER_BUDGET * (time.perf_counter() - fit_started))
         last = out_of_time or (epoch + 1 >= config.epochs and not to_deadline)
         if deadline is None or config.lr_scheduler == "plateau" or last or cheap:
             evaluated_at = time.perf_counter()
-            metrics, source, module = evaluate_epoch(parts, loaders["val"], config, ema_share)
+            row.update(_validate(parts, loaders["val"], config, state, epoch, last_evaluated))
+            last_evaluated = epoch + 1
             val_cost = time.perf_counter() - evaluated_at
             val_seconds += val_cost
-            value = score(metrics, config.early_stopping_metric)
-            parts.schedule.after_epoch(epoch, value)
-            improved = is_better(config.early_stopping_metric, value, state.best_score)
-            if improved:
-                state.best_score, state.best_epoch, state.best_source = value, epoch + 1, source
-                state.best_state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
-            state.bad_epochs = 0 if improved else state.bad_epochs + (epoch + 1 - last_evaluated)
-            last_evaluated = epoch + 1
-            row.update({"val_loss": metrics["loss"], **{f"val_{k}": v for k, v in metrics.items() if k != "loss"},
-                        "evaluated": source, "ema_early_share": ema_share})
         else:
             parts.schedule.after_epoch(epoch, None)
         state.epoch = epoch + 1
@@ -349,6 +357,38 @@ def fit(parts: TrainParts, loaders: dict[str, Any], config: TrainingConfig, stat
         if out_of_time or (stop_early and state.bad_epochs >= config.early_stopping_patience):
             break
     return state
+
+
+def _train_epoch(parts: TrainParts, loader, config: TrainingConfig, state: FitState, epoch: int,
+                 on_batch: Callable[[int, int, int], None] | None, deadline: float | None) -> tuple[float, int]:
+    set_trainable(parts, epoch >= config.freeze_backbone_epochs)
+    if hasattr(loader.sampler, "set_epoch"):  # DistributedSampler: a new order each epoch
+        loader.sampler.set_epoch(epoch)
+    train_loss, seen, state.num_updates = train_one_epoch(
+        parts.step_model, loader, parts.optimizer, parts.loss_fn, device=parts.device, amp=parts.amp,
+        schedule=parts.schedule, num_updates=state.num_updates, accumulation=config.gradient_accumulation_steps,
+        clip_norm=config.grad_clip_norm, mixup=parts.mixup, ema=parts.ema, scaler=parts.scaler,
+        channels_last=parts.channels_last,
+        on_batch=(lambda done, total: on_batch(epoch, done, total)) if on_batch else None,
+        deadline=deadline, ranks=parts.ranks,
+    )
+    return train_loss, seen
+
+
+def _validate(parts: TrainParts, val_loader, config: TrainingConfig, state: FitState, epoch: int,
+              last_evaluated: int) -> dict[str, Any]:
+    """Score the epoch, step a plateau schedule, keep the best weights; the history row's val_* part."""
+    ema_share = ema_ready(parts, state, config)
+    metrics, source, module = evaluate_epoch(parts, val_loader, config, ema_share)
+    value = score(metrics, config.early_stopping_metric)
+    parts.schedule.after_epoch(epoch, value)
+    improved = is_better(config.early_stopping_metric, value, state.best_score)
+    if improved:
+        state.best_score, state.best_epoch, state.best_source = value, epoch + 1, source
+        state.best_state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+    state.bad_epochs = 0 if improved else state.bad_epochs + (epoch + 1 - last_evaluated)
+    return {"val_loss": metrics["loss"], **{f"val_{k}": v for k, v in metrics.items() if k != "loss"},
+            "evaluated": source, "ema_early_share": ema_share}
 
 
 def best_model(parts: TrainParts, state: FitState) -> nn.Module:

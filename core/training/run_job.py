@@ -83,7 +83,7 @@ class _RunJob:
         self.after_epoch, self.final = None, True
 
     def train(self, ctx) -> dict[str, Any]:
-        from core.ml import pipeline
+        from core.ml import pipeline, spawn
         from core.ml.data import records_from_manifest
 
         config = self.config
@@ -101,8 +101,10 @@ class _RunJob:
             if self.after_epoch:
                 self.after_epoch(state)
 
+        # several devices: one DDP process per device, rank 0's callbacks run here (core.ml.spawn)
+        run_training = pipeline.run_training if config.devices == 1 else spawn.run_training_on_devices
         with tempfile.TemporaryDirectory(prefix="cls-run-") as tmp:
-            artifacts = pipeline.run_training(
+            artifacts = run_training(
                 config, records, class_names=self.class_names, storage=self.storage, workdir=Path(tmp),
                 weights_file=weights_file, finetune_state=finetune_state, resume_payload=resume_payload,
                 exports=tuple(config.export_formats), on_batch=on_batch, on_epoch=on_epoch,
