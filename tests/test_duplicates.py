@@ -319,12 +319,12 @@ def test_ingest_stores_the_confirming_hash_of_the_thumbnail(stack, library):
 
 
 def test_confirmation_reads_the_original_when_the_thumbnail_is_gone(stack, library):
-    """Rows without a stored confirming hash (ingested before it was stored) get it from the
-    thumbnail, else the original; with neither they are not confirmed."""
+    """Rows without a stored confirming hash (ingested before it was stored, so without crop hashes
+    either) get it from the thumbnail, else the original; with neither they are not confirmed."""
     ids = library
     with stack.session() as session:
         session.execute(update(ClsImage).where(ClsImage.id.in_([ids["a_small"], ids["a_bright"]]))
-                        .values(phash256=None))
+                        .values(phash256=None, crop_phash=None, crop_phash256=None))
         small = session.get(ClsImage, ids["a_small"])
         stack.storage.delete(small.thumbnail_path)
         bright = session.get(ClsImage, ids["a_bright"])

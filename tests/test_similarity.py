@@ -175,3 +175,63 @@ def test_a_registered_model_embeds_with_its_own_network_and_preprocessing(embedd
         assert row.preprocessing["in_chans"] == 1 and row.preprocessing["size"] == 32
     with pytest.raises(InvalidInput, match="--weights applies"):
         start_embedding(actor=ADMIN, model=str(model_id), weights="hub")
+
+
+# ---------------------------------------------------------------- the ANN index itself (core.similarity.ann)
+
+
+def clustered_vectors(n: int, dim: int = 32, clusters: int = 50, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, dim))
+    points = centres[rng.integers(0, clusters, n)] + 0.4 * rng.standard_normal((n, dim))
+    return (points / np.linalg.norm(points, axis=1, keepdims=True)).astype(np.float16)
+
+
+def exact_ids(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    sims = queries @ vectors.astype(np.float32).T
+    return np.argsort(-sims, axis=1, kind="stable")[:, :k]
+
+
+def recall(found: np.ndarray, truth: np.ndarray) -> float:
+    return sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(found, truth, strict=True)) / truth.size
+
+
+def test_vector_index_is_exact_when_small_then_trains_and_grows_without_a_rebuild():
+    from core.similarity.ann import AnnSettings, VectorIndex
+
+    vectors = clustered_vectors(9_000)
+    queries = clustered_vectors(50, seed=1).astype(np.float32)
+    index = VectorIndex(32, AnnSettings(train_at=2_000, probes=8))
+    assert index.add(vectors[:1_500]).tolist() == list(range(1_500)) and index.ivf is None
+    found, sims = index.search(queries, 10)
+    assert np.array_equal(found, exact_ids(vectors[:1_500], queries, 10)), "below train_at: exact"
+    assert np.all(np.diff(sims, axis=1) <= 1e-6), "best first"
+
+    index.add(vectors[1_500:4_000], threads=1)
+    assert index.ivf is not None and index.trained_on == 4_000 and index.ivf.ntotal == 4_000
+    assert recall(index.search(queries, 10)[0], exact_ids(vectors[:4_000], queries, 10)) >= 0.95
+    ivf = index.ivf
+    index.add(vectors[4_000:9_000])  # 2.25x the trained size: appended to the same lists
+    assert index.ivf is ivf and index.ivf.ntotal == len(index) == 9_000
+    found, sims = index.search(queries, 10)
+    assert recall(found, exact_ids(vectors, queries, 10)) >= 0.95
+    assert np.allclose(sims[:, 0], np.einsum("nd,nd->n", index.vectors(found[:, 0]), queries
+                                             / np.linalg.norm(queries, axis=1, keepdims=True)), atol=1e-3)
+    many, many_sims = index.search(queries[:1], 20_000)  # k above the count: clipped, -1 past what was probed
+    assert many.shape == (1, 9_000) and np.all((many >= 0) == np.isfinite(many_sims))
+
+
+def test_vector_index_retrains_after_growing_eightfold_and_refuses_bad_shapes():
+    from core.similarity.ann import RETRAIN_GROWTH, AnnSettings, VectorIndex
+
+    index = VectorIndex(32, AnnSettings(train_at=500))
+    index.add(clustered_vectors(600))
+    assert index.trained_on == 600
+    index.add(clustered_vectors(600 * RETRAIN_GROWTH, seed=2))
+    assert index.trained_on == 600 * (RETRAIN_GROWTH + 1) and index.ivf.ntotal == len(index)
+    with pytest.raises(ValueError, match="32 dimensions"):
+        index.add(np.zeros((3, 16)))
+    with pytest.raises(ValueError, match="storage dtype"):
+        VectorIndex(32, AnnSettings(dtype="i4"))
+    empty = VectorIndex(32)
+    assert empty.search(np.ones(32), 5)[0].shape == (1, 0)

@@ -1,5 +1,6 @@
 """`python -m core duplicates`: exact and near-duplicate groups of the library (each member by id, file
-name and folder), or one file checked against it (`--check FILE`)."""
+name and folder), or one file checked against it (`--check FILE`), or the sub-crop hashes computed for
+images ingested before they were stored (`--backfill-crops`)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,12 @@ def register(subparsers) -> None:
     parser.add_argument("--no-confirm", action="store_true",
                         help=f"raw pHash groups, without the 256-bit pHash confirmation (≤ {CONFIRM_MAX_DISTANCE})")
     parser.add_argument("--check", metavar="FILE", help="check one image file against the library instead")
+    parser.add_argument("--no-crops", action="store_true",
+                        help="leave out copies cropped by a few percent per side (the sub-crop hashes)")
+    parser.add_argument("--backfill-crops", action="store_true",
+                        help="instead: compute the sub-crop hashes of images ingested before they were stored "
+                             "(from each thumbnail; resumable)")
+    parser.add_argument("--limit", type=int, help="with --backfill-crops: at most this many images")
     parser.set_defaults(handler=cmd_duplicates)
 
 
@@ -27,6 +34,8 @@ def cmd_duplicates(args) -> dict:
     from core.storage import get_storage
 
     threshold = duplicates.check_threshold(args.threshold)
+    if args.backfill_crops:
+        return _backfill(args)
     if args.check:
         path = Path(args.check)
         if not path.is_file():
@@ -39,10 +48,22 @@ def cmd_duplicates(args) -> dict:
         result = {"exact_groups": _named(session, exact), "exact_extras": sum(len(g) - 1 for g in exact)}
         if not args.exact_only:
             near = duplicates.near_duplicate_groups(session=session, storage=get_storage(), threshold=threshold,
-                                                    confirm=not args.no_confirm)
+                                                    confirm=not args.no_confirm, crops=not args.no_crops)
             result.update(threshold=threshold, confirmed=not args.no_confirm, near_groups=_named(session, near),
                           near_extras=sum(len(g) - 1 for g in near))
     return result
+
+
+def _backfill(args) -> dict:
+    from core.db import session_scope
+    from core.library.crop_duplicates import backfill_crop_hashes
+    from core.storage import get_storage
+    from core.users import operator_user
+
+    if args.limit is not None and args.limit < 1:
+        raise InvalidInput(f"--limit must be at least 1, got {args.limit}")
+    with session_scope() as session:
+        return backfill_crop_hashes(session=session, actor=operator_user(), storage=get_storage(), limit=args.limit)
 
 
 def _named(session, groups: list[list]) -> list[list[dict]]:

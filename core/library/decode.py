@@ -13,7 +13,7 @@ from typing import Any
 from core import limits
 from core.errors import InvalidInput
 from core.image_decoding import draft_for, open_image, thumbnail_rgb
-from core.library.fingerprints import fine_hash_of_bytes
+from core.library.crop_hashes import thumbnail_hashes
 
 # Pillow format name -> extension of the stored original. Anything else is refused: a narrow list
 # keeps rarely-used (and rarely-audited) Pillow parsers away from hostile uploads.
@@ -46,6 +46,8 @@ class DecodedImage:
     phash: str  # 64-bit imagehash.phash as 16 hex chars
     thumbnail: bytes  # JPEG, longest side THUMBNAIL_SIZE
     phash256: str | None = None  # 256-bit pHash of that JPEG: near duplicates' confirmation (core/library/duplicates.py)
+    crop_phash: bytes | None = None  # that JPEG's sub-crop views' pHashes (core/library/crop_hashes.py)
+    crop_phash256: bytes | None = None
 
 
 def _register_plugins() -> None:
@@ -89,10 +91,12 @@ def decode_image(data: bytes, *, max_pixels: int, thumb_size: int = limits.THUMB
         width, height = height, width
 
     thumbnail = buffer.getvalue()
-    # From the stored JPEG's bytes, exactly as duplicate grouping would compute it later (so it never has to).
+    # From the stored JPEG's bytes, exactly as duplicate grouping (and the crop backfill) would compute
+    # them later (so it never has to).
+    phash256, crop_phash, crop_phash256 = thumbnail_hashes(thumbnail)
     return DecodedImage(width=width, height=height, format=fmt, ext=FORMAT_EXTENSIONS[fmt], size=len(data),
                         sha256=hashlib.sha256(data).hexdigest(), phash=phash, thumbnail=thumbnail,
-                        phash256=fine_hash_of_bytes(thumbnail))
+                        phash256=phash256, crop_phash=crop_phash, crop_phash256=crop_phash256)
 
 
 def image_phash(data: bytes, *, max_pixels: int = limits.MAX_IMAGE_PIXELS) -> str:

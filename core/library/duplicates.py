@@ -30,7 +30,9 @@ from sqlalchemy import Integer, bindparam, func, or_, select, text, union, updat
 from sqlalchemy.orm import Session
 
 from core.errors import InvalidInput, NotFound
+from core.library.crop_duplicates import crop_matches, library_crop_pairs
 from core.library.fingerprints import (
+    CONFIRM_MAX_DISTANCE,
     confirm_distances,
     fine_hash_of_bytes,
     mid_bits,
@@ -59,9 +61,6 @@ MAX_THRESHOLD = 12
 """Largest threshold accepted: beyond it 64-bit pHash matches unrelated images (random pairs average
 32) and a query would probe over 20,000 band values."""
 
-CONFIRM_MAX_DISTANCE = 32
-"""Largest distance (of 192 mid-frequency bits of the 256-bit pHash) that confirms a candidate: the
-largest keeping group precision ≥ 0.98 on the tuning set (`bench_duplicates.py --tune --seed 0`)."""
 
 
 # ---------------------------------------------------------------- the second measure
@@ -165,9 +164,11 @@ def _store_bands(session: Session, unbanded: list[tuple[uuid.UUID, str]]) -> Non
 
 
 def near_duplicate_groups(*, session: Session, storage, threshold: int = DEFAULT_THRESHOLD, confirm: bool = True,
-                          progress: Callable[..., None] | None = None) -> list[list[uuid.UUID]]:
+                          crops: bool = True, progress: Callable[..., None] | None = None) -> list[list[uuid.UUID]]:
     """Groups of images whose pHashes are within `threshold` (connected through confirmed pairs),
-    oldest first in each group; largest groups first. `confirm=False` gives the raw pHash groups."""
+    oldest first in each group; largest groups first. `confirm=False` gives the raw pHash groups.
+    `crops` (with `confirm`): also copies cropped by up to ~10 % per side, through the stored sub-crop
+    hashes (core/library/crop_duplicates.py)."""
     threshold = check_threshold(threshold)
     report = progress or (lambda *args, **kwargs: None)
     report(0, 3, "loading hashes")
@@ -181,12 +182,24 @@ def near_duplicate_groups(*, session: Session, storage, threshold: int = DEFAULT
         fine, computed = _fine_hashes(session, storage, [ids[k] for k in involved])
         keep = _confirmed(ids, fine, pair_i, pair_j)
         pair_i, pair_j = pair_i[keep], pair_j[keep]
+    if confirm and crops:
+        report(2, 3, "pairing cropped copies")
+        crop_i, crop_j = library_crop_pairs(session, ids, hashes, lambda wanted: _fine_into(session, storage, wanted,
+                                                                                            computed))
+        pair_i, pair_j = np.concatenate([pair_i, crop_i]), np.concatenate([pair_j, crop_j])
     report(3, 3, "grouping")
     groups = [[ids[k] for k in members] for members in connected_groups(len(ids), pair_i, pair_j)]
     # Writes come last: a job reports progress through another connection and SQLite has one writer.
     _store_bands(session, unbanded)
     _store_fine_hashes(session, computed)
     return sorted(groups, key=len, reverse=True)
+
+
+def _fine_into(session: Session, storage, wanted: list, computed: dict) -> dict:
+    """The 256-bit hashes of `wanted` (found or computed), adding the computed ones to `computed`."""
+    found, new = _fine_hashes(session, storage, wanted)
+    computed.update(new)
+    return found
 
 
 def _confirmed(ids: list, fine: dict, pair_i: np.ndarray, pair_j: np.ndarray) -> np.ndarray:
@@ -266,8 +279,10 @@ def _candidate_rows(session: Session, columns, file_hash: str | None, value: int
 
 
 def _matches(*, session: Session, storage, phash: str | None, fine: str | None, file_hash: str | None,
-             threshold: int, exclude: uuid.UUID | None, use_index: bool = True) -> list[dict[str, Any]]:
-    """Exact matches (same SHA-256) and confirmed near matches, as display-ready rows."""
+             threshold: int, exclude: uuid.UUID | None, use_index: bool = True,
+             crops: tuple[bytes | None, bytes | None] = (None, None)) -> list[dict[str, Any]]:
+    """Exact matches (same SHA-256), confirmed near matches and confirmed crop matches (`crops`: the
+    image's crop_phash and crop_phash256; always through the in-memory index), as display-ready rows."""
     columns = (ClsImage.id, ClsImage.phash, ClsImage.phash256, ClsImage.file_hash, ClsImage.original_filename,
                ClsImage.thumbnail_path)
     value = hash_to_int(phash) if phash and fine else None
@@ -296,6 +311,12 @@ def _matches(*, session: Session, storage, phash: str | None, fine: str | None, 
             found[row.id] = {"id": row.id, "match": "near", "filename": row.original_filename,
                              "phash_distance": distance, "confirm_distance": confirm,
                              "thumbnail_path": row.thumbnail_path}
+    try:
+        for match in crop_matches(session, phash=phash, fine=fine, crop_phash=crops[0], crop_phash256=crops[1],
+                                  exclude={exclude, *found}):
+            found[match["id"]] = match
+    except Exception:  # crop matches add to the answer; without them it is still the near-duplicate one
+        log.exception("crop duplicate search failed")
     return sorted(found.values(),
                   key=lambda m: (m["match"] != "exact", m["phash_distance"], m["confirm_distance"], str(m["id"])))
 
@@ -305,7 +326,8 @@ def duplicates_of(*, session: Session, image_id: uuid.UUID, threshold: int = DEF
     """Exact and confirmed near duplicates of one library image (for its detail view). `use_index`:
     candidates from this process's in-memory index (LibraryIndex), else from the band-index SQL."""
     threshold = check_threshold(threshold)
-    image = session.execute(select(ClsImage.id, ClsImage.phash, ClsImage.phash256, ClsImage.file_hash)
+    image = session.execute(select(ClsImage.id, ClsImage.phash, ClsImage.phash256, ClsImage.file_hash,
+                                   ClsImage.crop_phash, ClsImage.crop_phash256)
                             .where(ClsImage.id == image_id)).first()
     if image is None:
         raise NotFound(f"no image {image_id}")
@@ -317,7 +339,8 @@ def duplicates_of(*, session: Session, image_id: uuid.UUID, threshold: int = DEF
             storage = get_storage()
         fine = ensure_fine_hashes(session=session, storage=storage, image_ids=[image.id]).get(image.id)
     return _matches(session=session, storage=storage, phash=image.phash, fine=fine, file_hash=image.file_hash,
-                    threshold=threshold, exclude=image.id, use_index=use_index)
+                    threshold=threshold, exclude=image.id, use_index=use_index,
+                    crops=(image.crop_phash, image.crop_phash256))
 
 
 def check_image(*, session: Session, data: bytes, threshold: int = DEFAULT_THRESHOLD, storage=None,
@@ -334,10 +357,11 @@ def check_image(*, session: Session, data: bytes, threshold: int = DEFAULT_THRES
     decoded = decode_image(data, max_pixels=settings.max_image_pixels)
     fine = decoded.phash256 or fine_hash_of_bytes(decoded.thumbnail)
     matches = _matches(session=session, storage=storage, phash=decoded.phash, fine=fine, file_hash=decoded.sha256,
-                       threshold=threshold, exclude=None, use_index=use_index)
+                       threshold=threshold, exclude=None, use_index=use_index,
+                       crops=(decoded.crop_phash, decoded.crop_phash256))
     return {"file_hash": decoded.sha256, "phash": decoded.phash, "phash256": fine, "threshold": threshold,
             "exact": [m["id"] for m in matches if m["match"] == "exact"],
-            "near": [m for m in matches if m["match"] == "near"]}
+            "near": [m for m in matches if m["match"] != "exact"]}
 
 
 # ---------------------------------------------------------------- clean-up

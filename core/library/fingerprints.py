@@ -9,6 +9,10 @@ from core import limits
 
 FINE_HASH_SIZE = 16
 
+CONFIRM_MAX_DISTANCE = 32
+"""Largest distance (of 192 mid-frequency bits of the 256-bit pHash) that confirms a candidate: the
+largest keeping group precision ≥ 0.98 on the tuning set (`bench_duplicates.py --tune --seed 0`)."""
+
 
 # The 192 bits outside the 8×8 low-frequency corner the 64-bit pHash is made of.
 MID_FREQUENCY_MASK = np.pad(np.zeros((8, 8), dtype=bool), ((0, FINE_HASH_SIZE - 8), (0, FINE_HASH_SIZE - 8)),

@@ -104,7 +104,8 @@ def _row_values(image_id, decoded: DecodedImage, key: str, thumb_key: str, filen
         image_url=storage.url(key) if public else None, storage_path=key, thumbnail_path=thumb_key,
         width=decoded.width, height=decoded.height, file_size_bytes=decoded.size, format=decoded.format,
         source=source, folder=folder, tags=list(tags), status="pending", file_hash=decoded.sha256,
-        phash=decoded.phash, phash256=decoded.phash256, source_type=source_type, source_id=source_id,
+        phash=decoded.phash, phash256=decoded.phash256, crop_phash=decoded.crop_phash,
+        crop_phash256=decoded.crop_phash256, source_type=source_type, source_id=source_id,
         meta=dict(meta or {}),
     )
 

@@ -46,6 +46,7 @@ class LibraryIndex:
 
     def __init__(self) -> None:
         self.index: HashIndex | None = None
+        self.views: HashIndex | None = None  # the sub-crop views' pHashes (core/library/crop_hashes.py)
         self.complete_before = None  # every row created before this is in the index
         self.recent: dict[uuid.UUID, Any] = {}  # ids in the index created at or after complete_before
         self.built_at = 0.0
@@ -62,15 +63,27 @@ class LibraryIndex:
             since = self.complete_before
         return [uuid.UUID(bytes=key.tobytes()) for key in keys], since, now
 
+    def search_views(self, value: int, threshold: int) -> list[uuid.UUID]:
+        """Ids of the images one of whose stored sub-crop views is within `threshold` of `value` (as of
+        the last search or refresh: call after `search` has caught up)."""
+        with self.lock:
+            if self.views is None or not len(self.views):
+                return []
+            keys, _distances = self.views.search(value, threshold)
+        return list(dict.fromkeys(uuid.UUID(bytes=key.tobytes()) for key in keys))
+
     def _stale(self) -> bool:
         return self.index is None or time.monotonic() - self.built_at > INDEX_REBUILD_SECONDS
 
     def absorb(self, rows: Iterable, now) -> None:
-        """Take in rows (with id, phash, created_at) read with `created_at >= since` at time `now`."""
+        """Take in rows (with id, phash, created_at; crop_phash if read) read with `created_at >= since`
+        at time `now`."""
         with self.lock:
-            fresh = [(row.id.hex, row.phash) for row in rows if row.phash and row.id not in self.recent]
+            fresh = [row for row in rows if row.phash and row.id not in self.recent]
             if fresh:
-                self.index.add(*_hashes_and_keys(fresh))
+                self.index.add(*_hashes_and_keys([(row.id.hex, row.phash) for row in fresh]))
+                self.views.add(*_view_hashes_and_keys([(row.id.hex, getattr(row, "crop_phash", None))
+                                                      for row in fresh]))
             self.complete_before = max(self.complete_before, now - timedelta(seconds=INDEX_LOOKBACK_SECONDS))
             self.recent.update((row.id, row.created_at) for row in rows if row.phash and row.created_at is not None)
             self.recent = {key: stamp for key, stamp in self.recent.items() if stamp >= self.complete_before}
@@ -83,7 +96,7 @@ class LibraryIndex:
                 self._rebuild(session, now)
                 return
             since = self.complete_before
-        self.absorb(session.execute(select(ClsImage.id, ClsImage.phash, ClsImage.created_at)
+        self.absorb(session.execute(select(ClsImage.id, ClsImage.phash, ClsImage.crop_phash, ClsImage.created_at)
                                     .where(ClsImage.created_at >= since)).all(), now)
 
     def _rebuild(self, session: Session, now) -> None:
@@ -95,6 +108,9 @@ class LibraryIndex:
         everything = select(cast(ClsImage.id, String), ClsImage.phash).where(ClsImage.phash.is_not(None))
         self.index, self.built_at = HashIndex(), time.monotonic()
         self.index.add(*_hashes_and_keys(_raw_rows(session, everything)))
+        views = select(cast(ClsImage.id, String), ClsImage.crop_phash).where(ClsImage.crop_phash.is_not(None))
+        self.views = HashIndex()
+        self.views.add(*_view_hashes_and_keys(_raw_rows(session, views)))
         self.complete_before = since
         self.recent = {row.id: row.created_at for row in recent}
 
@@ -131,6 +147,17 @@ def _hashes_and_keys(rows: list) -> tuple[np.ndarray, np.ndarray]:
     else:
         hashes = to_uint64(phashes)
     return hashes, keys
+
+
+def _view_hashes_and_keys(rows: list) -> tuple[np.ndarray, np.ndarray]:
+    """(id text, crop_phash bytes or None) rows as every view's uint64 hash and its image's 16-byte id."""
+    from core.library.crop_hashes import VIEW_NAMES, unpack_coarse
+
+    rows = [(image_id, bytes(blob)) for image_id, blob in rows if blob]
+    if not rows:
+        return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype="V16")
+    keys = np.frombuffer(bytes.fromhex("".join(row[0] for row in rows).replace("-", "")), dtype="V16")
+    return unpack_coarse([row[1] for row in rows]).reshape(-1), np.repeat(keys, len(VIEW_NAMES))
 
 
 _library_indexes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, Index, Integer, String, Text, Uuid, cast, column, text
+from sqlalchemy import BigInteger, CheckConstraint, Index, Integer, LargeBinary, String, Text, Uuid, cast, column, text
 from sqlalchemy.orm import Mapped, mapped_column, validates
 
 from core.library.hamming import band_values, hash_to_int
@@ -72,6 +72,10 @@ class ClsImage(TimestampMixin, Base):
     phash_band1: Mapped[int | None] = mapped_column(Integer)
     phash_band2: Mapped[int | None] = mapped_column(Integer)
     phash256: Mapped[str | None] = mapped_column(String(64))
+    # Near duplicates that survive crops (core/library/crop_hashes.py): the pHashes of 11 sub-crop
+    # views of the thumbnail, 8 bytes (64-bit) and 32 bytes (256-bit) a view, in VIEW_NAMES order.
+    crop_phash: Mapped[bytes | None] = mapped_column(LargeBinary)
+    crop_phash256: Mapped[bytes | None] = mapped_column(LargeBinary)
     source_type: Mapped[str | None] = mapped_column(String(32))  # product, cutout, od_image
     source_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict, server_default=text("'{}'"))
