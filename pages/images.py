@@ -13,14 +13,8 @@ from core.errors import UserError
 from core.library.images import SORTS, ImageFilters
 from ui.actions import act
 from ui.components.thumbnail_grid import Selection, selection_controls, thumbnail_grid, tile
-from ui.shared import (
-    allowed,
-    clear_library_filter_options,
-    library_filter_options,
-    plain,
-    refusal,
-    storage_urls,
-)
+from ui.shared import allowed, clear_library_filter_options, library_filter_options, plain, refusal, storage_urls
+from ui.similar_view import like_view, open_like
 
 SORT_LABELS = {"date_desc": "Newest first", "date_asc": "Oldest first", "name_asc": "Name A–Z",
                "name_desc": "Name Z–A", "size_desc": "Largest first", "size_asc": "Smallest first"}
@@ -66,8 +60,9 @@ def sync_query_params(filters: ImageFilters, sort: str, view: str, page: int) ->
         wanted["view"] = view
     if page > 1:
         wanted["page"] = str(page)
-    if "image" in st.query_params:
-        wanted["image"] = st.query_params["image"]
+    for kept in ("image", "like"):
+        if kept in st.query_params:
+            wanted[kept] = st.query_params[kept]
     if wanted != st.query_params.to_dict():
         st.query_params.from_dict(wanted)
 
@@ -257,6 +252,9 @@ def image_dialog(image_id: uuid.UUID) -> None:
         st.caption(f"{image.width}×{image.height} · {image.format} · {(image.file_size_bytes or 0) / 1024:,.1f} KB · "
                    f"{image.source} · added {image.created_at:%Y-%m-%d %H:%M}")
         st.caption(f"SHA-256 {image.file_hash[:16]}… · pHash {image.phash}")
+        if st.button("More like this", key="img_more_like", icon=":material/image_search:"):
+            open_like(image.id, _selection())
+            st.rerun()  # the whole page: a dialog's button reruns only the dialog
         if allowed("admin"):
             _edit_image(image)
         else:
@@ -333,6 +331,11 @@ def _duplicates_of(image_id: uuid.UUID) -> None:
 def library_tab() -> None:
     from core.library.images import list_images
 
+    if st.session_state.get("img_toast"):
+        st.toast(st.session_state.pop("img_toast"))
+    if st.query_params.get("like"):  # more like one image: its neighbours, the same bulk actions
+        return like_view(key="img_like", selection=_selection(),
+                         bulk_actions=lambda count: bulk_actions(ImageFilters(), count, count, False))
     options = library_filter_options()
     filters, sort, view = filters_bar(options)
     signature = (filters.to_params(), sort)
@@ -366,8 +369,6 @@ def library_tab() -> None:
         grid(rows, urls)
     page = pager(total, page, more)
     sync_query_params(filters, sort, view, page)
-    if st.session_state.get("img_toast"):
-        st.toast(st.session_state.pop("img_toast"))
     if st.query_params.get("image"):
         try:
             image_dialog(uuid.UUID(st.query_params["image"]))
