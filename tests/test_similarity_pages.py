@@ -151,3 +151,35 @@ def test_projection_methods_and_refusals(db_stack, monkeypatch):
     with pytest.raises(PermissionDenied):
         start_map(actor=labeler)
     assert not [k for k in db_stack.storage.list_keys("embeddings/") if k.endswith("map.npz")]
+
+
+def test_the_images_page_offers_the_job_then_shows_neighbours_as_a_selection(embedded_stack):
+    """The page script (AppTest): ?like= without an index says so and starts the job; then the
+    neighbours are tiles, "Select these" makes them the selection the bulk actions count."""
+    from streamlit.testing.v1 import AppTest
+
+    from tests.apptest_tools import component_data
+    from tests.plugins.browser import ROOT
+
+    ids = seeded(embedded_stack)
+    app = AppTest.from_file(str(ROOT / "pages" / "images.py"), default_timeout=120)
+    app.query_params["like"] = str(ids["inside"][3])
+    app.run()
+    assert not app.exception
+    assert any("No embedding index yet" in info.value for info in app.info)
+    app.selectbox(key="img_like_embed_model").select_index(1).run()  # random weights: no download
+    app.button(key="img_like_embed_go").click().run()
+    assert not app.exception
+    embedded_stack.drain_jobs()
+    with embedded_stack.session() as session:
+        job = session.scalar(select(ClsJob))
+        assert (job.kind, job.status) == ("embeddings", "succeeded")
+    app.run()
+    app.slider(key="img_like_min").set_value(0.0).run()
+    [tiles] = component_data(app, "thumbnail_grid")
+    assert tiles["tiles"][0]["id"] == str(ids["copy_in"]) and tiles["selected"] == []
+    shown = len(tiles["tiles"])  # the library's other images at similarity ≥ 0 (random weights: not all)
+    assert 2 <= shown <= 8 and all(float(t["caption"].split(" · ")[0]) >= 0 for t in tiles["tiles"])
+    app.button(key="img_like_select").click().run()
+    assert any(m.value == f"**{shown} selected**" for m in app.markdown)
+    assert sorted(component_data(app, "thumbnail_grid")[0]["selected"]) == sorted(t["id"] for t in tiles["tiles"])

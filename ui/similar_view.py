@@ -132,3 +132,67 @@ def open_like(image_id, selection: Selection) -> None:
     selection.clear()
     st.query_params.pop("image", None)
     st.query_params["like"] = str(image_id)
+
+
+def carry_to_grid(dataset_id: uuid.UUID, ids: set[str]) -> None:
+    """Open the dataset's grid with `ids` selected (its number keys and bulk actions act on them)."""
+    from ui.dataset_grid import _state
+
+    _state(dataset_id)["selection"] = Selection(ids=set(ids))
+    st.switch_page("pages/datasets.py", query_params={"dataset": str(dataset_id)})
+
+
+def carry_to_images(ids: set[str]) -> None:
+    """Open the Images page with `ids` selected (tags, folder, add to a dataset, delete)."""
+    st.session_state["img_selection"] = Selection(ids=set(ids))
+    st.switch_page("pages/images.py")
+
+
+def labeling_section(dataset_id: uuid.UUID) -> None:
+    """The Labeling page's "More like this": the current image's neighbours in this dataset, to
+    select and carry to the dataset grid, where one key labels them all."""
+    with st.expander("More like this image"):
+        def find() -> None:  # the image on screen now (the labeling fragment moves it between full runs)
+            state = st.session_state.get("labeling_state")
+            st.session_state["labeling_like"] = str(state.image_id) if state and state.image_id else None
+            st.session_state["labeling_like_sel"] = Selection()
+
+        st.button("Find images like the current one", key="labeling_like_go", on_click=find)
+        like = st.session_state.get("labeling_like")
+        if not like:
+            return
+        selection = st.session_state.setdefault("labeling_like_sel", Selection())
+        more_like_this_panel(uuid.UUID(like), key="labeling_like", selection=selection, dataset_id=dataset_id)
+        if st.button(f"Label the {len(selection.ids)} selected on the dataset grid", key="labeling_like_grid",
+                     disabled=not selection.ids):
+            carry_to_grid(dataset_id, selection.ids)
+
+
+def upload_section(data: bytes, number: int) -> None:
+    """The Predict page's "More like this in the library" for an uploaded image (embedded with the
+    index's own model, so the first query in a process loads it)."""
+    from core.similarity.browse import similar_to_image
+
+    if not st.toggle("More like this in the library", key=f"predict_like_{number}"):
+        return
+    state = index_state()
+    if not state["ready"]:
+        no_index(state, key=f"predict_like_{number}")
+        return
+    least = st.slider("Least similarity", 0.0, 1.0, DEFAULT_MIN, 0.01, key=f"predict_like_min_{number}")
+    found = None
+    with user_errors(), st.spinner("Embedding the image…"), session_scope() as session:
+        found = similar_to_image(session, data=data, k=24, min_similarity=least)
+    if found is None:
+        return
+    if not found:
+        st.caption("No library image is that similar: lower the least similarity.")
+        return
+    selection = st.session_state.setdefault(f"predict_like_sel_{number}", Selection())
+    urls = storage_urls([match["thumbnail_path"] for match in found])
+    thumbnail_grid(key=f"predict_like_tiles_{number}", selection=selection, per_row=4, tiles=[
+        tile(match["id"], url, f"{match['similarity']:.2f} · {match['filename']}")
+        for match, url in zip(found, urls, strict=True)])
+    if st.button(f"Open the {len(selection.ids)} selected on the Images page", key=f"predict_like_open_{number}",
+                 disabled=not selection.ids):
+        carry_to_images(selection.ids)

@@ -24,6 +24,8 @@ PALETTE = ["#2563EB", "#D97706", "#059669", "#DC2626", "#7C3AED", "#DB2777", "#0
            "#4F46E5", "#0D9488", "#B45309"]
 MUTED = {"unlabeled", "no prediction", "not flagged", "unassigned", "not checked (run the label-error finder)"}
 TILES_SHOWN = 48
+METHOD_NAMES = {"auto": "Automatic (UMAP up to 20,000 images, else PCA)", "pca": "PCA (seconds)",
+                "umap": "UMAP (keeps neighbourhoods; minutes)"}
 
 
 def figure(data: dict) -> tuple[go.Figure, list[list[str]]]:
@@ -132,9 +134,12 @@ def _compute_button(dataset_id: uuid.UUID, label: str, secondary: bool = False) 
                                                                          st.rerun()))
         return
     refused = refusal("admin", "computing the map")
-    if st.button(label, key=f"dsmap_go_{dataset_id}", disabled=refused is not None, help=refused,
-                 type="secondary" if secondary else "primary"):
-        job_id = act(lambda _session, actor: start_map(actor=actor))
+    cols = st.columns([2, 1], vertical_alignment="bottom")
+    method = cols[0].selectbox("Projection", list(METHOD_NAMES), format_func=METHOD_NAMES.get,
+                               key=f"dsmap_method_{dataset_id}", disabled=refused is not None)
+    if cols[1].button(label, key=f"dsmap_go_{dataset_id}", disabled=refused is not None, help=refused,
+                      type="secondary" if secondary else "primary", width="stretch"):
+        job_id = act(lambda _session, actor: start_map(actor=actor, method=method))
         if job_id is not None:
             st.session_state[job_key] = job_id
             st.rerun()

@@ -4,6 +4,7 @@ and, inside a dataset, only that dataset's images. Search itself is core.similar
 
 from __future__ import annotations
 
+import threading
 import uuid
 from typing import Any
 
@@ -76,7 +77,43 @@ def more_like_this(session: Session, *, image_id: uuid.UUID, k: int = 24, min_si
         members = set(session.scalars(select(ClsDatasetImage.image_id).where(
             ClsDatasetImage.dataset_id == dataset_id, ClsDatasetImage.image_id.in_(ids))))
         found = [match for match in found if match["id"] in members]
-    found = found[:k]
+    return _with_thumbnails(session, found[:k])
+
+
+def similar_to_image(session: Session, *, data: bytes, k: int = 24, min_similarity: float = 0.0,
+                     storage=None) -> list[dict[str, Any]]:
+    """The library images most similar to an image that is not in it (an upload on the Predict page),
+    embedded by the index's own model, loaded once per process; as more_like_this returns them."""
+    from core.ml.data import decode_image
+    from core.similarity.embeddings import find_index
+    from core.similarity.search import similar_images
+
+    if storage is None:
+        from core.storage import get_storage
+
+        storage = get_storage()
+    row = find_index(session=session)
+    embedder = _query_embedder(row.source, storage)
+    image = decode_image(data, mode=embedder.mode, name="the image")  # a broken file: InvalidInput naming it
+    found = similar_images(session, vector=embedder.embed([image])[0], k=k, min_similarity=min_similarity,
+                           source=row.source, storage=storage)
+    return _with_thumbnails(session, found)
+
+
+_embedders: dict[str, Any] = {}
+_embedders_lock = threading.Lock()
+
+
+def _query_embedder(source: str, storage):
+    from core.similarity.embeddings import _embedder
+
+    with _embedders_lock:
+        if source not in _embedders:
+            _embedders[source] = _embedder(source, storage, threads=None)
+        return _embedders[source]
+
+
+def _with_thumbnails(session: Session, found: list[dict[str, Any]]) -> list[dict[str, Any]]:
     thumbs = dict(session.execute(select(ClsImage.id, ClsImage.thumbnail_path)
                                   .where(ClsImage.id.in_([m["id"] for m in found]))).all()) if found else {}
     return [{**match, "thumbnail_path": thumbs.get(match["id"])} for match in found]
