@@ -109,7 +109,8 @@ def confirm_delete(ids: list[uuid.UUID], what: str) -> None:
             st.rerun()
 
 
-def bulk_actions(filters: ImageFilters, count: int, total: int, more: bool) -> None:
+def bulk_actions(filters: ImageFilters, count: int, total: int, more: bool, by_filters: bool = True) -> None:
+    """`by_filters`: offer "delete all matching the filters" (not under ?like=, where they are not shown)."""
     from core.library import bulk
     from core.library import images as lib
 
@@ -145,8 +146,8 @@ def bulk_actions(filters: ImageFilters, count: int, total: int, more: bool) -> N
         with tab_delete:
             if st.button(f"Delete {count:,} selected", key="img_bulk_delete"):
                 confirm_delete(selected_ids(filters), "selected images")
-            if st.button(f"Delete all {total:,}{'+' if more else ''} matching the filters",
-                         key="img_bulk_delete_filtered"):
+            if by_filters and st.button(f"Delete all {total:,}{'+' if more else ''} matching the filters",
+                                        key="img_bulk_delete_filtered"):
                 from core.library.images import matching_image_ids
 
                 with session_scope() as session:
@@ -335,7 +336,7 @@ def library_tab() -> None:
         st.toast(st.session_state.pop("img_toast"))
     if st.query_params.get("like"):  # more like one image: its neighbours, the same bulk actions
         return like_view(key="img_like", selection=_selection(),
-                         bulk_actions=lambda count: bulk_actions(ImageFilters(), count, count, False))
+                         bulk_actions=lambda count: bulk_actions(ImageFilters(), count, count, False, False))
     options = library_filter_options()
     filters, sort, view = filters_bar(options)
     signature = (filters.to_params(), sort)

@@ -183,3 +183,56 @@ def test_the_images_page_offers_the_job_then_shows_neighbours_as_a_selection(emb
     app.button(key="img_like_select").click().run()
     assert any(m.value == f"**{shown} selected**" for m in app.markdown)
     assert sorted(component_data(app, "thumbnail_grid")[0]["selected"]) == sorted(t["id"] for t in tiles["tiles"])
+
+
+def test_the_dataset_grid_shows_one_images_neighbours_and_its_keys_label_them(embedded_stack):
+    """Datasets page (AppTest): one image selected → "More like the selected image" → its neighbours
+    in the dataset as tiles; "Select these" then a class's key labels every one of them."""
+    from streamlit.testing.v1 import AppTest
+
+    from tests.apptest_tools import component_data
+    from tests.plugins.browser import ROOT
+    from ui.components.thumbnail_grid import Selection
+
+    ids = seeded(embedded_stack)
+    embed(embedded_stack)
+    dataset_id = ids["dataset"]
+    with embedded_stack.session() as session:
+        session.query(ClsLabel).filter(ClsLabel.dataset_id == dataset_id).delete()
+    app = AppTest.from_file(str(ROOT / "pages" / "datasets.py"), default_timeout=120)
+    app.query_params["dataset"] = str(dataset_id)
+    app.session_state[f"dsgrid_{dataset_id}"] = {"selection": Selection(ids={str(ids["inside"][3])}), "page": 1}
+    app.run()
+    assert not app.exception
+    app.button(key=f"dsgrid_like_go_{dataset_id}").click().run()
+    app.slider(key=f"dsgrid_like_{dataset_id}_min").set_value(0.0).run()
+    [tiles] = component_data(app, "thumbnail_grid")
+    shown = {t["id"] for t in tiles["tiles"]}
+    assert str(ids["copy_in"]) == tiles["tiles"][0]["id"]
+    assert shown <= {str(i) for i in [*ids["inside"], ids["copy_in"]]} and str(ids["inside"][3]) not in shown
+    app.button(key=f"dsgrid_like_{dataset_id}_select").click().run()
+    assert set(component_data(app, "thumbnail_grid")[0]["selected"]) == shown
+    cat_key = next(b for b in app.button if b.key and b.key.startswith(f"dskey_{dataset_id}_") and "cat" in b.label)
+    cat_key.click().run()
+    assert not app.exception
+    with embedded_stack.session() as session:
+        labeled = {str(i) for i in session.scalars(select(ClsLabel.image_id).where(
+            ClsLabel.dataset_id == dataset_id, ClsLabel.class_id == ids["cat"]))}
+    assert labeled == shown
+
+
+def test_an_upload_not_in_the_library_finds_its_library_copies(db_stack):
+    """The Predict page's query: the upload embedded by the index's own model (seeded random weights
+    here: the same network as the job's), its near copies first; a broken upload is refused."""
+    from core.similarity.browse import similar_to_image
+    from tests.factories import drawn_image_bytes, near_copy_bytes
+
+    ids = seeded(db_stack)
+    embed(db_stack)
+    with db_stack.session() as session:
+        found = similar_to_image(session, data=near_copy_bytes(3), k=3)
+        assert {found[0]["id"], found[1]["id"]} == {ids["inside"][3], ids["copy_in"]}
+        assert found[0]["similarity"] > 0.9 and "thumbnail_path" in found[0]
+        assert similar_to_image(session, data=drawn_image_bytes(20), k=1)[0]["id"] == ids["outside"][1]
+        with pytest.raises(InvalidInput, match="the image"):
+            similar_to_image(session, data=b"not an image")

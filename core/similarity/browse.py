@@ -125,12 +125,14 @@ COLOUR_BY = {"class": "Class", "split": "Split", "prediction": "Prediction (AI l
              "disagreement": "Label-error finder disagrees", "label_error": "Label-error score"}
 MAX_MAP_POINTS = 50_000
 """Points drawn at once (a seeded sample beyond): Scattergl draws more, but each rerun ships them."""
+HOVER_NAMES_MAX = 10_000
+"""File names (shown on hover) are read for at most this many points: beyond, hovering shows the class."""
 
 
 def dataset_map(session: Session, *, dataset_id: uuid.UUID, colour_by: str = "class",
                 max_points: int = MAX_MAP_POINTS, storage=None) -> dict[str, Any]:
     """A dataset's images on the stored map of the index: columns `ids`, `x`, `y`, `colour` (text, or a
-    score in 0..1 with None for unscored when `scored`), `names`; `missing` counts the dataset's images
+    score in 0..1 with None for unscored when `scored`), `names` (empty past HOVER_NAMES_MAX); `missing` counts the dataset's images
     the map lacks (embedded after it was computed, or not yet); `map` is None when no map exists."""
     import numpy as np
 
@@ -146,8 +148,8 @@ def dataset_map(session: Session, *, dataset_id: uuid.UUID, colour_by: str = "cl
     if stored is None:
         return {"map": None}
     position = {value.tobytes(): row for row, value in enumerate(stored["ids"])}
-    members = session.execute(select(ClsDatasetImage.image_id, ClsDatasetImage.split, ClsImage.original_filename)
-                              .join(ClsImage, ClsImage.id == ClsDatasetImage.image_id)
+    # membership alone (no join: at 50,000 members the join to the library was most of the time)
+    members = session.execute(select(ClsDatasetImage.image_id, ClsDatasetImage.split)
                               .where(ClsDatasetImage.dataset_id == dataset_id)).all()
     placed = [(m, position[m.image_id.bytes]) for m in members if m.image_id.bytes in position]
     total = len(placed)
@@ -156,11 +158,16 @@ def dataset_map(session: Session, *, dataset_id: uuid.UUID, colour_by: str = "cl
         placed = [placed[i] for i in keep]
     rows = np.array([p for _m, p in placed], dtype=np.int64)
     xy = stored["xy"][rows] if len(rows) else np.zeros((0, 2), dtype=np.float32)
+    names: dict[uuid.UUID, str] = {}
+    if len(placed) <= HOVER_NAMES_MAX:
+        names = dict(session.execute(select(ClsImage.id, ClsImage.original_filename)
+                                     .join(ClsDatasetImage, ClsDatasetImage.image_id == ClsImage.id)
+                                     .where(ClsDatasetImage.dataset_id == dataset_id)).all())
     colours, scored = _colours(session, storage, dataset_id, [m for m, _p in placed], colour_by)
     return {"map": {"method": stored["method"], "count": stored["count"], "index_count": stored["index_count"],
                     "source": stored["source"]},
             "ids": [str(m.image_id) for m, _p in placed], "x": xy[:, 0].tolist(), "y": xy[:, 1].tolist(),
-            "names": [m.original_filename or "" for m, _p in placed], "colour": colours, "scored": scored,
+            "names": [names.get(m.image_id) or "" for m, _p in placed], "colour": colours, "scored": scored,
             "total": total, "missing": len(members) - total}
 
 

@@ -5,8 +5,8 @@ it covers and the method), so a page only reads a few MB and never projects whil
 Methods: PCA (scikit-learn, randomized, fitted on at most PCA_FIT_POINTS) always works and is quick:
 3.4 s for 10,000 vectors and 11 s for 100,000 (reading the shards 1 s of it) on the shared 2-core
 machine at load ≈ 12. UMAP (umap-learn) keeps neighbourhoods, what a map is for, but is slow here
-(fitting 10,000 points took minutes, its numba compilation included), so "auto" takes it only up to
-UMAP_AUTO_MAX points and PCA above; asked for by name, UMAP is fitted on a seeded sample of at most
+(10,000 points: 414 s, its 21 s import and numba compilation included), so "auto" takes it only up
+to UMAP_AUTO_MAX points and PCA above; asked for by name, UMAP is fitted on a seeded sample of at most
 UMAP_MAX_FIT points and places the others with its `transform`. Either way it is a job: the page
 never projects while a user waits.
 Figures: bench/bench_similarity_map.py."""
@@ -32,7 +32,7 @@ METHODS = ("auto", "umap", "pca")
 PCA_FIT_POINTS = 50_000
 UMAP_MAX_FIT = 20_000
 """UMAP is fitted on at most this many points (a seeded sample); the others are placed by transform."""
-UMAP_AUTO_MAX = 20_000
+UMAP_AUTO_MAX = 5_000
 """Largest index "auto" projects with UMAP (when umap-learn is installed); PCA above."""
 SEED = 0
 
