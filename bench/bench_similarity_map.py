@@ -109,8 +109,14 @@ def bench_dataset_map(n: int, dataset_id: uuid.UUID) -> None:
         started = time.perf_counter()
         with session_scope() as session:
             data = dataset_map(session, dataset_id=dataset_id, colour_by=colour_by)
-        print(f"Map tab read, dataset of {data['total']:,} on a {n:,}-point map, colour by {colour_by}: "
-              f"{(time.perf_counter() - started) * 1000:.0f} ms for {len(data['ids']):,} points", flush=True)
+        read_ms = (time.perf_counter() - started) * 1000
+        started = time.perf_counter()
+        from ui.similarity_map import figure
+
+        shipped = figure(data)[0].to_json()
+        print(f"Map tab, dataset of {data['total']:,} on a {n:,}-point map, colour by {colour_by}: read "
+              f"{read_ms:.0f} ms · Scattergl figure + JSON {(time.perf_counter() - started) * 1000:.0f} ms "
+              f"({len(shipped) / 1e6:.1f} MB) for {len(data['ids']):,} points", flush=True)
 
 
 def bench_page(ids: list[uuid.UUID], dataset_id: uuid.UUID, queries: int) -> None:

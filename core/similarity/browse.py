@@ -132,8 +132,9 @@ HOVER_NAMES_MAX = 10_000
 def dataset_map(session: Session, *, dataset_id: uuid.UUID, colour_by: str = "class",
                 max_points: int = MAX_MAP_POINTS, storage=None) -> dict[str, Any]:
     """A dataset's images on the stored map of the index: columns `ids`, `x`, `y`, `colour` (text, or a
-    score in 0..1 with None for unscored when `scored`), `names` (empty past HOVER_NAMES_MAX); `missing` counts the dataset's images
-    the map lacks (embedded after it was computed, or not yet); `map` is None when no map exists."""
+    score in 0..1 with None for unscored when `scored`), `names` (empty past HOVER_NAMES_MAX);
+    `missing` counts the dataset's images the map lacks (embedded after it was computed, or not yet);
+    `map` is None when no map exists."""
     import numpy as np
 
     from core.similarity.projection import stored_map
@@ -147,55 +148,68 @@ def dataset_map(session: Session, *, dataset_id: uuid.UUID, colour_by: str = "cl
     stored = stored_map(session=session, storage=storage)
     if stored is None:
         return {"map": None}
-    position = {value.tobytes(): row for row, value in enumerate(stored["ids"])}
-    # membership alone (no join: at 50,000 members the join to the library was most of the time)
-    members = session.execute(select(ClsDatasetImage.image_id, ClsDatasetImage.split)
+    position = {value.tobytes().hex(): row for row, value in enumerate(stored["ids"])}
+    # Ids read as 32-digit hex text: building 50,000 uuid.UUID objects was a second of the read; and
+    # membership alone, with no join to the library (the join was most of the rest).
+    members = session.execute(select(_hex(ClsDatasetImage.image_id), ClsDatasetImage.split)
                               .where(ClsDatasetImage.dataset_id == dataset_id)).all()
-    placed = [(m, position[m.image_id.bytes]) for m in members if m.image_id.bytes in position]
+    placed = [(key, split, position[key]) for key, split in members if key in position]
     total = len(placed)
     if total > max_points:
         keep = np.sort(np.random.default_rng(0).choice(total, max_points, replace=False))
         placed = [placed[i] for i in keep]
-    rows = np.array([p for _m, p in placed], dtype=np.int64)
+    rows = np.array([p for _key, _split, p in placed], dtype=np.int64)
     xy = stored["xy"][rows] if len(rows) else np.zeros((0, 2), dtype=np.float32)
-    names: dict[uuid.UUID, str] = {}
+    names: dict[str, str] = {}
     if len(placed) <= HOVER_NAMES_MAX:
-        names = dict(session.execute(select(ClsImage.id, ClsImage.original_filename)
+        names = dict(session.execute(select(_hex(ClsImage.id), ClsImage.original_filename)
                                      .join(ClsDatasetImage, ClsDatasetImage.image_id == ClsImage.id)
                                      .where(ClsDatasetImage.dataset_id == dataset_id)).all())
-    colours, scored = _colours(session, storage, dataset_id, [m for m, _p in placed], colour_by)
+    ids = [_dashed(key) for key, _split, _p in placed]
+    colours, scored = _colours(session, storage, dataset_id, placed, ids, colour_by)
     return {"map": {"method": stored["method"], "count": stored["count"], "index_count": stored["index_count"],
                     "source": stored["source"]},
-            "ids": [str(m.image_id) for m, _p in placed], "x": xy[:, 0].tolist(), "y": xy[:, 1].tolist(),
-            "names": [names.get(m.image_id) or "" for m, _p in placed], "colour": colours, "scored": scored,
+            "ids": ids, "x": xy[:, 0].tolist(), "y": xy[:, 1].tolist(),
+            "names": [names.get(key) or "" for key, _split, _p in placed], "colour": colours, "scored": scored,
             "total": total, "missing": len(members) - total}
 
 
-def _colours(session: Session, storage, dataset_id: uuid.UUID, members: list, colour_by: str) -> tuple[list, bool]:
+def _hex(column):
+    """A uuid column as 32 lower-case hex digits, the same on SQLite (stored so) and Postgres."""
+    from sqlalchemy import String, cast, func
+
+    return func.lower(func.replace(cast(column, String), "-", ""))
+
+
+def _dashed(key: str) -> str:
+    return f"{key[:8]}-{key[8:12]}-{key[12:16]}-{key[16:20]}-{key[20:]}"
+
+
+def _colours(session: Session, storage, dataset_id: uuid.UUID, placed: list, ids: list[str],
+             colour_by: str) -> tuple[list, bool]:
+    """One colour value per placed member ((hex id, split, position)); `ids` are their dashed ids."""
     from core.models import ClsClass, ClsLabel
 
     if colour_by == "split":
-        return [m.split or "unassigned" for m in members], False
+        return [split or "unassigned" for _key, split, _p in placed], False
     if colour_by in ("class", "prediction"):
-        names = dict(session.execute(select(ClsClass.id, ClsClass.name)).all())
-        query = select(ClsLabel.image_id, ClsLabel.class_id).where(ClsLabel.dataset_id == dataset_id)
+        names = dict(session.execute(select(_hex(ClsClass.id), ClsClass.name)).all())
+        query = select(_hex(ClsLabel.image_id), _hex(ClsLabel.class_id)).where(ClsLabel.dataset_id == dataset_id)
         if colour_by == "prediction":
             query = query.where(ClsLabel.is_ai_generated.is_(True))
-        per_image: dict[uuid.UUID, list[str]] = {}
-        for image_id, class_id in session.execute(query):
-            per_image.setdefault(image_id, []).append(names.get(class_id, "?"))
+        per_image: dict[str, list[str]] = {}
+        for image_key, class_key in session.execute(query):
+            per_image.setdefault(image_key, []).append(names.get(class_key, "?"))
         empty = "unlabeled" if colour_by == "class" else "no prediction"
-        return [", ".join(sorted(per_image.get(m.image_id, []))) or empty for m in members], False
+        return [", ".join(sorted(per_image.get(key, []))) or empty for key, _split, _p in placed], False
     from core.prediction.label_errors import stored_issues
 
     result = stored_issues(storage=storage, dataset_id=dataset_id)
     issues = {issue["image_id"]: issue for issue in (result or {}).get("issues", [])}
     if colour_by == "disagreement":
         other = "not flagged" if result else "not checked (run the label-error finder)"
-        return [f"suggests {issues[str(m.image_id)]['suggested']}" if str(m.image_id) in issues else other
-                for m in members], False
-    return [round(1.0 - issues[str(m.image_id)]["label_quality"], 4) if str(m.image_id) in issues else None
-            for m in members], True
+        return [f"suggests {issues[i]['suggested']}" if i in issues else other for i in ids], False
+    return [round(1.0 - issues[i]["label_quality"], 4) if i in issues else None for i in ids], True
 
 
 def selected_items(session: Session, *, dataset_id: uuid.UUID, image_ids: list[uuid.UUID]) -> list:
