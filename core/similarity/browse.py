@@ -159,7 +159,7 @@ def dataset_map(session: Session, *, dataset_id: uuid.UUID, colour_by: str = "cl
         keep = np.sort(np.random.default_rng(0).choice(total, max_points, replace=False))
         placed = [placed[i] for i in keep]
     rows = np.array([p for _key, _split, p in placed], dtype=np.int64)
-    xy = stored["xy"][rows] if len(rows) else np.zeros((0, 2), dtype=np.float32)
+    xy = stored["xy"][rows].round(4) if len(rows) else np.zeros((0, 2), dtype=np.float32)  # shorter JSON
     names: dict[str, str] = {}
     if len(placed) <= HOVER_NAMES_MAX:
         names = dict(session.execute(select(_hex(ClsImage.id), ClsImage.original_filename)
