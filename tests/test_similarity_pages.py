@@ -236,3 +236,34 @@ def test_an_upload_not_in_the_library_finds_its_library_copies(db_stack):
         assert similar_to_image(session, data=drawn_image_bytes(20), k=1)[0]["id"] == ids["outside"][1]
         with pytest.raises(InvalidInput, match="the image"):
             similar_to_image(session, data=b"not an image")
+
+
+def test_the_labeling_page_carries_the_current_images_neighbours_to_the_grid(embedded_stack):
+    """Labeling page (AppTest): "Find images like the current one" shows the neighbours in the
+    dataset; the chosen ones open the dataset grid as its selection."""
+    from streamlit.testing.v1 import AppTest
+
+    from tests.apptest_tools import component_data
+    from tests.plugins.browser import ROOT
+
+    ids = seeded(embedded_stack)
+    embed(embedded_stack)
+    app = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120)  # the app: switch_page needs its pages
+    app.run()
+    app.switch_page("pages/labeling.py")
+    app.query_params["dataset"] = str(ids["dataset"])
+    app.query_params["mode"] = "all"  # every seeded image is labeled
+    app.run()
+    assert not app.exception
+    current = app.query_params["image"]
+    current = current[0] if isinstance(current, list) else current
+    app.button(key="labeling_like_go").click().run()
+    app.slider(key="labeling_like_min").set_value(0.0).run()
+    tiles = next(c for c in component_data(app, "thumbnail_grid") if c["tiles"])["tiles"]
+    shown = {t["id"] for t in tiles}
+    assert current not in shown and shown <= {str(i) for i in [*ids["inside"], ids["copy_in"]]}
+    app.button(key="labeling_like_select").click().run()
+    app.button(key="labeling_like_grid").click().run()
+    assert not app.exception
+    assert any(m.value.startswith(f"**{len(shown)} selected") for m in app.markdown)  # the grid, its selection
+    assert app.session_state[f"dsgrid_{ids['dataset']}"]["selection"].ids == shown
