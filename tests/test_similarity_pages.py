@@ -267,3 +267,17 @@ def test_the_labeling_page_carries_the_current_images_neighbours_to_the_grid(emb
     assert not app.exception
     assert any(m.value.startswith(f"**{len(shown)} selected") for m in app.markdown)  # the grid, its selection
     assert app.session_state[f"dsgrid_{ids['dataset']}"]["selection"].ids == shown
+
+
+def test_a_page_loads_the_index_in_a_thread_and_says_when_it_holds_it(db_stack):
+    from core.similarity import search
+    from core.similarity.browse import warm_index
+
+    seeded(db_stack)
+    embed(db_stack)
+    search._loaded.clear()  # as a fresh server process
+    with db_stack.session() as session:
+        warm_index(session=session, wait_s=0)  # starts the thread, does not wait
+        assert warm_index(session=session, wait_s=60)  # loaded by the thread
+        assert len(next(iter(search._loaded.values()))) == 1
+        assert warm_index(session=session, wait_s=0)  # held: no thread, no wait

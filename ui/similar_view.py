@@ -53,6 +53,26 @@ def no_index(state: dict, key: str) -> None:
             st.rerun()
 
 
+def index_loaded(state: dict) -> bool:
+    """Whether this server holds the index; if not, says it is loading and redraws once it is."""
+    from core.similarity.browse import warm_index
+
+    with session_scope() as session:
+        if warm_index(session=session):
+            return True
+    st.info(f"Loading the similarity index ({state['index']['count']:,} images) into this server: once per "
+            "server, about a minute per 100,000 images here.")
+
+    @st.fragment(run_every=2.0)
+    def wait() -> None:
+        with session_scope() as session:
+            if warm_index(session=session, wait_s=0):
+                st.rerun()
+
+    wait()
+    return False
+
+
 def similar_tiles(image_id: uuid.UUID, *, key: str, dataset_id: uuid.UUID | None = None) -> list[dict] | None:
     """The slider and count, then the matches ({id, similarity, filename, thumbnail_path}); None when
     there is no index (explained) or the query was refused (shown)."""
@@ -61,6 +81,8 @@ def similar_tiles(image_id: uuid.UUID, *, key: str, dataset_id: uuid.UUID | None
     state = index_state()
     if not state["ready"]:
         no_index(state, key)
+        return None
+    if not index_loaded(state):
         return None
     cols = st.columns([3, 1])
     least = cols[0].slider("Least similarity", 0.0, 1.0, DEFAULT_MIN, 0.01, key=f"{key}_min",
@@ -178,6 +200,8 @@ def upload_section(data: bytes, number: int) -> None:
     state = index_state()
     if not state["ready"]:
         no_index(state, key=f"predict_like_{number}")
+        return
+    if not index_loaded(state):
         return
     least = st.slider("Least similarity", 0.0, 1.0, DEFAULT_MIN, 0.01, key=f"predict_like_min_{number}")
     found = None

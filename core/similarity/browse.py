@@ -47,6 +47,47 @@ def index_state(*, session: Session) -> dict[str, Any]:
     return state
 
 
+WARM_WAIT_S = 3.0
+"""How long a page waits for its index to load before saying it is loading (small ones are done)."""
+
+_warming: dict[tuple[int, uuid.UUID], threading.Thread] = {}
+_warming_lock = threading.Lock()
+
+
+def warm_index(session: Session, *, storage=None, wait_s: float = WARM_WAIT_S) -> bool:
+    """Whether this process holds the searched index, caught up; if not, it is loaded in a thread
+    (once per index and process) and this waits up to `wait_s`. The first load builds the ANN graph
+    (100 s for 100,000 vectors on the shared 2-core machine): a page says so instead of freezing."""
+    from core.db import session_scope
+    from core.similarity import search
+    from core.similarity.embeddings import find_index
+
+    row = find_index(session=session)
+    bind = session.get_bind()
+    engine = getattr(bind, "engine", bind)
+    held = search._loaded.get(engine, {}).get(row.id)
+    if held is not None and sum(held.loaded) >= row.count:
+        return True
+    if storage is None:
+        from core.storage import get_storage
+
+        storage = get_storage()
+    index_id = row.id
+
+    def load() -> None:
+        with session_scope() as own:
+            search.loaded_index(own, storage, own.get(ClsEmbeddingIndex, index_id))
+
+    with _warming_lock:
+        thread = _warming.get((id(engine), index_id))
+        if thread is None or not thread.is_alive():
+            thread = _warming[(id(engine), index_id)] = threading.Thread(target=load, daemon=True,
+                                                                         name=f"load-index-{index_id}")
+            thread.start()
+    thread.join(wait_s)
+    return not thread.is_alive()
+
+
 def embedding_choices(*, session: Session) -> list[dict[str, str | None]]:
     """What a page offers to embed the library with: each active registered model (its own network),
     then the default backbone with hub weights, then with random weights (no download: near copies
