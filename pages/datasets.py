@@ -249,19 +249,24 @@ def detail_view(dataset_id: uuid.UUID) -> None:
         if st.button("Label", icon=":material/keyboard:", key="ds_label", type="primary"):
             st.switch_page("pages/labeling.py", query_params={"dataset": str(dataset_id)})
     st.caption(" · ".join(filter(None, [TASK_LABELS[dataset["task_type"]], plain(dataset["description"])])))
-    tabs = st.tabs(["Images", "Splits", "Versions", "Health", "Export", "Settings"], key=f"ds_tabs_{dataset_id}",
-                   on_change="rerun")
+    tabs = st.tabs(["Images", "Map", "Splits", "Versions", "Health", "Export", "Settings"],
+                   key=f"ds_tabs_{dataset_id}", on_change="rerun")
     with tabs[0]:
         if tabs[0].open:
             dataset_grid(dataset_id)
             if allowed("admin"):
                 add_images_section(dataset_id)
-    for tab, name in zip(tabs[1:5], ("splits", "versions", "health", "export"), strict=True):
+    with tabs[1]:
+        if tabs[1].open:
+            from ui.similarity_map import render_map
+
+            render_map(dataset_id)
+    for tab, name in zip(tabs[2:6], ("splits", "versions", "health", "export"), strict=True):
         with tab:
             if tab.open:
                 _section(name, dataset_id)
-    with tabs[5]:
-        if tabs[5].open:
+    with tabs[6]:
+        if tabs[6].open:
             settings_section(dataset)
 
 

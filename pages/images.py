@@ -20,6 +20,7 @@ from ui.shared import (
     refusal,
     storage_urls,
 )
+from ui.similar_view import like_view, open_like
 
 SORT_LABELS = {"date_desc": "Newest first", "date_asc": "Oldest first", "name_asc": "Name A–Z",
                "name_desc": "Name Z–A", "size_desc": "Largest first", "size_asc": "Smallest first"}
@@ -65,8 +66,9 @@ def sync_query_params(filters: ImageFilters, sort: str, view: str, page: int) ->
         wanted["view"] = view
     if page > 1:
         wanted["page"] = str(page)
-    if "image" in st.query_params:
-        wanted["image"] = st.query_params["image"]
+    for kept in ("image", "like"):
+        if kept in st.query_params:
+            wanted[kept] = st.query_params[kept]
     if wanted != st.query_params.to_dict():
         st.query_params.from_dict(wanted)
 
@@ -112,7 +114,8 @@ def confirm_delete(ids: list[uuid.UUID], what: str) -> None:
             st.rerun()
 
 
-def bulk_actions(filters: ImageFilters, count: int, total: int, more: bool) -> None:
+def bulk_actions(filters: ImageFilters, count: int, total: int, more: bool, by_filters: bool = True) -> None:
+    """`by_filters`: offer "delete all matching the filters" (not under ?like=, where they are not shown)."""
     from core.library import bulk
     from core.library import images as lib
 
@@ -148,8 +151,8 @@ def bulk_actions(filters: ImageFilters, count: int, total: int, more: bool) -> N
         with tab_delete:
             if st.button(f"Delete {count:,} selected", key="img_bulk_delete"):
                 confirm_delete(selected_ids(filters), "selected images")
-            if st.button(f"Delete all {total:,}{'+' if more else ''} matching the filters",
-                         key="img_bulk_delete_filtered"):
+            if by_filters and st.button(f"Delete all {total:,}{'+' if more else ''} matching the filters",
+                                        key="img_bulk_delete_filtered"):
                 from core.library.images import matching_image_ids
 
                 with session_scope() as session:
@@ -254,6 +257,9 @@ def image_dialog(image_id: uuid.UUID) -> None:
         st.caption(f"{image.width}×{image.height} · {image.format} · {(image.file_size_bytes or 0) / 1024:,.1f} KB · "
                    f"{image.source} · added {image.created_at:%Y-%m-%d %H:%M}")
         st.caption(f"SHA-256 {image.file_hash[:16]}… · pHash {image.phash}")
+        if st.button("More like this", key="img_more_like", icon=":material/image_search:"):
+            open_like(image.id, _selection())
+            st.rerun()  # the whole page: a dialog's button reruns only the dialog
         if allowed("admin"):
             _edit_image(image)
         else:
@@ -328,6 +334,11 @@ def _duplicates_of(image_id: uuid.UUID) -> None:
 def library_tab() -> None:
     from core.library.images import count_ahead, list_images
 
+    if st.session_state.get("img_toast"):
+        st.toast(st.session_state.pop("img_toast"))
+    if st.query_params.get("like"):  # more like one image: its neighbours, the same bulk actions
+        return like_view(key="img_like", selection=_selection(),
+                         bulk_actions=lambda count: bulk_actions(ImageFilters(), count, count, False, False))
     options = library_filter_options()
     filters, sort, view = filters_bar(options)
     signature = (filters.to_params(), sort)
@@ -361,8 +372,6 @@ def library_tab() -> None:
         grid(rows, urls)
     page = pager(total, page, more)
     sync_query_params(filters, sort, view, page)
-    if st.session_state.get("img_toast"):
-        st.toast(st.session_state.pop("img_toast"))
     if st.query_params.get("image"):
         try:
             image_dialog(uuid.UUID(st.query_params["image"]))

@@ -305,3 +305,6 @@ else:
     if state is not None:
         labeling_panel(dataset_id)
         action_buttons(dataset_id)
+        from ui.similar_view import labeling_section
+
+        labeling_section(dataset_id)

@@ -99,6 +99,10 @@ def predict_tab() -> None:
                             "**Abstained:** the top probability is below the model's threshold")
                 top_k_chart(item)
                 grad_cam_view(model_id, item, images.get(item["image"]), number)
+            if images.get(item["image"]) is not None:
+                from ui.similar_view import upload_section
+
+                upload_section(images[item["image"]], number)
 
 
 def grad_cam_view(model_id: str, item: dict, image: bytes | None, number: int) -> None:

@@ -290,6 +290,26 @@ def dataset_grid(dataset_id: uuid.UUID) -> None:
     grid()
 
 
+def _like_section(dataset_id: uuid.UUID, selection: Selection) -> bool:
+    """"More like this" for one selected image: its neighbours in this dataset replace the tiles, in
+    the grid's own selection (number keys and bulk actions act on them); True while shown."""
+    from ui.similar_view import more_like_this_panel
+
+    state = _state(dataset_id)
+    if not state.get("like"):
+        if len(selection.ids) == 1 and not selection.all_matching:
+            st.button("More like the selected image", key=f"dsgrid_like_go_{dataset_id}",
+                      icon=":material/image_search:", on_click=state.update, args=({"like": next(iter(selection.ids))},))
+        return False
+    cols = st.columns([4, 1], vertical_alignment="center")
+    cols[0].markdown("**More like the image chosen**: select among them, then press a class's key")
+    cols[1].button("Back to the grid", key=f"dsgrid_like_back_{dataset_id}", on_click=state.pop, args=("like", None),
+                   width="stretch")
+    more_like_this_panel(uuid.UUID(state["like"]), key=f"dsgrid_like_{dataset_id}", selection=selection,
+                         dataset_id=dataset_id)
+    return True
+
+
 def _grid_body(dataset_id: uuid.UUID) -> None:
     from core.datasets.grid import dataset_grid as grid_page
 
@@ -321,6 +341,8 @@ def _grid_body(dataset_id: uuid.UUID) -> None:
         st.toast(toast)
     if error := st.session_state.pop(f"dsgrid_error_{dataset_id}", None):
         st.error(error)
+    if _like_section(dataset_id, selection):
+        return
     if not items:
         st.info("No images match these filters." if dataset["image_count"] else
                 "This dataset has no images yet: use Import, or add images from the library below.")

@@ -47,6 +47,7 @@ JOB_KINDS: dict[str, JobKind] = {
     "batch_prediction": JobKind("jobs.predictions.batch_predict", "predictions"),
     "label_issues": JobKind("jobs.predictions.find_label_issues", "predictions"),
     "embeddings": JobKind("jobs.similarity.embed_library", "predictions"),
+    "similarity_map": JobKind("jobs.similarity.project_index", "predictions"),
 }
 
 
