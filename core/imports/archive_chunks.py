@@ -44,11 +44,28 @@ def plan_archive_import(*, actor: User, archive_key: str, dataset_id: str, class
         with SafeZip(path) as archive:
             dataset, planned = plan_archive_items(actor=actor, archive=archive, dataset_id=dataset_id,
                                                   mapping=mapping, conflicts=conflicts, summary=summary)
-    members = [[p.entry, [str(c) for c in p.labels] if p.labels else None, p.split] for p in planned]
-    size = get_settings().import_chunk_members
+            same_bytes_key = {entry.name: (entry.info.CRC, entry.size) for entry in archive.entries}
     common = {"archive_key": archive_key, "dataset_id": str(dataset[0]), "skip_duplicates": skip_duplicates}
-    chunks = [{**common, "members": members[start:start + size]} for start in range(0, len(members), size)]
-    return {"summary": summary.as_dict(), "archive_key": archive_key, "members": len(members)}, chunks
+    chunks = [{**common, "members": members} for members in _split(planned, same_bytes_key,
+                                                                     get_settings().import_chunk_members)]
+    return {"summary": summary.as_dict(), "archive_key": archive_key, "members": len(planned)}, chunks
+
+
+def _split(planned: list, same_bytes_key: dict[str, tuple], size: int) -> list[list[list]]:
+    """Members in archive order, `size` a chunk, except that a member whose CRC-32 and size (the ZIP
+    directory's, no byte read) match an earlier member's joins that member's chunk: copies of the same
+    bytes are then deduplicated by one worker, never raced by two (each would store its own copy)."""
+    chunks: list[list[list]] = []
+    home: dict[tuple, int] = {}
+    for item in planned:
+        member = [item.entry, [str(c) for c in item.labels] if item.labels else None, item.split]
+        key = same_bytes_key[item.entry]
+        if key not in home:
+            if not chunks or len(chunks[-1]) >= size:
+                chunks.append([])
+            home[key] = len(chunks) - 1
+        chunks[home[key]].append(member)
+    return chunks
 
 
 def _done_members(session, job_id: uuid.UUID, names: list[str]) -> set[str]:
