@@ -22,8 +22,8 @@ from core.imports.archive import ClassMapping, fetch_archive, plan_archive_items
 from core.imports.archive_conflicts import check_choice
 from core.imports.batches import ImportItem, ImportSummary, run_items
 from core.imports.safe_zip import SafeZip
-from core.jobs.fanout import item_counts, record_items
-from core.models import ClsImage, ClsJobItem
+from core.jobs.fanout import done_items, item_counts, record_items
+from core.models import ClsImage
 from core.permissions import requires
 from core.storage import get_storage
 from core.users import User
@@ -68,14 +68,6 @@ def _split(planned: list, same_bytes_key: dict[str, tuple], size: int) -> list[l
     return chunks
 
 
-def _done_members(session, job_id: uuid.UUID, names: list[str]) -> set[str]:
-    done: set[str] = set()
-    for start in range(0, len(names), 500):  # bounded IN lists (SQLite's variable limit)
-        done.update(session.scalars(select(ClsJobItem.item_key).where(
-            ClsJobItem.job_id == job_id, ClsJobItem.item_key.in_(names[start:start + 500]))))
-    return done
-
-
 def _recorder(job_id: uuid.UUID):
     """The on_placed hook: one cls_job_items row per member, in the batch's transaction. A member the
     job's dead attempt stored (its image names this job and this member) counts as imported, not as
@@ -105,7 +97,7 @@ def import_archive_chunk(*, actor: User, job_id, archive_key: str, dataset_id: s
     storage = get_storage()
     with session_scope() as session:
         dataset = load_dataset(session=session, dataset_id=dataset_id)
-        done = _done_members(session, job_id, [m[0] for m in members])
+        done = done_items(session, job_id, [m[0] for m in members])
     todo = [m for m in members if m[0] not in done]
     summary = ImportSummary()
     with tempfile.TemporaryDirectory(prefix="archive-chunk-") as workdir:

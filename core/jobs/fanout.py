@@ -60,7 +60,9 @@ def fan_out(ctx, *, chunk_function: str, chunks: list[dict[str, Any]], sizes: li
         session.flush()
         parent_id, queue_name, chunk_ids = parent.id, parent.queue, [row.id for row in rows]
     backend = get_backend()
-    if backend.name == "rq":
+    if not chunk_ids:  # nothing to spread: finish here
+        finish_parent(parent_id)
+    elif backend.name == "rq":
         _submit_to_rq(backend.connection, queue_name, parent_id, chunk_ids)
     else:  # in-process: this thread runs them in order (a pool thread already), each retried as RQ would
         for chunk_id in chunk_ids:
@@ -311,6 +313,17 @@ def record_items(session, job_id: uuid.UUID, rows: list[dict[str, Any]]) -> set[
     insert = postgres_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     statement = insert(ClsJobItem).values([{"added": 0, "labels": 0, **row, "job_id": job_id} for row in rows])
     return set(session.scalars(statement.on_conflict_do_nothing().returning(ClsJobItem.item_key)))
+
+
+def done_items(session, job_id: uuid.UUID, keys: list[str]) -> set[str]:
+    """Of `keys`, those the job has already applied (an earlier run of the same chunk)."""
+    from core.models import ClsJobItem
+
+    done: set[str] = set()
+    for start in range(0, len(keys), 500):  # bounded IN lists (SQLite's variable limit)
+        done.update(session.scalars(select(ClsJobItem.item_key).where(
+            ClsJobItem.job_id == job_id, ClsJobItem.item_key.in_(keys[start:start + 500]))))
+    return done
 
 
 def item_counts(session, job_id: uuid.UUID) -> dict[str, dict[str, int]]:
