@@ -43,7 +43,7 @@ def fleet(request, tmp_path, monkeypatch):
     _redis_flush(redis_url)
     built = Stack("fleet", pg_url, f"file://{tmp_path / 'storage'}", redis_url)
     _apply(monkeypatch, built)
-    settings = {"CHUNK_STALE_AFTER_S": str(STALE_S), "PREDICTION_CHUNK_IMAGES": "150", "IMPORT_CHUNK_MEMBERS": "100"}
+    settings = {"CHUNK_STALE_AFTER_S": str(STALE_S), "PREDICTION_CHUNK_IMAGES": "100", "IMPORT_CHUNK_MEMBERS": "100"}
     for name, value in settings.items():
         monkeypatch.setenv(name, value)
     reset_settings_cache()
@@ -125,7 +125,7 @@ def test_sigkill_of_a_worker_mid_prediction_still_predicts_every_image_once(flee
     from core.prediction.auto_label import read_csv, start_batch_prediction
 
     stack, env = fleet
-    count = 1200
+    count = 800
     dataset_id, model_id = prediction_setup(stack, checkpoint, count)
     workers = start_workers(2, env=env, log_dir=tmp_path)
     try:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import traceback
 import uuid
 from datetime import timedelta
@@ -96,8 +97,6 @@ class ChunkContext:
     """A chunk's JobContext: its progress is summed onto the parent, and the parent's cancel flag stops it."""
 
     def __init__(self, chunk_id: uuid.UUID, parent_id: uuid.UUID, *, min_interval_s: float = 0.5):
-        import time
-
         self.job_id, self.parent_id, self.min_interval_s = chunk_id, parent_id, min_interval_s
         self._clock = time.monotonic
         self._last_write = self._last_check = 0.0
@@ -236,6 +235,7 @@ def requeue_stale_chunks(parent_id: uuid.UUID | None = None) -> int:
         from rq import Queue
         from rq.exceptions import NoSuchJobError
         from rq.job import Job
+        from rq.registry import StartedJobRegistry
 
         for chunk_id, queue_name in requeued:
             log.warning("chunk %s stopped beating; queued again", chunk_id)
@@ -243,7 +243,11 @@ def requeue_stale_chunks(parent_id: uuid.UUID | None = None) -> int:
                 job = Job.fetch(str(chunk_id), connection=backend.connection)
             except NoSuchJobError:
                 continue
-            Queue(queue_name, connection=backend.connection).enqueue_job(job)
+            queue = Queue(queue_name, connection=backend.connection)
+            # The dead execution leaves RQ's started registry now, so RQ's own cleanup does not also
+            # retry it (as abandoned) later while another worker runs it.
+            StartedJobRegistry(queue=queue).remove_executions(job)
+            queue.enqueue_job(job)
     return len(requeued)
 
 
