@@ -232,3 +232,26 @@ def test_embedded_runs_the_chunks_in_its_own_thread_and_cancel_stops_them(embedd
         statuses = session.scalars(select(ClsJob.status).where(ClsJob.parent_id == job_id)).all()
         assert job.status == "cancelled"
         assert "cancelled" in statuses and statuses.count("succeeded") < 30
+
+
+def test_embedded_reaper_ends_a_fanned_out_job_whose_process_died(embedded_stack):
+    from datetime import timedelta
+
+    from core.jobs.fanout import CHUNK_KIND, reap_stale
+    from core.models import utcnow
+
+    long_ago = utcnow() - timedelta(minutes=10)
+    with embedded_stack.session() as session:
+        parent = ClsJob(kind="batch_prediction", queue="predictions", function="jobs.predictions.batch_predict",
+                        params={}, status="running", heartbeat_at=long_ago)
+        session.add(parent)
+        session.flush()
+        running, queued = (ClsJob(kind=CHUNK_KIND, queue="predictions", function="jobs.predictions.predict_chunk",
+                                  params={}, status=status, heartbeat_at=long_ago, parent_id=parent.id)
+                           for status in ("running", "queued"))
+        session.add_all([running, queued])
+    with embedded_stack.session() as session:
+        assert reap_stale(session=session) == 1  # the parent; its running chunk ended failed, not requeued
+    with embedded_stack.session() as session:
+        assert session.get(ClsJob, parent.id).status == "failed"
+        assert session.get(ClsJob, running.id).status == "failed"

@@ -31,7 +31,7 @@ from sqlalchemy import func, or_, select, update
 from core.config import get_settings
 from core.db import session_scope
 from core.errors import JobCancelled, UserError
-from core.jobs.rows import DETACHED, _run_failure_hook, load_function
+from core.jobs.rows import DETACHED, _run_failure_hook, load_function, reap_stale_jobs
 from core.models import ClsJob, utcnow
 from core.users import actor_from_record
 
@@ -215,7 +215,7 @@ def on_chunk_failed(job, connection, type, value, tb) -> None:  # noqa: A002 - R
 def requeue_stale_chunks(parent_id: uuid.UUID | None = None) -> int:
     """Put back on their queue the running chunks (of one parent, or all) whose heartbeat stopped.
     The row goes back to queued in one conditional UPDATE (one requeuer wins); RQ's job is then
-    enqueued again under the same id (in-process chunks die with their process: nothing to requeue)."""
+    enqueued again under the same id. In-process chunks died with their process: they end failed."""
     from core.jobs.queue import get_backend
 
     cutoff = utcnow() - timedelta(seconds=get_settings().chunk_stale_after_s)
@@ -223,6 +223,11 @@ def requeue_stale_chunks(parent_id: uuid.UUID | None = None) -> int:
     if parent_id is not None:
         stale &= ClsJob.parent_id == parent_id
     backend = get_backend()
+    if backend.name != "rq":  # in-process chunks died with their process, and nothing would run them again
+        with session_scope() as session:
+            return session.execute(update(ClsJob).where(stale).values(
+                status="failed", finished_at=utcnow(), error="the process running it stopped").execution_options(
+                synchronize_session=False)).rowcount
     requeued = []
     with session_scope() as session:
         for chunk_id, queue_name in session.execute(select(ClsJob.id, ClsJob.queue).where(stale)).all():
@@ -231,7 +236,7 @@ def requeue_stale_chunks(parent_id: uuid.UUID | None = None) -> int:
                 synchronize_session=False)).rowcount
             if won:
                 requeued.append((chunk_id, queue_name))
-    if backend.name == "rq":
+    if requeued:
         from rq import Queue
         from rq.exceptions import NoSuchJobError
         from rq.job import Job
@@ -253,10 +258,10 @@ def requeue_stale_chunks(parent_id: uuid.UUID | None = None) -> int:
 
 def reap_stale(*, session) -> int:
     """The reaper the pages and CLI run: silent chunks go back on their queue, then silent jobs end failed."""
-    from core.jobs.rows import reap_stale_jobs
+    from core.jobs.queue import get_backend
 
     requeue_stale_chunks()
-    return reap_stale_jobs(session=session)
+    return reap_stale_jobs(session=session, wait_for_chunks=get_backend().name == "rq")
 
 
 def finish_parent(parent_id: str | uuid.UUID) -> None:

@@ -139,18 +139,17 @@ def request_cancel(*, session: Session, actor: User, job_id: uuid.UUID) -> ClsJo
     return job
 
 
-def reap_stale_jobs(*, session: Session, stale_after_s: float = limits.JOB_STALE_AFTER_S) -> int:
+def reap_stale_jobs(*, session: Session, stale_after_s: float = limits.JOB_STALE_AFTER_S,
+                    wait_for_chunks: bool = True) -> int:
     """Mark failed the running jobs whose heartbeat stopped: their worker died. Chunks of a fanned-out
     job are left to core.jobs.fanout.reap_stale (which queues them again), and their parent waits
-    while it has chunks to run."""
+    while it has chunks to run (`wait_for_chunks`; in-process chunks die with their parent's process)."""
     cutoff = utcnow() - timedelta(seconds=stale_after_s)
     children = aliased(ClsJob)
     has_live_chunks = select(children.id).where(children.parent_id == ClsJob.id,
                                                 children.status.in_(ACTIVE_STATUSES)).exists()
-    stale = session.scalars(
-        select(ClsJob).where(ClsJob.status == "running", ClsJob.heartbeat_at < cutoff, ClsJob.parent_id.is_(None),
-                             ~has_live_chunks)
-    ).all()
+    query = select(ClsJob).where(ClsJob.status == "running", ClsJob.heartbeat_at < cutoff, ClsJob.parent_id.is_(None))
+    stale = session.scalars(query.where(~has_live_chunks) if wait_for_chunks else query).all()
     for job in stale:
         job.status = "failed"
         job.finished_at = utcnow()
