@@ -15,7 +15,7 @@ def import_urls(ctx: JobContext, *, actor: User, urls: list[str], folder: str | 
     from core.jobs.fanout import fan_out
 
     ctx.progress(0, len(urls), "downloading")
-    chunks = plan_url_chunks(urls)
+    chunks = plan_url_chunks(actor=actor, urls=urls)
     common = {"job_id": str(ctx.job_id), "folder": folder, "tags": tags, "skip_duplicates": skip_duplicates,
               "dataset_id": dataset_id}
     return fan_out(ctx, chunk_function="jobs.imports.import_url_chunk", finish="jobs.imports.finish_url_import",

@@ -20,7 +20,9 @@ from core.permissions import requires
 from core.users import User
 
 
-def plan_url_chunks(urls: list[str]) -> list[list[str]]:
+@requires("admin", "importing")
+def plan_url_chunks(*, actor: User, urls: list[str]) -> list[list[str]]:
+    """The URLs in chunks (the starter's role checked before any chunk is queued)."""
     size = get_settings().import_chunk_members
     return [urls[start:start + size] for start in range(0, len(urls), size)]
 
