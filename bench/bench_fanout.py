@@ -1,14 +1,15 @@
 """Benchmark: one batch prediction fanned out over 1 and then 2 local RQ workers (core/jobs/fanout.py);
 prints images/s of each, the speed-up, whether both runs predicted the same, and the load average.
 
-    python bench/bench_fanout.py [--images 20000] [--chunk 1000] [--size 32] [--no-pin] [--labels]
+    python bench/bench_fanout.py [--images 20000] [--chunk 500] [--size 32] [--no-pin] [--labels]
 
 A tiny ConvNeXt-V2 atto (pretrained=False, trained for a few steps on digits, 1 input channel, 32 px)
 predicts generated grayscale images. Each worker is an `rq worker` process (SimpleWorker: the model
 stays loaded between chunks) with one torch thread, pinned to its own core unless --no-pin, so
 1 worker uses one core and 2 workers two: the speed-up is the fleet's, not more threads'. The rate
 is images / (the job's finished_at - started_at), planning and the finisher included; a warm-up
-job first loads the model in every worker. Postgres (its own database bench_fanout, dropped at the
+job first loads the model in every worker. The workers' CPU per image shows the fan-out adds no work,
+and "cores busy" how much CPU the workers got (on a shared machine, less than their count). Postgres (its own database bench_fanout, dropped at the
 end), Redis database 7 (flushed), a temporary storage folder. --labels also writes AI labels.
 """
 
@@ -31,6 +32,15 @@ ADMIN = operator_user()
 ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/7")
 DB_NAME = "bench_fanout"
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used (/proc; 0 where there is none)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def load() -> str:
@@ -119,7 +129,7 @@ def predictions(result: dict) -> list[tuple]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=20_000)
-    parser.add_argument("--chunk", type=int, default=1000, help="images per chunk")
+    parser.add_argument("--chunk", type=int, default=500, help="images per chunk")
     parser.add_argument("--size", type=int, default=32, help="side of the generated images (pixels)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin each worker to its own core")
     parser.add_argument("--labels", action="store_true", help="also write AI labels")
@@ -159,13 +169,15 @@ def main() -> None:
                                                   overwrite=args.labels)
                 warm_ids = warmup_ids(dataset_id, args.chunk * count)
                 run_job(lambda ids=warm_ids: start(ids))  # every worker loads torch and the model
-                before = load()
+                before, cpu_before = load(), sum(cpu_seconds(w.pid) for w in workers)
                 result, seconds = run_job(start)
+                cpu = sum(cpu_seconds(w.pid) for w in workers) - cpu_before
                 rates[count], outputs[count] = args.images / seconds, predictions(result)
                 print(f"{count} worker{'s' if count > 1 else ' '}: {args.images} images in {seconds:7.1f} s = "
                       f"{rates[count]:7.1f} images/s ({result['parts']} chunks of {args.chunk}; "
-                      f"predicted {result['predicted']}, failed {result['failed']}); load before {before}, "
-                      f"after {load()}; pinned {cpus}")
+                      f"predicted {result['predicted']}, failed {result['failed']}); workers' CPU "
+                      f"{1000 * cpu / args.images:.2f} ms/image, {cpu / seconds:.2f} cores busy; "
+                      f"load before {before}, after {load()}; pinned {cpus}")
             finally:
                 stop(workers)
         same = outputs[1] == outputs[2] and len(outputs[1]) == args.images
