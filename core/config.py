@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     max_archive_ratio: int = limits.MAX_ARCHIVE_RATIO
     url_import_timeout_s: float = limits.URL_IMPORT_TIMEOUT_S
     url_import_max_bytes: int = limits.URL_IMPORT_MAX_BYTES
+    # Fan-out jobs (core/jobs/fanout.py): chunk sizes, and how long a silent chunk waits before it is requeued.
+    chunk_stale_after_s: float = limits.CHUNK_STALE_AFTER_S
+    prediction_chunk_images: int = Field(default=limits.PREDICTION_CHUNK_IMAGES, ge=1)
+    import_chunk_members: int = Field(default=limits.IMPORT_CHUNK_MEMBERS, ge=1)
     # Comma-separated hosts or CIDR ranges URL import may reach even if private (e.g. an intranet CDN).
     url_allow_list: str = ""
 

@@ -43,3 +43,13 @@ JOB_HEARTBEAT_S = 10.0
 
 JOB_STALE_AFTER_S = 90.0
 """A running job silent for this long is marked failed: its worker died."""
+
+CHUNK_STALE_AFTER_S = 60.0
+"""A running chunk of a fanned-out job silent for this long goes back on its queue (its worker died);
+its heartbeat beats four times as often. Setting CHUNK_STALE_AFTER_S."""
+
+PREDICTION_CHUNK_IMAGES = 2000
+"""Images per chunk of a batch prediction (core/prediction/batch_chunks.py). Setting PREDICTION_CHUNK_IMAGES."""
+
+IMPORT_CHUNK_MEMBERS = 1000
+"""Archive members per chunk of an archive import (core/imports/archive_chunks.py). Setting IMPORT_CHUNK_MEMBERS."""

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-
 from core.jobs.rows import JobContext
 from core.users import User
 
@@ -11,17 +9,27 @@ from core.users import User
 def import_urls(ctx: JobContext, *, actor: User, urls: list[str], folder: str | None = None,
                 tags: list[str] | None = None, skip_duplicates: bool = True, dataset_id: str | None = None,
                 rejected: list[dict] | None = None) -> dict:
-    """Download and ingest a list of URLs; `rejected` carries lines refused before the job started."""
-    from core.imports.urls import import_urls as run_import
+    """Download and ingest a list of URLs in chunks over the imports queue's workers; `rejected`
+    carries lines refused before the job started."""
+    from core.imports.url_chunks import plan_url_chunks
+    from core.jobs.fanout import fan_out
 
     ctx.progress(0, len(urls), "downloading")
-    summary = run_import(
-        actor=actor, urls=urls, folder=folder, tags=tags, skip_duplicates=skip_duplicates,
-        dataset_id=uuid.UUID(dataset_id) if dataset_id else None,
-        progress=lambda done, total: ctx.progress(done, total, f"{done}/{total} URLs"),
-    )
-    if rejected:
-        summary["results"] = list(rejected) + summary["results"]
-        summary["rejected"] += len(rejected)
-        summary["total"] += len(rejected)
-    return summary
+    chunks = plan_url_chunks(actor=actor, urls=urls)
+    common = {"job_id": str(ctx.job_id), "folder": folder, "tags": tags, "skip_duplicates": skip_duplicates,
+              "dataset_id": dataset_id}
+    return fan_out(ctx, chunk_function="jobs.imports.import_url_chunk", finish="jobs.imports.finish_url_import",
+                   chunks=[{**common, "urls": part} for part in chunks], sizes=[len(part) for part in chunks],
+                   plan={"rejected": list(rejected or [])})
+
+
+def import_url_chunk(ctx, *, actor: User, **params) -> dict:
+    from core.imports.url_chunks import import_url_chunk as import_chunk
+
+    return import_chunk(actor=actor, progress=ctx.progress, **params)
+
+
+def finish_url_import(*, parent_id, plan: dict, chunk_results: list[dict], actor: User) -> dict:
+    from core.imports.url_chunks import finish_url_import as finish
+
+    return finish(actor=actor, job_id=parent_id, plan=plan, chunk_results=chunk_results)

@@ -4,7 +4,8 @@ data with one click, admins only), and the recent background jobs with their pro
 import streamlit as st
 
 from core.db import session_scope
-from core.jobs.rows import list_jobs, reap_stale_jobs
+from core.jobs.fanout import reap_stale
+from core.jobs.rows import list_jobs
 from core.permissions import can_act
 from core.stats import workspace_stats
 from ui.actions import act
@@ -95,7 +96,7 @@ st.subheader("Recent jobs")
 @st.fragment(run_every=2.0)
 def recent_jobs():
     with session_scope() as session:
-        reap_stale_jobs(session=session)
+        reap_stale(session=session)
         jobs = list_jobs(session=session, limit=10)
         if not jobs:
             st.caption("No background jobs yet. Imports, training and batch predictions show up here.")

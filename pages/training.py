@@ -153,7 +153,7 @@ def run_card(row: dict, user) -> None:
 
 
 def list_view(user) -> None:
-    from core.jobs.rows import reap_stale_jobs
+    from core.jobs.fanout import reap_stale
 
     st.title("Training")
     head, new = st.columns([4, 1])
@@ -164,7 +164,7 @@ def list_view(user) -> None:
         st.session_state.pop(training_wizard.STATE, None)
         go(new=1)
     with session_scope() as session:
-        reap_stale_jobs(session=session)  # runs whose worker died end failed, not "training" forever
+        reap_stale(session=session)  # runs whose worker died end failed, not "training" forever
         options = run_filter_options(session=session)
     f1, f2, f3, f4 = st.columns(4)
     statuses = f1.multiselect("Status", list(BADGES), key="runs_status")

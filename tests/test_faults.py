@@ -61,20 +61,21 @@ def kill_mid_job(stack, queue: str, started) -> None:
         worker.wait(timeout=30)
 
 
-def reap_and_check(stack, job_id) -> dict:
-    """The reaper marks the dead job failed; every row keeps its objects; orphans (objects put before
-    the killed batch committed) are found and removed by the storage check."""
-    from core.jobs.rows import reap_stale_jobs
+def requeue_and_check(stack, job_id) -> dict:
+    """The dead worker's chunk goes back on its queue (the reaper, once its heartbeat is older than
+    CHUNK_STALE_AFTER_S): the job stays running, waiting for a worker; every row keeps its objects;
+    orphans (objects put before the killed batch committed) are found and removed by the storage check."""
+    from core.jobs.fanout import reap_stale
     from core.library.storage_check import check_storage, fix_storage
     from core.models import ClsJob
 
-    time.sleep(1.0)
+    time.sleep(1.5)
+    with stack.session() as session:
+        assert reap_stale(session=session) == 0  # the parent is not failed: its chunk is queued again
     with stack.session() as session:
         assert session.get(ClsJob, job_id).status == "running"
-        assert reap_stale_jobs(session=session, stale_after_s=0.5) == 1
-    with stack.session() as session:
-        job = session.get(ClsJob, job_id)
-        assert job.status == "failed" and "can be retried" in job.error
+        chunks = session.scalars(select(ClsJob).where(ClsJob.parent_id == job_id)).all()
+        assert [c.status for c in chunks] == ["queued"] and "queued again" in chunks[0].error
         report = fix_storage(session=session, actor=ADMIN, storage=stack.storage, grace=timedelta(0))
         assert report["missing_objects"] == []
         after = check_storage(session=session, storage=stack.storage)
@@ -82,7 +83,16 @@ def reap_and_check(stack, job_id) -> dict:
     return report
 
 
-def test_worker_killed_during_archive_import_then_retry_completes(production_stack):
+@pytest.fixture
+def fast_requeue(monkeypatch):
+    """A chunk silent for 1 s is requeued (the worker started next inherits it: it beats every 0.25 s)."""
+    from core.config import reset_settings_cache
+
+    monkeypatch.setenv("CHUNK_STALE_AFTER_S", "1")
+    reset_settings_cache()
+
+
+def test_worker_killed_during_archive_import_then_the_same_job_completes(production_stack, fast_requeue):
     from core.imports.archive import ImportLabeledDatasetRequest, start_archive_import
     from core.models import ClsDataset, ClsDatasetImage, ClsImage, ClsJob
     from tests.factories import make_dataset
@@ -97,28 +107,28 @@ def test_worker_killed_during_archive_import_then_retry_completes(production_sta
     kill_mid_job(stack, "imports", lambda: count(stack, ClsImage) > 0)
     partial = count(stack, ClsImage)
     assert 0 < partial < total, "the kill must land mid-import"
-    reap_and_check(stack, job_id)
-    assert list(stack.storage.list_keys("imports/")) == []  # the failure hook removed the stored archive
-
-    retry = start_archive_import(actor=ADMIN, source=io.BytesIO(archive), request=request)
-    stack.drain_jobs()
+    requeue_and_check(stack, job_id)
+    stack.drain_jobs()  # a worker again: it runs the chunk again
     with stack.session() as session:
-        job = session.get(ClsJob, retry)
+        job = session.get(ClsJob, job_id)
         assert job.status == "succeeded", job.error
-        assert job.result["images_imported"] + job.result["duplicates_skipped"] == total
+        # the images the killed run stored count as imported by this job, not as duplicates of it
+        assert (job.result["images_imported"], job.result["duplicates_skipped"]) == (total, 0)
+        assert job.result["labels_written"] == job.result["images_added_to_dataset"] == total
         assert session.scalar(select(func.count()).select_from(ClsImage)) == total
         members = session.scalar(select(func.count()).select_from(ClsDatasetImage)
                                  .where(ClsDatasetImage.dataset_id == dataset_id))
         dataset = session.get(ClsDataset, dataset_id)
         assert members == dataset.image_count == dataset.labeled_image_count == total
+    assert list(stack.storage.list_keys("imports/")) == []  # the finisher removed the stored archive
 
 
-def test_worker_killed_during_batch_prediction_keeps_whole_batches_then_retry_completes(
-        production_stack, tmp_path_factory, monkeypatch):
+def test_worker_killed_during_batch_prediction_keeps_whole_batches_then_the_same_job_completes(
+        production_stack, tmp_path_factory, monkeypatch, fast_requeue):
     """A real `rq worker` predicts a 640-image dataset with a tiny model, writing AI labels batch by
-    batch (each batch its own transaction), and is SIGKILLed after the first batches landed: the job
-    is reaped failed (never left running), the AI labels written so far are whole batches with exact
-    counts, and the retry labels every image."""
+    batch (each batch its own transaction), and is SIGKILLed after the first batches landed: the AI
+    labels written so far are whole batches with exact counts; the chunk goes back on its queue, and
+    the next worker labels the rest, each image once."""
     from core.labeling.counts import count_mismatches
     from core.models import ClsDataset, ClsJob, ClsLabel, ClsLabelChange
     from core.prediction.auto_label import BATCH, start_batch_prediction
@@ -143,7 +153,7 @@ def test_worker_killed_during_batch_prediction_keeps_whole_batches_then_retry_co
     partial = count(stack, ClsLabel)
     print(f"killed after {partial} of {total} images were labeled")
     assert 0 < partial < total, "the kill must land mid-prediction"
-    reap_and_check(stack, job_id)
+    requeue_and_check(stack, job_id)
     with stack.session() as session:
         assert count_mismatches(session=session) == []
         dataset = session.get(ClsDataset, dataset_id)
@@ -153,16 +163,18 @@ def test_worker_killed_during_batch_prediction_keeps_whole_batches_then_retry_co
         assert session.scalar(select(func.count()).select_from(ClsLabel)
                               .where(ClsLabel.is_ai_generated.is_(False))) == 0
 
-    retry = start_batch_prediction(actor=ADMIN, model_id=model_id, scope="dataset", dataset_id=dataset_id, write_labels=True)
     stack.drain_jobs()
     with stack.session() as session:
-        job = session.get(ClsJob, retry)
+        job = session.get(ClsJob, job_id)
         assert job.status == "succeeded", job.error
-        assert (job.result["total"], job.result["predicted"], job.result["failed"]) == (total, total, 0)
+        assert (job.result["total"], job.result["predicted"], job.result["labeled"], job.result["failed"]) == (
+            total, total, total, 0)
         assert count_mismatches(session=session) == []
         labeled = session.scalar(select(func.count(func.distinct(ClsLabel.image_id)))
                                  .where(ClsLabel.dataset_id == dataset_id, ClsLabel.is_ai_generated.is_(True)))
         assert labeled == session.get(ClsDataset, dataset_id).labeled_image_count == total
+        # each image's label written once: the rerun did not rewrite the killed run's batches
+        assert session.scalar(select(func.count()).select_from(ClsLabelChange)) == total
 
 
 class SlowImages(BaseHTTPRequestHandler):
@@ -179,7 +191,7 @@ class SlowImages(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-def test_worker_killed_during_url_import_then_retry_completes(production_stack, monkeypatch):
+def test_worker_killed_during_url_import_then_the_same_job_completes(production_stack, monkeypatch, fast_requeue):
     from core.config import reset_settings_cache
     from core.imports.urls import start_url_import
     from core.models import ClsImage, ClsJob
@@ -194,15 +206,14 @@ def test_worker_killed_during_url_import_then_retry_completes(production_stack, 
         job_id = start_url_import(actor=ADMIN, text=urls)
         kill_mid_job(stack, "imports", lambda: count(stack, ClsImage) >= 3)
         assert count(stack, ClsImage) < total, "the kill must land mid-import"
-        reap_and_check(stack, job_id)
-        retry = start_url_import(actor=ADMIN, text=urls)
+        requeue_and_check(stack, job_id)
         stack.drain_jobs()
     finally:
         httpd.shutdown()
     with stack.session() as session:
-        job = session.get(ClsJob, retry)
+        job = session.get(ClsJob, job_id)
         assert job.status == "succeeded", job.error
-        assert (job.result["imported"] + job.result["duplicate"], job.result["rejected"]) == (total, 0)
+        assert (job.result["imported"], job.result["duplicate"], job.result["rejected"]) == (total, 0, 0)
         assert session.scalar(select(func.count()).select_from(ClsImage)) == total
 
 

@@ -160,3 +160,29 @@ def test_url_import_job_on_the_queue(stack, server, monkeypatch):
         assert job.progress_done == job.progress_total == 2
     with pytest.raises(InvalidInput, match="no valid"):
         start_url_import(actor=ADMIN, text="gopher://x\n")
+
+
+def test_url_import_in_chunks_counts_each_url_once_even_when_a_chunk_runs_again(embedded_stack, server, monkeypatch):
+    from sqlalchemy import func, select
+
+    from core.config import reset_settings_cache
+    from core.imports.url_chunks import import_url_chunk
+    from core.models import ClsJob, ClsJobItem
+
+    monkeypatch.setenv("URL_ALLOW_LIST", "127.0.0.1")
+    monkeypatch.setenv("IMPORT_CHUNK_MEMBERS", "1")
+    reset_settings_cache()
+    urls = [f"{server}/photo%20one.png", f"{server}/to-image", f"{server}/page.html"]
+    job_id = start_url_import(actor=ADMIN, text="\n".join(urls))
+    embedded_stack.drain_jobs()
+    with embedded_stack.session() as session:
+        job = get_job(session=session, job_id=job_id)
+        assert job.status == "succeeded", job.error
+        assert (job.result["imported"], job.result["duplicate"], job.result["rejected"], job.result["parts"]) == (1, 1, 1, 3)
+        assert [r["url"] for r in job.result["results"]] == urls
+        assert session.scalar(select(func.count()).where(ClsJob.parent_id == job_id)) == 3
+    again = import_url_chunk(actor=ADMIN, job_id=job_id, urls=urls[:2])  # a chunk whose worker died, run again
+    assert again["rejected"] == []
+    with embedded_stack.session() as session:
+        assert session.scalar(select(func.count()).select_from(ClsImage)) == 1
+        assert session.scalar(select(func.count()).where(ClsJobItem.job_id == job_id)) == 2

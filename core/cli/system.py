@@ -108,10 +108,10 @@ def cmd_jobs_cancel(args) -> dict:
 
 def cmd_jobs_reap(args) -> dict:
     from core.db import session_scope
-    from core.jobs.rows import reap_stale_jobs
+    from core.jobs.fanout import reap_stale
 
     with session_scope() as session:
-        return {"reaped": reap_stale_jobs(session=session)}
+        return {"reaped": reap_stale(session=session)}
 
 
 def _redacted(url: str) -> str:

@@ -11,6 +11,7 @@ import functools
 import shutil
 import tempfile
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -164,47 +165,68 @@ def resolve_mapping(*, session, actor: User, mapping: list[ClassMapping], source
 
 
 
+@dataclass
+class PlannedItem:
+    """One archive member to import: its entry name, mapped labels (None: unlabeled) and split."""
+
+    entry: str
+    labels: list[uuid.UUID] | None
+    split: str | None
+
+
+@requires("admin", "importing")
+def plan_archive_items(*, actor: User, archive: SafeZip, dataset_id, mapping: list[ClassMapping], conflicts: str,
+                       summary: ImportSummary) -> tuple[tuple[uuid.UUID, str], list[PlannedItem]]:
+    """Read the archive's layout, create the classes the mapping asks for, resolve conflicting copies:
+    the dataset and what to import of each member (the archive's problems go into `summary`)."""
+    layout = read_layout(archive)
+    summary.errors += [p.as_dict() for p in archive.problems] + layout.problems
+    with session_scope() as session:
+        dataset = load_dataset(session=session, dataset_id=dataset_id)
+        if dataset is None:
+            raise InvalidInput("choose the dataset to import into")
+        class_ids = resolve_mapping(session=session, actor=actor, mapping=mapping,
+                                    source_names=list(layout.class_counts()), summary=summary)
+        _fill_from_import(session, dataset[0], [class_ids[name] for name in sorted(class_ids, key=str.lower)
+                                               if class_ids[name]], user_id=actor.id)
+    mapped = {item.entry: frozenset(class_ids[label] for label in item.labels if class_ids.get(label))
+              for item in layout.items}
+    mapped = {entry: labels for entry, labels in mapped.items() if labels}
+    found = find_label_conflicts(archive, mapped)
+    resolved = resolved_labels(found, mapped, choice=conflicts, multi_label=dataset[1] == "multi_label")
+    items, skipped = [], 0
+    for source_item in layout.items:
+        labels = [class_ids[label] for label in source_item.labels if class_ids.get(label)]
+        if source_item.labels and not labels:
+            skipped += 1
+            continue
+        if source_item.entry in resolved:
+            labels = sorted(resolved[source_item.entry] or (), key=str)
+        items.append(PlannedItem(source_item.entry, labels or None, source_item.split))
+    summary.extra = {"format": layout.format, "skipped_by_mapping": skipped,
+                     **_conflict_summary(found, layout, class_ids, conflicts, dataset[1] == "multi_label")}
+    return dataset, items
+
+
 @requires("admin", "importing")
 def run_archive_import(*, actor: User, source: str | Path | IO[bytes], dataset_id: str | uuid.UUID,
                        class_mapping: list[ClassMapping] | list[dict] = (), skip_duplicates: bool = True,
                        conflicts: str = "first", progress=None, storage=None) -> dict[str, Any]:
     """Import every usable image of the archive into the dataset with its mapped labels and split.
     The same bytes under different (mapped) classes are resolved by `conflicts` (core/archive_conflicts.py)
-    and listed in the summary's `label_conflicts`."""
+    and listed in the summary's `label_conflicts`. In this process; the import job fans out
+    (core/imports/archive_chunks.py)."""
     check_choice(conflicts)
     mapping = [m if isinstance(m, ClassMapping) else ClassMapping(**m) for m in class_mapping]
     summary = ImportSummary()
     with SafeZip(source) as archive:
-        layout = read_layout(archive)
-        summary.errors += [p.as_dict() for p in archive.problems] + layout.problems
-        with session_scope() as session:
-            dataset = load_dataset(session=session, dataset_id=dataset_id)
-            if dataset is None:
-                raise InvalidInput("choose the dataset to import into")
-            class_ids = resolve_mapping(session=session, actor=actor, mapping=mapping,
-                                        source_names=list(layout.class_counts()), summary=summary)
-            _fill_from_import(session, dataset[0], [class_ids[name] for name in sorted(class_ids, key=str.lower)
-                                                   if class_ids[name]], user_id=actor.id)
-        mapped = {item.entry: frozenset(class_ids[label] for label in item.labels if class_ids.get(label))
-                  for item in layout.items}
-        mapped = {entry: labels for entry, labels in mapped.items() if labels}
-        found = find_label_conflicts(archive, mapped)
-        resolved = resolved_labels(found, mapped, choice=conflicts, multi_label=dataset[1] == "multi_label")
+        dataset, planned = plan_archive_items(actor=actor, archive=archive, dataset_id=dataset_id, mapping=mapping,
+                                              conflicts=conflicts, summary=summary)
         entries = {entry.name: entry for entry in archive.entries}
-        items, skipped = [], 0
-        for source_item in layout.items:
-            labels = [class_ids[label] for label in source_item.labels if class_ids.get(label)]
-            if source_item.labels and not labels:
-                skipped += 1
-                continue
-            if source_item.entry in resolved:
-                labels = sorted(resolved[source_item.entry] or (), key=str)
-            items.append(ImportItem(name=source_item.entry, load=functools.partial(archive.read, entries[source_item.entry]),
-                                    labels=labels or None, split=source_item.split,
-                                    meta={"archive_path": source_item.entry}))
-        summary.extra = {"format": layout.format, "skipped_by_mapping": skipped,
-                         **_conflict_summary(found, layout, class_ids, conflicts, dataset[1] == "multi_label")}
-        run_items(items, actor=actor, total=len(items), source="dataset_import", summary=summary, dataset=dataset, skip_duplicates=skip_duplicates, storage=storage, progress=progress)
+        items = [ImportItem(name=p.entry, load=functools.partial(archive.read, entries[p.entry]), labels=p.labels,
+                            split=p.split, meta={"archive_path": p.entry}) for p in planned]
+        run_items(items, actor=actor, total=len(items), source="dataset_import", summary=summary, dataset=dataset,
+                  skip_duplicates=skip_duplicates, storage=storage, progress=progress)
     return summary.as_dict()
 
 

@@ -42,6 +42,7 @@ class ImportItem:
     source_id: uuid.UUID | None = None
     existing_image_id: uuid.UUID | None = None  # already imported from this source row
     meta: dict[str, Any] = field(default_factory=dict)
+    outcome: str | None = None  # set by the ingest: imported, duplicate, already
 
     @property
     def filename(self) -> str:
@@ -98,11 +99,13 @@ def _batches(items: Iterable[ImportItem], size: int) -> Iterator[list[ImportItem
 @requires("admin", "importing")
 def run_items(items: Iterable[ImportItem], *, actor: User, total: int, source: str, summary: ImportSummary,
               dataset: tuple[uuid.UUID, str] | None = None, skip_duplicates: bool = True, storage=None, folder: str | None = None,
-              progress: Progress | None = None) -> ImportSummary:
+              progress: Progress | None = None, on_placed: Callable | None = None) -> ImportSummary:
     """Ingest through the image library's `ingest_many` (decoding on every core, storing in threads,
     a commit per batch), one chunk at a time; then add the chunk's images to the dataset and label
     them, one transaction per batch. Items are spooled to temporary files first, so the ingest
-    window holds paths, not bytes: memory stays flat whatever the archive or image sizes."""
+    window holds paths, not bytes: memory stays flat whatever the archive or image sizes.
+    `on_placed(session, [(item, image_id, added, labels written)])` runs in each batch's transaction
+    (a fanned-out import records there what it applied, core/imports/archive_chunks.py)."""
     from core.storage import get_storage
 
     storage = storage or get_storage()
@@ -115,7 +118,10 @@ def run_items(items: Iterable[ImportItem], *, actor: User, total: int, source: s
             if dataset is not None:
                 for batch in _batches(placed, BATCH_SIZE):
                     with session_scope() as session:
-                        _place_in_dataset(session, dataset, batch, actor, summary)
+                        applied = _place_in_dataset(session, dataset, batch, actor, summary)
+                        if on_placed is not None:
+                            on_placed(session, [(item, image_id, *counts)
+                                                for (item, image_id), counts in zip(batch, applied, strict=True)])
             done += len(chunk)
             # After the commits, never inside one: the job row update is another transaction, and
             # SQLite has one writer.
@@ -129,6 +135,8 @@ def _ingest_chunk(chunk: list[ImportItem], *, actor: User, spool: Path, storage,
 
     placed = [(item, item.existing_image_id) for item in chunk if item.existing_image_id is not None]
     summary.already_imported += len(placed)
+    for item, _ in placed:
+        item.outcome = "already"
     loaded: list[ImportItem] = []
 
     def payloads():
@@ -159,9 +167,11 @@ def _ingest_chunk(chunk: list[ImportItem], *, actor: User, spool: Path, storage,
             summary.error(item.name, result.error or "rejected")
         elif result.status == "duplicate":
             summary.duplicates_skipped += 1
+            item.outcome = "duplicate"
             placed.append((item, result.duplicate_of))
         else:
             summary.images_imported += 1
+            item.outcome = "imported"
             placed.append((item, result.image_id))
     return placed
 
@@ -173,7 +183,9 @@ def _report(progress: Progress | None, done: int, total: int, summary: ImportSum
 
 
 def _place_in_dataset(session, dataset: tuple[uuid.UUID, str], placed: list[tuple[ImportItem, uuid.UUID]],
-                      actor: User, summary: ImportSummary) -> None:
+                      actor: User, summary: ImportSummary) -> list[tuple[int, int]]:
+    """Add the batch's images to the dataset and label them; per item, (added to the dataset: 0/1,
+    labels written)."""
     from core.datasets.dataset import add_images_to_dataset
     from core.labeling.bulk_labels import set_label_batch
 
@@ -182,10 +194,12 @@ def _place_in_dataset(session, dataset: tuple[uuid.UUID, str], placed: list[tupl
     present = set(session.scalars(select(ClsDatasetImage.image_id).where(
         ClsDatasetImage.dataset_id == dataset_id, ClsDatasetImage.image_id.in_(image_ids))))
     by_split: dict[str | None, list[uuid.UUID]] = {}
-    for item, image_id in placed:
+    applied = [[0, 0] for _ in placed]
+    for index, (item, image_id) in enumerate(placed):
         if image_id not in present:
             present.add(image_id)
             by_split.setdefault(item.split, []).append(image_id)
+            applied[index][0] = 1
     for split, ids in by_split.items():
         summary.images_added_to_dataset += add_images_to_dataset(
             session=session, actor=actor, dataset_id=dataset_id, image_ids=ids, split=split)
@@ -194,7 +208,7 @@ def _place_in_dataset(session, dataset: tuple[uuid.UUID, str], placed: list[tupl
             ClsLabel.dataset_id == dataset_id, ClsLabel.image_id.in_(image_ids))):
         current.setdefault(image_id, set()).add(class_id)
     groups: dict[frozenset, list[uuid.UUID]] = {}
-    for item, image_id in placed:
+    for index, (item, image_id) in enumerate(placed):
         if not item.labels:
             continue
         if task_type == "single_label" and len(item.labels) > 1:
@@ -205,6 +219,7 @@ def _place_in_dataset(session, dataset: tuple[uuid.UUID, str], placed: list[tupl
         if current.get(image_id, set()) != wanted:
             current[image_id] = set(wanted)
             groups.setdefault(wanted, []).append(image_id)
+            applied[index][1] = len(wanted)
     # One bulk call per distinct label set (not one set_labels per image): the label service
     # then locks and recounts once per batch. The import's job records it (no audit row per batch).
     for label_set, ids in groups.items():
@@ -215,3 +230,4 @@ def _place_in_dataset(session, dataset: tuple[uuid.UUID, str], placed: list[tupl
             set_label_batch(session=session, actor=actor, dataset_id=dataset_id, image_ids=ids, class_id=class_id,
                             mode="add")
         summary.labels_written += len(ids) * len(label_set)
+    return [(added, labels) for added, labels in applied]

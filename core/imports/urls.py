@@ -16,6 +16,7 @@ Teredo `2001::/32`) is refused when the IPv4 address it carries is not public.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import ipaddress
 import logging
@@ -262,18 +263,49 @@ def _read_body(response, max_bytes: int, deadline: float, timeout_s: float) -> b
     return bytes(body)
 
 
+class _AlreadyApplied(Exception):
+    pass
+
+
+def url_key(url: str) -> str:
+    """A URL's cls_job_items key (URLs may be long; keys stay short)."""
+    return hashlib.sha256(url.encode()).hexdigest()
+
+
+def _store(url: str, download: Download, *, actor: User, storage, folder, tags, skip_duplicates: bool,
+           dataset_id, job_id):
+    """One downloaded image into the library (and dataset), with its job item row when in a chunk."""
+    from core.datasets.dataset import add_images_to_dataset
+    from core.db import session_scope
+    from core.jobs.fanout import record_items
+    from core.library.ingest import ingest_bytes
+
+    with session_scope() as session:
+        result = ingest_bytes(session=session, actor=actor, storage=storage, data=download.data,
+                              filename=download.filename, source="url_import", folder=folder, tags=tags,
+                              skip_duplicates=skip_duplicates, meta={"url": url[:2000]})
+        if dataset_id is not None and result.image_id is not None:
+            add_images_to_dataset(session=session, actor=actor, dataset_id=dataset_id, image_ids=[result.image_id])
+        if job_id is not None and result.status != "rejected" and not record_items(
+                session, job_id, [{"item_key": url_key(url), "image_id": result.image_id,
+                                   "outcome": result.status}]):
+            raise _AlreadyApplied  # another run of this chunk stored it: this copy is rolled back
+    return result
+
+
 @requires("admin", "importing")
 def import_urls(*, actor: User, urls: list[str], folder=None, tags=None, skip_duplicates=True,
                 dataset_id: uuid.UUID | None = None, progress: Callable[[int, int], None] | None = None,
                 allow_list: list[str] | None = None, timeout_s: float | None = None,
-                max_bytes: int | None = None, threads: int = 4) -> dict:
+                max_bytes: int | None = None, threads: int = 4, job_id: uuid.UUID | None = None) -> dict:
     """Download and ingest each URL (downloads in a few threads, each image committed on its own);
-    returns counts and one result per URL."""
+    returns counts and one result per URL. With `job_id` (a chunk of a fanned-out import,
+    core/imports/url_chunks.py) each stored URL's cls_job_items row is written in its image's
+    transaction, and a URL that already has one (an earlier run of the chunk) is not fetched again."""
     from core.config import get_settings
-    from core.datasets.dataset import add_images_to_dataset
     from core.db import session_scope
+    from core.jobs.fanout import done_items
     from core.library.images import clean_folder, clean_tags
-    from core.library.ingest import ingest_bytes
     from core.storage import get_storage
 
     settings = get_settings()
@@ -292,20 +324,21 @@ def import_urls(*, actor: User, urls: list[str], folder=None, tags=None, skip_du
             return exc
 
     results: list[dict] = []
+    if job_id is not None:
+        with session_scope() as session:
+            done = done_items(session, job_id, [url_key(url) for url in urls])
+        urls = [url for url in urls if url_key(url) not in done]
     with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="url-import") as pool:
         for url, outcome in zip(urls, pool.map(fetch, urls), strict=True):
             if isinstance(outcome, InvalidInput):
                 results.append({"url": url, "status": "rejected", "image_id": None, "duplicate_of": None,
                                 "error": str(outcome)})
             else:
-                with session_scope() as session:
-                    result = ingest_bytes(session=session, actor=actor, storage=storage, data=outcome.data,
-                                          filename=outcome.filename, source="url_import",
-                                          folder=folder, tags=tags, skip_duplicates=skip_duplicates,
-                                          meta={"url": url[:2000]})
-                    if dataset_id is not None and result.image_id is not None:
-                        add_images_to_dataset(session=session, actor=actor, dataset_id=dataset_id,
-                                       image_ids=[result.image_id])
+                try:
+                    result = _store(url, outcome, actor=actor, storage=storage, folder=folder, tags=tags,
+                                    skip_duplicates=skip_duplicates, dataset_id=dataset_id, job_id=job_id)
+                except _AlreadyApplied:
+                    continue
                 results.append({"url": url, **result.as_dict()})
             if progress is not None:
                 progress(len(results), len(urls))

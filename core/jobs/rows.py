@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from core import limits
 from core.db import session_scope
@@ -31,6 +31,12 @@ from core.users import User, actor_from_record, actor_record
 
 log = logging.getLogger(__name__)
 ACTIVE_STATUSES = ("queued", "running")
+DETACHED = {"fanned_out": True}
+"""What a fanned-out job's function returns (core/jobs/fanout.py): its chunks and finisher end its row."""
+
+
+def is_detached(result: Any) -> bool:
+    return isinstance(result, dict) and result.get("fanned_out") is True and len(result) == 1
 
 
 class JobContext:
@@ -107,7 +113,7 @@ def get_job(*, session: Session, job_id: uuid.UUID) -> ClsJob:
 
 def list_jobs(*, session: Session, limit: int = 20, kinds: list[str] | None = None,
               active_only: bool = False) -> list[ClsJob]:
-    query = select(ClsJob).order_by(ClsJob.created_at.desc()).limit(limit)
+    query = select(ClsJob).where(ClsJob.parent_id.is_(None)).order_by(ClsJob.created_at.desc()).limit(limit)
     if kinds:
         query = query.where(ClsJob.kind.in_(kinds))
     if active_only:
@@ -126,15 +132,24 @@ def request_cancel(*, session: Session, actor: User, job_id: uuid.UUID) -> ClsJo
         job.status, job.finished_at, job.cancel_requested = "cancelled", utcnow(), True
     elif job.status == "running":
         job.cancel_requested = True
+        # A fanned-out job's queued chunks never start; its running ones read this flag (core/jobs/fanout.py).
+        session.execute(update(ClsJob).where(ClsJob.parent_id == job.id, ClsJob.status == "queued").values(
+            status="cancelled", finished_at=utcnow(), cancel_requested=True).execution_options(
+            synchronize_session=False))
     return job
 
 
-def reap_stale_jobs(*, session: Session, stale_after_s: float = limits.JOB_STALE_AFTER_S) -> int:
-    """Mark failed the running jobs whose heartbeat stopped: their worker died."""
+def reap_stale_jobs(*, session: Session, stale_after_s: float = limits.JOB_STALE_AFTER_S,
+                    wait_for_chunks: bool = True) -> int:
+    """Mark failed the running jobs whose heartbeat stopped: their worker died. Chunks of a fanned-out
+    job are left to core.jobs.fanout.reap_stale (which queues them again), and their parent waits
+    while it has chunks to run (`wait_for_chunks`; in-process chunks die with their parent's process)."""
     cutoff = utcnow() - timedelta(seconds=stale_after_s)
-    stale = session.scalars(
-        select(ClsJob).where(ClsJob.status == "running", ClsJob.heartbeat_at < cutoff)
-    ).all()
+    children = aliased(ClsJob)
+    has_live_chunks = select(children.id).where(children.parent_id == ClsJob.id,
+                                                children.status.in_(ACTIVE_STATUSES)).exists()
+    query = select(ClsJob).where(ClsJob.status == "running", ClsJob.heartbeat_at < cutoff, ClsJob.parent_id.is_(None))
+    stale = session.scalars(query.where(~has_live_chunks) if wait_for_chunks else query).all()
     for job in stale:
         job.status = "failed"
         job.finished_at = utcnow()
@@ -208,6 +223,8 @@ def run_job(job_id: str | uuid.UUID) -> dict[str, Any] | None:
         log.error("job %s failed\n%s", job_id, traceback.format_exc())
     finally:
         stop.set()
+    if status == "succeeded" and is_detached(result):
+        return None  # its chunks run on; core.jobs.fanout.finish_parent ends the row
     with session_scope() as session:
         job = get_job(session=session, job_id=job_id)
         job.status, job.finished_at, job.heartbeat_at = status, utcnow(), utcnow()

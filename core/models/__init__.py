@@ -16,7 +16,7 @@ from core.models.datasets import (
     ClsLabelChange,
     ClsLabelingPin,
 )
-from core.models.jobs import ClsAuditEvent, ClsJob, ClsUser
+from core.models.jobs import ClsAuditEvent, ClsJob, ClsJobItem, ClsUser
 from core.models.library import ClsImage
 from core.models.library_aggregates import ClsImageTag, ClsLibraryCount
 from core.models.platform import Cutout, OdImage, Product, ProductImage
@@ -25,6 +25,6 @@ from core.models.training import ClsTrainedModel, ClsTrainingRun
 
 __all__ = [
     "Base", "ClsAuditEvent", "ClsClass", "ClsDataset", "ClsDatasetClass", "ClsDatasetImage", "ClsDatasetVersion",
-    "ClsEmbeddingIndex", "ClsImage", "ClsImageTag", "ClsLibraryCount", "ClsJob", "ClsLabel", "ClsLabelChange", "ClsLabelingPin", "ClsTrainedModel", "ClsTrainingRun",
+    "ClsEmbeddingIndex", "ClsImage", "ClsImageTag", "ClsLibraryCount", "ClsJob", "ClsJobItem", "ClsLabel", "ClsLabelChange", "ClsLabelingPin", "ClsTrainedModel", "ClsTrainingRun",
     "ClsUser", "Cutout", "OdImage", "Product", "ProductImage", "utcnow",
 ]

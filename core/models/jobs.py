@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, CheckConstraint, DateTime, Index, Integer, String, Text, Uuid, text
+from sqlalchemy import Boolean, CheckConstraint, DateTime, ForeignKey, Index, Integer, String, Text, Uuid, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.models.base import Base, JsonType, in_values, utcnow
@@ -22,6 +22,7 @@ class ClsJob(Base):
         CheckConstraint(in_values("queue", JOB_QUEUES), name="queue"),
         Index("idx_cls_jobs_status", "status"),
         Index("idx_cls_jobs_created", "created_at"),
+        Index("idx_cls_jobs_parent", "parent_id"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -45,6 +46,23 @@ class ClsJob(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # A chunk of a fanned-out job (core/jobs/fanout.py) names its parent; the parent's row is what people see.
+    parent_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("cls_jobs.id", ondelete="CASCADE"))
+
+
+class ClsJobItem(Base):
+    """What a fanned-out job did to one item (an image predicted, an archive member imported), written in
+    the transaction that applied it: the primary key makes a chunk run twice (its worker died) apply
+    each item once, and the parent's summary is counted from these rows, so its counts are exact."""
+
+    __tablename__ = "cls_job_items"
+
+    job_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("cls_jobs.id", ondelete="CASCADE"), primary_key=True)
+    item_key: Mapped[str] = mapped_column(Text, primary_key=True)  # an image id or an archive member's name
+    image_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    outcome: Mapped[str] = mapped_column(String(16))
+    added: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # added to the dataset
+    labels: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # labels written
 
 
 class ClsUser(Base):

@@ -42,6 +42,9 @@ class Stack:
             from rq import SimpleWorker
 
             worker = SimpleWorker(["imports", "training", "predictions"], connection=backend.connection)
+            # No command channel: a burst worker needs none, and stopping its pub/sub thread waits for
+            # that thread's 60 s poll to end (a minute added to a test now and then).
+            worker.subscribe = lambda: None
             worker.work(burst=True)
         else:
             for job_id in list(backend.futures):
