@@ -8,7 +8,8 @@ Real sets (bench/real_sets.py): photos (10 classes) and scans (8 classes) of gra
 embeddings come from a model trained here (bench/embeddings_trained_here.py: resnet10t, random
 init, trained on CPU) on the *other* set, so the vectors know nothing of these classes' labels.
 Pool: the train + val crops; accuracy measured on the test crops (blocks no pool crop overlaps).
-Classifier: scikit-learn's logistic regression, refitted after each batch of labels.
+Classifier: scikit-learn's logistic regression, refitted after each batch of labels: batches of
+`--batch` labels, then of 10 % of the labels so far once that is more (counts are exact to ±10 %).
 
     python3 -m bench.bench_active_learning [--seeds 3] [--batch 10]
 """
@@ -54,14 +55,15 @@ def labels_needed(strategy: str, vectors, labels, test_x, test_y, classes: int, 
     labeled = np.zeros(n, dtype=bool)
     probs, curve = None, []
     while len(chosen) < n:
+        size = max(batch, len(chosen) // 10)  # steps of 10 % past 10 batches: the count is known to ±10 %
         if strategy == "random":
-            step = [int(i) for i in random_order[len(chosen):len(chosen) + batch]]
+            step = [int(i) for i in random_order[len(chosen):len(chosen) + size]]
         else:
             left = np.flatnonzero(~labeled)
             uncertainty = margin_uncertainty(probs[left]) if probs is not None else None
             order = useful_order(vectors[left], uncertainty=uncertainty, assignment=assignment[left],
                                  typical=typical[left], seed=seed)
-            step = [int(left[p]) for p in order[:batch]]
+            step = [int(left[p]) for p in order[:size]]
         chosen += step
         labeled[step] = True
         score, probs = accuracy(vectors, labels, chosen, test_x, test_y, classes)

@@ -5,12 +5,14 @@ that class on the near images, except those a model predicts otherwise (held bac
 page does); far images are held back too. Measured: images labeled per key press and the agreement
 of the labels written with the true labels (held-back images are not written, so not counted).
 
-Set: the photos set of bench/real_sets.py (10 classes, real photos, grayscale crops). The images to
-label are the val + test crops (blocks the model never saw); the embeddings and the model's
-predictions come from the small CNN of bench/embeddings_trained_here.py trained on the train crops
-(a registered model trained on the labels so far, as a team would have one).
+Sets (10 classes each, real): scikit-learn's handwritten digits (1,797 scans) and the photos set of
+bench/real_sets.py (grayscale crops of 10 photos). The images to label are the val + test part
+(for photos, blocks the model never saw); the embeddings and the model's predictions come from the
+small CNN of bench/embeddings_trained_here.py trained on the train part (a registered model trained
+on the labels so far, as a team would have one). The simulated labeler presses the majority class
+of the page, or → when the page looks mixed (below a share of one class; 0 %: never skips).
 
-    python3 -m bench.bench_cluster_labeling [--per-cluster 30] [--far 80]
+    python3 -m bench.bench_cluster_labeling [--sets digits,photos]
 """
 
 from __future__ import annotations
@@ -22,14 +24,19 @@ import numpy as np
 from core.similarity.selection import cluster_count, clusters
 
 
-def simulate(vectors, truth, predicted, *, per_cluster: int, far_percentile: float, use_model: bool, seed: int = 0):
+def simulate(found, truth, predicted, *, use_model: bool, skip_below: float):
+    """(presses, written, agreeing, held back) over the clusters `found`. A cluster whose shown images
+    are less than `skip_below` one class looks mixed: the labeler presses → (a press, nothing written)."""
     presses = written = agree = held = 0
-    for cluster in clusters(vectors, k=cluster_count(len(vectors), per_cluster=per_cluster),
-                            far_percentile=far_percentile, seed=seed):
+    for cluster in found:
         near = cluster.near
         if not len(near):
             continue
-        chosen = np.bincount(truth[near]).argmax()  # what the labeler sees most of on the grid page
+        counts = np.bincount(truth[near])
+        chosen = counts.argmax()  # what the labeler sees most of on the grid page
+        if counts[chosen] / len(near) < skip_below:
+            presses += 1
+            continue
         keep = near[predicted[near] == chosen] if use_model else near
         presses += 1
         written += len(keep)
@@ -38,26 +45,33 @@ def simulate(vectors, truth, predicted, *, per_cluster: int, far_percentile: flo
     return presses, written, agree, held
 
 
-def main() -> None:
+def run_set(kind: str, per_clusters, fars, skips) -> None:
     from bench.embeddings_trained_here import embeddings
 
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--per-cluster", type=int, default=30)
-    parser.add_argument("--far", type=float, default=80.0)
-    args = parser.parse_args()
-    vectors, labels, splits, classes, predicted = embeddings("photos", trained_on="photos")
+    vectors, labels, splits, classes, predicted = embeddings(kind, trained_on=kind)
     unlabeled = splits != "train"
     vectors, truth, predicted = vectors[unlabeled], labels[unlabeled], predicted[unlabeled]
-    print(f"photos: {len(classes)} classes, {len(vectors)} unlabeled images; model accuracy on them "
+    print(f"\n{kind}: {len(classes)} classes, {len(vectors)} unlabeled images; model accuracy on them "
           f"{np.mean(predicted == truth):.3f}")
-    for per_cluster in sorted({args.per_cluster, 15, 30, 60}):
-        for far in sorted({args.far, 70.0, 80.0, 90.0, 100.0}):
-            for use_model in (False, True):
-                presses, written, agree, held = simulate(vectors, truth, predicted, per_cluster=per_cluster,
-                                                         far_percentile=far, use_model=use_model)
-                print(f"  ~{per_cluster:>2}/cluster, far > p{far:.0f}, model check {'on ' if use_model else 'off'}: "
-                      f"{presses:>3} presses, {written:>4} labeled ({written / presses:5.1f} per press), "
-                      f"agreement {agree / max(written, 1):.3f}, held back {held}")
+    for per_cluster in per_clusters:
+        for far in fars:
+            found = clusters(vectors, k=cluster_count(len(vectors), per_cluster=per_cluster), far_percentile=far)
+            for skip_below in skips:
+                for use_model in (False, True):
+                    presses, written, agree, held = simulate(found, truth, predicted, use_model=use_model,
+                                                             skip_below=skip_below)
+                    print(f"  ~{per_cluster:>2}/cluster, far > p{far:.0f}, model check {'on ' if use_model else 'off'}, "
+                          f"mixed pages skipped below {skip_below:.0%}: {presses:>3} presses, {written:>4} labeled "
+                          f"({written / presses:5.1f} per press), agreement {agree / max(written, 1):.3f}, "
+                          f"held back {held}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sets", default="digits,photos")
+    args = parser.parse_args()
+    for kind in args.sets.split(","):
+        run_set(kind, (8, 15, 30), (60.0, 80.0, 100.0), (0.0, 0.8))
 
 
 if __name__ == "__main__":

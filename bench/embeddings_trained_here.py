@@ -20,8 +20,27 @@ from PIL import Image
 CACHE = Path("/tmp/bench_embeddings_trained_here")
 
 
+def load_digits_set(seed: int = 0):
+    """scikit-learn's handwritten digits (1,797 real 8×8 scans, 10 classes), scaled to 32×32;
+    split at random 50/25/25 into train/val/test."""
+    import torch
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    pixels = torch.nn.functional.interpolate(torch.from_numpy(digits.images / 16.0).float().unsqueeze(1),
+                                             size=(32, 32), mode="bilinear", align_corners=False)[:, 0].numpy()
+    order = np.random.default_rng(seed).permutation(len(pixels))
+    splits = np.empty(len(pixels), dtype=object)
+    splits[order[:len(order) // 2]], splits[order[len(order) // 2:3 * len(order) // 4]] = "train", "val"
+    splits[order[3 * len(order) // 4:]] = "test"
+    return pixels, digits.target.astype(np.int64), splits.astype(str), [str(d) for d in range(10)]
+
+
 def load_set(kind: str, *, seed: int = 0, per_block: int = 16):
     from bench.real_sets import crops
+
+    if kind == "digits":
+        return load_digits_set(seed)
 
     names, splits, pixels, labels = [], [], [], []
     for label, split, data, _name in crops(kind, per_block=per_block, seed=seed):
