@@ -23,7 +23,14 @@ import warnings
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from core.similarity.selection import cluster_count, kmeans, margin_uncertainty, typicality, useful_order
+from core.similarity.selection import (
+    UNCERTAINTY_WEIGHT,
+    cluster_count,
+    kmeans,
+    margin_uncertainty,
+    typicality,
+    useful_order,
+)
 
 TARGET = 0.95
 
@@ -42,7 +49,7 @@ def accuracy(vectors, labels, chosen, test_x, test_y, classes: int):
 
 
 def labels_needed(strategy: str, vectors, labels, test_x, test_y, classes: int, goal: float, *, batch: int,
-                  seed: int) -> tuple[int, list[tuple[int, float]]]:
+                  seed: int, weight: float = UNCERTAINTY_WEIGHT) -> tuple[int, list[tuple[int, float]]]:
     """Labels given when test accuracy first reaches `goal`, and the curve (labels, accuracy)."""
     rng = np.random.default_rng(seed)
     n = len(vectors)
@@ -62,7 +69,8 @@ def labels_needed(strategy: str, vectors, labels, test_x, test_y, classes: int, 
             left = np.flatnonzero(~labeled)
             uncertainty = margin_uncertainty(probs[left]) if probs is not None else None
             order = useful_order(vectors[left], uncertainty=uncertainty, assignment=assignment[left],
-                                 typical=typical[left], seed=seed)
+                                 typical=typical[left], seed=seed, weight=weight,
+                                 labeled_assignment=assignment[labeled])
             step = [int(left[p]) for p in order[:size]]
         chosen += step
         labeled[step] = True
@@ -73,7 +81,7 @@ def labels_needed(strategy: str, vectors, labels, test_x, test_y, classes: int, 
     return n, curve
 
 
-def run_set(kind: str, trained_on: str, seeds: int, batch: int) -> dict:
+def run_set(kind: str, trained_on: str, seeds: int, batch: int, weight: float = UNCERTAINTY_WEIGHT) -> dict:
     from bench.embeddings_trained_here import embeddings
 
     vectors, labels, splits, classes, _ = embeddings(kind, trained_on=trained_on)
@@ -88,7 +96,8 @@ def run_set(kind: str, trained_on: str, seeds: int, batch: int) -> dict:
         needed = []
         started = time.perf_counter()
         for seed in range(seeds):
-            count, _curve = labels_needed(strategy, px, py, tx, ty, len(classes), goal, batch=batch, seed=seed)
+            count, _curve = labels_needed(strategy, px, py, tx, ty, len(classes), goal, batch=batch, seed=seed,
+                                          weight=weight)
             needed.append(count)
         result[strategy] = needed
         print(f"  {strategy:>7}: labels to reach goal per seed {needed}, mean {np.mean(needed):.0f} "
@@ -102,8 +111,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--batch", type=int, default=10)
+    parser.add_argument("--weight", type=float, default=UNCERTAINTY_WEIGHT, help="uncertainty's share once a model exists")
+    parser.add_argument("--sets", default="photos:scans,scans:photos", help="set:trained_on pairs")
     args = parser.parse_args()
-    results = [run_set("photos", "scans", args.seeds, args.batch), run_set("scans", "photos", args.seeds, args.batch)]
+    results = [run_set(*pair.split(":"), args.seeds, args.batch, args.weight) for pair in args.sets.split(",")]
     print("\nsummary: " + "; ".join(f"{r['set']}: random {np.mean(r['random']):.0f}, useful "
                                      f"{np.mean(r['useful']):.0f} labels ({r['saving']:.0%} fewer)" for r in results))
 

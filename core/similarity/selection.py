@@ -27,6 +27,12 @@ import numpy as np
 MINIBATCH_FROM = 20_000
 """Vectors from which k-means runs as MiniBatchKMeans."""
 
+FAST_FROM = 5000
+"""Vectors from which the queue's clustering runs in its fast form (see `kmeans`)."""
+
+FAST_INIT_SAMPLE = 2048
+"""Vectors k-means++ seeds the fast form's centres on."""
+
 NEIGHBOURS = 20
 """Neighbours whose mean distance gives a point's typicality (TypiClust uses 20)."""
 
@@ -34,7 +40,7 @@ TYPICALITY_SAMPLE = 2000
 """Most cluster members a point's neighbours are looked for among: density against a random sample
 of a big cluster ranks its points the same way at O(n·sample) instead of O(n²)."""
 
-UNCERTAINTY_WEIGHT = 0.6
+UNCERTAINTY_WEIGHT = 0.9
 """Share of uncertainty (vs typicality) in the within-cluster rank once a model's scores exist."""
 
 FAR_PERCENTILE = 80.0
@@ -51,13 +57,19 @@ def cluster_count(n: int, *, per_cluster: int = 30, most: int = 500) -> int:
     return int(max(1, min(most, n, round(n / per_cluster))))
 
 
-def kmeans(vectors: np.ndarray, k: int, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(cluster of each vector, unit centres) of k-means on the normalised vectors."""
+def kmeans(vectors: np.ndarray, k: int, *, seed: int = 0, fast: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(cluster of each vector, unit centres) of k-means on the normalised vectors. `fast` (past
+    FAST_FROM vectors): mini-batches seeded by k-means++ on a sample of FAST_INIT_SAMPLE, one run;
+    full k-means++ seeding is O(n·k) and was 90 % of the time at k = 250 (the queue's order needs
+    many small clusters, not the best ones)."""
     from sklearn.cluster import KMeans, MiniBatchKMeans
 
     points = normalised(vectors)
     k = max(1, min(int(k), len(points)))
-    if len(points) >= MINIBATCH_FROM:
+    if fast and len(points) >= FAST_FROM:
+        model = MiniBatchKMeans(n_clusters=k, random_state=seed, batch_size=4096, n_init=1,
+                                init_size=max(3 * k, FAST_INIT_SAMPLE))
+    elif len(points) >= MINIBATCH_FROM:
         model = MiniBatchKMeans(n_clusters=k, random_state=seed, batch_size=4096, n_init=3)
     else:
         model = KMeans(n_clusters=k, random_state=seed, n_init=1)
@@ -107,17 +119,20 @@ def _ranks(values: np.ndarray) -> np.ndarray:
 
 def useful_order(vectors: np.ndarray, *, uncertainty: np.ndarray | None = None, k: int | None = None,
                  weight: float = UNCERTAINTY_WEIGHT, seed: int = 0, assignment: np.ndarray | None = None,
-                 typical: np.ndarray | None = None) -> np.ndarray:
+                 typical: np.ndarray | None = None, labeled_assignment: np.ndarray | None = None) -> np.ndarray:
     """Positions of `vectors` in "most useful next" order (see the module's docstring). `uncertainty`:
     one value per vector in 0..1 (NaN where the model said nothing: read as the median).
     `assignment` and `typical` (clusters and typicality computed before, as a rescoring loop keeps
-    them) skip the clustering."""
+    them) skip the clustering; `labeled_assignment` (the clusters of images labeled already, same
+    numbering) weighs each cluster down by 1 + its labels, as TypiClust favours uncovered clusters:
+    without it a loop that rescores after every batch would draw from the same uncertain clusters."""
     n = len(vectors)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
     if assignment is None:
-        assignment, _centres = kmeans(vectors, k or cluster_count(n, per_cluster=20), seed=seed)
-    assignment = np.unique(assignment, return_inverse=True)[1].reshape(-1)  # clusters numbered 0..c-1
+        assignment, _centres = kmeans(vectors, k or cluster_count(n, per_cluster=20), seed=seed, fast=True)
+    numbers, assignment = np.unique(assignment, return_inverse=True)  # clusters numbered 0..c-1
+    assignment = assignment.reshape(-1)
     if typical is None:
         typical = typicality(vectors, assignment, seed=seed)
     score = _ranks(typical)
@@ -128,6 +143,9 @@ def useful_order(vectors: np.ndarray, *, uncertainty: np.ndarray | None = None, 
         filled = np.where(known, uncertainty, np.median(uncertainty[known]) if known.any() else 0.5)
         score = (1.0 - weight) * score + weight * _ranks(filled)
         cluster_weight *= np.bincount(assignment, weights=filled) / np.maximum(np.bincount(assignment), 1)
+    if labeled_assignment is not None and len(labeled_assignment):
+        inside = labeled_assignment[np.isin(labeled_assignment, numbers)]
+        cluster_weight /= 1.0 + np.bincount(np.searchsorted(numbers, inside), minlength=len(numbers))
     return _round_robin(assignment, score, cluster_weight)
 
 
