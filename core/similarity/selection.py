@@ -43,6 +43,12 @@ of a big cluster ranks its points the same way at O(n·sample) instead of O(n²)
 UNCERTAINTY_WEIGHT = 0.9
 """Share of uncertainty (vs typicality) in the within-cluster rank once a model's scores exist."""
 
+DIVERSITY_WINDOW = 64
+"""With a model's scores: the order is cut into windows of this many points by score (most useful
+first), and each window is spread round-robin over the clusters (Cluster-Margin, Citovsky et al.
+2021): uncertain first, yet never a run of near-identical images. Without scores the whole order is
+one window (TypiClust)."""
+
 FAR_PERCENTILE = 80.0
 """Members of a cluster farther from its centre than this percentile of its distances are held back."""
 
@@ -146,20 +152,26 @@ def useful_order(vectors: np.ndarray, *, uncertainty: np.ndarray | None = None, 
     if labeled_assignment is not None and len(labeled_assignment):
         inside = labeled_assignment[np.isin(labeled_assignment, numbers)]
         cluster_weight /= 1.0 + np.bincount(np.searchsorted(numbers, inside), minlength=len(numbers))
-    return _round_robin(assignment, score, cluster_weight)
+    window = n if uncertainty is None else DIVERSITY_WINDOW
+    return _round_robin(assignment, score, cluster_weight, window)
 
 
-def _round_robin(assignment: np.ndarray, score: np.ndarray, cluster_weight: np.ndarray) -> np.ndarray:
-    """Round r takes each cluster's r-th best point, clusters by weight (heaviest first)."""
+def _round_robin(assignment: np.ndarray, score: np.ndarray, cluster_weight: np.ndarray, window: int) -> np.ndarray:
+    """Points cut by score into windows of `window` (best first); inside a window, round r takes each
+    cluster's r-th best point, clusters by weight (heaviest first)."""
+    n = len(score)
     ranked_clusters = np.argsort(-cluster_weight, kind="stable")
     cluster_rank = np.empty(len(cluster_weight), dtype=np.int64)
     cluster_rank[ranked_clusters] = np.arange(len(cluster_weight))
-    # place inside its cluster (0 = best), by descending score
-    order = np.lexsort((-score, assignment))
-    place = np.empty(len(score), dtype=np.int64)
-    starts = np.searchsorted(assignment[order], np.arange(len(cluster_weight)))
-    place[order] = np.arange(len(order)) - starts[assignment[order]]
-    return np.lexsort((cluster_rank[assignment], place)).astype(np.int64)
+    windows = np.empty(n, dtype=np.int64)
+    windows[np.argsort(-score, kind="stable")] = np.arange(n) // max(1, window)
+    group = windows * len(cluster_weight) + assignment
+    # place inside its (window, cluster) group (0 = best), by descending score
+    order = np.lexsort((-score, group))
+    grouped = group[order]
+    place = np.empty(n, dtype=np.int64)
+    place[order] = np.arange(n) - np.searchsorted(grouped, grouped)
+    return np.lexsort((cluster_rank[assignment], place, windows)).astype(np.int64)
 
 
 @dataclass(frozen=True)
