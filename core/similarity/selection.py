@@ -43,11 +43,13 @@ of a big cluster ranks its points the same way at O(n·sample) instead of O(n²)
 UNCERTAINTY_WEIGHT = 0.9
 """Share of uncertainty (vs typicality) in the within-cluster rank once a model's scores exist."""
 
-DIVERSITY_WINDOW = 64
+DIVERSITY_WINDOW = 256
 """With a model's scores: the order is cut into windows of this many points by score (most useful
 first), and each window is spread round-robin over the clusters (Cluster-Margin, Citovsky et al.
 2021): uncertain first, yet never a run of near-identical images. Without scores the whole order is
-one window (TypiClust)."""
+one window (TypiClust). bench_active_learning.py, 5 seeds (photos / scans, labels to 95 % of full
+accuracy vs random 1422 / 118): window 1 → 1874 / 251, 16 → 1521 / 219, 64 → 1415 / 88,
+256 → 1309 / 80, 1024 → 1233 / 99."""
 
 FAR_PERCENTILE = 80.0
 """Members of a cluster farther from its centre than this percentile of its distances are held back."""
