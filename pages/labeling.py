@@ -21,13 +21,16 @@ from core.labeling import actions, reservations
 from core.labeling import keyboard_session as flow
 from core.labeling import queue as labeling
 from ui.actions import act
+from ui.cluster_labeling import cluster_view
 from ui.components.labeling_keys import labeling_view
 from ui.freshness import dataset_revision
 from ui.shared import allowed, current_user, plain, refusal, storage_url
 
 MODE_NAMES = {"all": "All", "unlabeled": "Unlabeled", "review": "Review", "random": "Random",
-              "low_confidence": "Low confidence"}
-MODE_HELP = "All: every image · Unlabeled · Review: AI labels to check · Random · Low conf.: AI labels below 50 %"
+              "low_confidence": "Low confidence", "useful": "Most useful next"}
+MODE_HELP = ("All: every image · Unlabeled · Review: AI labels to check · Random · Low conf.: AI labels below 50 % · "
+             "Most useful next: typical and diverse images first (embedding index), the model's least sure "
+             "first once it has predicted")
 PREFETCH = 3
 
 user = current_user()
@@ -301,8 +304,13 @@ if dataset_id is None:
     _pick_dataset()
 else:
     header(dataset_id)
-    state = _state(dataset_id, _uuid(st.query_params.get("image")), st.query_params.get("mode"))
-    if state is not None:
+    by_cluster = st.toggle("Label by cluster", key="labeling_by_cluster",
+                           help="Group the unlabeled images by similarity; one number key labels a whole cluster")
+    if by_cluster:  # the one-image panel (and its key listener) is not drawn: the cluster keys listen
+        if (held := st.session_state.get("labeling_state")) is not None and held.held_at:
+            flow.end(session_scope, held)
+        cluster_view(dataset_id, user.id)
+    elif (state := _state(dataset_id, _uuid(st.query_params.get("image")), st.query_params.get("mode"))) is not None:
         labeling_panel(dataset_id)
         action_buttons(dataset_id)
         from ui.similar_view import labeling_section

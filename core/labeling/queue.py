@@ -22,8 +22,10 @@ from core.errors import InvalidInput, NotFound
 from core.labeling.reservations import LEASE_S, held_by_others, unreserved
 from core.models import ClsClass, ClsDataset, ClsDatasetImage, ClsImage, ClsLabel, utcnow
 
-QUEUE_MODES = ("all", "unlabeled", "review", "random", "low_confidence")
-QueueMode = Literal["all", "unlabeled", "review", "random", "low_confidence"]
+QUEUE_MODES = ("all", "unlabeled", "review", "random", "low_confidence", "useful")
+QueueMode = Literal["all", "unlabeled", "review", "random", "low_confidence", "useful"]
+# useful: "most useful next" (core.labeling.useful_queue): images no person has labeled, typical and
+# diverse first, the model's uncertain ones first once it has predicted (AI labels)
 
 RESERVATION_S = LEASE_S
 """How long an image shown to one labeler is kept from the others without renewal (core.labeling.reservations)."""
@@ -172,6 +174,10 @@ def _mode_filter(mode: str, dataset_id: uuid.UUID):
         # core.labeling.labels keeps status in step with the labels (pending = no label, not skipped), and
         # the (dataset, status, added_at, image_id) index makes this a range scan, not a sort.
         return [ClsDatasetImage.status == "pending"]
+    if mode == "useful":
+        from core.labeling.dataset_vectors import awaiting_person
+
+        return [awaiting_person()]
     return [_awaiting_review(dataset_id)]  # review and low_confidence
 
 
@@ -224,8 +230,14 @@ def queue_ids(*, session, dataset_id: uuid.UUID, mode: str = "all", after: uuid.
     check_mode(mode)
     now = now or utcnow()
     skip = set(exclude) | ({after} if after else set())
-    if mode == "random":
-        return _random_ids(session, dataset_id, after, holder, limit, seed, skip, now)
+    if mode in ("random", "useful"):
+        if mode == "useful":
+            from core.labeling.useful_queue import useful_order_ids
+
+            order = useful_order_ids(session, dataset_id)
+        else:
+            order = _random_order(session, dataset_id, seed)
+        return _ordered_ids(session, dataset_id, mode, order, after, holder, limit, skip, now)
     conditions = [ClsDatasetImage.dataset_id == dataset_id, *_mode_filter(mode, dataset_id)]
     if mode != "all":
         conditions.append(unreserved(holder, now))
@@ -252,8 +264,9 @@ def queue_ids(*, session, dataset_id: uuid.UUID, mode: str = "all", after: uuid.
     return found
 
 
-def _random_ids(session, dataset_id, after, holder, limit, seed, skip, now) -> list[uuid.UUID]:
-    order = _random_order(session, dataset_id, seed)
+def _ordered_ids(session, dataset_id, mode, order, after, holder, limit, skip, now) -> list[uuid.UUID]:
+    """The next `limit` images of a precomputed order after `after` that the mode admits and no other
+    page holds, checked a chunk of ids at a time (one indexed query each)."""
     start = order.index(after) + 1 if after in order else 0
     rotated = order[start:] + order[:start]
     found: list[uuid.UUID] = []
@@ -264,7 +277,7 @@ def _random_ids(session, dataset_id, after, holder, limit, seed, skip, now) -> l
         eligible = set(session.scalars(
             select(ClsDatasetImage.image_id).where(
                 ClsDatasetImage.dataset_id == dataset_id, ClsDatasetImage.image_id.in_(chunk),
-                *_mode_filter("random", dataset_id), unreserved(holder, now))
+                *_mode_filter(mode, dataset_id), unreserved(holder, now))
         ))
         found += [image_id for image_id in chunk if image_id in eligible][: limit - len(found)]
         if len(found) >= limit:
