@@ -7,6 +7,8 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
+from core.db import get_engine
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -22,7 +24,6 @@ def upgrade_head(url: str | None = None) -> str:
     """Bring the database to the newest schema; returns the revision it is at."""
     from alembic.runtime.migration import MigrationContext
 
-    from core.db import get_engine
 
     command.upgrade(alembic_config(url), "head")
     with get_engine(url).connect() as connection:

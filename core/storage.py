@@ -14,6 +14,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Protocol
 from urllib.parse import quote, urlparse
 
+from core.config import get_settings
 from core.errors import ConfigError, InvalidInput, NotFound, ServiceUnavailable
 
 
@@ -242,8 +243,6 @@ _storages: dict[tuple[int, str], Storage] = {}
 
 def get_storage() -> Storage:
     """The configured store, one per process (boto3 clients are not fork-safe)."""
-    from core.config import get_settings
-
     settings = get_settings()
     cache_key = (os.getpid(), settings.storage_url)
     store = _storages.get(cache_key)

@@ -6,10 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from core.jobs.rows import JobContext
+from core.library.duplicate_search import run_duplicate_search
 from core.users import User
 
 
 def find_duplicates(ctx: JobContext, *, actor: User, threshold: int, confirm: bool = True) -> dict[str, Any]:
-    from core.library.duplicate_search import run_duplicate_search
-
     return run_duplicate_search(actor=actor, threshold=threshold, confirm=confirm, progress=ctx.progress)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from core.imports.url_chunks import finish_url_import as finish
+from core.imports.url_chunks import import_url_chunk as import_chunk
+from core.imports.url_chunks import plan_url_chunks
+from core.jobs.fanout import fan_out
 from core.jobs.rows import JobContext
 from core.users import User
 
@@ -11,9 +15,6 @@ def import_urls(ctx: JobContext, *, actor: User, urls: list[str], folder: str | 
                 rejected: list[dict] | None = None) -> dict:
     """Download and ingest a list of URLs in chunks over the imports queue's workers; `rejected`
     carries lines refused before the job started."""
-    from core.imports.url_chunks import plan_url_chunks
-    from core.jobs.fanout import fan_out
-
     ctx.progress(0, len(urls), "downloading")
     chunks = plan_url_chunks(actor=actor, urls=urls)
     common = {"job_id": str(ctx.job_id), "folder": folder, "tags": tags, "skip_duplicates": skip_duplicates,
@@ -24,12 +25,8 @@ def import_urls(ctx: JobContext, *, actor: User, urls: list[str], folder: str | 
 
 
 def import_url_chunk(ctx, *, actor: User, **params) -> dict:
-    from core.imports.url_chunks import import_url_chunk as import_chunk
-
     return import_chunk(actor=actor, progress=ctx.progress, **params)
 
 
 def finish_url_import(*, parent_id, plan: dict, chunk_results: list[dict], actor: User) -> dict:
-    from core.imports.url_chunks import finish_url_import as finish
-
     return finish(actor=actor, job_id=parent_id, plan=plan, chunk_results=chunk_results)

@@ -8,6 +8,16 @@ import uuid
 
 import streamlit as st
 
+from core.datasets.classes import (
+    COLOR_RE,
+    bulk_create_classes,
+    class_tree,
+    create_class,
+    delete_class,
+    labels_using,
+    merge_classes,
+    update_class,
+)
 from core.db import session_scope
 from ui.actions import act
 from ui.shared import allowed, plain, refusal
@@ -16,8 +26,6 @@ NO_PARENT = "none"
 
 
 def _classes() -> list[dict]:
-    from core.datasets.classes import class_tree
-
     with session_scope() as session:
         return [{"id": c.id, "name": c.name, "display_name": c.display_name, "description": c.description,
                  "color": c.color, "parent_class_id": c.parent_class_id, "image_count": c.image_count,
@@ -34,8 +42,6 @@ def _done(message: str) -> None:
 
 
 def create_section(classes: list[dict]) -> None:
-    from core.datasets.classes import bulk_create_classes, create_class
-
     names = {c["id"]: c["name"] for c in classes}
     one, many = st.tabs(["New class", "Paste many"])
     with one, st.form("cls_create", clear_on_submit=True):
@@ -80,8 +86,6 @@ def _close_dialog() -> None:
 
 @st.dialog("Delete class", on_dismiss=_close_dialog)
 def confirm_delete(class_row: dict) -> None:
-    from core.datasets.classes import delete_class, labels_using
-
     with session_scope() as session:
         count = labels_using(session=session, class_id=class_row["id"])
     st.warning(f"Delete {plain(class_row['name'])}? This removes {count:,} labels from the datasets' images "
@@ -97,8 +101,6 @@ def confirm_delete(class_row: dict) -> None:
 
 @st.dialog("Edit class", on_dismiss=_close_dialog)
 def edit_dialog(class_row: dict, classes: list[dict]) -> None:
-    from core.datasets.classes import update_class
-
     others = {c["id"]: c["name"] for c in classes if c["id"] != class_row["id"]}
     parent_options = [NO_PARENT, *others]
     current_parent = class_row["parent_class_id"] if class_row["parent_class_id"] in others else NO_PARENT
@@ -122,8 +124,6 @@ def edit_dialog(class_row: dict, classes: list[dict]) -> None:
 
 
 def _color(value: str | None) -> str:
-    from core.datasets.classes import COLOR_RE
-
     return value if value and COLOR_RE.match(value) else "#6B7280"
 
 
@@ -158,8 +158,6 @@ def _open_dialog(kind: str, class_id: uuid.UUID) -> None:
 
 
 def merge_section(classes: list[dict]) -> None:
-    from core.datasets.classes import merge_classes
-
     names = {str(c["id"]): c["name"] for c in classes}
     with st.expander("Merge classes", icon=":material/merge:"):
         st.caption("Every label of the merged classes moves to the target; the merged classes are deleted. "

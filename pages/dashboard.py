@@ -4,6 +4,7 @@ data with one click, admins only), and the recent background jobs with their pro
 import streamlit as st
 
 from core.db import session_scope
+from core.imports.demo import start_demo as start
 from core.jobs.fanout import reap_stale
 from core.jobs.rows import list_jobs
 from core.permissions import can_act
@@ -25,8 +26,6 @@ with session_scope() as session:
 
 
 def start_demo() -> None:
-    from core.imports.demo import start_demo as start
-
     job_id = act(lambda _session, actor: start(actor=actor))
     if job_id is not None:
         st.session_state[DEMO_JOB] = job_id

@@ -7,9 +7,20 @@ import uuid
 
 import streamlit as st
 
+from core.datasets.dataset import (
+    create_dataset,
+    delete_dataset,
+    get_dataset,
+    library_image_ids,
+    list_datasets,
+    update_dataset,
+)
 from core.db import session_scope
 from core.errors import UserError
+from core.library.bulk import add_to_dataset
 from ui.actions import act
+from ui.dataset_classes import render_label_space
+from ui.dataset_grid import dataset_grid
 from ui.shared import allowed, current_user, plain, refusal
 
 TASK_LABELS = {"single_label": "Single-label", "multi_label": "Multi-label"}
@@ -62,8 +73,6 @@ def settings_form(key: str, current: dict | None = None) -> dict | None:
 
 
 def create_section() -> None:
-    from core.datasets.dataset import create_dataset
-
     with st.expander("New dataset", icon=":material/add:"):
         values = settings_form("ds_create")
         if values is not None:
@@ -80,8 +89,6 @@ def create_section() -> None:
 
 
 def list_view() -> None:
-    from core.datasets.dataset import list_datasets
-
     st.title("Datasets")
     if allowed("admin"):
         create_section()
@@ -114,8 +121,6 @@ def list_view() -> None:
 def _add_images(dataset_id: uuid.UUID, ids_provider, asked: int | None = None) -> None:
     """Callback: add library images (in batches: a labeler of this dataset is never held long); the
     outcome waits in session state, and the grid, drawn after this, already counts them."""
-    from core.library.bulk import add_to_dataset
-
     key = f"dsadd_message_{dataset_id}"
     try:
         ids = ids_provider()
@@ -136,8 +141,6 @@ def _pasted_ids(dataset_id: uuid.UUID) -> list[str]:
 def add_images_section(dataset_id: uuid.UUID) -> None:
     """Add library images by filters (folder, tags, source, status, file name) or by pasted ids (each
     tile's id copies with one click). Admins only (core refuses others)."""
-    from core.datasets.dataset import library_image_ids
-
     message = st.session_state.pop(f"dsadd_message_{dataset_id}", None)
     with st.expander("Add images from the library", icon=":material/add_photo_alternate:",
                      expanded=message is not None):
@@ -179,8 +182,6 @@ def add_images_section(dataset_id: uuid.UUID) -> None:
 
 @st.dialog("Delete dataset")
 def confirm_delete(dataset_id: uuid.UUID, name: str, images: int) -> None:
-    from core.datasets.dataset import delete_dataset
-
     st.warning(f"Delete the dataset {plain(name)} with its {images:,} memberships, labels and versions? "
                "The images stay in the library. This cannot be undone.")
     if st.button("Delete dataset", type="primary", key="ds_confirm_delete"):
@@ -193,9 +194,6 @@ def confirm_delete(dataset_id: uuid.UUID, name: str, images: int) -> None:
 
 
 def settings_section(dataset: dict) -> None:
-    from core.datasets.dataset import update_dataset
-    from ui.dataset_classes import render_label_space
-
     render_label_space(dataset["id"])
     st.divider()
 
@@ -225,9 +223,6 @@ def _section(name: str, dataset_id: uuid.UUID) -> None:
 
 
 def detail_view(dataset_id: uuid.UUID) -> None:
-    from core.datasets.dataset import get_dataset
-    from ui.dataset_grid import dataset_grid
-
     try:
         with session_scope() as session:
             row = get_dataset(session=session, dataset_id=dataset_id)

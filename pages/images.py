@@ -8,11 +8,19 @@ import uuid
 import streamlit as st
 
 from core import limits
+from core.datasets.dataset import list_datasets
 from core.db import session_scope
 from core.errors import UserError
-from core.library.images import SORTS, ImageFilters
+from core.library import bulk
+from core.library import images as lib
+from core.library.bulk import delete_images
+from core.library.duplicates import duplicates_of
+from core.library.images import SORTS, ImageFilters, count_ahead, image_detail, list_images, matching_image_ids
+from core.storage import get_storage
+from core.vocabulary import IMAGE_STATUSES
 from ui.actions import act
 from ui.components.thumbnail_grid import Selection, selection_controls, thumbnail_grid, tile
+from ui.duplicates_view import render_duplicates
 from ui.shared import (
     allowed,
     library_filter_options,
@@ -82,8 +90,6 @@ def _selection() -> Selection:
 
 def selected_ids(filters: ImageFilters) -> list[uuid.UUID]:
     if _selection().all_matching:
-        from core.library.images import matching_image_ids
-
         with session_scope() as session:
             return matching_image_ids(session=session, filters=filters)
     return [uuid.UUID(i) for i in _selection().ids]
@@ -101,9 +107,6 @@ def confirm_delete(ids: list[uuid.UUID], what: str) -> None:
     st.warning(f"Delete {len(ids):,} {what}? Their files, dataset memberships and labels go too. "
                "This cannot be undone.")
     if st.button(f"Delete {len(ids):,} images", type="primary", key="img_confirm_delete"):
-        from core.library.bulk import delete_images
-        from core.storage import get_storage
-
         def delete(_session, actor):  # in batches, each its own short transaction (a labeler is never held long)
             bar = st.progress(0.0)
             return delete_images(actor=actor, image_ids=ids, storage=get_storage(),
@@ -116,9 +119,6 @@ def confirm_delete(ids: list[uuid.UUID], what: str) -> None:
 
 def bulk_actions(filters: ImageFilters, count: int, total: int, more: bool, by_filters: bool = True) -> None:
     """`by_filters`: offer "delete all matching the filters" (not under ?like=, where they are not shown)."""
-    from core.library import bulk
-    from core.library import images as lib
-
     if not allowed("admin"):  # every bulk action here changes the library: admins only
         return
     plus = "+" if more and _selection().all_matching else ""
@@ -153,8 +153,6 @@ def bulk_actions(filters: ImageFilters, count: int, total: int, more: bool, by_f
                 confirm_delete(selected_ids(filters), "selected images")
             if by_filters and st.button(f"Delete all {total:,}{'+' if more else ''} matching the filters",
                                         key="img_bulk_delete_filtered"):
-                from core.library.images import matching_image_ids
-
                 with session_scope() as session:
                     confirm_delete(matching_image_ids(session=session, filters=filters), "images matching the filters")
 
@@ -174,8 +172,6 @@ def _apply(action, filters: ImageFilters, done: str) -> None:
 
 
 def _datasets() -> dict:
-    from core.datasets.dataset import list_datasets
-
     with session_scope() as session:
         return {d.id: d.name for d in sorted(list_datasets(session=session), key=lambda d: d.name)}
 
@@ -238,8 +234,6 @@ def _close_detail() -> None:
 
 @st.dialog("Image", width="large", on_dismiss=_close_detail)
 def image_dialog(image_id: uuid.UUID) -> None:
-    from core.library.images import image_detail
-
     try:
         with session_scope() as session:
             detail = image_detail(session=session, image_id=image_id)
@@ -275,10 +269,6 @@ def image_dialog(image_id: uuid.UUID) -> None:
 
 def _edit_image(image) -> None:
     """Folder, tags, status and delete (admins)."""
-    from core.library.images import delete_images, update_image
-    from core.storage import get_storage
-    from core.vocabulary import IMAGE_STATUSES
-
     image_id = image.id
     with st.form(f"edit_{image_id}"):
         folder = st.text_input("Folder", value=image.folder or "")
@@ -286,14 +276,14 @@ def _edit_image(image) -> None:
         status = st.selectbox("Status", IMAGE_STATUSES, index=IMAGE_STATUSES.index(image.status))
         if st.form_submit_button("Save"):
             def save(session, actor):
-                return update_image(session=session, actor=actor, image_id=image_id, folder=folder,
+                return lib.update_image(session=session, actor=actor, image_id=image_id, folder=folder,
                                     tags=tags, status=status)
 
             act(save, success="Saved")
     if st.button("Delete this image", key=f"del_{image_id}"):
         def delete_one(session, actor):
-            return delete_images(session=session, actor=actor, storage=get_storage(),
-                                 image_ids=[image_id])
+            return lib.delete_images(session=session, actor=actor, storage=get_storage(),
+                                     image_ids=[image_id])
 
         if act(delete_one) is not None:
             st.query_params.pop("image", None)
@@ -306,8 +296,6 @@ def _displayable(rows: list[dict]) -> list[dict]:
 
 
 def _preview_bytes(key: str, size: int | None) -> bytes | None:
-    from core.storage import get_storage
-
     if size and size > 15 * 1024 * 1024:
         return None  # show the thumbnail rather than push a huge original to the browser
     try:
@@ -317,8 +305,6 @@ def _preview_bytes(key: str, size: int | None) -> bytes | None:
 
 
 def _duplicates_of(image_id: uuid.UUID) -> None:
-    from core.library.duplicates import duplicates_of
-
     st.markdown("**Duplicates**")
     with session_scope() as session:
         found = act(lambda session, _actor: duplicates_of(session=session, image_id=image_id), session=session)
@@ -332,8 +318,6 @@ def _duplicates_of(image_id: uuid.UUID) -> None:
 
 
 def library_tab() -> None:
-    from core.library.images import count_ahead, list_images
-
     if st.session_state.get("img_toast"):
         st.toast(st.session_state.pop("img_toast"))
     if st.query_params.get("like"):  # more like one image: its neighbours, the same bulk actions
@@ -387,8 +371,6 @@ def render() -> None:
         with library:
             library_tab()
     if duplicates.open:
-        from ui.duplicates_view import render_duplicates
-
         with duplicates:
             render_duplicates()
 

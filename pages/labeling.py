@@ -14,7 +14,9 @@ import uuid
 
 import streamlit as st
 
-from core.datasets.label_space import KEYED_CLASSES, ClassKey
+from core.datasets.classes import list_classes
+from core.datasets.label_space import KEYED_CLASSES, ClassKey, space_class_ids
+from core.datasets.label_space_edits import add_classes
 from core.db import session_scope
 from core.errors import UserError
 from core.labeling import actions, reservations
@@ -249,10 +251,6 @@ def action_buttons(dataset_id: uuid.UUID) -> None:
 
 def _add_class(dataset_id: uuid.UUID) -> None:
     """Add a class to this dataset's classes: an existing one, or a new one by name (admins)."""
-    from core.datasets.classes import list_classes
-    from core.datasets.label_space import space_class_ids
-    from core.datasets.label_space_edits import add_classes
-
     with session_scope() as session:
         inside = set(space_class_ids(session, dataset_id))
         others = {str(c.id): c.name for c in list_classes(session=session) if c.id not in inside and c.is_active}

@@ -7,7 +7,8 @@ import streamlit as st
 
 from core.db import session_scope
 from core.storage import get_storage
-from core.training.views import list_models, model_detail
+from core.training.registry import delete_model, rename_model, set_active, set_default
+from core.training.views import describe_model, list_models, model_detail
 from core.vocabulary import MODEL_TYPES
 from ui.actions import act, read_or_explain
 from ui.models_detail import detail_tabs
@@ -85,8 +86,6 @@ def list_view(user) -> None:
 
 def _set_default(model_id):
     """The action that makes the model its family's default (run it with ui.actions.act)."""
-    from core.training.registry import set_default
-
     def change(session, actor) -> bool:
         set_default(session=session, actor=actor, model_id=model_id)
         return True
@@ -94,8 +93,6 @@ def _set_default(model_id):
 
 
 def _set_active(model_id, active: bool):
-    from core.training.registry import set_active
-
     def change(session, actor) -> bool:
         set_active(session=session, actor=actor, model_id=model_id, active=active)
         return True
@@ -103,9 +100,6 @@ def _set_active(model_id, active: bool):
 
 
 def _rename(model_id, name: str, description: str):
-    from core.training.registry import rename_model
-    from core.training.views import describe_model
-
     def change(session, actor) -> bool:
         rename_model(session=session, actor=actor, model_id=model_id, name=name)
         describe_model(session=session, actor=actor, model_id=model_id, description=description)
@@ -114,8 +108,6 @@ def _rename(model_id, name: str, description: str):
 
 
 def _delete(model_id):
-    from core.training.registry import delete_model
-
     def change(session, actor) -> bool:
         delete_model(session=session, actor=actor, storage=get_storage(), model_id=model_id)
         return True

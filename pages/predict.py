@@ -7,10 +7,16 @@ from __future__ import annotations
 
 import streamlit as st
 
+from core.datasets.dataset import list_datasets
 from core.db import session_scope
+from core.prediction.auto_label import parse_image_ids, selection_ids, start_batch_prediction
+from core.prediction.label_errors import decide, pending, start_find, stored_issues
+from core.prediction.predict import Item, grad_cam, predict_items, read_inputs, resolve_model
 from core.storage import get_storage
+from core.training.registry import list_models
 from ui.actions import act, user_errors
 from ui.shared import current_user, library_filter_options, refusal, watch_jobs
+from ui.similar_view import upload_section
 
 st.title("Predict")
 st.caption("Predict classes for new images with a trained model, with Grad-CAM.")
@@ -21,9 +27,6 @@ storage = get_storage()
 
 def model_choices() -> tuple[list[tuple[str, str]], int]:
     """(id, label) of the active models and the index to preselect: ?model=, else the default."""
-    from core.prediction.predict import resolve_model
-    from core.training.registry import list_models
-
     with session_scope() as session:
         rows = list_models(session=session, active_only=True)
         choices = [(str(r.id), f"{r.name} · {r.model_type}/{r.model_size}" + (" · default" if r.is_default else ""))
@@ -59,8 +62,6 @@ def top_k_chart(result: dict) -> None:
 
 
 def predict_tab() -> None:
-    from core.prediction.predict import Item, predict_items, read_inputs
-
     model_id = choose_model("predict_model")
     if model_id is None:
         return
@@ -100,14 +101,10 @@ def predict_tab() -> None:
                 top_k_chart(item)
                 grad_cam_view(model_id, item, images.get(item["image"]), number)
             if images.get(item["image"]) is not None:
-                from ui.similar_view import upload_section
-
                 upload_section(images[item["image"]], number)
 
 
 def grad_cam_view(model_id: str, item: dict, image: bytes | None, number: int) -> None:
-    from core.prediction.predict import grad_cam
-
     if image is None or not st.toggle("Grad-CAM", key=f"cam_on_{number}"):
         return
     options = {r["class"]: r["index"] for r in item["top_k"]}
@@ -123,9 +120,6 @@ def grad_cam_view(model_id: str, item: dict, image: bytes | None, number: int) -
 
 
 def batch_tab() -> None:
-    from core.datasets.dataset import list_datasets
-    from core.prediction.auto_label import start_batch_prediction
-
     model_id = choose_model("batch_model")
     if model_id is None:
         return
@@ -173,8 +167,6 @@ def batch_tab() -> None:
 def selection_inputs() -> list | None:
     """A selection: the library's images in chosen folders / with chosen tags, plus pasted image ids
     (e.g. copied from the Images page). None (with the reason shown) when ids do not parse."""
-    from core.prediction.auto_label import parse_image_ids, selection_ids
-
     options = library_filter_options()
     left, right = st.columns(2)
     folders = left.multiselect("Images in folders", options["folders"], key="batch_folders")
@@ -204,9 +196,6 @@ def batch_done(jobs) -> None:
 
 
 def label_errors_tab() -> None:
-    from core.datasets.dataset import list_datasets
-    from core.prediction.label_errors import pending, start_find, stored_issues
-
     with session_scope() as session:
         datasets = {str(d.id): d.name + (" (multi-label)" if d.task_type == "multi_label" else "")
                     for d in list_datasets(session=session)}
@@ -242,8 +231,6 @@ def label_errors_tab() -> None:
 
 def _issue_card(issue: dict, dataset_id: str, skipped: set) -> None:
     """One suggestion: the image, given and suggested labels, and accept / keep / skip."""
-    from core.prediction.label_errors import decide
-
     with st.container(border=True):
         left, right = st.columns([1, 2])
         left.image(storage.get(issue["key"]), caption=issue["filename"] or issue["image_id"], width="stretch")

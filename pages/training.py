@@ -10,7 +10,9 @@ import streamlit as st
 
 from core.db import session_scope
 from core.errors import UserError
+from core.jobs.fanout import reap_stale
 from core.storage import get_storage
+from core.training.runs import cancel_run, create_run, delete_run, get_run, start_run
 from core.training.views import (
     ACTIVE_RUN_STATUSES,
     RunFilters,
@@ -53,16 +55,12 @@ def duration(row: dict) -> str:
 
 
 def cancel(run_id: uuid.UUID) -> None:
-    from core.training.runs import cancel_run
-
     with session_scope() as session:
         cancel_run(session=session, actor=current_user(), run_id=run_id)
     st.toast("Cancel requested; the worker stops between batches.")
 
 
 def delete(run_id: uuid.UUID) -> None:
-    from core.training.runs import delete_run
-
     with session_scope() as session:
         delete_run(session=session, actor=current_user(), storage=get_storage(), run_id=run_id)
     st.toast("Run and its checkpoint deleted.")
@@ -71,8 +69,6 @@ def delete(run_id: uuid.UUID) -> None:
 def retry(run_id: uuid.UUID, user) -> uuid.UUID:
     """Start a never-started run; resume a failed/cancelled one from its checkpoint; else train its
     config again as a new run. Returns the run to show."""
-    from core.training.runs import create_run, get_run, start_run
-
     with session_scope() as session:
         run = get_run(session=session, run_id=run_id)
         status, has_checkpoint = run.status, bool(run.checkpoint_key)
@@ -153,8 +149,6 @@ def run_card(row: dict, user) -> None:
 
 
 def list_view(user) -> None:
-    from core.jobs.fanout import reap_stale
-
     st.title("Training")
     head, new = st.columns([4, 1])
     head.caption("Training runs on your dataset versions: status, progress and best metrics. "

@@ -118,7 +118,7 @@ def test_a_stopped_action_keeps_its_committed_batches_and_a_rerun_finishes(db_st
             raise InvalidInput("the third batch fails")
         return real(**kwargs)
 
-    monkeypatch.setattr(bulk_labels, "set_label_batch", failing_third)
+    monkeypatch.setattr(bulk_actions, "set_label_batch", failing_third)  # where the bulk action looks it up
     with pytest.raises(InvalidInput, match="stopped after .* of 300 images"):
         bulk_actions.set_label(dataset_id=dataset, image_ids=ids, class_id=cat, actor=ADMIN)
     assert mismatches(stack) == []

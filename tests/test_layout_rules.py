@@ -5,9 +5,12 @@ planted violation:
   nothing imports a module from pages/;
 - pages and ui never import sqlalchemy, boto3, torch, timm, onnxruntime, core.models or core.ml;
 - core never imports streamlit; core.ml never imports core.db or core.models;
-- no import cycle among core modules (deferred imports inside functions count: a cycle hidden in a
-  function is still a cycle);
-- no module over 400 lines, no function over 60 lines (core, pages, ui, jobs).
+- no import cycle among core modules, nor among ui modules (deferred imports inside functions count:
+  a cycle hidden in a function is still a cycle);
+- no module over 400 lines, no function over 60 lines (core, pages, ui, jobs);
+- project modules are imported at module top; an import inside a function is for a heavy module only
+  (one that imports torch, timm, onnxruntime, optuna, scikit-learn & co at its top, directly or through
+  another project module): deferring those keeps the app's start and RQ's forked work horses light.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ MAX_FUNCTION_LINES = 60
 PAGES_BANNED = ("sqlalchemy", "boto3", "botocore", "torch", "timm", "onnxruntime", "core.models", "core.ml")
 CORE_BANNED = ("streamlit",)
 ML_BANNED = ("core.db", "core.models")
+HEAVY_LIBRARIES = ("torch", "torchvision", "timm", "onnxruntime", "onnx", "optuna", "sklearn", "cleanlab", "scipy",
+                   "pytorch_grad_cam", "usearch", "torch_lr_finder", "iterstrat", "pandas", "plotly", "umap")
+"""Libraries slow to import (seconds, or CUDA state): a module importing one at its top is heavy."""
 
 
 def module_name(path: Path, root: Path = ROOT) -> str:
@@ -110,6 +116,62 @@ def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return cycles
 
 
+def top_level_imports(source: str) -> set[str]:
+    """Dotted names imported at module level (in `if`/`try` blocks too, not under TYPE_CHECKING)."""
+    names: set[str] = set()
+
+    def visit(body: list[ast.stmt]) -> None:
+        for node in body:
+            if isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names.add(node.module)
+                names.update(f"{node.module}.{alias.name}" for alias in node.names)
+            elif isinstance(node, ast.If) and "TYPE_CHECKING" not in ast.unparse(node.test):
+                visit(node.body)
+                visit(node.orelse)
+            elif isinstance(node, ast.Try):
+                for block in (node.body, node.orelse, node.finalbody, *(h.body for h in node.handlers)):
+                    visit(block)
+
+    visit(ast.parse(source).body)
+    return names
+
+
+def heavy_modules(modules: dict[str, Path]) -> set[str]:
+    """Project modules that import a heavy library at their top, directly or through each other."""
+    tops = {name: top_level_imports(path.read_text()) for name, path in modules.items()}
+    heavy: set[str] = set()
+    while True:
+        grown = {name for name, names in tops.items() if name not in heavy and any(
+            imported.split(".")[0] in HEAVY_LIBRARIES or imported in heavy or imported.rsplit(".", 1)[0] in heavy
+            for imported in names)}
+        if not grown:
+            return heavy
+        heavy |= grown
+
+
+def deferred_light_imports(modules: dict[str, Path]) -> list[str]:
+    """'module.function imports name' for each project import inside a function that is not heavy."""
+    heavy = heavy_modules(modules)
+    found = []
+    for name, path in modules.items():
+        for function in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for node in ast.walk(function):
+                if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                    imported = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+                elif isinstance(node, ast.Import):
+                    imported = [alias.name for alias in node.names]
+                else:
+                    continue
+                if imported[0] in modules and imported[0] != name and not any(
+                        part in heavy for part in imported):
+                    found.append(f"{name}.{function.name} imports {imported[0]}")
+    return sorted(set(found))
+
+
 def route_files(app_source: str) -> set[str]:
     """The files app.py hands to st.Page (string literals, as `st.Page("pages/images.py", ...)`)."""
     routes = set()
@@ -164,6 +226,14 @@ def test_ml_has_no_database_code():
 
 def test_no_import_cycle_among_core_modules():
     assert import_cycles(import_graph(sources("core"))) == []
+
+
+def test_no_import_cycle_among_the_pages_parts():
+    assert import_cycles(import_graph(sources("ui"))) == []
+
+
+def test_project_modules_are_imported_at_module_top():
+    assert deferred_light_imports(sources("core", "jobs", "ui", "pages")) == []
 
 
 def test_no_module_over_400_lines():
@@ -237,3 +307,13 @@ def test_long_modules_and_functions_are_caught(planted):
     modules = sources("core", root=root)
     assert long_functions(modules) == [f"core.long.long: {MAX_FUNCTION_LINES + 1} lines"]
     assert long_modules(modules) == [f"core.long: {MAX_MODULE_LINES + 1} lines"]
+
+
+def test_a_deferred_import_of_a_light_module_is_caught(planted):
+    root = planted({"core/__init__.py": "", "core/light.py": "import json\n",
+                    "core/heavy.py": "import torch\n", "core/heavier.py": "from core import heavy\n",
+                    "core/user.py": ("def late():\n    from core.light import x\n"
+                                     "def fine():\n    from core.heavy import y\n    from core import heavier\n")})
+    modules = sources("core", root=root)
+    assert heavy_modules(modules) == {"core.heavy", "core.heavier"}
+    assert deferred_light_imports(modules) == ["core.user.late imports core.light"]

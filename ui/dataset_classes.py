@@ -10,6 +10,9 @@ import uuid
 
 import streamlit as st
 
+from core.datasets.classes import list_classes
+from core.datasets.label_space import KEYS, label_space
+from core.datasets.label_space_edits import add_classes, remove_classes, reorder_classes
 from core.db import session_scope
 from core.errors import UserError
 from core.permissions import can_act
@@ -30,8 +33,6 @@ def _act(dataset_id: uuid.UUID, action, done: str) -> None:
 
 
 def _move(dataset_id: uuid.UUID, order: list[uuid.UUID], index: int, step: int) -> None:
-    from core.datasets.label_space_edits import reorder_classes
-
     moved = list(order)
     moved.insert(index + step, moved.pop(index))
     _act(dataset_id, lambda session: reorder_classes(session=session, actor=current_user(), dataset_id=dataset_id,
@@ -39,15 +40,11 @@ def _move(dataset_id: uuid.UUID, order: list[uuid.UUID], index: int, step: int) 
 
 
 def _remove(dataset_id: uuid.UUID, class_id: uuid.UUID, name: str) -> None:
-    from core.datasets.label_space_edits import remove_classes
-
     _act(dataset_id, lambda session: remove_classes(session=session, actor=current_user(), dataset_id=dataset_id,
                                                     class_ids=[class_id]), f"{name} removed from this dataset.")
 
 
 def _add(dataset_id: uuid.UUID) -> None:
-    from core.datasets.label_space_edits import add_classes
-
     picked = st.session_state.get(f"dscls_existing_{dataset_id}") or []
     typed = [n.strip() for n in (st.session_state.get(f"dscls_new_{dataset_id}") or "").split(",") if n.strip()]
     _act(dataset_id, lambda session: add_classes(session=session, actor=current_user(), dataset_id=dataset_id,
@@ -59,9 +56,6 @@ def _add(dataset_id: uuid.UUID) -> None:
 
 
 def render_label_space(dataset_id: uuid.UUID) -> None:
-    from core.datasets.classes import list_classes
-    from core.datasets.label_space import KEYS, label_space
-
     admin = can_act(current_user(), "admin")
     with session_scope() as session:
         space = label_space(session=session, dataset_id=dataset_id)

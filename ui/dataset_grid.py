@@ -14,14 +14,24 @@ import uuid
 import streamlit as st
 
 from core import limits
+from core.datasets import dataset as ds
 from core.datasets.classes import COLOR_RE
-from core.datasets.grid import GridFilters
+from core.datasets.dataset import get_dataset, jobs_writing_to
+from core.datasets.grid import GridFilters, dataset_image_ids
+from core.datasets.grid import dataset_grid as grid_page
+from core.datasets.label_space import keyed_classes, label_space
 from core.db import session_scope
 from core.errors import UserError
+from core.labeling.bulk_labels import key_press_mode
+from core.library import bulk
+from core.library.bulk import delete_images, set_label
+from core.storage import get_storage
 from core.vocabulary import SPLITS
 from ui.components.thumbnail_grid import Selection, selection_controls, thumbnail_grid, tile
 from ui.freshness import rerun_app
+from ui.grid_selection import grid_selection, grid_state
 from ui.shared import SPLIT_COLORS, allowed, current_user, plain, refusal, storage_urls
+from ui.similar_view import more_like_this_panel
 
 PER_ROW = 6
 ANY = "any"
@@ -30,19 +40,9 @@ ANY = "any"
 # ---------------------------------------------------------------- selection (per dataset)
 
 
-def _state(dataset_id: uuid.UUID) -> dict:
-    return st.session_state.setdefault(f"dsgrid_{dataset_id}", {"selection": Selection(), "page": 1})
-
-
-def _selection(dataset_id: uuid.UUID) -> Selection:
-    return _state(dataset_id)["selection"]
-
-
 def selected_ids(dataset_id: uuid.UUID, filters: GridFilters) -> list[uuid.UUID]:
-    selection = _selection(dataset_id)
+    selection = grid_selection(dataset_id)
     if selection.all_matching:
-        from core.datasets.grid import dataset_image_ids
-
         with session_scope() as session:
             return dataset_image_ids(session=session, dataset_id=dataset_id, filters=filters)
     return [uuid.UUID(i) for i in selection.ids]
@@ -84,14 +84,11 @@ def _run(dataset_id: uuid.UUID, action, done: str) -> None:
         st.session_state[f"dsgrid_error_{dataset_id}"] = str(exc)
         return
     st.session_state[f"dsgrid_toast_{dataset_id}"] = done.format(n=changed)
-    _selection(dataset_id).clear()
+    grid_selection(dataset_id).clear()
 
 
 def label_selected(dataset: dict, class_row: dict, ids_provider) -> None:
     """Single-label: the class replaces. Multi-label: added, or removed when every selected image has it."""
-    from core.labeling.bulk_labels import key_press_mode
-    from core.library.bulk import set_label
-
     def action():
         ids = ids_provider()
         with session_scope() as session:
@@ -129,9 +126,6 @@ def confirm_delete(dataset_id: uuid.UUID, ids: list[uuid.UUID]) -> None:
     st.warning(f"Delete {len(ids):,} images from the library? They leave every dataset, with their labels "
                "and files. This cannot be undone.")
     if st.button(f"Delete {len(ids):,} images", type="primary", key="dsgrid_confirm_delete"):
-        from core.library.bulk import delete_images
-        from core.storage import get_storage
-
         def action():
             return delete_images(actor=current_user(), image_ids=ids, storage=get_storage())
 
@@ -152,8 +146,6 @@ def bulk_actions(dataset: dict, classes: list[dict], ids_provider, count: int) -
 
 
 def _label_tabs(dataset: dict, classes: list[dict], ids_provider, count: int, tabs) -> None:
-    from core.library import bulk
-
     dataset_id, actor, state = dataset["id"], current_user(), st.session_state
     label_tab, clear_tab = tabs
     with label_tab:
@@ -173,9 +165,6 @@ def _label_tabs(dataset: dict, classes: list[dict], ids_provider, count: int, ta
 
 
 def _admin_tabs(dataset: dict, ids_provider, count: int, tabs) -> None:
-    from core.datasets import dataset as ds
-    from core.library import bulk
-
     dataset_id, actor, state = dataset["id"], current_user(), st.session_state
     split_tab, remove_tab = tabs
     with split_tab:
@@ -222,17 +211,17 @@ def tile_chips(labels: list, classes_by_id: dict, split: str | None, status: str
 
 def tiles(dataset_id: uuid.UUID, items: list, classes_by_id: dict) -> None:
     urls = storage_urls([item.thumbnail_path for item in items])
-    thumbnail_grid(key=f"dsgrid_tiles_{dataset_id}", selection=_selection(dataset_id), tiles=[
+    thumbnail_grid(key=f"dsgrid_tiles_{dataset_id}", selection=grid_selection(dataset_id), tiles=[
         tile(item.image_id, url, item.filename, chips=tile_chips(item.labels, classes_by_id, item.split, item.status))
         for item, url in zip(items, urls, strict=True)])
 
 
 def _turn(dataset_id: uuid.UUID, step: int) -> None:
-    _state(dataset_id)["page"] += step
+    grid_state(dataset_id)["page"] += step
 
 
 def pager(dataset_id: uuid.UUID, total: int) -> int:
-    state = _state(dataset_id)
+    state = grid_state(dataset_id)
     pages = max(1, -(-total // limits.PAGE_SIZE))
     state["page"] = min(max(state["page"], 1), pages)
     if pages > 1:
@@ -248,12 +237,9 @@ def pager(dataset_id: uuid.UUID, total: int) -> int:
 # ---------------------------------------------------------------- the fragment
 
 
-def _dataset_and_classes(dataset_id: uuid.UUID) -> tuple[dict, list[dict], list[dict]]:
+def dataset_and_classes(dataset_id: uuid.UUID) -> tuple[dict, list[dict], list[dict]]:
     """The dataset's row, its whole label space (chips, filters) and its classes in this user's key
     order (core.datasets.label_space: the same keys as the Labeling page), read on every run."""
-    from core.datasets.dataset import get_dataset
-    from core.datasets.label_space import keyed_classes, label_space
-
     with session_scope() as session:
         row = get_dataset(session=session, dataset_id=dataset_id)
         dataset = {"id": row.id, "name": row.name, "task_type": row.task_type, "image_count": row.image_count,
@@ -269,8 +255,6 @@ REFRESH_S = 2.0
 
 
 def _writers(dataset_id: uuid.UUID) -> int:
-    from core.datasets.dataset import jobs_writing_to
-
     with session_scope() as session:
         return jobs_writing_to(session=session, dataset_id=dataset_id)
 
@@ -293,9 +277,7 @@ def dataset_grid(dataset_id: uuid.UUID) -> None:
 def _like_section(dataset_id: uuid.UUID, selection: Selection) -> bool:
     """"More like this" for one selected image: its neighbours in this dataset replace the tiles, in
     the grid's own selection (number keys and bulk actions act on them); True while shown."""
-    from ui.similar_view import more_like_this_panel
-
-    state = _state(dataset_id)
+    state = grid_state(dataset_id)
     if not state.get("like"):
         if len(selection.ids) == 1 and not selection.all_matching:
             st.button("More like the selected image", key=f"dsgrid_like_go_{dataset_id}",
@@ -311,15 +293,13 @@ def _like_section(dataset_id: uuid.UUID, selection: Selection) -> bool:
 
 
 def _grid_body(dataset_id: uuid.UUID) -> None:
-    from core.datasets.grid import dataset_grid as grid_page
-
-    dataset, classes, keyed = _dataset_and_classes(dataset_id)
+    dataset, classes, keyed = dataset_and_classes(dataset_id)
     classes_by_id = {c["id"]: c for c in classes}
     pct = 100.0 * dataset["labeled_image_count"] / dataset["image_count"] if dataset["image_count"] else 0.0
     st.progress(pct / 100, text=f"{dataset['labeled_image_count']:,} of {dataset['image_count']:,} images "
                                 f"labeled ({pct:.1f}%) · {dataset['class_count']} classes used")
     filters = filters_bar(dataset_id, classes)
-    state = _state(dataset_id)
+    state = grid_state(dataset_id)
     selection = state["selection"]
     if state.get("filters") != filters:  # a new filter starts at page 1 with a fresh "all matching"
         state["filters"], state["page"] = filters, 1

@@ -9,12 +9,18 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from core.datasets.export import EXPORT_FORMATS, list_exports, start_export
+from core.datasets.health import MIN_IMAGES_PER_CLASS, health_check
+from core.datasets.split_checks import join_straddling, straddling_duplicates, version_warnings, warning_lines
 from core.datasets.split_facts import resolve_threshold
+from core.datasets.splits import assign_split, auto_split, split_stats
+from core.datasets.versions import compare_versions, create_version, list_versions, unassigned_labeled_count
 from core.db import session_scope
 from core.errors import UserError
 from core.storage import get_storage
 from core.vocabulary import SPLITS, TRAINING_SPLITS
 from ui.actions import act
+from ui.freshness import dataset_revision
 from ui.shared import SPLIT_COLORS, allowed, plain, refusal, watch_jobs
 
 SEVERITY_ICONS = {"error": ":material/error:", "warning": ":material/warning:", "info": ":material/info:"}
@@ -64,8 +70,6 @@ def split_chart(per_class: list[dict], title: str) -> go.Figure:
 
 
 def render_splits(dataset_id: uuid.UUID) -> None:
-    from core.datasets.splits import split_stats
-
     with session_scope() as session:
         stats = act(lambda session, _actor: split_stats(session=session, dataset_id=dataset_id), session=session)
     if stats is None:
@@ -93,8 +97,6 @@ def render_splits(dataset_id: uuid.UUID) -> None:
 
 
 def _auto_split_form(dataset_id: uuid.UUID, ratios_now: dict[str, float]) -> None:
-    from core.datasets.splits import auto_split
-
     with st.form(f"auto-split-{dataset_id}"):
         st.markdown("**Auto-split** the labeled images, stratified by class; duplicates stay together.")
         ratio_columns = st.columns(3)
@@ -128,8 +130,6 @@ def _split_summary(dataset_id: uuid.UUID) -> None:
 
 
 def _manual_split_form(dataset_id: uuid.UUID) -> None:
-    from core.datasets.splits import assign_split
-
     with st.expander("Assign a split by hand"):
         with st.form(f"manual-split-{dataset_id}"):
             text = st.text_area("image ids (one per line or comma separated)")
@@ -148,8 +148,6 @@ def _manual_split_form(dataset_id: uuid.UUID) -> None:
 def _by_revision(dataset_id: uuid.UUID, name: str, read):
     """A slow read (duplicate search) kept in session state until the dataset's revision moves
     (ui.freshness)."""
-    from ui.freshness import dataset_revision
-
     key = f"{name}-{dataset_id}"
     revision = dataset_revision(dataset_id)
     cached = st.session_state.get(key)
@@ -159,8 +157,6 @@ def _by_revision(dataset_id: uuid.UUID, name: str, read):
 
 
 def _join(dataset_id: uuid.UUID, how: str) -> None:
-    from core.datasets.split_checks import join_straddling
-
     def change(session, actor):
         return join_straddling(session=session, actor=actor, dataset_id=dataset_id, how=how,
                                storage=get_storage())
@@ -172,8 +168,6 @@ def _join(dataset_id: uuid.UUID, how: str) -> None:
 
 def straddling_section(dataset_id: uuid.UUID) -> None:
     """Near-duplicate groups across splits: reported, and joined only when asked (splits are the user's)."""
-    from core.datasets.split_checks import straddling_duplicates
-
     report = _by_revision(dataset_id, "straddling", lambda session: straddling_duplicates(
         session=session, dataset_id=dataset_id, storage=get_storage()))
     if joined := st.session_state.pop(f"split-joined-{dataset_id}", None):
@@ -205,8 +199,6 @@ def straddling_section(dataset_id: uuid.UUID) -> None:
 
 
 def render_versions(dataset_id: uuid.UUID) -> None:
-    from core.datasets.versions import list_versions, unassigned_labeled_count
-
     with session_scope() as session:
         versions = act(lambda session, _actor: [
             {"version": v.version_number, "created": v.created_at, "labeled": v.labeled_image_count,
@@ -226,9 +218,6 @@ def render_versions(dataset_id: uuid.UUID) -> None:
 
 
 def _new_version_form(dataset_id: uuid.UUID, unsplit: int) -> None:
-    from core.datasets.split_checks import version_warnings, warning_lines
-    from core.datasets.versions import create_version
-
     warnings = _by_revision(dataset_id, "version-warnings", lambda session: version_warnings(
         session=session, dataset_id=dataset_id, storage=get_storage()))
     with st.form(f"new-version-{dataset_id}"):
@@ -250,8 +239,6 @@ def _new_version_form(dataset_id: uuid.UUID, unsplit: int) -> None:
 
 
 def _versions_table(dataset_id: uuid.UUID, versions: list[dict]) -> None:
-    from core.datasets.versions import compare_versions
-
     st.dataframe(pd.DataFrame(versions).set_index("version"), width="stretch")
     if len(versions) < 2:
         return
@@ -277,8 +264,6 @@ def _versions_table(dataset_id: uuid.UUID, versions: list[dict]) -> None:
 
 
 def render_health(dataset_id: uuid.UUID) -> None:
-    from core.datasets.health import MIN_IMAGES_PER_CLASS, health_check
-
     state_key = f"health-{dataset_id}"
     controls = st.columns([1, 1, 2])
     minimum = controls[0].number_input("min images per class", min_value=1, value=MIN_IMAGES_PER_CLASS,
@@ -326,9 +311,6 @@ def render_health(dataset_id: uuid.UUID) -> None:
 
 
 def render_export(dataset_id: uuid.UUID) -> None:
-    from core.datasets.export import EXPORT_FORMATS, list_exports, start_export
-    from core.datasets.versions import list_versions
-
     numbers = act(lambda session, _actor: [v.version_number for v in list_versions(session=session,
                                                                                      dataset_id=dataset_id)])
     if numbers is None:

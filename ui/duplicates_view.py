@@ -9,7 +9,9 @@ import uuid
 import streamlit as st
 
 from core.db import session_scope
-from core.library.duplicates import CONFIRM_MAX_DISTANCE, DEFAULT_THRESHOLD, MAX_THRESHOLD
+from core.library.duplicate_search import group_rows, latest_search, start_duplicate_search
+from core.library.duplicates import CONFIRM_MAX_DISTANCE, DEFAULT_THRESHOLD, MAX_THRESHOLD, check_image, delete_extras
+from core.storage import get_storage
 from ui.actions import act
 from ui.shared import allowed, refusal, storage_urls, watch_jobs
 
@@ -23,8 +25,6 @@ def _caption(row: dict) -> str:
 
 
 def check_section() -> None:
-    from core.library.duplicates import check_image
-
     st.subheader("Check an image")
     upload = st.file_uploader("Is this image already in the library?", key="dup_check_file")
     if upload is None:
@@ -48,8 +48,6 @@ def check_section() -> None:
 
 
 def search_controls() -> None:
-    from core.library.duplicate_search import start_duplicate_search
-
     st.subheader("Duplicate groups")
     left, middle, right = st.columns([3, 3, 2], vertical_alignment="bottom")
     threshold = left.slider("pHash distance threshold", 0, MAX_THRESHOLD, DEFAULT_THRESHOLD, key="dup_threshold",
@@ -94,9 +92,6 @@ def _picked(kind: str, groups: list[list[dict]]) -> dict[uuid.UUID, list[uuid.UU
 
 
 def delete_bar(kind: str, groups: list[list[dict]]) -> None:
-    from core.library.duplicates import delete_extras
-    from core.storage import get_storage
-
     if not allowed("admin"):
         st.caption(refusal("admin", "deleting images"))
         return
@@ -130,8 +125,6 @@ def delete_bar(kind: str, groups: list[list[dict]]) -> None:
 
 
 def groups_section() -> None:
-    from core.library.duplicate_search import group_rows, latest_search
-
     with session_scope() as session:
         latest = latest_search(session=session)
     if latest is None:

@@ -19,12 +19,12 @@ import uuid
 
 import streamlit as st
 
+from core.datasets.dataset import dataset_revision as read
+from core.db import session_scope
+
 
 def dataset_revision(dataset_id: uuid.UUID) -> int:
     """The dataset's revision now (one primary-key read; -1 when the dataset is gone)."""
-    from core.datasets.dataset import dataset_revision as read
-    from core.db import session_scope
-
     with session_scope() as session:
         return read(session=session, dataset_id=dataset_id)
 

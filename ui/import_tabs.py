@@ -14,8 +14,28 @@ import pandas as pd
 import streamlit as st
 
 from core.config import get_settings
+from core.datasets.classes import list_classes
+from core.datasets.dataset import create_dataset, list_datasets
 from core.db import session_scope
 from core.errors import UserError
+from core.imports.archive import (
+    ClassMapping,
+    ImportLabeledDatasetRequest,
+    check_mapping,
+    preview_archive,
+    start_archive_import,
+)
+from core.imports.sources import (
+    CutoutFilters,
+    ImportFromCutoutsRequest,
+    ImportFromODRequest,
+    ImportFromProductsRequest,
+    ODImageFilters,
+    ProductFilters,
+    preview_source_import,
+    source_filter_options,
+    start_source_import,
+)
 from ui.actions import act
 from ui.shared import current_user, watch_jobs
 
@@ -56,8 +76,6 @@ def _conflict_rows(conflicts: list[dict]) -> pd.DataFrame:
 
 def _dataset_picker(prefix: str, dataset_id: uuid.UUID | None, *, optional: bool) -> str | None:
     """The target dataset's id: fixed when the dialog was opened on a dataset, else chosen or created."""
-    from core.datasets.dataset import list_datasets
-
     with session_scope() as session:
         datasets = [(str(d.id), d.name, d.task_type) for d in list_datasets(session=session)]
     if dataset_id is not None:
@@ -83,7 +101,6 @@ def _dataset_picker(prefix: str, dataset_id: uuid.UUID | None, *, optional: bool
 def _resolve_dataset(prefix: str, picked: str | None) -> str | None:
     if picked != "create":
         return picked
-    from core.datasets.dataset import create_dataset
 
     name, task = st.session_state[f"{prefix}_create"]
     with session_scope() as session:
@@ -100,8 +117,6 @@ def _watch(prefix: str) -> None:
 
 
 def labeled_dataset_tab(dataset_id: uuid.UUID | None = None) -> None:
-    from core.imports.archive import preview_archive
-
     st.caption("A ZIP with one folder per class, Roboflow train/valid/test folders, a multi-label "
                "`_classes.csv`, or a CSV of filename,label rows.")
     upload = st.file_uploader("ZIP archive", type=["zip"], key="archive_file")
@@ -159,9 +174,6 @@ def _conflict_choice(preview: dict) -> str:
 
 
 def _mapping_form(preview: dict) -> list:
-    from core.datasets.classes import list_classes
-    from core.imports.archive import ClassMapping
-
     with session_scope() as session:
         existing = {c.name: str(c.id) for c in list_classes(session=session)}
     options = [NEW_CLASS, SKIP, *existing]
@@ -189,8 +201,6 @@ def _mapping_form(preview: dict) -> list:
 
 
 def _start_archive(upload, mapping: list, picked: str, skip: bool, conflicts: str) -> None:
-    from core.imports.archive import ImportLabeledDatasetRequest, check_mapping, start_archive_import
-
     try:
         check_mapping(mapping)  # before a new dataset is created for it
         target = _resolve_dataset("archive", picked)
@@ -206,15 +216,11 @@ def _start_archive(upload, mapping: list, picked: str, skip: bool, conflicts: st
 
 
 def _filter_options() -> dict:
-    from core.imports.sources import source_filter_options
-
     with session_scope() as session:
         return source_filter_options(session=session)
 
 
 def _preview_and_import(kind: str, request, dataset_id: uuid.UUID | None) -> None:
-    from core.imports.sources import preview_source_import, start_source_import
-
     try:
         with session_scope() as session:
             preview = preview_source_import(session=session, kind=kind, request=request)
@@ -247,8 +253,6 @@ def _preview_and_import(kind: str, request, dataset_id: uuid.UUID | None) -> Non
 
 
 def products_tab(dataset_id: uuid.UUID | None = None) -> None:
-    from core.imports.sources import ImportFromProductsRequest, ProductFilters
-
     options = _filter_options()
     labels = {"category": "Use category as label", "brand": "Use brand as label",
               "product_name": "Use product name (fine-grained)", "manual": "Import unlabeled"}
@@ -274,8 +278,6 @@ def products_tab(dataset_id: uuid.UUID | None = None) -> None:
 
 
 def cutouts_tab(dataset_id: uuid.UUID | None = None) -> None:
-    from core.imports.sources import CutoutFilters, ImportFromCutoutsRequest
-
     options = _filter_options()
     labels = {"matched_product_category": "Matched product's category",
               "matched_product_brand": "Matched product's brand", "manual": "Import unlabeled"}
@@ -291,8 +293,6 @@ def cutouts_tab(dataset_id: uuid.UUID | None = None) -> None:
 
 
 def od_images_tab(dataset_id: uuid.UUID | None = None) -> None:
-    from core.imports.sources import ImportFromODRequest, ODImageFilters
-
     st.caption("Object-detection images are imported unlabeled (their boxes are a different kind of label).")
     folders = ["All", *_filter_options()["od_folders"]]
     folder = st.selectbox("Folder", folders, key="od_folder")

@@ -13,7 +13,17 @@ import streamlit as st
 from core.db import session_scope
 from core.errors import UserError
 from core.storage import get_storage
-from core.training.thresholds import DEFAULT_TARGET_ACCURACY, SplitPredictions, explorer, load_predictions, scores_at
+from core.training.registry import get_model, start_onnx_export
+from core.training.thresholds import (
+    DEFAULT_TARGET_ACCURACY,
+    SplitPredictions,
+    clear_thresholds,
+    explorer,
+    load_predictions,
+    save_thresholds,
+    scores_at,
+)
+from core.training.views import image_thumbs
 from ui.actions import act
 from ui.shared import refusal, watch_jobs
 from ui.training_charts import confusion_figure, threshold_figure
@@ -24,8 +34,6 @@ MISCLASSIFIED_SHOWN = 48
 @st.cache_data(max_entries=4, show_spinner="Reading the stored predictions…")
 def predictions_of(model_id: str, predictions_key: str) -> dict[str, SplitPredictions]:
     """Parsed once per model and file (the key changes when the file does)."""
-    from core.training.registry import get_model
-
     with session_scope() as session:
         model = get_model(session=session, model_id=model_id)
         return load_predictions(storage=get_storage(), model=model)
@@ -62,8 +70,6 @@ def confusion_tab(detail: dict) -> None:
 
 
 def misclassified_tab(detail: dict, predictions: dict[str, SplitPredictions] | None) -> None:
-    from core.training.views import image_thumbs
-
     if not predictions:
         st.info("This model has no stored predictions, so its mistakes cannot be listed.")
         return
@@ -188,8 +194,6 @@ def _multi_label_thresholds(detail: dict, part: SplitPredictions, names: list[st
 
 
 def _save(detail: dict, thresholds: dict, user) -> None:
-    from core.training.thresholds import save_thresholds
-
     def action(session, actor):
         save_thresholds(session=session, actor=actor, model_id=detail["id"], thresholds=thresholds)
         return True
@@ -199,8 +203,6 @@ def _save(detail: dict, thresholds: dict, user) -> None:
 
 
 def _clear(detail: dict, user) -> None:
-    from core.training.thresholds import clear_thresholds
-
     def action(session, actor):
         clear_thresholds(session=session, actor=actor, model_id=detail["id"])
         return True
@@ -245,8 +247,6 @@ def export_onnx_button(detail: dict, user) -> None:
     refused = refusal("admin", "exporting a model to ONNX")
     if st.button("Export ONNX", icon=":material/output:", disabled=refused is not None,
                  help=refused or "Export and check an ONNX file now (a background job)"):
-        from core.training.registry import start_onnx_export
-
         job_id = act(lambda _session, actor: start_onnx_export(actor=actor, model_id=detail["id"]))
         if job_id:
             st.session_state[job_key] = job_id

@@ -10,8 +10,17 @@ from collections.abc import Callable
 
 import streamlit as st
 
+from core import file_links
+from core.config import get_settings
 from core.db import session_scope
 from core.errors import UserError
+from core.file_links import signed_path, stable_url
+from core.jobs.rows import get_job
+from core.labeling import keyboard_session as labeling_session
+from core.library.images import image_filter_options
+from core.migrate import upgrade_head
+from core.permissions import can_act, current_role, register_user
+from core.storage import get_storage
 from core.users import User, local_user, oidc_user
 
 SPLIT_COLORS = {"train": "#2563EB", "val": "#D97706", "test": "#7C3AED", "unassigned": "#6B7280"}
@@ -20,8 +29,6 @@ SPLIT_COLORS = {"train": "#2563EB", "val": "#D97706", "test": "#7C3AED", "unassi
 
 @st.cache_resource(show_spinner="Preparing the database…")
 def _migrated(database_url: str) -> str:
-    from core.migrate import upgrade_head
-
     return upgrade_head()
 
 
@@ -63,8 +70,6 @@ def disable_nagle() -> int:
 
 def ensure_schema() -> None:
     """Migrations run before the app serves anything (once per process and database)."""
-    from core.config import get_settings
-
     try:
         _migrated(get_settings().database_url)
     except UserError as exc:
@@ -92,9 +97,6 @@ def current_user() -> User:
     else:
         user = oidc_user(st.user.get("email") or "", st.user.get("name"))
     if st.session_state.get("_registered_user") != user.id:
-        from core.db import session_scope
-        from core.permissions import register_user
-
         with session_scope() as session:
             register_user(session=session, user=user)
         st.session_state["_registered_user"] = user.id
@@ -102,8 +104,6 @@ def current_user() -> User:
 
 
 def sidebar_user(user: User) -> None:
-    from core.permissions import current_role
-
     with st.sidebar:
         if user.is_local:
             st.caption(f"Local user ({current_role(user)}); no login configured.")
@@ -118,7 +118,6 @@ def end_labeling_elsewhere(page) -> None:
     state = st.session_state.get("labeling_state")
     if state is None or page.url_path == "labeling" or not state.held_at:
         return
-    from core.labeling import keyboard_session as labeling_session
 
     labeling_session.end(session_scope, state)
 
@@ -126,16 +125,12 @@ def end_labeling_elsewhere(page) -> None:
 def allowed(role: str) -> bool:
     """Whether the signed-in user holds `role` now: pages hide or disable what they may not do
     (core refuses it anyway, with the same words)."""
-    from core.permissions import can_act
-
     return can_act(current_user(), role)
 
 
 def refusal(role: str, action: str) -> str | None:
     """The one-line reason a control is disabled ("deleting a class needs the admin role; you are a
     viewer"), or None when the signed-in user may use it."""
-    from core.permissions import current_role
-
     if allowed(role):
         return None
     return f"{action[:1].upper()}{action[1:]} needs the {role} role; you are a {current_role(current_user())}."
@@ -157,8 +152,6 @@ def job_progress(job) -> None:
 
 def watch_jobs(job_ids: list[uuid.UUID], *, every_s: float = 1.0, on_done: Callable | None = None) -> None:
     """Live progress bars for some jobs, refreshed in a fragment so the page never freezes."""
-    from core.jobs.rows import get_job
-
     @st.fragment(run_every=every_s)
     def _watch():
         with session_scope() as session:
@@ -179,9 +172,6 @@ def storage_url(key: str) -> str:
     so the browser caches and prefetches it (measured: halves labeling latency): the store's public or
     reused presigned URL (core.file_links.stable_url), or for local storage a signed link to serve.py's
     file route, valid for hours (core.file_links). Deleted objects stop being served at once."""
-    from core.file_links import signed_path, stable_url
-    from core.storage import get_storage
-
     storage = get_storage()
     url = stable_url(storage, key)
     if url:
@@ -193,9 +183,6 @@ def storage_url(key: str) -> str:
 
 def warn_without_file_route() -> None:
     """Started as `streamlit run app.py` on local storage, images would not load: say how to start."""
-    from core import file_links
-    from core.storage import get_storage
-
     if st.context.url and not file_links.route_mounted and get_storage().local_path("images/x") is not None:
         st.warning("Images cannot be shown: start the app with `streamlit run serve.py` (it serves the "
                    "image files through signed links).")
@@ -231,7 +218,5 @@ def library_filter_options() -> dict:
     """The library's statuses, sources, folders and tags (core.library.images.image_filter_options) and
     its total, read now on every run (ui.freshness: a few index probes at 1,000,000 images, so an
     import's new folder or tag shows at once; the one-minute cache this replaced could hide it)."""
-    from core.library.images import image_filter_options
-
     with session_scope() as session:
         return image_filter_options(session=session)

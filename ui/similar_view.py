@@ -11,8 +11,13 @@ import streamlit as st
 
 from core.db import session_scope
 from core.errors import UserError
+from core.library.images import image_detail
+from core.similarity.browse import embedding_choices, more_like_this, similar_to_image, warm_index
+from core.similarity.browse import index_state as read
+from core.similarity.embeddings import start_embedding
 from ui.actions import act, user_errors
 from ui.components.thumbnail_grid import Selection, thumbnail_grid, tile
+from ui.grid_selection import grid_state
 from ui.shared import plain, refusal, storage_urls, watch_jobs
 
 COUNTS = (12, 24, 48, 96)
@@ -20,17 +25,12 @@ DEFAULT_MIN = 0.5
 
 
 def index_state() -> dict:
-    from core.similarity.browse import index_state as read
-
     with session_scope() as session:
         return read(session=session)
 
 
 def no_index(state: dict, key: str) -> None:
     """Why similar images cannot be shown yet, and the embeddings job for those who may start it."""
-    from core.similarity.browse import embedding_choices
-    from core.similarity.embeddings import start_embedding
-
     st.info(state["message"])
     if state["building"] and state["building"]["job_id"]:
         watch_jobs([uuid.UUID(state["building"]["job_id"])], on_done=lambda _jobs: st.rerun())
@@ -55,8 +55,6 @@ def no_index(state: dict, key: str) -> None:
 
 def index_loaded(state: dict) -> bool:
     """Whether this server holds the index; if not, says it is loading and redraws once it is."""
-    from core.similarity.browse import warm_index
-
     with session_scope() as session:
         if warm_index(session=session):
             return True
@@ -76,8 +74,6 @@ def index_loaded(state: dict) -> bool:
 def similar_tiles(image_id: uuid.UUID, *, key: str, dataset_id: uuid.UUID | None = None) -> list[dict] | None:
     """The slider and count, then the matches ({id, similarity, filename, thumbnail_path}); None when
     there is no index (explained) or the query was refused (shown)."""
-    from core.similarity.browse import more_like_this
-
     state = index_state()
     if not state["ready"]:
         no_index(state, key)
@@ -126,8 +122,6 @@ def like_view(*, key: str, selection: Selection, bulk_actions, dataset_id: uuid.
               back=None) -> None:
     """A page's "more like <image>" mode (the image id in ?like=): the neighbours as tiles in the
     page's own `selection`, the count and `bulk_actions(count)` above them; `back` leaves the mode."""
-    from core.library.images import image_detail
-
     try:
         image_id = uuid.UUID(str(st.query_params.get("like")))
         with session_scope() as session:
@@ -158,9 +152,7 @@ def open_like(image_id, selection: Selection) -> None:
 
 def carry_to_grid(dataset_id: uuid.UUID, ids: set[str]) -> None:
     """Open the dataset's grid with `ids` selected (its number keys and bulk actions act on them)."""
-    from ui.dataset_grid import _state
-
-    _state(dataset_id)["selection"] = Selection(ids=set(ids))
+    grid_state(dataset_id)["selection"] = Selection(ids=set(ids))
     st.switch_page("pages/datasets.py", query_params={"dataset": str(dataset_id)})
 
 
@@ -193,8 +185,6 @@ def labeling_section(dataset_id: uuid.UUID) -> None:
 def upload_section(data: bytes, number: int) -> None:
     """The Predict page's "More like this in the library" for an uploaded image (embedded with the
     index's own model, so the first query in a process loads it)."""
-    from core.similarity.browse import similar_to_image
-
     if not st.toggle("More like this in the library", key=f"predict_like_{number}"):
         return
     state = index_state()

@@ -16,9 +16,15 @@ import plotly.graph_objects as go  # session's thread made plotly's array check 
 import streamlit as st
 
 from core.db import session_scope
+from core.similarity.browse import COLOUR_BY, dataset_map, selected_items
+from core.similarity.projection import start_map
 from ui.actions import act, user_errors
 from ui.components.thumbnail_grid import Selection
+from ui.dataset_grid import bulk_actions, dataset_and_classes, key_bar, tiles
+from ui.freshness import dataset_revision
+from ui.grid_selection import grid_selection
 from ui.shared import refusal, watch_jobs
+from ui.similar_view import index_state, no_index
 
 PALETTE = ["#2563EB", "#D97706", "#059669", "#DC2626", "#7C3AED", "#DB2777", "#0891B2", "#65A30D", "#EA580C",
            "#4F46E5", "#0D9488", "#B45309"]
@@ -71,10 +77,6 @@ def _selected(points: list[dict], traces: list[list[str]]) -> list[str]:
 
 
 def render_map(dataset_id: uuid.UUID) -> None:
-    from core.similarity.browse import COLOUR_BY
-    from ui.dataset_grid import _selection as grid_selection
-    from ui.similar_view import index_state, no_index
-
     state = index_state()
     if not state["ready"]:
         no_index(state, key=f"dsmap_{dataset_id}")
@@ -109,9 +111,6 @@ def render_map(dataset_id: uuid.UUID) -> None:
 def _map_data(dataset_id: uuid.UUID, colour_by: str, index_count: int) -> dict | None:
     """The map's points, kept while the dataset's revision, the colouring and the index stand: a
     lasso reruns the page, and reading 50,000 points again each time took seconds."""
-    from core.similarity.browse import dataset_map
-    from ui.freshness import dataset_revision
-
     ident = (dataset_revision(dataset_id), colour_by, index_count)
     cached = st.session_state.get(f"dsmap_data_{dataset_id}")
     if cached and cached[0] == ident:
@@ -138,8 +137,6 @@ def _caption(data: dict, dataset_id: uuid.UUID) -> None:
 
 
 def _compute_button(dataset_id: uuid.UUID, label: str, secondary: bool = False) -> None:
-    from core.similarity.projection import start_map
-
     job_key = f"dsmap_job_{dataset_id}"
     if job_key in st.session_state:
         def done(_jobs) -> None:  # the new map replaces the kept one
@@ -163,9 +160,7 @@ def _compute_button(dataset_id: uuid.UUID, label: str, secondary: bool = False) 
 
 def _selection_actions(dataset_id: uuid.UUID, selection: Selection) -> None:
     """What a map selection can become: labels (number keys, bulk actions), or the library's actions."""
-    from ui.dataset_grid import _dataset_and_classes, bulk_actions, key_bar
-
-    dataset, _space, keyed = _dataset_and_classes(dataset_id)
+    dataset, _space, keyed = dataset_and_classes(dataset_id)
     count = len(selection.ids) if not selection.all_matching else 0
     cols = st.columns([2, 1.3, 1.3, 1], vertical_alignment="center")
     cols[0].markdown(f"**{count:,} selected**")
@@ -191,10 +186,7 @@ def _selection_actions(dataset_id: uuid.UUID, selection: Selection) -> None:
 
 def _selected_tiles(dataset_id: uuid.UUID, selection: Selection) -> None:
     """The first TILES_SHOWN selected images, with their label chips (as on the grid)."""
-    from core.similarity.browse import selected_items
-    from ui.dataset_grid import _dataset_and_classes, tiles
-
-    _dataset, space, _keyed = _dataset_and_classes(dataset_id)
+    _dataset, space, _keyed = dataset_and_classes(dataset_id)
     chosen = [uuid.UUID(i) for i in sorted(selection.ids)[:TILES_SHOWN]]
     with session_scope() as session:
         items = selected_items(session, dataset_id=dataset_id, image_ids=chosen)

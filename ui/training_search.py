@@ -9,9 +9,23 @@ from datetime import UTC, datetime
 import pandas as pd
 import streamlit as st
 
+from core.datasets.dataset import list_datasets
 from core.db import session_scope
 from core.errors import UserError
 from core.permissions import can_act
+from core.storage import get_storage
+from core.training.runs import resolve_version
+from core.training.search import (
+    cancel_search,
+    list_searches,
+    load_study,
+    register_best,
+    resume_search,
+    search_figures,
+    search_summary,
+    start_search,
+    trial_rows,
+)
 from core.training.views import format_duration
 from core.training.wizard import FAMILIES
 
@@ -26,8 +40,6 @@ def _when(epoch_s: float | None) -> str:
 
 def section(user, go) -> None:
     """The searches under the runs list."""
-    from core.training.search import list_searches
-
     head, new = st.columns([4, 1])
     head.subheader("Hyperparameter searches")
     if new.button("New search", icon=":material/tune:", disabled=not can_act(user, "admin"),
@@ -57,11 +69,6 @@ def section(user, go) -> None:
 
 
 def new_search_view(user, go) -> None:
-    from core.datasets.dataset import list_datasets
-    from core.storage import get_storage
-    from core.training.runs import resolve_version
-    from core.training.search import start_search
-
     st.title("New hyperparameter search")
     if st.button("← All runs", type="tertiary"):
         go()
@@ -102,8 +109,6 @@ def new_search_view(user, go) -> None:
 
 
 def detail_view(name: str, user, go) -> None:
-    from core.training.search import load_study, search_summary
-
     if st.button("← All runs", type="tertiary"):
         go()
     try:
@@ -123,8 +128,6 @@ def detail_view(name: str, user, go) -> None:
 def live(name: str, active: bool) -> None:
     @st.fragment(run_every=REFRESH_S if active else None)
     def body() -> None:
-        from core.training.search import load_study, search_figures, search_summary, trial_rows
-
         study = load_study(name)
         summary = search_summary(study)
         st.badge(summary["status"], color=COLORS.get(summary["status"], "gray"))
@@ -151,8 +154,6 @@ def live(name: str, active: bool) -> None:
 
 
 def actions(summary: dict, user) -> None:
-    from core.training.search import cancel_search, register_best, resume_search
-
     admin = can_act(user, "admin")
     name = summary["name"]
     try:

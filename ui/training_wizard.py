@@ -14,10 +14,14 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from core.datasets.dataset import list_datasets
+from core.datasets.split_checks import version_missing_eval, warning_lines
+from core.datasets.versions import create_version, list_versions, version_summary
 from core.db import session_scope
 from core.errors import UserError
 from core.storage import get_storage
-from core.training.views import estimate_training_seconds, format_duration
+from core.training import runs  # looked up at each start: tests record starts on core.training.runs
+from core.training.views import estimate_training_seconds, format_duration, list_models
 from core.training.wizard import (
     FAMILIES,
     STEPS,
@@ -72,15 +76,11 @@ def _clone_state(source: str) -> dict[str, Any]:
 
 
 def _versions(dataset_id: str) -> list[dict[str, Any]]:
-    from core.datasets.versions import list_versions, version_summary
-
     with session_scope() as session:
         return [version_summary(v) for v in list_versions(session=session, dataset_id=uuid.UUID(dataset_id))]
 
 
 def step_data(state: dict[str, Any], user) -> dict[str, Any] | None:
-    from core.datasets.dataset import list_datasets
-
     with session_scope() as session:
         datasets = {str(d.id): (d.name, d.task_type, d.labeled_image_count, d.class_count)
                     for d in list_datasets(session=session)}
@@ -97,8 +97,6 @@ def step_data(state: dict[str, Any], user) -> dict[str, Any] | None:
     left, right = st.columns([3, 1])
     if right.button("Create a version now", help="Snapshot the dataset's current labels and splits as a new "
                     "version (training always reads a frozen version)."):
-        from core.datasets.versions import create_version
-
         try:
             with session_scope() as session:
                 made = create_version(session=session, actor=user, storage=get_storage(),
@@ -136,8 +134,6 @@ def step_data(state: dict[str, Any], user) -> dict[str, Any] | None:
 
 def eval_warnings(version: dict[str, Any]) -> None:
     """Classes of the version without val or test images, said before a run is started."""
-    from core.datasets.split_checks import version_missing_eval, warning_lines
-
     for line in warning_lines({"missing_eval": version_missing_eval(version)}):
         st.warning(line[0].upper() + line[1:] + "; fix the splits and make a new version to measure it.")
 
@@ -176,8 +172,6 @@ def step_model(state: dict[str, Any], recipe: dict[str, Any] | None = None) -> N
     current = state["values"].get("pretrained_weights") or ""
     current = current.split(":", 1)[1] if current.startswith(f"{source}:") else ""
     if source == "model":
-        from core.training.views import list_models
-
         spec = FAMILIES[state["values"]["model_type"]][state["values"]["model_size"]]
         with session_scope() as session:
             models = {str(m["id"]): m["name"] for m in list_models(session=session) if m["timm_name"] == spec.timm_name}
@@ -273,11 +267,9 @@ def _move(state: dict[str, Any], delta: int) -> None:
 
 
 def _start(state: dict[str, Any], version: dict[str, Any], parsed, user, on_started) -> None:
-    from core.training.runs import create_run, start_run
-
     try:
         with session_scope() as session:
-            run = create_run(session=session, actor=user, version_id=version["id"],
+            run = runs.create_run(session=session, actor=user, version_id=version["id"],
                              config=parsed.model_dump(mode="json"), name=state["name"] or None,
                              description=state["description"] or None)
             run_id = run.id
@@ -286,7 +278,7 @@ def _start(state: dict[str, Any], version: dict[str, Any], parsed, user, on_star
         return
     error = None
     try:
-        start_run(actor=user, run_id=run_id)
+        runs.start_run(actor=user, run_id=run_id)
     except UserError as exc:  # no worker queue reachable: the run stays pending and can be started later
         error = str(exc)
     st.session_state.pop(STATE, None)

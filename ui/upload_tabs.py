@@ -7,8 +7,11 @@ import uuid
 import pandas as pd
 import streamlit as st
 
+from core.config import get_settings
 from core.errors import UserError
+from core.imports.urls import start_url_import
 from core.library.decode import UPLOAD_EXTENSIONS
+from core.library.ingest import ingest_many
 from ui.actions import act
 from ui.shared import current_user, watch_jobs
 
@@ -50,8 +53,6 @@ def refuse_oversized(files: list, limit: int) -> tuple[list, list[dict]]:
 
 
 def upload_tab(dataset_id: uuid.UUID | None = None) -> None:
-    from core.library.ingest import ingest_many
-
     files = st.file_uploader("Drop images here", type=UPLOAD_EXTENSIONS, accept_multiple_files=True,
                              key="upload_files")
     folder, tags, skip = _target_fields("upload")
@@ -61,7 +62,6 @@ def upload_tab(dataset_id: uuid.UUID | None = None) -> None:
         def progress(done: int, total: int | None) -> None:
             bar.progress(done / total if total else 0.0, text=f"{done}/{total} files")
 
-        from core.config import get_settings
 
         files, refused = refuse_oversized(files, get_settings().max_upload_bytes)
         try:
@@ -78,8 +78,6 @@ def upload_tab(dataset_id: uuid.UUID | None = None) -> None:
 
 
 def url_tab(dataset_id: uuid.UUID | None = None) -> None:
-    from core.imports.urls import start_url_import
-
     text = st.text_area("Image URLs: one per line, or CSV with a `url` column", key="url_text", height=150)
     csv_file = st.file_uploader("…or a CSV/text file of URLs", type=["csv", "txt"], key="url_file")
     folder, tags, skip = _target_fields("url")

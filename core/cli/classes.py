@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from core.datasets.classes import create_class, get_class_by_name, list_classes, merge_classes
+from core.db import session_scope
+from core.users import operator_user
+
 
 def register(subparsers) -> None:
     classes = subparsers.add_parser("classes", help="class definitions")
@@ -32,18 +36,11 @@ def class_dict(row) -> dict:
 
 
 def cmd_list(args) -> dict:
-    from core.datasets.classes import list_classes
-    from core.db import session_scope
-
     with session_scope() as session:
         return {"classes": [class_dict(row) for row in list_classes(session=session, active_only=args.active)]}
 
 
 def cmd_create(args) -> dict:
-    from core.datasets.classes import create_class, get_class_by_name
-    from core.db import session_scope
-    from core.users import operator_user
-
     with session_scope() as session:
         parent = get_class_by_name(session=session, name=args.parent).id if args.parent else None
         created = [create_class(session=session, actor=operator_user(), name=name, color=args.color, display_name=args.display_name,
@@ -52,10 +49,6 @@ def cmd_create(args) -> dict:
 
 
 def cmd_merge(args) -> dict:
-    from core.datasets.classes import get_class_by_name, merge_classes
-    from core.db import session_scope
-    from core.users import operator_user
-
     with session_scope() as session:
         sources = [get_class_by_name(session=session, name=name).id for name in args.sources]
         target = get_class_by_name(session=session, name=args.into).id

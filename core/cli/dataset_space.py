@@ -7,7 +7,14 @@ from __future__ import annotations
 
 import argparse
 
+from core.datasets import label_space_edits
+from core.datasets.dataset import get_dataset_by_name
+from core.datasets.label_space import KEYS, label_space
+from core.datasets.split_checks import join_straddling, straddling_duplicates
+from core.db import session_scope
 from core.errors import NotFound
+from core.storage import get_storage
+from core.users import operator_user
 
 
 def _names(values: list[str] | None) -> list[str]:
@@ -39,19 +46,12 @@ def register(subparsers) -> None:
 
 
 def _space(session, dataset_id) -> list[dict]:
-    from core.datasets.label_space import KEYS, label_space
-
     return [{"key": KEYS[i] if i < len(KEYS) else None, "id": str(c.class_id), "name": c.name,
              "images": c.image_count, "active": c.is_active}
             for i, c in enumerate(label_space(session=session, dataset_id=dataset_id))]
 
 
 def cmd_classes(args) -> dict:
-    from core.datasets import label_space_edits
-    from core.datasets.dataset import get_dataset_by_name
-    from core.db import session_scope
-    from core.users import operator_user
-
     add, remove, order = _names(args.add), _names(args.remove), _names(args.order)
     actor = operator_user()
     with session_scope() as session:
@@ -75,12 +75,6 @@ def cmd_classes(args) -> dict:
 
 
 def cmd_duplicates(args) -> dict:
-    from core.datasets.dataset import get_dataset_by_name
-    from core.datasets.split_checks import join_straddling, straddling_duplicates
-    from core.db import session_scope
-    from core.storage import get_storage
-    from core.users import operator_user
-
     storage = get_storage()
     with session_scope() as session:
         dataset = get_dataset_by_name(session=session, name=args.name)

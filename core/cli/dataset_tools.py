@@ -10,7 +10,16 @@ import argparse
 import sys
 from pathlib import Path
 
+from core.datasets.dataset import get_dataset_by_name
+from core.datasets.export import collect_export, combined_csv, write_zip
+from core.datasets.health import health_check
+from core.datasets.split_checks import version_warnings, warning_lines
+from core.datasets.splits import auto_split
+from core.datasets.versions import compare_versions, create_version, list_versions, version_summary
+from core.db import session_scope
 from core.errors import InvalidInput
+from core.storage import get_storage
+from core.users import operator_user
 from core.vocabulary import TRAINING_SPLITS
 
 RATIO_FLAGS = TRAINING_SPLITS
@@ -71,16 +80,10 @@ def add_commands(commands) -> None:
 
 
 def _dataset_id(session, name: str):
-    from core.datasets.dataset import get_dataset_by_name
-
     return get_dataset_by_name(session=session, name=name).id
 
 
 def cmd_split(args) -> dict:
-    from core.datasets.splits import auto_split
-    from core.db import session_scope
-    from core.users import operator_user
-
     given = {flag: getattr(args, flag) for flag in RATIO_FLAGS if getattr(args, flag) is not None}
     with session_scope() as session:
         ratios = None
@@ -92,12 +95,6 @@ def cmd_split(args) -> dict:
 
 
 def cmd_version(args) -> dict:
-    from core.datasets.split_checks import version_warnings, warning_lines
-    from core.datasets.versions import create_version, version_summary
-    from core.db import session_scope
-    from core.storage import get_storage
-    from core.users import operator_user
-
     storage = get_storage()
     with session_scope() as session:
         dataset_id = _dataset_id(session, args.name)
@@ -111,38 +108,24 @@ def cmd_version(args) -> dict:
 
 
 def cmd_versions(args) -> dict:
-    from core.datasets.versions import list_versions, version_summary
-    from core.db import session_scope
-
     with session_scope() as session:
         return {"versions": [version_summary(v) for v in list_versions(
             session=session, dataset_id=_dataset_id(session, args.name))]}
 
 
 def cmd_compare(args) -> dict:
-    from core.datasets.versions import compare_versions
-    from core.db import session_scope
-    from core.storage import get_storage
-
     with session_scope() as session:
         return compare_versions(session=session, storage=get_storage(), dataset_id=_dataset_id(session, args.name),
                                 number_a=args.a, number_b=args.b)
 
 
 def cmd_health(args) -> dict:
-    from core.datasets.health import health_check
-    from core.db import session_scope
-
     with session_scope() as session:
         return health_check(session=session, dataset_id=_dataset_id(session, args.name),
                             min_images_per_class=args.min_images, near_duplicate_threshold=args.near_duplicate_threshold)
 
 
 def cmd_export(args) -> dict:
-    from core.datasets.export import collect_export, combined_csv, write_zip
-    from core.db import session_scope
-    from core.storage import get_storage
-
     out = Path(args.out)
     if not out.parent.is_dir():
         raise InvalidInput(f"--out: folder {str(out.parent)!r} does not exist")

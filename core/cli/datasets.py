@@ -5,8 +5,12 @@ subcommands to the same group.
 
 from __future__ import annotations
 
+from core.datasets.dataset import create_dataset, get_dataset_by_name, library_image_ids, list_datasets
+from core.db import session_scope
 from core.errors import InvalidInput
 from core.ids import as_uuid
+from core.library.bulk import add_to_dataset
+from core.users import operator_user
 from core.vocabulary import SPLITS, TRAINING_SPLITS
 
 
@@ -40,8 +44,6 @@ def register(subparsers) -> None:
 
 
 def dataset_by_name(session, name: str):
-    from core.datasets.dataset import get_dataset_by_name
-
     return get_dataset_by_name(session=session, name=name)
 
 
@@ -54,18 +56,11 @@ def dataset_dict(row) -> dict:
 
 
 def cmd_list(args) -> dict:
-    from core.datasets.dataset import list_datasets
-    from core.db import session_scope
-
     with session_scope() as session:
         return {"datasets": [dataset_dict(row) for row in list_datasets(session=session)]}
 
 
 def cmd_create(args) -> dict:
-    from core.datasets.dataset import create_dataset
-    from core.db import session_scope
-    from core.users import operator_user
-
     ratios = None
     given = {key: getattr(args, key) for key in TRAINING_SPLITS if getattr(args, key) is not None}
     if given:
@@ -78,11 +73,6 @@ def cmd_create(args) -> dict:
 
 
 def cmd_add_images(args) -> dict:
-    from core.datasets.dataset import library_image_ids
-    from core.db import session_scope
-    from core.library.bulk import add_to_dataset
-    from core.users import operator_user
-
     filters = {"folder": args.folder, "tags": args.tag, "source": args.source, "status": args.status,
                "search": args.search}
     if not args.ids and not any(filters.values()):

@@ -6,12 +6,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from core.db import session_scope
 from core.errors import InvalidInput
+from core.library import duplicates
+from core.library.crop_duplicates import backfill_crop_hashes
+from core.library.duplicates import CONFIRM_MAX_DISTANCE, DEFAULT_THRESHOLD, MAX_THRESHOLD
+from core.models import ClsImage
+from core.storage import get_storage
+from core.users import operator_user
 
 
 def register(subparsers) -> None:
-    from core.library.duplicates import CONFIRM_MAX_DISTANCE, DEFAULT_THRESHOLD, MAX_THRESHOLD
-
     parser = subparsers.add_parser("duplicates", help="exact and near-duplicate groups in the image library")
     parser.add_argument("--threshold", default=str(DEFAULT_THRESHOLD),
                         help=f"largest pHash Hamming distance, 0..{MAX_THRESHOLD} (default {DEFAULT_THRESHOLD})")
@@ -29,10 +34,6 @@ def register(subparsers) -> None:
 
 
 def cmd_duplicates(args) -> dict:
-    from core.db import session_scope
-    from core.library import duplicates
-    from core.storage import get_storage
-
     threshold = duplicates.check_threshold(args.threshold)
     if args.backfill_crops:
         return _backfill(args)
@@ -55,11 +56,6 @@ def cmd_duplicates(args) -> dict:
 
 
 def _backfill(args) -> dict:
-    from core.db import session_scope
-    from core.library.crop_duplicates import backfill_crop_hashes
-    from core.storage import get_storage
-    from core.users import operator_user
-
     if args.limit is not None and args.limit < 1:
         raise InvalidInput(f"--limit must be at least 1, got {args.limit}")
     with session_scope() as session:
@@ -70,7 +66,6 @@ def _named(session, groups: list[list]) -> list[list[dict]]:
     """Each member by id with its file name and folder, so a group can be read without another lookup."""
     from sqlalchemy import select
 
-    from core.models import ClsImage
 
     ids = [image_id for group in groups for image_id in group]
     names: dict = {}

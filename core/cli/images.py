@@ -5,7 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.cli import BatchReport
+from core.db import check_connection, session_scope
 from core.errors import InvalidInput
+from core.imports.urls import import_urls, parse_url_list
+from core.library.images import ImageFilters, list_images
+from core.library.ingest import ingest_many
+from core.models import ClsDataset
+from core.users import operator_user
 
 IMAGE_SUFFIXES = {f".{ext}" for ext in ("jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff", "gif", "heic", "heif", "avif")}
 
@@ -51,8 +57,6 @@ def _dataset_id(value: str | None):
 
     from sqlalchemy import select
 
-    from core.db import session_scope
-    from core.models import ClsDataset
 
     with session_scope() as session:
         try:
@@ -79,10 +83,6 @@ def image_files(paths: list[str]) -> tuple[list[Path], list[dict]]:
 
 
 def cmd_add(args) -> BatchReport:
-    from core.db import check_connection
-    from core.library.ingest import ingest_many
-    from core.users import operator_user
-
     check_connection()
     files, missing = image_files(args.paths)
     results = [r.as_dict() for r in ingest_many(items=[(p.name, p) for p in files], actor=operator_user(), folder=args.folder,
@@ -94,10 +94,6 @@ def cmd_add(args) -> BatchReport:
 
 
 def cmd_import_urls(args) -> BatchReport:
-    from core.db import check_connection
-    from core.imports.urls import import_urls, parse_url_list
-    from core.users import operator_user
-
     text = "\n".join(args.urls)
     if args.file:
         try:
@@ -122,9 +118,6 @@ def _summary(results: list[dict]) -> BatchReport:
 
 
 def cmd_list(args) -> dict:
-    from core.db import session_scope
-    from core.library.images import ImageFilters, list_images
-
     filters = ImageFilters(search=args.search, statuses=args.status, sources=args.source, folders=args.folder,
                            tags=args.tag)
     with session_scope() as session:

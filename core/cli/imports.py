@@ -10,8 +10,23 @@ import sys
 from pathlib import Path
 
 from core.cli import BatchReport
+from core.datasets.dataset import create_dataset, get_dataset_by_name
+from core.db import session_scope
 from core.errors import InvalidInput, NotFound
+from core.imports.archive import ClassMapping, preview_archive, run_archive_import
 from core.imports.archive_conflicts import CONFLICT_CHOICES
+from core.imports.sources import (
+    CutoutFilters,
+    ImportFromCutoutsRequest,
+    ImportFromODRequest,
+    ImportFromProductsRequest,
+    ODImageFilters,
+    ProductFilters,
+    preview_source_import,
+    run_source_import,
+)
+from core.models import ClsClass
+from core.users import operator_user
 
 
 def register(subparsers) -> None:
@@ -76,9 +91,6 @@ def _dataset_id(args) -> str | None:
     """The named dataset's id; with --create, made when missing."""
     if not args.dataset:
         return None
-    from core.datasets.dataset import create_dataset, get_dataset_by_name
-    from core.db import session_scope
-    from core.users import operator_user
 
     with session_scope() as session:
         try:
@@ -97,9 +109,6 @@ def _archive_path(value: str) -> Path:
 
 
 def cmd_preview(args) -> dict:
-    from core.db import session_scope
-    from core.imports.archive import preview_archive
-
     with session_scope() as session:
         return preview_archive(_archive_path(args.file), session=session)
 
@@ -107,9 +116,6 @@ def cmd_preview(args) -> dict:
 def _mapping(args) -> list:
     from sqlalchemy import select
 
-    from core.db import session_scope
-    from core.imports.archive import ClassMapping
-    from core.models import ClsClass
 
     mapping = [ClassMapping(source_name=name, skip=True) for name in args.skip]
     with session_scope() as session:
@@ -124,9 +130,6 @@ def _mapping(args) -> list:
 
 
 def cmd_zip(args) -> BatchReport:
-    from core.imports.archive import run_archive_import
-    from core.users import operator_user
-
     path = _archive_path(args.file)
     mapping = _mapping(args)
     return import_report(run_archive_import(actor=operator_user(), source=path, dataset_id=_dataset_id(args),
@@ -142,15 +145,6 @@ def import_report(summary: dict) -> BatchReport:
 
 
 def _request(args):
-    from core.imports.sources import (
-        CutoutFilters,
-        ImportFromCutoutsRequest,
-        ImportFromODRequest,
-        ImportFromProductsRequest,
-        ODImageFilters,
-        ProductFilters,
-    )
-
     common = {"skip_duplicates": not args.keep_duplicates}
     kind = args.import_command
     if kind == "products":
@@ -169,9 +163,6 @@ def _request(args):
 def cmd_source(args) -> dict | BatchReport:
     from pydantic import ValidationError
 
-    from core.db import session_scope
-    from core.imports.sources import preview_source_import, run_source_import
-    from core.users import operator_user
 
     try:
         request = _request(args)

@@ -5,6 +5,14 @@ a selection: --image-id ID... --image-ids-file FILE --folder F... --tag T... [--
 from __future__ import annotations
 
 from core.cli import BatchReport
+from core.datasets.dataset import get_dataset_by_name
+from core.db import session_scope
+from core.errors import InvalidInput
+from core.prediction.auto_label import parse_image_ids, run_batch_prediction, selection_ids
+from core.prediction.label_errors import find_issues
+from core.prediction.predict import predict_items, read_inputs
+from core.storage import get_storage
+from core.users import operator_user
 
 
 def register(subparsers) -> None:
@@ -38,10 +46,6 @@ def register(subparsers) -> None:
 
 
 def cmd_predict(args) -> BatchReport:
-    from core.db import session_scope
-    from core.prediction.predict import predict_items, read_inputs
-    from core.storage import get_storage
-
     items = read_inputs(args.images)
     with session_scope() as session:
         result = predict_items(session=session, storage=get_storage(), model=args.model, items=items, top_k=args.top_k)
@@ -52,12 +56,6 @@ def cmd_predict(args) -> BatchReport:
 def cmd_predict_batch(args) -> BatchReport:
     from pathlib import Path
 
-    from core.datasets.dataset import get_dataset_by_name
-    from core.db import session_scope
-    from core.errors import InvalidInput
-    from core.prediction.auto_label import parse_image_ids, run_batch_prediction, selection_ids
-    from core.storage import get_storage
-    from core.users import operator_user
 
     pasted = parse_image_ids(args.image_id)
     if args.image_ids_file:
@@ -85,11 +83,6 @@ def cmd_predict_batch(args) -> BatchReport:
 
 
 def cmd_label_issues(args) -> dict:
-    from core.datasets.dataset import get_dataset_by_name
-    from core.db import session_scope
-    from core.prediction.label_errors import find_issues
-    from core.storage import get_storage
-
     with session_scope() as session:
         dataset_id = get_dataset_by_name(session=session, name=args.dataset).id
         result = find_issues(session=session, storage=get_storage(), dataset_id=dataset_id, version_number=args.version,

@@ -4,6 +4,24 @@ from __future__ import annotations
 
 import time
 
+from core.db import session_scope
+from core.errors import UserError
+from core.jobs.rows import get_job
+from core.ml.config import parse_set_options
+from core.storage import get_storage
+from core.training.runs import resolve_version
+from core.training.search import (
+    cancel_search,
+    list_searches,
+    load_study,
+    register_best,
+    resume_search,
+    search_summary,
+    start_search,
+    trial_rows,
+)
+from core.users import operator_user
+
 
 def register(subparsers) -> None:
     parser_class = subparsers._parser_class
@@ -43,13 +61,6 @@ def register(subparsers) -> None:
 
 
 def cmd_train_search(args) -> dict:
-    from core.db import session_scope
-    from core.ml.config import parse_set_options
-    from core.storage import get_storage
-    from core.training.runs import resolve_version
-    from core.training.search import start_search
-    from core.users import operator_user
-
     base = parse_set_options(args.set)
     base.update({"model_type": args.model, "model_size": args.size})
     if args.image_size is not None:
@@ -69,26 +80,16 @@ def cmd_train_search(args) -> dict:
 
 
 def _wait(name: str) -> None:
-    from core.training.search import load_study, search_summary
-
     while search_summary(load_study(name))["status"] not in ("completed", "cancelled"):
         time.sleep(2.0)
 
 
 def _show(name: str) -> dict:
-    from core.training.search import load_study, search_summary, trial_rows
-
     study = load_study(name)
     return {**search_summary(study), "trials": trial_rows(study)}
 
 
 def _register(name: str, *, inline: bool) -> dict:
-    from core.db import session_scope
-    from core.errors import UserError
-    from core.jobs.rows import get_job
-    from core.training.search import register_best
-    from core.users import operator_user
-
     job_id = register_best(actor=operator_user(), name=name, inline=inline)
     with session_scope() as session:
         job = get_job(session=session, job_id=job_id)
@@ -100,8 +101,6 @@ def _register(name: str, *, inline: bool) -> dict:
 
 
 def cmd_search_list(args) -> dict:
-    from core.training.search import list_searches
-
     return {"searches": list_searches()}
 
 
@@ -110,16 +109,10 @@ def cmd_search_show(args) -> dict:
 
 
 def cmd_search_cancel(args) -> dict:
-    from core.training.search import cancel_search
-    from core.users import operator_user
-
     return cancel_search(actor=operator_user(), name=args.name)
 
 
 def cmd_search_resume(args) -> dict:
-    from core.training.search import resume_search
-    from core.users import operator_user
-
     return resume_search(actor=operator_user(), name=args.name, budget_min=args.budget_min)
 
 

@@ -3,7 +3,13 @@ most similar to one (`find`)."""
 
 from __future__ import annotations
 
+from core.db import session_scope
 from core.errors import InvalidInput
+from core.ids import as_uuid
+from core.models import ClsEmbeddingIndex
+from core.similarity.embeddings import describe, parse_source, run_embedding, start_embedding
+from core.similarity.search import similar_images
+from core.users import operator_user
 
 
 def register(subparsers) -> None:
@@ -27,9 +33,6 @@ def register(subparsers) -> None:
 
 
 def cmd_embed(args) -> dict:
-    from core.similarity.embeddings import parse_source, run_embedding, start_embedding
-    from core.users import operator_user
-
     if args.queue:
         job_id = start_embedding(actor=operator_user(), model=args.model, weights=args.weights)
         return {"queued": True, "job_id": str(job_id)}
@@ -37,11 +40,6 @@ def cmd_embed(args) -> dict:
 
 
 def cmd_find(args) -> dict:
-    from core.db import session_scope
-    from core.ids import as_uuid
-    from core.similarity.embeddings import parse_source
-    from core.similarity.search import similar_images
-
     image_id = as_uuid(args.image_id, "image id")
     source = parse_source(args.model, args.weights) if args.model else None
     try:
@@ -57,9 +55,6 @@ def cmd_find(args) -> dict:
 def cmd_indexes(args) -> dict:
     from sqlalchemy import select
 
-    from core.db import session_scope
-    from core.models import ClsEmbeddingIndex
-    from core.similarity.embeddings import describe
 
     with session_scope() as session:
         rows = session.scalars(select(ClsEmbeddingIndex).order_by(ClsEmbeddingIndex.created_at)).all()

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from core.db import session_scope
+from core.library.storage_check import check_storage, fix_storage
+from core.storage import get_storage
+from core.users import operator_user
+
 
 def register(subparsers) -> None:
     storage = subparsers.add_parser("storage", help="object storage maintenance")
@@ -16,11 +21,6 @@ def register(subparsers) -> None:
 
 
 def cmd_check(args) -> dict:
-    from core.db import session_scope
-    from core.library.storage_check import check_storage, fix_storage
-    from core.storage import get_storage
-    from core.users import operator_user
-
     with session_scope() as session:
         if args.fix:
             return fix_storage(session=session, actor=operator_user(), storage=get_storage(),

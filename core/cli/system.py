@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+from core.config import get_settings
+from core.db import check_connection, session_scope
 from core.ids import as_uuid
+from core.imports.demo import load_demo
+from core.jobs.fanout import reap_stale
+from core.jobs.queue import get_backend
+from core.jobs.rows import get_job, list_jobs, request_cancel
+from core.migrate import upgrade_head
+from core.storage import get_storage
+from core.users import operator_user
 
 
 def register(subparsers) -> None:
@@ -42,30 +51,17 @@ def job_dict(job) -> dict:
 
 
 def cmd_migrate(args) -> dict:
-    from core.config import get_settings
-    from core.db import check_connection
-    from core.migrate import upgrade_head
-
     check_connection()
     revision = upgrade_head()
     return {"database": _redacted(get_settings().database_url), "revision": revision}
 
 
 def cmd_demo(args) -> dict:
-    from core.db import check_connection
-    from core.imports.demo import load_demo
-    from core.users import operator_user
-
     check_connection()
     return load_demo(actor=operator_user(), products=args.products)
 
 
 def cmd_check(args) -> dict:
-    from core.config import get_settings
-    from core.db import check_connection
-    from core.jobs.queue import get_backend
-    from core.storage import get_storage
-
     settings = get_settings()
     check_connection()
     store = get_storage()
@@ -81,35 +77,22 @@ def cmd_check(args) -> dict:
 
 
 def cmd_jobs_list(args) -> dict:
-    from core.db import session_scope
-    from core.jobs.rows import list_jobs
-
     with session_scope() as session:
         return {"jobs": [job_dict(job) for job in list_jobs(session=session, limit=args.limit,
                                                             active_only=args.active)]}
 
 
 def cmd_jobs_show(args) -> dict:
-    from core.db import session_scope
-    from core.jobs.rows import get_job
-
     with session_scope() as session:
         return job_dict(get_job(session=session, job_id=as_uuid(args.job_id, "job id")))
 
 
 def cmd_jobs_cancel(args) -> dict:
-    from core.db import session_scope
-    from core.jobs.rows import request_cancel
-    from core.users import operator_user
-
     with session_scope() as session:
         return job_dict(request_cancel(session=session, actor=operator_user(), job_id=as_uuid(args.job_id, "job id")))
 
 
 def cmd_jobs_reap(args) -> dict:
-    from core.db import session_scope
-    from core.jobs.fanout import reap_stale
-
     with session_scope() as session:
         return {"reaped": reap_stale(session=session)}
 

@@ -3,7 +3,36 @@
 
 from __future__ import annotations
 
+from core.datasets.split_checks import version_missing_eval, warning_lines
+from core.db import session_scope
+from core.errors import UserError
 from core.ids import as_uuid
+from core.jobs.rows import get_job
+from core.ml.config import parse_set_options
+from core.models import ClsTrainedModel
+from core.storage import get_storage
+from core.training.registry import (
+    delete_model,
+    export_onnx,
+    get_model,
+    list_models,
+    model_summary,
+    rename_model,
+    set_active,
+    set_default,
+)
+from core.training.runs import (
+    cancel_run,
+    create_run,
+    delete_run,
+    get_run,
+    list_runs,
+    recipe_rows,
+    resolve_version,
+    run_summary,
+    start_run,
+)
+from core.users import operator_user
 
 
 def register(subparsers) -> None:
@@ -58,8 +87,6 @@ def register(subparsers) -> None:
 
 
 def training_values(args) -> dict:
-    from core.ml.config import parse_set_options
-
     values = parse_set_options(args.set)
     values.update({"model_type": args.model, "model_size": args.size})
     for key, given in (("epochs", args.epochs), ("image_size", args.image_size), ("augmentation_preset", args.preset)):
@@ -69,11 +96,6 @@ def training_values(args) -> dict:
 
 
 def cmd_train(args) -> dict:
-    from core.db import session_scope
-    from core.storage import get_storage
-    from core.training.runs import create_run, resolve_version, start_run
-    from core.users import operator_user
-
     values, operator = training_values(args), operator_user()
     with session_scope() as session:
         version = resolve_version(session=session, actor=operator, storage=get_storage(), dataset_name=args.dataset,
@@ -90,7 +112,6 @@ def _warn_missing_eval(version) -> list[dict]:
     """Classes of the version with no val or test image: said on stderr before the run starts."""
     import sys
 
-    from core.datasets.split_checks import version_missing_eval, warning_lines
 
     missing = version_missing_eval(version)
     for line in warning_lines({"missing_eval": missing}):
@@ -102,7 +123,6 @@ def print_recipe(config: dict) -> None:
     """The recipe, one setting a line, on stderr (stdout carries the one JSON document)."""
     import sys
 
-    from core.training.runs import recipe_rows
 
     for row in recipe_rows(config):
         print(f"recipe: {row['setting']} = {row['value']}  ({row['by']}: {row['why']})", file=sys.stderr)
@@ -111,12 +131,6 @@ def print_recipe(config: dict) -> None:
 def _run_outcome(run_id, job_id, *, queued: bool) -> dict:
     from sqlalchemy import select
 
-    from core.db import session_scope
-    from core.errors import UserError
-    from core.jobs.rows import get_job
-    from core.models import ClsTrainedModel
-    from core.training.registry import model_summary
-    from core.training.runs import get_run, recipe_rows
 
     with session_scope() as session:
         run = get_run(session=session, run_id=run_id)
@@ -144,118 +158,71 @@ def _run_outcome(run_id, job_id, *, queued: bool) -> dict:
 
 
 def cmd_runs_list(args) -> dict:
-    from core.db import session_scope
-    from core.training.runs import list_runs, run_summary
-
     with session_scope() as session:
         return {"runs": [{k: v for k, v in run_summary(r).items() if k not in ("config", "metrics_history")}
                          for r in list_runs(session=session)]}
 
 
 def cmd_runs_show(args) -> dict:
-    from core.db import session_scope
-    from core.training.runs import get_run, run_summary
-
     with session_scope() as session:
         return run_summary(get_run(session=session, run_id=as_uuid(args.run_id, "run id")))
 
 
 def cmd_runs_cancel(args) -> dict:
-    from core.db import session_scope
-    from core.training.runs import cancel_run, run_summary
-    from core.users import operator_user
-
     with session_scope() as session:
         return run_summary(cancel_run(session=session, actor=operator_user(), run_id=as_uuid(args.run_id, "run id")))
 
 
 def cmd_runs_resume(args) -> dict:
-    from core.training.runs import start_run
-    from core.users import operator_user
-
     run_id = as_uuid(args.run_id, "run id")
     job_id = start_run(actor=operator_user(), run_id=run_id, inline=not args.queue, resume=True)
     return _run_outcome(run_id, job_id, queued=args.queue)
 
 
 def cmd_runs_delete(args) -> dict:
-    from core.db import session_scope
-    from core.storage import get_storage
-    from core.training.runs import delete_run
-    from core.users import operator_user
-
     with session_scope() as session:
         delete_run(session=session, actor=operator_user(), storage=get_storage(), run_id=as_uuid(args.run_id, "run id"))
     return {"deleted": args.run_id}
 
 
 def _model_command(args, action) -> dict:
-    from core.db import session_scope
-    from core.training.registry import model_summary
-
     with session_scope() as session:
         return model_summary(action(session, as_uuid(args.model_id, "model id")), full=True)
 
 
 def cmd_models_list(args) -> dict:
-    from core.db import session_scope
-    from core.training.registry import list_models, model_summary
-
     with session_scope() as session:
         return {"models": [model_summary(m) for m in list_models(session=session, model_type=args.type,
                                                                   active_only=args.active)]}
 
 
 def cmd_models_show(args) -> dict:
-    from core.training.registry import get_model
-
     return _model_command(args, lambda s, i: get_model(session=s, model_id=i))
 
 
 def cmd_models_set_default(args) -> dict:
-    from core.training.registry import set_default
-    from core.users import operator_user
-
     return _model_command(args, lambda s, i: set_default(session=s, actor=operator_user(), model_id=i))
 
 
 def cmd_models_activate(args) -> dict:
-    from core.training.registry import set_active
-    from core.users import operator_user
-
     return _model_command(args, lambda s, i: set_active(session=s, actor=operator_user(), model_id=i, active=True))
 
 
 def cmd_models_deactivate(args) -> dict:
-    from core.training.registry import set_active
-    from core.users import operator_user
-
     return _model_command(args, lambda s, i: set_active(session=s, actor=operator_user(), model_id=i, active=False))
 
 
 def cmd_models_rename(args) -> dict:
-    from core.training.registry import rename_model
-    from core.users import operator_user
-
     return _model_command(args, lambda s, i: rename_model(session=s, actor=operator_user(), model_id=i,
                                                           name=args.name))
 
 
 def cmd_models_delete(args) -> dict:
-    from core.db import session_scope
-    from core.storage import get_storage
-    from core.training.registry import delete_model
-    from core.users import operator_user
-
     with session_scope() as session:
         return delete_model(session=session, actor=operator_user(), storage=get_storage(),
                             model_id=as_uuid(args.model_id, "model id"))
 
 
 def cmd_models_export_onnx(args) -> dict:
-    from core.storage import get_storage
-    from core.training.registry import export_onnx
-    from core.users import operator_user
-
     return _model_command(args, lambda s, i: export_onnx(session=s, actor=operator_user(), storage=get_storage(),
                                                          model_id=i))

@@ -16,7 +16,7 @@ from core.errors import Conflict, InvalidInput, NotFound
 from core.ids import as_uuid
 from core.labeling.counts import _recount_class_counts, _recount_dataset_counts
 from core.labeling.labels import _delete_labels_of_images
-from core.models import ClsDataset, ClsDatasetImage, ClsImage, ClsLabel
+from core.models import ClsDataset, ClsDatasetImage, ClsImage, ClsJob, ClsLabel
 from core.permissions import audit, requires
 from core.users import User
 from core.vocabulary import SPLITS, TASK_TYPES, TRAINING_SPLITS
@@ -117,8 +117,6 @@ WRITING_JOB_KINDS = ("dataset_import", "products_import", "cutouts_import", "od_
 def jobs_writing_to(*, session: Session, dataset_id) -> int:
     """Queued or running jobs that will change this dataset (imports into it, AI labels): while any
     runs, the dataset's page refreshes its counts by itself."""
-    from core.models import ClsJob
-
     target = str(as_uuid(dataset_id, "dataset"))
     params = session.scalars(select(ClsJob.params).where(ClsJob.status.in_(("queued", "running")),
                                                          ClsJob.kind.in_(WRITING_JOB_KINDS))).all()

@@ -30,10 +30,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core import safe_csv
+from core.datasets.label_space import space_class_ids
 from core.datasets.split_facts import dataset_image_facts, get_dataset
+from core.datasets.versions import get_version, read_manifest
+from core.db import session_scope
 from core.errors import InvalidInput, NotFound
+from core.jobs.queue import enqueue
 from core.models import ClsClass, ClsJob
-from core.permissions import requires
+from core.permissions import require, requires
+from core.storage import get_storage
 from core.users import User
 from core.vocabulary import TRAINING_SPLITS
 
@@ -89,8 +94,6 @@ def file_name(item: ExportItem) -> str:
 
 
 def _items_from_version(session: Session, storage, dataset_id: uuid.UUID, number: int):
-    from core.datasets.versions import get_version, read_manifest
-
     version = get_version(session=session, dataset_id=dataset_id, number=number)
     names = list(version.class_names)
     items = [ExportItem(image_id=line["image_id"], key=line["key"], filename=line["filename"],
@@ -102,8 +105,6 @@ def _items_from_version(session: Session, storage, dataset_id: uuid.UUID, number
 def _items_from_current(session: Session, dataset_id: uuid.UUID):
     """The current labels; the classes are the dataset's label space in its order (every class a label
     uses is in it), so a class with no image yet still gets its CSV column."""
-    from core.datasets.label_space import space_class_ids
-
     names = dict(session.execute(select(ClsClass.id, ClsClass.name)).tuples().all())
     order = space_class_ids(session, dataset_id)
     rank = {class_id: index for index, class_id in enumerate(order)}
@@ -217,10 +218,6 @@ def write_zip(plan: ExportPlan, *, storage, target: str | Path, progress=None) -
 @requires("admin", "exporting a dataset")
 def start_export(*, actor: User, dataset_id: uuid.UUID, fmt: str, version_number: int | None = None) -> uuid.UUID:
     """Check the export can be made, then queue it (queue "imports"); returns the job id."""
-    from core.db import session_scope
-    from core.jobs.queue import enqueue
-    from core.storage import get_storage
-
     with session_scope() as session:
         collect_export(session=session, storage=get_storage(), dataset_id=dataset_id, fmt=fmt,
                        version_number=version_number)
@@ -235,9 +232,6 @@ def run_export(*, actor: User, job_id: uuid.UUID, dataset_id: uuid.UUID, fmt: st
     in one put (the role is checked again before that put)."""
     import tempfile
 
-    from core.db import session_scope
-    from core.permissions import require
-    from core.storage import get_storage
 
     storage = get_storage()
     with session_scope() as session:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
+from core.datasets.locks import lock_dataset
 from core.errors import NotFound
 from core.ids import as_uuid
 from core.models import ClsClass, ClsDataset, ClsDatasetClass, ClsLabel, ClsLabelingPin
@@ -163,8 +164,6 @@ def _fill_from_import(session: Session, dataset_id: uuid.UUID, class_ids: Iterab
                      user_id: uuid.UUID | None = None) -> list[uuid.UUID]:
     """An import's classes join the dataset's space in the import's own order (the archive's classes by
     name, the catalog's categories), before any image is labeled; the caller checked its role."""
-    from core.datasets.locks import lock_dataset
-
     lock_dataset(session, dataset_id)
     return _include_classes(session, dataset_id, class_ids, user_id=user_id)
 
@@ -172,8 +171,6 @@ def _fill_from_import(session: Session, dataset_id: uuid.UUID, class_ids: Iterab
 def _replace_in_spaces(session: Session, sources: list[uuid.UUID], target: uuid.UUID) -> None:
     """Merging classes: each space holding a source holds the target instead, at the first source's
     place (once). Bumps those datasets' revisions."""
-    from core.datasets.locks import lock_dataset
-
     if session.get(ClsClass, target) is None:
         return  # the merge refuses an unknown target itself
     rows = session.execute(select(ClsDatasetClass.dataset_id, ClsDatasetClass.class_id, ClsDatasetClass.position)

@@ -9,7 +9,9 @@ from collections.abc import Iterable
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
+from core.datasets.classes import clean_name, get_or_create_class
 from core.datasets.label_space import _include_classes, space_class_ids
+from core.datasets.locks import lock_dataset
 from core.errors import Conflict, InvalidInput, NotFound
 from core.ids import as_uuid
 from core.models import ClsClass, ClsDataset, ClsDatasetClass, ClsLabel
@@ -17,8 +19,6 @@ from core.permissions import requires
 
 
 def _lock(session: Session, dataset_id) -> ClsDataset:
-    from core.datasets.locks import lock_dataset
-
     return lock_dataset(session, as_uuid(dataset_id, "dataset"))
 
 
@@ -36,8 +36,6 @@ def add_classes(*, session: Session, actor, dataset_id, class_ids: Iterable = ()
                 new_names: Iterable[str] = ()) -> list[uuid.UUID]:
     """Append existing classes (by id) and classes by name (made when no class has the name) to the
     space; those already in it stay where they are. Returns the ids appended."""
-    from core.datasets.classes import clean_name, get_or_create_class
-
     dataset = _lock(session, dataset_id)
     ids = _existing_class_ids(session, class_ids)
     for name in new_names:

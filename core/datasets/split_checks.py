@@ -18,6 +18,8 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from core.datasets.dataset import remove_images_from_dataset
+from core.datasets.locks import lock_dataset
 from core.datasets.split_facts import (
     _straddles,
     dataset_image_facts,
@@ -115,9 +117,6 @@ def join_straddling(*, session: Session, actor, dataset_id: uuid.UUID, how: str,
     """Join every straddling group: `train` moves all its members to train; `drop` keeps the members
     in the group's first split (train, then val, then test) and takes the others out of the dataset
     (the library keeps them). Returns what changed."""
-    from core.datasets.dataset import remove_images_from_dataset
-    from core.datasets.locks import lock_dataset
-
     if how not in JOIN_MODES:
         raise InvalidInput(f"join mode must be one of {', '.join(JOIN_MODES)}, not {how!r}")
     get_dataset(session, dataset_id)

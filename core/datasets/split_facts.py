@@ -15,7 +15,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.errors import NotFound
+from core.library.duplicates import DEFAULT_THRESHOLD, check_threshold, ensure_fine_hashes, near_duplicate_components
 from core.models import ClsDataset, ClsDatasetImage, ClsImage, ClsLabel
+from core.storage import get_storage
 from core.vocabulary import TRAINING_SPLITS
 
 
@@ -79,10 +81,6 @@ def dataset_image_facts(session: Session, dataset_id: uuid.UUID) -> list[ImageFa
 def resolve_threshold(near_duplicate_threshold: int | None) -> int:
     """None → the platform's near-duplicate distance (core.library.duplicates.DEFAULT_THRESHOLD); 0 → only
     identical files group images; else a pHash distance checked by core.library.duplicates."""
-    try:
-        from core.library.duplicates import DEFAULT_THRESHOLD, check_threshold
-    except ImportError:  # the near-duplicate index is not installed: identical files still group
-        return 0
     if near_duplicate_threshold is None:
         return DEFAULT_THRESHOLD
     return check_threshold(near_duplicate_threshold)
@@ -121,16 +119,12 @@ def duplicate_groups(facts: list[ImageFacts], near_duplicate_threshold: int = 0,
 
 def _near_components(facts: list[ImageFacts], threshold: int, session: Session, storage) -> list[set[uuid.UUID]]:
     """pHash candidates first (fast), then the confirm hash only for the images in a candidate group."""
-    from core.library.duplicates import ensure_fine_hashes, near_duplicate_components
-
     hashes = {fact.image_id: fact.phash for fact in facts if fact.phash}
     candidates = near_duplicate_components(hashes, threshold)
     involved = set().union(*candidates) if candidates else set()
     if not involved:
         return []
     if storage is None:
-        from core.storage import get_storage
-
         storage = get_storage()
     fine = ensure_fine_hashes(session=session, storage=storage, image_ids=involved)
     return near_duplicate_components({i: hashes[i] for i in involved}, threshold, confirm_hashes=fine)

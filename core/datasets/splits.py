@@ -20,6 +20,7 @@ import numpy as np
 from sqlalchemy import and_, exists, func, select, update
 from sqlalchemy.orm import Session
 
+from core.datasets.locks import lock_dataset
 from core.datasets.split_facts import (
     ImageFacts,
     dataset_image_facts,
@@ -273,8 +274,6 @@ def _plan(session: Session, dataset: ClsDataset, *, ratios: dict[str, float], se
 
 def _apply(session: Session, dataset: ClsDataset, planned: dict, current: dict) -> None:
     """Write a plan (the dataset's write lock and revision only around the writes)."""
-    from core.datasets.locks import lock_dataset
-
     lock_dataset(session, dataset.id)
     _write_splits(session, dataset.id, current, planned)
 
@@ -330,8 +329,6 @@ def _unassigned(session: Session, dataset: ClsDataset, seed: int, storage):
 def assign_split(*, session: Session, actor: User, dataset_id: uuid.UUID, image_ids: list[uuid.UUID],
                  split: str) -> int:
     """Put the given images of the dataset in one split (or 'unassigned'); returns how many."""
-    from core.datasets.locks import lock_dataset
-
     get_dataset(session, dataset_id)
     if split not in SPLITS:
         raise InvalidInput(f"unknown split {split!r}; one of {', '.join(SPLITS)}")

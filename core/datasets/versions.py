@@ -28,10 +28,13 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from core.datasets.label_space import space_class_ids
+from core.datasets.locks import lock_dataset
+from core.datasets.revision_cache import cached_count
 from core.datasets.split_facts import dataset_image_facts, get_dataset
 from core.datasets.splits import assign_unassigned
 from core.errors import Conflict, InvalidInput, NotFound
-from core.models import ClsClass, ClsDatasetImage, ClsDatasetVersion
+from core.models import ClsClass, ClsDatasetImage, ClsDatasetVersion, ClsLabel
 from core.permissions import requires
 from core.users import User
 from core.vocabulary import TRAINING_SPLITS
@@ -47,8 +50,6 @@ def _lock_dataset(session: Session, dataset_id: uuid.UUID):
     """The dataset's write lock (core.datasets.locks.lock_dataset), so two version creations of one dataset
     take numbers one after the other (the unique (dataset_id, version_number) constraint backs this
     up) and pages see the new version (the lock bumps the dataset's revision)."""
-    from core.datasets.locks import lock_dataset
-
     try:
         return lock_dataset(session, dataset_id)
     except NotFound:
@@ -58,8 +59,6 @@ def _lock_dataset(session: Session, dataset_id: uuid.UUID):
 def class_order(session: Session, dataset_id: uuid.UUID, used: set[uuid.UUID]) -> list[ClsClass]:
     """The version's classes: those labeled images use, in the dataset's label-space order (a class of
     the space with no labeled image is left out: a model cannot learn it)."""
-    from core.datasets.label_space import space_class_ids
-
     rows = {row.id: row for row in session.scalars(select(ClsClass).where(ClsClass.id.in_(used)))}
     order = [class_id for class_id in space_class_ids(session, dataset_id) if class_id in rows]
     stray = sorted((rows[c] for c in rows if c not in set(order)), key=lambda row: (row.name, str(row.id)))
@@ -213,9 +212,6 @@ def unassigned_labeled_count(*, session: Session, dataset_id: uuid.UUID) -> int:
     """Labeled images without a split: create_version assigns them by the dataset's ratios. A join of
     the dataset's rows with its labels (250-600 ms at 200,000 images): kept per dataset write
     (core.datasets.revision_cache), so the Versions tab pays it once per change."""
-    from core.datasets.revision_cache import cached_count
-    from core.models import ClsLabel
-
     return cached_count(session, dataset_id, "unassigned_labeled", lambda: session.scalar(
         select(func.count(func.distinct(ClsDatasetImage.image_id)))
         .join(ClsLabel, (ClsLabel.dataset_id == ClsDatasetImage.dataset_id)

@@ -18,6 +18,7 @@ from typing import IO, Any, Literal
 from pydantic import BaseModel, Field, model_validator
 from sqlalchemy import func, select
 
+from core.datasets.classes import get_or_create_class
 from core.datasets.label_space import _fill_from_import
 from core.db import session_scope
 from core.errors import InvalidInput, NotFound
@@ -26,8 +27,10 @@ from core.imports.archive_conflicts import check_choice, describe, find_label_co
 from core.imports.batches import ImportItem, ImportSummary, load_dataset, run_items
 from core.imports.layouts import FORMAT_LABELS, ArchiveLayout, class_name_problem, detect_layout
 from core.imports.safe_zip import SafeZip
-from core.models import ClsClass
+from core.jobs.queue import enqueue
+from core.models import ClsClass, ClsJob
 from core.permissions import requires
+from core.storage import get_storage
 from core.users import User
 
 NEW_CLASS_COLORS = ("#3B82F6", "#EF4444", "#10B981", "#F59E0B", "#8B5CF6", "#EC4899", "#14B8A6", "#F97316",
@@ -128,8 +131,6 @@ def _existing_classes(session, names: list[str]) -> dict[str, tuple[uuid.UUID, s
 def resolve_mapping(*, session, actor: User, mapping: list[ClassMapping], source_names: list[str],
                     summary: ImportSummary) -> dict[str, uuid.UUID | None]:
     """Source class name → class id (None = skip), creating the new classes the mapping asks for."""
-    from core.datasets.classes import get_or_create_class
-
     given = {m.source_name: m for m in mapping}
     classes = [{"name": n, "problem": class_name_problem(n), "color": NEW_CLASS_COLORS[i % len(NEW_CLASS_COLORS)],
                 "existing_class_id": None} for i, n in enumerate(sorted(source_names, key=str.lower))]
@@ -253,9 +254,6 @@ def check_mapping(mapping: list[ClassMapping]) -> None:
 def start_archive_import(*, actor: User, source: str | Path | IO[bytes], request: ImportLabeledDatasetRequest,
                          storage=None) -> uuid.UUID:
     """Check the archive, keep it in storage for the worker, and queue the import job."""
-    from core.jobs.queue import enqueue
-    from core.storage import get_storage
-
     with SafeZip(source):  # refuse a non-ZIP, a bomb or an encrypted archive before queueing
         pass
     check_mapping(request.class_mapping)
@@ -288,8 +286,6 @@ def start_archive_import(*, actor: User, source: str | Path | IO[bytes], request
 def remove_orphan_archives(*, actor: User, storage) -> int:
     """Delete stored archives whose job is over (a job cancelled before it ran never deletes its own).
     An archive without a job row is left alone: its job may not be committed yet."""
-    from core.models import ClsJob
-
     removed = 0
     with session_scope() as session:
         for key in list(storage.list_keys(f"{ARCHIVE_PREFIX}/")):
@@ -321,8 +317,6 @@ def fetch_archive(storage, key: str, workdir: Path) -> Path:
 def run_stored_archive_import(*, actor: User, archive_key: str, progress=None, **params) -> dict[str, Any]:
     """The job body: import the stored archive as the actor who queued it, then delete the archive
     whatever the outcome. A refused actor never gets here; the job's failure hook deletes it then."""
-    from core.storage import get_storage
-
     storage = get_storage()
     try:
         with tempfile.TemporaryDirectory(prefix="archive-import-") as workdir:

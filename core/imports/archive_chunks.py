@@ -20,7 +20,7 @@ from core.config import get_settings
 from core.db import session_scope
 from core.imports.archive import ClassMapping, fetch_archive, plan_archive_items
 from core.imports.archive_conflicts import check_choice
-from core.imports.batches import ImportItem, ImportSummary, run_items
+from core.imports.batches import ImportItem, ImportSummary, load_dataset, run_items
 from core.imports.safe_zip import SafeZip
 from core.jobs.fanout import done_items, item_counts, record_items
 from core.models import ClsImage
@@ -91,8 +91,6 @@ def import_archive_chunk(*, actor: User, job_id, archive_key: str, dataset_id: s
                          skip_duplicates: bool = True, progress=None) -> dict[str, Any]:
     """Import one range of the stored archive's members for the job `job_id`; members already done
     (an earlier run of this chunk) are skipped. Returns this run's per-file errors."""
-    from core.imports.batches import load_dataset
-
     job_id = uuid.UUID(str(job_id))
     storage = get_storage()
     with session_scope() as session:

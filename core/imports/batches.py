@@ -19,10 +19,14 @@ from typing import Any
 
 from sqlalchemy import select
 
+from core.datasets.dataset import add_images_to_dataset
 from core.db import session_scope
 from core.errors import NotFound, UserError
+from core.labeling.bulk_labels import set_label_batch
+from core.library.ingest import ingest_many
 from core.models import ClsDataset, ClsDatasetImage, ClsLabel
 from core.permissions import requires
+from core.storage import get_storage
 from core.users import User
 
 # One transaction per batch: a crash loses at most this many rows' work (a re-run redoes it), and the
@@ -106,8 +110,6 @@ def run_items(items: Iterable[ImportItem], *, actor: User, total: int, source: s
     window holds paths, not bytes: memory stays flat whatever the archive or image sizes.
     `on_placed(session, [(item, image_id, added, labels written)])` runs in each batch's transaction
     (a fanned-out import records there what it applied, core/imports/archive_chunks.py)."""
-    from core.storage import get_storage
-
     storage = storage or get_storage()
     done = 0
     with tempfile.TemporaryDirectory(prefix="import-") as spool:
@@ -131,8 +133,6 @@ def run_items(items: Iterable[ImportItem], *, actor: User, total: int, source: s
 
 def _ingest_chunk(chunk: list[ImportItem], *, actor: User, spool: Path, storage, source: str, summary: ImportSummary,
                   skip_duplicates: bool, folder: str | None, report) -> list[tuple[ImportItem, uuid.UUID]]:
-    from core.library.ingest import ingest_many
-
     placed = [(item, item.existing_image_id) for item in chunk if item.existing_image_id is not None]
     summary.already_imported += len(placed)
     for item, _ in placed:
@@ -186,9 +186,6 @@ def _place_in_dataset(session, dataset: tuple[uuid.UUID, str], placed: list[tupl
                       actor: User, summary: ImportSummary) -> list[tuple[int, int]]:
     """Add the batch's images to the dataset and label them; per item, (added to the dataset: 0/1,
     labels written)."""
-    from core.datasets.dataset import add_images_to_dataset
-    from core.labeling.bulk_labels import set_label_batch
-
     dataset_id, task_type = dataset
     image_ids = list(dict.fromkeys(image_id for _, image_id in placed))
     present = set(session.scalars(select(ClsDatasetImage.image_id).where(

@@ -14,8 +14,13 @@ from PIL import Image, ImageDraw, ImageFont
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.datasets.classes import get_or_create_class
+from core.datasets.dataset import add_images_to_dataset, create_dataset
 from core.datasets.label_space import _fill_from_import
 from core.db import session_scope
+from core.jobs.queue import enqueue
+from core.labeling.labels import set_labels
+from core.library.ingest import ingest_bytes
 from core.models import ClsDataset, Cutout, OdImage, Product, ProductImage
 from core.permissions import requires
 from core.storage import Storage, get_storage
@@ -138,11 +143,6 @@ def _ensure_od_images(session: Session, storage: Storage, products: list[Product
 
 def _ensure_library(session: Session, storage: Storage, products: list[Product], actor: User) -> dict:
     """Classes per category and a labeled demo dataset built from the products' first frames."""
-    from core.datasets.classes import get_or_create_class
-    from core.datasets.dataset import add_images_to_dataset, create_dataset
-    from core.labeling.labels import set_labels
-    from core.library.ingest import ingest_bytes
-
     dataset = session.scalar(select(ClsDataset).where(ClsDataset.name == DEMO_DATASET))
     if dataset is None:
         dataset = create_dataset(session=session, actor=actor, name=DEMO_DATASET, task_type="single_label",
@@ -198,6 +198,4 @@ DEMO_JOB_KIND = "demo_data"
 def start_demo(*, actor: User, products: int = 24) -> uuid.UUID:
     """Load the demo data as a job (the Dashboard's one click; the same as `python -m core demo`); the
     job runs as the actor who asked (its role checked again then)."""
-    from core.jobs.queue import enqueue
-
     return enqueue(actor=actor, kind=DEMO_JOB_KIND, params={"products": int(products)})

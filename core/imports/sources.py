@@ -19,12 +19,16 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.datasets.classes import get_or_create_class
+from core.datasets.label_space import _fill_from_import
 from core.db import session_scope
 from core.errors import InvalidInput
 from core.imports.batches import ImportItem, ImportSummary, load_dataset, run_items
 from core.imports.layouts import class_name_problem
+from core.jobs.queue import enqueue
 from core.models import ClsClass, ClsImage, Cutout, OdImage, Product, ProductImage
 from core.permissions import requires
+from core.storage import get_storage
 from core.users import User
 
 ImageType = Literal["synthetic", "real", "augmented"]
@@ -210,9 +214,6 @@ def preview_source_import(*, session: Session, kind: str, request: BaseModel) ->
 @requires("admin", "importing")
 def run_source_import(*, actor: User, kind: str, request: BaseModel | dict, progress=None,
                       storage=None) -> dict[str, Any]:
-    from core.datasets.classes import get_or_create_class
-    from core.storage import get_storage
-
     if isinstance(request, dict):
         request = REQUESTS[kind](**request)
     storage = storage or get_storage()
@@ -233,8 +234,6 @@ def run_source_import(*, actor: User, kind: str, request: BaseModel | dict, prog
             if existed is None:
                 summary.classes_created.append(label.strip())
         if dataset and class_ids:
-            from core.datasets.label_space import _fill_from_import
-
             _fill_from_import(session, dataset[0], [class_ids[label] for label in sorted(class_ids)], user_id=actor.id)
 
     def loader(key: str) -> Callable[[], bytes]:
@@ -254,8 +253,6 @@ def run_source_import(*, actor: User, kind: str, request: BaseModel | dict, prog
 @requires("admin", "importing")
 def start_source_import(*, actor: User, kind: str, request: BaseModel) -> uuid.UUID:
     """Queue the import as a job (its progress shows in the dialog)."""
-    from core.jobs.queue import enqueue
-
     with session_scope() as session:
         load_dataset(session=session, dataset_id=request.dataset_id)
     return enqueue(actor=actor, kind=f"{kind}_import", params={"kind": kind, "request": request.model_dump()})

@@ -30,8 +30,16 @@ from pathlib import PurePosixPath
 from urllib.parse import unquote, urljoin, urlsplit
 
 from core import limits
+from core.config import get_settings
+from core.datasets.dataset import add_images_to_dataset
+from core.db import session_scope
 from core.errors import InvalidInput
+from core.jobs.fanout import done_items, record_items
+from core.jobs.queue import enqueue
+from core.library.images import clean_folder, clean_tags
+from core.library.ingest import ingest_bytes
 from core.permissions import requires
+from core.storage import get_storage
 from core.users import User
 
 log = logging.getLogger(__name__)
@@ -275,11 +283,6 @@ def url_key(url: str) -> str:
 def _store(url: str, download: Download, *, actor: User, storage, folder, tags, skip_duplicates: bool,
            dataset_id, job_id):
     """One downloaded image into the library (and dataset), with its job item row when in a chunk."""
-    from core.datasets.dataset import add_images_to_dataset
-    from core.db import session_scope
-    from core.jobs.fanout import record_items
-    from core.library.ingest import ingest_bytes
-
     with session_scope() as session:
         result = ingest_bytes(session=session, actor=actor, storage=storage, data=download.data,
                               filename=download.filename, source="url_import", folder=folder, tags=tags,
@@ -302,12 +305,6 @@ def import_urls(*, actor: User, urls: list[str], folder=None, tags=None, skip_du
     returns counts and one result per URL. With `job_id` (a chunk of a fanned-out import,
     core/imports/url_chunks.py) each stored URL's cls_job_items row is written in its image's
     transaction, and a URL that already has one (an earlier run of the chunk) is not fetched again."""
-    from core.config import get_settings
-    from core.db import session_scope
-    from core.jobs.fanout import done_items
-    from core.library.images import clean_folder, clean_tags
-    from core.storage import get_storage
-
     settings = get_settings()
     folder, tags = clean_folder(folder), clean_tags(tags)
     if allow_list is None:
@@ -351,9 +348,6 @@ def start_url_import(*, actor: User, text: str, folder: str | None = None,
                      tags: list[str] | None = None, skip_duplicates: bool = True,
                      dataset_id: uuid.UUID | None = None) -> uuid.UUID:
     """Parse pasted URLs/CSV and queue the job; bad lines are reported in its result."""
-    from core.jobs.queue import enqueue
-    from core.library.images import clean_folder, clean_tags
-
     urls, rejected = parse_url_list(text)
     if not urls:
         reasons = "; ".join(r["error"] for r in rejected[:3])

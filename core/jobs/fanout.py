@@ -31,8 +31,10 @@ from sqlalchemy import func, or_, select, update
 from core.config import get_settings
 from core.db import session_scope
 from core.errors import JobCancelled, UserError
+from core.jobs.kinds import DEFAULT_TIMEOUT_S
+from core.jobs.queue import get_backend
 from core.jobs.rows import DETACHED, _run_failure_hook, load_function, reap_stale_jobs
-from core.models import ClsJob, utcnow
+from core.models import ClsJob, ClsJobItem, utcnow
 from core.users import actor_from_record
 
 log = logging.getLogger(__name__)
@@ -47,8 +49,6 @@ def fan_out(ctx, *, chunk_function: str, chunks: list[dict[str, Any]], sizes: li
     """Record the chunks of the job `ctx` runs (each `chunks[i]` the keyword arguments of
     `chunk_function`, a jobs/ function, with `sizes[i]` items) and start them; `finish(parent_id,
     plan, chunk_results, actor)` (a jobs/ function) makes the parent's result when they have ended."""
-    from core.jobs.queue import get_backend
-
     with session_scope() as session:
         parent = session.get(ClsJob, ctx.job_id)
         record = parent.params.get("actor")
@@ -81,7 +81,6 @@ def _submit_to_rq(connection, queue_name: str, parent_id: uuid.UUID, chunk_ids: 
     from rq import Callback, Queue, Retry
     from rq.job import Dependency
 
-    from core.jobs.kinds import DEFAULT_TIMEOUT_S
 
     queue = Queue(queue_name, connection=connection)
     common = {"timeout": DEFAULT_TIMEOUT_S, "result_ttl": 24 * 3600, "failure_ttl": 7 * 24 * 3600}
@@ -216,8 +215,6 @@ def requeue_stale_chunks(parent_id: uuid.UUID | None = None) -> int:
     """Put back on their queue the running chunks (of one parent, or all) whose heartbeat stopped.
     The row goes back to queued in one conditional UPDATE (one requeuer wins); RQ's job is then
     enqueued again under the same id. In-process chunks died with their process: they end failed."""
-    from core.jobs.queue import get_backend
-
     cutoff = utcnow() - timedelta(seconds=get_settings().chunk_stale_after_s)
     stale = (ClsJob.status == "running") & (ClsJob.heartbeat_at < cutoff) & ClsJob.parent_id.is_not(None)
     if parent_id is not None:
@@ -258,8 +255,6 @@ def requeue_stale_chunks(parent_id: uuid.UUID | None = None) -> int:
 
 def reap_stale(*, session) -> int:
     """The reaper the pages and CLI run: silent chunks go back on their queue, then silent jobs end failed."""
-    from core.jobs.queue import get_backend
-
     requeue_stale_chunks()
     return reap_stale_jobs(session=session, wait_for_chunks=get_backend().name == "rq")
 
@@ -315,7 +310,6 @@ def record_items(session, job_id: uuid.UUID, rows: list[dict[str, Any]]) -> set[
     from sqlalchemy.dialects.postgresql import insert as postgres_insert
     from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-    from core.models import ClsJobItem
 
     if not rows:
         return set()
@@ -326,8 +320,6 @@ def record_items(session, job_id: uuid.UUID, rows: list[dict[str, Any]]) -> set[
 
 def done_items(session, job_id: uuid.UUID, keys: list[str]) -> set[str]:
     """Of `keys`, those the job has already applied (an earlier run of the same chunk)."""
-    from core.models import ClsJobItem
-
     done: set[str] = set()
     for start in range(0, len(keys), 500):  # bounded IN lists (SQLite's variable limit)
         done.update(session.scalars(select(ClsJobItem.item_key).where(
@@ -337,8 +329,6 @@ def done_items(session, job_id: uuid.UUID, keys: list[str]) -> set[str]:
 
 def item_counts(session, job_id: uuid.UUID) -> dict[str, dict[str, int]]:
     """Per outcome: how many items, how many were added to a dataset, how many labels were written."""
-    from core.models import ClsJobItem
-
     rows = session.execute(select(ClsJobItem.outcome, func.count(), func.coalesce(func.sum(ClsJobItem.added), 0),
                                   func.coalesce(func.sum(ClsJobItem.labels), 0))
                            .where(ClsJobItem.job_id == job_id).group_by(ClsJobItem.outcome)).all()

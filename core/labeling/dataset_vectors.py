@@ -12,6 +12,9 @@ import numpy as np
 from sqlalchemy import func, or_, select
 
 from core.models import ClsDatasetImage, ClsLabel
+from core.similarity.embeddings import find_index
+from core.similarity.search import loaded_index
+from core.storage import get_storage
 
 
 def _unreviewed_ai(dataset_id: uuid.UUID):
@@ -41,12 +44,7 @@ def vectors_of(session, image_ids: list[uuid.UUID], *, source: str | None = None
                ) -> tuple[uuid.UUID, list[uuid.UUID], np.ndarray]:
     """(index id, the ids the index holds, their unit vectors as float32) for these images, in the
     order given; images the index lacks (added since the last embedding run) are left out."""
-    from core.similarity.embeddings import find_index
-    from core.similarity.search import loaded_index
-
     if storage is None:
-        from core.storage import get_storage
-
         storage = get_storage()
     row = find_index(session=session, source=source)
     loaded = loaded_index(session, storage, row)

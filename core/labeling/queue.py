@@ -19,7 +19,9 @@ from typing import Literal
 from sqlalchemy import exists, func, literal, select, tuple_
 
 from core.errors import InvalidInput, NotFound
+from core.labeling.dataset_vectors import awaiting_person
 from core.labeling.reservations import LEASE_S, held_by_others, unreserved
+from core.labeling.useful_queue import useful_order_ids
 from core.models import ClsClass, ClsDataset, ClsDatasetImage, ClsImage, ClsLabel, utcnow
 
 QUEUE_MODES = ("all", "unlabeled", "review", "random", "low_confidence", "useful")
@@ -175,8 +177,6 @@ def _mode_filter(mode: str, dataset_id: uuid.UUID):
         # the (dataset, status, added_at, image_id) index makes this a range scan, not a sort.
         return [ClsDatasetImage.status == "pending"]
     if mode == "useful":
-        from core.labeling.dataset_vectors import awaiting_person
-
         return [awaiting_person()]
     return [_awaiting_review(dataset_id)]  # review and low_confidence
 
@@ -232,8 +232,6 @@ def queue_ids(*, session, dataset_id: uuid.UUID, mode: str = "all", after: uuid.
     skip = set(exclude) | ({after} if after else set())
     if mode in ("random", "useful"):
         if mode == "useful":
-            from core.labeling.useful_queue import useful_order_ids
-
             order = useful_order_ids(session, dataset_id)
         else:
             order = _random_order(session, dataset_id, seed)

@@ -23,15 +23,15 @@ import numpy as np
 
 from core.errors import NotFound
 from core.labeling.dataset_vectors import ai_predictions, dataset_image_ids, predictions_version, vectors_of
+from core.models import ClsDataset
+from core.similarity.embeddings import find_index
+from core.similarity.selection import useful_order
 
 _orders: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
 
 
 def _key(session, dataset_id: uuid.UUID) -> tuple:
-    from core.models import ClsDataset
-    from core.similarity.embeddings import find_index
-
     try:
         row = find_index(session=session)
         index = (row.id, row.count)
@@ -49,8 +49,6 @@ def uncertainty_from_confidence(confidence: float | None) -> float:
 
 def compute_order(session, dataset_id: uuid.UUID, *, storage=None, seed: int = 0) -> list[uuid.UUID]:
     """The dataset's image ids in "most useful next" order (no cache; see the module's docstring)."""
-    from core.similarity.selection import useful_order
-
     ids = dataset_image_ids(session, dataset_id)
     try:
         _index_id, embedded, vectors = vectors_of(session, ids, storage=storage)

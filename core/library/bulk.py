@@ -25,9 +25,12 @@ from collections.abc import Callable, Iterable
 
 from sqlalchemy import select, update
 
+from core.datasets.dataset import add_images_to_dataset, detach_images_everywhere, remove_images_from_dataset
 from core.db import session_scope
 from core.errors import InvalidInput, NotFound, UserError
 from core.ids import as_uuid
+from core.labeling.bulk_labels import check_bulk_label, clear_labels_batch, set_label_batch
+from core.library.images import _delete_images, clean_tags, update_tags
 from core.models import ClsAuditEvent, ClsDataset, ClsImage
 from core.permissions import requires
 from core.users import User
@@ -106,8 +109,6 @@ def run_in_batches(ids: list, apply: Callable, *, audit: _Audit | None = None, p
 def tag_images(*, actor: User, image_ids: Iterable, add: Iterable[str] = (), remove: Iterable[str] = (),
                replace: Iterable[str] | None = None, progress: Progress | None = None) -> int:
     """core.library.images.update_tags in batches; returns how many images changed."""
-    from core.library.images import clean_tags, update_tags
-
     add, remove = clean_tags(list(add)), clean_tags(list(remove))  # refused before the first batch
     replace = clean_tags(list(replace)) if replace is not None else None
     return run_in_batches(_unique_ids(image_ids), lambda session, chunk: update_tags(
@@ -119,9 +120,6 @@ def delete_images(*, actor: User, image_ids: Iterable, storage, progress: Progre
     """Delete library images in batches (each: out of every dataset with counts kept exact, rows
     deleted, objects removed once it commits). Admins only (checked again each batch); one audit row
     with the total."""
-    from core.datasets.dataset import detach_images_everywhere
-    from core.library.images import _delete_images
-
     def apply(session, chunk) -> int:
         # Two transactions per batch: the first takes the images out of their datasets (it holds the
         # dataset and class rows that labelers need, briefly); the second deletes the image rows,
@@ -150,8 +148,6 @@ def add_to_dataset(*, actor: User, dataset_id, image_ids: Iterable, split=None,
                    progress: Progress | None = None) -> int:
     """Add library images to a dataset in batches (those already in it are left); unknown ids are
     refused by name before anything is added. Returns how many were added."""
-    from core.datasets.dataset import add_images_to_dataset
-
     dataset_id = as_uuid(dataset_id, "dataset")
     if split is not None and split not in SPLITS:
         raise InvalidInput(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
@@ -172,8 +168,6 @@ def add_to_dataset(*, actor: User, dataset_id, image_ids: Iterable, split=None,
 @requires("admin", "removing images from a dataset")
 def remove_from_dataset(*, actor: User, dataset_id, image_ids: Iterable, progress: Progress | None = None) -> int:
     """Take images out of a dataset with their labels, in batches; returns how many."""
-    from core.datasets.dataset import remove_images_from_dataset
-
     dataset_id = as_uuid(dataset_id, "dataset")
     _dataset_exists(dataset_id)
     return run_in_batches(_unique_ids(image_ids), lambda session, chunk: remove_images_from_dataset(
@@ -184,7 +178,6 @@ def remove_from_dataset(*, actor: User, dataset_id, image_ids: Iterable, progres
 def set_label(*, actor: User, dataset_id, image_ids: Iterable, class_id, mode: str = "replace",
               progress: Progress | None = None) -> int:
     """core.labeling.bulk_labels.bulk_set_label in batches (labeler role, checked again each batch; one audit row)."""
-    from core.labeling.bulk_labels import check_bulk_label, set_label_batch
     dataset_id, class_id = as_uuid(dataset_id, "dataset"), as_uuid(class_id, "class")
     with session_scope() as session:
         check_bulk_label(session=session, dataset_id=dataset_id, class_id=class_id, mode=mode)
@@ -197,7 +190,6 @@ def set_label(*, actor: User, dataset_id, image_ids: Iterable, class_id, mode: s
 @requires("labeler", "clearing labels in bulk")
 def clear_labels(*, actor: User, dataset_id, image_ids: Iterable, progress: Progress | None = None) -> int:
     """core.labeling.bulk_labels.bulk_clear_labels in batches (labeler role, checked again each batch; one audit row)."""
-    from core.labeling.bulk_labels import clear_labels_batch
     dataset_id = as_uuid(dataset_id, "dataset")
     _dataset_exists(dataset_id)
     audit = _Audit(actor, "bulk_clear_labels", "dataset", dataset_id)

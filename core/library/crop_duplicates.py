@@ -29,6 +29,7 @@ from core.library.crop_hashes import (
 )
 from core.library.fingerprints import confirm_distances
 from core.library.hamming import hash_to_int, pairs_within
+from core.library.library_index import library_index
 from core.models import ClsImage
 from core.permissions import requires
 from core.users import User
@@ -81,8 +82,6 @@ def crop_matches(session: Session, *, phash: str | None, fine: str | None, crop_
     """One image's crop matches in the library (after the whole-image search has caught this process's
     LibraryIndex up): its whole hash against the library's views, its views against the library's
     whole hashes; each confirmed, as display-ready rows with match "crop" and the view that matched."""
-    from core.library.library_index import library_index
-
     index = library_index(session)
     proposals: list[tuple[uuid.UUID, str, str]] = []  # (id, our view's name, whose view)
     value = hash_to_int(phash) if phash else None

@@ -16,7 +16,9 @@ from functools import lru_cache
 
 import numpy as np
 
-from core.library.fingerprints import CONFIRM_MAX_DISTANCE, confirm_distances
+from core import limits
+from core.image_decoding import open_image
+from core.library.fingerprints import CONFIRM_MAX_DISTANCE, confirm_distances, fine_hash
 from core.library.hamming import pairs_within
 
 CROP_CONFIRM_MAX_DISTANCE = 64
@@ -177,10 +179,6 @@ def crop_duplicate_pairs(coarse: np.ndarray, fine: list[list[str]], threshold: i
 def thumbnail_hashes(data: bytes) -> tuple[str, bytes, bytes]:
     """(phash256, crop_phash, crop_phash256) of a stored thumbnail's bytes, decoded once: what ingest
     records and the backfill computes for rows ingested before."""
-    from core import limits
-    from core.image_decoding import open_image
-    from core.library.fingerprints import fine_hash
-
     with open_image(data, max_pixels=limits.MAX_IMAGE_PIXELS) as image:
         image.load()
         rgb = image.convert("RGB")

@@ -9,9 +9,13 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.db import session_scope
+from core.jobs.queue import enqueue
+from core.jobs.rows import list_jobs
 from core.library.duplicates import DEFAULT_THRESHOLD, check_threshold, exact_duplicate_groups, near_duplicate_groups
 from core.models import ClsImage
 from core.permissions import requires
+from core.storage import get_storage
 from core.users import User
 
 SEARCH_JOB_KIND = "duplicates"
@@ -20,8 +24,6 @@ SEARCH_JOB_KIND = "duplicates"
 @requires("admin", "searching the library for duplicates")
 def start_duplicate_search(*, actor: User, threshold: int = DEFAULT_THRESHOLD, confirm: bool = True) -> uuid.UUID:
     """Queue the library-wide search (exact and near groups) on the `imports` queue; returns the job id."""
-    from core.jobs.queue import enqueue
-
     threshold = check_threshold(threshold)
     return enqueue(actor=actor, kind=SEARCH_JOB_KIND, params={"threshold": threshold, "confirm": bool(confirm)})
 
@@ -29,9 +31,6 @@ def start_duplicate_search(*, actor: User, threshold: int = DEFAULT_THRESHOLD, c
 @requires("admin", "searching the library for duplicates")
 def run_duplicate_search(*, actor: User, threshold: int, confirm: bool = True, progress=None) -> dict[str, Any]:
     """The search job's body: exact and near groups of the whole library, as id strings."""
-    from core.db import session_scope
-    from core.storage import get_storage
-
     with session_scope() as session:
         exact = exact_duplicate_groups(session=session)
         near = near_duplicate_groups(session=session, storage=get_storage(), threshold=threshold, confirm=confirm,
@@ -42,8 +41,6 @@ def run_duplicate_search(*, actor: User, threshold: int, confirm: bool = True, p
 
 def latest_search(*, session: Session) -> dict[str, Any] | None:
     """The newest duplicate search job: its id, status, parameters and (when it succeeded) groups."""
-    from core.jobs.rows import list_jobs
-
     jobs = list_jobs(session=session, limit=1, kinds=[SEARCH_JOB_KIND])
     if not jobs:
         return None

@@ -29,8 +29,10 @@ import numpy as np
 from sqlalchemy import Integer, bindparam, func, or_, select, text, union, update
 from sqlalchemy.orm import Session
 
+from core.config import get_settings
 from core.errors import InvalidInput, NotFound
 from core.library.crop_duplicates import crop_matches, library_crop_pairs
+from core.library.decode import decode_image
 from core.library.fingerprints import (
     CONFIRM_MAX_DISTANCE,
     confirm_distances,
@@ -45,11 +47,13 @@ from core.library.hamming import (
     pairs_within,
     to_uint64,
 )
+from core.library.images import delete_images
 from core.library.library_index import (
     library_index,
 )
 from core.models import ClsImage
 from core.permissions import requires
+from core.storage import get_storage
 from core.users import User
 
 log = logging.getLogger(__name__)
@@ -108,9 +112,6 @@ def _store_fine_hashes(session: Session, computed: dict[uuid.UUID, str]) -> None
 
 
 def _hash_stored_image(storage, thumb: str | None, original: str) -> str | None:
-    from core.config import get_settings
-    from core.library.decode import decode_image
-
     for key in (thumb, original):
         if not key:
             continue
@@ -300,8 +301,6 @@ def _matches(*, session: Session, storage, phash: str | None, fine: str | None, 
     fines = {row.id: row.phash256 for row, _ in near if row.phash256}
     if unhashed := [row.id for row, _ in near if not row.phash256]:
         if storage is None:
-            from core.storage import get_storage
-
             storage = get_storage()
         fines.update(ensure_fine_hashes(session=session, storage=storage, image_ids=unhashed))
     usable = [(row, d) for row, d in near if row.id in fines]
@@ -334,8 +333,6 @@ def duplicates_of(*, session: Session, image_id: uuid.UUID, threshold: int = DEF
     fine = image.phash256
     if image.phash and not fine:
         if storage is None:
-            from core.storage import get_storage
-
             storage = get_storage()
         fine = ensure_fine_hashes(session=session, storage=storage, image_ids=[image.id]).get(image.id)
     return _matches(session=session, storage=storage, phash=image.phash, fine=fine, file_hash=image.file_hash,
@@ -347,9 +344,6 @@ def check_image(*, session: Session, data: bytes, threshold: int = DEFAULT_THRES
                 use_index: bool = True) -> dict[str, Any]:
     """One uploaded image (not stored) against the library: its hashes, exact and near matches
     (`use_index` as in duplicates_of)."""
-    from core.config import get_settings
-    from core.library.decode import decode_image
-
     threshold = check_threshold(threshold)
     settings = get_settings()
     if len(data) > settings.max_upload_bytes:
@@ -372,8 +366,6 @@ def delete_extras(*, session: Session, actor: User, storage, group_keep: dict[uu
     """Delete the extras of each group (rows now, original and thumbnail objects once the transaction
     commits) and keep one image per group. Refuses, deleting nothing, when a kept image is missing or
     would itself be deleted."""
-    from core.library.images import delete_images
-
     kept = set(group_keep)
     extras: list[uuid.UUID] = []
     for group_extras in group_keep.values():

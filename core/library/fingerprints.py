@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from core import limits
+from core.image_decoding import open_image
 
 FINE_HASH_SIZE = 16
 
@@ -28,8 +29,6 @@ def fine_hash(image) -> str:
 
 def fine_hash_of_bytes(data: bytes) -> str:
     """The 256-bit pHash of a stored thumbnail's bytes (opened under the pixel limit like any image)."""
-    from core.image_decoding import open_image
-
     with open_image(data, max_pixels=limits.MAX_IMAGE_PIXELS) as image:
         image.load()
         return fine_hash(image.convert("RGB"))

@@ -21,7 +21,9 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
+from core.config import get_settings
 from core.datasets.dataset import add_images_to_dataset
+from core.db import session_scope
 from core.errors import InvalidInput
 from core.library.decode import (
     CONTENT_TYPES,
@@ -29,10 +31,12 @@ from core.library.decode import (
     decode_source,
     decode_sources,
 )
+from core.library.hamming import band_values, hash_to_int
 from core.library.images import MAX_FILENAME_CHARS, clean_folder, clean_tags
 from core.library.object_hooks import delete_on_rollback
 from core.models import ClsImage
 from core.permissions import require, requires
+from core.storage import get_storage
 from core.users import User
 from core.vocabulary import IMAGE_SOURCES
 
@@ -118,8 +122,6 @@ def _with_phash_bands(values: dict[str, Any]) -> dict[str, Any]:
     """A Core insert skips the ORM validator that keeps the indexed pHash bands (core/library/hamming.py) in
     step, so set them here the same way. Core rather than ORM: 5x less CPU per row in the main process,
     which shares the two cores with the decoding workers."""
-    from core.library.hamming import band_values, hash_to_int
-
     values["phash_band0"], values["phash_band1"], values["phash_band2"] = band_values(hash_to_int(values["phash"]))
     return values
 
@@ -141,8 +143,6 @@ def ingest_bytes(*, session: Session, actor: User, storage, data: bytes, filenam
                  folder=None, tags=None, skip_duplicates=True, source_type=None, source_id=None,
                  meta=None) -> IngestResult:
     """Ingest one image in the caller's transaction. Bad bytes give a "rejected" result, not an error."""
-    from core.config import get_settings
-
     _check_source(source)
     name, folder, tags = clean_filename(filename), clean_folder(folder), clean_tags(tags)
     settings = get_settings()
@@ -210,9 +210,6 @@ def ingest_many(*, items, actor: User, storage=None, source="upload", folder=Non
     `dataset_id` also adds each imported (or duplicate-matched) image to that dataset. The actor's
     role is checked again before each batch is committed, so a role removed meanwhile stops it.
     """
-    from core.config import get_settings
-    from core.storage import get_storage
-
     _check_source(source)
     storage = storage or get_storage()
     folder, tags = clean_folder(folder), clean_tags(tags)
@@ -292,8 +289,6 @@ class _BatchWriter:
         self.threads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ingest-store")
 
     def write(self, batch: list[tuple[_Item, tuple[str, Any]]]) -> list[IngestResult]:
-        from core.db import session_scope
-
         require(self.actor, "admin", "importing")  # again per batch: a long import stops when the role goes
         results: list[IngestResult | None] = [None] * len(batch)
         hashes = [decoded.sha256 for _item, (status, decoded) in batch if status == "ok"]

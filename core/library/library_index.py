@@ -16,6 +16,7 @@ import numpy as np
 from sqlalchemy import String, cast, select
 from sqlalchemy.orm import Session
 
+from core.library.crop_hashes import VIEW_NAMES, unpack_coarse
 from core.library.hamming import (
     HashIndex,
     to_uint64,
@@ -151,8 +152,6 @@ def _hashes_and_keys(rows: list) -> tuple[np.ndarray, np.ndarray]:
 
 def _view_hashes_and_keys(rows: list) -> tuple[np.ndarray, np.ndarray]:
     """(id text, crop_phash bytes or None) rows as every view's uint64 hash and its image's 16-byte id."""
-    from core.library.crop_hashes import VIEW_NAMES, unpack_coarse
-
     rows = [(image_id, bytes(blob)) for image_id, blob in rows if blob]
     if not rows:
         return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype="V16")

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.models import ClsDatasetVersion, ClsImage, ClsTrainedModel
+from core.models import ClsDatasetVersion, ClsImage, ClsTrainedModel, ClsTrainingRun
 from core.permissions import requires
 from core.users import User
 
@@ -65,7 +65,6 @@ def check_storage(*, session: Session, storage) -> dict:
     referenced, required = _referenced_keys(session)
     model_prefixes = _model_prefixes(session)
     # Training runs write checkpoints under models/<run>/ before their model row exists.
-    from core.models import ClsTrainingRun
 
     model_prefixes |= {f"models/{run_id}/" for run_id in session.scalars(select(ClsTrainingRun.id))}
     present: set[str] = set()

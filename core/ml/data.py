@@ -20,7 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from core.config import get_settings
 from core.errors import InvalidInput
+from core.image_decoding import draft_for, open_image, shrunk_for_model
 from core.vocabulary import TRAINING_SPLITS
 
 
@@ -232,8 +234,6 @@ def decode_image(data: bytes, *, mode: str = "RGB", name: str = "image", shorter
     image is never converted at full size."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    from core.config import get_settings
-    from core.image_decoding import draft_for, open_image, shrunk_for_model
 
     try:
         with open_image(data, max_pixels=get_settings().max_image_pixels) as opened:

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from core.ml.inference import inference_session
+
 ONNX_SINGLE_FILE_LIMIT = 1_800_000_000
 """Models whose weights exceed this (bytes) keep them in model.onnx.data (protobuf's 2 GB cap)."""
 
@@ -54,8 +56,6 @@ def export_torchscript(model: nn.Module, path: Path, *, image_size: int, in_chan
 
 def onnx_session(path: Path, threads: int | None = None):
     """A CPU session with the predictor's own settings, so the check runs the graph it will run."""
-    from core.ml.inference import inference_session
-
     return inference_session(path, threads=threads, providers=["CPUExecutionProvider"])
 
 

@@ -20,6 +20,7 @@ import numpy as np
 from core.errors import InvalidInput
 from core.ml.augment import eval_transform
 from core.ml.data import decode_image, eval_resize
+from core.ml.families import create_model, spec_for_timm_name
 
 
 def local_copy(storage, key: str, target: Path) -> Path:
@@ -41,7 +42,6 @@ def load_checkpoint_model(path: Path):
     """The torch model of a best.pt written by core.training.runs (self-describing: timm name, sizes)."""
     import torch
 
-    from core.ml.families import create_model, spec_for_timm_name
 
     saved = torch.load(str(path), map_location="cpu", weights_only=True)
     spec = spec_for_timm_name(saved["timm_name"])

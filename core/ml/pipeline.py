@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from core.errors import InvalidInput
-from core.ml import augment, data, trainer
+from core.ml import FINISHING_MESSAGE, augment, data, trainer
 from core.ml.config import TrainingConfig, parse_config
 from core.ml.families import create_model, get_spec
 from core.ml.losses import build_loss, multi_label_pos_weight
@@ -160,7 +160,6 @@ def run_training(config: TrainingConfig, records: list[data.Record], *, class_na
 
     state = trainer.fit(parts, loaders, config, state, on_batch=on_batch, on_epoch=epoch_done, deadline=deadline)
     if on_message:  # the run page shows this phase, not a finished "training" bar
-        from core.ml import FINISHING_MESSAGE
 
         on_message(FINISHING_MESSAGE, 0, 0)
     if not evaluate_and_export:

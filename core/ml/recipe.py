@@ -31,6 +31,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from core.ml.augment import PRESET_SETTINGS, PRESETS
+from core.ml.config import TrainingConfig
+
 RECIPE_FIELDS = ("learning_rate", "weight_decay", "llrd_decay", "warmup_epochs", "use_ema", "ema_decay",
                  "augmentation_preset", "drop_path_rate", "early_stopping_patience", "mixed_precision",
                  "num_workers", "crop_pct")
@@ -243,8 +246,6 @@ def device_fact(preference: str) -> str:
 
 def facts_for(values: dict[str, Any], *, train_images: int, num_classes: int, device: str) -> RecipeFacts:
     """The facts of a run from its settings (the config's defaults where unset) and its data."""
-    from core.ml.config import TrainingConfig
-
     def get(name: str) -> Any:
         return values[name] if values.get(name) is not None else TrainingConfig.model_fields[name].default
 
@@ -302,8 +303,6 @@ def reresolve(config_values: dict[str, Any], *, train_images: int, num_classes: 
               budget_epochs: tuple[int, str] | None = None) -> dict[str, Any]:
     """Choose the recipe's settings of a run again from facts known only on the worker (its device,
     the throughput it measured); the user's settings stay as they were."""
-    from core.ml.augment import PRESET_SETTINGS, PRESETS
-
     auto = set(config_values.get("recipe_auto") or [])
     values = {k: v for k, v in config_values.items() if k not in auto and k not in ("recipe_auto", "recipe_notes")}
     if "augmentation_preset" in auto:  # the old preset's fill-ins go with it

@@ -22,7 +22,9 @@ from sqlalchemy import select
 from core import safe_csv
 from core.db import session_scope
 from core.errors import InvalidInput
-from core.labeling.labels import set_labels
+from core.jobs.queue import enqueue
+from core.labeling.labels import labels_for_images, set_labels
+from core.library.images import ImageFilters, matching_image_ids
 from core.models import ClsClass, ClsDatasetImage, ClsImage
 from core.permissions import require, requires
 from core.prediction.loading import cached_predictor
@@ -64,8 +66,6 @@ def selection_ids(*, session, image_ids=None, folders: list[str] | None = None,
                   tags: list[str] | None = None) -> list[uuid.UUID]:
     """A selection: the given image ids plus the library's images in any of `folders` and with any
     of `tags` (both filters when both are given), each once."""
-    from core.library.images import ImageFilters, matching_image_ids
-
     chosen = dict.fromkeys(_ids(image_ids or [], "image_ids"))
     if folders or tags:
         filters = ImageFilters(folders=list(folders or []), tags=list(tags or []))
@@ -107,8 +107,6 @@ def target_images(*, session, scope: str, dataset_id=None, image_ids=None) -> li
 
 def _protected(session, dataset_id: uuid.UUID, image_ids: list[uuid.UUID]) -> set[uuid.UUID]:
     """Images whose labels a person set or confirmed (any manual or reviewed label)."""
-    from core.labeling.labels import labels_for_images
-
     labels = labels_for_images(session=session, dataset_id=dataset_id, image_ids=image_ids)
     return {image_id for image_id, rows in labels.items()
             if any(not row.is_ai_generated or row.is_reviewed for row in rows)}
@@ -261,8 +259,6 @@ def start_batch_prediction(*, actor: User, model_id, scope: str, dataset_id=None
                            write_labels: bool = False, overwrite: bool = False,
                            export_csv: bool = False) -> uuid.UUID:
     """Check the request and queue it on the predictions queue; returns the job id."""
-    from core.jobs.queue import enqueue
-
     _require_roles(actor, overwrite)
     check_request(scope=scope, dataset_id=dataset_id, image_ids=image_ids, write_labels=write_labels,
                   export_csv=export_csv)

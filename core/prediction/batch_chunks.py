@@ -20,6 +20,7 @@ from core.config import get_settings
 from core.db import session_scope
 from core.errors import InvalidInput
 from core.jobs.fanout import item_counts, record_items
+from core.labeling.labels import set_labels
 from core.models import ClsImage
 from core.permissions import requires
 from core.prediction.auto_label import (
@@ -98,8 +99,6 @@ def predict_chunk(*, actor: User, job_id, index: int, image_ids: list[str], mode
                   progress=None) -> dict[str, Any]:
     """Predict one chunk of a batch prediction job `job_id`. Run again (its worker died), it predicts
     the same images again but writes no label and counts no image twice; its CSV part is rewritten."""
-    from core.labeling.labels import set_labels
-
     job_id, dataset_id = uuid.UUID(str(job_id)), uuid.UUID(str(dataset_id)) if dataset_id else None
     storage = get_storage()
     with session_scope() as session:

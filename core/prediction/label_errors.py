@@ -25,10 +25,19 @@ from typing import Any
 import numpy as np
 from sqlalchemy import select
 
+from core.datasets.dataset import get_dataset
+from core.datasets.versions import get_version, read_manifest
+from core.db import session_scope
 from core.errors import Conflict, InvalidInput, NotFound
 from core.ids import as_uuid
-from core.models import ClsDatasetImage, ClsLabel
+from core.jobs.queue import enqueue
+from core.labeling.labels import mark_reviewed, set_labels
+from core.ml.data import decode_image
+from core.models import ClsDatasetImage, ClsDatasetVersion, ClsImage, ClsLabel
 from core.permissions import require, requires
+from core.prediction.loading import cached_predictor
+from core.prediction.predict import Item, probabilities, resolve_model
+from core.storage import get_storage
 from core.users import User
 
 FEATURE_SIDE = 16
@@ -42,8 +51,6 @@ def issues_key(dataset_id) -> str:
 
 
 def pixel_features(data: bytes, *, side: int = FEATURE_SIDE) -> np.ndarray:
-    from core.ml.data import decode_image
-
     image = decode_image(data, mode="L").resize((side, side))
     return np.asarray(image, dtype=np.float32).reshape(-1) / 255.0
 
@@ -133,9 +140,6 @@ def rank_issues(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 def _dataset_and_version(session, dataset_id, version_number):
-    from core.datasets.dataset import get_dataset
-    from core.datasets.versions import get_version
-
     dataset = get_dataset(session=session, dataset_id=dataset_id)
     try:
         version = get_version(session=session, dataset_id=dataset.id, number=version_number)
@@ -152,8 +156,6 @@ def find_issues(*, session, storage, dataset_id, version_number: int | None = No
     Single-label: each image's one label against the class probabilities (suggestion: the most
     likely class). Multi-label: each image's label set against per-class probabilities (suggestion:
     the classes at probability 0.5 or more, else the most likely one)."""
-    from core.datasets.versions import read_manifest
-
     dataset, version = _dataset_and_version(session, as_uuid(dataset_id, "dataset"), version_number)
     multi = dataset.task_type == "multi_label"
     index_to_class = {int(i): c for c, i in version.class_mapping.items()}
@@ -214,10 +216,6 @@ def _model_probs(session, storage, dataset, model_id, index_to_class, progress):
     """A trained model's probabilities on the dataset's labeled images outside its training split,
     with the labels the dataset has now (single-label: images with one label; multi-label: each
     image's label set over the model's classes)."""
-    from core.models import ClsDatasetVersion, ClsImage
-    from core.prediction.loading import cached_predictor
-    from core.prediction.predict import Item, probabilities, resolve_model
-
     row = resolve_model(session=session, model=model_id)
     if row.task_type != dataset.task_type:
         raise InvalidInput(f"model {row.name!r} is {row.task_type.replace('_', '-')} but dataset {dataset.name!r} "
@@ -261,9 +259,6 @@ def _model_probs(session, storage, dataset, model_id, index_to_class, progress):
 def find_and_store(*, actor: User, dataset_id, version_number=None, model_id=None, folds: int = 5,
                    progress=None) -> dict[str, Any]:
     """find_issues, saved for the review view (replacing an earlier result); returns a summary."""
-    from core.db import session_scope
-    from core.storage import get_storage
-
     storage = get_storage()
     with session_scope() as session:
         result = find_issues(session=session, storage=storage, dataset_id=dataset_id, version_number=version_number,
@@ -276,8 +271,6 @@ def find_and_store(*, actor: User, dataset_id, version_number=None, model_id=Non
 
 @requires("admin", "finding label errors")
 def start_find(*, actor: User, dataset_id, version_number=None, model_id=None, folds: int = 5) -> uuid.UUID:
-    from core.jobs.queue import enqueue
-
     return enqueue(actor=actor, kind="label_issues",
                    params={"dataset_id": str(as_uuid(dataset_id, "dataset")), "version_number": version_number,
                            "model_id": str(model_id) if model_id else None, "folds": int(folds)})
@@ -299,8 +292,6 @@ def decide(*, session, actor: User, storage, dataset_id, image_id, action: str, 
     """The user's click on one suggestion. accept: relabel to the suggested class (recorded in
     cls_label_changes); keep: the given label is confirmed (marked reviewed); skip: nothing changes.
     A test-split change needs confirm_test; a label someone changed since the search is a Conflict."""
-    from core.labeling.labels import mark_reviewed, set_labels
-
     if action not in ACTIONS:
         raise InvalidInput(f"action must be one of {', '.join(ACTIONS)}, not {action!r}")
     dataset_id, image_id = as_uuid(dataset_id, "dataset"), as_uuid(image_id, "image")

@@ -17,8 +17,14 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.config import get_settings
 from core.errors import InvalidInput, NotFound, UserError
+from core.imports.urls import fetch_url
+from core.ml.data import cache_dir
+from core.ml.inference import Predictor, load_checkpoint_model, local_copy
 from core.models import ClsTrainedModel
+from core.prediction.loading import cached_predictor
+from core.training.registry import get_model
 
 DEFAULT_TOP_K = 5
 DEFAULT_MULTI_LABEL_THRESHOLD = 0.5
@@ -35,8 +41,6 @@ class Item:
 def resolve_model(*, session: Session, model: str | uuid.UUID, user_id: uuid.UUID | None = None) -> ClsTrainedModel:
     """A model id, or "default": the user's default model (newest if they have one per family),
     else the newest default of anyone. Inactive models are refused."""
-    from core.training.registry import get_model
-
     if str(model).strip().lower() == "default":
         query = select(ClsTrainedModel).where(ClsTrainedModel.is_default.is_(True), ClsTrainedModel.is_active.is_(True))
         rows = list(session.scalars(query.order_by(ClsTrainedModel.created_at.desc())))
@@ -64,9 +68,6 @@ def model_thresholds(row: ClsTrainedModel) -> dict[str, Any]:
 def read_inputs(sources: list[str], *, allow_list: list[str] | None = None) -> list[Item]:
     """CLI inputs: http(s) URLs (downloaded under URL import's SSRF, size and time rules) or local
     files; each unreadable one becomes an Item with its reason."""
-    from core.config import get_settings
-    from core.imports.urls import fetch_url
-
     settings = get_settings()
     if allow_list is None:
         allow_list = [entry.strip() for entry in settings.url_allow_list.split(",") if entry.strip()]
@@ -144,8 +145,6 @@ def predict_items(*, session: Session, storage, model, items: list[Item], user_i
                   threads: int | None = None) -> dict[str, Any]:
     """Predict each item with a model (an id or "default"): the model's summary and one result per
     item, in order (an error instead of a result for an unreadable item)."""
-    from core.prediction.loading import cached_predictor
-
     if not isinstance(top_k, int) or top_k < 1:
         raise InvalidInput(f"top_k must be a positive whole number, not {top_k!r}")
     if not items:
@@ -209,9 +208,6 @@ def cam_target(model, image_size: int | None = None) -> tuple[Any, Any]:
 
 
 def _torch_model(session: Session, storage, row: ClsTrainedModel):
-    from core.ml.data import cache_dir
-    from core.ml.inference import load_checkpoint_model, local_copy
-
     if not row.checkpoint_url:
         raise NotFound(f"model {row.name!r} has no torch checkpoint; Grad-CAM needs one")
     model, _ = load_checkpoint_model(local_copy(storage, row.checkpoint_url,
@@ -228,7 +224,6 @@ def grad_cam(*, session: Session, storage, model, image: bytes, class_index: int
     from pytorch_grad_cam.utils.image import show_cam_on_image
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    from core.ml.inference import Predictor
 
     row = resolve_model(session=session, model=model, user_id=user_id)
     net = _torch_model(session, storage, row)

@@ -11,8 +11,19 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.datasets.grid import GridItem
+from core.db import session_scope
 from core.errors import InvalidInput
-from core.models import ClsDatasetImage, ClsEmbeddingIndex, ClsImage
+from core.labeling.labels import labels_for_images
+from core.ml.data import decode_image
+from core.models import ClsClass, ClsDatasetImage, ClsEmbeddingIndex, ClsImage, ClsLabel
+from core.prediction.label_errors import stored_issues
+from core.similarity import search
+from core.similarity.embeddings import _embedder, describe, find_index
+from core.similarity.projection import stored_map
+from core.similarity.search import MAX_K, similar_images
+from core.storage import get_storage
+from core.training.registry import list_models
 
 DEFAULT_BACKBONE = "convnext/atto"
 """The backbone a page offers when no index exists (the smallest family member; its weights from the
@@ -26,8 +37,6 @@ dataset's: a dataset that holds a quarter of the library still gets k."""
 def index_state(*, session: Session) -> dict[str, Any]:
     """The index the pages search (the newest with vectors), and the state of every index: `ready`
     True when searching works; `building` names a running job; `message` says what a user can do."""
-    from core.similarity.embeddings import describe
-
     rows = list(session.scalars(select(ClsEmbeddingIndex).order_by(ClsEmbeddingIndex.updated_at.desc())))
     described = [describe(session=session, row=row) for row in rows]
     usable = [d for d in described if d["count"]]
@@ -58,10 +67,6 @@ def warm_index(session: Session, *, storage=None, wait_s: float = WARM_WAIT_S) -
     """Whether this process holds the searched index, caught up; if not, it is loaded in a thread
     (once per index and process) and this waits up to `wait_s`. The first load builds the ANN graph
     (100 s for 100,000 vectors on the shared 2-core machine): a page says so instead of freezing."""
-    from core.db import session_scope
-    from core.similarity import search
-    from core.similarity.embeddings import find_index
-
     row = find_index(session=session)
     bind = session.get_bind()
     engine = getattr(bind, "engine", bind)
@@ -69,8 +74,6 @@ def warm_index(session: Session, *, storage=None, wait_s: float = WARM_WAIT_S) -
     if held is not None and sum(held.loaded) >= row.count:
         return True
     if storage is None:
-        from core.storage import get_storage
-
         storage = get_storage()
     index_id = row.id
 
@@ -92,8 +95,6 @@ def embedding_choices(*, session: Session) -> list[dict[str, str | None]]:
     """What a page offers to embed the library with: each active registered model (its own network),
     then the default backbone with hub weights, then with random weights (no download: near copies
     only). Each {model, weights, label}, as start_embedding takes them."""
-    from core.training.registry import list_models
-
     models = [{"model": str(row.id), "weights": None, "label": f"{row.name} · {row.model_type}/{row.model_size}"}
               for row in list_models(session=session, active_only=True)]
     return [*models,
@@ -107,8 +108,6 @@ def more_like_this(session: Session, *, image_id: uuid.UUID, k: int = 24, min_si
     """The images most similar to `image_id`, best first: {id, similarity, filename, thumbnail_path};
     with `dataset_id`, only that dataset's images. NotFound when no index exists; InvalidInput when
     the image is not embedded yet."""
-    from core.similarity.search import MAX_K, similar_images
-
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
         raise InvalidInput(f"k must be a whole number from 1 to {MAX_K}, got {k!r}")
     asked = min(MAX_K, k * WIDEN) if dataset_id is not None else k
@@ -125,13 +124,7 @@ def similar_to_image(session: Session, *, data: bytes, k: int = 24, min_similari
                      storage=None) -> list[dict[str, Any]]:
     """The library images most similar to an image that is not in it (an upload on the Predict page),
     embedded by the index's own model, loaded once per process; as more_like_this returns them."""
-    from core.ml.data import decode_image
-    from core.similarity.embeddings import find_index
-    from core.similarity.search import similar_images
-
     if storage is None:
-        from core.storage import get_storage
-
         storage = get_storage()
     row = find_index(session=session)
     embedder = _query_embedder(row.source, storage)
@@ -146,8 +139,6 @@ _embedders_lock = threading.Lock()
 
 
 def _query_embedder(source: str, storage):
-    from core.similarity.embeddings import _embedder
-
     with _embedders_lock:
         if source not in _embedders:
             _embedders[source] = _embedder(source, storage, threads=None)
@@ -178,13 +169,10 @@ def dataset_map(session: Session, *, dataset_id: uuid.UUID, colour_by: str = "cl
     `map` is None when no map exists."""
     import numpy as np
 
-    from core.similarity.projection import stored_map
 
     if colour_by not in COLOUR_BY:
         raise InvalidInput(f"colour by {colour_by!r}: one of {', '.join(COLOUR_BY)}")
     if storage is None:
-        from core.storage import get_storage
-
         storage = get_storage()
     stored = stored_map(session=session, storage=storage)
     if stored is None:
@@ -229,8 +217,6 @@ def _dashed(key: str) -> str:
 def _colours(session: Session, storage, dataset_id: uuid.UUID, placed: list, ids: list[str],
              colour_by: str) -> tuple[list, bool]:
     """One colour value per placed member ((hex id, split, position)); `ids` are their dashed ids."""
-    from core.models import ClsClass, ClsLabel
-
     if colour_by == "split":
         return [split or "unassigned" for _key, split, _p in placed], False
     if colour_by in ("class", "prediction"):
@@ -243,7 +229,6 @@ def _colours(session: Session, storage, dataset_id: uuid.UUID, placed: list, ids
             per_image.setdefault(image_key, []).append(names.get(class_key, "?"))
         empty = "unlabeled" if colour_by == "class" else "no prediction"
         return [", ".join(sorted(per_image.get(key, []))) or empty for key, _split, _p in placed], False
-    from core.prediction.label_errors import stored_issues
 
     result = stored_issues(storage=storage, dataset_id=dataset_id)
     issues = {issue["image_id"]: issue for issue in (result or {}).get("issues", [])}
@@ -256,9 +241,6 @@ def _colours(session: Session, storage, dataset_id: uuid.UUID, placed: list, ids
 def selected_items(session: Session, *, dataset_id: uuid.UUID, image_ids: list[uuid.UUID]) -> list:
     """The dataset grid's tiles (core.datasets.grid.GridItem, labels included) of chosen images of a
     dataset, in the order given: a map or similarity selection drawn as grid tiles."""
-    from core.datasets.grid import GridItem
-    from core.labeling.labels import labels_for_images
-
     rows = {image.id: (link, image) for link, image in session.execute(
         select(ClsDatasetImage, ClsImage).join(ClsImage, ClsImage.id == ClsDatasetImage.image_id)
         .where(ClsDatasetImage.dataset_id == dataset_id, ClsDatasetImage.image_id.in_(image_ids))).all()}

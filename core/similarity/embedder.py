@@ -14,14 +14,14 @@ from typing import Any
 import numpy as np
 
 from core.errors import InvalidInput
+from core.ml.augment import eval_transform
+from core.ml.families import create_model, get_spec
 
 
 class Embedder:
     """`embed(images) -> (n, dim)` float32 unit vectors from a timm model and its preprocessing."""
 
     def __init__(self, model, preprocessing: dict[str, Any], *, threads: int | None = None):
-        from core.ml.augment import eval_transform
-
         self.model = model.eval()
         self.preprocessing = preprocessing
         self.transform = eval_transform(preprocessing)
@@ -67,7 +67,6 @@ def backbone(family: str, size: str, *, weights: str | None, weights_file: Path 
     (timm's pretrained weights), "none" (random: tests), or a file given as `weights_file`."""
     import torch
 
-    from core.ml.families import create_model, get_spec
 
     spec = get_spec(family, size)
     image_size = 256 if spec.family == "swin" else 224

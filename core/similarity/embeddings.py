@@ -16,10 +16,19 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.db import session_scope
 from core.errors import Conflict, InvalidInput, JobCancelled, NotFound
+from core.ids import as_uuid
+from core.jobs.queue import enqueue
+from core.ml.data import cache_dir, decode_image
+from core.ml.families import get_spec
+from core.ml.inference import load_checkpoint_model, local_copy
 from core.models import ClsEmbeddingIndex, ClsImage, ClsJob
 from core.permissions import requires
 from core.similarity import shards
+from core.similarity.embedder import Embedder, backbone
+from core.storage import get_storage
+from core.training.registry import get_model
 from core.users import User
 
 log = logging.getLogger(__name__)
@@ -34,9 +43,6 @@ WEIGHT_SOURCES = ("none", "hub", "file:…", "storage:…")
 def parse_source(model: str, weights: str | None = None) -> str:
     """The canonical source of a --model/--weights pair: "model:<id>" for a registered model (its own
     weights), "timm:<family>/<size>@<weights>" for a families-table backbone."""
-    from core.ids import as_uuid
-    from core.ml.families import get_spec
-
     text = (model or "").strip()
     if text.startswith("model:") or _looks_like_uuid(text):
         if weights:
@@ -95,8 +101,6 @@ def _index_row(session: Session, actor: User, source: str) -> ClsEmbeddingIndex:
     if row is None:
         model_id = uuid.UUID(source.removeprefix("model:")) if source.startswith("model:") else None
         if model_id is not None:
-            from core.training.registry import get_model
-
             get_model(session=session, model_id=model_id)  # NotFound before anything is written
         row = ClsEmbeddingIndex(source=source, model_id=model_id, timm_name="", user_id=actor.id)
         session.add(row)
@@ -114,9 +118,6 @@ def _refuse_if_running(session: Session, row: ClsEmbeddingIndex, own_job: uuid.U
 @requires("admin", "computing image embeddings")
 def start_embedding(*, actor: User, model: str, weights: str | None = None) -> uuid.UUID:
     """Queue the embedding job of a model (queue "predictions": GPU workers); the job id."""
-    from core.db import session_scope
-    from core.jobs.queue import enqueue
-
     source = parse_source(model, weights)
     with session_scope() as session:  # refuse before a job row exists
         row = session.scalar(select(ClsEmbeddingIndex).where(ClsEmbeddingIndex.source == source))
@@ -136,9 +137,6 @@ def run_embedding(*, actor: User, source: str, job_id: uuid.UUID | None = None, 
                   threads: int | None = None) -> dict[str, Any]:
     """Embed every library image the index of `source` lacks (the job's body; the CLI runs it in
     place). Unreadable images are skipped and reported; the rest is recorded shard by shard."""
-    from core.db import session_scope
-    from core.storage import get_storage
-
     report = progress or (lambda *args, **kwargs: None)
     storage = get_storage()
     with session_scope() as session:
@@ -182,8 +180,6 @@ def _missing_images(session: Session, storage, recorded: list[dict]) -> list[tup
 
 def _embed_all(actor: User, embedder, storage, index_id: uuid.UUID, recorded: list[dict], todo: list, report) -> dict[str, Any]:
     """Embed `todo` in shard-sized steps, recording the shards after each step."""
-    from core.db import session_scope
-
     skipped: list[dict[str, str]] = []
     done = 0
     report(0, len(todo), f"embedding {len(todo):,} new images")
@@ -209,8 +205,6 @@ def _embed_all(actor: User, embedder, storage, index_id: uuid.UUID, recorded: li
 
 
 def _decode(storage, items: list[tuple[uuid.UUID, str]], mode: str, skipped: list) -> tuple[list[uuid.UUID], list]:
-    from core.ml.data import decode_image
-
     ids, images = [], []
     for image_id, key in items:
         try:
@@ -223,14 +217,7 @@ def _decode(storage, items: list[tuple[uuid.UUID, str]], mode: str, skipped: lis
 
 def _embedder(source: str, storage, threads: int | None):
     """The Embedder a source names (a registered model's checkpoint, or a backbone and its weights)."""
-    from core.similarity.embedder import Embedder, backbone
-
     if source.startswith("model:"):
-        from core.db import session_scope
-        from core.ml.data import cache_dir
-        from core.ml.inference import load_checkpoint_model, local_copy
-        from core.training.registry import get_model
-
         with session_scope() as session:
             row = get_model(session=session, model_id=source.removeprefix("model:"))
             key, preprocessing, model_id = row.checkpoint_url, dict(row.preprocessing), row.id
@@ -246,9 +233,6 @@ def _embedder(source: str, storage, threads: int | None):
         if not weights_file.is_file():
             raise InvalidInput(f"--weights: no file {weights_file}")
     elif weights.startswith("storage:"):
-        from core.ml.data import cache_dir
-        from core.ml.inference import local_copy
-
         key = weights.removeprefix("storage:")
         if not storage.exists(key):
             raise NotFound(f"--weights: no object {key!r} in storage")

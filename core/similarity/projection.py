@@ -22,9 +22,13 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session
 
-from core.errors import InvalidInput, NotFound
+from core.db import session_scope
+from core.errors import InvalidInput, NotFound, UserError
+from core.jobs.queue import enqueue
 from core.permissions import requires
 from core.similarity import shards
+from core.similarity.embeddings import find_index
+from core.storage import get_storage
 from core.users import User
 
 MAP_JOB_KIND = "similarity_map"
@@ -94,8 +98,6 @@ def index_vectors(storage, recorded: list[dict[str, Any]]) -> tuple[np.ndarray, 
 
 
 def _index_row(session: Session, source: str | None):
-    from core.similarity.embeddings import find_index
-
     return find_index(session=session, source=source)
 
 
@@ -103,9 +105,6 @@ def _index_row(session: Session, source: str | None):
 def build_map(*, actor: User, source: str | None = None, method: str = "auto", progress=None) -> dict[str, Any]:
     """Project every vector of an index (the newest with vectors when `source` is None) and store the
     map beside its shards, replacing the last one; a summary with the seconds each step took."""
-    from core.db import session_scope
-    from core.storage import get_storage
-
     if method not in METHODS:
         raise InvalidInput(f"map method {method!r}: one of {', '.join(METHODS)}")
     report = progress or (lambda *args, **kwargs: None)
@@ -131,9 +130,6 @@ def build_map(*, actor: User, source: str | None = None, method: str = "auto", p
 @requires("admin", "computing image embeddings")
 def start_map(*, actor: User, source: str | None = None, method: str = "auto") -> uuid.UUID:
     """Queue the map job of an index (queue "predictions"); the job id."""
-    from core.db import session_scope
-    from core.jobs.queue import enqueue
-
     if method not in METHODS:
         raise InvalidInput(f"map method {method!r}: one of {', '.join(METHODS)}")
     with session_scope() as session:
@@ -147,8 +143,6 @@ def start_map(*, actor: User, source: str | None = None, method: str = "auto") -
 def stored_map(*, session: Session, storage, source: str | None = None) -> dict[str, Any] | None:
     """The stored map of an index: {index_id, source, method, ids (16-byte values), xy, count,
     index_count}; None when none was computed. `count` < `index_count`: images embedded since."""
-    from core.errors import UserError
-
     row = _index_row(session, source)
     try:
         data = storage.get(map_key(row.id))

@@ -18,6 +18,8 @@ from core.errors import InvalidInput
 from core.models import ClsEmbeddingIndex, ClsImage
 from core.similarity import shards
 from core.similarity.ann import VectorIndex
+from core.similarity.embeddings import find_index
+from core.storage import get_storage
 
 MAX_K = 1000
 """Most neighbours one query returns."""
@@ -86,8 +88,6 @@ def similar_images(session: Session, *, image_id: uuid.UUID | None = None, vecto
                    min_similarity: float = 0.0, source: str | None = None, storage=None) -> list[dict[str, Any]]:
     """The `k` library images most similar to an image (by id) or a vector, best first, each with its
     cosine similarity ≥ `min_similarity`; images deleted since they were embedded are left out."""
-    from core.similarity.embeddings import find_index
-
     if (image_id is None) == (vector is None):
         raise InvalidInput("give an image id or a vector, not both")
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
@@ -95,8 +95,6 @@ def similar_images(session: Session, *, image_id: uuid.UUID | None = None, vecto
     if not -1.0 <= float(min_similarity) <= 1.0:
         raise InvalidInput(f"min similarity must be between -1 and 1, got {min_similarity!r}")
     if storage is None:
-        from core.storage import get_storage
-
         storage = get_storage()
     row = find_index(session=session, source=source)
     if not row.count:

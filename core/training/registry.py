@@ -15,8 +15,13 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from core.datasets.versions import read_manifest
 from core.errors import Conflict, InvalidInput, NotFound
 from core.ids import as_uuid
+from core.jobs.queue import enqueue
+from core.ml.augment import eval_transform
+from core.ml.data import cache_dir, decode_image
+from core.ml.inference import load_checkpoint_model, local_copy
 from core.models import ClsDatasetVersion, ClsTrainedModel
 from core.permissions import audit, requires
 from core.users import User
@@ -159,8 +164,6 @@ def delete_model(*, session: Session, actor: User, storage, model_id) -> dict[st
 @requires("admin", "exporting a model to ONNX")
 def start_onnx_export(*, actor: User, model_id) -> uuid.UUID:
     """Queue export_onnx on the predictions queue (it loads the model); returns the job id."""
-    from core.jobs.queue import enqueue
-
     return enqueue(actor=actor, kind="export_onnx", params={"model_id": str(as_uuid(model_id, "model id"))})
 
 
@@ -170,11 +173,8 @@ def export_onnx(*, session: Session, actor: User, storage, model_id) -> ClsTrain
     images of its version; a model that has one is returned as it is."""
     import torch
 
-    from core.ml.augment import eval_transform
-    from core.ml.data import cache_dir, decode_image
     from core.ml.export import check_exports
     from core.ml.export import export_onnx as export_file
-    from core.ml.inference import load_checkpoint_model, local_copy
 
     row = get_model(session=session, model_id=model_id)
     if row.onnx_url and storage.exists(row.onnx_url):
@@ -198,8 +198,6 @@ def export_onnx(*, session: Session, actor: User, storage, model_id) -> ClsTrain
 
 
 def _sample_keys(session: Session, storage, row: ClsTrainedModel, limit: int = 8) -> list[str]:
-    from core.datasets.versions import read_manifest
-
     version = session.get(ClsDatasetVersion, row.dataset_version_id) if row.dataset_version_id else None
     if version is None:
         return []

@@ -11,12 +11,16 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from core.datasets.versions import read_manifest
 from core.db import session_scope
 from core.errors import Conflict, InvalidInput, JobCancelled, NotFound, UserError
 from core.ml.config import TrainingConfig, parse_config
+from core.ml.data import cache_dir, records_from_manifest
+from core.ml.inference import local_copy
 from core.models import ClsDatasetVersion, ClsTrainingRun, utcnow
 from core.permissions import require, requires
 from core.storage import get_storage
+from core.training.registry import create_model_row, get_model
 from core.training.runs import FINISHED, checkpoint_key, get_run
 from core.users import User
 
@@ -70,8 +74,6 @@ class _RunJob:
     """The state one job body carries: the run's config, version facts and storage."""
 
     def __init__(self, run: ClsTrainingRun, version: ClsDatasetVersion, *, actor: User, resume: bool):
-        from core.datasets.versions import read_manifest
-
         self.run_id, self.actor, self.name = run.id, actor, run.name
         self.config = parse_config(run.config)
         self.storage = get_storage()
@@ -84,7 +86,6 @@ class _RunJob:
 
     def train(self, ctx) -> dict[str, Any]:
         from core.ml import pipeline, spawn
-        from core.ml.data import records_from_manifest
 
         config = self.config
         records = records_from_manifest(self.manifest, num_classes=config.num_classes)
@@ -124,8 +125,6 @@ class _RunJob:
     def _load_torch(self, key: str) -> dict:
         import torch
 
-        from core.ml.data import cache_dir
-        from core.ml.inference import local_copy
 
         path = local_copy(self.storage, key, cache_dir() / "runs" / f"{self.run_id}-{uuid.uuid4().hex[:6]}.pt")
         try:
@@ -145,22 +144,15 @@ class _RunJob:
                 raise InvalidInput(f"pretrained_weights: no file {ref}")
             return Path(ref), None
         if kind == "storage":
-            from core.ml.data import cache_dir
-            from core.ml.inference import local_copy
-
             if not self.storage.exists(ref):
                 raise NotFound(f"pretrained_weights: no object {ref!r} in storage")
             return local_copy(self.storage, ref, cache_dir() / "weights" / Path(ref).name), None
         with session_scope() as session:
-            from core.training.registry import get_model
-
             key = get_model(session=session, model_id=ref).checkpoint_url
         return None, self._load_torch(key)["state_dict"]
 
     def register(self, artifacts) -> tuple[uuid.UUID, dict[str, str]]:
         """Upload the files, then the row; a failed insert removes the files again."""
-        from core.training.registry import create_model_row
-
         require(self.actor, "admin", "training a model")  # before the first upload
 
         model_id = uuid.uuid4()

@@ -14,12 +14,19 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.datasets.dataset import get_dataset_by_name
+from core.datasets.versions import create_version, get_version
 from core.db import session_scope
 from core.errors import Conflict, InvalidInput, NotFound
 from core.ids import as_uuid
+from core.jobs.queue import enqueue
+from core.jobs.rows import create_job, request_cancel, run_job
 from core.ml.config import TrainingConfig, check_fits_dataset, parse_config
+from core.ml.recipe import apply_recipe, device_fact, epochs_for_budget
 from core.models import ClsDatasetVersion, ClsTrainingRun, utcnow
 from core.permissions import audit, requires
+from core.training.registry import get_model
+from core.training.views import GPU_SPEEDUP, estimate_training_seconds
 from core.users import User
 
 ACTIVE = ("pending", "preparing", "queued", "training")
@@ -45,9 +52,6 @@ def list_runs(*, session: Session, limit: int = 50) -> list[ClsTrainingRun]:
 def resolve_version(*, session: Session, actor: User, storage, dataset_name: str,
                     number: int | None = None) -> ClsDatasetVersion:
     """Version `number` of the named dataset; without a number its latest, made now if it has none."""
-    from core.datasets.dataset import get_dataset_by_name
-    from core.datasets.versions import create_version, get_version
-
     dataset = get_dataset_by_name(session=session, name=dataset_name)
     try:
         return get_version(session=session, dataset_id=dataset.id, number=number)
@@ -89,9 +93,6 @@ def recipe_values(values: dict[str, Any], *, split_counts: dict[str, int]) -> di
     """The user's settings with the recipe's choices for the rest (core.ml.recipe), from the version's
     split sizes and this machine's device; a time budget with no epochs sets the epochs from the
     throughput measured on a CPU like this one (the worker measures its own before training)."""
-    from core.ml.recipe import apply_recipe, device_fact, epochs_for_budget
-    from core.training.views import GPU_SPEEDUP, estimate_training_seconds
-
     if values.get("auto_lr") and values.get("learning_rate") is not None:
         raise InvalidInput("invalid training config: learning_rate and auto_lr: set the rate or let the "
                            "LR range test find it, not both")
@@ -117,8 +118,6 @@ def recipe_rows(config: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _check_finetune_source(session: Session, config: TrainingConfig) -> None:
-    from core.training.registry import get_model
-
     source = get_model(session=session, model_id=config.pretrained_weights.removeprefix("model:"))
     if source.timm_name != config.timm_name:
         raise InvalidInput(f"pretrained_weights: model {source.name!r} is a {source.timm_name}, not a {config.timm_name}")
@@ -127,9 +126,6 @@ def _check_finetune_source(session: Session, config: TrainingConfig) -> None:
 @requires("admin", "training a model")
 def start_run(*, actor: User, run_id, inline: bool = False, resume: bool = False) -> uuid.UUID:
     """Hand the run to a training worker (or, inline, run it here and now); returns the job id."""
-    from core.jobs.queue import enqueue
-    from core.jobs.rows import create_job, run_job
-
     with session_scope() as session:
         run = get_run(session=session, run_id=run_id)
         allowed = ("failed", "cancelled") if resume else ("pending",)
@@ -165,8 +161,6 @@ def start_run(*, actor: User, run_id, inline: bool = False, resume: bool = False
 @requires("admin", "cancelling a training run")
 def cancel_run(*, session: Session, actor: User, run_id) -> ClsTrainingRun:
     """Cancel at once if it never reached a worker; else ask the worker, which stops between batches."""
-    from core.jobs.rows import request_cancel
-
     run = get_run(session=session, run_id=run_id)
     if run.status not in ACTIVE:
         raise Conflict(f"run {run.name!r} is already {run.status}")

@@ -31,8 +31,12 @@ from core.config import get_settings
 from core.db import session_scope
 from core.errors import Conflict, InvalidInput, NotFound
 from core.ids import as_uuid
-from core.models import ClsJob
+from core.jobs.queue import enqueue, get_backend, submit_created
+from core.jobs.rows import create_job, request_cancel, run_job
+from core.ml.augment import PRESETS
+from core.models import ClsDatasetVersion, ClsJob
 from core.permissions import requires
+from core.training.runs import recipe_values
 from core.users import User, actor_record
 
 TRIAL_KIND, REGISTER_KIND = "search_trial", "search_register"
@@ -119,9 +123,6 @@ def start_search(*, actor: User, version_id, base: dict[str, Any], budget_min: f
     (short trials find the settings; the refit trains them as long as a normal run would)."""
     import optuna
 
-    from core.ml.augment import PRESETS
-    from core.models import ClsDatasetVersion
-    from core.training.runs import recipe_values
 
     if not 0 < budget_min <= 7 * 24 * 60:
         raise InvalidInput(f"budget_min {budget_min!r}: give minutes between 0 and one week")
@@ -171,8 +172,6 @@ def start_search(*, actor: User, version_id, base: dict[str, Any], budget_min: f
 @requires("admin", "cancelling a search")
 def cancel_search(*, actor: User, name: str) -> dict[str, Any]:
     """Stop: queued trials never start, running ones stop at their next batch (marked failed)."""
-    from core.jobs.rows import request_cancel
-
     study = load_study(name)
     attrs = study.user_attrs
     if attrs.get("status") != "running":
@@ -205,9 +204,6 @@ def resume_search(*, actor: User, name: str, budget_min: float | None = None) ->
 @requires("admin", "registering a model")
 def register_best(*, actor: User, name: str, inline: bool = False) -> uuid.UUID:
     """Queue (or, inline, run now) the job that turns the best trial's weights into a registered model."""
-    from core.jobs.queue import enqueue
-    from core.jobs.rows import create_job, run_job
-
     best_trial(load_study(name))  # refuses a search with no finished trial before any job exists
     params = {"study": name, "role": "register"}
     if not inline:
@@ -231,9 +227,6 @@ def top_up(*, actor: User, name: str, exclude: uuid.UUID | None = None) -> int:
     """Keep `parallel` trial jobs queued or running while the search runs and its budget lasts; then
     queue the refit of the best settings (if asked for); mark the search completed once nothing is
     left to run. Returns the jobs added."""
-    from core.jobs.queue import get_backend, submit_created
-    from core.jobs.rows import create_job
-
     study = load_study(name)
     attrs = study.user_attrs
     now, running = time.time(), attrs.get("status") == "running"

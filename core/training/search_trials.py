@@ -9,8 +9,13 @@ from typing import Any
 
 from core.db import session_scope
 from core.errors import JobCancelled
+from core.ml.config import parse_config
+from core.ml.data import records_from_manifest
+from core.models import ClsDatasetVersion, ClsTrainingRun
 from core.permissions import requires
-from core.training.search import SEARCH_SPACE, load_study, top_up, trials_end
+from core.training.run_job import RunStopped, _RunJob, execute_run
+from core.training.runs import create_run, mark_run_failed
+from core.training.search import SEARCH_SPACE, best_trial, load_study, study_storage, top_up, trials_end
 from core.users import User, actor_from_record
 
 AUGMENTATIONS = ("crops", "light", "medium", "heavy", "sota")
@@ -42,8 +47,6 @@ def run_trial(ctx, *, actor: User, study_name: str) -> dict[str, Any]:
     (pruned if weak), tell, top up."""
     from optuna.trial import TrialState
 
-    from core.training.run_job import RunStopped, execute_run
-    from core.training.runs import create_run
 
     study = load_study(study_name)
     attrs = study.user_attrs
@@ -101,8 +104,6 @@ def fail_dead_trial(job_id, params: dict[str, Any], error: str | None) -> None:
     its run too, and the search goes on with a new trial job."""
     from optuna.trial import TrialState
 
-    from core.training.runs import mark_run_failed
-    from core.training.search import study_storage
 
     study = load_study(params["study"])
     storage = study_storage()
@@ -122,11 +123,6 @@ def register_best_trial(ctx, *, actor: User, study_name: str) -> dict[str, Any]:
     from pathlib import Path
 
     from core.ml import pipeline
-    from core.ml.config import parse_config
-    from core.ml.data import records_from_manifest
-    from core.models import ClsDatasetVersion, ClsTrainingRun
-    from core.training.run_job import _RunJob
-    from core.training.search import best_trial
 
     study = load_study(study_name)
     best = best_trial(study)

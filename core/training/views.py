@@ -14,9 +14,11 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from core.errors import NotFound
+from core.errors import InvalidInput, NotFound
 from core.ids import as_uuid
 from core.ml import FINISHING_MESSAGE
+from core.ml.augment import PRESETS
+from core.ml.families import get_spec
 from core.models import ClsDataset, ClsDatasetVersion, ClsImage, ClsJob, ClsTrainedModel, ClsTrainingRun
 from core.permissions import requires
 from core.training.registry import top5_or_none
@@ -226,8 +228,6 @@ def model_detail(*, session: Session, model_id: uuid.UUID | str) -> dict[str, An
 def describe_model(*, session: Session, actor: User, model_id: uuid.UUID | str,
                    description: str | None) -> ClsTrainedModel:
     """Set a model's description (core.training.registry renames; this page also describes)."""
-    from core.errors import InvalidInput
-
     text = (description or "").strip()
     if len(text) > 2000:
         raise InvalidInput(f"a description has at most 2000 characters, not {len(text)}")
@@ -265,9 +265,6 @@ def estimate_training_seconds(config: Any, split_counts: dict[str, int]) -> dict
     """A rough duration of a run on a CPU worker like this one, from measured throughput, the
     image size, the augmentation preset's time factor and the split sizes (early stopping may end
     it sooner)."""
-    from core.ml.augment import PRESETS
-    from core.ml.families import get_spec
-
     spec = get_spec(config.model_type, config.model_size)
     reference_ips, reference_params = _CPU_REFERENCE[config.model_type]
     train_ips = reference_ips * reference_params / spec.params_m * (224 / config.image_size) ** 2
