@@ -22,7 +22,7 @@ from core.training.views import (
     run_filter_options,
 )
 from ui import training_search, training_wizard, wizard_recipe
-from ui.actions import read_or_explain
+from ui.actions import read_or_explain, user_errors
 from ui.shared import allowed, current_user, refusal
 from ui.training_charts import history_figure, lr_range_figure
 
@@ -95,7 +95,7 @@ def actions(row: dict, user, *, where: str) -> None:
         return
     run_id, status = row["id"], row["status"]
     key = f"{where}_{run_id}"
-    try:
+    with user_errors():
         if status in ACTIVE_RUN_STATUSES and status != "pending":
             if st.button("Cancel", key=f"cancel_{key}", icon=":material/stop:"):
                 cancel(run_id)
@@ -116,8 +116,6 @@ def actions(row: dict, user, *, where: str) -> None:
                     if where == "detail":
                         go()
                     st.rerun(scope="app")
-    except UserError as exc:
-        st.error(str(exc))
 
 
 # ---------------------------------------------------------------- list

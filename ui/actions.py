@@ -3,8 +3,10 @@
 
 `act` is for a call from a button or a form: it opens the session, whose transaction commits when
 the call returns, and hands it the signed-in user as the actor (a caller already inside a session
-passes it, and the call joins that transaction). `user_errors` is the same display around a block
-that only reads; `read_or_explain` is a detail view's read, its title shown above the message.
+passes it, and the call joins that transaction). `shown` is the same display for a call that needs
+neither (a read, or a service that opens its own session); `user_errors` around a block;
+`read_or_explain` is a detail view's read, its title shown above the message. Callbacks cannot draw:
+they keep the message in session state for the page to show on its rerun.
 """
 
 from __future__ import annotations
@@ -38,6 +40,15 @@ def act(action: Callable[[Any, User], Result], success: str | None = None, *, se
     if success:
         st.toast(success)
     return result
+
+
+def shown(call: Callable[[], Result]) -> Result | None:
+    """`call()`'s result, or None after showing its UserError as `act` shows it."""
+    try:
+        return call()
+    except UserError as exc:
+        st.error(str(exc))
+        return None
 
 
 @contextmanager

@@ -36,7 +36,7 @@ from core.imports.sources import (
     source_filter_options,
     start_source_import,
 )
-from ui.actions import act
+from ui.actions import act, shown, user_errors
 from ui.shared import current_user, watch_jobs
 
 NEW_CLASS, SKIP = "New class", "Skip (don't import)"
@@ -201,15 +201,13 @@ def _mapping_form(preview: dict) -> list:
 
 
 def _start_archive(upload, mapping: list, picked: str, skip: bool, conflicts: str) -> None:
-    try:
+    with user_errors():
         check_mapping(mapping)  # before a new dataset is created for it
         target = _resolve_dataset("archive", picked)
         request = ImportLabeledDatasetRequest(dataset_id=target, class_mapping=mapping, skip_duplicates=skip,
                                               conflicts=conflicts)
         st.session_state["archive_job"] = start_archive_import(
             actor=current_user(), source=io.BytesIO(upload.getvalue()), request=request)
-    except UserError as exc:
-        st.error(str(exc))
 
 
 # ---------------------------------------------------------------- products, cutouts, OD images
@@ -220,12 +218,14 @@ def _filter_options() -> dict:
         return source_filter_options(session=session)
 
 
+def _preview(kind: str, request) -> dict:
+    with session_scope() as session:
+        return preview_source_import(session=session, kind=kind, request=request)
+
+
 def _preview_and_import(kind: str, request, dataset_id: uuid.UUID | None) -> None:
-    try:
-        with session_scope() as session:
-            preview = preview_source_import(session=session, kind=kind, request=request)
-    except UserError as exc:
-        st.error(str(exc))
+    preview = shown(lambda: _preview(kind, request))
+    if preview is None:
         return
     with st.container(border=True):
         st.text("Preview")

@@ -28,6 +28,7 @@ from core.training.search import (
 )
 from core.training.views import format_duration
 from core.training.wizard import FAMILIES
+from ui.actions import read_or_explain, shown, user_errors
 
 COLORS = {"running": "orange", "finishing": "orange", "refitting": "orange", "completed": "green", "cancelled": "gray"}
 ACTIVE = ("running", "finishing", "refitting")
@@ -45,10 +46,8 @@ def section(user, go) -> None:
     if new.button("New search", icon=":material/tune:", disabled=not can_act(user, "admin"),
                   help="Train several runs within a time budget and keep the best (Optuna)"):
         go(new_search=1)
-    try:
-        searches = list_searches()
-    except UserError as exc:
-        st.error(str(exc))
+    searches = shown(list_searches)
+    if searches is None:
         return
     if not searches:
         st.caption("No searches yet. A search trains runs with different settings within a time budget, "
@@ -111,11 +110,8 @@ def new_search_view(user, go) -> None:
 def detail_view(name: str, user, go) -> None:
     if st.button("← All runs", type="tertiary"):
         go()
-    try:
-        summary = search_summary(load_study(name))
-    except UserError as exc:
-        st.title("Hyperparameter search")
-        st.error(str(exc))
+    summary = read_or_explain(lambda _session: search_summary(load_study(name)), title="Hyperparameter search")
+    if summary is None:
         return
     st.title(summary["title"] or name)
     st.caption(f"{summary['model_type']}/{summary['model_size']} · budget {summary['budget_min']:g} min, trials up to "
@@ -156,7 +152,7 @@ def live(name: str, active: bool) -> None:
 def actions(summary: dict, user) -> None:
     admin = can_act(user, "admin")
     name = summary["name"]
-    try:
+    with user_errors():
         with st.container(horizontal=True):
             if summary["status"] in ACTIVE and st.button("Cancel", icon=":material/stop:", disabled=not admin):
                 cancel_search(actor=user, name=name)
@@ -173,5 +169,3 @@ def actions(summary: dict, user) -> None:
                 st.toast("Registering: a training worker evaluates and exports the best trial.")
         if summary["best_model_id"] and st.button("Open the registered model", icon=":material/open_in_new:"):
             st.switch_page("pages/models.py", query_params={"model": summary["best_model_id"]})
-    except UserError as exc:
-        st.error(str(exc))

@@ -36,6 +36,7 @@ from core.training.wizard import (
 )
 from core.vocabulary import TRAINING_SPLITS
 from ui import wizard_recipe
+from ui.actions import act
 from ui.wizard_steps import bind, bind_state, step_advanced, step_augmentation, step_training
 
 STATE = "wizard"
@@ -97,15 +98,12 @@ def step_data(state: dict[str, Any], user) -> dict[str, Any] | None:
     left, right = st.columns([3, 1])
     if right.button("Create a version now", help="Snapshot the dataset's current labels and splits as a new "
                     "version (training always reads a frozen version)."):
-        try:
-            with session_scope() as session:
-                made = create_version(session=session, actor=user, storage=get_storage(),
-                                      dataset_id=uuid.UUID(state["dataset_id"]))
-                state["version_id"] = str(made.id)
+        made = act(lambda session, actor: create_version(session=session, actor=actor, storage=get_storage(),
+                                                         dataset_id=uuid.UUID(state["dataset_id"])).id)
+        if made is not None:
+            state["version_id"] = str(made)
             st.session_state.pop("wz__version_id", None)
             st.rerun()
-        except UserError as exc:
-            st.error(str(exc))
     if not versions:
         left.info("This dataset has no version yet: create one from its current labels.")
         return None
@@ -267,14 +265,10 @@ def _move(state: dict[str, Any], delta: int) -> None:
 
 
 def _start(state: dict[str, Any], version: dict[str, Any], parsed, user, on_started) -> None:
-    try:
-        with session_scope() as session:
-            run = runs.create_run(session=session, actor=user, version_id=version["id"],
-                             config=parsed.model_dump(mode="json"), name=state["name"] or None,
-                             description=state["description"] or None)
-            run_id = run.id
-    except UserError as exc:
-        st.error(str(exc))
+    run_id = act(lambda session, actor: runs.create_run(
+        session=session, actor=actor, version_id=version["id"], config=parsed.model_dump(mode="json"),
+        name=state["name"] or None, description=state["description"] or None).id)
+    if run_id is None:
         return
     error = None
     try:

@@ -8,11 +8,10 @@ import pandas as pd
 import streamlit as st
 
 from core.config import get_settings
-from core.errors import UserError
 from core.imports.urls import start_url_import
 from core.library.decode import UPLOAD_EXTENSIONS
 from core.library.ingest import ingest_many
-from ui.actions import act
+from ui.actions import act, shown
 from ui.shared import current_user, watch_jobs
 
 
@@ -64,12 +63,10 @@ def upload_tab(dataset_id: uuid.UUID | None = None) -> None:
 
 
         files, refused = refuse_oversized(files, get_settings().max_upload_bytes)
-        try:
-            results = ingest_many(items=[(f.name, f.getvalue()) for f in files], actor=current_user(),
-                                  folder=folder or None, tags=tags, skip_duplicates=skip,
-                                  progress=progress, dataset_id=dataset_id)
-        except UserError as exc:
-            st.error(str(exc))
+        results = shown(lambda: ingest_many(items=[(f.name, f.getvalue()) for f in files], actor=current_user(),
+                                            folder=folder or None, tags=tags, skip_duplicates=skip,
+                                            progress=progress, dataset_id=dataset_id))
+        if results is None:
             return
         bar.progress(1.0, text="Done")
         st.session_state["upload_summary"] = refused + [r.as_dict() for r in results]
