@@ -23,6 +23,8 @@ import sys
 import threading
 import time
 import traceback
+import types
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -96,9 +98,10 @@ def run_training_on_devices(config: TrainingConfig, records: list[data.Record], 
     context = mp.get_context("spawn")
     events, replies = context.Queue(), context.Queue()
     threads = max(1, torch.get_num_threads() // config.devices) if backend == "gloo" else torch.get_num_threads()
-    ranks = mp.start_processes(_rank_main, nprocs=config.devices, join=False, start_method="spawn",
-                               args=(config.devices, backend, rendezvous_address(), events, replies, job,
-                                     os.getpid(), threads))
+    with _bare_main_module():
+        ranks = mp.start_processes(_rank_main, nprocs=config.devices, join=False, start_method="spawn",
+                                   args=(config.devices, backend, rendezvous_address(), events, replies, job,
+                                         os.getpid(), threads))
     callbacks = {"message": on_message, "batch": on_batch, "config": on_config}
     try:
         artifacts = _relay(ranks, events, replies, callbacks, on_epoch)
@@ -107,6 +110,20 @@ def run_training_on_devices(config: TrainingConfig, records: list[data.Record], 
         raise
     _stop(ranks)
     return artifacts
+
+
+@contextmanager
+def _bare_main_module():
+    """A spawned process first re-runs its parent's __main__ by path; in the app (and AppTest) that is
+    the page script being run, which would draw the page again in each rank (seen: a rank failing in
+    pages/training.py). The ranks start from an empty __main__: _rank_main is imported by name."""
+    saved = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        if saved is not None:
+            sys.modules["__main__"] = saved
 
 
 def _relay(ranks, events, replies, callbacks: dict[str, Any], on_epoch) -> Any:
@@ -121,7 +138,7 @@ def _relay(ranks, events, replies, callbacks: dict[str, Any], on_epoch) -> Any:
         if kind is None:
             try:
                 finished = ranks.join(timeout=0)
-            except mp.ProcessException as exc:  # a rank died without reporting (killed, out of memory)
+            except (mp.ProcessExitedException, mp.ProcessRaisedException) as exc:  # a rank died without reporting (killed, out of memory)
                 raise _reported_error(events) or RuntimeError(f"a training process failed: {exc}") from None
             if finished:
                 raise _reported_error(events) or RuntimeError("the training processes ended without a result")
