@@ -69,7 +69,7 @@ def test_search_runs_in_process_to_a_registered_best_model(embedded_stack, capsy
     assert len(rows) >= 2 and rows[0]["defaults"] and rows[0]["state"] == "complete"
     assert {r["state"] for r in rows} <= {"complete", "pruned"}
     searched, refit = rows[:-1], rows[-1]  # the last minutes trained the best settings again: the refit
-    assert refit["refit"] and refit["state"] == "complete" and not any(r["refit"] for r in searched)
+    assert refit["refit"] and refit["state"] == "complete" and not any(r["refit"] for r in searched), rows
     best_searched = max((r for r in searched if r["state"] == "complete"), key=lambda r: r["value"])
     defaults = searched[0]
     val_images = load_study(name).user_attrs["val_images"]

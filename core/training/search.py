@@ -239,7 +239,9 @@ def top_up(*, actor: User, name: str, exclude: uuid.UUID | None = None) -> int:
         wanted = 0
         if running and not attrs.get("refit") and now < trials_end(attrs):
             wanted = int(attrs["parallel"]) - len(active)
-        elif running and not attrs.get("refit") and attrs.get("refit_min") and not active and now < attrs["deadline"]:
+        elif running and not attrs.get("refit") and attrs.get("refit_min") and not active:
+            # queued even when the last trial's evaluation ran into the refit's minutes (seen under load):
+            # the refit is the model the search registers, so it runs its minutes once the trials end
             wanted = _queue_refit(study)
         elif running and not active:
             _drop_waiting(study)
@@ -252,7 +254,7 @@ def top_up(*, actor: User, name: str, exclude: uuid.UUID | None = None) -> int:
 
 
 def _drop_waiting(study) -> None:
-    """Trials queued in the study that no job will run (a refit the budget left no time for) end failed."""
+    """Trials queued in the study that no job will run (the search ended or was cancelled first) end failed."""
     from optuna.trial import TrialState
 
     for trial in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
