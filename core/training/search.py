@@ -329,7 +329,10 @@ def search_summary(study) -> dict[str, Any]:
     if status == "running" and attrs.get("refit"):
         status = "refitting"
     elif status == "running" and time.time() >= attrs.get("deadline", 0):
-        status = "finishing" if counts.get("running") else "completed"
+        # past the deadline with the study still running: a trial ends, or the refit waits to start
+        # (the last trial job's top-up marks the study completed; saying so earlier showed the search
+        # completed while its refit had still to run)
+        status = "finishing"
     return {
         "name": study.study_name, "title": attrs.get("name"), "status": status, "metric": attrs.get("metric"),
         "budget_min": attrs.get("budget_min"), "trial_min": attrs.get("trial_min"), "parallel": attrs.get("parallel"),
