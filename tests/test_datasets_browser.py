@@ -3,16 +3,12 @@ one is labeled (and counted); then create a version from the Versions tab."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
 from playwright.sync_api import expect
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import func, select
 
 from core.models import ClsDataset, ClsDatasetVersion, ClsLabel
-from tests.plugins.browser import ROOT, exception_texts, start_app, stop_app, wait_for_app
+from tests.plugins.browser import exception_texts, query_app_database, seeded_app_server, wait_for_app
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -39,22 +35,9 @@ with session_scope() as session:
 
 @pytest.fixture(scope="module")
 def seeded_app(tmp_path_factory):
-    server = start_app(tmp_path_factory.mktemp("datasets-app"))
-    try:
-        done = subprocess.run([sys.executable, "-c", SEED], cwd=ROOT, env=server.env, check=True,
-                              capture_output=True, text=True, timeout=120)
-        yield server, json.loads(done.stdout.strip().splitlines()[-1])
-    finally:
-        stop_app(server)
+    with seeded_app_server(tmp_path_factory.mktemp("datasets-app"), SEED, timeout=120) as seeded:
+        yield seeded
 
-
-def _query(server, statement):
-    engine = create_engine(server.env["DATABASE_URL"])
-    try:
-        with engine.connect() as connection:
-            return connection.execute(statement).all()
-    finally:
-        engine.dispose()
 
 
 def test_select_twenty_and_label_them_with_a_number_key(seeded_app, browser_page):
@@ -79,9 +62,9 @@ def test_select_twenty_and_label_them_with_a_number_key(seeded_app, browser_page
     page.get_by_text("20 of 24 images labeled").wait_for(timeout=30000)
     page.get_by_text("0 selected", exact=True).wait_for()
 
-    labels = _query(server, select(ClsLabel.class_id, func.count()).group_by(ClsLabel.class_id))
+    labels = query_app_database(server, select(ClsLabel.class_id, func.count()).group_by(ClsLabel.class_id))
     assert [(str(class_id), n) for class_id, n in labels] == [(seeded["classes"][1], 20)]
-    counts = _query(server, select(ClsDataset.image_count, ClsDataset.labeled_image_count, ClsDataset.class_count))
+    counts = query_app_database(server, select(ClsDataset.image_count, ClsDataset.labeled_image_count, ClsDataset.class_count))
     assert counts == [(24, 20, 1)]
     chips = page.locator(".tg-chip.filled")
     expect(chips).to_have_count(20, timeout=20000)  # the grid may still be drawing after the progress text
@@ -92,7 +75,7 @@ def test_select_twenty_and_label_them_with_a_number_key(seeded_app, browser_page
     wait_for_app(page)
     page.get_by_role("button", name="Create version").click()
     page.get_by_text("Version 1 created").wait_for(timeout=30000)
-    versions = _query(server, select(ClsDatasetVersion.version_number, ClsDatasetVersion.labeled_image_count))
+    versions = query_app_database(server, select(ClsDatasetVersion.version_number, ClsDatasetVersion.labeled_image_count))
     assert versions == [(1, 20)]
     assert exception_texts(page) == []
     assert page.watch.page_errors == []

@@ -3,17 +3,14 @@ bulk-tagged), and a lasso on a dataset's map whose images are then labeled with 
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
-import sys
 
 import pytest
 from playwright.sync_api import expect
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import func, select
 
 from core.models import ClsImage, ClsLabel
-from tests.plugins.browser import ROOT, exception_texts, start_app, stop_app, wait_for_app
+from tests.plugins.browser import exception_texts, query_app_database, seeded_app_server, wait_for_app
 
 pytestmark = pytest.mark.timeout(400)
 
@@ -53,22 +50,9 @@ print(json.dumps({"dataset": str(dataset.id), "ids": [str(i) for i in ids], "cop
 
 @pytest.fixture(scope="module")
 def seeded_app(tmp_path_factory):
-    server = start_app(tmp_path_factory.mktemp("similarity-app"))
-    try:
-        done = subprocess.run([sys.executable, "-c", SEED], cwd=ROOT, env=server.env, check=True,
-                              capture_output=True, text=True, timeout=300)
-        yield server, json.loads(done.stdout.strip().splitlines()[-1])
-    finally:
-        stop_app(server)
+    with seeded_app_server(tmp_path_factory.mktemp("similarity-app"), SEED, timeout=300) as seeded:
+        yield seeded
 
-
-def _query(server, statement):
-    engine = create_engine(server.env["DATABASE_URL"])
-    try:
-        with engine.connect() as connection:
-            return connection.execute(statement).all()
-    finally:
-        engine.dispose()
 
 
 def test_more_like_this_from_the_images_page_then_bulk_tag_the_neighbours(seeded_app, browser_page):
@@ -100,7 +84,7 @@ def test_more_like_this_from_the_images_page_then_bulk_tag_the_neighbours(seeded
     popover.get_by_role("button", name="Add tags").click()
     wait_for_app(page)
     page.wait_for_function("() => document.body.innerText.includes('tags updated')", timeout=20000)
-    tagged = [row for row in _query(server, select_tags()) if "looks-alike" in (row.tags or [])]
+    tagged = [row for row in query_app_database(server, select_tags()) if "looks-alike" in (row.tags or [])]
     assert len(tagged) == shown and "copy_of_03.jpg" in {row.original_filename for row in tagged}
     assert "shape_03.png" not in {row.original_filename for row in tagged}  # the image itself is not its neighbour
     assert exception_texts(page) == []
@@ -140,7 +124,7 @@ def test_a_lasso_on_the_map_selects_images_that_a_number_key_labels(seeded_app, 
     expect(page.locator(".tg-name")).to_have_count(count, timeout=20000)  # the selection drawn as grid tiles
     page.keyboard.press("2")
     page.get_by_text(re.compile(rf"^{count} images changed: square")).wait_for(timeout=30000)
-    labeled = _query(server, select(func.count()).select_from(ClsLabel))[0][0]
+    labeled = query_app_database(server, select(func.count()).select_from(ClsLabel))[0][0]
     assert labeled == count
     assert exception_texts(page) == []
     assert page.watch.page_errors == []

@@ -8,6 +8,7 @@ can assert on with `page_errors(page)`.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,6 +91,31 @@ def stop_app(server: AppServer) -> None:
         server.process.wait(timeout=10)
     except subprocess.TimeoutExpired:
         server.process.kill()
+
+
+@contextmanager
+def seeded_app_server(workdir: Path, seed: str, *, timeout: int = 120):
+    """A server whose database the `seed` script (run with the server's environment) filled first;
+    yields (server, the JSON object the script printed last)."""
+    server = start_app(workdir)
+    try:
+        done = subprocess.run([sys.executable, "-c", seed], cwd=ROOT, env=server.env, check=True,
+                              capture_output=True, text=True, timeout=timeout)
+        yield server, json.loads(done.stdout.strip().splitlines()[-1])
+    finally:
+        stop_app(server)
+
+
+def query_app_database(server: AppServer, statement) -> list:
+    """The rows of a SQLAlchemy statement, read from the server's own database."""
+    from sqlalchemy import create_engine
+
+    engine = create_engine(server.env["DATABASE_URL"])
+    try:
+        with engine.connect() as connection:
+            return connection.execute(statement).all()
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture(scope="session")
