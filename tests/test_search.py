@@ -33,14 +33,27 @@ def make_version(stack, per_class=12):
         return make_digits_version(session, stack.storage, classes=3, per_class=per_class, size=32).id
 
 
-def wait_for(predicate, timeout=300.0, step=0.2):
+def wait_for(predicate, timeout=300.0, step=0.2, explain=None):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(step)
-    raise AssertionError("condition not reached in time")
+    raise AssertionError(f"condition not reached in {timeout:g} s" + (f": {explain()}" if explain else ""))
+
+
+def search_state(name):
+    """What a search that did not end was doing: its summary, its trials and its jobs."""
+    from sqlalchemy import select
+
+    from core.db import session_scope
+    from core.models import ClsJob
+
+    with session_scope() as session:
+        jobs = [(j.kind, j.status, (j.params or {}).get("role"), str(j.started_at), str(j.finished_at), j.error)
+                for j in session.scalars(select(ClsJob).order_by(ClsJob.created_at))]
+    return f"summary={summary(name)} trials={trials(name)} jobs={jobs}"
 
 
 def summary(name):
@@ -64,7 +77,9 @@ def test_search_runs_in_process_to_a_registered_best_model(embedded_stack, capsy
     actor = operator_user()
     name = start_search(actor=actor, version_id=version_id, base=BASE, budget_min=1.0, trial_min=0.15,
                         refit_min=0.25)
-    wait_for(lambda: summary(name)["status"] == "completed", timeout=300)
+    # ~80 s here (a 1-minute budget, then the refit); CI once saw it not end in 300 s, cause not found
+    # (not reproduced in 3 runs of the preceding test files): wait longer and print where it stood
+    wait_for(lambda: summary(name)["status"] == "completed", timeout=600, explain=lambda: search_state(name))
     rows = trials(name)
     assert len(rows) >= 2 and rows[0]["defaults"] and rows[0]["state"] == "complete"
     assert {r["state"] for r in rows} <= {"complete", "pruned"}
