@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import event, text
+from sqlalchemy import ARRAY, Table, bindparam, event, func, select, text
 from sqlalchemy.engine import Engine, create_engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -92,3 +92,29 @@ def check_connection(url: str | None = None) -> None:
         raise ServiceUnavailable(
             f"DATABASE_URL: cannot connect ({str(exc.orig).splitlines()[0]})"
         ) from None
+
+
+def insert_rows(session: Session, table: Table, rows: list[dict]) -> None:
+    """INSERT rows (each with the same keys) as one statement per 10,000 on Postgres, each column
+    one array (unnest): the statement triggers of core.models.dataset_aggregates then run once per
+    10,000 rows, where an executemany ran them once a row (3x the insert's time). SQLite: executemany
+    (its triggers are per row anyway)."""
+    if not rows:
+        return
+    if session.get_bind().dialect.name != "postgresql":
+        session.execute(table.insert(), rows)
+        return
+    # Python-side column defaults one value per row, as an executemany gives them (utcnow: rows added
+    # together keep their order by added_at)
+    defaults = {column.name: column.default for column in table.columns
+                if column.name not in rows[0] and column.default is not None
+                and (column.default.is_scalar or column.default.is_callable)}
+    rows = [{**row, **{name: default.arg if default.is_scalar else default.arg(None)
+                       for name, default in defaults.items()}} for row in rows]
+    names = list(rows[0])
+    for start in range(0, len(rows), 10_000):
+        chunk = rows[start:start + 10_000]
+        # set-returning functions side by side in a SELECT list are zipped (Postgres 10+)
+        arrays = [func.unnest(bindparam(f"rows_{name}", [row[name] for row in chunk], type_=ARRAY(table.c[name].type)))
+                  for name in names]
+        session.execute(table.insert().from_select(names, select(*arrays), include_defaults=False))

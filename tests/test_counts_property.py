@@ -1,5 +1,5 @@
-"""Property: after any sequence of add/remove/label/clear/bulk/merge/delete operations, every stored
-count equals what the rows say (computed here in Python from the raw rows), and no single-label image
+"""Property: after any sequence of add/remove/label/clear/bulk/merge/delete/split operations, every
+stored count (the trigger-kept unassigned labeled count too) equals what the rows say (computed here in Python from the raw rows), and no single-label image
 carries two labels. Runs on SQLite and Postgres."""
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ from core.datasets.dataset import (
     create_dataset,
     delete_dataset,
     remove_images_from_dataset,
+    set_split,
 )
+from core.datasets.splits import auto_split
 from core.errors import UserError
 from core.labeling.bulk_labels import bulk_clear_labels, bulk_set_label
 from core.labeling.labels import clear_labels, set_labels, toggle_label
@@ -41,6 +43,8 @@ other_ops = st.one_of(
     st.tuples(st.just("create_class")),
     st.tuples(st.just("delete_image"), pick),
     st.tuples(st.just("delete_dataset"), pick),
+    st.tuples(st.just("split"), pick, picks, st.sampled_from(["train", "val", "test", "unassigned"])),
+    st.tuples(st.just("auto_split"), pick),
 )
 # single-image label writes (the labeling page's path, with delta counts) are most of the mix
 operations = st.one_of(label_ops, label_ops, other_ops)
@@ -104,15 +108,26 @@ def _apply(session, op, counter):
         delete_images(actor=ADMIN, session=session, storage=get_storage(), image_ids=[_choose(images, args[0])])
     elif kind == "delete_dataset":
         delete_dataset(actor=ADMIN, session=session, dataset_id=dataset)
+    elif kind == "split":
+        set_split(actor=ADMIN, session=session, dataset_id=dataset, image_ids=[_choose(images, i) for i in args[1]],
+                  split=args[2])
+    elif kind == "auto_split":
+        from core.storage import get_storage
+
+        auto_split(actor=ADMIN, session=session, dataset_id=dataset, storage=get_storage())
 
 
 def _check(session):
     """Counts recomputed in Python from the raw rows, independent of the services' SQL."""
-    links = session.execute(select(ClsDatasetImage.dataset_id, ClsDatasetImage.image_id)).all()
+    links = session.execute(select(ClsDatasetImage.dataset_id, ClsDatasetImage.image_id,
+                                   ClsDatasetImage.split)).all()
     labels = session.execute(select(ClsLabel.dataset_id, ClsLabel.image_id, ClsLabel.class_id)).all()
     members = defaultdict(set)
-    for dataset_id, image_id in links:
+    unassigned = defaultdict(set)
+    for dataset_id, image_id, split in links:
         members[dataset_id].add(image_id)
+        if split in (None, "unassigned"):
+            unassigned[dataset_id].add(image_id)
     per_image = defaultdict(list)
     for dataset_id, image_id, class_id in labels:
         per_image[(dataset_id, image_id)].append(class_id)
@@ -122,6 +137,8 @@ def _check(session):
         assert dataset.image_count == len(members[dataset.id]), dataset.name
         assert dataset.labeled_image_count == len(mine), dataset.name
         assert dataset.class_count == len({c for value in mine.values() for c in value}), dataset.name
+        assert dataset.unassigned_labeled_count == len({image for _, image in mine} & unassigned[dataset.id]), \
+            dataset.name
         if dataset.task_type == "single_label":
             assert all(len(value) == 1 for value in mine.values()), "single-label image with two labels"
     images_per_class = defaultdict(set)

@@ -213,6 +213,29 @@ def test_grid_pages_and_totals_match_the_filtered_ids(stack, monkeypatch, rare_c
         assert dataset_grid(session=session, dataset_id=uuid.uuid4()) == (0, [])
 
 
+def test_grid_label_filter_totals_when_an_image_has_several_labels(db_stack):
+    """Each label filter is met by some label of the image, not necessarily the same one: an image
+    with a reviewed AI label and an unreviewed manual one is among "AI, not reviewed". The total read
+    from one partial index (when every image has one label) and the merged one agree with the ids."""
+    dataset_id, (cat, dog), images = _world(db_stack, task_type="multi_label", images=4)
+    filters = GridFilters(source="ai", reviewed=False)
+    with db_stack.session() as session:
+        add_images_to_dataset(actor=ADMIN, session=session, dataset_id=dataset_id, image_ids=images)
+        for image_id in images[:2]:
+            set_labels(actor=ADMIN, session=session, dataset_id=dataset_id, image_id=image_id, class_ids=[cat],
+                       is_ai_generated=True, confidence=0.5, ai_model="m")
+        mark_reviewed(session=session, dataset_id=dataset_id, image_id=images[0], actor=ADMIN)
+        set_labels(actor=ADMIN, session=session, dataset_id=dataset_id, image_id=images[2], class_ids=[dog])
+        assert dataset_grid(session=session, dataset_id=dataset_id, filters=filters)[0] == 1  # one label each
+        # a manual label beside the reviewed AI one (a labeling save would make both manual: an import's way)
+        session.add(ClsLabel(dataset_id=dataset_id, image_id=images[0], class_id=dog))
+        session.flush()
+        recount_dataset(actor=ADMIN, session=session, dataset_id=dataset_id)
+        expected = dataset_image_ids(session=session, dataset_id=dataset_id, filters=filters)
+        assert set(expected) == {images[0], images[1]}
+        assert dataset_grid(session=session, dataset_id=dataset_id, filters=filters)[0] == 2
+
+
 def test_library_filters(stack):
     dataset_id, _, images = _world(stack)
     with stack.session() as session:
@@ -343,35 +366,76 @@ def test_grid_chips_carry_class_names_as_text_and_refuse_odd_colors():
     assert [c["text"] for c in chips[1:]] == ["val", "review"]
 
 
-def test_unassigned_labeled_count_is_kept_per_dataset_write_and_never_stale(postgres_stack):
-    """unassigned_labeled_count is kept under the dataset's write key (core.datasets.revision_cache):
-    a repeat reads it without counting, every write shows at once, a writer sees its own uncommitted
-    change, and a rolled-back write leaves no value behind."""
-    from core.datasets import revision_cache
+def test_unassigned_labeled_count_is_kept_exact_by_every_kind_of_write(db_stack):
+    """cls_datasets.unassigned_labeled_count (database triggers, core.models.dataset_aggregates) equals
+    a fresh COUNT after labels set, added and cleared (one image, bulk, multi-label), splits set by
+    hand and by auto_split, images removed and deleted (through the service and by a bare cascade),
+    a class deleted, and a rolled-back write; a writer sees its own uncommitted change."""
+    from sqlalchemy import delete
+
+    from core.datasets.classes import delete_class
+    from core.datasets.splits import auto_split
     from core.datasets.versions import unassigned_labeled_count
+    from core.labeling.bulk_labels import bulk_clear_labels, bulk_set_label
+    from core.labeling.labels import clear_labels, toggle_label
+    from core.library.images import delete_images
+    from core.models import ClsDatasetImage, ClsImage
 
-    dataset_id, (cat, _dog), images = _world(postgres_stack, images=4)
-    with postgres_stack.session() as session:
-        add_images_to_dataset(actor=ADMIN, session=session, dataset_id=dataset_id, image_ids=images)
-        for image_id in images[:3]:
-            set_labels(actor=ADMIN, session=session, dataset_id=dataset_id, image_id=image_id, class_ids=[cat])
+    dataset_id, (cat, dog), images = _world(db_stack, task_type="multi_label", images=10)
+    with db_stack.session() as session:
+        other = create_dataset(actor=ADMIN, session=session, name="other").id
+        add_to_space(session, other, [cat])
 
-    def count():
-        with postgres_stack.session() as session:
-            return unassigned_labeled_count(session=session, dataset_id=dataset_id)
+    def fresh(session, dataset):
+        return session.scalar(select(func.count()).select_from(ClsDatasetImage).where(
+            ClsDatasetImage.dataset_id == dataset,
+            ClsDatasetImage.split.is_(None) | (ClsDatasetImage.split == "unassigned"),
+            select(ClsLabel.id).where(ClsLabel.dataset_id == dataset,
+                                      ClsLabel.image_id == ClsDatasetImage.image_id).exists()))
 
-    assert count() == 3
-    kept = revision_cache._values[(dataset_id, "unassigned_labeled")]
-    assert count() == 3 and revision_cache._values[(dataset_id, "unassigned_labeled")] is kept  # not recounted
-    with postgres_stack.session() as session:
-        set_split(actor=ADMIN, session=session, dataset_id=dataset_id, image_ids=images[:1], split="train")
-        assert unassigned_labeled_count(session=session, dataset_id=dataset_id) == 2  # its own change
-    assert count() == 2
-    with pytest.raises(RuntimeError), postgres_stack.session() as session:
-        set_split(actor=ADMIN, session=session, dataset_id=dataset_id, image_ids=images[1:2], split="val")
-        assert unassigned_labeled_count(session=session, dataset_id=dataset_id) == 1
+    def check(session, expected):
+        session.flush()
+        kept = unassigned_labeled_count(session=session, dataset_id=dataset_id)
+        assert (kept, fresh(session, dataset_id)) == (expected, expected)
+        assert unassigned_labeled_count(session=session, dataset_id=other) == fresh(session, other)
+
+    def write(expected, action):
+        with db_stack.session() as session:
+            action(session)
+            check(session, expected)  # the writer's own change
+        with db_stack.session() as session:
+            check(session, expected)  # committed
+
+    labels = dict(actor=ADMIN, dataset_id=dataset_id)
+    write(0, lambda s: add_images_to_dataset(session=s, **labels, image_ids=images[:8]))
+    write(0, lambda s: add_images_to_dataset(session=s, **labels, image_ids=images[8:], split="train"))
+    write(1, lambda s: set_labels(session=s, **labels, image_id=images[0], class_ids=[cat]))
+    write(2, lambda s: set_labels(session=s, **labels, image_id=images[1], class_ids=[cat, dog]))
+    write(2, lambda s: toggle_label(session=s, **labels, image_id=images[1], class_id=dog))  # still labeled
+    write(2, lambda s: set_labels(session=s, **labels, image_id=images[8], class_ids=[cat]))  # in train
+    write(1, lambda s: clear_labels(session=s, **labels, image_id=images[0]))
+    write(5, lambda s: bulk_set_label(session=s, **labels, image_ids=images[2:6], class_id=dog))
+    write(6, lambda s: bulk_set_label(session=s, **labels, image_ids=images[1:7], class_id=cat, mode="add"))
+    write(5, lambda s: bulk_clear_labels(session=s, **labels, image_ids=[images[6]]))
+    write(3, lambda s: set_split(session=s, **labels, image_ids=images[1:3], split="val"))
+    write(5, lambda s: set_split(session=s, **labels, image_ids=[images[2], images[8]], split="unassigned"))
+    write(4, lambda s: remove_images_from_dataset(session=s, **labels, image_ids=[images[3]]))
+    with pytest.raises(RuntimeError), db_stack.session() as session:
+        set_split(session=session, **labels, image_ids=images[:3] + images[4:8], split="test")
+        check(session, 1)  # image 8, in no split again
         raise RuntimeError("abort")
-    assert count() == 2
-    with postgres_stack.session() as session:  # a write the dataset's key moves for, then a count
-        set_labels(actor=ADMIN, session=session, dataset_id=dataset_id, image_id=images[3], class_ids=[cat])
-    assert count() == 3
+    with db_stack.session() as session:
+        check(session, 4)
+    write(4, lambda s: add_images_to_dataset(actor=ADMIN, session=s, dataset_id=other, image_ids=images[4:6]))
+    write(4, lambda s: set_labels(actor=ADMIN, session=s, dataset_id=other, image_id=images[4], class_ids=[cat]))
+    write(3, lambda s: delete_images(session=s, actor=ADMIN, storage=db_stack.storage, image_ids=[images[4]]))
+    # a bare delete: the membership and labels go by ON DELETE CASCADE, not through the services
+    write(2, lambda s: s.execute(delete(ClsImage).where(ClsImage.id == images[5])))
+    write(0, lambda s: auto_split(session=s, **labels, storage=db_stack.storage))
+    left = images[:3] + images[6:]
+    write(3, lambda s: set_split(session=s, **labels, image_ids=left, split="unassigned"))
+    write(4, lambda s: set_labels(session=s, **labels, image_id=images[9], class_ids=[dog]))
+    write(3, lambda s: delete_class(session=s, actor=ADMIN, class_id=dog))  # image 9 carried only dog
+    with db_stack.session() as session:
+        delete_dataset(actor=ADMIN, session=session, dataset_id=other)
+        check(session, 3)

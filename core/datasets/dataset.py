@@ -12,6 +12,7 @@ from sqlalchemy import delete, distinct, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from core.datasets.locks import lock_classes, lock_dataset, lock_links
+from core.db import insert_rows
 from core.errors import Conflict, InvalidInput, NotFound
 from core.ids import as_uuid
 from core.labeling.counts import _recount_class_counts, _recount_dataset_counts
@@ -212,7 +213,7 @@ def add_images_to_dataset(*, session: Session, actor: User, dataset_id, image_id
         raise NotFound(f"{len(missing)} image id(s) are not in the library (first: {missing[0]})")
     new = [i for i in ids if i not in present]
     if new:
-        session.execute(ClsDatasetImage.__table__.insert(), [
+        insert_rows(session, ClsDatasetImage.__table__, [
             {"id": uuid.uuid4(), "dataset_id": dataset_id, "image_id": i, "status": "pending",
              "split": split or "unassigned", "label_revision": 0} for i in new])
         session.execute(update(ClsDataset).where(ClsDataset.id == dataset_id)

@@ -159,9 +159,27 @@ def _count_from_labels(session: Session, dataset_id: uuid.UUID, filters: GridFil
     above also takes. The first predicate walks its partial index (AI, unreviewed) and the others are
     merged in by image: AI labels not reviewed at 200,000 images took 200-330 ms through the dataset's
     rows, 25-55 ms here."""
+    if len(_label_predicates(filters)) > 1 and _one_label_per_image(session, dataset_id):
+        # Then "each predicate met by some label of the image" is "one label meets them all", and AI
+        # labels not reviewed are counted from their own partial index alone (idx_cls_labels_ai_unreviewed):
+        # 10,000 of 100,000 labels, 3-5 ms where the merge of the AI and unreviewed indexes took 33 ms.
+        return session.scalar(select(func.count()).select_from(ClsLabel).where(
+            ClsLabel.dataset_id == dataset_id, *_label_predicates(filters))) or 0
     outer = aliased(ClsLabel)
     first = _label_predicates(filters, label=outer)[0]
     rest = [exists().where(ClsLabel.dataset_id == dataset_id, ClsLabel.image_id == outer.image_id, predicate)
             for predicate in _label_predicates(filters)[1:]]
     matching = select(outer.image_id).where(outer.dataset_id == dataset_id, first, *rest).distinct().subquery()
     return session.scalar(select(func.count()).select_from(matching)) or 0
+
+
+def _one_label_per_image(session: Session, dataset_id: uuid.UUID) -> bool:
+    """No image of the dataset carries two labels: its labels (the per-class counts of its label
+    space, which holds every class its labels use) are as many as its labeled images. Both counts
+    are kept exact by every label write (core.labeling.counts)."""
+    labels, labeled = session.execute(
+        select(func.coalesce(func.sum(ClsDatasetClass.image_count), 0), ClsDataset.labeled_image_count)
+        .select_from(ClsDataset).outerjoin(ClsDatasetClass, ClsDatasetClass.dataset_id == ClsDataset.id)
+        .where(ClsDataset.id == dataset_id).group_by(ClsDataset.labeled_image_count)
+    ).first() or (None, None)
+    return labels is not None and labels == labeled

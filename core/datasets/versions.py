@@ -30,11 +30,10 @@ from sqlalchemy.orm import Session
 
 from core.datasets.label_space import space_class_ids
 from core.datasets.locks import lock_dataset
-from core.datasets.revision_cache import cached_count
 from core.datasets.split_facts import dataset_image_facts, get_dataset
 from core.datasets.splits import assign_unassigned
 from core.errors import Conflict, InvalidInput, NotFound
-from core.models import ClsClass, ClsDatasetImage, ClsDatasetVersion, ClsLabel
+from core.models import ClsClass, ClsDataset, ClsDatasetVersion
 from core.permissions import requires
 from core.users import User
 from core.vocabulary import TRAINING_SPLITS
@@ -209,13 +208,8 @@ def compare_versions(*, session: Session, storage, dataset_id: uuid.UUID, number
 
 
 def unassigned_labeled_count(*, session: Session, dataset_id: uuid.UUID) -> int:
-    """Labeled images without a split: create_version assigns them by the dataset's ratios. A join of
-    the dataset's rows with its labels (250-600 ms at 200,000 images): kept per dataset write
-    (core.datasets.revision_cache), so the Versions tab pays it once per change."""
-    return cached_count(session, dataset_id, "unassigned_labeled", lambda: session.scalar(
-        select(func.count(func.distinct(ClsDatasetImage.image_id)))
-        .join(ClsLabel, (ClsLabel.dataset_id == ClsDatasetImage.dataset_id)
-              & (ClsLabel.image_id == ClsDatasetImage.image_id))
-        .where(ClsDatasetImage.dataset_id == dataset_id,
-               (ClsDatasetImage.split.is_(None)) | (ClsDatasetImage.split == "unassigned"))
-    ) or 0)
+    """Labeled images without a split: create_version assigns them by the dataset's ratios. Kept by
+    database triggers on every label and membership write (core.models.dataset_aggregates), so it is
+    exact in this snapshot, a writer's own uncommitted changes included; counting them joined the
+    dataset's rows with its labels (180-370 ms at 200,000 images)."""
+    return session.scalar(select(ClsDataset.unassigned_labeled_count).where(ClsDataset.id == dataset_id)) or 0

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from core.datasets.label_space import _include_classes
 from core.datasets.locks import lock_dataset, lock_links
+from core.db import insert_rows
 from core.errors import InvalidInput, NotFound
 from core.ids import as_uuid
 from core.labeling.counts import _apply_label_deltas, _classes_in_dataset
@@ -127,8 +128,7 @@ def _write_label_sets(session: Session, *, dataset: ClsDataset, links: dict, cur
                   "user_id": user_id, "is_ai_generated": False, "is_reviewed": False, "created_at": now,
                   "updated_at": now}
                  for image_id in chunk for class_id in sorted(plans[image_id] - current[image_id], key=str)]
-        if added:
-            session.execute(ClsLabel.__table__.insert(), added)
+        insert_rows(session, ClsLabel.__table__, added)
         session.execute(ClsLabelChange.__table__.insert(), [
             {"id": uuid.uuid4(), "dataset_id": dataset.id, "image_id": image_id, "user_id": user_id,
              "reason": reason, "old_class_ids": sorted(map(str, current[image_id])),

@@ -82,12 +82,22 @@ def count_mismatches(*, session: Session) -> list[str]:
                                    .group_by(ClsLabel.dataset_id)).all())
     classes = dict(session.execute(select(ClsLabel.dataset_id, func.count(distinct(ClsLabel.class_id)))
                                    .group_by(ClsLabel.dataset_id)).all())
+    unassigned_labeled = dict(session.execute(
+        select(ClsDatasetImage.dataset_id, func.count())
+        .where((ClsDatasetImage.split.is_(None)) | (ClsDatasetImage.split == "unassigned"),
+               exists().where(ClsLabel.dataset_id == ClsDatasetImage.dataset_id,
+                              ClsLabel.image_id == ClsDatasetImage.image_id))
+        .group_by(ClsDatasetImage.dataset_id)).all())
     for dataset in session.execute(select(ClsDataset.id, ClsDataset.name, ClsDataset.image_count,
-                                          ClsDataset.labeled_image_count, ClsDataset.class_count)).all():
-        fresh = (images.get(dataset.id, 0), labeled.get(dataset.id, 0), classes.get(dataset.id, 0))
-        stored = (dataset.image_count, dataset.labeled_image_count, dataset.class_count)
+                                          ClsDataset.labeled_image_count, ClsDataset.class_count,
+                                          ClsDataset.unassigned_labeled_count)).all():
+        fresh = (images.get(dataset.id, 0), labeled.get(dataset.id, 0), classes.get(dataset.id, 0),
+                 unassigned_labeled.get(dataset.id, 0))
+        stored = (dataset.image_count, dataset.labeled_image_count, dataset.class_count,
+                  dataset.unassigned_labeled_count)
         if fresh != stored:
-            problems.append(f"dataset {dataset.name!r}: stored images/labeled/classes {stored}, actual {fresh}")
+            problems.append(f"dataset {dataset.name!r}: stored images/labeled/classes/unassigned labeled {stored}, "
+                            f"actual {fresh}")
     per_class = dict(session.execute(select(ClsLabel.class_id, func.count(distinct(ClsLabel.image_id)))
                                      .group_by(ClsLabel.class_id)).all())
     for row in session.execute(select(ClsClass.id, ClsClass.name, ClsClass.image_count)).all():

@@ -1,10 +1,11 @@
 """ORM models: the plan's `040_classification.sql` as SQLAlchemy 2.0 typed models, portable across
 SQLite and Postgres (Uuid, JSON→JSONB, lists as JSON), one module per area: `base` (Base, naming
-convention, timestamps), `library` (images), `library_aggregates` (tags one a row, the image count), `datasets` (classes, datasets, labels, versions),
+convention, timestamps), `library` (images), `library_aggregates` (tags one a row, the image count), `datasets` (classes, datasets, labels, versions), `dataset_aggregates` (a dataset's count kept by triggers),
 `training` (runs, trained models), `jobs` (jobs, users, audit), `similarity` (embedding indexes), `platform` (the platform's own source
 tables). Changes from the plan are listed in DESIGN.md. Import the classes from here: importing this
 package registers every table on Base.metadata (Alembic and create_all need them all)."""
 
+import core.models.dataset_aggregates  # noqa: F401  (its triggers, on Base.metadata)
 from core.models.base import Base, utcnow
 from core.models.datasets import (
     ClsClass,

@@ -61,6 +61,9 @@ class ClsDataset(TimestampMixin, Base):
     task_type: Mapped[str] = mapped_column(String(16), default="single_label", server_default="single_label")
     image_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     labeled_image_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Beyond the plan: labeled images without a split, kept by database triggers on labels, memberships
+    # and images (core.models.dataset_aggregates); no service writes it.
+    unassigned_labeled_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     class_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     split_ratios: Mapped[dict[str, Any]] = mapped_column(
         default=lambda: {"train": 0.8, "val": 0.1, "test": 0.1},
@@ -152,7 +155,9 @@ class ClsLabel(TimestampMixin, Base):
         UniqueConstraint("dataset_id", "image_id", "class_id", name="uq_cls_labels_dataset_image_class"),
         Index("idx_cls_labels_dataset", "dataset_id"),
         Index("idx_cls_labels_image", "dataset_id", "image_id"),
-        Index("idx_cls_labels_class", "class_id"),
+        # (Beyond the plan: with dataset and image, a rare class's images in the dataset grid are read
+        # from the index alone, not from 1,000+ scattered table pages.)
+        Index("idx_cls_labels_class", "class_id", "dataset_id", "image_id"),
         # Beyond the plan: "does this image carry this class in another dataset?" (class image counts)
         Index("idx_cls_labels_image_class", "image_id", "class_id"),
         # Beyond the plan: the dataset grid's "AI labels" and "not reviewed" totals walk only those
@@ -161,6 +166,10 @@ class ClsLabel(TimestampMixin, Base):
               sqlite_where=text("is_ai_generated")),
         Index("idx_cls_labels_unreviewed", "dataset_id", "image_id", postgresql_where=text("NOT is_reviewed"),
               sqlite_where=text("NOT is_reviewed")),
+        # Beyond the plan: AI labels not reviewed (the review queue's total where each image has one label)
+        Index("idx_cls_labels_ai_unreviewed", "dataset_id", "image_id",
+              postgresql_where=text("is_ai_generated AND NOT is_reviewed"),
+              sqlite_where=text("is_ai_generated AND NOT is_reviewed")),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
