@@ -42,6 +42,15 @@ def test_useful_order_is_typical_and_diverse_first():
     assert all(group_of[p] != -1 for p in order[:len(vectors) - 8])  # outliers are among the last
 
 
+def test_useful_order_weighs_down_clusters_people_have_labeled():
+    vectors, group_of = cluster_vectors(4, 20, outliers=False)
+    first = group_of[useful_order(vectors, k=4)[0]]
+    labeled = np.array([g == first for g in group_of]) & (np.arange(len(vectors)) % 4 == 0)
+    order = useful_order(vectors, k=4, labeled=labeled)
+    assert group_of[order[0]] != first  # five labels in that cluster: an uncovered one comes first
+    assert sorted(order) == list(range(len(vectors)))
+
+
 def test_clusters_hold_back_their_far_members():
     vectors, group_of = cluster_vectors(3, 8, outliers=True)
     found = clusters(vectors, k=3, far_percentile=90)

@@ -6,8 +6,9 @@ The order covers every image of the dataset (labeled ones too): a save does not 
 only skips images a person has labeled. It is computed again when the index grows (new vectors),
 the dataset gains or loses images, or the unreviewed AI labels change (a model predicted again).
 Without AI labels it is TypiClust's typical-and-diverse order over the vectors; with them, each
-image's uncertainty is blended in (core.similarity.selection.useful_order). Images the index lacks
-(added since the last embedding run) come last, in the order they were added.
+image's uncertainty is blended in (core.similarity.selection.useful_order). Clusters holding images
+a person has labeled (as of the computation) weigh less, so labels keep covering the data. Images
+the index lacks (added since the last embedding run) come last, in the order they were added.
 
 Uncertainty from an AI label: auto-labeling keeps the top class's probability p only; the margin to
 the second class is at least 2p − 1, so 1 − max(0, 2p − 1) bounds 1 − margin from above."""
@@ -61,7 +62,9 @@ def compute_order(session, dataset_id: uuid.UUID, *, storage=None, seed: int = 0
     if predicted:
         uncertainty = np.array([uncertainty_from_confidence(predicted[i][1]) if i in predicted else np.nan
                                 for i in embedded])
-    order = [embedded[p] for p in useful_order(vectors, uncertainty=uncertainty, seed=seed)]
+    awaiting = set(dataset_image_ids(session, dataset_id, unlabeled_only=True))
+    labeled = np.array([i not in awaiting for i in embedded], dtype=bool)
+    order = [embedded[p] for p in useful_order(vectors, uncertainty=uncertainty, seed=seed, labeled=labeled)]
     inside = set(embedded)
     return order + [i for i in ids if i not in inside]
 
