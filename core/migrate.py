@@ -24,7 +24,6 @@ def upgrade_head(url: str | None = None) -> str:
     """Bring the database to the newest schema; returns the revision it is at."""
     from alembic.runtime.migration import MigrationContext
 
-
     command.upgrade(alembic_config(url), "head")
     with get_engine(url).connect() as connection:
         return MigrationContext.configure(connection).get_current_revision() or ""

@@ -61,7 +61,6 @@ def upload_tab(dataset_id: uuid.UUID | None = None) -> None:
         def progress(done: int, total: int | None) -> None:
             bar.progress(done / total if total else 0.0, text=f"{done}/{total} files")
 
-
         files, refused = refuse_oversized(files, get_settings().max_upload_bytes)
         results = shown(lambda: ingest_many(items=[(f.name, f.getvalue()) for f in files], actor=current_user(),
                                             folder=folder or None, tags=tags, skip_duplicates=skip,

@@ -66,7 +66,6 @@ def _named(session, groups: list[list]) -> list[list[dict]]:
     """Each member by id with its file name and folder, so a group can be read without another lookup."""
     from sqlalchemy import select
 
-
     ids = [image_id for group in groups for image_id in group]
     names: dict = {}
     for start in range(0, len(ids), 1000):

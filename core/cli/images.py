@@ -57,7 +57,6 @@ def _dataset_id(value: str | None):
 
     from sqlalchemy import select
 
-
     with session_scope() as session:
         try:
             found = session.get(ClsDataset, uuid.UUID(value))

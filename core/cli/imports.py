@@ -116,7 +116,6 @@ def cmd_preview(args) -> dict:
 def _mapping(args) -> list:
     from sqlalchemy import select
 
-
     mapping = [ClassMapping(source_name=name, skip=True) for name in args.skip]
     with session_scope() as session:
         for pair in args.map:
@@ -162,7 +161,6 @@ def _request(args):
 
 def cmd_source(args) -> dict | BatchReport:
     from pydantic import ValidationError
-
 
     try:
         request = _request(args)

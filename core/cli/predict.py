@@ -56,7 +56,6 @@ def cmd_predict(args) -> BatchReport:
 def cmd_predict_batch(args) -> BatchReport:
     from pathlib import Path
 
-
     pasted = parse_image_ids(args.image_id)
     if args.image_ids_file:
         try:

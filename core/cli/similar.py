@@ -55,7 +55,6 @@ def cmd_find(args) -> dict:
 def cmd_indexes(args) -> dict:
     from sqlalchemy import select
 
-
     with session_scope() as session:
         rows = session.scalars(select(ClsEmbeddingIndex).order_by(ClsEmbeddingIndex.created_at)).all()
         return {"indexes": [describe(session=session, row=row) for row in rows]}

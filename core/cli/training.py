@@ -112,7 +112,6 @@ def _warn_missing_eval(version) -> list[dict]:
     """Classes of the version with no val or test image: said on stderr before the run starts."""
     import sys
 
-
     missing = version_missing_eval(version)
     for line in warning_lines({"missing_eval": missing}):
         sys.stderr.write(f"warning: {line}\n")
@@ -123,14 +122,12 @@ def print_recipe(config: dict) -> None:
     """The recipe, one setting a line, on stderr (stdout carries the one JSON document)."""
     import sys
 
-
     for row in recipe_rows(config):
         print(f"recipe: {row['setting']} = {row['value']}  ({row['by']}: {row['why']})", file=sys.stderr)
 
 
 def _run_outcome(run_id, job_id, *, queued: bool) -> dict:
     from sqlalchemy import select
-
 
     with session_scope() as session:
         run = get_run(session=session, run_id=run_id)

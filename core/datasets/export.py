@@ -232,7 +232,6 @@ def run_export(*, actor: User, job_id: uuid.UUID, dataset_id: uuid.UUID, fmt: st
     in one put (the role is checked again before that put)."""
     import tempfile
 
-
     storage = get_storage()
     with session_scope() as session:
         plan = collect_export(session=session, storage=storage, dataset_id=dataset_id, fmt=fmt,

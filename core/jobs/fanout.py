@@ -81,7 +81,6 @@ def _submit_to_rq(connection, queue_name: str, parent_id: uuid.UUID, chunk_ids: 
     from rq import Callback, Queue, Retry
     from rq.job import Dependency
 
-
     queue = Queue(queue_name, connection=connection)
     common = {"timeout": DEFAULT_TIMEOUT_S, "result_ttl": 24 * 3600, "failure_ttl": 7 * 24 * 3600}
     queue.enqueue_many([Queue.prepare_data("core.jobs.fanout.run_chunk", args=(str(chunk_id),), job_id=str(chunk_id),
@@ -309,7 +308,6 @@ def record_items(session, job_id: uuid.UUID, rows: list[dict[str, Any]]) -> set[
     transaction may apply. A concurrent duplicate run waits on the key and inserts nothing."""
     from sqlalchemy.dialects.postgresql import insert as postgres_insert
     from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
 
     if not rows:
         return set()

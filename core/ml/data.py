@@ -234,7 +234,6 @@ def decode_image(data: bytes, *, mode: str = "RGB", name: str = "image", shorter
     image is never converted at full size."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-
     try:
         with open_image(data, max_pixels=get_settings().max_image_pixels) as opened:
             if shorter_side:

@@ -42,7 +42,6 @@ def load_checkpoint_model(path: Path):
     """The torch model of a best.pt written by core.training.runs (self-describing: timm name, sizes)."""
     import torch
 
-
     saved = torch.load(str(path), map_location="cpu", weights_only=True)
     spec = spec_for_timm_name(saved["timm_name"])
     if spec is None:

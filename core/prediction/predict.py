@@ -224,7 +224,6 @@ def grad_cam(*, session: Session, storage, model, image: bytes, class_index: int
     from pytorch_grad_cam.utils.image import show_cam_on_image
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-
     row = resolve_model(session=session, model=model, user_id=user_id)
     net = _torch_model(session, storage, row)
     helper = Predictor(preprocessing=row.preprocessing, class_names=list(row.class_names),

@@ -169,7 +169,6 @@ def dataset_map(session: Session, *, dataset_id: uuid.UUID, colour_by: str = "cl
     `map` is None when no map exists."""
     import numpy as np
 
-
     if colour_by not in COLOUR_BY:
         raise InvalidInput(f"colour by {colour_by!r}: one of {', '.join(COLOUR_BY)}")
     if storage is None:

@@ -67,7 +67,6 @@ def backbone(family: str, size: str, *, weights: str | None, weights_file: Path 
     (timm's pretrained weights), "none" (random: tests), or a file given as `weights_file`."""
     import torch
 
-
     spec = get_spec(family, size)
     image_size = 256 if spec.family == "swin" else 224
     try:

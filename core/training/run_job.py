@@ -125,7 +125,6 @@ class _RunJob:
     def _load_torch(self, key: str) -> dict:
         import torch
 
-
         path = local_copy(self.storage, key, cache_dir() / "runs" / f"{self.run_id}-{uuid.uuid4().hex[:6]}.pt")
         try:
             return torch.load(str(path), map_location="cpu", weights_only=True)  # tensors and plain values only

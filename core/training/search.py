@@ -123,7 +123,6 @@ def start_search(*, actor: User, version_id, base: dict[str, Any], budget_min: f
     (short trials find the settings; the refit trains them as long as a normal run would)."""
     import optuna
 
-
     if not 0 < budget_min <= 7 * 24 * 60:
         raise InvalidInput(f"budget_min {budget_min!r}: give minutes between 0 and one week")
     parallel = int(parallel)

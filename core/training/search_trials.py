@@ -47,7 +47,6 @@ def run_trial(ctx, *, actor: User, study_name: str) -> dict[str, Any]:
     (pruned if weak), tell, top up."""
     from optuna.trial import TrialState
 
-
     study = load_study(study_name)
     attrs = study.user_attrs
     remaining_min = (trials_end(attrs) - time.time()) / 60
@@ -103,7 +102,6 @@ def fail_dead_trial(job_id, params: dict[str, Any], error: str | None) -> None:
     """The trial job's worker died (the reaper found its heartbeat stopped): its trial ends failed,
     its run too, and the search goes on with a new trial job."""
     from optuna.trial import TrialState
-
 
     study = load_study(params["study"])
     storage = study_storage()
