@@ -113,3 +113,30 @@ def test_early_stopping_stops_after_patience():
                            "early_stopping_metric": "val_accuracy", "use_ema": False})
     state = trainer.fit(parts_for(config), loaders(), config, trainer.FitState())
     assert len(state.history) < 6 and state.bad_epochs == 1
+
+
+def test_training_on_train_and_val_keeps_the_last_weights_and_validates_nothing():
+    """A search's refit (train_on_val): no split is held out, so no epoch is scored; the weights kept
+    are the last epoch's (the EMA's once it is past its early weights), and a plateau schedule, which
+    steps on a val score, is refused."""
+    import torch
+
+    from core.errors import InvalidInput
+    from core.ml import data, trainer
+
+    config = parse_config({**BASE, "epochs": 3, "train_on_val": True, "use_ema": False})
+    parts = parts_for(config)
+    state = trainer.fit(parts, {"train": loaders()["train"]}, config, trainer.FitState())
+    assert [h["epoch"] for h in state.history] == [1, 2, 3]
+    assert not any(k.startswith("val_") for h in state.history for k in h), state.history
+    assert state.best_epoch == 3 and state.best_source == "model" and state.best_score is None
+    assert all(torch.equal(state.best_state[k], v) for k, v in parts.model.state_dict().items())
+    with pytest.raises(InvalidInput, match="plateau"):
+        parse_config({**BASE, "train_on_val": True, "lr_scheduler": "plateau"})
+
+    records = [data.Record(f"i{n}", f"k{n}", "", (n % 3,), split) for n, split in
+               enumerate(["train"] * 4 + ["val"] * 2 + ["test"] * 2)]
+    held_out = data.split_records(records)
+    folded = data.split_records(records, train_on_val=True)
+    assert [len(held_out[s]) for s in ("train", "val", "test")] == [4, 2, 2]
+    assert [len(folded[s]) for s in ("train", "val", "test")] == [6, 0, 2]

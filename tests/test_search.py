@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -94,6 +95,15 @@ def test_search_runs_in_process_to_a_registered_best_model(embedded_stack, capsy
     assert {k: refit[k] for k in ("learning_rate", "augmentation_preset")} == {
         k: best_searched[k] for k in ("learning_rate", "augmentation_preset")}
     assert summary(name)["best_trial"] == refit["trial"]
+    # the refit learned from train + val (the settings came from val) and carries its settings' val score
+    assert refit["trained_on"] == "train+val" and all(r["trained_on"] == "train" for r in searched)
+    assert refit["value"] == rows[load_study(name).trials[refit["trial"]].user_attrs["refit_of"]]["value"]
+    from core.models import ClsTrainingRun
+
+    with embedded_stack.session() as session:
+        refit_run = session.get(ClsTrainingRun, uuid.UUID(refit["run_id"]))
+        assert refit_run.config["train_on_val"] is True
+        assert not any(k.startswith("val_") for row in refit_run.metrics_history for k in row)
     figures = search_figures(load_study(name))
     assert figures["history"] is not None
 

@@ -89,6 +89,9 @@ def new_search_view(user, go) -> None:
         refit = st.number_input("Then train the best settings once more (minutes, 0 = no refit)", min_value=0.0,
                                 value=0.0, help="Taken from the end of the budget: short trials find the settings, "
                                                 "the refit trains them as long as a normal run")
+        refit_on_val = st.toggle("The refit trains on train + val", value=True,
+                                 help="The val split chose the settings; the refit learns from it too and keeps "
+                                      "its last weights. The test split stays held out.")
         pretrained = st.toggle("Start from pretrained weights (timm's hub)", value=False)
         name = st.text_input("Name (optional)")
         submitted = st.form_submit_button("Start the search", type="primary", disabled=not can_act(user, "admin"))
@@ -98,7 +101,8 @@ def new_search_view(user, go) -> None:
         with session_scope() as session:
             version_id = resolve_version(session=session, actor=user, storage=get_storage(), dataset_name=dataset).id
         search = start_search(actor=user, version_id=version_id, budget_min=budget, trial_min=min(trial, budget),
-                              parallel=parallel, name=name, refit_min=refit, base={"model_type": family, "model_size": size.strip(),
+                              parallel=parallel, name=name, refit_min=refit, refit_on_val=refit_on_val,
+                              base={"model_type": family, "model_size": size.strip(),
                                                                   "image_size": int(image_size),
                                                                   "pretrained": pretrained})
     except UserError as exc:

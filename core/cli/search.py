@@ -36,6 +36,9 @@ def register(subparsers) -> None:
     search.add_argument("--parallel", type=int, default=1, help="trial jobs at once (one per training worker)")
     search.add_argument("--refit-min", type=float, default=0.0,
                         help="the last minutes of the budget train the best settings once more, this long")
+    search.add_argument("--refit-train-only", action="store_true",
+                        help="the refit trains on the train split alone (default: train + val, the settings "
+                             "having been chosen on val)")
     search.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a fixed training setting for every trial, e.g. --set pretrained=false")
     search.add_argument("--name", help="search name")
@@ -69,7 +72,8 @@ def cmd_train_search(args) -> dict:
         version_id = resolve_version(session=session, actor=operator_user(), storage=get_storage(),
                                      dataset_name=args.dataset, number=args.version).id
     name = start_search(actor=operator_user(), version_id=version_id, base=base, budget_min=args.budget_min,
-                        trial_min=args.trial_min, parallel=args.parallel, name=args.name, refit_min=args.refit_min)
+                        trial_min=args.trial_min, parallel=args.parallel, name=args.name, refit_min=args.refit_min,
+                        refit_on_val=not args.refit_train_only)
     if not args.wait:
         return _show(name)
     _wait(name)

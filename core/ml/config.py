@@ -99,6 +99,9 @@ class TrainingConfig(BaseModel):
     time_budget_min: float | None = Field(None, gt=0, le=7 * 24 * 60)  # wall-clock cap; sets epochs if unset
     auto_lr: bool = False  # an LR range test picks learning_rate before training
     lr_range_test: dict[str, Any] | None = None  # its curve and choice, recorded on the run
+    # A search's refit: the settings were chosen on the val split, so it trains on train + val and keeps
+    # its last weights (nothing held out to pick an epoch; the schedule has annealed by then)
+    train_on_val: bool = False
 
     @model_validator(mode="after")
     def _check_and_fill(self) -> TrainingConfig:
@@ -136,6 +139,9 @@ class TrainingConfig(BaseModel):
                              f"{self.num_classes}); use val_f1, val_accuracy or val_loss")
         if not multi and self.early_stopping_metric == "val_map":
             raise ValueError("val_map is a multi-label metric; use val_f1, val_accuracy, val_top5 or val_loss")
+        if self.train_on_val and self.lr_scheduler == "plateau":
+            raise ValueError("train_on_val holds no val split out, and the plateau schedule steps on its score: "
+                             "use cosine, step or one_cycle")
         if self.pretrained_weights and not self.pretrained_weights.startswith(("file:", "storage:", "model:")):
             raise ValueError("pretrained_weights must start with file:, storage: or model:")
         return self
@@ -176,7 +182,7 @@ def check_fits_dataset(config: TrainingConfig, *, split_counts: dict[str, int]) 
         raise InvalidInput("the version has no val images: training needs a val split to pick the best epoch")
     if config.batch_size > train:
         raise InvalidInput(f"batch_size {config.batch_size} is larger than the train split ({train} images)")
-    if config.devices > val:
+    if config.devices > val and not config.train_on_val:
         raise InvalidInput(f"devices={config.devices} shard the val split ({val} images): it needs one image per device")
 
 

@@ -65,8 +65,12 @@ def records_from_manifest(lines: list[dict[str, Any]], *, num_classes: int) -> l
     return records
 
 
-def split_records(records: list[Record]) -> dict[str, list[Record]]:
-    return {split: [r for r in records if r.split == split] for split in TRAINING_SPLITS}
+def split_records(records: list[Record], *, train_on_val: bool = False) -> dict[str, list[Record]]:
+    """Records per split; train_on_val (a search's refit) folds the val split into train and holds none out."""
+    splits = {split: [r for r in records if r.split == split] for split in TRAINING_SPLITS}
+    if train_on_val:
+        splits["train"], splits["val"] = splits["train"] + splits["val"], []
+    return splits
 
 
 CACHE_MAX_BYTES = int(os.environ.get("CLS_CACHE_MAX_BYTES", 50 * 1024**3))

@@ -127,7 +127,7 @@ def run_training(config: TrainingConfig, records: list[data.Record], *, class_na
     exports; the other ranks return None."""
     started = time.monotonic()
     torch.manual_seed(config.seed)
-    splits = data.split_records(records)
+    splits = data.split_records(records, train_on_val=config.train_on_val)
     files = data.ImageFiles(storage)
     files.fetch_all(records, on_step=(lambda d, t: on_message("downloading images", d, t)) if on_message else None)
 
@@ -178,7 +178,7 @@ def evaluate_saved(config: TrainingConfig, records: list[data.Record], fit_state
                    exports: tuple[str, ...] = ("onnx", "torchscript")) -> Artifacts:
     """The end of run_training for weights trained earlier (a search's best trial, saved in its
     checkpoint): the final evaluation on the test split, best.pt and the checked exports."""
-    splits = data.split_records(records)
+    splits = data.split_records(records, train_on_val=config.train_on_val)
     files = data.ImageFiles(storage)
     files.fetch_all(records)
     model = build_model(config.model_copy(update={"pretrained": False, "pretrained_weights": None}), None, None)
@@ -251,7 +251,8 @@ def finish(config: TrainingConfig, best, state: trainer.FitState, loaders: dict[
     device = device or torch.device("cpu")
     best.to(device)
     predictions = {"class_names": class_names, "splits": {}}
-    evaluated = "test" if "test" in loaders else "val"
+    # a refit on train + val with no test split has nothing held out: no report (the search's trial has its score)
+    evaluated = next((split for split in ("test", "val") if split in loaders), None)
     report = None
     for split in ("val", "test"):
         if split not in loaders:
@@ -269,7 +270,7 @@ def finish(config: TrainingConfig, best, state: trainer.FitState, loaders: dict[
                 "preprocessing": preprocessing, "class_names": class_names, "task_type": config.task_type},
                files["checkpoint"])
     files["predictions"].write_text(json.dumps(predictions))
-    export_check = export_all(best, loaders[evaluated], preprocessing, workdir, exports, files)
+    export_check = export_all(best, loaders[evaluated or "train"], preprocessing, workdir, exports, files)
     return Artifacts(files, preprocessing, report, evaluated, export_check, state)
 
 

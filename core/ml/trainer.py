@@ -340,7 +340,9 @@ def fit(parts: TrainParts, loaders: dict[str, Any], config: TrainingConfig, stat
         cheap = parts.ranks.any(
             val_seconds + val_cost <= VAL_SHARE_UNDER_BUDGET * (time.perf_counter() - fit_started))
         last = out_of_time or (epoch + 1 >= config.epochs and not to_deadline)
-        if deadline is None or config.lr_scheduler == "plateau" or last or cheap:
+        if "val" not in loaders:  # train_on_val: nothing held out, the last weights are the run's weights
+            keep_last(parts, state, config, epoch)
+        elif deadline is None or config.lr_scheduler == "plateau" or last or cheap:
             evaluated_at = time.perf_counter()
             row.update(_validate(parts, loaders["val"], config, state, epoch, last_evaluated))
             last_evaluated = epoch + 1
@@ -389,6 +391,17 @@ def _validate(parts: TrainParts, val_loader, config: TrainingConfig, state: FitS
     state.bad_epochs = 0 if improved else state.bad_epochs + (epoch + 1 - last_evaluated)
     return {"val_loss": metrics["loss"], **{f"val_{k}": v for k, v in metrics.items() if k != "loss"},
             "evaluated": source, "ema_early_share": ema_share}
+
+
+def keep_last(parts: TrainParts, state: FitState, config: TrainingConfig, epoch: int) -> None:
+    """With no val split (train_on_val) the weights kept are the last: the model's, or the EMA's once
+    it holds more than the early weights (it averages the annealed end of the schedule)."""
+    parts.schedule.after_epoch(epoch, None)
+    share = ema_ready(parts, state, config)
+    use_ema = share is not None and share <= EMA_MOSTLY_INITIAL
+    module = parts.ema.module if use_ema else parts.model
+    state.best_epoch, state.best_source = epoch + 1, "ema" if use_ema else "model"
+    state.best_state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
 
 
 def best_model(parts: TrainParts, state: FitState) -> nn.Module:

@@ -117,10 +117,13 @@ def _set(study, **attrs: Any) -> None:
 
 @requires("admin", "searching hyperparameters")
 def start_search(*, actor: User, version_id, base: dict[str, Any], budget_min: float, trial_min: float | None = None,
-                 parallel: int = 1, name: str | None = None, seed: int = 0, refit_min: float = 0.0) -> str:
+                 parallel: int = 1, name: str | None = None, seed: int = 0, refit_min: float = 0.0,
+                 refit_on_val: bool = True) -> str:
     """Create the study (its first trial the recipe's defaults) and queue `parallel` trial jobs.
     refit_min: the last minutes of the budget train the best settings found once more, that long
-    (short trials find the settings; the refit trains them as long as a normal run would)."""
+    (short trials find the settings; the refit trains them as long as a normal run would).
+    refit_on_val: the refit trains on train + val (the val split has done its work, choosing the
+    settings; a quarter more data is worth more than a held-out score), keeping its last weights."""
     import optuna
 
     if not 0 < budget_min <= 7 * 24 * 60:
@@ -157,6 +160,7 @@ def start_search(*, actor: User, version_id, base: dict[str, Any], budget_min: f
     _set(study, name=name[:200], dataset_id=dataset_id, version_id=str(version_id), base=base, metric=metric,
          budget_min=budget_min, trial_min=trial_min, parallel=parallel, lr_center=lr, status="running",
          train_images=train_images, val_images=val_images, refit_min=refit_min, refit=None, seed=seed,
+         refit_on_val=bool(refit_on_val),
          deadline=time.time() + 60 * budget_min, created_at=time.time(), actor=actor_record(actor))
     study.enqueue_trial({
         "learning_rate": lr, "weight_decay": defaults["weight_decay"],
@@ -335,7 +339,7 @@ def search_summary(study) -> dict[str, Any]:
     return {
         "name": study.study_name, "title": attrs.get("name"), "status": status, "metric": attrs.get("metric"),
         "budget_min": attrs.get("budget_min"), "trial_min": attrs.get("trial_min"), "parallel": attrs.get("parallel"),
-        "refit_min": attrs.get("refit_min") or 0.0,
+        "refit_min": attrs.get("refit_min") or 0.0, "refit_on_val": bool(attrs.get("refit_on_val")),
         "deadline": attrs.get("deadline"), "created_at": attrs.get("created_at"), "version_id": attrs.get("version_id"),
         "dataset_id": attrs.get("dataset_id"), "model_type": (attrs.get("base") or {}).get("model_type"),
         "model_size": (attrs.get("base") or {}).get("model_size"), "trial_counts": counts,
@@ -362,6 +366,7 @@ def trial_rows(study) -> list[dict[str, Any]]:
         rows.append({"trial": trial.number, "state": trial.state.name.lower(), "value": trial.value,
                      "epochs": max(trial.intermediate_values, default=None), "seconds": seconds,
                      "defaults": bool(trial.user_attrs.get("defaults")), "refit": bool(trial.user_attrs.get("refit")),
+                     "trained_on": trial.user_attrs.get("trained_on", "train"),
                      "run_id": trial.user_attrs.get("run_id"),
                      "error": trial.user_attrs.get("error"), **trial.params})
     return rows

@@ -59,6 +59,9 @@ def run_trial(ctx, *, actor: User, study_name: str) -> dict[str, Any]:
     refit_trial = bool(trial.user_attrs.get("refit"))
     budget = attrs["refit_min"] if refit_trial else min(attrs["trial_min"], remaining_min)
     values = {**attrs["base"], **suggest(trial, attrs), "export_formats": [], "time_budget_min": round(budget, 3)}
+    if refit_trial and attrs.get("refit_on_val"):
+        values["train_on_val"] = True
+        trial.set_user_attr("trained_on", "train+val")
     if trial.user_attrs.get("defaults"):  # the recipe's own choice on this worker, from its measured epochs
         for key in ("augmentation_preset", "drop_path_rate", "label_smoothing"):  # the preset's smoothing
             values.pop(key)
@@ -93,7 +96,10 @@ def run_trial(ctx, *, actor: User, study_name: str) -> dict[str, Any]:
         top_up(actor=actor, name=study_name, exclude=ctx.job_id)
         raise
     else:
-        study.tell(trial, result["best_score"])
+        score = result["best_score"]
+        if score is None and refit_trial:  # trained on train + val: the score is its settings' (on val)
+            score = study.trials[int(trial.user_attrs["refit_of"])].value
+        study.tell(trial, score)
     top_up(actor=actor, name=study_name, exclude=ctx.job_id)
     return {"study": study_name, "trial": trial.number, **result}
 
