@@ -56,13 +56,15 @@ LABELS_PER_CLUSTER = 2
 """The queue's clusters grow in number with the labels (TypiClust, Hacohen et al. 2022, re-clusters
 into labels-so-far + batch clusters each round; here one cluster per LABELS_PER_CLUSTER of those),
 up to clusters of QUEUE_PER_CLUSTER images: few labels, few coarse clusters, so the first batches
-spread over the data's modes instead of over 100+ small clusters chosen by size. bench_active_learning.py,
-30 seeds (photos / scans; random order 1508 / 111, fixed clusters of ~20: 880 / 92): one cluster
-per label 650 / 73, per 2 labels 736 / 65, per 1.5 labels 691 / 72; clusters of ~40 as the cap
-changed scans little."""
+spread over the data's modes instead of over 100+ small clusters chosen by size.
+bench_active_learning.py, 30 seeds (photos / scans; random order 1508 / 111, fixed clusters of ~20:
+880 / 92), up to clusters of ~20: one cluster per label 650 / 73, per 1.5 labels 691 / 72, per 2
+labels 736 / 65, per 3 labels scans 96, per 4 scans 106 (a sharp optimum: read it as coarse
+clusters help scans, not as a tuned constant)."""
 
-QUEUE_PER_CLUSTER = 20
-"""Images per cluster that the queue's growing cluster count stops at."""
+QUEUE_PER_CLUSTER = 10
+"""Images per cluster that the queue's growing cluster count stops at (cluster_count's 500 too).
+Per 2 labels, 30 seeds, photos: up to clusters of ~20 736, ~10 642, ~5 631 (scans never gets there)."""
 
 QUEUE_BATCH = 10
 """Labels a person gives between two rescorings of the queue (the bench's batch): counted in the
