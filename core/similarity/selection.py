@@ -8,9 +8,9 @@ the "most useful next" order of the labeling queue, and the clusters labeled wit
   nearest neighbours inside its cluster; dense, typical images teach a classifier more per label
   than outliers when few labels exist.
 - **Most useful next**: clusters (as many as the labels so far and the next batch can cover, two
-  labels a cluster, up to clusters of ~20: `queue_cluster_count`) are visited round-robin (largest
-  first), each giving its next most typical image, so the first labels cover every mode of the data (diversity) with its most
-  representative images (typicality). With a model's predictions, each image's uncertainty (1 − the
+  labels a cluster, down to clusters of ~10 images: `queue_cluster_count`) are visited round-robin
+  (largest first), each giving its next most typical image, so the first labels cover every mode of
+  the data (diversity) with its most representative images (typicality). With a model's predictions, each image's uncertainty (1 − the
   margin between its two best classes) is blended with its typicality inside each cluster, and the
   clusters the model is least sure of come first: uncertain, yet not outliers, and still spread.
 - **Label by cluster**: a cluster's members near its centre take the class the labeler picks with
