@@ -15,7 +15,7 @@ from core.labeling import actions, labels, useful_queue
 from core.labeling import queue as labeling
 from core.labeling.cluster_labels import label_cluster, plan_clusters
 from core.models import ClsAuditEvent, ClsDatasetImage, ClsLabel
-from core.similarity.selection import clusters, useful_order
+from core.similarity.selection import clusters, queue_cluster_count, useful_order
 from tests.clustered_index import cluster_vectors, clustered_dataset, record_index
 from tests.factories import ADMIN, make_image_row, person
 
@@ -49,6 +49,14 @@ def test_useful_order_weighs_down_clusters_people_have_labeled():
     order = useful_order(vectors, k=4, labeled=labeled)
     assert group_of[order[0]] != first  # five labels in that cluster: an uncovered one comes first
     assert sorted(order) == list(range(len(vectors)))
+
+
+def test_the_queue_clusters_grow_with_the_labels_up_to_a_cap():
+    assert queue_cluster_count(3200, 0) == 5  # one cluster per two of the first batch's labels
+    assert queue_cluster_count(3200, 90) == 50
+    assert queue_cluster_count(3200, 3000) == 320  # clusters of ~10 at most
+    assert queue_cluster_count(10**6, 10**5) == 500
+    assert queue_cluster_count(3, 0) == 1  # fewer than ~10 images: one cluster
 
 
 def test_clusters_hold_back_their_far_members():

@@ -7,7 +7,9 @@ only skips images a person has labeled. It is computed again when the index grow
 the dataset gains or loses images, or the unreviewed AI labels change (a model predicted again).
 Without AI labels it is TypiClust's typical-and-diverse order over the vectors; with them, each
 image's uncertainty is blended in (core.similarity.selection.useful_order). Clusters holding images
-a person has labeled (as of the computation) weigh less, so labels keep covering the data. Images
+a person has labeled (as of the computation) weigh less, so labels keep covering the data; the
+clusters grow in number with those labels (selection.queue_cluster_count: few, coarse clusters
+while few labels exist), the same rule bench_active_learning.py measures. Images
 the index lacks (added since the last embedding run) come last, in the order they were added.
 
 Uncertainty from an AI label: auto-labeling keeps the top class's probability p only; the margin to
