@@ -15,7 +15,7 @@ from core.labeling import actions, labels, useful_queue
 from core.labeling import queue as labeling
 from core.labeling.cluster_labels import label_cluster, plan_clusters
 from core.models import ClsAuditEvent, ClsDatasetImage, ClsLabel
-from core.similarity.selection import clusters, queue_cluster_count, useful_order
+from core.similarity.selection import QUEUE_BATCH, clusters, queue_cluster_count, rescoring_step, useful_order
 from tests.clustered_index import cluster_vectors, clustered_dataset, record_index
 from tests.factories import ADMIN, make_image_row, person
 
@@ -51,6 +51,14 @@ def test_useful_order_weighs_down_clusters_people_have_labeled():
     assert sorted(order) == list(range(len(vectors)))
 
 
+def test_the_queue_is_rescored_every_batch_then_every_ten_percent():
+    steps = [rescoring_step(n) for n in range(0, 400)]
+    assert steps[:10] == [0] * 10 and steps[10] == 1 and steps[99] == 9 and steps[100] == 10
+    changes = [n for n in range(1, 400) if steps[n] != steps[n - 1]]
+    assert changes[:10] == list(range(10, 101, 10))
+    assert all(b - a >= 0.09 * a for a, b in zip(changes[9:], changes[10:], strict=False))  # then ~10 % apart
+
+
 def test_the_queue_clusters_grow_with_the_labels_up_to_a_cap():
     assert queue_cluster_count(3200, 0) == 5  # one cluster per two of the first batch's labels
     assert queue_cluster_count(3200, 90) == 50
@@ -84,6 +92,14 @@ def test_the_useful_queue_walks_the_cached_order_and_skips_labeled_images(db_sta
         assert labeling.queue_size(session=s, dataset_id=ds, mode="useful") == len(ids) - 1
         cached = useful_queue.useful_order_ids(s, ds)
         assert useful_queue.useful_order_ids(s, ds) is cached  # no recomputation per next image
+        # ten labels (a rescoring step): computed again, its clusters grown with the labels
+        others = [i for i in ids if i != first[0]]
+        for image_id in others[:QUEUE_BATCH - 2]:
+            labels.set_labels(session=s, actor=LABELER, dataset_id=ds, image_id=image_id, class_ids=[classes[0]])
+        assert useful_queue.useful_order_ids(s, ds) is cached  # nine labels: the same step
+        labels.set_labels(session=s, actor=LABELER, dataset_id=ds, image_id=others[-1], class_ids=[classes[0]])
+        assert useful_queue.useful_order_ids(s, ds) is not cached
+        cached = useful_queue.useful_order_ids(s, ds)
         # a new image embedded: the order is computed again and takes it in
         image = make_image_row(s, db_stack.storage, seed=999)
         s.add(ClsDatasetImage(dataset_id=ds, image_id=image.id))

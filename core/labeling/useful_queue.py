@@ -4,7 +4,8 @@ the seeded random order, so each next image costs one indexed query, not a clust
 
 The order covers every image of the dataset (labeled ones too): a save does not change it, the queue
 only skips images a person has labeled. It is computed again when the index grows (new vectors),
-the dataset gains or loses images, or the unreviewed AI labels change (a model predicted again).
+the dataset gains or loses images, the unreviewed AI labels change (a model predicted again), or the
+labels reach the next rescoring step (selection.rescoring_step: every 10 labels, then every 10 % more).
 Without AI labels it is TypiClust's typical-and-diverse order over the vectors; with them, each
 image's uncertainty is blended in (core.similarity.selection.useful_order). Clusters holding images
 a person has labeled (as of the computation) weigh less, so labels keep covering the data; the
@@ -28,7 +29,7 @@ from core.errors import NotFound
 from core.labeling.dataset_vectors import ai_predictions, dataset_image_ids, predictions_version, vectors_of
 from core.models import ClsDataset
 from core.similarity.embeddings import find_index
-from core.similarity.selection import useful_order
+from core.similarity.selection import rescoring_step, useful_order
 
 _orders: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
@@ -41,7 +42,8 @@ def _key(session, dataset_id: uuid.UUID) -> tuple:
     except NotFound:
         index = (None, 0)
     dataset = session.get(ClsDataset, dataset_id)
-    return (*index, dataset.image_count if dataset else 0, predictions_version(session, dataset_id))
+    return (*index, dataset.image_count if dataset else 0, predictions_version(session, dataset_id),
+            rescoring_step(dataset.labeled_image_count if dataset else 0))
 
 
 def uncertainty_from_confidence(confidence: float | None) -> float:

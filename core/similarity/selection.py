@@ -21,6 +21,7 @@ the "most useful next" order of the labeling queue, and the clusters labeled wit
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -88,6 +89,16 @@ def normalised(vectors: np.ndarray) -> np.ndarray:
 def cluster_count(n: int, *, per_cluster: int = 30, most: int = 500) -> int:
     """A k giving clusters of about `per_cluster` images (a grid page's worth), at most `most`."""
     return int(max(1, min(most, n, round(n / per_cluster))))
+
+
+def rescoring_step(labeled: int, *, batch: int = QUEUE_BATCH) -> int:
+    """Which rescoring of the queue `labeled` labels call for: a new one after each `batch` labels for
+    ten batches, then after each 10 % more (the bench's steps). The queue's order is computed again
+    when this changes, so its clusters grow with the labels as the bench measures."""
+    labeled, first = max(0, int(labeled)), 10 * batch
+    if labeled < first:
+        return labeled // batch
+    return 10 + int(math.log(labeled / first) / math.log(1.1))
 
 
 def queue_cluster_count(n: int, labeled: int, *, batch: int = QUEUE_BATCH) -> int:
