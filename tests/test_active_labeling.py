@@ -92,14 +92,20 @@ def test_the_useful_queue_walks_the_cached_order_and_skips_labeled_images(db_sta
         assert labeling.queue_size(session=s, dataset_id=ds, mode="useful") == len(ids) - 1
         cached = useful_queue.useful_order_ids(s, ds)
         assert useful_queue.useful_order_ids(s, ds) is cached  # no recomputation per next image
-        # ten labels (a rescoring step): computed again, its clusters grown with the labels
         others = [i for i in ids if i != first[0]]
         for image_id in others[:QUEUE_BATCH - 2]:
             labels.set_labels(session=s, actor=LABELER, dataset_id=ds, image_id=image_id, class_ids=[classes[0]])
+    with db_stack.session() as s:
         assert useful_queue.useful_order_ids(s, ds) is cached  # nine labels: the same step
         labels.set_labels(session=s, actor=LABELER, dataset_id=ds, image_id=others[-1], class_ids=[classes[0]])
-        assert useful_queue.useful_order_ids(s, ds) is not cached
-        cached = useful_queue.useful_order_ids(s, ds)
+    with db_stack.session() as s:
+        # ten labels, a rescoring step: the old order serves at once while the new one is computed beside
+        assert useful_queue.useful_order_ids(s, ds) is cached
+        useful_queue.settle()
+        rescored = useful_queue.useful_order_ids(s, ds)
+        assert rescored is not cached and sorted(map(str, rescored)) == sorted(map(str, cached))
+        assert useful_queue.useful_order_ids(s, ds) is rescored
+        cached = rescored
         # a new image embedded: the order is computed again and takes it in
         image = make_image_row(s, db_stack.storage, seed=999)
         s.add(ClsDatasetImage(dataset_id=ds, image_id=image.id))

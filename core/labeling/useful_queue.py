@@ -6,6 +6,8 @@ The order covers every image of the dataset (labeled ones too): a save does not 
 only skips images a person has labeled. It is computed again when the index grows (new vectors),
 the dataset gains or loses images, the unreviewed AI labels change (a model predicted again), or the
 labels reach the next rescoring step (selection.rescoring_step: every 10 labels, then every 10 % more).
+A new step alone does not make a labeler wait: the old order (still right to walk, labeled images are
+skipped) is served while the new one is computed in a thread beside it (seconds on a large dataset).
 Without AI labels it is TypiClust's typical-and-diverse order over the vectors; with them, each
 image's uncertainty is blended in (core.similarity.selection.useful_order). Clusters holding images
 a person has labeled (as of the computation) weigh less, so labels keep covering the data; the
@@ -18,12 +20,14 @@ the second class is at least 2p − 1, so 1 − max(0, 2p − 1) bounds 1 − ma
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
 import weakref
 
 import numpy as np
+from sqlalchemy.orm import Session
 
 from core.errors import NotFound
 from core.labeling.dataset_vectors import ai_predictions, dataset_image_ids, predictions_version, vectors_of
@@ -32,7 +36,9 @@ from core.similarity.embeddings import find_index
 from core.similarity.selection import rescoring_step, useful_order
 
 _orders: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_refreshing: dict[tuple[int, uuid.UUID], threading.Thread] = {}  # (id(engine), dataset) → its rescoring
 _lock = threading.Lock()
+log = logging.getLogger(__name__)
 
 
 def _key(session, dataset_id: uuid.UUID) -> tuple:
@@ -83,11 +89,46 @@ def useful_order_ids(session, dataset_id: uuid.UUID, *, storage=None) -> list[uu
         cached = _orders.setdefault(engine, {}).get(dataset_id)
     if cached is not None and cached[0] == key:
         return cached[1]
+    if cached is not None and cached[0][:-1] == key[:-1]:  # only the rescoring step moved
+        _rescore_beside(engine, dataset_id, key, storage)
+        return cached[1]
     started = time.perf_counter()
     order = compute_order(session, dataset_id, storage=storage)
     with _lock:
         _orders[engine][dataset_id] = (key, order, time.perf_counter() - started)
     return order
+
+
+def _rescore_beside(engine, dataset_id: uuid.UUID, key: tuple, storage) -> None:
+    """Compute the order for `key` in a thread with its own session (one at a time per dataset); the
+    caller goes on with the old one."""
+    def rescore() -> None:
+        try:
+            started = time.perf_counter()
+            with Session(engine) as own:
+                order = compute_order(own, dataset_id, storage=storage)
+            with _lock:
+                _orders.setdefault(engine, {})[dataset_id] = (key, order, time.perf_counter() - started)
+        except Exception:  # the old order stays in use; the next look tries again
+            log.exception("rescoring the useful-next order of dataset %s failed", dataset_id)
+        finally:
+            with _lock:
+                _refreshing.pop((id(engine), dataset_id), None)
+
+    with _lock:
+        if (id(engine), dataset_id) in _refreshing:
+            return
+        thread = _refreshing[(id(engine), dataset_id)] = threading.Thread(target=rescore, daemon=True,
+                                                                          name=f"useful-order-{dataset_id}")
+    thread.start()
+
+
+def settle(timeout: float = 60.0) -> None:
+    """Wait for the rescorings under way (tests and benchmarks read the new order after it)."""
+    with _lock:
+        threads = list(_refreshing.values())
+    for thread in threads:
+        thread.join(timeout)
 
 
 def forget(dataset_id: uuid.UUID | None = None) -> None:
