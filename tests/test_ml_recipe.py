@@ -197,6 +197,45 @@ def test_a_time_budget_validates_at_a_cadence_and_always_at_the_end(monkeypatch)
     assert all(h["evaluated"] is None for h in state.history if h["epoch"] not in validated)
 
 
+def test_a_run_trained_to_its_deadline_keeps_its_last_weights(monkeypatch):
+    """Epochs fitted to a budget with the recipe's patience: the LR anneals by the clock to the deadline,
+    so the run keeps its last epoch's weights even when an earlier epoch (at a higher LR) scored better
+    on val; epochs the user set keep the best-scored epoch."""
+    import time
+
+    import torch
+
+    from core.ml import trainer
+    from core.ml.config import parse_config
+
+    torch.set_num_threads(1)
+    scores = iter([0.9, 0.2, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1] * 50)  # the first epoch "best" by far
+    real_evaluate = trainer.evaluate_epoch
+
+    def falling(*args, **kwargs):
+        metrics, source, module = real_evaluate(*args, **kwargs)
+        return {**metrics, "f1": next(scores)}, source, module
+
+    monkeypatch.setattr(trainer, "evaluate_epoch", falling)
+    monkeypatch.setattr(trainer, "VAL_SHARE_UNDER_BUDGET", 1.0)  # validate every epoch
+    values = {"model_type": "resnet", "model_size": "18", "num_classes": 3, "image_size": 32, "pretrained": False,
+              "batch_size": 4, "augmentation_preset": "none", "mixed_precision": False, "use_ema": False,
+              "warmup_epochs": 0}
+    fitted = parse_config({**values, "epochs": 1, "recipe_auto": ["epochs", "early_stopping_patience"]})
+    parts, loaders = _tiny_parts(fitted)
+    state = trainer.fit(parts, loaders, fitted, trainer.FitState(), deadline=time.monotonic() + 4)
+    last = state.history[-1]
+    assert len(state.history) > 1 and last["stopped"] == "time budget"
+    assert state.best_epoch == last["epoch"] and state.best_score == last["val_f1"] < 0.9
+    assert all(torch.equal(state.best_state[k], v) for k, v in parts.model.state_dict().items())
+
+    scores = iter([0.9, 0.2, 0.1])
+    chosen = parse_config({**values, "epochs": 3, "early_stopping": False})  # the user's epochs
+    parts, loaders = _tiny_parts(chosen)
+    state = trainer.fit(parts, loaders, chosen, trainer.FitState(), deadline=time.monotonic() + 3600)
+    assert state.best_epoch == 1 and state.best_score == 0.9
+
+
 def test_epochs_fitted_to_a_budget_train_until_the_deadline_paced_by_the_clock(monkeypatch):
     """The budget's epochs are an estimate from a probe: a faster machine trains on to the deadline (its
     LR following the clock alone) instead of ending early with budget left; epochs the user set stay a cap."""

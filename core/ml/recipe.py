@@ -12,7 +12,7 @@ the device. The rules (tests/test_ml_recipe.py holds them to this table):
 | EMA | off under 1,000 steps; else decay 1 − 10/steps (time constant a tenth of the run), 0.99–0.9999 | same |
 | augmentation | by passes over the data: < 100 crops (crops and flips, no jitter, mixing or smoothing), < 300 medium, else sota | < 100 images/class medium, else light; 100+ passes sota |
 | drop_path_rate | 0 under 100 passes, else 0.1 | 0.1 |
-| early-stopping patience | half of the epochs, at least 5; no early stop when the epochs are fitted to a time budget (the run trains to the deadline) | same |
+| early-stopping patience | half of the epochs, at least 5; no early stop when the epochs are fitted to a time budget (the run trains to the deadline and keeps its last epoch's weights) | same |
 | mixed precision | on where the device computes bf16/fp16 natively | same |
 | num_workers | 0 on a CPU (decoded-image cache); 4 on a GPU | same |
 | crop_pct (evaluation) | 1: the whole image, as it was trained | the model's own (its weights' convention) |
@@ -283,7 +283,8 @@ def apply_recipe(values: dict[str, Any], *, train_images: int, num_classes: int,
         notes["learning_rate"] = "found by an LR range test at the start of training"
     if "epochs" in auto and "early_stopping_patience" in auto:
         notes["early_stopping_patience"] = ("unused: the run trains to its time budget's deadline, the learning "
-                                            "rate annealed by the clock (an early stop would keep a high rate)")
+                                            "rate annealed by the clock (an early stop would keep a high rate), "
+                                            "and keeps its last epoch's weights")
     values["recipe_auto"], values["recipe_notes"] = auto, notes
     return values
 
