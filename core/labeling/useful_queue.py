@@ -41,15 +41,16 @@ _lock = threading.Lock()
 log = logging.getLogger(__name__)
 
 
-def _key(session, dataset_id: uuid.UUID) -> tuple:
+def _key(session, dataset_id: uuid.UUID) -> tuple[tuple, int]:
+    """(what the order's contents depend on, the labels' rescoring step)."""
     try:
         row = find_index(session=session)
         index = (row.id, row.count)
     except NotFound:
         index = (None, 0)
     dataset = session.get(ClsDataset, dataset_id)
-    return (*index, dataset.image_count if dataset else 0, predictions_version(session, dataset_id),
-            rescoring_step(dataset.labeled_image_count if dataset else 0))
+    contents = (*index, dataset.image_count if dataset else 0, predictions_version(session, dataset_id))
+    return contents, rescoring_step(dataset.labeled_image_count if dataset else 0)
 
 
 def uncertainty_from_confidence(confidence: float | None) -> float:
@@ -89,7 +90,7 @@ def useful_order_ids(session, dataset_id: uuid.UUID, *, storage=None) -> list[uu
         cached = _orders.setdefault(engine, {}).get(dataset_id)
     if cached is not None and cached[0] == key:
         return cached[1]
-    if cached is not None and cached[0][:-1] == key[:-1]:  # only the rescoring step moved
+    if cached is not None and cached[0][0] == key[0]:  # only the rescoring step moved
         _rescore_beside(engine, dataset_id, key, storage)
         return cached[1]
     started = time.perf_counter()

@@ -227,13 +227,24 @@ def ema_ready(parts: TrainParts, state: FitState, config: TrainingConfig) -> flo
     return ema_early_share(state.num_updates, config.ema_decay)
 
 
+def ema_usable(parts: TrainParts, ema_share: float | None) -> bool:
+    """Whether the EMA holds more than the run's first weights (a candidate for the weights kept)."""
+    return parts.ema is not None and ema_share is not None and ema_share <= EMA_MOSTLY_INITIAL
+
+
+def keep_weights(state: FitState, module: nn.Module, epoch: int, source: str) -> None:
+    """`module`'s weights become the run's (a CPU copy), taken at `epoch` (0-based) from `source`."""
+    state.best_epoch, state.best_source = epoch + 1, source
+    state.best_state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+
 def evaluate_epoch(parts: TrainParts, val_loader, config: TrainingConfig,
                    ema_share: float | None = None) -> tuple[dict[str, float], str, nn.Module]:
     """Scores of the model and of its EMA on val; returns the better one's (metrics, source, module).
     An EMA that still holds mostly the run's first weights is not a candidate."""
     multi = config.task_type == "multi_label"
     candidates = [("model", parts.model)]
-    if parts.ema is not None and ema_share is not None and ema_share <= EMA_MOSTLY_INITIAL:
+    if ema_usable(parts, ema_share):
         candidates.append(("ema", parts.ema.module))
     best = None
     for source, module in candidates:
@@ -328,8 +339,8 @@ def _validate(parts: TrainParts, val_loader, config: TrainingConfig, state: FitS
     parts.schedule.after_epoch(epoch, value)
     improved = is_better(config.early_stopping_metric, value, state.best_score)
     if improved or final:
-        state.best_score, state.best_epoch, state.best_source = value, epoch + 1, source
-        state.best_state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+        state.best_score = value
+        keep_weights(state, module, epoch, source)
     state.bad_epochs = 0 if improved else state.bad_epochs + (epoch + 1 - last_evaluated)
     return {"val_loss": metrics["loss"], **{f"val_{k}": v for k, v in metrics.items() if k != "loss"},
             "evaluated": source, "ema_early_share": ema_share}
@@ -339,11 +350,10 @@ def keep_last(parts: TrainParts, state: FitState, config: TrainingConfig, epoch:
     """With no val split (train_on_val) the weights kept are the last: the model's, or the EMA's once
     it holds more than the early weights (it averages the annealed end of the schedule)."""
     parts.schedule.after_epoch(epoch, None)
-    share = ema_ready(parts, state, config)
-    use_ema = share is not None and share <= EMA_MOSTLY_INITIAL
-    module = parts.ema.module if use_ema else parts.model
-    state.best_epoch, state.best_source = epoch + 1, "ema" if use_ema else "model"
-    state.best_state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+    if ema_usable(parts, ema_ready(parts, state, config)):
+        keep_weights(state, parts.ema.module, epoch, "ema")
+    else:
+        keep_weights(state, parts.model, epoch, "model")
 
 
 def best_model(parts: TrainParts, state: FitState) -> nn.Module:
